@@ -1,0 +1,67 @@
+// Command hello is the example service of the article the launcher grew
+// from: GET / answers "hello from VERSION", GET /sleep?d=DURATION sleeps
+// that long first. Build a release with
+//
+//	go build -ldflags "-X main.version=v2" -o releases/v2/hello ./cmd/hello
+//
+// Run it under the supervisor (launcher start -- releases/v1/hello) or
+// alone (hello -addr :8080 -pidfile hello.pid; kill -HUP $(cat hello.pid)).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/launcherd/launcher/launcher"
+)
+
+// version is set at build time with -ldflags "-X main.version=v2".
+var version = "dev"
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address when run without a supervisor")
+	pidfile := flag.String("pidfile", "", "write the serving process's pid here (standalone)")
+	flag.Parse()
+
+	app, err := launcher.New(launcher.Options{Addr: *addr, PIDFile: *pidfile})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hello:", err)
+		os.Exit(1)
+	}
+	if err := app.Run(context.Background(), newMux(version)); err != nil {
+		fmt.Fprintln(os.Stderr, "hello:", err)
+		os.Exit(1)
+	}
+}
+
+// newMux returns the article's two handlers.
+func newMux(version string) *http.ServeMux {
+	body := "hello from " + version + "\n"
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, body)
+	})
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.FormValue("d"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		reply(w, body)
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte(s))
+}

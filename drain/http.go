@@ -1,0 +1,186 @@
+package drain
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DefaultIdleGrace is how long a connection must stay idle during a drain
+// before it is closed. A client that sends steadily gets a response with
+// "Connection: close" well within it and reconnects; only a client silent
+// for this long can race with the close.
+const DefaultIdleGrace = time.Second
+
+// Observer is told of each finished request, for metrics. It must be cheap
+// and safe for concurrent use.
+type Observer interface {
+	ObserveRequest(code int, d time.Duration)
+}
+
+// Server runs an http.Server on tracked listeners and drains it without
+// client-visible errors. Set the fields before calling Serve.
+type Server struct {
+	// HTTP is the server to run. Its Handler and ConnState are wrapped by
+	// Serve; set them before.
+	HTTP *http.Server
+	// Tracker counts requests and connections; nil means a new one.
+	Tracker *Tracker
+	// IdleGrace is how long a connection must be idle before a drain closes
+	// it; zero means DefaultIdleGrace.
+	IdleGrace time.Duration
+	// Observer, if set, is told of every finished request.
+	Observer Observer
+
+	once sync.Once
+	pool sync.Pool // *recorder, so the request path does not allocate
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.Tracker == nil {
+			s.Tracker = NewTracker()
+		}
+		if s.IdleGrace <= 0 {
+			s.IdleGrace = DefaultIdleGrace
+		}
+		s.HTTP.Handler = s.wrap(s.HTTP.Handler)
+		prev := s.HTTP.ConnState
+		s.HTTP.ConnState = func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*Conn); ok {
+				switch st {
+				case http.StateActive:
+					tc.SetIdle(false)
+				case http.StateIdle:
+					tc.SetIdle(true)
+				case http.StateHijacked:
+					tc.hijacked.Store(true)
+				case http.StateClosed:
+					tc.closeOnce.Do(func() { tc.t.remove(tc) })
+				}
+			}
+			if prev != nil {
+				prev(c, st)
+			}
+		}
+	})
+}
+
+// Serve accepts connections on ln and serves them until ln closes. A
+// listener closed by a handover or drain is not an error: Serve then
+// returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	err := s.HTTP.Serve(NewListener(ln, s.Tracker))
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Drain stops the server gracefully. Listeners should already be closed
+// (the launcher closes them after emptying their accept queues); Drain
+// closes any left. Responses from now on carry "Connection: close", idle
+// connections are closed after IdleGrace, and Drain returns when no request
+// or connection is left. HTTP/2 connections then get GOAWAY through
+// http.Server.Shutdown. When ctx ends first, what is left is closed and the
+// error wraps [ErrCut] with the counts.
+func (s *Server) Drain(ctx context.Context) error {
+	s.init()
+	s.Tracker.StartDrain()
+	if err := waitConns(ctx, s.Tracker, s.IdleGrace, nil); err != nil {
+		s.HTTP.Close()
+		return err
+	}
+	if err := s.HTTP.Shutdown(ctx); err != nil {
+		return fmt.Errorf("drain: shutdown: %w", err)
+	}
+	return nil
+}
+
+// wrap counts in-flight requests, asks clients to reconnect during a
+// drain, and reports each request to the Observer.
+func (s *Server) wrap(next http.Handler) http.Handler {
+	if next == nil {
+		next = http.DefaultServeMux
+	}
+	t := s.Tracker
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.inflight.Add(1)
+		defer t.inflight.Add(-1)
+		if t.draining.Load() && r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		if s.Observer == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		rw := s.getRecorder(w)
+		defer s.putRecorder(rw)
+		next.ServeHTTP(rw, r)
+		if rw.code == 0 {
+			rw.code = http.StatusOK
+		}
+		s.Observer.ObserveRequest(rw.code, time.Since(start))
+	})
+}
+
+// recorder captures the status code. It is pooled so the request path does
+// not allocate.
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *Server) getRecorder(w http.ResponseWriter) *recorder {
+	r, _ := s.pool.Get().(*recorder)
+	if r == nil {
+		r = new(recorder)
+	}
+	r.ResponseWriter, r.code = w, 0
+	return r
+}
+
+func (s *Server) putRecorder(r *recorder) {
+	r.ResponseWriter = nil
+	s.pool.Put(r)
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush implements http.Flusher when the underlying writer does.
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack implements http.Hijacker when the underlying writer does.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("drain: response writer cannot hijack")
+	}
+	return h.Hijack()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

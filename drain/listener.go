@@ -1,0 +1,116 @@
+package drain
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Listener wraps a net.Listener so that every accepted connection is
+// tracked by a [Tracker]. A plain TCP server uses it directly; [Server]
+// uses it under net/http.
+type Listener struct {
+	net.Listener
+	t *Tracker
+}
+
+// NewListener wraps ln; connections it accepts are counted by t.
+func NewListener(ln net.Listener, t *Tracker) *Listener { return &Listener{Listener: ln, t: t} }
+
+// Accept waits for and returns the next connection, tracked.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &Conn{Conn: c, t: l.t}
+	tc.setIdle(time.Now()) // a new connection counts as idle until its first request
+	l.t.add(tc)
+	return tc, nil
+}
+
+// Conn is a tracked connection. For a plain TCP server every connection
+// counts as busy unless the server marks it idle with [Conn.SetIdle].
+type Conn struct {
+	net.Conn
+	t         *Tracker
+	idleSince atomic.Int64 // unix nanos; 0 while busy
+	hijacked  atomic.Bool
+	closeOnce sync.Once
+}
+
+// SetIdle marks the connection idle (true) or busy (false). A drain closes
+// a connection only after it has stayed idle for the grace period.
+func (c *Conn) SetIdle(idle bool) {
+	if idle {
+		c.setIdle(time.Now())
+	} else {
+		c.idleSince.Store(0)
+	}
+}
+
+func (c *Conn) setIdle(now time.Time) { c.idleSince.Store(now.UnixNano()) }
+
+func (c *Conn) idleFor(now time.Time) time.Duration {
+	since := c.idleSince.Load()
+	if since == 0 || c.hijacked.Load() {
+		return -1
+	}
+	return now.Sub(time.Unix(0, since))
+}
+
+// Close closes the connection and stops tracking it.
+func (c *Conn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() { c.t.remove(c) })
+	return err
+}
+
+// ReadFrom keeps the sendfile/splice fast path of *net.TCPConn.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
+// Drain closes the listener, marks the tracker draining, closes each
+// connection once it has been idle for grace, and waits until none is
+// left. When ctx ends first, the remaining connections are closed and the
+// error says how many were cut.
+func (l *Listener) Drain(ctx context.Context, grace time.Duration) error {
+	l.t.StartDrain()
+	l.Listener.Close()
+	return waitConns(ctx, l.t, grace, nil)
+}
+
+// pollInterval is how often a drain looks for idle connections; like
+// net/http's Shutdown it polls rather than waking on every state change.
+const pollInterval = 10 * time.Millisecond
+
+// ErrCut is wrapped by a drain that hit its deadline and closed connections
+// that were still in use.
+var ErrCut = fmt.Errorf("drain deadline: connections cut")
+
+// waitConns closes idle connections as they pass grace and returns when
+// none is open (and done, if given, reports true).
+func waitConns(ctx context.Context, t *Tracker, grace time.Duration, done func() bool) error {
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		open := t.closeIdle(time.Now(), grace)
+		if open == 0 && t.inflight.Load() == 0 && (done == nil || done()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			conns, reqs := t.closeAll()
+			return fmt.Errorf("%w: %d connections, %d requests in flight: %w", ErrCut, conns, reqs, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,191 @@
+// Package control is the wire protocol between the launcher supervisor,
+// its workers and the launcher CLI: one unix stream socket, newline-
+// delimited JSON messages, a versioned handshake first, every message
+// bounded in size and every read bounded in time by the caller.
+//
+// The same socket serves workers and CLI clients; the first message's Role
+// says which. Workers prove they are the supervisor's children with the
+// token it put in their environment.
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// Version is the protocol version sent in every handshake. A peer with
+// another version is refused.
+const Version = 1
+
+// MaxMessage bounds one encoded message. Larger input is an error and the
+// connection is dropped.
+const MaxMessage = 64 << 10
+
+// Roles of the first message.
+const (
+	RoleWorker = "worker"
+	RoleClient = "client"
+)
+
+// Message types. Worker → supervisor: Hello, Listen, Listening, Ready,
+// Steered, Released, Fail. Supervisor → worker: Welcome, Grant, Steer,
+// Release, HandoffDone. Client ↔ supervisor: Hello with Cmd, then
+// Progress messages and one Result.
+const (
+	TypeHello       = "hello"
+	TypeWelcome     = "welcome"
+	TypeListen      = "listen"
+	TypeGrant       = "grant"
+	TypeListening   = "listening"
+	TypeReady       = "ready"
+	TypeSteer       = "steer"
+	TypeSteered     = "steered"
+	TypeRelease     = "release"
+	TypeReleased    = "released"
+	TypeHandoffDone = "handoff-done"
+	TypeFail        = "fail"
+	TypeProgress    = "progress"
+	TypeResult      = "result"
+)
+
+// Message is every message of the protocol; each type uses a few fields.
+type Message struct {
+	Type    string `json:"type"`
+	Version int    `json:"v,omitempty"`
+	Role    string `json:"role,omitempty"`
+
+	// Worker hello.
+	Generation int    `json:"generation,omitempty"`
+	Worker     int    `json:"worker,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	Token      string `json:"token,omitempty"`
+
+	// Client commands.
+	Cmd  string `json:"cmd,omitempty"`
+	Arg  string `json:"arg,omitempty"`
+	Wait bool   `json:"wait,omitempty"`
+
+	// Supervisor → worker.
+	Slots    []int `json:"slots,omitempty"`
+	SettleMS int64 `json:"settle_ms,omitempty"`
+	DrainMS  int64 `json:"drain_ms,omitempty"`
+	Naive    bool  `json:"naive,omitempty"`
+
+	// Replies.
+	OK    bool            `json:"ok,omitempty"`
+	Error string          `json:"error,omitempty"`
+	Text  string          `json:"text,omitempty"`
+	Data  json.RawMessage `json:"data,omitempty"`
+}
+
+// ErrTooLarge is returned when a peer sends a message over MaxMessage.
+var ErrTooLarge = errors.New("control: message too large")
+
+// Conn reads and writes messages on a stream connection. Reads are not
+// safe for concurrent use; writes are.
+type Conn struct {
+	c  net.Conn
+	r  *bufio.Reader
+	mu sync.Mutex
+}
+
+// NewConn wraps c.
+func NewConn(c net.Conn) *Conn { return &Conn{c: c, r: bufio.NewReaderSize(c, 4096)} }
+
+// Read reads one message. A deadline of zero means none.
+func (c *Conn) Read(deadline time.Time) (Message, error) {
+	var m Message
+	if err := c.c.SetReadDeadline(deadline); err != nil {
+		return m, err
+	}
+	line, err := readLine(c.r)
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		return m, fmt.Errorf("control: bad message: %w", err)
+	}
+	return m, nil
+}
+
+// Decode parses one encoded message, as Read does; it exists for fuzzing
+// and tests.
+func Decode(b []byte) (Message, error) {
+	var m Message
+	line, err := readLine(bufio.NewReader(io.LimitReader(bytes.NewReader(b), MaxMessage+2)))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		return m, fmt.Errorf("control: bad message: %w", err)
+	}
+	return m, nil
+}
+
+// readLine reads up to a newline, refusing lines over MaxMessage without
+// buffering them whole.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var buf []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(buf)+len(chunk) > MaxMessage+1 {
+			return nil, ErrTooLarge
+		}
+		buf = append(buf, chunk...)
+		switch {
+		case err == nil:
+			return buf[:len(buf)-1], nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(buf) > 0:
+			return nil, io.ErrUnexpectedEOF
+		default:
+			return nil, err
+		}
+	}
+}
+
+// Write sends one message.
+func (c *Conn) Write(m Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("control: encode %s: %w", m.Type, err)
+	}
+	if len(b) > MaxMessage {
+		return ErrTooLarge
+	}
+	b = append(b, '\n')
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.c.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	_, err = c.c.Write(b)
+	return err
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// NetConn returns the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.c }
+
+// Environment variables the supervisor sets for each worker. The app-side
+// API in package launcher reads them; an app never needs to.
+const (
+	EnvGeneration = "LAUNCHER_GENERATION" // generation number, 1, 2, …
+	EnvVersion    = "LAUNCHER_VERSION"    // release label, e.g. v2
+	EnvListen     = "LAUNCHER_LISTEN"     // comma-separated listen addresses
+	EnvControl    = "LAUNCHER_CONTROL"    // unix socket: readiness, steering, drain
+	EnvAdmin      = "LAUNCHER_ADMIN"      // unix socket path for the worker's /metrics and /healthz
+	EnvWorker     = "LAUNCHER_WORKER"     // worker index within the generation, 0…N-1
+	EnvToken      = "LAUNCHER_TOKEN"      // secret proving the worker is the supervisor's child
+	EnvHandoff    = "LAUNCHER_HANDOFF"    // "1": started by a standalone app's SIGHUP, not a supervisor
+)

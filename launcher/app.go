@@ -1,0 +1,299 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/launcherd/launcher/drain"
+	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
+	"github.com/launcherd/launcher/reuseport"
+)
+
+// ErrNotListening is returned by [App.Ready] before [App.Listen] succeeded.
+var ErrNotListening = errors.New("launcher: Ready before Listen")
+
+// App is one process of a service run by the launcher (or alone). Create
+// it with [New]; it is safe for concurrent use.
+type App struct {
+	opts       Options
+	log        *slog.Logger
+	generation int
+	version    string
+	worker     int
+	addrs      []string
+	adminPath  string
+	handoff    bool // started by a standalone parent's SIGHUP
+
+	tracker *drain.Tracker
+	metrics *metrics.Worker
+	reg     *prometheus.Registry
+
+	grants    chan control.Message // grant or fail from the supervisor
+	stopping  chan struct{}        // closed once the listeners are released
+	stopOnce  sync.Once
+	// drainTimeout in ms, set by the supervisor's release message.
+	drainTimeout atomic.Int64
+	readerEnd chan struct{} // closed when the control reader returns
+
+	mu     sync.Mutex
+	ctl    *control.Conn // nil when standalone
+	lns    []*net.TCPListener
+	admin  io.Closer
+	ready  bool
+	closed bool
+}
+
+// New returns an App configured from opts and, under a supervisor, from
+// the environment it set. Under a supervisor it connects to the control
+// socket at once, so a broken setup fails here.
+func New(opts Options) (*App, error) {
+	opts.setDefaults()
+	a := &App{
+		opts:      opts,
+		version:   os.Getenv(control.EnvVersion),
+		adminPath: os.Getenv(control.EnvAdmin),
+		handoff:   os.Getenv(control.EnvHandoff) == "1",
+		tracker:   drain.NewTracker(),
+		grants:    make(chan control.Message, 1),
+		stopping:  make(chan struct{}),
+		readerEnd: make(chan struct{}),
+	}
+	a.generation, _ = strconv.Atoi(os.Getenv(control.EnvGeneration))
+	if a.generation == 0 {
+		a.generation = 1 // standalone: the first process is generation 1
+	}
+	a.worker, _ = strconv.Atoi(os.Getenv(control.EnvWorker))
+	listen := os.Getenv(control.EnvListen)
+	if listen == "" {
+		listen = opts.Addr
+	}
+	for _, s := range strings.Split(listen, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			a.addrs = append(a.addrs, s)
+		}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	a.log = log.With("generation", a.generation, "version", a.version, "worker", a.worker, "pid", os.Getpid())
+	a.metrics = metrics.NewWorker(a.tracker)
+	a.reg = prometheus.NewRegistry()
+	a.reg.MustRegister(a.metrics)
+
+	if path := os.Getenv(control.EnvControl); path != "" {
+		if err := a.connect(path); err != nil {
+			return nil, err
+		}
+	} else {
+		close(a.readerEnd)
+	}
+	if a.adminPath != "" {
+		closer, err := a.serveAdmin(a.adminPath)
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.admin = closer
+	}
+	return a, nil
+}
+
+// Supervised reports whether a supervisor (or a standalone parent handing
+// over) runs this process.
+func (a *App) Supervised() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ctl != nil
+}
+
+// Generation returns the generation number (0 when standalone).
+func (a *App) Generation() int { return a.generation }
+
+// Version returns the release label the supervisor gave ("" standalone).
+func (a *App) Version() string { return a.version }
+
+// Logger returns the App's logger, with generation, version and pid fields.
+func (a *App) Logger() *slog.Logger { return a.log }
+
+// Tracker returns the tracker counting this process's requests and
+// connections; use it to build a drain.Server or drain.Listener.
+func (a *App) Tracker() *drain.Tracker { return a.tracker }
+
+// Observer returns the request-path metrics, for drain.Server.Observer.
+func (a *App) Observer() drain.Observer { return a.metrics }
+
+// connect dials the control socket and sends the handshake.
+func (a *App) connect(path string) error {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("launcher: connect to supervisor at %s: %w", path, err)
+	}
+	ctl := control.NewConn(c)
+	err = ctl.Write(control.Message{
+		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
+		Generation: a.generation, Worker: a.worker, PID: os.Getpid(),
+		Token: os.Getenv(control.EnvToken),
+	})
+	if err == nil {
+		var m control.Message
+		m, err = ctl.Read(time.Now().Add(10 * time.Second))
+		if err == nil && m.Type != control.TypeWelcome {
+			err = fmt.Errorf("refused: %s", m.Error)
+		}
+	}
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("launcher: handshake with supervisor: %w", err)
+	}
+	a.ctl = ctl
+	go a.readControl(ctl)
+	return nil
+}
+
+// Listen binds every listen address with SO_REUSEPORT. Under a supervisor
+// it first waits for the supervisor's grant, so that the supervisor knows
+// each socket's place in the kernel's reuseport group.
+func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
+	a.mu.Lock()
+	ctl := a.ctl
+	if len(a.lns) > 0 {
+		a.mu.Unlock()
+		return nil, errors.New("launcher: Listen called twice")
+	}
+	a.mu.Unlock()
+	if ctl != nil {
+		if err := ctl.Write(control.Message{Type: control.TypeListen}); err != nil {
+			return nil, fmt.Errorf("launcher: ask to listen: %w", err)
+		}
+		select {
+		case m := <-a.grants:
+			if m.Type != control.TypeGrant {
+				return nil, fmt.Errorf("launcher: listen refused: %s", m.Error)
+			}
+		case <-a.readerEnd:
+			return nil, errors.New("launcher: supervisor went away before granting listen")
+		case <-ctx.Done():
+			return nil, fmt.Errorf("launcher: wait for listen grant: %w", ctx.Err())
+		}
+	}
+	var lns []*net.TCPListener
+	var err error
+	for _, addr := range a.addrs {
+		var ln *net.TCPListener
+		ln, err = reuseport.Listen(ctx, addr)
+		if err != nil {
+			break
+		}
+		lns = append(lns, ln)
+	}
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ctl != nil {
+			ctl.Write(control.Message{Type: control.TypeFail, Error: err.Error()})
+		}
+		return nil, err
+	}
+	a.mu.Lock()
+	a.lns = lns
+	a.mu.Unlock()
+	if ctl != nil {
+		if err := ctl.Write(control.Message{Type: control.TypeListening}); err != nil {
+			return nil, fmt.Errorf("launcher: report listening: %w", err)
+		}
+	}
+	out := make([]net.Listener, len(lns))
+	for i, ln := range lns {
+		out[i] = ln
+	}
+	a.log.Info("listening", "addrs", a.addrs, "supervised", ctl != nil)
+	return out, nil
+}
+
+// Ready tells the supervisor this process serves; call it after Listen and
+// any warm-up. Standalone, it writes the pid file.
+func (a *App) Ready() error {
+	a.mu.Lock()
+	if len(a.lns) == 0 {
+		a.mu.Unlock()
+		return ErrNotListening
+	}
+	a.ready = true
+	ctl, handoff := a.ctl, a.handoff
+	a.mu.Unlock()
+	if ctl != nil {
+		if err := ctl.Write(control.Message{Type: control.TypeReady}); err != nil {
+			return fmt.Errorf("launcher: report ready: %w", err)
+		}
+		return nil
+	}
+	if !handoff {
+		return a.writePIDFile()
+	}
+	return nil
+}
+
+// Stopping returns a channel closed when this process has stopped
+// accepting (its listeners are released, lossless) and must drain: finish
+// in-flight work and exit.
+func (a *App) Stopping() <-chan struct{} { return a.stopping }
+
+// Close releases the App's control connection and admin socket. It does
+// not close listeners still open; a drain does.
+func (a *App) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	ctl, admin := a.ctl, a.admin
+	a.mu.Unlock()
+	if ctl != nil {
+		ctl.Close()
+	}
+	if admin != nil {
+		admin.Close()
+	}
+	<-a.readerEnd
+	return nil
+}
+
+func (a *App) markStopping() { a.stopOnce.Do(func() { close(a.stopping) }) }
+
+func (a *App) listeners() []*net.TCPListener {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*net.TCPListener(nil), a.lns...)
+}
+
+// writePIDFile writes the pid file atomically, so a reader never sees a
+// half-written pid.
+func (a *App) writePIDFile() error {
+	if a.opts.PIDFile == "" {
+		return nil
+	}
+	tmp := a.opts.PIDFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("launcher: pid file: %w", err)
+	}
+	if err := os.Rename(tmp, a.opts.PIDFile); err != nil {
+		return fmt.Errorf("launcher: pid file: %w", err)
+	}
+	return nil
+}

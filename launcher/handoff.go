@@ -1,0 +1,201 @@
+package launcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// handover is the standalone SIGHUP flow: start this program's path again
+// (a "current" symlink resolves to the new release), let the new process
+// bind the same addresses with SO_REUSEPORT, wait until it is ready, steer
+// new connections to it, empty and close our listeners, and tell it the
+// port is its own. On any failure before the steer the new process is
+// killed and this one serves on untouched.
+func (a *App) handover(ctx context.Context) error {
+	exe, err := selfPath()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "launcher-handoff-")
+	if err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "control.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
+	defer l.Close()
+	token := randomToken()
+
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(withoutLauncherEnv(os.Environ()),
+		control.EnvControl+"="+sock,
+		control.EnvHandoff+"=1",
+		control.EnvToken+"="+token,
+		control.EnvListen+"="+strings.Join(a.addrs, ","),
+		control.EnvGeneration+"="+strconv.Itoa(a.generation+1),
+	)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("handover: start %s: %w", exe, err)
+	}
+	a.log.Info("handover: started new process", "path", exe, "child", cmd.Process.Pid)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	ctx, cancel := context.WithTimeout(ctx, a.opts.ReadyTimeout)
+	defer cancel()
+	child, err := acceptChild(ctx, l, token, exited)
+	if err == nil {
+		defer child.Close()
+		err = a.awaitChildReady(ctx, child, exited)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("handover to %s: %w", exe, err)
+	}
+	// The group is [this process, child] on every address: steer to slot 1.
+	if err := a.steer([]int{1}); err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("handover: %w", err)
+	}
+	if err := a.release(0, false); err != nil {
+		a.log.Warn("handover: release", "err", err)
+	}
+	if err := child.Write(control.Message{Type: control.TypeHandoffDone}); err != nil {
+		a.log.Warn("handover: tell new process", "err", err)
+	}
+	a.log.Info("handover: new process serves; draining", "child", cmd.Process.Pid)
+	return nil
+}
+
+// acceptChild waits for the new process's handshake.
+func acceptChild(ctx context.Context, l net.Listener, token string, exited <-chan error) (*control.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		got <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-got:
+	case err := <-exited:
+		l.Close()
+		return nil, fmt.Errorf("new process exited before connecting: %v", err)
+	case <-ctx.Done():
+		l.Close()
+		return nil, fmt.Errorf("new process did not connect: %w", ctx.Err())
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	c := control.NewConn(r.c)
+	m, err := c.Read(time.Now().Add(10 * time.Second))
+	if err == nil && (m.Type != control.TypeHello || m.Token != token || m.Version != control.Version) {
+		err = errors.New("bad handshake")
+	}
+	if err == nil {
+		err = c.Write(control.Message{Type: control.TypeWelcome, Version: control.Version})
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// awaitChildReady grants the child's listen and waits for its ready.
+func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited <-chan error) error {
+	msgs := make(chan control.Message)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			deadline, _ := ctx.Deadline()
+			m, err := c.Read(deadline)
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+			if m.Type == control.TypeReady {
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case m := <-msgs:
+			switch m.Type {
+			case control.TypeListen:
+				if err := c.Write(control.Message{Type: control.TypeGrant}); err != nil {
+					return err
+				}
+			case control.TypeFail:
+				return fmt.Errorf("new process failed: %s", m.Error)
+			case control.TypeReady:
+				return nil
+			}
+		case err := <-errc:
+			return fmt.Errorf("new process: %w", err)
+		case err := <-exited:
+			return fmt.Errorf("new process exited before ready: %v", err)
+		case <-ctx.Done():
+			return fmt.Errorf("new process not ready: %w", ctx.Err())
+		}
+	}
+}
+
+// selfPath is the path this program was started by, not the file it
+// resolves to, so that a "current" symlink repointed to a new release is
+// followed on the next start.
+func selfPath() (string, error) {
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		lp, err := exec.LookPath(p)
+		if err != nil {
+			return "", fmt.Errorf("handover: find own executable %q: %w", p, err)
+		}
+		p = lp
+	}
+	return filepath.Abs(p)
+}
+
+func withoutLauncherEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LAUNCHER_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,57 @@
+package launcher
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure an [App]. The zero value is usable: defaults are given
+// on each field.
+type Options struct {
+	// Addr is the TCP address to listen on when no supervisor runs the app
+	// (under one, its --listen addresses win). Several addresses may be
+	// given comma-separated. Default ":8080".
+	Addr string
+
+	// PIDFile, when set and no supervisor runs the app, receives this
+	// process's pid once it serves, so that kill -HUP $(cat PIDFILE)
+	// reaches the current process after every handover.
+	PIDFile string
+
+	// DrainTimeout bounds a standalone drain; under a supervisor its
+	// --drain-timeout applies. Default 30s.
+	DrainTimeout time.Duration
+
+	// ReadyTimeout bounds how long a standalone handover waits for the new
+	// process to be ready. Default 30s.
+	ReadyTimeout time.Duration
+
+	// IdleGrace is how long a keep-alive connection must be idle during a
+	// drain before it is closed. Default drain.DefaultIdleGrace.
+	IdleGrace time.Duration
+
+	// Registry holds the app's own metrics; they are served beside the
+	// launcher's on the admin socket and keep working across upgrades.
+	Registry *prometheus.Registry
+
+	// Health, if set, is called by /healthz on the admin socket; an error
+	// makes the supervisor refuse to hand traffic to this generation.
+	Health func() error
+
+	// Logger receives the launcher's log lines. Default: text to stderr.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Addr == "" {
+		o.Addr = ":8080"
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 30 * time.Second
+	}
+}

@@ -1,0 +1,108 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/launcherd/launcher/drain"
+)
+
+// Run serves h on every listen address until the process is told to stop,
+// then drains and returns. It listens, reports ready, and handles signals:
+// SIGTERM and SIGINT drain and return; SIGHUP, when no supervisor runs the
+// process, starts the executable again and hands the port over to it.
+// Run returns nil after a clean drain.
+func (a *App) Run(ctx context.Context, h http.Handler) error {
+	defer a.Close()
+	lns, err := a.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	srv := &drain.Server{
+		HTTP: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 30 * time.Second,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		},
+		Tracker:   a.tracker,
+		IdleGrace: a.opts.IdleGrace,
+		Observer:  a.metrics,
+	}
+	serveErr := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	if err := a.Ready(); err != nil {
+		return err
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	handover := make(chan error, 1)
+	handing := false
+	served := 0
+	done := ctx.Done()
+loop:
+	for {
+		select {
+		case <-a.Stopping():
+			break loop
+		case <-done:
+			done = nil
+			go a.release(0, false)
+		case sig := <-sigs:
+			switch {
+			case sig != syscall.SIGHUP:
+				a.log.Info("signal: draining", "signal", sig.String())
+				go a.release(0, false)
+			case a.Supervised():
+				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
+			case handing:
+				a.log.Info("SIGHUP ignored: a handover is in progress")
+			default:
+				handing = true
+				go func() { handover <- a.handover(ctx) }()
+			}
+		case err := <-handover:
+			handing = false
+			if err != nil {
+				a.log.Error("handover failed; still serving", "err", err)
+			}
+		case err := <-serveErr:
+			served++
+			if err != nil {
+				return fmt.Errorf("launcher: serve: %w", err)
+			}
+		}
+	}
+	timeout := a.opts.DrainTimeout
+	if ms := a.drainTimeout.Load(); ms > 0 {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	start := time.Now()
+	st := a.tracker.Stats()
+	a.log.Info("draining", "inflight", st.InflightRequests, "connections", st.OpenConnections, "timeout", timeout)
+	dctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err = srv.Drain(dctx)
+	for ; served < len(lns); served++ {
+		<-serveErr
+	}
+	if err != nil && !errors.Is(err, drain.ErrCut) {
+		return fmt.Errorf("launcher: drain: %w", err)
+	}
+	if err != nil {
+		a.log.Warn("drain cut short", "err", err)
+		return nil
+	}
+	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,16 @@
+// Package metrics holds the launcher's Prometheus collectors.
+//
+// A worker registers a [Worker] on an explicit registry and serves it on its
+// admin unix socket (never on the shared port, where a scrape would reach a
+// random generation). The supervisor registers a [Supervisor] for its own
+// series and, at each scrape, gathers every live worker's series with
+// [GatherWorkers], adding generation, version and worker labels, so an
+// app's own metrics come through the same path and keep working across
+// upgrades.
+//
+// Names follow the contract in the README: launcher_inflight_requests,
+// launcher_open_connections, launcher_requests_total{code},
+// launcher_request_duration_seconds, launcher_generation_info{state},
+// launcher_upgrades_total{result}, launcher_upgrade_duration_seconds,
+// launcher_drain_duration_seconds and a few more.
+package metrics

@@ -1,0 +1,170 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
+)
+
+// DefaultScrapeTimeout is the budget of one scrape of all workers.
+const DefaultScrapeTimeout = time.Second
+
+// Target is a worker to gather: its admin socket and the labels its series
+// get.
+type Target struct {
+	Socket     string
+	Generation int
+	Version    string
+	Worker     int
+}
+
+// WorkerGatherer gathers every worker's series from its admin socket at
+// each scrape, in parallel, adding generation, version and worker labels.
+// A worker that fails or does not answer within Timeout is skipped and
+// counted in Errors; it never fails nor blocks the whole scrape.
+type WorkerGatherer struct {
+	Targets func() []Target
+	Errors  prometheus.Counter
+	Timeout time.Duration // zero means DefaultScrapeTimeout
+}
+
+// Gather implements prometheus.Gatherer.
+func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
+	timeout := g.Timeout
+	if timeout <= 0 {
+		timeout = DefaultScrapeTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	targets := g.Targets()
+	results := make([]map[string]*dto.MetricFamily, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mfs, err := Scrape(ctx, t.Socket)
+			if err != nil {
+				if g.Errors != nil {
+					g.Errors.Inc()
+				}
+				return
+			}
+			results[i] = mfs
+		}()
+	}
+	wg.Wait()
+	merged := map[string]*dto.MetricFamily{}
+	for i, mfs := range results {
+		labels := []*dto.LabelPair{
+			{Name: proto.String("generation"), Value: proto.String(strconv.Itoa(targets[i].Generation))},
+			{Name: proto.String("version"), Value: proto.String(targets[i].Version)},
+			{Name: proto.String("worker"), Value: proto.String(strconv.Itoa(targets[i].Worker))},
+		}
+		for name, mf := range mfs {
+			into, ok := merged[name]
+			if !ok {
+				into = &dto.MetricFamily{Name: mf.Name, Help: mf.Help, Type: mf.Type, Unit: mf.Unit}
+				merged[name] = into
+			} else if into.GetType() != mf.GetType() {
+				continue // two releases disagree on a type: keep the first
+			}
+			for _, m := range mf.Metric {
+				m.Label = withLabels(m.Label, labels)
+				into.Metric = append(into.Metric, m)
+			}
+		}
+	}
+	out := make([]*dto.MetricFamily, 0, len(merged))
+	for _, mf := range merged {
+		out = append(out, mf)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	return out, nil
+}
+
+// withLabels sets add on ls, replacing labels of the same name.
+func withLabels(ls, add []*dto.LabelPair) []*dto.LabelPair {
+	out := make([]*dto.LabelPair, 0, len(ls)+len(add))
+	for _, l := range ls {
+		clash := false
+		for _, a := range add {
+			if l.GetName() == a.GetName() {
+				clash = true
+			}
+		}
+		if !clash {
+			out = append(out, l)
+		}
+	}
+	out = append(out, add...)
+	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	return out
+}
+
+// Scrape reads the metrics a worker serves on its admin unix socket.
+func Scrape(ctx context.Context, socket string) (map[string]*dto.MetricFamily, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://worker/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape %s: %s", socket, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", socket, err)
+	}
+	return mfs, nil
+}
+
+// Counts are a worker's live counters.
+type Counts struct {
+	InflightRequests int64
+	OpenConnections  int64
+}
+
+// ReadCounts scrapes a worker and returns its in-flight requests and open
+// connections.
+func ReadCounts(ctx context.Context, socket string) (Counts, error) {
+	mfs, err := Scrape(ctx, socket)
+	if err != nil {
+		return Counts{}, err
+	}
+	gauge := func(name string) (int64, error) {
+		mf := mfs[name]
+		if mf == nil || len(mf.Metric) == 0 || mf.Metric[0].Gauge == nil {
+			return 0, errors.New("no " + name)
+		}
+		return int64(mf.Metric[0].Gauge.GetValue()), nil
+	}
+	var c Counts
+	var e1, e2 error
+	c.InflightRequests, e1 = gauge("launcher_inflight_requests")
+	c.OpenConnections, e2 = gauge("launcher_open_connections")
+	return c, errors.Join(e1, e2)
+}

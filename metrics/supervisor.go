@@ -1,0 +1,127 @@
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// GenerationInfo is one generation as the supervisor sees it.
+type GenerationInfo struct {
+	Generation int
+	Version    string
+	State      string
+}
+
+// Upgrade results, the values of launcher_upgrades_total's result label.
+var upgradeResults = []string{"success", "failed", "refused"}
+
+// Generation states, the values of launcher_generations' state label.
+var generationStates = []string{"starting", "active", "draining", "exited", "failed"}
+
+// Supervisor holds the supervisor's own series. Register it on an explicit
+// registry; the supervisor updates the exported fields.
+type Supervisor struct {
+	// Upgrades counts upgrades by result: success, failed, refused.
+	Upgrades *prometheus.CounterVec
+	// UpgradeDuration is the time from the upgrade command to the new
+	// generation serving.
+	UpgradeDuration prometheus.Histogram
+	// DrainDuration is the time from an old generation's drain start to
+	// its last process exiting.
+	DrainDuration prometheus.Histogram
+	// DrainTimeouts counts drains cut at --drain-timeout.
+	DrainTimeouts prometheus.Counter
+	// DrainCutRequests counts requests in flight when a drain was cut.
+	DrainCutRequests prometheus.Counter
+	// ScrapeErrors counts worker admin scrapes that failed or timed out.
+	ScrapeErrors prometheus.Counter
+
+	handover    string
+	generations func() []GenerationInfo
+	infoDesc    *prometheus.Desc
+	countDesc   *prometheus.Desc
+	handDesc    *prometheus.Desc
+}
+
+// NewSupervisor returns the supervisor's collectors. generations is called
+// at each scrape for launcher_generation_info and launcher_generations.
+func NewSupervisor(handover string, generations func() []GenerationInfo) *Supervisor {
+	s := &Supervisor{
+		Upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "launcher_upgrades_total",
+			Help: "Upgrades (including the first start and rollbacks) by result.",
+		}, []string{"result"}),
+		UpgradeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "launcher_upgrade_duration_seconds",
+			Help:    "Time from an upgrade command to the new generation serving.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		DrainDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "launcher_drain_duration_seconds",
+			Help:    "Time from the start of a generation's drain to its last process exiting.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		DrainTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "launcher_drain_timeouts_total",
+			Help: "Drains cut at --drain-timeout, their processes killed.",
+		}),
+		DrainCutRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "launcher_drain_cut_requests_total",
+			Help: "Requests in flight when a drain was cut at --drain-timeout.",
+		}),
+		ScrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "launcher_scrape_errors_total",
+			Help: "Worker admin-socket scrapes that failed or timed out.",
+		}),
+		handover:    handover,
+		generations: generations,
+		infoDesc: prometheus.NewDesc("launcher_generation_info",
+			"Always 1: a generation with its version and state.", []string{"generation", "version", "state"}, nil),
+		countDesc: prometheus.NewDesc("launcher_generations",
+			"Number of generations in each state.", []string{"state"}, nil),
+		handDesc: prometheus.NewDesc("launcher_handover_info",
+			"Always 1: the handover strategy in use.", []string{"strategy"}, nil),
+	}
+	for _, r := range upgradeResults {
+		s.Upgrades.WithLabelValues(r) // present at 0, so the first increase shows
+	}
+	return s
+}
+
+// Describe implements prometheus.Collector.
+func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
+	s.Upgrades.Describe(ch)
+	s.UpgradeDuration.Describe(ch)
+	s.DrainDuration.Describe(ch)
+	s.DrainTimeouts.Describe(ch)
+	s.DrainCutRequests.Describe(ch)
+	s.ScrapeErrors.Describe(ch)
+	ch <- s.infoDesc
+	ch <- s.countDesc
+	ch <- s.handDesc
+}
+
+// Collect implements prometheus.Collector. Generations that have exited
+// are counted in launcher_generations but get no info series, so the
+// series set stays bounded over many upgrades.
+func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
+	s.Upgrades.Collect(ch)
+	s.UpgradeDuration.Collect(ch)
+	s.DrainDuration.Collect(ch)
+	s.DrainTimeouts.Collect(ch)
+	s.DrainCutRequests.Collect(ch)
+	s.ScrapeErrors.Collect(ch)
+	counts := map[string]int{}
+	for _, g := range s.generations() {
+		counts[g.State]++
+		if g.State == "exited" || g.State == "failed" {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(s.infoDesc, prometheus.GaugeValue, 1, strconv.Itoa(g.Generation), g.Version, g.State)
+	}
+	for _, st := range generationStates {
+		ch <- prometheus.MustNewConstMetric(s.countDesc, prometheus.GaugeValue, float64(counts[st]), st)
+	}
+	ch <- prometheus.MustNewConstMetric(s.handDesc, prometheus.GaugeValue, 1, s.handover)
+}

@@ -1,0 +1,22 @@
+// Package reuseport listens with SO_REUSEPORT and hands a port over from
+// one generation of a service to the next without losing connections.
+//
+// Several processes of the same user may listen on one TCP address when
+// each socket sets SO_REUSEPORT; the kernel keeps them in a "reuseport
+// group" and spreads new connections over it. Closing a listener resets
+// every connection still queued on it, so a plain close loses requests
+// under load. This package gives the pieces of a lossless handover:
+//
+//   - [Listen] binds with SO_REUSEPORT (and without Multipath TCP, on which
+//     the kernel refuses a steering program).
+//   - [Steer] attaches a classic BPF program to the whole group that sends
+//     every new connection to a chosen set of sockets, named by their index
+//     in the group. Indices are the order of listen(); when a socket
+//     leaves, the last one moves into its slot ([Group] models that).
+//   - [Drain] waits until a listener's accept queue has stayed empty for a
+//     settle time while the caller keeps accepting, then closes it.
+//
+// The launcher supervisor uses them in this order: steer to the new
+// generation, drain and close each old listener in turn, re-steer after
+// each close. See the launcher package for the whole flow.
+package reuseport

@@ -1,0 +1,94 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Handover strategies, chosen with --handover.
+const (
+	// HandoverSteer steers new connections to the new generation with a
+	// classic BPF program and empties the old accept queues before closing:
+	// lossless and unprivileged.
+	HandoverSteer = "steer"
+	// HandoverClose closes the old listeners at once (what naive
+	// SO_REUSEPORT servers do); kept to show the difference.
+	HandoverClose = "close"
+)
+
+// Config configures a [Supervisor]. Zero values get the defaults given.
+type Config struct {
+	// Command is the service to run: an executable path (possibly a
+	// "current" symlink, re-resolved on each upgrade) and its arguments.
+	Command []string
+	// Listen are the TCP addresses every worker binds with SO_REUSEPORT.
+	Listen []string
+	// StateDir holds the pid file, control socket and worker admin sockets.
+	StateDir string
+	// MetricsAddr, if set, is where the supervisor serves /metrics.
+	MetricsAddr string
+	// Releases is the directory of releases: Releases/VERSION/NAME, where
+	// NAME is the file name of Command's target.
+	Releases string
+	// Current, if set, is a symlink repointed to the release directory
+	// after every good upgrade.
+	Current string
+	// Workers is the number of processes per generation. Default 1.
+	Workers int
+	// ReadyTimeout bounds how long a new generation may take to be ready.
+	// Default 30s.
+	ReadyTimeout time.Duration
+	// DrainTimeout bounds an old generation's drain; what is left is
+	// killed. Default 30s.
+	DrainTimeout time.Duration
+	// Handover is HandoverSteer (default) or HandoverClose.
+	Handover string
+	// Settle is how long an old listener's accept queue must stay empty
+	// before it closes. Default 50ms; raise it for small backlogs.
+	Settle time.Duration
+	// Logger receives the supervisor's log. Default: text on stderr.
+	Logger *slog.Logger
+}
+
+func (c *Config) check() error {
+	if len(c.Command) == 0 {
+		return errors.New("no command: launcher start [flags] -- COMMAND [ARGS...]")
+	}
+	if len(c.Listen) == 0 {
+		return errors.New("no listen address: give --listen ADDR")
+	}
+	if c.StateDir == "" {
+		return errors.New("no state directory: give --state-dir or LAUNCHER_STATE_DIR")
+	}
+	if c.Workers == 0 {
+		c.Workers = 1
+	}
+	if c.Workers < 1 || c.Workers > 256 {
+		return fmt.Errorf("--workers %d: want 1..256", c.Workers)
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 30 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.ReadyTimeout < 0 || c.DrainTimeout < 0 {
+		return errors.New("timeouts must be positive")
+	}
+	if c.Settle <= 0 {
+		c.Settle = 50 * time.Millisecond
+	}
+	switch c.Handover {
+	case "":
+		c.Handover = HandoverSteer
+	case HandoverSteer, HandoverClose:
+	default:
+		return fmt.Errorf("--handover %q: want %s or %s", c.Handover, HandoverSteer, HandoverClose)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

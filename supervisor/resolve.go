@@ -1,0 +1,131 @@
+package supervisor
+
+import (
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+)
+
+// release is what a generation runs.
+type release struct {
+	Version string // label: the release directory name, or NAME@sha
+	Path    string // resolved executable (symlinks followed)
+}
+
+// ErrBadRelease wraps every reason an upgrade target is refused before
+// anything starts.
+var ErrBadRelease = errors.New("bad release")
+
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// resolve turns an upgrade argument into a release: "" re-resolves the
+// start command (a "current" symlink may point elsewhere now), a VERSION
+// names Releases/VERSION/NAME, anything with a slash is a path.
+func (s *Supervisor) resolve(arg string) (release, error) {
+	switch {
+	case arg == "":
+		return s.resolvePath(s.cfg.Command[0], "")
+	case strings.Contains(arg, "/"):
+		return s.resolvePath(arg, "")
+	case !versionRE.MatchString(arg):
+		return release{}, fmt.Errorf("%w: %q is not a version name (letters, digits, . _ + -)", ErrBadRelease, arg)
+	case s.cfg.Releases == "":
+		return release{}, fmt.Errorf("%w: upgrade to version %q needs --releases DIR", ErrBadRelease, arg)
+	default:
+		p := filepath.Join(s.cfg.Releases, arg, s.exeName)
+		if _, err := os.Stat(filepath.Join(s.cfg.Releases, arg)); err != nil {
+			return release{}, fmt.Errorf("%w: version %q is not in %s", ErrBadRelease, arg, s.cfg.Releases)
+		}
+		return s.resolvePath(p, arg)
+	}
+}
+
+func (s *Supervisor) resolvePath(p, version string) (release, error) {
+	if !strings.Contains(p, "/") {
+		lp, err := exec.LookPath(p)
+		if err != nil {
+			return release{}, fmt.Errorf("%w: %w", ErrBadRelease, err)
+		}
+		p = lp
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return release{}, fmt.Errorf("%w: %w", ErrBadRelease, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return release{}, fmt.Errorf("%w: %s: no such file", ErrBadRelease, p)
+	}
+	if err := checkExecutable(real); err != nil {
+		return release{}, fmt.Errorf("%w: %s: %w", ErrBadRelease, p, err)
+	}
+	if s.releasesReal != "" {
+		rel, err := filepath.Rel(s.releasesReal, real)
+		inside := err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+		if !inside {
+			return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, p, s.cfg.Releases)
+		}
+		if version == "" {
+			version = strings.SplitN(rel, "/", 2)[0]
+		}
+	}
+	if version == "" {
+		sum, err := fileSum(real)
+		if err != nil {
+			return release{}, fmt.Errorf("%w: %w", ErrBadRelease, err)
+		}
+		version = filepath.Base(real) + "@" + sum
+	}
+	return release{Version: version, Path: real}, nil
+}
+
+// checkExecutable refuses what cannot start: not a regular file, not
+// executable, or an ELF binary for another machine.
+func checkExecutable(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return errors.New("not a regular file")
+	}
+	if st.Mode().Perm()&0o111 == 0 {
+		return errors.New("not executable")
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil // a script or another format: let exec decide
+	}
+	defer f.Close()
+	if want, ok := elfMachine[runtime.GOARCH]; ok && f.Machine != want {
+		return fmt.Errorf("built for %s, this machine is %s", f.Machine, runtime.GOARCH)
+	}
+	return nil
+}
+
+var elfMachine = map[string]elf.Machine{
+	"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64, "386": elf.EM_386,
+	"arm": elf.EM_ARM, "riscv64": elf.EM_RISCV, "ppc64le": elf.EM_PPC64, "s390x": elf.EM_S390,
+}
+
+func fileSum(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:8], nil
+}

@@ -1,0 +1,101 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// File names inside the state directory.
+const (
+	lockName    = "launcher.lock"
+	pidName     = "launcher.pid"
+	controlName = "control.sock"
+	adminDir    = "admin"
+)
+
+// ErrRunning is returned when another live supervisor holds the state
+// directory.
+var ErrRunning = errors.New("a supervisor is already running")
+
+// stateDir is a locked state directory. The lock is an flock held for the
+// supervisor's life: the kernel drops it when the process dies, so a stale
+// pid file or socket left by a killed supervisor never blocks a new start.
+type stateDir struct {
+	path string
+	lock *os.File
+}
+
+// ControlSocket returns the path of the control socket in dir.
+func ControlSocket(dir string) string { return filepath.Join(dir, controlName) }
+
+// PIDFile returns the path of the supervisor's pid file in dir.
+func PIDFile(dir string) string { return filepath.Join(dir, pidName) }
+
+func openStateDir(path string) (*stateDir, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, adminDir), 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(abs, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		pid := readPID(PIDFile(abs))
+		return nil, fmt.Errorf("%w on %s (pid %d)", ErrRunning, abs, pid)
+	}
+	// We hold the lock: whatever is left is stale.
+	os.Remove(ControlSocket(abs))
+	entries, _ := os.ReadDir(filepath.Join(abs, adminDir))
+	for _, e := range entries {
+		os.Remove(filepath.Join(abs, adminDir, e.Name()))
+	}
+	d := &stateDir{path: abs, lock: f}
+	if err := writeFileAtomic(PIDFile(abs), strconv.Itoa(os.Getpid())+"\n"); err != nil {
+		d.close()
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	return d, nil
+}
+
+func (d *stateDir) adminSocket(gen, worker int) string {
+	return filepath.Join(d.path, adminDir, fmt.Sprintf("g%d-w%d.sock", gen, worker))
+}
+
+func (d *stateDir) close() {
+	os.Remove(PIDFile(d.path))
+	os.Remove(ControlSocket(d.path))
+	d.lock.Close()
+}
+
+func readPID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func writeFileAtomic(path, content string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func pidOf() int { return os.Getpid() }

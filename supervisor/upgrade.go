@@ -1,0 +1,311 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// Upgrade starts a new generation of the release named by arg ("" re-
+// resolves the start command, a VERSION is looked up in Releases, a path is
+// used as is), hands traffic to it once all its workers are ready, and
+// tells the old generation to drain. It returns when the new generation
+// serves, or with wait when the old one has also exited. progress receives
+// one line per step. On failure the old generation serves on untouched.
+func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progress func(string)) (string, error) {
+	if !s.opMu.TryLock() {
+		return "", ErrUpgradeInProgress
+	}
+	defer s.opMu.Unlock()
+	return s.upgrade(ctx, arg, wait, progress)
+}
+
+// Rollback upgrades to the release that was active before the current one.
+func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(string)) (string, error) {
+	if !s.opMu.TryLock() {
+		return "", ErrUpgradeInProgress
+	}
+	defer s.opMu.Unlock()
+	s.mu.Lock()
+	var prev release
+	if n := len(s.history); n >= 2 {
+		prev = s.history[n-2]
+	}
+	s.mu.Unlock()
+	if prev.Path == "" {
+		return "", errors.New("rollback: no previous release to go back to")
+	}
+	progress(fmt.Sprintf("rolling back to %s", prev.Version))
+	return s.upgradeTo(ctx, prev, wait, progress)
+}
+
+func (s *Supervisor) upgrade(ctx context.Context, arg string, wait bool, progress func(string)) (string, error) {
+	rel, err := s.resolve(arg)
+	if err != nil {
+		s.metrics.Upgrades.WithLabelValues("refused").Inc()
+		return "", fmt.Errorf("upgrade: %w", err)
+	}
+	return s.upgradeTo(ctx, rel, wait, progress)
+}
+
+func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, progress func(string)) (string, error) {
+	start := time.Now()
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return "", errors.New("upgrade: the supervisor is stopping")
+	}
+	num := 1
+	if n := len(s.gens); n > 0 {
+		num = s.gens[n-1].num + 1
+	}
+	g := &generation{num: num, release: rel, state: StateStarting, started: start}
+	s.gens = append(s.gens, g)
+	old := s.active
+	s.mu.Unlock()
+	log := s.log.With("generation", g.num, "version", rel.Version)
+	log.Info("starting generation", "path", rel.Path, "workers", s.cfg.Workers)
+	progress(fmt.Sprintf("generation %d (%s) starting: %d worker(s) of %s", g.num, rel.Version, s.cfg.Workers, rel.Path))
+
+	if err := s.startGeneration(ctx, g); err != nil {
+		s.abortGeneration(g)
+		s.metrics.Upgrades.WithLabelValues("failed").Inc()
+		log.Error("generation failed; the previous one serves on", "err", err)
+		return "", fmt.Errorf("upgrade to %s: %w", rel.Version, err)
+	}
+	readyAfter := time.Since(start)
+	progress(fmt.Sprintf("generation %d ready after %d ms", g.num, readyAfter.Milliseconds()))
+
+	s.mu.Lock()
+	s.active = g
+	g.state = StateActive
+	s.history = append(s.history, rel)
+	var oldWorkers []*worker
+	if old != nil {
+		old.state = StateDraining
+		old.drainAt = time.Now()
+		oldWorkers = append(oldWorkers, old.workers...)
+	}
+	s.mu.Unlock()
+	if err := s.resteer(); err != nil {
+		log.Warn("steer to new generation", "err", err)
+	}
+	if old != nil {
+		inflight := s.inflight(ctx, old)
+		progress(fmt.Sprintf("generation %d (%s) draining: %d request(s) in flight", old.num, old.release.Version, inflight))
+		s.releaseWorkers(oldWorkers)
+	}
+	s.metrics.Upgrades.WithLabelValues("success").Inc()
+	s.metrics.UpgradeDuration.Observe(time.Since(start).Seconds())
+	if err := s.repointCurrent(rel); err != nil {
+		log.Warn("repoint current symlink", "err", err)
+	}
+	sum := fmt.Sprintf("generation %d (%s) serves; ready after %d ms", g.num, rel.Version, readyAfter.Milliseconds())
+	log.Info("generation active", "ready_ms", readyAfter.Milliseconds())
+	if old == nil {
+		return sum, nil
+	}
+	done := s.watchDrain(old, oldWorkers)
+	if wait {
+		progress(sum)
+		sum = ""
+		select {
+		case d := <-done:
+			progress(fmt.Sprintf("generation %d drained after %d ms", old.num, d.Milliseconds()))
+		case <-ctx.Done():
+		}
+	}
+	return sum, nil
+}
+
+// startGeneration starts g's workers and waits until all are ready.
+func (s *Supervisor) startGeneration(ctx context.Context, g *generation) error {
+	for i := 0; i < s.cfg.Workers; i++ {
+		w, err := s.startWorker(g, i)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		g.workers = append(g.workers, w)
+		s.mu.Unlock()
+	}
+	timeout := time.NewTimer(s.cfg.ReadyTimeout)
+	defer timeout.Stop()
+	for _, w := range g.workers {
+		select {
+		case <-w.readyCh:
+		case err := <-w.readyErr:
+			return fmt.Errorf("worker %d (pid %d): %w", w.index, w.pid, err)
+		case <-w.exited:
+			s.mu.Lock()
+			err := w.exitErr
+			s.mu.Unlock()
+			return fmt.Errorf("worker %d (pid %d) %v before ready; stderr: %s", w.index, w.pid, err, w.tail.last(5))
+		case <-timeout.C:
+			return fmt.Errorf("worker %d (pid %d) not ready within --ready-timeout %s", w.index, w.pid, s.cfg.ReadyTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("aborted: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+// abortGeneration kills a generation that never served. Its sockets were
+// appended last and never steered to, so the running generation is
+// untouched.
+func (s *Supervisor) abortGeneration(g *generation) {
+	s.mu.Lock()
+	g.state = StateFailed
+	for _, w := range g.workers {
+		w.stopping = true
+	}
+	workers := append([]*worker(nil), g.workers...)
+	s.mu.Unlock()
+	for _, w := range workers {
+		w.signal(syscall.SIGKILL)
+	}
+	for _, w := range workers {
+		<-w.exited
+	}
+}
+
+// releaseWorkers asks each worker, one at a time, to stop accepting: it
+// empties its accept queues and closes its listeners, and the group is
+// re-steered after each close because the kernel moves the last socket
+// into the freed slot. Connections that reach a not-yet-released worker
+// meanwhile are simply served by it.
+func (s *Supervisor) releaseWorkers(workers []*worker) {
+	msg := control.Message{
+		Type: control.TypeRelease, SettleMS: s.cfg.Settle.Milliseconds(),
+		DrainMS: s.cfg.DrainTimeout.Milliseconds(), Naive: s.cfg.Handover == HandoverClose,
+	}
+	for _, w := range workers {
+		s.mu.Lock()
+		w.stopping = true
+		s.mu.Unlock()
+		s.listenMu.Lock()
+		err := s.request(w, msg, control.TypeReleased, 15*time.Second)
+		if err != nil {
+			s.log.Warn("release worker", "generation", w.gen.num, "worker", w.index, "pid", w.pid, "err", err)
+			w.signal(syscall.SIGTERM)
+		} else if w.listening {
+			s.group.Leave(w)
+			w.listening = false
+		}
+		if err == nil {
+			if err := s.resteerLocked(); err != nil {
+				s.log.Warn("re-steer after release", "err", err)
+			}
+		}
+		s.listenMu.Unlock()
+	}
+}
+
+// watchDrain waits for g's workers to exit, kills them at --drain-timeout,
+// and reports the drain duration on the returned channel.
+func (s *Supervisor) watchDrain(g *generation, workers []*worker) <-chan time.Duration {
+	done := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() { // owned by the generation: ends when its workers are reaped
+		deadline := time.NewTimer(s.cfg.DrainTimeout)
+		defer deadline.Stop()
+		for _, w := range workers {
+			select {
+			case <-w.exited:
+			case <-deadline.C:
+				cut := s.inflight(context.Background(), g)
+				s.metrics.DrainTimeouts.Inc()
+				s.metrics.DrainCutRequests.Add(float64(cut))
+				s.log.Warn("drain timeout: killing what is left", "generation", g.num, "version", g.release.Version, "requests_cut", cut)
+				for _, o := range workers {
+					o.signal(syscall.SIGKILL)
+				}
+				<-w.exited
+			}
+		}
+		for _, w := range workers {
+			<-w.exited
+		}
+		d := time.Since(start)
+		s.metrics.DrainDuration.Observe(d.Seconds())
+		s.mu.Lock()
+		g.state = StateExited
+		s.mu.Unlock()
+		s.log.Info("generation drained", "generation", g.num, "version", g.release.Version, "after_ms", d.Milliseconds())
+		done <- d
+	}()
+	return done
+}
+
+// Stop drains every generation and makes Run return. It waits for a
+// running upgrade to finish first.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		<-s.stopped
+		return nil
+	}
+	s.stopping = true
+	s.mu.Unlock()
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	s.stopAll(ctx)
+	close(s.stopped)
+	return nil
+}
+
+// stopAll releases and drains every worker, killing at --drain-timeout.
+func (s *Supervisor) stopAll(ctx context.Context) {
+	s.mu.Lock()
+	s.stopping = true
+	var dones []<-chan time.Duration
+	var all []*worker
+	for _, g := range s.gens {
+		if g.state == StateExited || g.state == StateFailed {
+			continue
+		}
+		if g.state != StateDraining {
+			g.state = StateDraining
+		}
+		all = append(all, g.workers...)
+	}
+	gens := append([]*generation(nil), s.gens...)
+	s.mu.Unlock()
+	s.log.Info("stopping: draining all generations")
+	s.releaseWorkers(all)
+	for _, g := range gens {
+		var ws []*worker
+		for _, w := range all {
+			if w.gen == g {
+				ws = append(ws, w)
+			}
+		}
+		if len(ws) > 0 {
+			dones = append(dones, s.watchDrain(g, ws))
+		}
+	}
+	for _, d := range dones {
+		<-d
+	}
+}
+
+// repointCurrent points --current at the release directory, atomically.
+func (s *Supervisor) repointCurrent(rel release) error {
+	if s.cfg.Current == "" {
+		return nil
+	}
+	target := filepath.Dir(rel.Path)
+	tmp := s.cfg.Current + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.cfg.Current)
+}

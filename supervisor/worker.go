@@ -1,0 +1,174 @@
+package supervisor
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// Generation states, as shown by status and metrics.
+const (
+	StateStarting = "starting"
+	StateActive   = "active"
+	StateDraining = "draining"
+	StateExited   = "exited"
+	StateFailed   = "failed"
+)
+
+// generation is one release running as Workers processes. Its mutable
+// fields are guarded by Supervisor.mu.
+type generation struct {
+	num     int
+	release release
+	state   string
+	workers []*worker
+	started time.Time
+	drainAt time.Time
+}
+
+// worker is one process of a generation.
+type worker struct {
+	gen   *generation
+	index int
+	token string
+	admin string
+	cmd   *exec.Cmd
+	pid   int
+	tail  *tailBuffer
+
+	readyCh  chan struct{} // closed when the worker reports ready and is healthy
+	readyErr chan error    // a failure before ready (fail message, failed health check)
+	replies  chan control.Message
+	exited   chan struct{} // closed after the process is reaped
+
+	// Guarded by Supervisor.mu.
+	conn      *control.Conn
+	ready     bool
+	listening bool // its sockets are in the reuseport group model
+	stopping  bool // its exit is expected (drain, stop, abort)
+	exitErr   error
+}
+
+func newToken() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// startWorker starts process index of g. The caller holds no lock.
+func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
+	w := &worker{
+		gen: g, index: index, token: newToken(),
+		admin:    s.dir.adminSocket(g.num, index),
+		tail:     newTailBuffer(20),
+		readyCh:  make(chan struct{}),
+		readyErr: make(chan error, 1),
+		replies:  make(chan control.Message, 1),
+		exited:   make(chan struct{}),
+	}
+	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
+	cmd.Env = append(withoutLauncherEnv(os.Environ()),
+		control.EnvGeneration+"="+strconv.Itoa(g.num),
+		control.EnvVersion+"="+g.release.Version,
+		control.EnvListen+"="+strings.Join(s.cfg.Listen, ","),
+		control.EnvControl+"="+ControlSocket(s.dir.path),
+		control.EnvAdmin+"="+w.admin,
+		control.EnvWorker+"="+strconv.Itoa(index),
+		control.EnvToken+"="+w.token,
+	)
+	cmd.Stdout = os.Stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	// Own process group: a Ctrl-C on the supervisor's terminal must not
+	// reach the workers, the supervisor drains them in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	s.mu.Lock()
+	s.workersByToken[w.token] = w
+	s.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		s.mu.Lock()
+		delete(s.workersByToken, w.token)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("start %s: %w", g.release.Path, err)
+	}
+	w.cmd, w.pid = cmd, cmd.Process.Pid
+	copied := make(chan struct{})
+	go func() { // owned by the process: ends at its stderr's EOF
+		defer close(copied)
+		w.tail.copyLines(os.Stderr, stderr)
+	}()
+	go func() { // owned by the process: ends when it is reaped
+		<-copied
+		err := cmd.Wait()
+		s.onExit(w, err)
+	}()
+	return w, nil
+}
+
+// signal sends sig to the worker's process (if it is still running).
+func (w *worker) signal(sig syscall.Signal) {
+	select {
+	case <-w.exited:
+	default:
+		w.cmd.Process.Signal(sig)
+	}
+}
+
+func withoutLauncherEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LAUNCHER_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// tailBuffer passes a worker's stderr through and keeps its last lines
+// for error messages.
+type tailBuffer struct {
+	mu    sync.Mutex
+	lines []string
+	max   int
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
+	sc := bufio.NewScanner(src)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(dst, line)
+		t.mu.Lock()
+		t.lines = append(t.lines, line)
+		if len(t.lines) > t.max {
+			t.lines = t.lines[len(t.lines)-t.max:]
+		}
+		t.mu.Unlock()
+	}
+}
+
+// last returns up to n last lines joined with " | ".
+func (t *tailBuffer) last(n int) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.lines
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, " | ")
+}
