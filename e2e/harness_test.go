@@ -1,0 +1,333 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// binaries built once for all tests.
+var bins struct {
+	dir      string // holds launcher and releases/VERSION/hello
+	launcher string
+	releases string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "launcher-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func build(dir string) error {
+	bins.dir = dir
+	bins.launcher = filepath.Join(dir, "launcher")
+	bins.releases = filepath.Join(dir, "releases")
+	steps := [][]string{{"go", "build", "-o", bins.launcher, "../cmd/launcher"}}
+	for _, v := range []string{"v1", "v2", "v3"} {
+		steps = append(steps, []string{"go", "build", "-ldflags", "-X main.version=" + v,
+			"-o", filepath.Join(bins.releases, v, "hello"), "../cmd/hello"})
+	}
+	for _, s := range steps {
+		cmd := exec.Command(s[0], s[1:]...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%v: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// shortTempDir returns a temp dir with a short path: unix socket paths
+// are limited to 108 bytes.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "lt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// sup is a running `launcher start`.
+type sup struct {
+	t        *testing.T
+	addr     string
+	stateDir string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{}
+	exitErr  error
+	pids     sync.Map // every worker pid seen, for cleanup
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startSup starts a supervisor of releases/v1/hello with extra flags and
+// waits until it serves. Cleanup stops it and kills anything left.
+func startSup(t *testing.T, flags ...string) *sup {
+	t.Helper()
+	s := &sup{t: t, addr: freeAddr(t), stateDir: filepath.Join(shortTempDir(t), "s"), log: &syncBuffer{}, done: make(chan struct{})}
+	args := append([]string{"start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
+	if !hasDashDash(flags) {
+		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
+	}
+	s.cmd = exec.Command(bins.launcher, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.exitErr = s.cmd.Wait(); close(s.done) }()
+	t.Cleanup(s.cleanup)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st, err := supervisor.GetStatus(context.Background(), s.stateDir); err == nil && activeGen(st) != nil {
+			s.remember(st)
+			return s
+		}
+		select {
+		case <-s.done:
+			t.Fatalf("launcher start exited: %v\n%s", s.exitErr, s.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("supervisor not serving after 20s\n%s", s.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasDashDash(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *sup) remember(st supervisor.Status) {
+	for _, g := range st.Generations {
+		for _, p := range g.PIDs {
+			s.pids.Store(p, true)
+		}
+	}
+}
+
+// status returns the supervisor's status and remembers worker pids.
+func (s *sup) status() supervisor.Status {
+	s.t.Helper()
+	st, err := supervisor.GetStatus(context.Background(), s.stateDir)
+	if err != nil {
+		s.t.Fatalf("status: %v", err)
+	}
+	s.remember(st)
+	return st
+}
+
+func (s *sup) cleanup() {
+	select {
+	case <-s.done:
+	default:
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	s.pids.Range(func(k, _ any) bool {
+		syscall.Kill(k.(int), syscall.SIGKILL)
+		return true
+	})
+	if s.t.Failed() {
+		s.t.Logf("supervisor log:\n%s", s.log)
+	}
+}
+
+// wait waits for the supervisor to exit and returns its error.
+func (s *sup) wait(timeout time.Duration) error {
+	s.t.Helper()
+	select {
+	case <-s.done:
+		return s.exitErr
+	case <-time.After(timeout):
+		s.t.Fatalf("supervisor still running after %s", timeout)
+		return nil
+	}
+}
+
+// cli runs the launcher CLI against this supervisor's state dir.
+func (s *sup) cli(args ...string) (stdout, stderr string, code int) {
+	return runCLI(s.t, append(args[:1:1], append([]string{"--state-dir", s.stateDir}, args[1:]...)...)...)
+}
+
+// runCLI runs the launcher CLI and returns its output and exit status.
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(bins.launcher, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	go func() { <-ctx.Done(); cmd.Process.Kill() }()
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run launcher %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func activeGen(st supervisor.Status) *supervisor.GenerationStatus {
+	for i := range st.Generations {
+		if st.Generations[i].State == supervisor.StateActive {
+			return &st.Generations[i]
+		}
+	}
+	return nil
+}
+
+// get sends GET path with a fresh connection and returns the body.
+func get(addr, path string) (string, error) {
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(b), fmt.Errorf("status %s", resp.Status)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// mustGet is get that fails the test on error.
+func mustGet(t *testing.T, addr, path string) string {
+	t.Helper()
+	b, err := get(addr, path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return b
+}
+
+// eventually polls f every 10ms until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid exists (and is not a zombie we could reap).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// Field 3 is the state; Z is a zombie, as good as gone.
+	f := strings.Fields(string(b))
+	return len(f) > 2 && f[2] != "Z"
+}
+
+// statusJSON runs `launcher status --json` and decodes it.
+func (s *sup) statusJSON() supervisor.Status {
+	s.t.Helper()
+	out, errOut, code := s.cli("status", "--json")
+	if code != 0 {
+		s.t.Fatalf("status --json: exit %d: %s", code, errOut)
+	}
+	var st supervisor.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		s.t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	s.remember(st)
+	return st
+}
+
+// longRequest starts GET /sleep?d=D in the background.
+func longRequest(addr string, d time.Duration) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		body, err := get(addr, "/sleep?d="+d.String())
+		ch <- result{body, err, time.Since(start)}
+	}()
+	return ch
+}
+
+type result struct {
+	body string
+	err  error
+	took time.Duration
+}
+
+func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }

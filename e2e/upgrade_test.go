@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitForInflight waits until the active generation reports n in flight.
+func (s *sup) waitForInflight(gen, n int) {
+	s.t.Helper()
+	eventually(s.t, 5*time.Second, "in-flight request visible", func() error {
+		for _, g := range s.status().Generations {
+			if g.Generation == gen && g.InflightRequests >= int64(n) {
+				return nil
+			}
+		}
+		return fmt.Errorf("generation %d has not %d in flight", gen, n)
+	})
+}
+
+// checkOnlyGeneration asserts that gen is the only generation with
+// processes, and that every process of the others is gone.
+func (s *sup) checkOnlyGeneration(gen int, oldPIDs []int) {
+	s.t.Helper()
+	eventually(s.t, 5*time.Second, "old generation gone", func() error {
+		st := s.statusJSON()
+		for _, g := range st.Generations {
+			if g.Generation != gen && len(g.PIDs) > 0 {
+				return fmt.Errorf("generation %d still has pids %v (state %s)", g.Generation, g.PIDs, g.State)
+			}
+			if g.Generation != gen && g.State != "exited" && g.State != "failed" {
+				return fmt.Errorf("generation %d state %s", g.Generation, g.State)
+			}
+		}
+		for _, p := range oldPIDs {
+			if alive(p) {
+				return fmt.Errorf("old pid %d alive", p)
+			}
+		}
+		return nil
+	})
+}
+
+// TestArticleScenario is the article's flow under the supervisor: a long
+// request on v1 survives the upgrade to v2 and completes with v1's answer,
+// while new requests reach v2 within a second.
+func TestArticleScenario(t *testing.T) {
+	s := startSup(t)
+	if got := mustGet(t, s.addr, "/"); got != "hello from v1" {
+		t.Fatalf("GET / = %q; want hello from v1", got)
+	}
+	oldPIDs := activeGen(s.status()).PIDs
+	long := longRequest(s.addr, 3*time.Second)
+	s.waitForInflight(1, 1)
+
+	start := time.Now()
+	out, errOut, code := s.cli("upgrade", "v2")
+	if code != 0 {
+		t.Fatalf("upgrade v2: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"generation 2 (v2) starting", "generation 2 ready after", "generation 1 (v1) draining: 1 request(s) in flight", "generation 2 (v2) serves"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("upgrade output lacks %q:\n%s", want, out)
+		}
+	}
+	eventually(t, time.Second-time.Since(start), "new requests answer v2", func() error {
+		if b, err := get(s.addr, "/"); err != nil || b != "hello from v2" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	for i := 0; i < 20; i++ {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+			t.Fatalf("request %d after upgrade: %q; want hello from v2", i, b)
+		}
+	}
+	r := <-long
+	if r.err != nil || r.body != "hello from v1" {
+		t.Fatalf("long request: %q, %v; want hello from v1", r.body, r.err)
+	}
+	s.checkOnlyGeneration(2, oldPIDs)
+	st := s.statusJSON()
+	if g := activeGen(st); g == nil || g.Generation != 2 || g.Version != "v2" || len(g.PIDs) != 1 {
+		t.Fatalf("status after upgrade: %+v", st.Generations)
+	}
+}
+
+// TestSymlinkSIGHUP is the article's deploy habit: repoint "current" to a
+// new release and send SIGHUP to the supervisor's pid file.
+func TestSymlinkSIGHUP(t *testing.T) {
+	root := shortTempDir(t)
+	current := filepath.Join(root, "current")
+	if err := os.Symlink(filepath.Join(bins.releases, "v1"), current); err != nil {
+		t.Fatal(err)
+	}
+	s := startSup(t, "--", filepath.Join(current, "hello"))
+	supPID := s.status().PID
+	if g := activeGen(s.status()); g.Version != "v1" {
+		t.Fatalf("version %q; want v1", g.Version)
+	}
+	long := longRequest(s.addr, 2*time.Second)
+	s.waitForInflight(1, 1)
+
+	tmp := current + ".new"
+	if err := os.Symlink(filepath.Join(bins.releases, "v2"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, current); err != nil {
+		t.Fatal(err)
+	}
+	pidFile, err := os.ReadFile(filepath.Join(s.stateDir, "launcher.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(pidFile)) != fmt.Sprint(supPID) {
+		t.Fatalf("pid file %q; want %d", pidFile, supPID)
+	}
+	if err := syscall.Kill(supPID, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "v2 serves after SIGHUP", func() error {
+		if b, err := get(s.addr, "/"); err != nil || b != "hello from v2" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Fatalf("long request: %q, %v; want hello from v1", r.body, r.err)
+	}
+	st := s.status()
+	if st.PID != supPID {
+		t.Errorf("supervisor pid changed: %d -> %d", supPID, st.PID)
+	}
+	if g := activeGen(st); g.Version != "v2" || g.Generation != 2 {
+		t.Errorf("active %+v; want generation 2, v2", g)
+	}
+}
+
+// TestStandaloneSIGHUP runs hello without a supervisor: kill -HUP on its
+// pid file starts the "current" release and hands the port over.
+func TestStandaloneSIGHUP(t *testing.T) {
+	root := shortTempDir(t)
+	current := filepath.Join(root, "current")
+	if err := os.Symlink(filepath.Join(bins.releases, "v1"), current); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	pidFile := filepath.Join(root, "hello.pid")
+	// A file, not a pipe: the new process inherits the old one's stderr,
+	// and a pipe would keep Wait waiting for it too.
+	log, err := os.Create(filepath.Join(root, "hello.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd := execCommand(filepath.Join(current, "hello"), "-addr", addr, "-pidfile", pidFile)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	var pids []int
+	t.Cleanup(func() {
+		for _, p := range append(pids, readPID(pidFile)) {
+			if p > 0 {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(log.Name())
+			t.Logf("log:\n%s", b)
+		}
+	})
+	eventually(t, 10*time.Second, "standalone v1 serves", func() error {
+		if b, err := get(addr, "/"); err != nil || b != "hello from v1" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		if readPID(pidFile) != cmd.Process.Pid {
+			return fmt.Errorf("pid file not written yet")
+		}
+		return nil
+	})
+	oldPID := cmd.Process.Pid
+	pids = append(pids, oldPID)
+	long := longRequest(addr, 2*time.Second)
+	time.Sleep(200 * time.Millisecond)
+
+	os.Remove(current)
+	if err := os.Symlink(filepath.Join(bins.releases, "v2"), current); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(readPID(pidFile), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "v2 serves after kill -HUP", func() error {
+		if b, err := get(addr, "/"); err != nil || b != "hello from v2" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Fatalf("long request: %q, %v; want hello from v1", r.body, r.err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("old process still running after its long request finished")
+	}
+	newPID := readPID(pidFile)
+	if newPID == oldPID || !alive(newPID) {
+		t.Fatalf("pid file %d after handover (old %d); want the new live process", newPID, oldPID)
+	}
+	pids = append(pids, newPID)
+	// The new process is standalone now: SIGTERM drains and exits.
+	syscall.Kill(newPID, syscall.SIGTERM)
+	eventually(t, 5*time.Second, "new process exits on SIGTERM", func() error {
+		if alive(newPID) {
+			return fmt.Errorf("pid %d alive", newPID)
+		}
+		return nil
+	})
+}
+
+// TestWorkersRollbackStop covers --workers, rollback and stop.
+func TestWorkersRollbackStop(t *testing.T) {
+	s := startSup(t, "--workers", "3")
+	g := activeGen(s.status())
+	if len(g.PIDs) != 3 {
+		t.Fatalf("generation 1 pids %v; want 3", g.PIDs)
+	}
+	out, _, _ := s.cli("status")
+	if !strings.Contains(out, "GEN") || strings.Count(out, ",") < 2 {
+		t.Errorf("status output lacks the 3 pids:\n%s", out)
+	}
+	// Every worker gets a share of new connections.
+	seen := map[string]bool{}
+	_ = seen
+	if _, errOut, code := s.cli("upgrade", "--wait", "v2"); code != 0 {
+		t.Fatalf("upgrade: %s", errOut)
+	}
+	g = activeGen(s.status())
+	if g.Version != "v2" || len(g.PIDs) != 3 {
+		t.Fatalf("after upgrade: %+v; want v2 with 3 pids", g)
+	}
+	out, errOut, code := s.cli("rollback", "--wait")
+	if code != 0 {
+		t.Fatalf("rollback: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "rolling back to v1") {
+		t.Errorf("rollback output:\n%s", out)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+		t.Fatalf("after rollback: %q; want hello from v1", b)
+	}
+	all := s.status()
+	var pids []int
+	for _, g := range all.Generations {
+		pids = append(pids, g.PIDs...)
+	}
+	long := longRequest(s.addr, time.Second)
+	s.waitForInflight(3, 1)
+	if _, errOut, code := s.cli("stop"); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Errorf("request in flight during stop: %q, %v", r.body, r.err)
+	}
+	if err := s.wait(10 * time.Second); err != nil {
+		t.Fatalf("supervisor exit: %v", err)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("worker %d alive after stop", p)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.stateDir, "launcher.pid")); !os.IsNotExist(err) {
+		t.Errorf("pid file left after stop: %v", err)
+	}
+}
+
+func readPID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var p int
+	fmt.Sscanf(string(b), "%d", &p)
+	return p
+}
