@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ type Supervisor struct {
 	releasesReal string
 	metrics      *metrics.Supervisor
 	registry     *prometheus.Registry
+	notify       *notifier
 
 	opMu     sync.Mutex // one upgrade, rollback or stop at a time
 	listenMu sync.Mutex // serialises listen grants, group changes and steering
@@ -48,6 +50,7 @@ type Supervisor struct {
 	group          reuseport.Group[*worker] // guarded by listenMu
 	steered        bool                     // a program is attached; guarded by listenMu
 	stopping       bool
+	opCancel       context.CancelFunc // cancels the running upgrade
 	stopped        chan struct{}
 	restarts       map[*generation]*backoff
 }
@@ -70,6 +73,7 @@ func New(cfg Config) (*Supervisor, error) {
 		stopped:        make(chan struct{}),
 		restarts:       make(map[*generation]*backoff),
 		registry:       prometheus.NewRegistry(),
+		notify:         newNotifier(),
 	}
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
@@ -126,17 +130,32 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer msrv.Close()
 	}
 
+	wg.Add(1)
+	go func() { defer wg.Done(); s.notify.keepAlive(ctx) }()
 	if _, err := s.upgrade(ctx, "", false, func(string) {}); err != nil {
 		s.stopAll(context.Background())
 		return fmt.Errorf("start: %w", err)
 	}
 	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers)
+	if err := s.notify.send("READY=1", "STATUS="+s.statusLine(), "MAINPID="+strconv.Itoa(os.Getpid())); err != nil {
+		s.log.Warn("notify systemd", "err", err)
+	}
 	select {
 	case <-ctx.Done():
 		s.Stop(context.Background())
 	case <-s.stopped:
 	}
 	return nil
+}
+
+// statusLine is the one-line status for systemd.
+func (s *Supervisor) statusLine() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		return "no active generation"
+	}
+	return fmt.Sprintf("serving %s (generation %d, %d workers)", s.active.release.Version, s.active.num, len(s.active.workers))
 }
 
 // serveMetrics serves the supervisor's and all workers' series.

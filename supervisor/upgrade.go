@@ -23,6 +23,8 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 		return "", ErrUpgradeInProgress
 	}
 	defer s.opMu.Unlock()
+	s.notify.reloading()
+	defer s.notify.send("READY=1", "STATUS="+s.statusLine())
 	return s.upgrade(ctx, arg, wait, progress)
 }
 
@@ -42,6 +44,8 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 		return "", errors.New("rollback: no previous release to go back to")
 	}
 	progress(fmt.Sprintf("rolling back to %s", prev.Version))
+	s.notify.reloading()
+	defer s.notify.send("READY=1", "STATUS="+s.statusLine())
 	return s.upgradeTo(ctx, prev, wait, progress)
 }
 
@@ -56,7 +60,10 @@ func (s *Supervisor) upgrade(ctx context.Context, arg string, wait bool, progres
 
 func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, progress func(string)) (string, error) {
 	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	s.mu.Lock()
+	s.opCancel = cancel // Stop aborts a running upgrade
 	if s.stopping {
 		s.mu.Unlock()
 		return "", errors.New("upgrade: the supervisor is stopping")
@@ -75,7 +82,11 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 
 	if err := s.startGeneration(ctx, g); err != nil {
 		s.abortGeneration(g)
-		s.metrics.Upgrades.WithLabelValues("failed").Inc()
+		result := "failed"
+		if ctx.Err() != nil {
+			result = "aborted"
+		}
+		s.metrics.Upgrades.WithLabelValues(result).Inc()
 		log.Error("generation failed; the previous one serves on", "err", err)
 		return "", fmt.Errorf("upgrade to %s: %w", rel.Version, err)
 	}
@@ -253,7 +264,11 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.stopping = true
+	if s.opCancel != nil {
+		s.opCancel()
+	}
 	s.mu.Unlock()
+	s.notify.send("STOPPING=1", "STATUS=draining all generations")
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.stopAll(ctx)
