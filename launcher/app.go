@@ -41,12 +41,12 @@ type App struct {
 	metrics *metrics.Worker
 	reg     *prometheus.Registry
 
-	grants    chan control.Message // grant or fail from the supervisor
-	stopping  chan struct{}        // closed once the listeners are released
-	stopOnce  sync.Once
+	grants   chan control.Message // grant or fail from the supervisor
+	stopping chan struct{}        // closed once the listeners are released
+	stopOnce sync.Once
 	// drainTimeout in ms, set by the supervisor's release message.
 	drainTimeout atomic.Int64
-	readerEnd chan struct{} // closed when the control reader returns
+	readerEnd    chan struct{} // closed when the control reader returns
 
 	mu     sync.Mutex
 	ctl    *control.Conn // nil when standalone
