@@ -119,7 +119,13 @@ func (s *syncBuffer) String() string {
 // waits until it serves. Cleanup stops it and kills anything left.
 func startSup(t *testing.T, flags ...string) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: freeAddr(t), stateDir: filepath.Join(shortTempDir(t), "s"), log: &syncBuffer{}, done: make(chan struct{})}
+	return startSupIn(t, filepath.Join(shortTempDir(t), "s"), flags...)
+}
+
+// startSupIn is startSup with a given state dir.
+func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
+	t.Helper()
+	s := &sup{t: t, addr: freeAddr(t), stateDir: stateDir, log: &syncBuffer{}, done: make(chan struct{})}
 	args := append([]string{"start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))

@@ -35,6 +35,14 @@ func (s *Supervisor) resolve(arg string) (release, error) {
 	case arg == "":
 		return s.resolvePath(s.cfg.Command[0], "")
 	case strings.Contains(arg, "/"):
+		// Refuse a path out of --releases before looking at it; resolvePath
+		// checks again after following symlinks, so no name leads outside.
+		if !filepath.IsAbs(arg) {
+			return release{}, fmt.Errorf("%w: %s: give an absolute path (the launcher CLI makes it so)", ErrBadRelease, arg)
+		}
+		if _, ok := s.inReleases(filepath.Clean(arg)); !ok {
+			return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, arg, s.cfg.Releases)
+		}
 		return s.resolvePath(arg, "")
 	case !versionRE.MatchString(arg):
 		return release{}, fmt.Errorf("%w: %q is not a version name (letters, digits, . _ + -)", ErrBadRelease, arg)
@@ -65,18 +73,15 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 	if err != nil {
 		return release{}, fmt.Errorf("%w: %s: no such file", ErrBadRelease, p)
 	}
+	rel, ok := s.inReleases(real)
+	if !ok {
+		return release{}, fmt.Errorf("%w: %s resolves to %s, outside --releases %s", ErrBadRelease, p, real, s.cfg.Releases)
+	}
 	if err := checkExecutable(real); err != nil {
 		return release{}, fmt.Errorf("%w: %s: %w", ErrBadRelease, p, err)
 	}
-	if s.releasesReal != "" {
-		rel, err := filepath.Rel(s.releasesReal, real)
-		inside := err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
-		if !inside {
-			return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, p, s.cfg.Releases)
-		}
-		if version == "" {
-			version = strings.SplitN(rel, "/", 2)[0]
-		}
+	if version == "" && rel != "" {
+		version = strings.SplitN(rel, "/", 2)[0]
 	}
 	if version == "" {
 		sum, err := fileSum(real)
@@ -86,6 +91,21 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 		version = filepath.Base(real) + "@" + sum
 	}
 	return release{Version: version, Path: real}, nil
+}
+
+// inReleases reports whether path lies inside --releases (always true when
+// none is set) and returns it relative to the releases directory.
+func (s *Supervisor) inReleases(path string) (string, bool) {
+	if s.releasesReal == "" {
+		return "", true
+	}
+	for _, root := range []string{s.releasesReal, s.releasesAbs} {
+		rel, err := filepath.Rel(root, path)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
+			return rel, true
+		}
+	}
+	return "", false
 }
 
 // checkExecutable refuses what cannot start: not a regular file, not

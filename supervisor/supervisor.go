@@ -33,7 +33,8 @@ type Supervisor struct {
 	log          *slog.Logger
 	dir          *stateDir
 	exeName      string // file name of Command's target: Releases/VERSION/exeName
-	releasesReal string
+	releasesReal string // --releases, absolute and with symlinks followed
+	releasesAbs  string // --releases, absolute
 	metrics      *metrics.Supervisor
 	registry     *prometheus.Registry
 	notify       *notifier
@@ -81,6 +82,7 @@ func New(cfg Config) (*Supervisor, error) {
 			return nil, fmt.Errorf("--releases %s: %w", cfg.Releases, err)
 		}
 		s.releasesReal, _ = filepath.Abs(r)
+		s.releasesAbs, _ = filepath.Abs(cfg.Releases)
 	}
 	first, err := s.resolvePath(cfg.Command[0], "")
 	if err != nil {

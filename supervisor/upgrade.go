@@ -87,8 +87,11 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 			result = "aborted"
 		}
 		s.metrics.Upgrades.WithLabelValues(result).Inc()
+		if old == nil {
+			return "", fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, err)
+		}
 		log.Error("generation failed; the previous one serves on", "err", err)
-		return "", fmt.Errorf("upgrade to %s: %w", rel.Version, err)
+		return "", fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, err, old.num, old.release.Version)
 	}
 	readyAfter := time.Since(start)
 	progress(fmt.Sprintf("generation %d ready after %d ms", g.num, readyAfter.Milliseconds()))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,9 +21,19 @@ func cmdUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if fs.NArg() > 1 {
-		return fmt.Errorf("upgrade: one VERSION or PATH at most, got %q: %w", fs.Args(), errUsage)
+		return usagef("upgrade: one VERSION or PATH at most, got %q", fs.Args())
 	}
-	return callAndPrint(ctx, *stateDir, "upgrade", fs.Arg(0), *wait, stdout)
+	arg := fs.Arg(0)
+	if strings.Contains(arg, "/") && !filepath.IsAbs(arg) {
+		// A path is the caller's, relative to the caller's directory, not the
+		// supervisor's.
+		abs, err := filepath.Abs(arg)
+		if err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
+		arg = abs
+	}
+	return callAndPrint(ctx, *stateDir, "upgrade", arg, *wait, stdout)
 }
 
 func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -33,7 +44,7 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("rollback: takes no argument: %w", errUsage)
+		return usagef("rollback: takes no argument")
 	}
 	return callAndPrint(ctx, *stateDir, "rollback", "", *wait, stdout)
 }
@@ -45,7 +56,7 @@ func cmdStop(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("stop: takes no argument: %w", errUsage)
+		return usagef("stop: takes no argument")
 	}
 	return callAndPrint(ctx, *stateDir, "stop", "", false, stdout)
 }
@@ -76,7 +87,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("status: takes no argument: %w", errUsage)
+		return usagef("status: takes no argument")
 	}
 	for {
 		st, err := supervisor.GetStatus(ctx, *stateDir)
@@ -84,7 +95,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if *watch && ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("status: %w", err)
+			return err
 		}
 		if *watch {
 			fmt.Fprint(stdout, "\x1b[H\x1b[2J") // home and clear: refresh in place

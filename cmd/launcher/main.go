@@ -37,8 +37,13 @@ Usage:
 Run 'launcher COMMAND --help' for a command's flags.
 `
 
-// errUsage marks errors in the command line: exit status 2.
-var errUsage = errors.New("usage")
+// usageError is an error in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// usagef returns a usageError.
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -78,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "launcher: %v\n", err)
 		return 2
 	default:
@@ -98,8 +103,8 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args; a bad flag becomes one errUsage line (the flag package
-// already printed the usage).
+// parse parses args; a bad flag becomes one usage line, and --help prints
+// the command's flags on stdout.
 func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
@@ -109,7 +114,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %v (see launcher %s --help): %w", fs.Name(), err, fs.Name(), errUsage)
+		return usagef("%s: %v (see launcher %s --help)", fs.Name(), err, fs.Name())
 	}
 	return nil
 }

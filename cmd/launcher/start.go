@@ -42,10 +42,10 @@ func cmdStart(args []string, stderr io.Writer) error {
 	}
 	command := fs.Args()
 	if len(command) == 0 {
-		return fmt.Errorf("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]: %w", errUsage)
+		return usagef("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]")
 	}
 	if *workers < 1 {
-		return fmt.Errorf("start: --workers %d: want at least 1: %w", *workers, errUsage)
+		return usagef("start: --workers %d: want at least 1", *workers)
 	}
 	level := slog.LevelInfo
 	if *verbose {
