@@ -25,7 +25,17 @@ var version = "dev"
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address when run without a supervisor")
 	pidfile := flag.String("pidfile", "", "write the serving process's pid here (standalone)")
+	plain := flag.Bool("plain", false, "serve with plain net/http, without the launcher (a baseline for benchmarks)")
 	flag.Parse()
+
+	if *plain {
+		srv := &http.Server{Addr: *addr, Handler: newMux(version)}
+		if err := srv.ListenAndServe(); err != nil {
+			fmt.Fprintln(os.Stderr, "hello:", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	app, err := launcher.New(launcher.Options{Addr: *addr, PIDFile: *pidfile})
 	if err != nil {

@@ -1,0 +1,266 @@
+// Command upgradebench measures what an upgrade costs the clients of a
+// launcher-managed service: it builds hello v1/v2, starts a real
+// supervisor, drives load from its own never-retrying client while it
+// upgrades K times, and prints one table per client mode with failures by
+// class, latency in steady state and inside upgrade windows, requests per
+// version and upgrade times. With --handover steer,close the naive close
+// is measured beside the lossless handover under the same load.
+//
+//	go run ./cmd/upgradebench                       # defaults: 20 upgrades, workers 1 and 4
+//	go run ./cmd/upgradebench --duration 10s --upgrades 5 --modes keepalive
+//
+// It exits 1 when any request failed under a lossless strategy (steer);
+// failures of the naive close are expected and only reported.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/launcherd/launcher/internal/loadgen"
+	"github.com/launcherd/launcher/internal/rig"
+)
+
+func main() {
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	code, err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "upgradebench:", err)
+	}
+	os.Exit(code)
+}
+
+type config struct {
+	duration   time.Duration
+	upgrades   int
+	clients    int
+	workers    []int
+	modes      []loadgen.Mode
+	handovers  []string
+	throughput bool
+	verbose    bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("upgradebench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "load duration of each run")
+	fs.IntVar(&c.upgrades, "upgrades", 20, "upgrades per run, spread evenly over the duration")
+	fs.IntVar(&c.clients, "clients", 32, "concurrent client connections")
+	workers := fs.String("workers", "1,4", "comma-separated --workers values to run")
+	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
+	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, close")
+	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
+	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, w := range strings.Split(*workers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 1 {
+			return c, fmt.Errorf("--workers %q: want positive numbers", *workers)
+		}
+		c.workers = append(c.workers, n)
+	}
+	for _, m := range strings.Split(*modes, ",") {
+		mode := loadgen.Mode(strings.TrimSpace(m))
+		if !slices.Contains([]loadgen.Mode{loadgen.NewConn, loadgen.KeepAlive, loadgen.Long}, mode) {
+			return c, fmt.Errorf("--modes: unknown mode %q", m)
+		}
+		c.modes = append(c.modes, mode)
+	}
+	for _, h := range strings.Split(*handovers, ",") {
+		h = strings.TrimSpace(h)
+		if h != "steer" && h != "close" {
+			return c, fmt.Errorf("--handover: unknown strategy %q (steer or close)", h)
+		}
+		c.handovers = append(c.handovers, h)
+	}
+	if c.upgrades < 1 || c.duration < time.Second || c.clients < 1 {
+		return c, fmt.Errorf("want --upgrades ≥ 1, --duration ≥ 1s, --clients ≥ 1")
+	}
+	return c, nil
+}
+
+// runResult is one (mode, handover, workers) run.
+type runResult struct {
+	mode     loadgen.Mode
+	handover string
+	workers  int
+	summary  loadgen.Summary
+	timings  []rig.Timing
+	failed   int // upgrades that failed
+	samples  []string
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return 2, err
+	}
+	dir, err := os.MkdirTemp("", "upgradebench-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(stdout, "building launcher and hello v1, v2 ...\n")
+	r, err := rig.Build(ctx, dir, "v1", "v2")
+	if err != nil {
+		return 1, err
+	}
+	var results []runResult
+	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
+	i := 0
+	for _, mode := range cfg.modes {
+		for _, w := range cfg.workers {
+			for _, h := range cfg.handovers {
+				i++
+				fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s, workers %d: %s of load, %d upgrades ...\n", i, total, mode, h, w, cfg.duration, cfg.upgrades)
+				res, err := benchOne(ctx, r, cfg, mode, h, w, stderr)
+				if err != nil {
+					return 1, fmt.Errorf("%s/%s/%d: %w", mode, h, w, err)
+				}
+				results = append(results, res)
+			}
+		}
+	}
+	fmt.Fprintln(stdout)
+	printTables(stdout, cfg, results)
+	if cfg.throughput {
+		if err := compareThroughput(ctx, r, cfg, stdout); err != nil {
+			fmt.Fprintf(stdout, "throughput comparison: %v\n", err)
+		}
+	}
+	code := 0
+	for _, res := range results {
+		if res.handover != "close" && (res.summary.Failures > 0 || res.failed > 0) {
+			code = 1
+			fmt.Fprintf(stderr, "upgradebench: %s, handover %s, workers %d: %d failed requests, %d failed upgrades; samples: %s\n",
+				res.mode, res.handover, res.workers, res.summary.Failures, res.failed, strings.Join(res.samples, "; "))
+		}
+	}
+	return code, nil
+}
+
+// benchOne starts a supervisor, loads it, upgrades it K times, stops it.
+func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, handover string, workers int, stderr io.Writer) (runResult, error) {
+	res := runResult{mode: mode, handover: handover, workers: workers}
+	var log io.Writer = io.Discard
+	if cfg.verbose {
+		log = stderr
+	}
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log,
+		Extra: []string{"--drain-timeout", "20s"}})
+	if err != nil {
+		return res, err
+	}
+	defer sup.Stop()
+
+	lg := loadgen.Config{Addr: sup.Addr, Mode: mode, Method: "POST", Workers: cfg.clients, Duration: cfg.duration}
+	if mode == loadgen.Long {
+		lg.Method = "GET"
+	}
+	type loadDone struct {
+		res *loadgen.Result
+		err error
+	}
+	done := make(chan loadDone, 1)
+	go func() {
+		lr, err := loadgen.Run(ctx, lg)
+		done <- loadDone{lr, err}
+	}()
+	var windows loadgen.WindowLog
+	gap := cfg.duration / time.Duration(cfg.upgrades+1)
+	version := "v1"
+	for k := 0; k < cfg.upgrades; k++ {
+		select {
+		case <-time.After(gap):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
+		start := time.Now()
+		t, err := sup.Upgrade(ctx, version, func(line string) {
+			if cfg.verbose {
+				fmt.Fprintln(stderr, "  ", line)
+			}
+		})
+		windows.Mark(start, time.Now())
+		if err != nil {
+			res.failed++
+			res.samples = append(res.samples, "upgrade: "+err.Error())
+			continue
+		}
+		res.timings = append(res.timings, t)
+	}
+	d := <-done
+	if d.err != nil {
+		return res, d.err
+	}
+	res.summary = d.res.Summarize(windows.Windows())
+	for _, s := range d.res.Samples {
+		res.samples = append(res.samples, s...)
+	}
+	return res, nil
+}
+
+func printTables(w io.Writer, cfg config, results []runResult) {
+	for _, mode := range cfg.modes {
+		var rows []loadgen.Row
+		for _, r := range results {
+			if r.mode == mode {
+				rows = append(rows, loadgen.Row{Handover: fmt.Sprintf("%s w=%d", r.handover, r.workers), Summary: r.summary})
+			}
+		}
+		fmt.Fprintf(w, "== mode %s: %d clients, %s, %d upgrades per run ==\n", mode, cfg.clients, cfg.duration, cfg.upgrades)
+		loadgen.WriteTable(w, rows)
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "== upgrade times (command -> new generation serving; command -> old generation gone) ==")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\tserving max\told gone p50\told gone max")
+	for _, r := range results {
+		var serve, gone []time.Duration
+		for _, t := range r.timings {
+			serve = append(serve, t.Serving)
+			gone = append(gone, t.OldGone)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
+			ms(median(serve)), ms(maxOf(serve)), ms(median(gone)), ms(maxOf(gone)))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func maxOf(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Max(ds)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
