@@ -81,6 +81,7 @@ func (a *App) handover(ctx context.Context) error {
 	if err := child.Write(control.Message{Type: control.TypeHandoffDone}); err != nil {
 		a.log.Warn("handover: tell new process", "err", err)
 	}
+	a.markStopping()
 	a.log.Info("handover: new process serves; draining", "child", cmd.Process.Pid)
 	return nil
 }

@@ -14,6 +14,13 @@ import (
 	"github.com/launcherd/launcher/drain"
 )
 
+// stopSelf stops accepting and starts the drain, without a supervisor's
+// word (a signal, or Run's context ending).
+func (a *App) stopSelf() {
+	a.release(0, false)
+	a.markStopping()
+}
+
 // Run serves h on every listen address until the process is told to stop,
 // then drains and returns. It listens, reports ready, and handles signals:
 // SIGTERM and SIGINT drain and return; SIGHUP, when no supervisor runs the
@@ -57,12 +64,12 @@ loop:
 			break loop
 		case <-done:
 			done = nil
-			go a.release(0, false)
+			go a.stopSelf()
 		case sig := <-sigs:
 			switch {
 			case sig != syscall.SIGHUP:
 				a.log.Info("signal: draining", "signal", sig.String())
-				go a.release(0, false)
+				go a.stopSelf()
 			case a.Supervised():
 				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
 			case handing:

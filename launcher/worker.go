@@ -54,7 +54,10 @@ func (a *App) readControl(ctl *control.Conn) {
 				if err := a.release(time.Duration(m.SettleMS)*time.Millisecond, m.Naive); err != nil {
 					reply.Error = err.Error()
 				}
+				// Reply before draining starts: a drain with nothing in flight
+				// ends the process at once, and the reply would be lost.
 				ctl.Write(reply)
+				a.markStopping()
 			}()
 		case control.TypeHandoffDone:
 			a.finishHandoff(ctl)
@@ -74,9 +77,9 @@ func (a *App) steer(slots []int) error {
 
 // release stops accepting without losing a connection: each listener's
 // accept queue is emptied (the Serve loops keep accepting) and then it is
-// closed. naive closes at once, as a plain Shutdown-based server does.
+// closed. naive closes at once, as a plain Shutdown-based server does. The
+// caller then starts the drain with markStopping.
 func (a *App) release(settle time.Duration, naive bool) error {
-	defer a.markStopping()
 	lns := a.listeners()
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()

@@ -223,14 +223,6 @@ func isClosed(ch <-chan struct{}) bool {
 // onExit records a reaped worker: its sockets left the reuseport group,
 // and an unexpected exit of an active worker is restarted with back-off.
 func (s *Supervisor) onExit(w *worker, err error) {
-	s.listenMu.Lock()
-	left := w.listening
-	if left {
-		s.group.Leave(w)
-		w.listening = false
-	}
-	s.listenMu.Unlock()
-
 	s.mu.Lock()
 	if err == nil {
 		err = errors.New("exited with status 0")
@@ -249,8 +241,18 @@ func (s *Supervisor) onExit(w *worker, err error) {
 		g.state = StateExited
 	}
 	s.mu.Unlock()
+	// Close exited before taking listenMu: an upgrade holding it may be
+	// waiting for this worker's answer, and must learn of the exit.
 	close(w.exited)
 	os.Remove(w.admin)
+
+	s.listenMu.Lock()
+	left := w.listening
+	if left {
+		s.group.Leave(w)
+		w.listening = false
+	}
+	s.listenMu.Unlock()
 
 	if crash {
 		s.log.Warn("worker exited; restarting", "generation", g.num, "version", g.release.Version,

@@ -205,17 +205,17 @@ func (s *Supervisor) releaseWorkers(workers []*worker) {
 		s.mu.Unlock()
 		s.listenMu.Lock()
 		err := s.request(w, msg, control.TypeReleased, 15*time.Second)
-		if err != nil {
+		if err != nil && !isClosed(w.exited) {
 			s.log.Warn("release worker", "generation", w.gen.num, "worker", w.index, "pid", w.pid, "err", err)
 			w.signal(syscall.SIGTERM)
-		} else if w.listening {
+		}
+		// Released or exited, its sockets have left the group either way.
+		if w.listening && (err == nil || isClosed(w.exited)) {
 			s.group.Leave(w)
 			w.listening = false
 		}
-		if err == nil {
-			if err := s.resteerLocked(); err != nil {
-				s.log.Warn("re-steer after release", "err", err)
-			}
+		if err := s.resteerLocked(); err != nil {
+			s.log.Warn("re-steer after release", "err", err)
 		}
 		s.listenMu.Unlock()
 	}
