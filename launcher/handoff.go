@@ -42,7 +42,7 @@ func (a *App) handover(ctx context.Context) error {
 	token := randomToken()
 
 	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(withoutLauncherEnv(os.Environ()),
+	cmd.Env = append(control.WithoutLauncherEnv(os.Environ()),
 		control.EnvControl+"="+sock,
 		control.EnvHandoff+"=1",
 		control.EnvToken+"="+token,
@@ -183,16 +183,6 @@ func selfPath() (string, error) {
 		p = lp
 	}
 	return filepath.Abs(p)
-}
-
-func withoutLauncherEnv(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "LAUNCHER_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 func randomToken() string {

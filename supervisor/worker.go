@@ -78,7 +78,7 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 		exited:   make(chan struct{}),
 	}
 	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
-	cmd.Env = append(withoutLauncherEnv(os.Environ()),
+	cmd.Env = append(control.WithoutLauncherEnv(os.Environ()),
 		control.EnvGeneration+"="+strconv.Itoa(g.num),
 		control.EnvVersion+"="+g.release.Version,
 		control.EnvListen+"="+strings.Join(s.cfg.Listen, ","),
@@ -125,16 +125,6 @@ func (w *worker) signal(sig syscall.Signal) {
 	default:
 		w.cmd.Process.Signal(sig)
 	}
-}
-
-func withoutLauncherEnv(env []string) []string {
-	out := env[:0:0]
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "LAUNCHER_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // tailBuffer passes a worker's stderr through and keeps its last lines

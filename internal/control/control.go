@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -189,3 +190,15 @@ const (
 	EnvToken      = "LAUNCHER_TOKEN"      // secret proving the worker is the supervisor's child
 	EnvHandoff    = "LAUNCHER_HANDOFF"    // "1": started by a standalone app's SIGHUP, not a supervisor
 )
+
+// WithoutLauncherEnv returns env without any LAUNCHER_* variable, so a child
+// gets only the values its parent sets for it.
+func WithoutLauncherEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "LAUNCHER_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
