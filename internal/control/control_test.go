@@ -1,0 +1,87 @@
+package control
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecode(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    Message
+		wantErr error
+	}{
+		{"hello", `{"type":"hello","v":1,"role":"client","cmd":"status"}` + "\n",
+			Message{Type: TypeHello, Version: 1, Role: RoleClient, Cmd: "status"}, nil},
+		{"steer", `{"type":"steer","slots":[2,3]}` + "\n", Message{Type: TypeSteer, Slots: []int{2, 3}}, nil},
+		{"too large", `{"type":"` + strings.Repeat("x", MaxMessage) + `"}` + "\n", Message{}, ErrTooLarge},
+		{"truncated", `{"type":"hello"`, Message{}, nil},
+		{"not json", "hello\n", Message{}, nil},
+		{"empty", "", Message{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Decode([]byte(tt.in))
+			if tt.want.Type == "" {
+				if err == nil {
+					t.Fatalf("Decode(%q) = %+v, nil; want an error", tt.name, got)
+				}
+				if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v; want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Type != tt.want.Type || got.Cmd != tt.want.Cmd || len(got.Slots) != len(tt.want.Slots) {
+				t.Fatalf("got = %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConnRoundTripAndLimits(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ca, cb := NewConn(a), NewConn(b)
+	go ca.Write(Message{Type: TypeRelease, SettleMS: 50, DrainMS: 30000})
+	m, err := cb.Read(time.Now().Add(time.Second))
+	if err != nil || m.Type != TypeRelease || m.SettleMS != 50 || m.DrainMS != 30000 {
+		t.Fatalf("got = %+v, %v; want the release message", m, err)
+	}
+	// A slow client that never finishes its line is cut by the deadline.
+	go a.Write([]byte(`{"type":"he`))
+	if _, err := cb.Read(time.Now().Add(50 * time.Millisecond)); err == nil {
+		t.Fatal("Read of a never-finished line returned no error")
+	}
+	if err := ca.Write(Message{Type: "x", Text: strings.Repeat("y", MaxMessage)}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Write of an oversized message = %v; want ErrTooLarge", err)
+	}
+}
+
+func TestWithoutLauncherEnv(t *testing.T) {
+	got := WithoutLauncherEnv([]string{"PATH=/bin", "LAUNCHER_TOKEN=x", "HOME=/root", "LAUNCHER_LISTEN=:1"})
+	if strings.Join(got, " ") != "PATH=/bin HOME=/root" {
+		t.Fatalf("got = %v; want PATH and HOME only", got)
+	}
+}
+
+// FuzzDecode: the decoder never panics and never accepts more than
+// MaxMessage bytes, whatever a peer sends.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"type":"hello","v":1,"role":"worker","token":"abc"}` + "\n"))
+	f.Add([]byte(`{"type":"steer","slots":[0,1,2]}` + "\n"))
+	f.Add([]byte("\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err == nil && len(b) > MaxMessage+1 && !strings.Contains(string(b[:MaxMessage+1]), "\n") {
+			t.Fatalf("accepted a line over MaxMessage: %+v", m)
+		}
+	})
+}
