@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/launcherd/launcher/reuseport"
 )
 
 // Handover strategies, chosen with --handover.
@@ -16,6 +18,11 @@ const (
 	// HandoverClose closes the old listeners at once (what naive
 	// SO_REUSEPORT servers do); kept to show the difference.
 	HandoverClose = "close"
+	// HandoverMigrate closes the old listeners at once and relies on the
+	// kernel to move their queued connections to the new ones: it needs
+	// net.ipv4.tcp_migrate_req=1 in the supervisor's network namespace
+	// (Linux ≥ 5.14, set by the operator; the launcher never changes it).
+	HandoverMigrate = "migrate"
 )
 
 // Config configures a [Supervisor]. Zero values get the defaults given.
@@ -84,8 +91,16 @@ func (c *Config) check() error {
 	case "":
 		c.Handover = HandoverSteer
 	case HandoverSteer, HandoverClose:
+	case HandoverMigrate:
+		on, err := reuseport.MigrateReq()
+		if err != nil {
+			return fmt.Errorf("--handover migrate: %w", err)
+		}
+		if !on {
+			return errors.New("--handover migrate needs net.ipv4.tcp_migrate_req=1 in this network namespace (sysctl -w net.ipv4.tcp_migrate_req=1; the launcher does not change it)")
+		}
 	default:
-		return fmt.Errorf("--handover %q: want %s or %s", c.Handover, HandoverSteer, HandoverClose)
+		return fmt.Errorf("--handover %q: want %s, %s or %s", c.Handover, HandoverSteer, HandoverMigrate, HandoverClose)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

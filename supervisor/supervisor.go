@@ -138,7 +138,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.stopAll(context.Background())
 		return fmt.Errorf("start: %w", err)
 	}
-	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers)
+	migrate, _ := reuseport.MigrateReq()
+	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers, "tcp_migrate_req", migrate)
 	if err := s.notify.send("READY=1", "STATUS="+s.statusLine(), "MAINPID="+strconv.Itoa(os.Getpid())); err != nil {
 		s.log.Warn("notify systemd", "err", err)
 	}

@@ -197,7 +197,7 @@ func (s *Supervisor) abortGeneration(g *generation) {
 func (s *Supervisor) releaseWorkers(workers []*worker) {
 	msg := control.Message{
 		Type: control.TypeRelease, SettleMS: s.cfg.Settle.Milliseconds(),
-		DrainMS: s.cfg.DrainTimeout.Milliseconds(), Naive: s.cfg.Handover == HandoverClose,
+		DrainMS: s.cfg.DrainTimeout.Milliseconds(), Naive: s.cfg.Handover != HandoverSteer,
 	}
 	for _, w := range workers {
 		s.mu.Lock()

@@ -34,7 +34,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 	workers := fs.Int("workers", 1, "worker processes per generation")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "kill what is left of an old generation after this")
 	readyTimeout := fs.Duration("ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
-	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless) or close (naive, for comparison)")
+	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
 	settle := fs.Duration("settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {

@@ -42,14 +42,15 @@ func main() {
 }
 
 type config struct {
-	duration   time.Duration
-	upgrades   int
-	clients    int
-	workers    []int
-	modes      []loadgen.Mode
-	handovers  []string
-	throughput bool
-	verbose    bool
+	duration    time.Duration
+	upgrades    int
+	clients     int
+	workers     []int
+	modes       []loadgen.Mode
+	handovers   []string
+	throughput  bool
+	upgradeRuns bool
+	verbose     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -61,8 +62,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.clients, "clients", 32, "concurrent client connections")
 	workers := fs.String("workers", "1,4", "comma-separated --workers values to run")
 	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
-	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, close")
+	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close")
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
+	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -86,8 +88,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	for _, h := range strings.Split(*handovers, ",") {
 		h = strings.TrimSpace(h)
-		if h != "steer" && h != "close" {
-			return c, fmt.Errorf("--handover: unknown strategy %q (steer or close)", h)
+		if h != "steer" && h != "close" && h != "migrate" {
+			return c, fmt.Errorf("--handover: unknown strategy %q (steer, migrate or close)", h)
 		}
 		c.handovers = append(c.handovers, h)
 	}
@@ -125,6 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	}
 	var results []runResult
 	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
+	if !cfg.upgradeRuns {
+		cfg.modes = nil
+	}
 	i := 0
 	for _, mode := range cfg.modes {
 		for _, w := range cfg.workers {
@@ -140,7 +145,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 	}
 	fmt.Fprintln(stdout)
-	printTables(stdout, cfg, results)
+	if len(results) > 0 {
+		printTables(stdout, cfg, results)
+	}
 	if cfg.throughput {
 		if err := compareThroughput(ctx, r, cfg, stdout); err != nil {
 			fmt.Fprintf(stdout, "throughput comparison: %v\n", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"syscall"
@@ -18,7 +19,7 @@ import (
 
 // rounds of the side-by-side throughput comparison; medians are reported.
 const (
-	rounds     = 5
+	rounds     = 7
 	roundLoad  = 4 * time.Second
 	warmupLoad = time.Second
 )
@@ -31,12 +32,20 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	if err != nil {
 		return err
 	}
-	plain := exec.Command(r.Release("v1"), "-plain", "-addr", plainAddr)
+	// On a small machine the client and the server fight for the same
+	// cores; pinning the servers to CPU 0 and wrk to CPU 1 removes most of
+	// that noise from the comparison.
+	var serverCPU, clientCPU []string
+	if ts, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
+		serverCPU, clientCPU = []string{ts, "-c", "0"}, []string{ts, "-c", "1"}
+	}
+	argv := append(append([]string(nil), serverCPU...), r.Release("v1"), "-plain", "-addr", plainAddr)
+	plain := exec.Command(argv[0], argv[1:]...)
 	if err := plain.Start(); err != nil {
 		return err
 	}
 	defer func() { plain.Process.Signal(syscall.SIGTERM); plain.Wait() }()
-	sup, err := r.Start(ctx, rig.Options{Version: "v1"})
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Wrap: serverCPU})
 	if err != nil {
 		return err
 	}
@@ -60,11 +69,17 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 		clients = append([]struct {
 			name string
 			run  func(addr string, d time.Duration) (float64, error)
-		}{{"wrk", func(addr string, d time.Duration) (float64, error) { return runWrk(ctx, wrkPath, addr, cfg.clients, d) }}}, clients...)
+		}{{"wrk", func(addr string, d time.Duration) (float64, error) {
+			return runWrk(ctx, clientCPU, wrkPath, addr, cfg.clients, d)
+		}}}, clients...)
 	} else {
 		fmt.Fprintln(w, "(wrk not installed: apt-get install wrk to add it to the comparison)")
 	}
-	fmt.Fprintf(w, "== throughput: same handler, plain net/http vs launcher (%d rounds of %s, A/B alternating, medians) ==\n", rounds, roundLoad)
+	pinned := "not pinned"
+	if serverCPU != nil {
+		pinned = "servers on CPU 0, wrk on CPU 1; loadgen not pinned"
+	}
+	fmt.Fprintf(w, "== throughput: same handler, plain net/http vs launcher (%d rounds of %s, A/B alternating, medians; %s) ==\n", rounds, roundLoad, pinned)
 	for _, c := range clients {
 		if _, err := c.run(plainAddr, warmupLoad); err != nil {
 			return fmt.Errorf("%s warm-up: %w", c.name, err)
@@ -94,8 +109,13 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 var wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 var wrkErrors = regexp.MustCompile(`Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)`)
 
-func runWrk(ctx context.Context, wrk, addr string, conns int, d time.Duration) (float64, error) {
-	out, err := exec.CommandContext(ctx, wrk, "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "http://"+addr+"/").CombinedOutput()
+func runWrk(ctx context.Context, wrap []string, wrk, addr string, conns int, d time.Duration) (float64, error) {
+	threads := "-t2"
+	if len(wrap) > 0 {
+		threads = "-t1" // pinned to one CPU
+	}
+	argv := append(append([]string(nil), wrap...), wrk, threads, fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "http://"+addr+"/")
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("wrk: %w: %s", err, out)
 	}

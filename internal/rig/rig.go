@@ -89,6 +89,9 @@ type Options struct {
 	Handover string   // --handover; "" means the default
 	Extra    []string // more flags for launcher start
 	Log      io.Writer
+	// Wrap, if set, is a command prefix for the supervisor (and so its
+	// workers), e.g. taskset -c 0 to pin them to one CPU.
+	Wrap []string
 }
 
 // Supervisor is a running `launcher start`.
@@ -123,7 +126,9 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 	}
 	args = append(args, o.Extra...)
 	args = append(args, "--", r.Release(o.Version))
-	s.cmd = exec.Command(r.Launcher, args...)
+	argv := append(append([]string(nil), o.Wrap...), r.Launcher)
+	argv = append(argv, args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
