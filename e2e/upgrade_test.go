@@ -295,3 +295,34 @@ func readPID(path string) int {
 	fmt.Sscanf(string(b), "%d", &p)
 	return p
 }
+
+// TestWorkerCrashRestarted: a worker killed outside an upgrade is
+// restarted, traffic is steered to the new process, and status counts it.
+func TestWorkerCrashRestarted(t *testing.T) {
+	s := startSup(t, "--workers", "2")
+	g := activeGen(s.status())
+	victim := g.PIDs[0]
+	if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "worker restarted", func() error {
+		g := activeGen(s.status())
+		if g == nil || len(g.PIDs) != 2 || g.Restarts < 1 {
+			return fmt.Errorf("active generation %+v", g)
+		}
+		for _, p := range g.PIDs {
+			if p == victim {
+				return fmt.Errorf("victim %d still listed", victim)
+			}
+		}
+		return nil
+	})
+	for i := 0; i < 50; i++ {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+			t.Fatalf("request %d after the restart: %q", i, b)
+		}
+	}
+	if out, _, _ := s.cli("status"); !strings.Contains(out, "RESTARTS") {
+		t.Errorf("status lacks the restarts column:\n%s", out)
+	}
+}
