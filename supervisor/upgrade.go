@@ -73,7 +73,7 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 		num = s.gens[n-1].num + 1
 	}
 	g := &generation{num: num, release: rel, state: StateStarting, started: start}
-	s.gens = append(s.gens, g)
+	s.gens = append(s.pruneLocked(), g)
 	old := s.active
 	s.mu.Unlock()
 	log := s.log.With("generation", g.num, "version", rel.Version)
@@ -100,6 +100,9 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 	s.active = g
 	g.state = StateActive
 	s.history = append(s.history, rel)
+	if len(s.history) > 20 {
+		s.history = s.history[len(s.history)-20:]
+	}
 	var oldWorkers []*worker
 	if old != nil {
 		old.state = StateDraining
@@ -136,6 +139,30 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 		}
 	}
 	return sum, nil
+}
+
+// keepFinished is how many exited or failed generations status still
+// shows; older ones are forgotten so memory stays flat over many upgrades.
+const keepFinished = 5
+
+// pruneLocked returns s.gens without the oldest finished generations.
+func (s *Supervisor) pruneLocked() []*generation {
+	finished := 0
+	for _, g := range s.gens {
+		if g.state == StateExited || g.state == StateFailed {
+			finished++
+		}
+	}
+	out := s.gens[:0]
+	for _, g := range s.gens {
+		if finished > keepFinished && (g.state == StateExited || g.state == StateFailed) {
+			finished--
+			delete(s.restarts, g)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 // startGeneration starts g's workers and waits until all are ready.
