@@ -3,8 +3,10 @@ package drain
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -39,6 +41,9 @@ type Server struct {
 
 	once sync.Once
 	pool sync.Pool // *recorder, so the request path does not allocate
+
+	mu        sync.Mutex
+	listeners []*Listener
 }
 
 func (s *Server) init() {
@@ -52,9 +57,18 @@ func (s *Server) init() {
 		s.HTTP.Handler = s.wrap(s.HTTP.Handler)
 		prev := s.HTTP.ConnState
 		s.HTTP.ConnState = func(c net.Conn, st http.ConnState) {
-			if tc, ok := c.(*Conn); ok {
+			raw := c
+			if tlsConn, ok := c.(*tls.Conn); ok {
+				raw = tlsConn.NetConn()
+			}
+			if tc, ok := raw.(*Conn); ok {
 				switch st {
+				case http.StateNew:
+					tc.SetIdle(true) // until its first request
 				case http.StateActive:
+					if tlsConn, ok := c.(*tls.Conn); ok && tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
+						tc.h2.Store(true) // drained by GOAWAY, not by the idle grace
+					}
 					tc.SetIdle(false)
 				case http.StateIdle:
 					tc.SetIdle(true)
@@ -76,7 +90,15 @@ func (s *Server) init() {
 // returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
-	err := s.HTTP.Serve(NewListener(ln, s.Tracker))
+	tl := NewListener(ln, s.Tracker)
+	s.mu.Lock()
+	s.listeners = append(s.listeners, tl)
+	draining := s.Tracker.IsDraining()
+	s.mu.Unlock()
+	if draining {
+		tl.Close()
+	}
+	err := s.HTTP.Serve(tl)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -86,18 +108,28 @@ func (s *Server) Serve(ln net.Listener) error {
 // Drain stops the server gracefully. Listeners should already be closed
 // (the launcher closes them after emptying their accept queues); Drain
 // closes any left. Responses from now on carry "Connection: close", idle
-// connections are closed after IdleGrace, and Drain returns when no request
-// or connection is left. HTTP/2 connections then get GOAWAY through
-// http.Server.Shutdown. When ctx ends first, what is left is closed and the
-// error wraps [ErrCut] with the counts.
+// HTTP/1 connections are closed once idle for IdleGrace, and when none is
+// left, HTTP/2 connections get GOAWAY through http.Server.Shutdown, which
+// waits for their streams. When ctx ends first, what is left is closed and
+// the error wraps [ErrCut] with the counts.
 func (s *Server) Drain(ctx context.Context) error {
 	s.init()
 	s.Tracker.StartDrain()
+	s.mu.Lock()
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
 	if err := waitConns(ctx, s.Tracker, s.IdleGrace, nil); err != nil {
 		s.HTTP.Close()
 		return err
 	}
-	if err := s.HTTP.Shutdown(ctx); err != nil {
+	if err := s.HTTP.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
+		if ctx.Err() != nil {
+			conns, reqs := s.Tracker.closeAll()
+			s.HTTP.Close()
+			return fmt.Errorf("%w: %d connections, %d requests in flight: %w", ErrCut, conns, reqs, ctx.Err())
+		}
 		return fmt.Errorf("drain: shutdown: %w", err)
 	}
 	return nil
@@ -113,57 +145,78 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.inflight.Add(1)
 		defer t.inflight.Add(-1)
-		if t.draining.Load() && r.ProtoMajor == 1 {
-			w.Header().Set("Connection", "close")
+		var start time.Time
+		if s.Observer != nil {
+			start = time.Now()
 		}
-		if s.Observer == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		start := time.Now()
-		rw := s.getRecorder(w)
+		rw := s.getRecorder(w, t, r.ProtoMajor == 1)
 		defer s.putRecorder(rw)
 		next.ServeHTTP(rw, r)
-		if rw.code == 0 {
-			rw.code = http.StatusOK
+		if s.Observer != nil {
+			if rw.code == 0 {
+				rw.code = http.StatusOK
+			}
+			s.Observer.ObserveRequest(rw.code, time.Since(start))
 		}
-		s.Observer.ObserveRequest(rw.code, time.Since(start))
 	})
 }
 
-// recorder captures the status code. It is pooled so the request path does
-// not allocate.
+// recorder captures the status code and, when the response starts during
+// a drain, adds "Connection: close" (a request in flight when the drain
+// begins must close its connection too). It is pooled so the request path
+// does not allocate.
 type recorder struct {
 	http.ResponseWriter
-	code int
+	t     *Tracker
+	http1 bool
+	code  int
 }
 
-func (s *Server) getRecorder(w http.ResponseWriter) *recorder {
+func (s *Server) getRecorder(w http.ResponseWriter, t *Tracker, http1 bool) *recorder {
 	r, _ := s.pool.Get().(*recorder)
 	if r == nil {
 		r = new(recorder)
 	}
-	r.ResponseWriter, r.code = w, 0
+	r.ResponseWriter, r.t, r.http1, r.code = w, t, http1, 0
 	return r
 }
 
 func (s *Server) putRecorder(r *recorder) {
-	r.ResponseWriter = nil
+	r.ResponseWriter, r.t = nil, nil
 	s.pool.Put(r)
+}
+
+// start runs once, before the header is written.
+func (r *recorder) start(code int) {
+	r.code = code
+	if r.http1 && r.t.draining.Load() {
+		r.ResponseWriter.Header().Set("Connection", "close")
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.code == 0 {
-		r.code = code
+		r.start(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.code == 0 {
-		r.code = http.StatusOK
+		r.start(http.StatusOK)
 	}
 	return r.ResponseWriter.Write(b)
+}
+
+// ReadFrom keeps net/http's sendfile path for io.Copy and ServeContent.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.code == 0 {
+		r.start(http.StatusOK)
+	}
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
 }
 
 // Flush implements http.Flusher when the underlying writer does.

@@ -15,7 +15,9 @@ import (
 // uses it under net/http.
 type Listener struct {
 	net.Listener
-	t *Tracker
+	t         *Tracker
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewListener wraps ln; connections it accepts are counted by t.
@@ -28,9 +30,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	tc := &Conn{Conn: c, t: l.t}
-	tc.setIdle(time.Now()) // a new connection counts as idle until its first request
 	l.t.add(tc)
 	return tc, nil
+}
+
+// Close closes the listener. A second Close returns nil: a drain and a
+// handover may both close it.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	return l.closeErr
 }
 
 // Conn is a tracked connection. For a plain TCP server every connection
@@ -40,6 +48,7 @@ type Conn struct {
 	t         *Tracker
 	idleSince atomic.Int64 // unix nanos; 0 while busy
 	hijacked  atomic.Bool
+	h2        atomic.Bool // HTTP/2: drained by GOAWAY, never idle-closed
 	closeOnce sync.Once
 }
 
@@ -57,7 +66,7 @@ func (c *Conn) setIdle(now time.Time) { c.idleSince.Store(now.UnixNano()) }
 
 func (c *Conn) idleFor(now time.Time) time.Duration {
 	since := c.idleSince.Load()
-	if since == 0 || c.hijacked.Load() {
+	if since == 0 || c.hijacked.Load() || c.h2.Load() {
 		return -1
 	}
 	return now.Sub(time.Unix(0, since))
@@ -84,7 +93,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // error says how many were cut.
 func (l *Listener) Drain(ctx context.Context, grace time.Duration) error {
 	l.t.StartDrain()
-	l.Listener.Close()
+	l.Close()
 	return waitConns(ctx, l.t, grace, nil)
 }
 

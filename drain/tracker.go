@@ -78,16 +78,18 @@ func (t *Tracker) remove(c *Conn) {
 }
 
 // closeIdle closes connections idle for at least grace (never hijacked
-// ones) and reports how many connections remain open.
+// ones) and reports how many connections remain open, not counting
+// HTTP/2 ones, which http.Server.Shutdown drains with GOAWAY.
 func (t *Tracker) closeIdle(now time.Time, grace time.Duration) (open int) {
 	var idle []*Conn
 	t.mu.Lock()
 	for c := range t.conns {
 		if c.idleFor(now) >= grace {
 			idle = append(idle, c)
+		} else if !c.h2.Load() {
+			open++
 		}
 	}
-	open = len(t.conns) - len(idle)
 	t.mu.Unlock()
 	for _, c := range idle {
 		c.Close()

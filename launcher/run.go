@@ -14,9 +14,11 @@ import (
 	"github.com/launcherd/launcher/drain"
 )
 
-// stopSelf stops accepting and starts the drain, without a supervisor's
-// word (a signal, or Run's context ending).
-func (a *App) stopSelf() {
+// Stop stops accepting without losing a queued connection (each
+// listener's accept queue is emptied first; keep accepting meanwhile) and
+// closes [App.Stopping], so the app drains. Run calls it on SIGTERM; an app
+// that does not use Run calls it from its own signal handling.
+func (a *App) Stop() {
 	a.release(0, false)
 	a.markStopping()
 }
@@ -64,12 +66,12 @@ loop:
 			break loop
 		case <-done:
 			done = nil
-			go a.stopSelf()
+			go a.Stop()
 		case sig := <-sigs:
 			switch {
 			case sig != syscall.SIGHUP:
 				a.log.Info("signal: draining", "signal", sig.String())
-				go a.stopSelf()
+				go a.Stop()
 			case a.Supervised():
 				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
 			case handing:

@@ -167,9 +167,17 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", s.cfg.MetricsAddr, err)
 	}
-	g := prometheus.Gatherers{s.registry, metrics.WorkerGatherer{Targets: s.scrapeTargets, Errors: s.metrics.ScrapeErrors}}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		// Stay within Prometheus's scrape timeout, so one hung worker costs
+		// its own series, never the whole scrape.
+		budget := metrics.DefaultScrapeTimeout
+		if secs, err := strconv.ParseFloat(r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"), 64); err == nil && secs > 0 {
+			budget = min(budget, time.Duration(secs*0.7*float64(time.Second)))
+		}
+		g := prometheus.Gatherers{s.registry, metrics.WorkerGatherer{Targets: s.scrapeTargets, Errors: s.metrics.ScrapeErrors, Timeout: budget}}
+		promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		ok := s.active != nil && s.active.state == StateActive
