@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,8 +46,14 @@ func openStateDir(path string) (*stateDir, error) {
 	if err := os.MkdirAll(filepath.Join(abs, adminDir), 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	if err := os.Chmod(abs, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w", err)
+	// Owner-only, when it is ours to change (a Kubernetes emptyDir or a
+	// RuntimeDirectory may belong to someone else and is set up already).
+	if st, err := os.Stat(abs); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) == os.Getuid() {
+			if err := os.Chmod(abs, 0o700); err != nil {
+				return nil, fmt.Errorf("state dir: %w", err)
+			}
+		}
 	}
 	f, err := os.OpenFile(filepath.Join(abs, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

@@ -118,7 +118,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	os.Chmod(ControlSocket(s.dir.path), 0o600)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Cancel before waiting: the actors below end with ctx.
+	defer func() { cancel(); wg.Wait() }()
 	defer ln.Close()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.serveControl(ctx, ln) }()

@@ -24,7 +24,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 	}
 	defer s.opMu.Unlock()
 	s.notify.reloading()
-	defer s.notify.send("READY=1", "STATUS="+s.statusLine())
+	defer func() { s.notify.send("READY=1", "STATUS="+s.statusLine()) }()
 	return s.upgrade(ctx, arg, wait, progress)
 }
 
@@ -45,7 +45,7 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 	}
 	progress(fmt.Sprintf("rolling back to %s", prev.Version))
 	s.notify.reloading()
-	defer s.notify.send("READY=1", "STATUS="+s.statusLine())
+	defer func() { s.notify.send("READY=1", "STATUS="+s.statusLine()) }()
 	return s.upgradeTo(ctx, prev, wait, progress)
 }
 
@@ -347,6 +347,12 @@ func (s *Supervisor) repointCurrent(rel release) error {
 		return nil
 	}
 	target := filepath.Dir(rel.Path)
+	// A relative link survives moving or bind-mounting the tree.
+	if abs, err := filepath.Abs(filepath.Dir(s.cfg.Current)); err == nil {
+		if r, err := filepath.Rel(abs, target); err == nil {
+			target = r
+		}
+	}
 	tmp := s.cfg.Current + ".tmp"
 	os.Remove(tmp)
 	if err := os.Symlink(target, tmp); err != nil {

@@ -78,7 +78,7 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 		exited:   make(chan struct{}),
 	}
 	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
-	cmd.Env = append(control.WithoutLauncherEnv(os.Environ()),
+	cmd.Env = append(workerEnv(os.Environ()),
 		control.EnvGeneration+"="+strconv.Itoa(g.num),
 		control.EnvVersion+"="+g.release.Version,
 		control.EnvListen+"="+strings.Join(s.cfg.Listen, ","),
@@ -125,6 +125,22 @@ func (w *worker) signal(sig syscall.Signal) {
 	default:
 		w.cmd.Process.Signal(sig)
 	}
+}
+
+// workerEnv is the supervisor's environment without what belongs to the
+// supervisor alone: its LAUNCHER_* settings and systemd's notify, watchdog
+// and socket-activation variables.
+func workerEnv(env []string) []string {
+	var out []string
+	for _, kv := range control.WithoutLauncherEnv(env) {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // tailBuffer passes a worker's stderr through and keeps its last lines

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# deploy.sh: install releases of a service run by `launcher start`, upgrade
+# the running supervisor to them, roll back, and prune old releases.
+#
+# Layout (the article's releases/N/main + current symlink):
+#
+#   $APP_ROOT/releases/VERSION/$APP   one directory per release, never edited
+#   $APP_ROOT/current -> releases/VERSION
+#
+# and the supervisor runs as
+#
+#   launcher start --releases $APP_ROOT/releases --current $APP_ROOT/current \
+#       --state-dir $LAUNCHER_STATE_DIR ... -- $APP_ROOT/current/$APP
+#
+# Usage:
+#   deploy.sh install VERSION BINARY   stage BINARY as VERSION, activate it, prune
+#   deploy.sh stage VERSION BINARY     only copy BINARY to releases/VERSION/$APP
+#   deploy.sh activate VERSION         upgrade to an installed release
+#   deploy.sh rollback [VERSION]       back to the previous release (or to VERSION)
+#   deploy.sh prune                    keep the newest $KEEP releases
+#   deploy.sh status                   releases, current, running generations
+#
+# Environment:
+#   APP                 binary name (default: app); releases/VERSION/$APP
+#   APP_ROOT            default /srv/$APP
+#   KEEP                releases prune keeps, newest first (default 5); the
+#                       current and every running release are always kept
+#   LAUNCHER            the launcher CLI (default: launcher in PATH, else
+#                       /usr/local/bin/launcher)
+#   LAUNCHER_STATE_DIR  the supervisor's state directory (default
+#                       /run/launcher/$APP, as in launcher@.service)
+#
+# When no supervisor runs on the state directory, activate and rollback only
+# repoint `current`: the next `launcher start` (systemctl start) runs it.
+# Every command is idempotent: installing the active version again changes
+# nothing. A version is immutable: staging a different binary under an
+# existing version is refused.
+set -euo pipefail
+
+APP="${APP:-app}"
+APP_ROOT="${APP_ROOT:-/srv/$APP}"
+KEEP="${KEEP:-5}"
+LAUNCHER_STATE_DIR="${LAUNCHER_STATE_DIR:-/run/launcher/$APP}"
+export LAUNCHER_STATE_DIR
+if [ -z "${LAUNCHER:-}" ]; then
+  LAUNCHER="$(command -v launcher || echo /usr/local/bin/launcher)"
+fi
+RELEASES="$APP_ROOT/releases"
+CURRENT="$APP_ROOT/current"
+
+die() {
+  echo "deploy.sh: $*" >&2
+  exit 1
+}
+
+say() {
+  echo "deploy.sh: $*"
+}
+
+usage() {
+  sed -n 's/^#   deploy.sh/deploy.sh/p' "$0" >&2
+  exit 2
+}
+
+# check_version refuses what the supervisor would refuse as a version name.
+check_version() {
+  [[ "$1" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$ ]] ||
+    die "bad version \"$1\": letters, digits, . _ + - (e.g. v2, 2024.06.01-1)"
+}
+
+# lock serialises deploys of this app.
+lock() {
+  mkdir -p "$RELEASES"
+  exec 9>"$APP_ROOT/.deploy.lock"
+  flock -w 300 9 || die "another deploy of $APP_ROOT still runs after 300s"
+}
+
+# running reports whether a supervisor serves the state directory.
+running() {
+  [ -S "$LAUNCHER_STATE_DIR/control.sock" ] && "$LAUNCHER" status >/dev/null 2>&1
+}
+
+# live_versions prints the version of every generation that still runs
+# (starting, active, draining), one a line; the active one is marked with a
+# trailing " active".
+live_versions() {
+  "$LAUNCHER" status --json | awk '
+    /^ *"version": / { v = $2; gsub(/[",]/, "", v) }
+    /^ *"state": /   { s = $2; gsub(/[",]/, "", s)
+                       if (s == "active") print v " active"
+                       else if (s == "starting" || s == "draining") print v }'
+}
+
+# active_version prints the active generation's version, empty if none.
+active_version() {
+  live_versions | awk '$2 == "active" { print $1 }' | tail -n 1
+}
+
+# current_version prints the release `current` points at, empty if none.
+current_version() {
+  local target
+  target="$(readlink "$CURRENT" 2>/dev/null)" || return 0
+  basename "$target"
+}
+
+# point_current atomically repoints `current` at releases/VERSION.
+point_current() {
+  local tmp="$APP_ROOT/.current.$$"
+  ln -sfn "releases/$1" "$tmp"
+  mv -T "$tmp" "$CURRENT"
+}
+
+# releases_oldest_first prints installed versions, oldest install first.
+releases_oldest_first() {
+  find "$RELEASES" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%T@ %f\n' |
+    sort -n | awk '{ print $2 }'
+}
+
+cmd_stage() {
+  local version="$1" binary="$2" dest tmp
+  check_version "$version"
+  [ -f "$binary" ] || die "$binary: no such file"
+  dest="$RELEASES/$version"
+  if [ -e "$dest/$APP" ]; then
+    cmp -s "$binary" "$dest/$APP" ||
+      die "release $version exists with a different binary; releases are immutable, install it under a new version"
+    say "release $version already staged"
+  else
+    [ ! -e "$dest" ] || die "$dest exists without $APP in it; remove it first"
+    tmp="$(mktemp -d "$RELEASES/.stage.XXXXXX")"
+    # shellcheck disable=SC2064 # expand $tmp now
+    trap "rm -rf '$tmp'" EXIT
+    install -m 0755 "$binary" "$tmp/$APP"
+    chmod 0755 "$tmp"
+    mv -T "$tmp" "$dest"
+    trap - EXIT
+    say "staged $dest/$APP"
+  fi
+  touch "$dest" # install order, for prune
+}
+
+cmd_activate() {
+  local version="$1"
+  check_version "$version"
+  [ -x "$RELEASES/$version/$APP" ] || die "release $version is not installed in $RELEASES"
+  if ! running; then
+    point_current "$version"
+    say "no supervisor on $LAUNCHER_STATE_DIR: current -> releases/$version (start the service to run it)"
+    return
+  fi
+  if [ "$(active_version)" = "$version" ]; then
+    say "$version is already active"
+  else
+    "$LAUNCHER" upgrade "$version" || die "upgrade to $version failed; the previous release serves on"
+  fi
+  [ "$(current_version)" = "$version" ] || point_current "$version"
+  say "$version serves"
+}
+
+# previous_release prints the release installed before VERSION, if any.
+previous_release() {
+  releases_oldest_first | awk -v v="$1" '$0 == v { print prev; exit } { prev = $0 }'
+}
+
+cmd_rollback() {
+  local target="${1:-}" from out active
+  if [ -n "$target" ]; then
+    cmd_activate "$target"
+    return
+  fi
+  if running; then
+    if out="$("$LAUNCHER" rollback 2>&1)"; then
+      echo "$out"
+      active="$(active_version)"
+      point_current "$active"
+      say "rolled back to $active"
+      return
+    fi
+    # The supervisor only remembers releases it ran itself (not across a
+    # restart): fall back to the release installed before the active one.
+    case "$out" in
+      *"no previous release"*) from="$(active_version)" ;;
+      *) die "rollback failed: $out" ;;
+    esac
+  else
+    from="$(current_version)"
+  fi
+  [ -n "$from" ] || die "nothing to roll back from"
+  target="$(previous_release "$from")"
+  [ -n "$target" ] || die "no release installed before $from"
+  say "rolling back from $from to $target"
+  cmd_activate "$target"
+}
+
+cmd_prune() {
+  [[ "$KEEP" =~ ^[1-9][0-9]*$ ]] || die "KEEP=$KEEP: want a number >= 1"
+  local -A keep=()
+  local v n total
+  local -a all
+  v="$(current_version)"
+  [ -z "$v" ] || keep[$v]=1
+  if running; then
+    while read -r v _; do keep[$v]=1; done < <(live_versions)
+  fi
+  mapfile -t all < <(releases_oldest_first)
+  total="${#all[@]}"
+  n=0
+  for v in "${all[@]}"; do
+    n=$((n + 1))
+    if [ "$n" -gt $((total - KEEP)) ] || [ -n "${keep[$v]:-}" ]; then
+      continue
+    fi
+    rm -rf "${RELEASES:?}/$v"
+    say "pruned release $v"
+  done
+}
+
+cmd_status() {
+  local cur v mark
+  cur="$(current_version)"
+  echo "releases in $RELEASES (oldest first), current -> ${cur:-none}:"
+  while read -r v; do
+    mark=" "
+    [ "$v" != "$cur" ] || mark="*"
+    echo "  $mark $v"
+  done < <(releases_oldest_first)
+  if running; then
+    "$LAUNCHER" status
+  else
+    echo "no supervisor on $LAUNCHER_STATE_DIR"
+  fi
+}
+
+main() {
+  [ "$#" -ge 1 ] || usage
+  local cmd="$1"
+  shift
+  case "$cmd" in
+    install)
+      [ "$#" -eq 2 ] || usage
+      lock
+      cmd_stage "$1" "$2"
+      cmd_activate "$1"
+      cmd_prune
+      ;;
+    stage)
+      [ "$#" -eq 2 ] || usage
+      lock
+      cmd_stage "$1" "$2"
+      ;;
+    activate | upgrade)
+      [ "$#" -eq 1 ] || usage
+      lock
+      cmd_activate "$1"
+      ;;
+    rollback)
+      [ "$#" -le 1 ] || usage
+      lock
+      cmd_rollback "$@"
+      ;;
+    prune)
+      [ "$#" -eq 0 ] || usage
+      lock
+      cmd_prune
+      ;;
+    status)
+      [ "$#" -eq 0 ] || usage
+      cmd_status
+      ;;
+    -h | --help | help)
+      sed -n 's/^#   deploy.sh/deploy.sh/p' "$0"
+      ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,353 @@
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// TestMain removes the binaries the integration tests of this package
+// built (see buildBinaries).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// binaries are the launcher and releases of the hello service, built once
+// for the package by [buildBinaries].
+type binaries struct {
+	dir      string
+	launcher string
+	// releases is a directory of releases: releases/VERSION/hello.
+	releases string
+	// broken is a release that exits 1 at once: releases/broken/hello.
+	broken string
+}
+
+var (
+	built     binaries
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// helloVersions are the versions of hello buildBinaries builds.
+var helloVersions = []string{"v1", "v2", "v3"}
+
+// buildBinaries builds the launcher and hello v1, v2 and v3 the first time
+// a test asks for them, and returns them.
+func buildBinaries(t testing.TB) binaries {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "launcher-deploy-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built = binaries{dir: dir, launcher: filepath.Join(dir, "launcher"), releases: filepath.Join(dir, "releases")}
+		jobs := [][]string{{"build", "-o", built.launcher, "../cmd/launcher"}}
+		for _, v := range helloVersions {
+			jobs = append(jobs, []string{"build", "-ldflags", "-X main.version=" + v,
+				"-o", helloPath(built.releases, v), "../cmd/hello"})
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(jobs))
+		for i, args := range jobs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				defer cancel()
+				// go test puts its GOROOT/bin first in PATH.
+				out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
+				if err != nil {
+					errs[i] = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+			}()
+		}
+		wg.Wait()
+		if buildErr = errors.Join(errs...); buildErr != nil {
+			return
+		}
+		built.broken = helloPath(built.releases, "broken")
+		buildErr = writeBrokenRelease(built.broken)
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return built
+}
+
+// writeBrokenRelease writes a release that fails at once, as a bad build
+// would.
+func writeBrokenRelease(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte("#!/bin/sh\necho 'broken release: cannot start' >&2\nexit 1\n"), 0o755)
+}
+
+// helloPath is the hello binary of version in releases.
+func helloPath(releases, version string) string {
+	return filepath.Join(releases, version, "hello")
+}
+
+// needTool returns the path of an external tool. When it is missing the
+// test is skipped, or fails when the environment variable CI is true (the
+// CI installs it: see scripts/test).
+func needTool(t testing.TB, name, debianPackage string, alternatives ...string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, p := range alternatives {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	missing(t, name, debianPackage)
+	return ""
+}
+
+// missing skips the test because what is not installed, or fails it when
+// the environment variable CI is true.
+func missing(t testing.TB, what, debianPackage string) {
+	t.Helper()
+	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+		t.Fatalf("%s not found (failing rather than skipping because CI is set; apt-get install %s)", what, debianPackage)
+	}
+	t.Skipf("%s not found; skipping (apt-get install %s to run this test)", what, debianPackage)
+}
+
+// shortTempDir returns a new temporary directory with a short path (unix
+// socket paths must stay under 108 bytes), removed at the end of the test.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ld")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// freeAddr returns a loopback address whose port is free right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// launcherProc is a running `launcher start`, stopped at the end of the
+// test that started it.
+type launcherProc struct {
+	t        testing.TB
+	bin      string // the launcher CLI
+	addr     string // the --listen address
+	stateDir string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{} // closed when the process has been reaped
+	err      error         // its exit status, once done is closed
+
+	mu   sync.Mutex
+	pids map[int]bool // every worker pid seen in a status
+}
+
+// startLauncher runs the launcher binary bin with args (the words after
+// the binary: "start", flags, "--", the command) and extra environment,
+// and waits until its first generation serves. stateDir must be the
+// --state-dir of args; addr the --listen address. The test's cleanup stops
+// it (SIGTERM, then SIGKILL) and kills every worker it has seen.
+func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args ...string) *launcherProc {
+	t.Helper()
+	p := &launcherProc{t: t, bin: bin, addr: addr, stateDir: stateDir, log: &syncBuffer{},
+		done: make(chan struct{}), pids: map[int]bool{}}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("launcher start: %v", err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(p.cleanup)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := p.statusErr()
+		if err == nil && activeVersion(st) != "" {
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("launcher start exited before serving: %v\n%s", p.err, p.log)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("launcher start: not serving after 30s\n%s", p.log)
+		}
+	}
+}
+
+// cleanup stops the supervisor gracefully, kills it if it does not stop
+// within 15 s, and kills every worker it has seen.
+func (p *launcherProc) cleanup() {
+	p.statusErr() // remember the latest workers
+	select {
+	case <-p.done:
+	default:
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			p.t.Errorf("launcher did not stop within 15s of SIGTERM; killing it")
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	p.mu.Lock()
+	for pid := range p.pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	p.mu.Unlock()
+	if p.t.Failed() {
+		p.t.Logf("launcher log (%s):\n%s", p.stateDir, p.log)
+	}
+}
+
+// wait waits for the supervisor to exit and returns its exit error.
+func (p *launcherProc) wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("launcher still running after %s", timeout)
+	}
+}
+
+// statusErr returns the supervisor's status and remembers its workers.
+func (p *launcherProc) statusErr() (supervisor.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := supervisor.GetStatus(ctx, p.stateDir)
+	if err != nil {
+		return st, err
+	}
+	p.mu.Lock()
+	for _, g := range st.Generations {
+		for _, pid := range g.PIDs {
+			p.pids[pid] = true
+		}
+	}
+	p.mu.Unlock()
+	return st, nil
+}
+
+// status returns the supervisor's status; it fails the test on error.
+func (p *launcherProc) status() supervisor.Status {
+	p.t.Helper()
+	st, err := p.statusErr()
+	if err != nil {
+		p.t.Fatalf("launcher status: %v", err)
+	}
+	return st
+}
+
+// launcherCLI runs the launcher CLI with args and returns its combined
+// output and error.
+func launcherCLI(bin string, env []string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// activeVersion returns the version of the active generation, "" if none.
+func activeVersion(st supervisor.Status) string {
+	for _, g := range st.Generations {
+		if g.State == supervisor.StateActive {
+			return g.Version
+		}
+	}
+	return ""
+}
+
+// statusJSON parses the output of `launcher status --json`.
+func statusJSON(t testing.TB, out string) supervisor.Status {
+	t.Helper()
+	var st supervisor.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("launcher status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// hello returns the body of GET http://addr/, trimmed; it fails the test
+// on any error or a status other than 200.
+func hello(t testing.TB, addr string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", addr, resp.Status, body)
+	}
+	return strings.TrimSpace(string(body))
+}
+
+// wantHello fails the test unless GET / on addr answers "hello from
+// version".
+func wantHello(t testing.TB, addr, version string) {
+	t.Helper()
+	if got, want := hello(t, addr), "hello from "+version; got != want {
+		t.Fatalf("GET %s: %q, want %q", addr, got, want)
+	}
+}
