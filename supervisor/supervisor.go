@@ -40,6 +40,8 @@ type Supervisor struct {
 	notify       *notifier
 
 	opMu     sync.Mutex // one upgrade, rollback or stop at a time
+	spawnMu  sync.Mutex // guards spawned: a reaper must not reap a worker
+	spawned  map[int]bool
 	listenMu sync.Mutex // serialises listen grants, group changes and steering
 
 	mu             sync.Mutex
@@ -75,6 +77,7 @@ func New(cfg Config) (*Supervisor, error) {
 		restarts:       make(map[*generation]*backoff),
 		registry:       prometheus.NewRegistry(),
 		notify:         newNotifier(),
+		spawned:        make(map[int]bool),
 	}
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
@@ -135,6 +138,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	wg.Add(1)
 	go func() { defer wg.Done(); s.notify.keepAlive(ctx) }()
+	if needReaper() {
+		s.log.Info("running as PID 1: reaping orphaned processes")
+		wg.Add(1)
+		go func() { defer wg.Done(); reaper{s}.run(ctx) }()
+	}
 	if _, err := s.upgrade(ctx, "", false, func(string) {}); err != nil {
 		s.stopAll(context.Background())
 		return fmt.Errorf("start: %w", err)

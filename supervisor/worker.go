@@ -88,31 +88,50 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 		control.EnvToken+"="+w.token,
 	)
 	cmd.Stdout = os.Stdout
-	stderr, err := cmd.StderrPipe()
+	// An os.Pipe, not StderrPipe: Wait must not wait for the pipe's EOF,
+	// which a grandchild holding stderr could delay forever.
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	cmd.Stderr = pw
 	// Own process group: a Ctrl-C on the supervisor's terminal must not
 	// reach the workers, the supervisor drains them in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	s.mu.Lock()
 	s.workersByToken[w.token] = w
 	s.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	s.spawnMu.Lock()
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		s.spawnMu.Unlock()
+		pr.Close()
 		s.mu.Lock()
 		delete(s.workersByToken, w.token)
 		s.mu.Unlock()
 		return nil, fmt.Errorf("start %s: %w", g.release.Path, err)
 	}
 	w.cmd, w.pid = cmd, cmd.Process.Pid
+	s.spawned[w.pid] = true
+	s.spawnMu.Unlock()
 	copied := make(chan struct{})
 	go func() { // owned by the process: ends at its stderr's EOF
 		defer close(copied)
-		w.tail.copyLines(os.Stderr, stderr)
+		defer pr.Close()
+		w.tail.copyLines(os.Stderr, pr)
 	}()
 	go func() { // owned by the process: ends when it is reaped
-		<-copied
 		err := cmd.Wait()
+		// Let the last stderr lines in for error messages, but do not wait
+		// for an EOF a grandchild may hold back.
+		select {
+		case <-copied:
+		case <-time.After(200 * time.Millisecond):
+		}
+		s.spawnMu.Lock()
+		delete(s.spawned, w.pid)
+		s.spawnMu.Unlock()
 		s.onExit(w, err)
 	}()
 	return w, nil

@@ -1,0 +1,86 @@
+package supervisor
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// reapEvery is how often, besides on SIGCHLD, the reaper looks for
+// orphaned zombies.
+const reapEvery = 5 * time.Second
+
+// reaper adopts the duty of PID 1 in a container: orphaned processes (a
+// worker's children whose parent died) are re-parented to PID 1, and they
+// stay zombies until PID 1 waits for them. It reaps only zombies that are
+// not the supervisor's own workers, whose exit statuses belong to their
+// exec.Cmd.
+type reaper struct {
+	s *Supervisor
+}
+
+// needReaper reports whether this process must reap orphans: it is PID 1
+// of its PID namespace.
+func needReaper() bool { return os.Getpid() == 1 }
+
+// run reaps until ctx ends.
+func (r reaper) run(ctx context.Context) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGCHLD)
+	defer signal.Stop(sig)
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+		case <-t.C:
+		}
+		r.reapOrphans()
+	}
+}
+
+// reapOrphans waits for every zombie child that is not a worker.
+func (r reaper) reapOrphans() {
+	r.s.spawnMu.Lock()
+	defer r.s.spawnMu.Unlock()
+	me := os.Getpid()
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		pid, ppid, state, ok := readStat(path)
+		if !ok || ppid != me || state != "Z" || r.s.spawned[pid] {
+			continue
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); err == nil {
+			r.s.log.Debug("reaped orphan", "pid", pid)
+		}
+	}
+}
+
+// readStat returns pid, parent pid and state from /proc/PID/stat.
+func readStat(path string) (pid, ppid int, state string, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, "", false
+	}
+	s := string(b)
+	// The command name is in parentheses and may hold spaces.
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0, 0, "", false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 2 {
+		return 0, 0, "", false
+	}
+	pid, err1 := strconv.Atoi(strings.TrimSpace(s[:strings.IndexByte(s, ' ')]))
+	ppid, err2 := strconv.Atoi(f[1])
+	return pid, ppid, f[0], err1 == nil && err2 == nil
+}
