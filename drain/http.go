@@ -90,6 +90,28 @@ func (s *Server) init() {
 // returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
+	err := s.HTTP.Serve(s.track(ln))
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// ServeTLS is Serve with TLS (and HTTP/2, when the TLS config allows it)
+// on top of the tracked listener, as http.Server.ServeTLS: certFile and
+// keyFile may be empty when HTTP.TLSConfig has the certificates.
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	s.init()
+	tl := s.track(ln)
+	err := s.HTTP.ServeTLS(tl, certFile, keyFile)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// track wraps ln for tracking and remembers it for Drain.
+func (s *Server) track(ln net.Listener) *Listener {
 	tl := NewListener(ln, s.Tracker)
 	s.mu.Lock()
 	s.listeners = append(s.listeners, tl)
@@ -98,11 +120,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	if draining {
 		tl.Close()
 	}
-	err := s.HTTP.Serve(tl)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+	return tl
 }
 
 // Drain stops the server gracefully. Listeners should already be closed

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -39,6 +40,11 @@ type Options struct {
 	// Health, if set, is called by /healthz on the admin socket; an error
 	// makes the supervisor refuse to hand traffic to this generation.
 	Health func() error
+
+	// TLS, if set, makes Run serve HTTPS (and HTTP/2) with this config on
+	// every address; TLS sits above the tracked connections, so drains see
+	// every connection.
+	TLS *tls.Config
 
 	// Logger receives the launcher's log lines. Default: text to stderr.
 	Logger *slog.Logger

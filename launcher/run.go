@@ -45,8 +45,17 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 		Observer:  a.metrics,
 	}
 	serveErr := make(chan error, len(lns))
+	if a.opts.TLS != nil {
+		srv.HTTP.TLSConfig = a.opts.TLS
+	}
 	for _, ln := range lns {
-		go func() { serveErr <- srv.Serve(ln) }()
+		go func() {
+			if a.opts.TLS != nil {
+				serveErr <- srv.ServeTLS(ln, "", "")
+				return
+			}
+			serveErr <- srv.Serve(ln)
+		}()
 	}
 	if err := a.Ready(); err != nil {
 		return err
