@@ -16,6 +16,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/launcherd/launcher/launcher"
 )
 
@@ -31,7 +33,7 @@ func main() {
 	if *plain {
 		// The same server settings as launcher.App.Run, so a benchmark
 		// compares the launcher, not the settings.
-		srv := &http.Server{Addr: *addr, Handler: newMux(version), ReadHeaderTimeout: 30 * time.Second}
+		srv := &http.Server{Addr: *addr, Handler: newMux(version, nil), ReadHeaderTimeout: 30 * time.Second}
 		if err := srv.ListenAndServe(); err != nil {
 			fmt.Fprintln(os.Stderr, "hello:", err)
 			os.Exit(1)
@@ -39,19 +41,30 @@ func main() {
 		return
 	}
 
-	app, err := launcher.New(launcher.Options{Addr: *addr, PIDFile: *pidfile})
+	// The app's own metrics, registered the usual client_golang way; the
+	// supervisor serves them with generation and version labels.
+	reg := prometheus.NewRegistry()
+	slept := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hello_slept_seconds_total",
+		Help: "Time slept by /sleep requests.",
+	})
+	reg.MustRegister(slept)
+
+	app, err := launcher.New(launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
-	if err := app.Run(context.Background(), newMux(version)); err != nil {
+	onSleep := func(d time.Duration) { slept.Add(d.Seconds()) }
+	if err := app.Run(context.Background(), newMux(version, onSleep)); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
 }
 
-// newMux returns the article's two handlers.
-func newMux(version string) *http.ServeMux {
+// newMux returns the article's two handlers; onSleep, if set, is told of
+// each completed sleep.
+func newMux(version string, onSleep func(time.Duration)) *http.ServeMux {
 	body := "hello from " + version + "\n"
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -67,6 +80,9 @@ func newMux(version string) *http.ServeMux {
 		case <-time.After(d):
 		case <-r.Context().Done():
 			return
+		}
+		if onSleep != nil {
+			onSleep(d)
 		}
 		reply(w, body)
 	})

@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAppMetricsAcrossUpgrade: an app's own metric (hello registers
+// hello_slept_seconds_total on its registry) is served by the supervisor
+// with generation and version labels, and the new generation's comes
+// through the same path after an upgrade.
+func TestAppMetricsAcrossUpgrade(t *testing.T) {
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr)
+	scrape := func() string {
+		resp, err := http.Get("http://" + maddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	mustGet(t, s.addr, "/sleep?d=150ms")
+	want1 := `hello_slept_seconds_total{generation="1",version="v1",worker="0"} 0.15`
+	if m := scrape(); !strings.Contains(m, want1) {
+		t.Fatalf("supervisor /metrics lacks %s:\n%s", want1, grepLines(m, "hello_"))
+	}
+	if _, errOut, code := s.cli("upgrade", "--wait", "v2"); code != 0 {
+		t.Fatalf("upgrade: %s", errOut)
+	}
+	mustGet(t, s.addr, "/sleep?d=50ms")
+	want2 := `hello_slept_seconds_total{generation="2",version="v2",worker="0"} 0.05`
+	eventually(t, 5*time.Second, "new generation's app metric", func() error {
+		m := scrape()
+		if !strings.Contains(m, want2) {
+			return fmt.Errorf("lacks %s:\n%s", want2, grepLines(m, "hello_"))
+		}
+		if strings.Contains(m, `hello_slept_seconds_total{generation="1"`) {
+			return fmt.Errorf("exited generation 1 still exported")
+		}
+		return nil
+	})
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
