@@ -23,8 +23,9 @@ const envNetnsHelper = "LAUNCHER_E2E_NETNS_HELPER"
 // namespace this test creates — the machine's own setting is never touched
 // — it runs the supervisor with --handover close and then migrate, under a
 // new-connection-per-request load through upgrades, close with the setting
-// off and migrate with it on. migrate must lose nothing; close (which loses
-// the connections queued on a closing listener) is reported beside it.
+// off and migrate with it on. migrate must lose (next to) nothing; close,
+// which loses the connections queued on a closing listener, is reported
+// beside it.
 func TestMigrateHandoverInNetns(t *testing.T) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil || os.Getuid() != 0 {
@@ -53,8 +54,11 @@ func TestMigrateHandoverInNetns(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("helper printed no result for both strategies:\n%s", out)
 	}
-	if r := got["migrate"]; r[0] == 0 || r[1] != 0 {
-		t.Errorf("migrate: %d failed of %d; want 0 of many\n%s", r[1], r[0], out)
+	// The kernel's migration is a safety net, not the lossless default
+	// (steer): seen losing 0 or 1 in 6,600 here, against 16–28 for close.
+	// Broken migration would lose at close's rate, about 0.25 %.
+	if r := got["migrate"]; r[0] == 0 || r[1]*1000 > r[0] {
+		t.Errorf("migrate: %d failed of %d; want at most 0.1 %%\n%s", r[1], r[0], out)
 	}
 	if on, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); strings.TrimSpace(string(on)) == "1" {
 		t.Errorf("tcp_migrate_req is 1 outside the test's namespace: was it changed?")
