@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/launcherd/launcher/internal/rig"
 	"github.com/launcherd/launcher/supervisor"
 )
 
@@ -62,31 +62,13 @@ func buildBinaries(t testing.TB) binaries {
 			buildErr = err
 			return
 		}
-		built = binaries{dir: dir, launcher: filepath.Join(dir, "launcher"), releases: filepath.Join(dir, "releases")}
-		jobs := [][]string{{"build", "-o", built.launcher, "../cmd/launcher"}}
-		for _, v := range helloVersions {
-			jobs = append(jobs, []string{"build", "-ldflags", "-X main.version=" + v,
-				"-o", helloPath(built.releases, v), "../cmd/hello"})
-		}
-		var wg sync.WaitGroup
-		errs := make([]error, len(jobs))
-		for i, args := range jobs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				defer cancel()
-				// go test puts its GOROOT/bin first in PATH.
-				out, err := exec.CommandContext(ctx, "go", args...).CombinedOutput()
-				if err != nil {
-					errs[i] = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-				}
-			}()
-		}
-		wg.Wait()
-		if buildErr = errors.Join(errs...); buildErr != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		r, err := rig.Build(ctx, dir, helloVersions...)
+		if buildErr = err; err != nil {
 			return
 		}
+		built = binaries{dir: r.Dir, launcher: r.Launcher, releases: r.Releases}
 		built.broken = helloPath(built.releases, "broken")
 		buildErr = writeBrokenRelease(built.broken)
 	})

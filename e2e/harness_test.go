@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/launcherd/launcher/internal/rig"
 	"github.com/launcherd/launcher/supervisor"
 )
 
@@ -53,21 +54,11 @@ func TestMain(m *testing.M) {
 }
 
 func build(dir string) error {
-	bins.dir = dir
-	bins.launcher = filepath.Join(dir, "launcher")
-	bins.releases = filepath.Join(dir, "releases")
-	steps := [][]string{{"go", "build", "-o", bins.launcher, "../cmd/launcher"}}
-	for _, v := range []string{"v1", "v2", "v3"} {
-		steps = append(steps, []string{"go", "build", "-ldflags", "-X main.version=" + v,
-			"-o", filepath.Join(bins.releases, v, "hello"), "../cmd/hello"})
+	r, err := rig.Build(context.Background(), dir, "v1", "v2", "v3")
+	if err != nil {
+		return err
 	}
-	for _, s := range steps {
-		cmd := exec.Command(s[0], s[1:]...)
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("%v: %w", s, err)
-		}
-	}
+	bins.dir, bins.launcher, bins.releases = r.Dir, r.Launcher, r.Releases
 	return nil
 }
 

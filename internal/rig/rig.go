@@ -41,14 +41,25 @@ func Build(ctx context.Context, dir string, versions ...string) (*Rig, error) {
 	for _, v := range versions {
 		jobs = append(jobs, []string{"build", "-ldflags", "-X main.version=" + v, "-o", r.Release(v), "./cmd/hello"})
 	}
-	for _, args := range jobs {
-		cmd := exec.CommandContext(ctx, "go", args...)
-		cmd.Dir = root
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return nil, fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-		}
+	// Build in parallel: the link steps dominate and use one core each.
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, args := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.CommandContext(ctx, "go", args...)
+			cmd.Dir = root
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Run(); err != nil {
+				errs[i] = fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
