@@ -146,7 +146,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		if ctx.Err() != nil {
 			conns, reqs := s.Tracker.closeAll()
 			s.HTTP.Close()
-			return fmt.Errorf("%w: %d connections, %d requests in flight: %w", ErrCut, conns, reqs, ctx.Err())
+			return &CutError{Connections: conns, Requests: reqs, Err: ctx.Err()}
 		}
 		return fmt.Errorf("drain: shutdown: %w", err)
 	}

@@ -2,6 +2,7 @@ package drain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,8 +103,25 @@ func (l *Listener) Drain(ctx context.Context, grace time.Duration) error {
 const pollInterval = 10 * time.Millisecond
 
 // ErrCut is wrapped by a drain that hit its deadline and closed connections
-// that were still in use.
-var ErrCut = fmt.Errorf("drain deadline: connections cut")
+// that were still in use; errors.As with a *CutError gives the counts.
+var ErrCut = errors.New("drain deadline: connections cut")
+
+// CutError is the error of a drain cut at its deadline.
+type CutError struct {
+	Connections int   // connections closed
+	Requests    int64 // requests in flight on them
+	Err         error // the context's error
+}
+
+func (e *CutError) Error() string {
+	return fmt.Sprintf("%v: %d connections, %d requests in flight: %v", ErrCut, e.Connections, e.Requests, e.Err)
+}
+
+// Is makes errors.Is(err, ErrCut) true.
+func (e *CutError) Is(target error) bool { return target == ErrCut }
+
+// Unwrap returns the context's error.
+func (e *CutError) Unwrap() error { return e.Err }
 
 // waitConns closes idle connections as they pass grace and returns when
 // none is open (and done, if given, reports true).
@@ -118,7 +136,7 @@ func waitConns(ctx context.Context, t *Tracker, grace time.Duration, done func()
 		select {
 		case <-ctx.Done():
 			conns, reqs := t.closeAll()
-			return fmt.Errorf("%w: %d connections, %d requests in flight: %w", ErrCut, conns, reqs, ctx.Err())
+			return &CutError{Connections: conns, Requests: reqs, Err: ctx.Err()}
 		case <-tick.C:
 		}
 	}

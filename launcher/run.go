@@ -12,7 +12,18 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/drain"
+	"github.com/launcherd/launcher/internal/control"
 )
+
+// report tells the supervisor, if any, about this process; best effort.
+func (a *App) report(m control.Message) {
+	a.mu.Lock()
+	ctl := a.ctl
+	a.mu.Unlock()
+	if ctl != nil {
+		ctl.Write(m)
+	}
+}
 
 // Stop stops accepting without losing a queued connection (each
 // listener's accept queue is emptied first; keep accepting meanwhile) and
@@ -117,10 +128,13 @@ loop:
 	if err != nil && !errors.Is(err, drain.ErrCut) {
 		return fmt.Errorf("launcher: drain: %w", err)
 	}
-	if err != nil {
-		a.log.Warn("drain cut short", "err", err)
+	var cut *drain.CutError
+	if errors.As(err, &cut) {
+		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
+		a.report(control.Message{Type: control.TypeDrained, Cut: cut.Requests, Error: "drain deadline"})
 		return nil
 	}
+	a.report(control.Message{Type: control.TypeDrained})
 	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -128,6 +128,10 @@ func (s *Supervisor) handleWorker(conn *control.Conn, hello control.Message) {
 			case w.readyErr <- errors.New(m.Error):
 			default:
 			}
+		case control.TypeDrained:
+			if m.Error != "" {
+				s.drainCut(w, m.Cut)
+			}
 		case control.TypeSteered, control.TypeReleased:
 			select {
 			case w.replies <- m:

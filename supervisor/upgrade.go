@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
 )
 
 // Upgrade starts a new generation of the release named by arg ("" re-
@@ -254,14 +255,17 @@ func (s *Supervisor) watchDrain(g *generation, workers []*worker) <-chan time.Du
 	done := make(chan time.Duration, 1)
 	start := time.Now()
 	go func() { // owned by the generation: ends when its workers are reaped
-		deadline := time.NewTimer(s.cfg.DrainTimeout)
+		// Each worker cuts its own drain at --drain-timeout and reports
+		// what it cut; the supervisor kills what is still there a moment
+		// later (a stuck app).
+		deadline := time.NewTimer(s.cfg.DrainTimeout + drainKillGrace)
 		defer deadline.Stop()
 		for _, w := range workers {
 			select {
 			case <-w.exited:
 			case <-deadline.C:
-				cut := s.inflight(context.Background(), g)
-				s.metrics.DrainTimeouts.Inc()
+				cut := s.unreportedInflight(workers)
+				s.countDrainTimeout(g)
 				s.metrics.DrainCutRequests.Add(float64(cut))
 				s.log.Warn("drain timeout: killing what is left", "generation", g.num, "version", g.release.Version, "requests_cut", cut)
 				for _, o := range workers {
@@ -282,6 +286,55 @@ func (s *Supervisor) watchDrain(g *generation, workers []*worker) <-chan time.Du
 		done <- d
 	}()
 	return done
+}
+
+// drainKillGrace is how long after --drain-timeout the supervisor kills an
+// old worker that has not exited: the worker cuts its own drain at the
+// timeout and reports it, which takes a moment.
+const drainKillGrace = time.Second
+
+// unreportedInflight sums the requests in flight on live workers that have
+// not reported a cut drain themselves.
+func (s *Supervisor) unreportedInflight(workers []*worker) int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var n int64
+	for _, w := range workers {
+		s.mu.Lock()
+		skip := w.cutReported || isClosed(w.exited)
+		s.mu.Unlock()
+		if skip {
+			continue
+		}
+		if c, err := metrics.ReadCounts(ctx, w.admin); err == nil {
+			n += c.InflightRequests
+		}
+	}
+	return n
+}
+
+// countDrainTimeout counts g's drain as cut at --drain-timeout, once.
+func (s *Supervisor) countDrainTimeout(g *generation) {
+	s.mu.Lock()
+	first := !g.drainCut
+	g.drainCut = true
+	s.mu.Unlock()
+	if first {
+		s.metrics.DrainTimeouts.Inc()
+	}
+}
+
+// drainCut records a worker's report that its own drain deadline (the
+// same --drain-timeout) cut n requests before the supervisor had to kill
+// it.
+func (s *Supervisor) drainCut(w *worker, n int64) {
+	s.mu.Lock()
+	w.cutReported = true
+	s.mu.Unlock()
+	s.countDrainTimeout(w.gen)
+	s.metrics.DrainCutRequests.Add(float64(n))
+	s.log.Warn("drain timeout: requests cut", "generation", w.gen.num, "version", w.gen.release.Version,
+		"worker", w.index, "pid", w.pid, "requests_cut", n)
 }
 
 // Stop drains every generation and makes Run return. It waits for a

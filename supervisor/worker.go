@@ -29,12 +29,13 @@ const (
 // generation is one release running as Workers processes. Its mutable
 // fields are guarded by Supervisor.mu.
 type generation struct {
-	num     int
-	release release
-	state   string
-	workers []*worker
-	started time.Time
-	drainAt time.Time
+	num      int
+	release  release
+	state    string
+	workers  []*worker
+	started  time.Time
+	drainAt  time.Time
+	drainCut bool // its drain hit --drain-timeout (counted once)
 }
 
 // worker is one process of a generation.
@@ -53,11 +54,12 @@ type worker struct {
 	exited   chan struct{} // closed after the process is reaped
 
 	// Guarded by Supervisor.mu.
-	conn      *control.Conn
-	ready     bool
-	listening bool // its sockets are in the reuseport group model
-	stopping  bool // its exit is expected (drain, stop, abort)
-	exitErr   error
+	conn        *control.Conn
+	ready       bool
+	listening   bool // its sockets are in the reuseport group model
+	stopping    bool // its exit is expected (drain, stop, abort)
+	cutReported bool // it reported a drain cut at its deadline
+	exitErr     error
 }
 
 func newToken() string {

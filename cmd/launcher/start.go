@@ -32,7 +32,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 	releases := fs.String("releases", "", "releases directory: DIR/VERSION/NAME, NAME = file name of COMMAND's target")
 	current := fs.String("current", "", "symlink repointed to the release directory after a good upgrade")
 	workers := fs.Int("workers", 1, "worker processes per generation")
-	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "kill what is left of an old generation after this")
+	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there")
 	readyTimeout := fs.Duration("ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
 	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
 	settle := fs.Duration("settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")

@@ -36,7 +36,7 @@ const (
 )
 
 // Message types. Worker → supervisor: Hello, Listen, Listening, Ready,
-// Steered, Released, Fail. Supervisor → worker: Welcome, Grant, Steer,
+// Steered, Released, Fail, Drained (with Cut when the drain was cut). Supervisor → worker: Welcome, Grant, Steer,
 // Release, HandoffDone. Client ↔ supervisor: Hello with Cmd, then
 // Progress messages and one Result.
 const (
@@ -52,6 +52,7 @@ const (
 	TypeReleased    = "released"
 	TypeHandoffDone = "handoff-done"
 	TypeFail        = "fail"
+	TypeDrained     = "drained"
 	TypeProgress    = "progress"
 	TypeResult      = "result"
 )
@@ -78,6 +79,9 @@ type Message struct {
 	SettleMS int64 `json:"settle_ms,omitempty"`
 	DrainMS  int64 `json:"drain_ms,omitempty"`
 	Naive    bool  `json:"naive,omitempty"`
+
+	// Worker → supervisor: requests cut by a drain deadline.
+	Cut int64 `json:"cut,omitempty"`
 
 	// Replies.
 	OK    bool            `json:"ok,omitempty"`

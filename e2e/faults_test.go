@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// addRelease writes a release whose "hello" is a shell script, for faults
+// a real build would show; it is removed when the test ends.
+func addRelease(t *testing.T, version, script string) {
+	t.Helper()
+	dir := filepath.Join(bins.releases, version)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hello"), []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+}
+
+// metricValue scrapes one sample from the supervisor's /metrics.
+func metricValue(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no %s in /metrics", series)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// TestFailedUpgradesLeaveOldServing: a new generation that exits before
+// it is ready, or never gets ready, is stopped; the old one serves on
+// untouched, the error says why, and the failure is counted.
+func TestFailedUpgradesLeaveOldServing(t *testing.T) {
+	addRelease(t, "vexit", `echo "fatal: cannot read /etc/hello.conf" >&2; exit 3`)
+	addRelease(t, "vhang", `exec sleep 60`)
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr, "--ready-timeout", "1s")
+	before := activeGen(s.status())
+	failed := `launcher_upgrades_total{result="failed"}`
+	tests := []struct {
+		version string
+		want    []string
+	}{
+		{"vexit", []string{"before ready", "fatal: cannot read /etc/hello.conf", "generation 1 (v1) serves on"}},
+		{"vhang", []string{"not ready within --ready-timeout 1s", "generation 1 (v1) serves on"}},
+	}
+	for i, tt := range tests {
+		_, stderr, code := s.cli("upgrade", tt.version)
+		if code != 1 {
+			t.Errorf("upgrade %s: exit %d; want 1", tt.version, code)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("upgrade %s: stderr %q lacks %q", tt.version, stderr, w)
+			}
+		}
+		after := activeGen(s.status())
+		if after.Generation != before.Generation || after.PIDs[0] != before.PIDs[0] {
+			t.Fatalf("after %s: active %+v; want %+v", tt.version, after, before)
+		}
+		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+			t.Fatalf("after %s: %q", tt.version, b)
+		}
+		if got := metricValue(t, maddr, failed); got != float64(i+1) {
+			t.Errorf("after %s: %s = %v; want %d", tt.version, failed, got, i+1)
+		}
+	}
+	for _, g := range s.status().Generations {
+		if g.Generation != before.Generation && (g.State != "failed" || len(g.PIDs) != 0) {
+			t.Errorf("failed generation %d: state %s, pids %v; want failed, none", g.Generation, g.State, g.PIDs)
+		}
+	}
+}
+
+// TestWrongArchRefused: a release built for another machine is refused
+// before anything starts. The release is hello with its ELF header's
+// machine changed, as a cross build would have it.
+func TestWrongArchRefused(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(bins.releases, "v1", "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	machine := uint16(183) // EM_AARCH64
+	if b[18] == 183 {
+		machine = 62 // EM_X86_64
+	}
+	b[18], b[19] = byte(machine), byte(machine>>8) // e_machine, little-endian
+	dir := filepath.Join(bins.releases, "vother")
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hello"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startSup(t)
+	before := len(s.status().Generations)
+	_, stderr, code := s.cli("upgrade", "vother")
+	if code != 1 || !strings.Contains(stderr, "built for") {
+		t.Errorf("exit %d, stderr %q; want 1 and \"built for\"", code, stderr)
+	}
+	if n := len(s.status().Generations); n != before {
+		t.Errorf("generations %d; want %d: nothing may start", n, before)
+	}
+}
+
+// TestConcurrentUpgradeRefused: a second upgrade while one runs is refused
+// with "upgrade in progress".
+func TestConcurrentUpgradeRefused(t *testing.T) {
+	addRelease(t, "vslow", `sleep 1; exec `+filepath.Join(bins.releases, "v2", "hello")+` "$@"`)
+	s := startSup(t)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var firstCode int
+	go func() {
+		defer wg.Done()
+		_, _, firstCode = s.cli("upgrade", "vslow")
+	}()
+	eventually(t, 5*time.Second, "first upgrade running", func() error {
+		if len(s.status().Generations) < 2 {
+			return fmt.Errorf("not started")
+		}
+		return nil
+	})
+	_, stderr, code := s.cli("upgrade", "v2")
+	if code != 1 || !strings.Contains(stderr, "upgrade in progress") {
+		t.Errorf("second upgrade: exit %d, %q; want 1, upgrade in progress", code, stderr)
+	}
+	wg.Wait()
+	if firstCode != 0 {
+		t.Errorf("first upgrade: exit %d", firstCode)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+		t.Errorf("after the first upgrade: %q", b)
+	}
+}
+
+// TestStopDuringUpgrade: SIGTERM while a new generation is starting aborts
+// the upgrade, then stops gracefully: exit 0, no process left.
+func TestStopDuringUpgrade(t *testing.T) {
+	addRelease(t, "vhang", `exec sleep 60`)
+	s := startSup(t, "--ready-timeout", "30s")
+	// Not s.cli: this command may outlive the test's assertions.
+	up := exec.Command(bins.launcher, "upgrade", "--state-dir", s.stateDir, "vhang")
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer up.Wait()
+	var pids []int
+	eventually(t, 5*time.Second, "new generation starting", func() error {
+		st := s.status()
+		if len(st.Generations) < 2 || len(st.Generations[1].PIDs) == 0 {
+			return fmt.Errorf("not started")
+		}
+		for _, g := range st.Generations {
+			pids = append(pids, g.PIDs...)
+		}
+		return nil
+	})
+	start := time.Now()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	if err := s.wait(10 * time.Second); err != nil {
+		t.Fatalf("supervisor exit: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("stop took %s: the upgrade was not aborted", d)
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("pid %d alive after stop", p)
+		}
+	}
+	if !strings.Contains(s.log.String(), "aborted") {
+		t.Errorf("log does not say the upgrade was aborted:\n%s", s.log)
+	}
+}
+
+// TestDrainTimeoutKills: an old generation that does not finish draining
+// is killed at --drain-timeout, and the cut is counted and logged.
+func TestDrainTimeoutKills(t *testing.T) {
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr, "--drain-timeout", "1s")
+	oldPID := activeGen(s.status()).PIDs[0]
+	long := longRequest(s.addr, 30*time.Second)
+	s.waitForInflight(1, 1)
+	if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: %s", errOut)
+	}
+	eventually(t, 5*time.Second, "old generation killed", func() error {
+		if alive(oldPID) {
+			return fmt.Errorf("pid %d alive", oldPID)
+		}
+		return nil
+	})
+	if r := <-long; r.err == nil {
+		t.Errorf("the 30 s request survived a 1 s drain timeout: %q", r.body)
+	}
+	if got := metricValue(t, maddr, "launcher_drain_timeouts_total"); got != 1 {
+		t.Errorf("launcher_drain_timeouts_total = %v; want 1", got)
+	}
+	if got := metricValue(t, maddr, "launcher_drain_cut_requests_total"); got != 1 {
+		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", got)
+	}
+	if !strings.Contains(s.log.String(), "requests_cut=1") {
+		t.Errorf("log does not count the cut request:\n%s", s.log)
+	}
+}
