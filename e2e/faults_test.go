@@ -225,3 +225,79 @@ func TestDrainTimeoutKills(t *testing.T) {
 		t.Errorf("log does not count the cut request:\n%s", s.log)
 	}
 }
+
+// TestCrashLoopFails: a release that crashes shortly after it is ready is
+// restarted with back-off until the crashes form a loop; then restarting
+// stops, status shows the generation failed, and an upgrade recovers.
+func TestCrashLoopFails(t *testing.T) {
+	addRelease(t, "vcrash", filepath.Join(bins.releases, "v1", "hello")+` "$@" & child=$!; sleep 0.3; kill -9 $child; exit 1`)
+	s := startSup(t, "--", filepath.Join(bins.releases, "vcrash", "hello"))
+	eventually(t, 20*time.Second, "generation failed after a crash loop", func() error {
+		st := s.status()
+		g := st.Generations[0]
+		if g.State != "failed" {
+			return fmt.Errorf("state %s, restarts %d", g.State, g.Restarts)
+		}
+		return nil
+	})
+	g := s.status().Generations[0]
+	if g.Restarts < 3 {
+		t.Errorf("restarts %d before giving up; want several", g.Restarts)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if g2 := s.status().Generations[0]; g2.Restarts != g.Restarts || len(g2.PIDs) != 0 {
+		t.Errorf("still restarting after failed: %+v -> %+v", g, g2)
+	}
+	if !strings.Contains(s.log.String(), "crash loop") {
+		t.Errorf("no crash-loop line in the log")
+	}
+	if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade out of the failed generation: %s", errOut)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+		t.Fatalf("after recovery: %q", b)
+	}
+}
+
+// TestDrainingGenerationsCoexistWithALimit: upgrades while earlier
+// generations still drain long requests are allowed, each generation keeps
+// its own drain, all are visible in status, and --max-draining refuses the
+// upgrade beyond the limit with a clear error.
+func TestDrainingGenerationsCoexistWithALimit(t *testing.T) {
+	s := startSup(t, "--max-draining", "2")
+	var longs []<-chan result
+	for i, v := range []string{"v2", "v1"} {
+		longs = append(longs, longRequest(s.addr, 4*time.Second))
+		s.waitForInflight(i+1, 1)
+		if _, errOut, code := s.cli("upgrade", v); code != 0 {
+			t.Fatalf("upgrade %s: %s", v, errOut)
+		}
+	}
+	draining := 0
+	for _, g := range s.status().Generations {
+		if g.State == "draining" && g.InflightRequests == 1 {
+			draining++
+		}
+	}
+	if draining != 2 {
+		t.Fatalf("status shows %d draining generations with a request each; want 2: %+v", draining, s.status().Generations)
+	}
+	_, stderr, code := s.cli("upgrade", "v2")
+	if code != 1 || !strings.Contains(stderr, "2 generation(s) still draining") {
+		t.Errorf("third upgrade: exit %d, %q; want a refusal naming --max-draining", code, stderr)
+	}
+	for i, l := range longs {
+		if r := <-l; r.err != nil {
+			t.Errorf("long request %d: %v", i, r.err)
+		}
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+		t.Errorf("active after all: %q; want v1", b)
+	}
+	eventually(t, 5*time.Second, "drains finished", func() error {
+		if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+			return fmt.Errorf("upgrade after the drains: %s", errOut)
+		}
+		return nil
+	})
+}

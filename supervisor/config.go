@@ -52,6 +52,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Handover is HandoverSteer (default) or HandoverClose.
 	Handover string
+	// MaxDraining is how many generations may drain at once; an upgrade
+	// that would make more is refused. Default 4.
+	MaxDraining int
 	// Settle is how long an old listener's accept queue must stay empty
 	// before it closes. Default 50ms; raise it for small backlogs.
 	Settle time.Duration
@@ -83,6 +86,12 @@ func (c *Config) check() error {
 	}
 	if c.ReadyTimeout < 0 || c.DrainTimeout < 0 {
 		return errors.New("timeouts must be positive")
+	}
+	if c.MaxDraining == 0 {
+		c.MaxDraining = 4
+	}
+	if c.MaxDraining < 1 {
+		return fmt.Errorf("--max-draining %d: want at least 1", c.MaxDraining)
 	}
 	if c.Settle <= 0 {
 		c.Settle = 50 * time.Millisecond

@@ -6,28 +6,37 @@ import (
 
 // Back-off for restarting crashed workers: the first restart is quick, each
 // crash within resetAfter of the previous doubles the wait up to maxWait.
+// crashLoop crashes in a row, each within resetAfter of the previous, are a
+// crash loop: restarting stops and the generation shows failed.
 const (
 	firstWait  = 100 * time.Millisecond
 	maxWait    = 10 * time.Second
 	resetAfter = 30 * time.Second
+	crashLoop  = 6
 )
 
 type backoff struct {
 	wait     time.Duration
 	last     time.Time
-	restarts int
+	restarts int // in total, for status
+	streak   int // crashes in a row, each within resetAfter of the previous
 }
 
-// next returns how long to wait before the next restart.
-func (b *backoff) next(now time.Time) time.Duration {
+// next returns how long to wait before the next restart, and false when the
+// crashes have become a crash loop.
+func (b *backoff) next(now time.Time) (time.Duration, bool) {
 	if b.wait == 0 || now.Sub(b.last) > resetAfter {
-		b.wait = firstWait
+		b.wait, b.streak = firstWait, 0
 	} else {
 		b.wait = min(2*b.wait, maxWait)
 	}
 	b.last = now
+	b.streak++
+	if b.streak >= crashLoop {
+		return 0, false
+	}
 	b.restarts++
-	return b.wait
+	return b.wait, true
 }
 
 // scheduleRestart starts worker index of g again after the back-off, if g
@@ -39,9 +48,17 @@ func (s *Supervisor) scheduleRestart(g *generation, index int) {
 		b = &backoff{}
 		s.restarts[g] = b
 	}
-	wait := b.next(time.Now())
+	wait, ok := b.next(time.Now())
 	ctx := s.ctx
+	if !ok {
+		g.state = StateFailed
+	}
 	s.mu.Unlock()
+	if !ok {
+		s.log.Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
+			"generation", g.num, "version", g.release.Version, "worker", index, "crashes", crashLoop)
+		return
+	}
 	time.AfterFunc(wait, func() {
 		s.mu.Lock()
 		ok := ctx != nil && ctx.Err() == nil && !s.stopping && s.active == g && g.state == StateActive

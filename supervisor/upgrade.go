@@ -69,6 +69,17 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 		s.mu.Unlock()
 		return "", errors.New("upgrade: the supervisor is stopping")
 	}
+	draining := 0
+	for _, g := range s.gens {
+		if g.state == StateDraining && g.hasLive() {
+			draining++
+		}
+	}
+	if s.active != nil && draining+1 > s.cfg.MaxDraining {
+		s.mu.Unlock()
+		s.metrics.Upgrades.WithLabelValues("refused").Inc()
+		return "", fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, s.cfg.MaxDraining)
+	}
 	num := 1
 	if n := len(s.gens); n > 0 {
 		num = s.gens[n-1].num + 1
@@ -146,17 +157,21 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 // shows; older ones are forgotten so memory stays flat over many upgrades.
 const keepFinished = 5
 
-// pruneLocked returns s.gens without the oldest finished generations.
+// pruneLocked returns s.gens without the oldest finished generations: no
+// process left and not the active one.
 func (s *Supervisor) pruneLocked() []*generation {
+	done := func(g *generation) bool {
+		return (g.state == StateExited || g.state == StateFailed) && g != s.active && !g.hasLive()
+	}
 	finished := 0
 	for _, g := range s.gens {
-		if g.state == StateExited || g.state == StateFailed {
+		if done(g) {
 			finished++
 		}
 	}
 	out := s.gens[:0]
 	for _, g := range s.gens {
-		if finished > keepFinished && (g.state == StateExited || g.state == StateFailed) {
+		if finished > keepFinished && done(g) {
 			finished--
 			delete(s.restarts, g)
 			continue
@@ -366,10 +381,10 @@ func (s *Supervisor) stopAll(ctx context.Context) {
 	var dones []<-chan time.Duration
 	var all []*worker
 	for _, g := range s.gens {
-		if g.state == StateExited || g.state == StateFailed {
+		if !g.hasLive() {
 			continue
 		}
-		if g.state != StateDraining {
+		if g.state != StateFailed {
 			g.state = StateDraining
 		}
 		all = append(all, g.workers...)

@@ -38,6 +38,16 @@ type generation struct {
 	drainCut bool // its drain hit --drain-timeout (counted once)
 }
 
+// hasLive reports whether a process of g is still running.
+func (g *generation) hasLive() bool {
+	for _, w := range g.workers {
+		if !isClosed(w.exited) {
+			return true
+		}
+	}
+	return false
+}
+
 // worker is one process of a generation.
 type worker struct {
 	gen   *generation

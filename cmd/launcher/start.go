@@ -35,6 +35,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there")
 	readyTimeout := fs.Duration("ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
 	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
+	maxDraining := fs.Int("max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
 	settle := fs.Duration("settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
@@ -56,7 +57,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 		Command: command, Listen: listen, StateDir: *stateDir, MetricsAddr: *metricsAddr,
 		Releases: *releases, Current: *current, Workers: *workers,
 		DrainTimeout: *drainTimeout, ReadyTimeout: *readyTimeout,
-		Handover: *handover, Settle: *settle, Logger: log,
+		Handover: *handover, Settle: *settle, MaxDraining: *maxDraining, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
