@@ -104,5 +104,3 @@ func writeFileAtomic(path, content string) error {
 	}
 	return os.Rename(tmp, path)
 }
-
-func pidOf() int { return os.Getpid() }

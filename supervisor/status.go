@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"os"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ type GenerationStatus struct {
 // Status returns the supervisor's state, with live in-flight counts read
 // from the workers' admin sockets.
 func (s *Supervisor) Status(ctx context.Context) Status {
-	st := Status{PID: pidOf(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover}
+	st := Status{PID: os.Getpid(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover}
 	type live struct {
 		gi     int
 		socket string

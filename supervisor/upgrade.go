@@ -118,7 +118,6 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 	var oldWorkers []*worker
 	if old != nil {
 		old.state = StateDraining
-		old.drainAt = time.Now()
 		oldWorkers = append(oldWorkers, old.workers...)
 	}
 	s.mu.Unlock()

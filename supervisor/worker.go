@@ -34,7 +34,6 @@ type generation struct {
 	state    string
 	workers  []*worker
 	started  time.Time
-	drainAt  time.Time
 	drainCut bool // its drain hit --drain-timeout (counted once)
 }
 
