@@ -1,12 +1,10 @@
 package deploy_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -131,33 +129,14 @@ func shortTempDir(t testing.TB) string {
 	return dir
 }
 
-// freeAddr returns a loopback address whose port is free right now.
+// freeAddr is rig.FreeAddr that fails the test on error.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := rig.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return addr
 }
 
 // launcherProc is a running `launcher start`, stopped at the end of the
@@ -168,7 +147,7 @@ type launcherProc struct {
 	addr     string // the --listen address
 	stateDir string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *rig.LogBuffer
 	done     chan struct{} // closed when the process has been reaped
 	err      error         // its exit status, once done is closed
 
@@ -183,7 +162,7 @@ type launcherProc struct {
 // it (SIGTERM, then SIGKILL) and kills every worker it has seen.
 func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args ...string) *launcherProc {
 	t.Helper()
-	p := &launcherProc{t: t, bin: bin, addr: addr, stateDir: stateDir, log: &syncBuffer{},
+	p := &launcherProc{t: t, bin: bin, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{},
 		done: make(chan struct{}), pids: map[int]bool{}}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)

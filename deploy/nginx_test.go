@@ -1,6 +1,8 @@
 package deploy_test
 
 import (
+	"github.com/launcherd/launcher/internal/rig"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -101,7 +103,7 @@ http {
 
 	n.cmd = exec.Command(nginx, args...)
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the cleanup kills master and workers
-	logs := &syncBuffer{}
+	logs := &rig.LogBuffer{}
 	n.cmd.Stdout, n.cmd.Stderr = logs, logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("nginx: %v", err)

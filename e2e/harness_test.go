@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -62,15 +61,14 @@ func build(dir string) error {
 	return nil
 }
 
-// freeAddr returns a loopback address with a port free right now.
-func freeAddr(t *testing.T) string {
+// freeAddr is rig.FreeAddr that fails the test on error.
+func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := rig.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // shortTempDir returns a temp dir with a short path: unix socket paths
@@ -91,27 +89,10 @@ type sup struct {
 	addr     string
 	stateDir string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *rig.LogBuffer
 	done     chan struct{}
 	exitErr  error
 	pids     sync.Map // every worker pid seen, for cleanup
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startSup starts a supervisor of releases/v1/hello with extra flags and
@@ -124,7 +105,7 @@ func startSup(t *testing.T, flags ...string) *sup {
 // startSupIn is startSup with a given state dir.
 func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: freeAddr(t), stateDir: stateDir, log: &syncBuffer{}, done: make(chan struct{})}
+	s := &sup{t: t, addr: freeAddr(t), stateDir: stateDir, log: &rig.LogBuffer{}, done: make(chan struct{})}
 	args := append([]string{"start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
@@ -334,5 +315,3 @@ type result struct {
 	err  error
 	took time.Duration
 }
-
-func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }

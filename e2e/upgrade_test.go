@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -158,7 +159,7 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	cmd := execCommand(filepath.Join(current, "hello"), "-addr", addr, "-pidfile", pidFile)
+	cmd := exec.Command(filepath.Join(current, "hello"), "-addr", addr, "-pidfile", pidFile)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

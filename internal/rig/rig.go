@@ -238,3 +238,24 @@ func (s *Supervisor) Stop() error {
 	s.mu.Unlock()
 	return err
 }
+
+// LogBuffer collects the output of processes that write concurrently (a
+// supervisor and its workers); it is safe for concurrent use.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
