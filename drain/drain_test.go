@@ -740,3 +740,34 @@ func TestDrainAfterListenerClosed(t *testing.T) {
 		t.Errorf("Serve = %v; want nil", err)
 	}
 }
+
+// TestKeepAlivesDisabledAndEnabledAgain: with keep-alives disabled every
+// response says Connection: close while the listener keeps accepting, and
+// enabling them again restores keep-alive, as a generation on standby
+// needs when traffic comes back to it.
+func TestKeepAlivesDisabledAndEnabledAgain(t *testing.T) {
+	tr := drain.NewTracker()
+	s := &drain.Server{HTTP: &http.Server{Handler: helloHandler}, Tracker: tr, IdleGrace: 5 * time.Second}
+	addr := startServer(t, s)
+	steps := []struct {
+		enabled   bool
+		wantClose bool
+	}{
+		{true, false},
+		{false, true},
+		{true, false},
+	}
+	for i, st := range steps {
+		tr.SetKeepAlivesEnabled(st.enabled)
+		c := dial(t, addr) // a new connection each step: the listener still accepts
+		if resp := c.mustGet("/"); resp.Close != st.wantClose {
+			t.Errorf("step %d (keep-alives enabled %v): resp.Close = %v; want %v", i, st.enabled, resp.Close, st.wantClose)
+		}
+		if st.wantClose {
+			c.waitClosed(2 * time.Second)
+		}
+	}
+	if tr.IsDraining() {
+		t.Errorf("disabling keep-alives started a drain")
+	}
+}

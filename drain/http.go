@@ -207,7 +207,7 @@ func (s *Server) putRecorder(r *recorder) {
 // start runs once, before the header is written.
 func (r *recorder) start(code int) {
 	r.code = code
-	if r.http1 && r.t.draining.Load() {
+	if r.http1 && (r.t.draining.Load() || r.t.noKeepAlive.Load()) {
 		r.ResponseWriter.Header().Set("Connection", "close")
 	}
 }

@@ -19,6 +19,10 @@ type Tracker struct {
 	inflight atomic.Int64
 	open     atomic.Int64
 	draining atomic.Bool
+	// noKeepAlive asks HTTP/1 responses to close their connection without
+	// a drain: a generation on standby hands its clients to the new one
+	// but keeps its listeners, so it can take traffic back.
+	noKeepAlive atomic.Bool
 
 	drainOnce sync.Once
 	drainCh   chan struct{}
@@ -59,6 +63,14 @@ func (t *Tracker) StartDrain() {
 		close(t.drainCh)
 	})
 }
+
+// SetKeepAlivesEnabled controls whether HTTP/1 responses may keep their
+// connection open (the default). Disabled, every response carries
+// Connection: close, as during a drain, but nothing else changes: the
+// listeners stay open and it can be enabled again. Like net/http's method
+// of the same name, minus the closing of idle connections, which would
+// race with a client sending on them.
+func (t *Tracker) SetKeepAlivesEnabled(v bool) { t.noKeepAlive.Store(!v) }
 
 func (t *Tracker) add(c *Conn) {
 	t.open.Add(1)

@@ -59,6 +59,12 @@ func (a *App) readControl(ctl *control.Conn) {
 				ctl.Write(reply)
 				a.markStopping()
 			}()
+		case control.TypeStandby:
+			a.tracker.SetKeepAlivesEnabled(false)
+			a.log.Info("on standby: steered away, handing keep-alive clients over")
+		case control.TypeResume:
+			a.tracker.SetKeepAlivesEnabled(true)
+			a.log.Info("resumed: traffic is back")
 		case control.TypeHandoffDone:
 			a.finishHandoff(ctl)
 			return

@@ -36,9 +36,10 @@ const (
 )
 
 // Message types. Worker → supervisor: Hello, Listen, Listening, Ready,
-// Steered, Released, Fail, Drained (with Cut when the drain was cut). Supervisor → worker: Welcome, Grant, Steer,
-// Release, HandoffDone. Client ↔ supervisor: Hello with Cmd, then
-// Progress messages and one Result.
+// Steered, Released, Fail, Drained (with Cut when the drain was cut).
+// Supervisor → worker: Welcome, Grant, Steer, Release, Standby, Resume,
+// HandoffDone. Client ↔ supervisor: Hello with Cmd, then Progress
+// messages and one Result.
 const (
 	TypeHello       = "hello"
 	TypeWelcome     = "welcome"
@@ -51,10 +52,15 @@ const (
 	TypeRelease     = "release"
 	TypeReleased    = "released"
 	TypeHandoffDone = "handoff-done"
-	TypeFail        = "fail"
-	TypeDrained     = "drained"
-	TypeProgress    = "progress"
-	TypeResult      = "result"
+	// TypeStandby asks a worker steered away from to hand its keep-alive
+	// clients over (Connection: close) while keeping its listeners, and
+	// TypeResume to keep connections alive again. Neither has a reply.
+	TypeStandby  = "standby"
+	TypeResume   = "resume"
+	TypeFail     = "fail"
+	TypeDrained  = "drained"
+	TypeProgress = "progress"
+	TypeResult   = "result"
 )
 
 // Message is every message of the protocol; each type uses a few fields.
