@@ -199,7 +199,8 @@ func TestStopDuringUpgrade(t *testing.T) {
 // is killed at --drain-timeout, and the cut is counted and logged.
 func TestDrainTimeoutKills(t *testing.T) {
 	maddr := freeAddr(t)
-	s := startSup(t, "--metrics", maddr, "--drain-timeout", "1s")
+	// No probation: the drain is what this test watches.
+	s := startSup(t, "--metrics", maddr, "--drain-timeout", "1s", "--probation", "0")
 	oldPID := activeGen(s.status()).PIDs[0]
 	long := longRequest(s.addr, 30*time.Second)
 	s.waitForInflight(1, 1)
@@ -264,7 +265,7 @@ func TestCrashLoopFails(t *testing.T) {
 // its own drain, all are visible in status, and --max-draining refuses the
 // upgrade beyond the limit with a clear error.
 func TestDrainingGenerationsCoexistWithALimit(t *testing.T) {
-	s := startSup(t, "--max-draining", "2")
+	s := startSup(t, "--max-draining", "2", "--probation", "0")
 	var longs []<-chan result
 	for i, v := range []string{"v2", "v1"} {
 		longs = append(longs, longRequest(s.addr, 4*time.Second))

@@ -14,13 +14,23 @@ import (
 	"github.com/launcherd/launcher/internal/loadgen"
 )
 
-// upgradeLoop runs n back-to-back upgrades alternating v2 and v1.
+// upgradeLoop runs n upgrades alternating v2 and v1, 300ms apart: each
+// ends the previous one's probation, so its standby generation drains
+// under load. The last one waits for its probation to pass and the
+// previous generation to drain.
 func (s *sup) upgradeLoop(n int) {
 	s.t.Helper()
 	version := "v1"
 	for i := 0; i < n; i++ {
 		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
-		if _, errOut, code := s.cli("upgrade", "--wait", version); code != 0 {
+		args := []string{"upgrade", version}
+		if i == n-1 {
+			args = []string{"upgrade", "--wait", version}
+		}
+		if i > 0 {
+			time.Sleep(300 * time.Millisecond)
+		}
+		if _, errOut, code := s.cli(args...); code != 0 {
 			s.t.Fatalf("upgrade %d to %s: exit %d: %s", i+1, version, code, errOut)
 		}
 	}
@@ -97,7 +107,8 @@ func TestWrkDuringUpgrades(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startSup(t, "--workers", "2")
-			args := append([]string{"-t2", "-c50", "-d6s", "--timeout", "5s"}, tc.args...)
+			// -d covers the upgrades and the last one's 5s probation.
+			args := append([]string{"-t2", "-c50", "-d9s", "--timeout", "5s"}, tc.args...)
 			args = append(args, "http://"+s.addr+"/")
 			out := make(chan string, 1)
 			go func() {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // waitForInflight waits until the active generation reports n in flight.
@@ -28,7 +30,8 @@ func (s *sup) waitForInflight(gen, n int) {
 // processes, and that every process of the others is gone.
 func (s *sup) checkOnlyGeneration(gen int, oldPIDs []int) {
 	s.t.Helper()
-	eventually(s.t, 5*time.Second, "old generation gone", func() error {
+	// The default probation keeps the old generation 5s, then it drains.
+	eventually(s.t, 5*time.Second+supervisor.DefaultProbation, "old generation gone", func() error {
 		st := s.statusJSON()
 		for _, g := range st.Generations {
 			if g.Generation != gen && len(g.PIDs) > 0 {
@@ -64,7 +67,7 @@ func TestArticleScenario(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("upgrade v2: exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"generation 2 (v2) starting", "generation 2 ready after", "generation 1 (v1) draining: 1 request(s) in flight", "generation 2 (v2) serves"} {
+	for _, want := range []string{"generation 2 (v2) starting", "generation 2 ready after", "generation 1 (v1) on standby for the 5s probation: 1 request(s) in flight there complete", "generation 2 (v2) serves"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("upgrade output lacks %q:\n%s", want, out)
 		}

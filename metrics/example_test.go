@@ -126,10 +126,12 @@ func ExampleNewSupervisor() {
 	// launcher_generations{state="draining"} 1
 	// launcher_generations{state="exited"} 1
 	// launcher_generations{state="failed"} 0
+	// launcher_generations{state="standby"} 0
 	// launcher_generations{state="starting"} 0
 	// launcher_upgrades_total{result="aborted"} 0
 	// launcher_upgrades_total{result="failed"} 0
 	// launcher_upgrades_total{result="refused"} 0
+	// launcher_upgrades_total{result="rolled_back"} 0
 	// launcher_upgrades_total{result="success"} 3
 }
 

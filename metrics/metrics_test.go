@@ -308,6 +308,12 @@ func TestSupervisorGenerations(t *testing.T) {
 			wantCounts: map[string]float64{"active": 1, "starting": 1},
 		},
 		{
+			name:       "on probation",
+			gens:       []metrics.GenerationInfo{{1, "v1", "standby"}, {2, "v2", "active"}},
+			wantInfo:   []string{`generation="1",state="standby",version="v1"`, `generation="2",state="active",version="v2"`},
+			wantCounts: map[string]float64{"standby": 1, "active": 1},
+		},
+		{
 			name: "draining, exited and failed",
 			gens: []metrics.GenerationInfo{
 				{1, "v1", "exited"}, {2, "v2", "failed"}, {3, "v2", "exited"}, {4, "v3", "draining"}, {5, "v4", "active"},
@@ -342,7 +348,7 @@ func TestSupervisorGenerations(t *testing.T) {
 			}
 			// Every state is present, at 0 when no generation is in it.
 			wantCounts := map[string]float64{}
-			for _, st := range []string{"starting", "active", "draining", "exited", "failed"} {
+			for _, st := range []string{"starting", "active", "standby", "draining", "exited", "failed"} {
 				wantCounts[fmt.Sprintf("state=%q", st)] = tt.wantCounts[st]
 			}
 			if got := series(mfs["launcher_generations"]); !eqMaps(got, wantCounts) {
@@ -360,7 +366,7 @@ func TestSupervisorUpgradesPreinitialised(t *testing.T) {
 	s := metrics.NewSupervisor("close", func() []metrics.GenerationInfo { return nil })
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(s)
-	want := map[string]float64{`result="success"`: 0, `result="failed"`: 0, `result="refused"`: 0, `result="aborted"`: 0}
+	want := map[string]float64{`result="success"`: 0, `result="failed"`: 0, `result="refused"`: 0, `result="aborted"`: 0, `result="rolled_back"`: 0}
 	if got := series(gather(t, reg)["launcher_upgrades_total"]); !eqMaps(got, want) {
 		t.Fatalf("launcher_upgrades_total before any upgrade = %v; want %v", got, want)
 	}

@@ -14,15 +14,16 @@ type GenerationInfo struct {
 }
 
 // Upgrade results, the values of launcher_upgrades_total's result label.
-var upgradeResults = []string{"success", "failed", "refused", "aborted"}
+var upgradeResults = []string{"success", "failed", "refused", "aborted", "rolled_back"}
 
 // Generation states, the values of launcher_generations' state label.
-var generationStates = []string{"starting", "active", "draining", "exited", "failed"}
+var generationStates = []string{"starting", "active", "standby", "draining", "exited", "failed"}
 
 // Supervisor holds the supervisor's own series. Register it on an explicit
 // registry; the supervisor updates the exported fields.
 type Supervisor struct {
-	// Upgrades counts upgrades by result: success, failed, refused, aborted.
+	// Upgrades counts upgrades by result: success, failed, refused, aborted,
+	// rolled_back.
 	Upgrades *prometheus.CounterVec
 	// UpgradeDuration is the time from the upgrade command to the new
 	// generation serving.
@@ -50,7 +51,7 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 	s := &Supervisor{
 		Upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_upgrades_total",
-			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile).",
+			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile), rolled_back (crashed during --probation, or rolled back then: the previous generation serves again). With a probation, success is counted when it passes.",
 		}, []string{"result"}),
 		UpgradeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "launcher_upgrade_duration_seconds",

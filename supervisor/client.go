@@ -37,6 +37,11 @@ func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress fu
 	defer stop()
 	conn := control.NewConn(c)
 	if err := conn.Write(control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: cmd, Arg: arg, Wait: wait}); err != nil {
+		// A supervisor that refuses a peer says why before it closes: the
+		// reason is worth more than the broken pipe.
+		if m, rerr := conn.Read(time.Now().Add(time.Second)); rerr == nil && m.Type == control.TypeResult && m.Error != "" {
+			return m, errors.New(m.Error)
+		}
 		return control.Message{}, fmt.Errorf("send %s: %w", cmd, err)
 	}
 	for {

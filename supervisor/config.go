@@ -25,6 +25,9 @@ const (
 	HandoverMigrate = "migrate"
 )
 
+// DefaultProbation is Config.Probation's default.
+const DefaultProbation = 5 * time.Second
+
 // Config configures a [Supervisor]. Zero values get the defaults given.
 type Config struct {
 	// Command is the service to run: an executable path (possibly a
@@ -58,6 +61,11 @@ type Config struct {
 	// Settle is how long an old listener's accept queue must stay empty
 	// before it closes. Default 50ms; raise it for small backlogs.
 	Settle time.Duration
+	// Probation is how long the previous generation stays on standby
+	// after an upgrade: steered away from, listening and ready, so that if
+	// the new generation crashes in that time traffic goes straight back.
+	// Default 5s; negative disables it. Only the steer handover has it.
+	Probation time.Duration
 	// Logger receives the supervisor's log. Default: text on stderr.
 	Logger *slog.Logger
 }
@@ -93,6 +101,12 @@ func (c *Config) check() error {
 	if c.MaxDraining < 1 {
 		return fmt.Errorf("--max-draining %d: want at least 1", c.MaxDraining)
 	}
+	switch {
+	case c.Probation == 0:
+		c.Probation = DefaultProbation
+	case c.Probation < 0:
+		c.Probation = 0
+	}
 	if c.Settle <= 0 {
 		c.Settle = 50 * time.Millisecond
 	}
@@ -110,6 +124,11 @@ func (c *Config) check() error {
 		}
 	default:
 		return fmt.Errorf("--handover %q: want %s, %s or %s", c.Handover, HandoverSteer, HandoverMigrate, HandoverClose)
+	}
+	if c.Handover != HandoverSteer {
+		// Without steering a standby generation's listeners would keep
+		// taking new connections.
+		c.Probation = 0
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -29,6 +29,9 @@ type GenerationStatus struct {
 	OpenConnections  int64     `json:"open_connections"`
 	Restarts         int       `json:"restarts"`
 	Started          time.Time `json:"started"`
+	// ProbationUntil is set on the active generation while the previous
+	// one stands by for it.
+	ProbationUntil *time.Time `json:"probation_until,omitempty"`
 }
 
 // Status returns the supervisor's state, with live in-flight counts read
@@ -43,6 +46,10 @@ func (s *Supervisor) Status(ctx context.Context) Status {
 	s.mu.Lock()
 	for _, g := range s.gens {
 		gs := GenerationStatus{Generation: g.num, Version: g.release.Version, State: g.state, Path: g.release.Path, Started: g.started, PIDs: []int{}}
+		if p := g.probation; p != nil && p.cause == "" && g == s.active {
+			until := p.until
+			gs.ProbationUntil = &until
+		}
 		if b := s.restarts[g]; b != nil {
 			gs.Restarts = b.restarts
 		}

@@ -143,12 +143,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); reaper{s}.run(ctx) }()
 	}
-	if _, err := s.upgrade(ctx, "", false, func(string) {}); err != nil {
+	if _, _, err := s.upgrade(ctx, "", func(string) {}); err != nil {
 		s.stopAll(context.Background())
 		return fmt.Errorf("start: %w", err)
 	}
 	migrate, _ := reuseport.MigrateReq()
-	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers, "tcp_migrate_req", migrate)
+	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers,
+		"probation", s.cfg.Probation, "tcp_migrate_req", migrate)
 	if err := s.notify.send("READY=1", "STATUS="+s.statusLine(), "MAINPID="+strconv.Itoa(os.Getpid())); err != nil {
 		s.log.Warn("notify systemd", "err", err)
 	}
@@ -249,6 +250,12 @@ func (s *Supervisor) onExit(w *worker, err error) {
 	delete(s.workersByToken, w.token)
 	g := w.gen
 	crash := !w.stopping && g.state == StateActive && !s.stopping
+	if p := g.probation; crash && p != nil && p.standbyReady() && p.end(probationCrashed) {
+		// Within its probation: no restart, traffic goes back to the
+		// standby generation (watchProbation).
+		p.crash = fmt.Sprintf("worker %d (pid %d) %v; stderr: %s", w.index, w.pid, err, w.tail.last(3))
+		crash = false
+	}
 	allGone := true
 	for _, o := range g.workers {
 		if o != w && !isClosed(o.exited) {
@@ -272,12 +279,13 @@ func (s *Supervisor) onExit(w *worker, err error) {
 	}
 	s.listenMu.Unlock()
 
+	// The kernel moved the group's last socket into the freed slot.
+	if left {
+		s.resteer()
+	}
 	if crash {
 		s.log.Warn("worker exited; restarting", "generation", g.num, "version", g.release.Version,
 			"worker", w.index, "pid", w.pid, "err", err, "stderr", w.tail.last(3))
-		if left {
-			s.resteer()
-		}
 		s.scheduleRestart(g, w.index)
 	}
 }

@@ -23,10 +23,23 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 	if !s.opMu.TryLock() {
 		return "", ErrUpgradeInProgress
 	}
-	defer s.opMu.Unlock()
 	s.notify.reloading()
-	defer func() { s.notify.send("READY=1", "STATUS="+s.statusLine()) }()
-	return s.upgrade(ctx, arg, wait, progress)
+	sum, follow, err := s.upgrade(ctx, arg, progress)
+	s.notify.send("READY=1", "STATUS="+s.statusLine())
+	// Waiting for the probation and the drain holds nothing: another
+	// upgrade or a rollback may come meanwhile.
+	s.opMu.Unlock()
+	return followUp(ctx, sum, follow, err, wait, progress)
+}
+
+// followUp waits, if asked to, for what follows an upgrade that served:
+// the probation, then the previous generation's drain.
+func followUp(ctx context.Context, sum string, follow func(context.Context, func(string)) error, err error, wait bool, progress func(string)) (string, error) {
+	if err != nil || !wait || follow == nil {
+		return sum, err
+	}
+	progress(sum)
+	return "", follow(ctx, progress)
 }
 
 // Rollback upgrades to the release that was active before the current one.
@@ -34,7 +47,23 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 	if !s.opMu.TryLock() {
 		return "", ErrUpgradeInProgress
 	}
-	defer s.opMu.Unlock()
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			s.opMu.Unlock()
+		}
+	}()
+	s.mu.Lock()
+	p := s.probationLocked()
+	instant := p != nil && p.standbyReady()
+	s.mu.Unlock()
+	if instant && s.endProbation(probationRolledBack) {
+		// The previous generation is still listening: no restart needed.
+		s.mu.Lock()
+		g := s.active
+		s.mu.Unlock()
+		return fmt.Sprintf("generation %d (%s) serves again: it was on standby, traffic went straight back", g.num, g.release.Version), nil
+	}
 	s.mu.Lock()
 	var prev release
 	if n := len(s.history); n >= 2 {
@@ -46,20 +75,26 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 	}
 	progress(fmt.Sprintf("rolling back to %s", prev.Version))
 	s.notify.reloading()
-	defer func() { s.notify.send("READY=1", "STATUS="+s.statusLine()) }()
-	return s.upgradeTo(ctx, prev, wait, progress)
+	sum, follow, err := s.upgradeTo(ctx, prev, progress)
+	s.notify.send("READY=1", "STATUS="+s.statusLine())
+	s.opMu.Unlock()
+	unlocked = true
+	return followUp(ctx, sum, follow, err, wait, progress)
 }
 
-func (s *Supervisor) upgrade(ctx context.Context, arg string, wait bool, progress func(string)) (string, error) {
+func (s *Supervisor) upgrade(ctx context.Context, arg string, progress func(string)) (string, func(context.Context, func(string)) error, error) {
 	rel, err := s.resolve(arg)
 	if err != nil {
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
-		return "", fmt.Errorf("upgrade: %w", err)
+		return "", nil, fmt.Errorf("upgrade: %w", err)
 	}
-	return s.upgradeTo(ctx, rel, wait, progress)
+	return s.upgradeTo(ctx, rel, progress)
 }
 
-func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, progress func(string)) (string, error) {
+// upgradeTo starts rel and hands traffic to it. Once it serves, it returns
+// a summary and follow, which waits for the probation and the previous
+// generation's drain and reports them.
+func (s *Supervisor) upgradeTo(ctx context.Context, rel release, progress func(string)) (sum string, follow func(context.Context, func(string)) error, err error) {
 	start := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -67,19 +102,27 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 	s.opCancel = cancel // Stop aborts a running upgrade
 	if s.stopping {
 		s.mu.Unlock()
-		return "", errors.New("upgrade: the supervisor is stopping")
+		return "", nil, errors.New("upgrade: the supervisor is stopping")
 	}
 	draining := 0
 	for _, g := range s.gens {
-		if g.state == StateDraining && g.hasLive() {
+		// A standby generation drains as soon as this upgrade goes on.
+		if (g.state == StateDraining || g.state == StateStandby) && g.hasLive() {
 			draining++
 		}
 	}
 	if s.active != nil && draining+1 > s.cfg.MaxDraining {
 		s.mu.Unlock()
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
-		return "", fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, s.cfg.MaxDraining)
+		return "", nil, fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, s.cfg.MaxDraining)
 	}
+	s.mu.Unlock()
+	// Moving on ends the running probation: its standby generation is
+	// retired, the current one becomes the one to come back to.
+	if s.endProbation(probationSuperseded) {
+		progress("previous probation ended: its standby generation drains")
+	}
+	s.mu.Lock()
 	num := 1
 	if n := len(s.gens); n > 0 {
 		num = s.gens[n-1].num + 1
@@ -100,10 +143,10 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 		}
 		s.metrics.Upgrades.WithLabelValues(result).Inc()
 		if old == nil {
-			return "", fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, err)
+			return "", nil, fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, err)
 		}
 		log.Error("generation failed; the previous one serves on", "err", err)
-		return "", fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, err, old.num, old.release.Version)
+		return "", nil, fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, err, old.num, old.release.Version)
 	}
 	readyAfter := time.Since(start)
 	progress(fmt.Sprintf("generation %d ready after %d ms", g.num, readyAfter.Milliseconds()))
@@ -116,40 +159,82 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, wait bool, prog
 		s.history = s.history[len(s.history)-20:]
 	}
 	var oldWorkers []*worker
+	var p *probation
 	if old != nil {
-		old.state = StateDraining
 		oldWorkers = append(oldWorkers, old.workers...)
+		// A standby needs every old worker ready: traffic may come back.
+		if s.cfg.Probation > 0 && (&probation{workers: oldWorkers}).standbyReady() {
+			p = s.startProbationLocked(g, old)
+		} else {
+			old.state = StateDraining
+		}
 	}
 	s.mu.Unlock()
 	if err := s.resteer(); err != nil {
 		log.Warn("steer to new generation", "err", err)
 	}
-	if old != nil {
+	var done <-chan time.Duration
+	switch {
+	case p != nil:
+		for _, w := range oldWorkers {
+			s.write(w, control.Message{Type: control.TypeStandby})
+		}
+		inflight := s.inflight(ctx, old)
+		progress(fmt.Sprintf("generation %d (%s) on standby for the %s probation: %d request(s) in flight there complete; traffic comes back to it if generation %d crashes meanwhile",
+			old.num, old.release.Version, s.cfg.Probation, inflight, g.num))
+		go s.watchProbation(g, p) // owned by g; ends with its probation
+	case old != nil:
 		inflight := s.inflight(ctx, old)
 		progress(fmt.Sprintf("generation %d (%s) draining: %d request(s) in flight", old.num, old.release.Version, inflight))
 		s.releaseWorkers(oldWorkers)
+		done = s.watchDrain(old, oldWorkers)
+		fallthrough
+	default:
+		// With a probation, success is counted when it passes.
+		s.metrics.Upgrades.WithLabelValues("success").Inc()
 	}
-	s.metrics.Upgrades.WithLabelValues("success").Inc()
 	s.metrics.UpgradeDuration.Observe(time.Since(start).Seconds())
 	if err := s.repointCurrent(rel); err != nil {
 		log.Warn("repoint current symlink", "err", err)
 	}
-	sum := fmt.Sprintf("generation %d (%s) serves; ready after %d ms", g.num, rel.Version, readyAfter.Milliseconds())
+	sum = fmt.Sprintf("generation %d (%s) serves; ready after %d ms", g.num, rel.Version, readyAfter.Milliseconds())
 	log.Info("generation active", "ready_ms", readyAfter.Milliseconds())
 	if old == nil {
-		return sum, nil
+		return sum, nil, nil
 	}
-	done := s.watchDrain(old, oldWorkers)
-	if wait {
-		progress(sum)
-		sum = ""
+	follow = func(ctx context.Context, progress func(string)) error {
+		if p != nil {
+			select {
+			case <-p.done:
+			case <-ctx.Done():
+				return nil
+			}
+			s.mu.Lock()
+			cause, crash, drained := p.cause, p.crash, p.drained
+			s.mu.Unlock()
+			switch cause {
+			case probationCrashed:
+				return fmt.Errorf("upgrade to %s: generation %d crashed during its probation (%s); rolled back: generation %d (%s) serves again",
+					rel.Version, g.num, crash, old.num, old.release.Version)
+			case probationRolledBack:
+				return fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again", rel.Version, old.num, old.release.Version)
+			case probationStopped:
+				return nil
+			case probationPassed:
+				progress(fmt.Sprintf("generation %d passed its %s probation: generation %d (%s) draining", g.num, s.cfg.Probation, old.num, old.release.Version))
+			default:
+				progress(fmt.Sprintf("generation %d's probation ended (%s): generation %d (%s) draining", g.num, cause, old.num, old.release.Version))
+			}
+			done = drained
+		}
 		select {
 		case d := <-done:
 			progress(fmt.Sprintf("generation %d drained after %d ms", old.num, d.Milliseconds()))
 		case <-ctx.Done():
 		}
+		return nil
 	}
-	return sum, nil
+	return sum, follow, nil
 }
 
 // keepFinished is how many exited or failed generations status still
@@ -294,7 +379,9 @@ func (s *Supervisor) watchDrain(g *generation, workers []*worker) <-chan time.Du
 		d := time.Since(start)
 		s.metrics.DrainDuration.Observe(d.Seconds())
 		s.mu.Lock()
-		g.state = StateExited
+		if g.state != StateFailed {
+			g.state = StateExited
+		}
 		s.mu.Unlock()
 		s.log.Info("generation drained", "generation", g.num, "version", g.release.Version, "after_ms", d.Milliseconds())
 		done <- d
@@ -375,6 +462,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 
 // stopAll releases and drains every worker, killing at --drain-timeout.
 func (s *Supervisor) stopAll(ctx context.Context) {
+	s.endProbation(probationStopped)
 	s.mu.Lock()
 	s.stopping = true
 	var dones []<-chan time.Duration

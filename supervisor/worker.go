@@ -21,6 +21,10 @@ import (
 const (
 	StateStarting = "starting"
 	StateActive   = "active"
+	// StateStandby is the previous generation during the new one's
+	// probation: steered away from, listening and ready to take traffic
+	// back.
+	StateStandby  = "standby"
 	StateDraining = "draining"
 	StateExited   = "exited"
 	StateFailed   = "failed"
@@ -29,12 +33,13 @@ const (
 // generation is one release running as Workers processes. Its mutable
 // fields are guarded by Supervisor.mu.
 type generation struct {
-	num      int
-	release  release
-	state    string
-	workers  []*worker
-	started  time.Time
-	drainCut bool // its drain hit --drain-timeout (counted once)
+	num       int
+	release   release
+	state     string
+	workers   []*worker
+	started   time.Time
+	drainCut  bool       // its drain hit --drain-timeout (counted once)
+	probation *probation // while the previous generation stands by
 }
 
 // hasLive reports whether a process of g is still running.

@@ -131,7 +131,11 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		if len(pids) == 0 {
 			pids = []string{"-"}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", g.Generation, g.Version, g.State,
+		state := g.State
+		if g.ProbationUntil != nil {
+			state += fmt.Sprintf(" (probation %s left)", time.Until(*g.ProbationUntil).Round(100*time.Millisecond))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", g.Generation, g.Version, state,
 			strings.Join(pids, ","), g.InflightRequests, g.OpenConnections, g.Restarts,
 			time.Since(g.Started).Round(time.Second))
 	}

@@ -23,6 +23,9 @@ const (
 	demoSleep = 3 * time.Second
 	demoUp1   = 1500 * time.Millisecond
 	demoUp2   = 5 * time.Second
+	// demoProbation: the previous generation stands by this long after
+	// each upgrade (the default is supervisor.DefaultProbation).
+	demoProbation = 2 * time.Second
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,12 +51,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *verbose {
 		log = stderr
 	}
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: *workers, Log: log})
+	// A probation shorter than the default, so the timeline shows it end.
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: *workers, Log: log, Extra: []string{"--probation", demoProbation.String()}})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer sup.Stop()
-	say("2. launcher start --listen %s --workers %d --releases %s -- releases/v1/hello", sup.Addr, *workers, r.Releases)
+	say("2. launcher start --listen %s --workers %d --probation %s --releases %s -- releases/v1/hello", sup.Addr, *workers, demoProbation, r.Releases)
 	say("3. load for %s: 16 keep-alive clients and 8 clients with a new connection per request (no retries)", demoLoad)
 
 	type loadRun struct {
@@ -100,7 +104,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		to string
 	}{{demoUp1, "v2"}, {demoUp2, "v1"}} {
 		at(step.at)
-		say("%d. launcher upgrade %s", 5+i, step.to)
+		say("%d. launcher upgrade --wait %s", 5+i, step.to)
 		t0 := time.Now()
 		t, err := sup.Upgrade(ctx, step.to, func(line string) { say("     %s", line) })
 		windows.Mark(t0, time.Now())
@@ -119,7 +123,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		say("  long request: %q after %s (served to the end by the old generation)", lr.body, lr.took.Round(10*time.Millisecond))
 	}
 	for i, t := range timings {
-		say("  upgrade %d: new generation serving after %d ms, old generation gone after %d ms", i+1, t.Serving.Milliseconds(), t.OldGone.Milliseconds())
+		say("  upgrade %d: new generation serving after %d ms; old generation on standby for the %s probation, then drained, gone after %d ms", i+1, t.Serving.Milliseconds(), demoProbation, t.OldGone.Milliseconds())
 	}
 	var rows []loadgen.Row
 	var failed, total int64

@@ -37,6 +37,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
 	maxDraining := fs.Int("max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
 	settle := fs.Duration("settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
+	probation := fs.Duration("probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -44,6 +45,12 @@ func cmdStart(args []string, stderr io.Writer) error {
 	command := fs.Args()
 	if len(command) == 0 {
 		return usagef("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]")
+	}
+	if *probation < 0 {
+		return usagef("start: --probation %s: want 0 (off) or more", *probation)
+	}
+	if *probation == 0 {
+		*probation = -1 // Config: negative disables, zero is the default
 	}
 	if *workers < 1 {
 		return usagef("start: --workers %d: want at least 1", *workers)
@@ -57,7 +64,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 		Command: command, Listen: listen, StateDir: *stateDir, MetricsAddr: *metricsAddr,
 		Releases: *releases, Current: *current, Workers: *workers,
 		DrainTimeout: *drainTimeout, ReadyTimeout: *readyTimeout,
-		Handover: *handover, Settle: *settle, MaxDraining: *maxDraining, Logger: log,
+		Handover: *handover, Settle: *settle, MaxDraining: *maxDraining, Probation: *probation, Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

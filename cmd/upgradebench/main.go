@@ -172,7 +172,9 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 		log = stderr
 	}
 	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log,
-		Extra: []string{"--drain-timeout", "20s"}})
+		// No probation: the old generation is released at once, so "old
+		// gone" times the handover and drain themselves.
+		Extra: []string{"--drain-timeout", "20s", "--probation", "0"}})
 	if err != nil {
 		return res, err
 	}

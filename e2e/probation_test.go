@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/internal/loadgen"
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// genByNum returns generation n of st, or nil.
+func genByNum(st supervisor.Status, n int) *supervisor.GenerationStatus {
+	for i := range st.Generations {
+		if st.Generations[i].Generation == n {
+			return &st.Generations[i]
+		}
+	}
+	return nil
+}
+
+// probationLoad runs new-connection and keep-alive clients (no retries)
+// against addr until ctx ends, and returns their results.
+func probationLoad(ctx context.Context, addr string) func() []*loadgen.Result {
+	cfgs := []loadgen.Config{
+		{Addr: addr, Mode: loadgen.NewConn, Workers: 4, Duration: time.Minute, MaxRequests: 2_000_000},
+		{Addr: addr, Mode: loadgen.KeepAlive, Method: "POST", Workers: 4, Duration: time.Minute, MaxRequests: 2_000_000},
+	}
+	results := make([]*loadgen.Result, len(cfgs))
+	var wg sync.WaitGroup
+	for i, cfg := range cfgs {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i], _ = loadgen.Run(ctx, cfg) }()
+	}
+	return func() []*loadgen.Result { wg.Wait(); return results }
+}
+
+// TestProbationRollsBackACrash: a new generation that crashes a moment
+// after taking traffic, within --probation, sends traffic straight back to
+// the previous generation, which stood by (the same process, not a
+// restart). The upgrade fails loudly, the metric counts it, and no
+// request is lost beyond those the crash itself took: at most one per
+// client, the one in flight on the crashing process.
+func TestProbationRollsBackACrash(t *testing.T) {
+	// v2's binary, killed 1.5 s after start: it serves "hello from v2"
+	// until then.
+	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 1.5; kill -9 $child; wait $child; exit 1`)
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr, "--probation", "5s")
+	v1 := activeGen(s.status())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := probationLoad(ctx, s.addr)
+	time.Sleep(300 * time.Millisecond)
+
+	start := time.Now()
+	out, errOut, code := s.cli("upgrade", "--wait", "vcrashlate")
+	took := time.Since(start)
+	if code == 0 || !strings.Contains(errOut, "crashed during its probation") || !strings.Contains(errOut, "generation 1 (v1) serves again") {
+		t.Fatalf("upgrade --wait vcrashlate: exit %d, stderr %q; want a failure naming the crash and the rollback\nstdout:\n%s", code, errOut, out)
+	}
+	if took > 4*time.Second {
+		t.Errorf("upgrade --wait returned after %s; the crash came at 1.5s, want the answer then, not at the end of the probation", took)
+	}
+	rolledBack := time.Now()
+	time.Sleep(time.Second)
+	cancel()
+	results := wait()
+
+	st := s.status()
+	if g := activeGen(st); g == nil || g.Generation != v1.Generation || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {
+		t.Errorf("active after rollback = %+v; want generation %d with the same pids %v (no restart)", g, v1.Generation, v1.PIDs)
+	}
+	if g := genByNum(st, 2); g == nil || g.State != supervisor.StateFailed || len(g.PIDs) != 0 {
+		t.Errorf("generation 2 = %+v; want failed with no process", g)
+	}
+	if got := metricValue(t, maddr, `launcher_upgrades_total{result="rolled_back"}`); got != 1 {
+		t.Errorf(`upgrades_total{result="rolled_back"} = %v; want 1`, got)
+	}
+	if got := metricValue(t, maddr, `launcher_upgrades_total{result="success"}`); got != 1 {
+		t.Errorf(`upgrades_total{result="success"} = %v; want 1 (the start only)`, got)
+	}
+	if !strings.Contains(s.log.String(), "ROLLED BACK: generation 2 (vcrashlate) crashed during its probation") {
+		t.Errorf("no loud rollback line in the log")
+	}
+
+	var failed, clients int64
+	sawV2 := false
+	for _, r := range results {
+		clients += int64(r.Config.Workers)
+		failed += r.Failures()
+		sawV2 = sawV2 || r.Versions["v2"] > 0
+		for rec := range r.Records() {
+			// Only v1 answers once the rollback has been reported.
+			if !rec.Class.Failed() && rec.Version != "v1" && r.Start.Add(rec.Start).After(rolledBack) {
+				t.Errorf("a request started %s after the rollback was answered by %q", r.Start.Add(rec.Start).Sub(rolledBack), rec.Version)
+				break
+			}
+		}
+		t.Logf("%s: %d requests, %d failed %v, versions %v", r.Config.Mode, r.Requests, r.Failures(), r.Samples, r.Versions)
+	}
+	if !sawV2 {
+		t.Errorf("no request reached v2 before it crashed: the test proves nothing")
+	}
+	if failed > clients {
+		t.Errorf("%d requests failed; want at most one per client (%d), the ones in flight at the crash", failed, clients)
+	}
+}
+
+// TestProbationRollbackAndPass: `launcher rollback` during a probation
+// sends traffic back to the standby generation at once; a probation that
+// runs out retires the previous generation, and `upgrade --wait` says so.
+func TestProbationRollbackAndPass(t *testing.T) {
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr, "--probation", "3s")
+	v1 := activeGen(s.status())
+
+	if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade v2: exit %d: %s%s", code, out, errOut)
+	}
+	st := s.status()
+	if g := genByNum(st, 1); g == nil || g.State != supervisor.StateStandby || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {
+		t.Fatalf("generation 1 during the probation = %+v; want standby with pids %v", g, v1.PIDs)
+	}
+	if g := activeGen(st); g == nil || g.ProbationUntil == nil {
+		t.Fatalf("active generation %+v shows no probation", g)
+	}
+	for range 10 {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+			t.Fatalf("during the probation GET / = %q; want v2 (the standby is steered away from)", b)
+		}
+	}
+	start := time.Now()
+	out, errOut, code := s.cli("rollback")
+	if code != 0 || !strings.Contains(out, "generation 1 (v1) serves again") {
+		t.Fatalf("rollback during probation: exit %d, %q %q", code, out, errOut)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("rollback to the standby generation took %s; want well under 1s (no start)", took)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+		t.Errorf("after rollback GET / = %q; want v1", b)
+	}
+	if g := activeGen(s.status()); g == nil || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {
+		t.Errorf("active after rollback = %+v; want the standby's pids %v", g, v1.PIDs)
+	}
+	if got := metricValue(t, maddr, `launcher_upgrades_total{result="rolled_back"}`); got != 1 {
+		t.Errorf(`upgrades_total{result="rolled_back"} = %v; want 1`, got)
+	}
+
+	// Now a probation that passes.
+	start = time.Now()
+	out, errOut, code = s.cli("upgrade", "--wait", "v3")
+	if code != 0 || !strings.Contains(out, "generation 3 passed its 3s probation") || !strings.Contains(out, "drained") {
+		t.Fatalf("upgrade --wait v3: exit %d\n%s%s", code, out, errOut)
+	}
+	if took := time.Since(start); took < 3*time.Second {
+		t.Errorf("upgrade --wait returned after %s, before the 3s probation ended", took)
+	}
+	st = s.status()
+	if g := genByNum(st, 1); g == nil || g.State != supervisor.StateExited || len(g.PIDs) != 0 {
+		t.Errorf("generation 1 after v3's probation = %+v; want exited", g)
+	}
+	if got := metricValue(t, maddr, `launcher_upgrades_total{result="success"}`); got != 2 {
+		t.Errorf(`upgrades_total{result="success"} = %v; want 2 (start, v3)`, got)
+	}
+}
