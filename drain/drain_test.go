@@ -553,14 +553,16 @@ func TestListenerPlainTCP(t *testing.T) {
 	busyUntil := make(chan time.Time, 1)
 	go func() { // busy sends a line every 50ms for 1.5s, then goes quiet
 		end := time.Now().Add(1500 * time.Millisecond)
+		var last time.Time
 		for i := 0; time.Now().Before(end); i++ {
 			if err := busy.echo(fmt.Sprint("busy ", i)); err != nil {
 				busyErr <- err
 				return
 			}
+			last = time.Now()
 			time.Sleep(50 * time.Millisecond)
 		}
-		busyUntil <- time.Now()
+		busyUntil <- last
 		busyErr <- nil
 	}()
 
@@ -590,7 +592,9 @@ func TestListenerPlainTCP(t *testing.T) {
 	}
 	quiet := <-busyUntil
 	busyClosed := busy.waitClosed(safety)
-	if d := busyClosed.Sub(quiet); d < grace-50*time.Millisecond { // quiet is taken after its last echo
+	// quiet is when the client saw its last echo; the server went idle
+	// when it wrote it, a moment before.
+	if d := busyClosed.Sub(quiet); d < grace-50*time.Millisecond {
 		t.Errorf("busy connection closed %s after it went quiet; want >= grace %s", d, grace)
 	}
 	select {
