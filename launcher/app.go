@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,13 +49,19 @@ type App struct {
 	// drainTimeout in ms, set by the supervisor's release message.
 	drainTimeout atomic.Int64
 	readerEnd    chan struct{} // closed when the control reader returns
+	closing      chan struct{} // closed by Close: stops dialing a lost supervisor again
+	controlPath  string        // the supervisor's control socket, "" standalone
+	token        string        // proves to the supervisor that this is its worker
+	sigpipe      chan os.Signal
 
-	mu     sync.Mutex
-	ctl    *control.Conn // nil when standalone
-	lns    []*net.TCPListener
-	admin  io.Closer
-	ready  bool
-	closed bool
+	mu         sync.Mutex
+	ctl        *control.Conn // nil when standalone or between supervisors
+	supervised bool          // started by a supervisor, even if it is gone
+	lns        []*net.TCPListener
+	released   bool // the listeners are closed: the drain has begun
+	admin      io.Closer
+	ready      bool
+	closed     bool
 }
 
 // New returns an App configured from opts and, under a supervisor, from
@@ -70,6 +78,8 @@ func New(opts Options) (*App, error) {
 		grants:    make(chan control.Message, 1),
 		stopping:  make(chan struct{}),
 		readerEnd: make(chan struct{}),
+		closing:   make(chan struct{}),
+		token:     os.Getenv(control.EnvToken),
 	}
 	a.generation, _ = strconv.Atoi(os.Getenv(control.EnvGeneration))
 	if a.generation == 0 {
@@ -95,6 +105,12 @@ func New(opts Options) (*App, error) {
 	a.reg.MustRegister(a.metrics)
 
 	if path := os.Getenv(control.EnvControl); path != "" {
+		a.controlPath = path
+		// stderr is a pipe to the supervisor. Should it be killed, a
+		// write there must fail (EPIPE) rather than kill this process
+		// with SIGPIPE: the workers serve on without a supervisor.
+		a.sigpipe = make(chan os.Signal, 1)
+		signal.Notify(a.sigpipe, syscall.SIGPIPE)
 		if err := a.connect(path); err != nil {
 			return nil, err
 		}
@@ -117,7 +133,7 @@ func New(opts Options) (*App, error) {
 func (a *App) Supervised() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.ctl != nil
+	return a.supervised
 }
 
 // Generation returns the generation number (0 when standalone).
@@ -146,7 +162,7 @@ func (a *App) connect(path string) error {
 	err = ctl.Write(control.Message{
 		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
 		Generation: a.generation, Worker: a.worker, PID: os.Getpid(),
-		Token: os.Getenv(control.EnvToken),
+		Token: a.token,
 	})
 	if err == nil {
 		var m control.Message
@@ -160,6 +176,7 @@ func (a *App) connect(path string) error {
 		return fmt.Errorf("launcher: handshake with supervisor: %w", err)
 	}
 	a.ctl = ctl
+	a.supervised = true
 	go a.readControl(ctl)
 	return nil
 }
@@ -234,8 +251,11 @@ func (a *App) Ready() error {
 		return ErrNotListening
 	}
 	a.ready = true
-	ctl, handoff := a.ctl, a.handoff
+	ctl, handoff, supervised := a.ctl, a.handoff, a.supervised
 	a.mu.Unlock()
+	if supervised && ctl == nil {
+		return errors.New("launcher: the supervisor went away before this process was ready")
+	}
 	if ctl != nil {
 		if err := ctl.Write(control.Message{Type: control.TypeReady}); err != nil {
 			return fmt.Errorf("launcher: report ready: %w", err)
@@ -264,6 +284,7 @@ func (a *App) Close() error {
 	a.closed = true
 	ctl, admin := a.ctl, a.admin
 	a.mu.Unlock()
+	close(a.closing)
 	if ctl != nil {
 		ctl.Close()
 	}

@@ -3,9 +3,13 @@ package launcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/launcherd/launcher/internal/control"
 	"github.com/launcherd/launcher/reuseport"
@@ -15,10 +19,24 @@ import (
 // empty by then belongs to a stuck app.
 const releaseTimeout = 10 * time.Second
 
-// readControl handles the supervisor's messages until the connection ends.
-// It is owned by the App and ends when Close closes the connection.
+// readControl handles the supervisor's messages, on this connection and,
+// once ready, on the next ones: a worker that loses its supervisor keeps
+// serving and dials the control socket again, so that a new supervisor
+// started on the same state directory adopts it. It is owned by the App
+// and ends when Close closes the connection.
 func (a *App) readControl(ctl *control.Conn) {
 	defer close(a.readerEnd)
+	for ctl != nil {
+		if !a.serveControl(ctl) {
+			return
+		}
+		ctl = a.rejoin()
+	}
+}
+
+// serveControl handles messages on ctl until it fails. It returns false
+// when the conversation is over for good (a finished handoff).
+func (a *App) serveControl(ctl *control.Conn) bool {
 	for {
 		m, err := ctl.Read(time.Time{})
 		if err != nil {
@@ -31,7 +49,7 @@ func (a *App) readControl(ctl *control.Conn) {
 			if !closed {
 				a.log.Warn("supervisor connection lost; still serving", "err", err)
 			}
-			return
+			return true
 		}
 		switch m.Type {
 		case control.TypeGrant, control.TypeFail:
@@ -67,9 +85,93 @@ func (a *App) readControl(ctl *control.Conn) {
 			a.log.Info("resumed: traffic is back")
 		case control.TypeHandoffDone:
 			a.finishHandoff(ctl)
-			return
+			return false
 		}
 	}
+}
+
+// Rejoin back-off: the first attempt is quick, later ones are spaced up
+// to rejoinMaxWait.
+const (
+	rejoinFirstWait = 50 * time.Millisecond
+	rejoinMaxWait   = time.Second
+)
+
+// rejoin dials the control socket until a supervisor welcomes this worker
+// again, or the App closes (nil). A worker that was never ready does not
+// rejoin: a new supervisor would only stop it.
+func (a *App) rejoin() *control.Conn {
+	a.mu.Lock()
+	ok := !a.closed && a.ready && !a.handoff && a.controlPath != ""
+	a.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	wait := rejoinFirstWait
+	for attempt := 1; ; attempt++ {
+		select {
+		case <-a.closing:
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, rejoinMaxWait)
+		ctl, err := a.dialRejoin()
+		if err == nil {
+			a.log.Info("rejoined a supervisor", "attempts", attempt)
+			return ctl
+		}
+		if attempt == 1 {
+			a.log.Info("dialing the supervisor again until one answers", "err", err)
+		}
+	}
+}
+
+// dialRejoin says hello as a worker that lost its supervisor, with where
+// it stands, and takes the stderr the new supervisor hands over.
+func (a *App) dialRejoin() (*control.Conn, error) {
+	c, err := net.DialTimeout("unix", a.controlPath, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	hello := control.Message{
+		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
+		Generation: a.generation, Worker: a.worker, PID: os.Getpid(), Token: a.token,
+		Rejoin: true, Listening: len(a.lns) > 0 && !a.released, Ready: a.ready, Released: a.released,
+	}
+	a.mu.Unlock()
+	uc := c.(*net.UnixConn)
+	if err := control.NewConn(uc).Write(hello); err != nil {
+		c.Close()
+		return nil, err
+	}
+	m, stderr, ctl, err := control.ReadFile(uc, time.Now().Add(10*time.Second))
+	if err == nil && m.Type != control.TypeWelcome {
+		err = fmt.Errorf("refused: %s", m.Error)
+	}
+	if err != nil {
+		if stderr != nil {
+			stderr.Close()
+		}
+		c.Close()
+		return nil, err
+	}
+	if stderr != nil {
+		// The old stderr was a pipe to the dead supervisor: log to the new
+		// one's from now on.
+		if err := unix.Dup3(int(stderr.Fd()), 2, 0); err != nil {
+			a.log.Warn("take the new supervisor's stderr", "err", err)
+		}
+		stderr.Close()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		c.Close()
+		return nil, errors.New("closed")
+	}
+	a.ctl = ctl
+	return ctl, nil
 }
 
 // steer points every listen address's reuseport group at slots.
@@ -108,6 +210,9 @@ func (a *App) release(settle time.Duration, naive bool) error {
 		a.log.Warn("release listeners", "err", err)
 		return err
 	}
+	a.mu.Lock()
+	a.released = true
+	a.mu.Unlock()
 	a.log.Info("stopped accepting", "naive", naive)
 	return nil
 }
@@ -120,6 +225,7 @@ func (a *App) finishHandoff(ctl *control.Conn) {
 	a.mu.Lock()
 	a.ctl = nil
 	a.handoff = false
+	a.supervised = false
 	a.mu.Unlock()
 	ctl.Close()
 	if err := a.steer([]int{0}); err != nil {

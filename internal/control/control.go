@@ -16,9 +16,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Version is the protocol version sent in every handshake. A peer with
@@ -74,6 +77,13 @@ type Message struct {
 	Worker     int    `json:"worker,omitempty"`
 	PID        int    `json:"pid,omitempty"`
 	Token      string `json:"token,omitempty"`
+	// A worker dialing again after losing its supervisor says so, and
+	// says where it is: its listeners open, ready, released. The welcome
+	// then carries a new stderr for it (see SendFile).
+	Rejoin    bool `json:"rejoin,omitempty"`
+	Listening bool `json:"listening,omitempty"`
+	Ready     bool `json:"ready,omitempty"`
+	Released  bool `json:"released,omitempty"`
 
 	// Client commands.
 	Cmd  string `json:"cmd,omitempty"`
@@ -109,6 +119,69 @@ type Conn struct {
 
 // NewConn wraps c.
 func NewConn(c net.Conn) *Conn { return &Conn{c: c, r: bufio.NewReaderSize(c, 4096)} }
+
+// SendFile writes m on c with f attached (SCM_RIGHTS), in one message, so
+// the receiver gets the file with that line. The caller keeps f.
+func SendFile(c *net.UnixConn, m Message, f *os.File) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("control: encode %s: %w", m.Type, err)
+	}
+	if err := c.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	_, _, err = c.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil)
+	return err
+}
+
+// ReadFile reads the first message on c, as sent by SendFile, and the
+// file attached to it (nil if none). It returns a Conn for the rest of
+// the conversation.
+func ReadFile(c *net.UnixConn, deadline time.Time) (Message, *os.File, *Conn, error) {
+	var m Message
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return m, nil, nil, err
+	}
+	buf := make([]byte, MaxMessage+1)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return m, nil, nil, err
+	}
+	var f *os.File
+	if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+		for _, cm := range cmsgs {
+			fds, err := unix.ParseUnixRights(&cm)
+			if err != nil {
+				continue
+			}
+			for _, fd := range fds {
+				if f == nil {
+					f = os.NewFile(uintptr(fd), "control-file")
+				} else {
+					unix.Close(fd) // more than asked for
+				}
+			}
+		}
+	}
+	line, rest, ok := bytes.Cut(buf[:n], []byte{'\n'})
+	if !ok {
+		// The kernel delivers an attached file with the data sent with
+		// it, and SendFile sends one whole line.
+		if f != nil {
+			f.Close()
+		}
+		return m, nil, nil, errors.New("control: message with a file not a whole line")
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return m, nil, nil, fmt.Errorf("control: bad message: %w", err)
+	}
+	conn := &Conn{c: c, r: bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(rest)), c), 4096)}
+	return m, f, conn, nil
+}
 
 // Read reads one message. A deadline of zero means none.
 func (c *Conn) Read(deadline time.Time) (Message, error) {

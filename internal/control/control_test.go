@@ -3,9 +3,12 @@ package control
 import (
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDecode(t *testing.T) {
@@ -84,4 +87,56 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("accepted a line over MaxMessage: %+v", m)
 		}
 	})
+}
+
+// TestSendFile: a file sent with a message arrives with it, and messages
+// written right after it are read from the returned Conn, in order.
+func TestSendFile(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "pair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	a, b := conn(fds[0]), conn(fds[1])
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	if err := SendFile(a, Message{Type: TypeWelcome, Version: Version}, pw); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if err := NewConn(a).Write(Message{Type: TypeSteer, Slots: []int{1}}); err != nil {
+		t.Fatal(err)
+	}
+	m, f, rest, err := ReadFile(b, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != TypeWelcome || f == nil {
+		t.Fatalf("got %+v with file %v; want welcome with a file", m, f)
+	}
+	if _, err := f.WriteString("via the passed file\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	buf := make([]byte, 64)
+	n, _ := pr.Read(buf)
+	if got := string(buf[:n]); got != "via the passed file\n" {
+		t.Errorf("pipe read %q", got)
+	}
+	m, err = rest.Read(time.Now().Add(5 * time.Second))
+	if err != nil || m.Type != TypeSteer || len(m.Slots) != 1 {
+		t.Errorf("next message %+v, %v; want the steer", m, err)
+	}
 }
