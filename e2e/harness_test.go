@@ -105,13 +105,22 @@ func startSup(t *testing.T, flags ...string) *sup {
 // startSupIn is startSup with a given state dir.
 func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: freeAddr(t), stateDir: stateDir, log: &rig.LogBuffer{}, done: make(chan struct{})}
+	return startSupAt(t, freeAddr(t), stateDir, flags...)
+}
+
+// startSupAt is startSup with a given listen address and state dir.
+func startSupAt(t *testing.T, addr, stateDir string, flags ...string) *sup {
+	t.Helper()
+	s := &sup{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}, done: make(chan struct{})}
 	args := append([]string{"start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
 	}
 	s.cmd = exec.Command(bins.launcher, args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	// Workers share the supervisor's stdout: a killed supervisor's Wait
+	// must not wait for them to close it.
+	s.cmd.WaitDelay = 2 * time.Second
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -139,6 +139,7 @@ func (s *Supervisor) rollBackTo(g *generation, p *probation) {
 	}
 	cause, crash := p.cause, p.crash
 	s.mu.Unlock()
+	s.markDirty()
 	// Steer first: every moment counts while a crashed worker's slot may
 	// be taken by whatever the kernel moved into it.
 	if err := s.resteer(); err != nil {

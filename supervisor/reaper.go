@@ -9,24 +9,29 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // reapEvery is how often, besides on SIGCHLD, the reaper looks for
 // orphaned zombies.
 const reapEvery = 5 * time.Second
 
-// reaper adopts the duty of PID 1 in a container: orphaned processes (a
-// worker's children whose parent died) are re-parented to PID 1, and they
-// stay zombies until PID 1 waits for them. It reaps only zombies that are
+// reaper does the duty of PID 1 in a container, and of a child subreaper
+// elsewhere: orphaned processes (a worker's children whose parent died)
+// are re-parented to us, and they stay zombies until we wait for them. It reaps only zombies that are
 // not the supervisor's own workers, whose exit statuses belong to their
 // exec.Cmd.
 type reaper struct {
 	s *Supervisor
 }
 
-// needReaper reports whether this process must reap orphans: it is PID 1
-// of its PID namespace.
-func needReaper() bool { return os.Getpid() == 1 }
+// becomeSubreaper makes orphaned descendants (a worker's children whose
+// parent died) re-parent to this process rather than to init, so they are
+// reaped here whether or not this is PID 1.
+func becomeSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
 
 // run reaps until ctx ends.
 func (r reaper) run(ctx context.Context) {

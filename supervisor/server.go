@@ -92,10 +92,11 @@ func (s *Supervisor) handleConn(ctx context.Context, c net.Conn) {
 func (s *Supervisor) handleWorker(conn *control.Conn, hello control.Message) {
 	s.mu.Lock()
 	w := s.workersByToken[hello.Token]
-	if w != nil && w.conn == nil {
-		w.conn = conn
-	} else {
+	switch {
+	case w == nil || w.conn != nil:
 		w = nil
+	case !hello.Rejoin:
+		w.conn = conn
 	}
 	s.mu.Unlock()
 	if w == nil {
@@ -104,10 +105,25 @@ func (s *Supervisor) handleWorker(conn *control.Conn, hello control.Message) {
 	}
 	defer func() {
 		s.mu.Lock()
-		w.conn = nil
+		if w.conn == conn {
+			w.conn = nil
+		}
 		s.mu.Unlock()
 	}()
-	if err := conn.Write(control.Message{Type: control.TypeWelcome, Version: control.Version}); err != nil {
+	if hello.Rejoin {
+		if err := s.rejoinWorker(w, conn, hello); err != nil {
+			s.log.Warn("worker rejoin", "generation", w.gen.num, "worker", w.index, "pid", w.pid, "err", err)
+			return
+		}
+		if w.gen == s.activeGen() {
+			// Not here: the reply comes through the loop below.
+			go func() { // bounded by the steer request's timeout
+				if err := s.resteer(); err != nil {
+					s.log.Warn("steer after a worker rejoined", "err", err)
+				}
+			}()
+		}
+	} else if err := conn.Write(control.Message{Type: control.TypeWelcome, Version: control.Version}); err != nil {
 		return
 	}
 	for {
@@ -159,6 +175,7 @@ func (s *Supervisor) grantListen(w *worker, conn *control.Conn) error {
 		w.listening = true
 		s.group.Join(w)
 		s.mu.Unlock()
+		s.markDirty()
 	case control.TypeFail:
 		select {
 		case w.readyErr <- errors.New(m.Error):
@@ -188,12 +205,20 @@ func (s *Supervisor) onReady(w *worker) {
 	w.ready = true
 	rejoin := w.gen == s.active && w.gen.state == StateActive
 	s.mu.Unlock()
+	s.markDirty()
 	close(w.readyCh)
 	if rejoin {
 		if err := s.resteer(); err != nil {
 			s.log.Warn("steer to restarted worker", "err", err)
 		}
 	}
+}
+
+// activeGen returns the active generation.
+func (s *Supervisor) activeGen() *generation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
 }
 
 // checkHealth asks the worker's admin socket for /healthz.

@@ -64,12 +64,9 @@ func openStateDir(path string) (*stateDir, error) {
 		pid := readPID(PIDFile(abs))
 		return nil, fmt.Errorf("%w on %s (pid %d)", ErrRunning, abs, pid)
 	}
-	// We hold the lock: whatever is left is stale.
+	// We hold the lock: the socket is stale. Admin sockets may belong to
+	// workers a killed supervisor left serving (see adopt).
 	os.Remove(ControlSocket(abs))
-	entries, _ := os.ReadDir(filepath.Join(abs, adminDir))
-	for _, e := range entries {
-		os.Remove(filepath.Join(abs, adminDir, e.Name()))
-	}
 	d := &stateDir{path: abs, lock: f}
 	if err := writeFileAtomic(PIDFile(abs), strconv.Itoa(os.Getpid())+"\n"); err != nil {
 		d.close()

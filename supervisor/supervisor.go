@@ -56,6 +56,8 @@ type Supervisor struct {
 	opCancel       context.CancelFunc // cancels the running upgrade
 	stopped        chan struct{}
 	restarts       map[*generation]*backoff
+	dirty          chan struct{} // the state file needs writing
+	stateClosed    bool          // everything stopped: no state file any more
 }
 
 // New checks cfg and takes the state directory. Close it with Run's return
@@ -78,6 +80,7 @@ func New(cfg Config) (*Supervisor, error) {
 		registry:       prometheus.NewRegistry(),
 		notify:         newNotifier(),
 		spawned:        make(map[int]bool),
+		dirty:          make(chan struct{}, 1),
 	}
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
@@ -138,15 +141,38 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	wg.Add(1)
 	go func() { defer wg.Done(); s.notify.keepAlive(ctx) }()
-	if needReaper() {
+	// Orphans of the workers' children come to us, as to PID 1 in a
+	// container: reap them.
+	switch err := becomeSubreaper(); {
+	case os.Getpid() == 1:
 		s.log.Info("running as PID 1: reaping orphaned processes")
-		wg.Add(1)
-		go func() { defer wg.Done(); reaper{s}.run(ctx) }()
+	case err != nil:
+		s.log.Warn("cannot become a child subreaper; orphans go to init", "err", err)
+	default:
+		s.log.Info("child subreaper: reaping orphans of the workers' children")
 	}
-	if _, _, err := s.upgrade(ctx, "", func(string) {}); err != nil {
-		s.stopAll(context.Background())
+	wg.Add(1)
+	go func() { defer wg.Done(); reaper{s}.run(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.saveState(ctx) }()
+
+	// Upgrades wait for the start: the control socket already serves.
+	s.opMu.Lock()
+	adopted, err := s.adopt()
+	if err != nil {
+		s.opMu.Unlock()
+		// Leave the state file: the workers it names still serve.
 		return fmt.Errorf("start: %w", err)
 	}
+	if !adopted {
+		if _, _, err := s.upgrade(ctx, "", func(string) {}); err != nil {
+			s.opMu.Unlock()
+			s.stopAll(context.Background())
+			s.closeState()
+			return fmt.Errorf("start: %w", err)
+		}
+	}
+	s.opMu.Unlock()
 	migrate, _ := reuseport.MigrateReq()
 	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers,
 		"probation", s.cfg.Probation, "tcp_migrate_req", migrate)
@@ -278,6 +304,7 @@ func (s *Supervisor) onExit(w *worker, err error) {
 		w.listening = false
 	}
 	s.listenMu.Unlock()
+	s.markDirty()
 
 	// The kernel moved the group's last socket into the freed slot.
 	if left {

@@ -170,6 +170,7 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, progress func(s
 		}
 	}
 	s.mu.Unlock()
+	s.markDirty()
 	if err := s.resteer(); err != nil {
 		log.Warn("steer to new generation", "err", err)
 	}
@@ -341,6 +342,7 @@ func (s *Supervisor) releaseWorkers(workers []*worker) {
 			s.group.Leave(w)
 			w.listening = false
 		}
+		s.markDirty()
 		if err := s.resteerLocked(); err != nil {
 			s.log.Warn("re-steer after release", "err", err)
 		}
@@ -383,6 +385,7 @@ func (s *Supervisor) watchDrain(g *generation, workers []*worker) <-chan time.Du
 			g.state = StateExited
 		}
 		s.mu.Unlock()
+		s.markDirty()
 		s.log.Info("generation drained", "generation", g.num, "version", g.release.Version, "after_ms", d.Milliseconds())
 		done <- d
 	}()
@@ -456,6 +459,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
 	s.stopAll(ctx)
+	s.closeState()
 	close(s.stopped)
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/launcherd/launcher/internal/control"
 )
 
@@ -62,6 +64,9 @@ type worker struct {
 	pid   int
 	tail  *tailBuffer
 
+	pidfdMu  sync.Mutex
+	pidfd    int           // an adopted worker's pidfd, -1 once closed; spawned ones have cmd
+	rejoined chan struct{} // closed when a worker that lost its supervisor dials again
 	readyCh  chan struct{} // closed when the worker reports ready and is healthy
 	readyErr chan error    // a failure before ready (fail message, failed health check)
 	replies  chan control.Message
@@ -92,6 +97,8 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 		readyErr: make(chan error, 1),
 		replies:  make(chan control.Message, 1),
 		exited:   make(chan struct{}),
+		rejoined: make(chan struct{}),
+		pidfd:    -1,
 	}
 	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
 	cmd.Env = append(workerEnv(os.Environ()),
@@ -131,6 +138,7 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 	w.cmd, w.pid = cmd, cmd.Process.Pid
 	s.spawned[w.pid] = true
 	s.spawnMu.Unlock()
+	s.markDirty()
 	copied := make(chan struct{})
 	go func() { // owned by the process: ends at its stderr's EOF
 		defer close(copied)
@@ -158,7 +166,16 @@ func (w *worker) signal(sig syscall.Signal) {
 	select {
 	case <-w.exited:
 	default:
-		w.cmd.Process.Signal(sig)
+		if w.cmd != nil {
+			w.cmd.Process.Signal(sig)
+			return
+		}
+		// Adopted: through its pidfd, which cannot name a reused pid.
+		w.pidfdMu.Lock()
+		if w.pidfd >= 0 {
+			unix.PidfdSendSignal(w.pidfd, sig, nil, 0)
+		}
+		w.pidfdMu.Unlock()
 	}
 }
 

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// TestSupervisorKilledWorkersServeOnAndAreAdopted: SIGKILL the supervisor
+// under load and with a long request in flight. The workers serve on
+// without it, not one request fails; a `launcher start` with another
+// --listen is refused and changes nothing; one on the same state dir and
+// address adopts the running generation (same pids, their logs reach the
+// new supervisor, their metrics too) and can upgrade it.
+func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
+	maddr := freeAddr(t)
+	s := startSup(t, "--workers", "2", "--metrics", maddr)
+	v1 := activeGen(s.status())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := probationLoad(ctx, s.addr)
+	long := longRequest(s.addr, 2*time.Second)
+	s.waitForInflight(1, 1)
+
+	s.cmd.Process.Kill()
+	s.wait(5 * time.Second)
+	// No supervisor: the workers serve on.
+	for range 20 {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+			t.Fatalf("without a supervisor GET / = %q", b)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.stateDir, "state.json")); err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+
+	// Another address: refused, nothing changes.
+	_, errOut, code := runCLI(t, "start", "--listen", freeAddr(t), "--state-dir", s.stateDir, "--releases", bins.releases,
+		"--", filepath.Join(bins.releases, "v1", "hello"))
+	if code == 0 || !strings.Contains(errOut, "workers of a killed supervisor still serve") {
+		t.Errorf("start with another --listen: exit %d, %q; want refused", code, errOut)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+		t.Fatalf("after the refused start GET / = %q", b)
+	}
+
+	s2 := startSupAt(t, s.addr, s.stateDir, "--workers", "2", "--metrics", maddr)
+	st := s2.status()
+	g := activeGen(st)
+	if st.PID == 0 || g == nil || g.Generation != 1 || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {
+		t.Fatalf("after adoption: supervisor %d, active %+v; want generation 1 with pids %v", st.PID, g, v1.PIDs)
+	}
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Errorf("long request across the supervisor's death: %q, %v", r.body, r.err)
+	}
+	eventually(t, 5*time.Second, "adopted workers log to the new supervisor", func() error {
+		if !strings.Contains(s2.log.String(), `msg="rejoined a supervisor"`) {
+			return fmt.Errorf("no worker line in the new supervisor's log")
+		}
+		return nil
+	})
+	if v := metricValue(t, maddr, `launcher_generations{state="active"}`); v != 1 {
+		t.Errorf("launcher_generations{state=active} = %v after adoption", v)
+	}
+	if b := string(scrape(t, maddr)); !strings.Contains(b, `launcher_inflight_requests{generation="1",version="v1",worker="0"}`) {
+		t.Errorf("the adopted workers' series are missing from /metrics")
+	}
+
+	if out, errOut, code := s2.cli("upgrade", "--wait", "v2"); code != 0 {
+		t.Fatalf("upgrade after adoption: exit %d\n%s%s", code, out, errOut)
+	}
+	s2.checkOnlyGeneration(2, v1.PIDs)
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	for _, r := range wait() {
+		t.Logf("%s: %d requests, %d failed %v, versions %v", r.Config.Mode, r.Requests, r.Failures(), r.Samples, r.Versions)
+		if r.Failures() > 0 {
+			t.Errorf("%s: %d requests failed across the supervisor's death, the adoption and an upgrade", r.Config.Mode, r.Failures())
+		}
+		if r.Versions["v2"] == 0 {
+			t.Errorf("%s: no answer from v2", r.Config.Mode)
+		}
+	}
+	if _, err := supervisor.GetStatus(context.Background(), s2.stateDir); err != nil {
+		t.Fatal(err)
+	}
+}
