@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -126,13 +127,17 @@ func (s *Supervisor) adopt() (bool, error) {
 	s.markDirty()
 
 	// Wait for them to dial again: steering and releasing need them.
-	timeout := time.NewTimer(rejoinWait)
-	defer timeout.Stop()
+	// A generation still starting never rejoins: it was not ready.
+	ctx, cancel := context.WithTimeout(context.Background(), rejoinWait)
+	defer cancel()
 	for _, w := range live {
+		if w.gen.state == StateStarting {
+			continue
+		}
 		select {
 		case <-w.rejoined:
 		case <-w.exited:
-		case <-timeout.C:
+		case <-ctx.Done():
 		}
 	}
 	for _, g := range gens {

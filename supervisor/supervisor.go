@@ -56,6 +56,7 @@ type Supervisor struct {
 	opCancel       context.CancelFunc // cancels the running upgrade
 	stopped        chan struct{}
 	restarts       map[*generation]*backoff
+	started        chan struct{} // closed once the first generation serves or is adopted
 	dirty          chan struct{} // the state file needs writing
 	stateClosed    bool          // everything stopped: no state file any more
 }
@@ -81,6 +82,7 @@ func New(cfg Config) (*Supervisor, error) {
 		notify:         newNotifier(),
 		spawned:        make(map[int]bool),
 		dirty:          make(chan struct{}, 1),
+		started:        make(chan struct{}),
 	}
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
@@ -173,6 +175,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		}
 	}
 	s.opMu.Unlock()
+	close(s.started)
 	migrate, _ := reuseport.MigrateReq()
 	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers,
 		"probation", s.cfg.Probation, "tcp_migrate_req", migrate)

@@ -20,6 +20,9 @@ import (
 // serves, or with wait when the old one has also exited. progress receives
 // one line per step. On failure the old generation serves on untouched.
 func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progress func(string)) (string, error) {
+	if err := s.waitStarted(ctx); err != nil {
+		return "", err
+	}
 	if !s.opMu.TryLock() {
 		return "", ErrUpgradeInProgress
 	}
@@ -30,6 +33,19 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 	// upgrade or a rollback may come meanwhile.
 	s.opMu.Unlock()
 	return followUp(ctx, sum, follow, err, wait, progress)
+}
+
+// waitStarted waits until the supervisor has started or adopted its first
+// generation: an upgrade asked for meanwhile is not "in progress" yet.
+func (s *Supervisor) waitStarted(ctx context.Context) error {
+	select {
+	case <-s.started:
+		return nil
+	case <-s.stopped:
+		return errors.New("the supervisor has stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // followUp waits, if asked to, for what follows an upgrade that served:
@@ -44,6 +60,9 @@ func followUp(ctx context.Context, sum string, follow func(context.Context, func
 
 // Rollback upgrades to the release that was active before the current one.
 func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(string)) (string, error) {
+	if err := s.waitStarted(ctx); err != nil {
+		return "", err
+	}
 	if !s.opMu.TryLock() {
 		return "", ErrUpgradeInProgress
 	}
