@@ -167,6 +167,9 @@ func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args 
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	// Workers share the supervisor's stdout: a killed supervisor's Wait
+	// must not wait for them to close it.
+	p.cmd.WaitDelay = 2 * time.Second
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("launcher start: %v", err)
 	}
@@ -265,6 +268,16 @@ func launcherCLI(bin string, env []string, args ...string) (string, error) {
 }
 
 // activeVersion returns the version of the active generation, "" if none.
+// activePIDs returns the active generation's worker pids, printed.
+func activePIDs(st supervisor.Status) string {
+	for _, g := range st.Generations {
+		if g.State == supervisor.StateActive {
+			return fmt.Sprint(g.PIDs)
+		}
+	}
+	return ""
+}
+
 func activeVersion(st supervisor.Status) string {
 	for _, g := range st.Generations {
 		if g.State == supervisor.StateActive {

@@ -234,7 +234,8 @@ func TestSystemdUnit(t *testing.T) {
 
 	u := parseUnit(t, unitFile)
 	for key, want := range map[string]string{
-		"Type": "notify", "NotifyAccess": "main", "KillMode": "mixed", "Restart": "on-failure",
+		"Type": "notify", "NotifyAccess": "main", "KillMode": "process", "Restart": "on-failure",
+		"RuntimeDirectoryPreserve": "restart",
 	} {
 		if got := u.one(t, "Service", key); got != want {
 			t.Errorf("%s=%s, want %s", key, got, want)
@@ -496,6 +497,26 @@ func TestSystemdNotify(t *testing.T) {
 	repoint(t, filepath.Join(appRoot, "current"), "releases/v3")
 	upgrade("v3", reload...)
 
+	// KillMode=process, Restart=on-failure, RuntimeDirectoryPreserve=
+	// restart: a supervisor killed outright (as the watchdog would) is
+	// started again by systemd and adopts the workers, which never stopped.
+	workers := activePIDs(p.status())
+	p.cmd.Process.Kill()
+	p.wait(10 * time.Second)
+	wantHello(t, addr, "v3")
+	restarted := time.Now() // no supervisor, no WATCHDOG=1 before this
+	p = startLauncher(t, start[0], addr, stateDir, []string{
+		"NOTIFY_SOCKET=" + rec.path, "WATCHDOG_USEC=" + strconv.Itoa(int(watchdog/time.Microsecond)), "WATCHDOG_PID=",
+	}, start[1:]...)
+	i, ready = rec.waitFor(t, i+1, "READY", 10*time.Second)
+	if !strings.Contains(ready.kv["STATUS"], "v3") || ready.kv["MAINPID"] != strconv.Itoa(p.cmd.Process.Pid) {
+		t.Errorf("READY=1 after the restart with STATUS=%q MAINPID=%q, want v3 and pid %d", ready.kv["STATUS"], ready.kv["MAINPID"], p.cmd.Process.Pid)
+	}
+	if got := activePIDs(p.status()); got != workers {
+		t.Errorf("workers after the restart %s, want the adopted %s", got, workers)
+	}
+	wantHello(t, addr, "v3")
+
 	// Let the watchdog run a while, then stop.
 	time.Sleep(3 * watchdog)
 	if out, err := launcherCLI(b.launcher, nil, "stop", "--state-dir", stateDir); err != nil {
@@ -523,12 +544,15 @@ func TestSystemdNotify(t *testing.T) {
 			pings = append(pings, m.at)
 		}
 	}
-	want := "READY RELOADING READY RELOADING READY STOPPING"
+	want := "READY RELOADING READY RELOADING READY READY STOPPING"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Errorf("sd_notify sequence %q, want %q; datagrams:\n%s", got, want, rec.dump())
 	}
 	last, maxGap := readyAt, time.Duration(0)
 	for _, at := range pings {
+		if at.After(restarted) && last.Before(restarted) {
+			last = restarted
+		}
 		maxGap = max(maxGap, at.Sub(last))
 		last = at
 	}
