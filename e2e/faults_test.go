@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -53,6 +54,16 @@ func metricValue(t *testing.T, addr, series string) float64 {
 func TestFailedUpgradesLeaveOldServing(t *testing.T) {
 	addRelease(t, "vexit", `echo "fatal: cannot read /etc/hello.conf" >&2; exit 3`)
 	addRelease(t, "vhang", `exec sleep 60`)
+	// A port held by a socket without SO_REUSEPORT: the release listens on
+	// it too, and its bind fails.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	hello := filepath.Join(bins.releases, "v2", "hello")
+	addRelease(t, "vbind", `LAUNCHER_LISTEN="$LAUNCHER_LISTEN,`+held.Addr().String()+`" exec `+hello+` "$@"`)
+	addRelease(t, "vunhealthy", `exec `+hello+` -unhealthy "$@"`)
 	maddr := freeAddr(t)
 	s := startSup(t, "--metrics", maddr, "--ready-timeout", "1s")
 	before := activeGen(s.status())
@@ -63,6 +74,8 @@ func TestFailedUpgradesLeaveOldServing(t *testing.T) {
 	}{
 		{"vexit", []string{"before ready", "fatal: cannot read /etc/hello.conf", "generation 1 (v1) serves on"}},
 		{"vhang", []string{"not ready within --ready-timeout 1s", "generation 1 (v1) serves on"}},
+		{"vbind", []string{held.Addr().String(), "address in use by a socket without SO_REUSEPORT", "generation 1 (v1) serves on"}},
+		{"vunhealthy", []string{"health check", "database unreachable (-unhealthy)", "generation 1 (v1) serves on"}},
 	}
 	for i, tt := range tests {
 		_, stderr, code := s.cli("upgrade", tt.version)

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -231,6 +233,11 @@ func checkHealth(socket string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		// The app's reason, briefly: it is for the operator's error line.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		if why := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]); why != "" {
+			return fmt.Errorf("/healthz answered %s: %s", resp.Status, why)
+		}
 		return fmt.Errorf("/healthz answered %s", resp.Status)
 	}
 	return nil

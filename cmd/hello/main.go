@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -28,6 +29,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen address when run without a supervisor")
 	pidfile := flag.String("pidfile", "", "write the serving process's pid here (standalone)")
 	plain := flag.Bool("plain", false, "serve with plain net/http, without the launcher (a baseline for benchmarks)")
+	unhealthy := flag.Bool("unhealthy", false, "fail the supervisor's health check (shows a refused upgrade)")
 	flag.Parse()
 
 	if *plain {
@@ -50,7 +52,11 @@ func main() {
 	})
 	reg.MustRegister(slept)
 
-	app, err := launcher.New(launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg})
+	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg}
+	if *unhealthy {
+		opts.Health = func() error { return errors.New("database unreachable (-unhealthy)") }
+	}
+	app, err := launcher.New(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
