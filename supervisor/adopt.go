@@ -45,16 +45,8 @@ func (s *Supervisor) adopt() (bool, error) {
 			if !ok {
 				continue
 			}
-			w := &worker{
-				gen: g, index: sw.Index, token: sw.Token, admin: sw.Admin, pid: sw.PID, pidfd: pidfd,
-				tail:     newTailBuffer(20),
-				readyCh:  make(chan struct{}),
-				readyErr: make(chan error, 1),
-				replies:  make(chan control.Message, 1),
-				exited:   make(chan struct{}),
-				rejoined: make(chan struct{}),
-				ready:    sw.Ready,
-			}
+			w := newWorker(g, sw.Index, sw.Token, sw.Admin)
+			w.pid, w.pidfd, w.ready = sw.PID, pidfd, sw.Ready
 			if w.ready {
 				close(w.readyCh)
 			}
@@ -108,7 +100,9 @@ func (s *Supervisor) adopt() (bool, error) {
 		}
 	}
 	s.gens = gens
+	s.lastGen = st.LastGen
 	for _, g := range gens {
+		s.lastGen = max(s.lastGen, g.num)
 		if g.num == st.Active && g.state == StateActive {
 			s.active = g
 		}

@@ -20,6 +20,7 @@ type savedState struct {
 	Saved      time.Time      `json:"saved"`
 	Listen     []string       `json:"listen"`
 	Active     int            `json:"active_generation"`
+	LastGen    int            `json:"last_generation"`
 	Gens       []savedGen     `json:"generations"`
 	Group      []string       `json:"reuseport_group"` // worker tokens, by slot in the kernel's group
 	History    []savedRelease `json:"history"`
@@ -90,7 +91,7 @@ func (s *Supervisor) snapshot() (st savedState, keep bool) {
 	if s.stateClosed {
 		return st, false
 	}
-	st = savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: s.cfg.Listen}
+	st = savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: s.cfg.Listen, LastGen: s.lastGen}
 	if s.active != nil {
 		st.Active = s.active.num
 	}

@@ -47,6 +47,7 @@ type Supervisor struct {
 	mu             sync.Mutex
 	ctx            context.Context // the Run context, for restarts
 	gens           []*generation
+	lastGen        int // the newest generation's number
 	active         *generation
 	history        []release // releases that became active, oldest first
 	workersByToken map[string]*worker

@@ -142,10 +142,10 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, progress func(s
 		progress("previous probation ended: its standby generation drains")
 	}
 	s.mu.Lock()
-	num := 1
-	if n := len(s.gens); n > 0 {
-		num = s.gens[n-1].num + 1
-	}
+	// Numbers are never reused, even those of generations forgotten
+	// since (and, across an adoption, those the state file leaves out).
+	s.lastGen++
+	num := s.lastGen
 	g := &generation{num: num, release: rel, state: StateStarting, started: start}
 	s.gens = append(s.pruneLocked(), g)
 	old := s.active

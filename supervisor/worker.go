@@ -87,11 +87,10 @@ func newToken() string {
 	return hex.EncodeToString(b)
 }
 
-// startWorker starts process index of g. The caller holds no lock.
-func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
-	w := &worker{
-		gen: g, index: index, token: newToken(),
-		admin:    s.dir.adminSocket(g.num, index),
+// newWorker returns worker index of g, not yet running.
+func newWorker(g *generation, index int, token, admin string) *worker {
+	return &worker{
+		gen: g, index: index, token: token, admin: admin,
 		tail:     newTailBuffer(20),
 		readyCh:  make(chan struct{}),
 		readyErr: make(chan error, 1),
@@ -100,6 +99,11 @@ func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
 		rejoined: make(chan struct{}),
 		pidfd:    -1,
 	}
+}
+
+// startWorker starts process index of g. The caller holds no lock.
+func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
+	w := newWorker(g, index, newToken(), s.dir.adminSocket(g.num, index))
 	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
 	cmd.Env = append(workerEnv(os.Environ()),
 		control.EnvGeneration+"="+strconv.Itoa(g.num),
