@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,5 +92,44 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 	}
 	if _, err := supervisor.GetStatus(context.Background(), s2.stateDir); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdoptionRestartsWorkersLostMeanwhile: a worker that dies while no
+// supervisor runs is started again once one adopts the rest, and steering
+// stays right: every request is answered.
+func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
+	s := startSup(t, "--workers", "3")
+	before := activeGen(s.status()).PIDs
+	s.cmd.Process.Kill()
+	s.wait(5 * time.Second)
+	// The middle one: the kernel moves the last socket into its slot.
+	if err := syscall.Kill(before[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "worker gone", func() error {
+		if alive(before[1]) {
+			return fmt.Errorf("pid %d alive", before[1])
+		}
+		return nil
+	})
+	s2 := startSupAt(t, s.addr, s.stateDir, "--workers", "3")
+	eventually(t, 10*time.Second, "three workers again", func() error {
+		g := activeGen(s2.status())
+		if g == nil || g.Generation != 1 || len(g.PIDs) != 3 {
+			return fmt.Errorf("active %+v", g)
+		}
+		return nil
+	})
+	g := activeGen(s2.status())
+	for _, p := range []int{before[0], before[2]} {
+		if !slices.Contains(g.PIDs, p) {
+			t.Errorf("adopted pid %d missing from %v", p, g.PIDs)
+		}
+	}
+	for range 50 {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+			t.Fatalf("GET / = %q", b)
+		}
 	}
 }

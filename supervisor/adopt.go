@@ -148,6 +148,20 @@ func (s *Supervisor) adopt() (bool, error) {
 	if err := s.resteer(); err != nil {
 		s.log.Warn("steer after adoption", "err", err)
 	}
+	// Workers that died while no supervisor ran are started again, as any
+	// crashed worker is.
+	s.mu.Lock()
+	var missing []int
+	for i := 0; i < s.cfg.Workers; i++ {
+		if !slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i }) {
+			missing = append(missing, i)
+		}
+	}
+	s.mu.Unlock()
+	for _, i := range missing {
+		s.log.Warn("worker gone while no supervisor ran; restarting", "generation", active.num, "version", active.release.Version, "worker", i)
+		s.scheduleRestart(active, i)
+	}
 	return true, nil
 }
 

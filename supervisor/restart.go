@@ -73,10 +73,15 @@ func (s *Supervisor) scheduleRestart(g *generation, index int) {
 			return
 		}
 		s.mu.Lock()
+		replaced := false
 		for i, o := range g.workers {
 			if o.index == index {
 				g.workers[i] = w
+				replaced = true
 			}
+		}
+		if !replaced { // gone before an adoption
+			g.workers = append(g.workers, w)
 		}
 		s.mu.Unlock()
 		s.log.Info("worker restarted", "generation", g.num, "version", g.release.Version, "worker", index, "pid", w.pid)
