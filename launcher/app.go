@@ -162,7 +162,7 @@ func (a *App) connect(path string) error {
 	err = ctl.Write(control.Message{
 		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
 		Generation: a.generation, Worker: a.worker, PID: os.Getpid(),
-		Token: a.token,
+		Token: a.token, Caps: control.WorkerCaps(),
 	})
 	if err == nil {
 		var m control.Message

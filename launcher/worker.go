@@ -77,6 +77,14 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 				ctl.Write(reply)
 				a.markStopping()
 			}()
+		case control.TypeQuiesce:
+			go func() { // bounded by releaseTimeout
+				reply := control.Message{Type: control.TypeQuiesced}
+				if err := a.quiesce(time.Duration(m.SettleMS) * time.Millisecond); err != nil {
+					reply.Error = err.Error()
+				}
+				ctl.Write(reply)
+			}()
 		case control.TypeStandby:
 			a.tracker.SetKeepAlivesEnabled(false)
 			a.log.Info("on standby: steered away, handing keep-alive clients over")
@@ -137,6 +145,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	hello := control.Message{
 		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
 		Generation: a.generation, Worker: a.worker, PID: os.Getpid(), Token: a.token,
+		Caps:   control.WorkerCaps(),
 		Rejoin: true, Listening: len(a.lns) > 0 && !a.released, Ready: a.ready, Released: a.released,
 	}
 	a.mu.Unlock()
@@ -183,11 +192,16 @@ func (a *App) steer(slots []int) error {
 	return errors.Join(errs...)
 }
 
-// release stops accepting without losing a connection: each listener's
-// accept queue is emptied (the Serve loops keep accepting) and then it is
-// closed. naive closes at once, as a plain Shutdown-based server does. The
-// caller then starts the drain with markStopping.
-func (a *App) release(settle time.Duration, naive bool) error {
+// quiesce waits until every listener's accept queue has stayed empty for
+// settle, keeping them open: the Serve loops keep accepting.
+func (a *App) quiesce(settle time.Duration) error {
+	return a.eachListener(func(ctx context.Context, ln *net.TCPListener) error {
+		return reuseport.Quiesce(ctx, ln, settle)
+	})
+}
+
+// eachListener runs f on every listener at once, within releaseTimeout.
+func (a *App) eachListener(f func(context.Context, *net.TCPListener) error) error {
 	lns := a.listeners()
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
@@ -197,15 +211,24 @@ func (a *App) release(settle time.Duration, naive bool) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if naive {
-				errs[i] = ln.Close()
-				return
-			}
-			errs[i] = reuseport.Drain(ctx, ln, settle)
+			errs[i] = f(ctx, ln)
 		}()
 	}
 	wg.Wait()
-	err := errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// release stops accepting without losing a connection: each listener's
+// accept queue is emptied (the Serve loops keep accepting) and then it is
+// closed. naive closes at once, as a plain Shutdown-based server does. The
+// caller then starts the drain with markStopping.
+func (a *App) release(settle time.Duration, naive bool) error {
+	err := a.eachListener(func(ctx context.Context, ln *net.TCPListener) error {
+		if naive {
+			return ln.Close()
+		}
+		return reuseport.Drain(ctx, ln, settle)
+	})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		a.log.Warn("release listeners", "err", err)
 		return err

@@ -24,6 +24,21 @@ const pollEvery = 2 * time.Millisecond
 // listener closes are reset. When ctx ends first, ln is closed anyway and
 // the number of connections left in the queue is reported in the error.
 func Drain(ctx context.Context, ln *net.TCPListener, settle time.Duration) error {
+	if err := Quiesce(ctx, ln, settle); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := ln.Close(); err != nil {
+		return fmt.Errorf("drain: close %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Quiesce waits until ln's accept queue has stayed empty for settle (0
+// means DefaultSettle) and leaves ln open; the caller keeps accepting.
+// Listeners steered away from can quiesce all at once, and then each
+// closes after a much shorter Drain.
+func Quiesce(ctx context.Context, ln *net.TCPListener, settle time.Duration) error {
 	if settle <= 0 {
 		settle = DefaultSettle
 	}
@@ -33,21 +48,16 @@ func Drain(ctx context.Context, ln *net.TCPListener, settle time.Duration) error
 	for {
 		n, err := QueueLen(ln)
 		if err != nil {
-			ln.Close()
 			return fmt.Errorf("drain: %w", err)
 		}
 		now := time.Now()
 		if n > 0 {
 			emptySince = now
 		} else if now.Sub(emptySince) >= settle {
-			if err := ln.Close(); err != nil {
-				return fmt.Errorf("drain: close %s: %w", ln.Addr(), err)
-			}
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			ln.Close()
 			return fmt.Errorf("drain %s: %d connections left queued: %w", ln.Addr(), n, ctx.Err())
 		case <-t.C:
 		}

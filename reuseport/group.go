@@ -46,3 +46,27 @@ func (g *Group[K]) Len() int { return len(g.socks) }
 
 // Members returns the owners in slot order.
 func (g *Group[K]) Members() []K { return append([]K(nil), g.socks...) }
+
+// StableSlots returns the indices of the sockets whose owner satisfies
+// keep and whose index stays the same when k leaves: all but k's own and,
+// unless k is last, the last one, which the kernel moves into k's slot. A
+// program steering to them is exact both before and after k's socket
+// closes, so no connection falls back to the kernel's own choice (which
+// could be another socket about to close) in between.
+func (g *Group[K]) StableSlots(k K, keep func(K) bool) []int {
+	idx := -1
+	for i, s := range g.socks {
+		if s == k {
+			idx = i
+		}
+	}
+	last := len(g.socks) - 1
+	var out []int
+	for i, s := range g.socks {
+		if i == idx || (i == last && idx != last && idx >= 0) || !keep(s) {
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -283,5 +284,61 @@ func TestGroupModelMatchesKernel(t *testing.T) {
 	wait()
 	if got := counts[2].Load(); got != 100 {
 		t.Errorf("socket 3 accepted %d of 100 (others %d, %d)", got, counts[0].Load(), counts[1].Load())
+	}
+}
+
+func TestGroupStableSlots(t *testing.T) {
+	isNew := func(k string) bool { return k[0] == 'n' }
+	tests := []struct {
+		name    string
+		members []string
+		leave   string
+		want    []int
+	}{
+		{"old first, new last: the last moves", []string{"o0", "o1", "n0", "n1"}, "o0", []int{2}},
+		{"leaving the last moves nothing", []string{"n0", "n1", "o0"}, "o0", []int{0, 1}},
+		{"a single new socket that moves", []string{"o0", "n0"}, "o0", nil},
+		{"a starting socket is last", []string{"o0", "n0", "n1", "s0"}, "o0", []int{1, 2}},
+		{"not in the group", []string{"n0", "n1"}, "x", []int{0, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var g reuseport.Group[string]
+			for _, m := range tt.members {
+				g.Join(m)
+			}
+			if got := g.StableSlots(tt.leave, isNew); !slices.Equal(got, tt.want) {
+				t.Errorf("StableSlots(%q) = %v; want %v", tt.leave, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStableSlotsAcrossAClose: steered to the stable slots, new
+// connections reach only new sockets before and after an old socket
+// closes, never the old socket still open.
+func TestStableSlotsAcrossAClose(t *testing.T) {
+	lns := listenGroup(t, 4) // o0, o1, n0, n1
+	var g reuseport.Group[int]
+	for i := range lns {
+		g.Join(i)
+	}
+	slots := g.StableSlots(0, func(k int) bool { return k >= 2 })
+	if err := reuseport.Steer(lns[1], slots); err != nil {
+		t.Fatal(err)
+	}
+	live := []*net.TCPListener{lns[1], lns[2], lns[3]}
+	counts, wait := countAccepts(live)
+	addr := lns[1].Addr().String()
+	dialN(t, addr, 50)
+	lns[0].Close()
+	dialN(t, addr, 50)
+	time.Sleep(50 * time.Millisecond)
+	for _, ln := range live {
+		ln.Close()
+	}
+	wait()
+	if o1, n := counts[0].Load(), counts[1].Load()+counts[2].Load(); o1 != 0 || n != 100 {
+		t.Errorf("old socket still open accepted %d, new sockets %d of 100", o1, n)
 	}
 }

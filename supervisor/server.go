@@ -100,6 +100,9 @@ func (s *Supervisor) handleWorker(conn *control.Conn, hello control.Message) {
 	case !hello.Rejoin:
 		w.conn = conn
 	}
+	if w != nil {
+		w.caps = hello.Caps
+	}
 	s.mu.Unlock()
 	if w == nil {
 		conn.Write(control.Message{Type: control.TypeResult, Error: "unknown worker"})
@@ -150,7 +153,7 @@ func (s *Supervisor) handleWorker(conn *control.Conn, hello control.Message) {
 			if m.Error != "" {
 				s.drainCut(w, m.Cut)
 			}
-		case control.TypeSteered, control.TypeReleased:
+		case control.TypeSteered, control.TypeReleased, control.TypeQuiesced:
 			select {
 			case w.replies <- m:
 			default:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -341,17 +342,32 @@ func (s *Supervisor) abortGeneration(g *generation) {
 // re-steered after each close because the kernel moves the last socket
 // into the freed slot. Connections that reach a not-yet-released worker
 // meanwhile are simply served by it.
+//
+// When another generation is active and steered to, the wait for empty
+// queues (--settle) runs for all of them at once first (quiesce); then
+// each close needs only a short settle, with the program pointed for that
+// moment at the slots the close does not move (Group.StableSlots), so that
+// no connection meets a listener about to close.
 func (s *Supervisor) releaseWorkers(workers []*worker) {
 	msg := control.Message{
 		Type: control.TypeRelease, SettleMS: s.cfg.Settle.Milliseconds(),
 		DrainMS: s.cfg.DrainTimeout.Milliseconds(), Naive: s.cfg.Handover != HandoverSteer,
 	}
+	quiesced := s.quiesce(workers)
 	for _, w := range workers {
 		s.mu.Lock()
 		w.stopping = true
 		s.mu.Unlock()
 		s.listenMu.Lock()
-		err := s.request(w, msg, control.TypeReleased, 15*time.Second)
+		m := msg
+		if quiesced[w] {
+			if err := s.steerStableLocked(w); err != nil {
+				s.log.Debug("no stable steering for a quick release; full settle", "worker", w.index, "err", err)
+			} else {
+				m.SettleMS = quickSettle.Milliseconds()
+			}
+		}
+		err := s.request(w, m, control.TypeReleased, 15*time.Second)
 		if err != nil && !isClosed(w.exited) {
 			s.log.Warn("release worker", "generation", w.gen.num, "worker", w.index, "pid", w.pid, "err", err)
 			w.signal(syscall.SIGTERM)
@@ -367,6 +383,74 @@ func (s *Supervisor) releaseWorkers(workers []*worker) {
 		}
 		s.listenMu.Unlock()
 	}
+}
+
+// quickSettle is how long a quiesced worker's accept queue must stay empty
+// before it closes: nothing is steered to it by then.
+const quickSettle = 5 * time.Millisecond
+
+// quiesce asks every worker that can to wait until its accept queues have
+// stayed empty for --settle, all at once, and returns those that did. It
+// does nothing unless the workers are steered away from: another
+// generation is active, with ready workers, and the handover steers.
+func (s *Supervisor) quiesce(workers []*worker) map[*worker]bool {
+	done := map[*worker]bool{}
+	if s.cfg.Handover != HandoverSteer || len(workers) < 2 {
+		return done // one worker gains nothing
+	}
+	s.mu.Lock()
+	active := s.active
+	var todo []*worker
+	for _, w := range workers {
+		if w.gen == active {
+			todo = nil // a stop: nothing else to steer to
+			break
+		}
+		if w.conn != nil && w.listening && slices.Contains(w.caps, control.CapQuiesce) {
+			todo = append(todo, w)
+		}
+	}
+	s.mu.Unlock()
+	type result struct {
+		w   *worker
+		err error
+	}
+	results := make(chan result, len(todo))
+	msg := control.Message{Type: control.TypeQuiesce, SettleMS: s.cfg.Settle.Milliseconds()}
+	for _, w := range todo {
+		go func() { // bounded by the request's timeout
+			results <- result{w, s.request(w, msg, control.TypeQuiesced, s.cfg.Settle+10*time.Second)}
+		}()
+	}
+	for range todo {
+		r := <-results
+		if r.err == nil {
+			done[r.w] = true
+		} else if !isClosed(r.w.exited) {
+			s.log.Warn("quiesce worker; it will settle on release", "generation", r.w.gen.num, "worker", r.w.index, "pid", r.w.pid, "err", r.err)
+		}
+	}
+	return done
+}
+
+// steerStableLocked points the program, for the moment w's sockets close,
+// at the active generation's ready sockets whose slots that close does not
+// move. The caller holds listenMu.
+func (s *Supervisor) steerStableLocked(w *worker) error {
+	s.mu.Lock()
+	active := s.active
+	slots := s.group.StableSlots(w, func(o *worker) bool { return o.gen == active && o.ready })
+	var agent *worker
+	for _, o := range s.group.Members() {
+		if o.conn != nil && o.gen == active {
+			agent = o
+		}
+	}
+	s.mu.Unlock()
+	if len(slots) == 0 || agent == nil {
+		return errors.New("no slot of the active generation stays in place")
+	}
+	return s.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second)
 }
 
 // watchDrain waits for g's workers to exit, kills them at --drain-timeout,

@@ -75,9 +75,10 @@ type worker struct {
 	// Guarded by Supervisor.mu.
 	conn        *control.Conn
 	ready       bool
-	listening   bool // its sockets are in the reuseport group model
-	stopping    bool // its exit is expected (drain, stop, abort)
-	cutReported bool // it reported a drain cut at its deadline
+	listening   bool     // its sockets are in the reuseport group model
+	stopping    bool     // its exit is expected (drain, stop, abort)
+	cutReported bool     // it reported a drain cut at its deadline
+	caps        []string // what its library understands (control.Cap*)
 	exitErr     error
 }
 

@@ -55,6 +55,13 @@ const (
 	TypeRelease     = "release"
 	TypeReleased    = "released"
 	TypeHandoffDone = "handoff-done"
+	// TypeQuiesce asks a worker steered away from to wait until its accept
+	// queues have stayed empty for SettleMS, keeping its listeners open;
+	// it answers TypeQuiesced. Several workers quiesce at once, and each
+	// release that follows needs only a short settle. Only workers whose
+	// hello lists CapQuiesce get it.
+	TypeQuiesce  = "quiesce"
+	TypeQuiesced = "quiesced"
 	// TypeStandby asks a worker steered away from to hand its keep-alive
 	// clients over (Connection: close) while keeping its listeners, and
 	// TypeResume to keep connections alive again. Neither has a reply.
@@ -77,6 +84,10 @@ type Message struct {
 	Worker     int    `json:"worker,omitempty"`
 	PID        int    `json:"pid,omitempty"`
 	Token      string `json:"token,omitempty"`
+	// Caps lists what a worker's library understands beyond the first
+	// messages of version 1: the old generation of an upgrade often runs a
+	// library older than the supervisor.
+	Caps []string `json:"caps,omitempty"`
 	// A worker dialing again after losing its supervisor says so, and
 	// says where it is: its listeners open, ready, released. The welcome
 	// then carries a new stderr for it (see SendFile).
@@ -260,6 +271,12 @@ func (c *Conn) Close() error { return c.c.Close() }
 
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.c }
+
+// CapQuiesce in a worker's hello says it understands TypeQuiesce.
+const CapQuiesce = "quiesce"
+
+// WorkerCaps is what workers built with this package understand.
+func WorkerCaps() []string { return []string{CapQuiesce} }
 
 // Environment variables the supervisor sets for each worker. The app-side
 // API in package launcher reads them; an app never needs to.
