@@ -48,11 +48,11 @@ type App struct {
 	stopOnce sync.Once
 	// drainTimeout in ms, set by the supervisor's release message.
 	drainTimeout atomic.Int64
-	readerEnd    chan struct{} // closed when the control reader returns
-	closing      chan struct{} // closed by Close: stops dialing a lost supervisor again
-	controlPath  string        // the supervisor's control socket, "" standalone
-	token        string        // proves to the supervisor that this is its worker
-	sigpipe      chan os.Signal
+	readerEnd    chan struct{}  // closed when the control reader returns
+	closing      chan struct{}  // closed by Close: stops dialing a lost supervisor again
+	controlPath  string         // the supervisor's control socket, "" standalone
+	token        string         // proves to the supervisor that this is its worker
+	sigpipe      chan os.Signal // SIGPIPE caught, never read: see New
 
 	mu         sync.Mutex
 	ctl        *control.Conn // nil when standalone or between supervisors

@@ -48,13 +48,18 @@ func (p *probation) end(cause string) bool {
 
 // standbyReady reports whether every standby worker still runs, listens
 // and is ready, so traffic can go back to it. The caller holds s.mu.
-func (p *probation) standbyReady() bool {
-	for _, w := range p.workers {
+func (p *probation) standbyReady() bool { return canStandBy(p.workers) }
+
+// canStandBy reports whether workers can take traffic back at once: each
+// runs, listens and is ready, and none is being released. The caller
+// holds s.mu.
+func canStandBy(workers []*worker) bool {
+	for _, w := range workers {
 		if isClosed(w.exited) || !w.ready || !w.listening || w.stopping {
 			return false
 		}
 	}
-	return len(p.workers) > 0
+	return len(workers) > 0
 }
 
 // startProbationLocked puts old on standby behind g for --probation. The caller

@@ -183,7 +183,7 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, progress func(s
 	if old != nil {
 		oldWorkers = append(oldWorkers, old.workers...)
 		// A standby needs every old worker ready: traffic may come back.
-		if s.cfg.Probation > 0 && (&probation{workers: oldWorkers}).standbyReady() {
+		if s.cfg.Probation > 0 && canStandBy(oldWorkers) {
 			p = s.startProbationLocked(g, old)
 		} else {
 			old.state = StateDraining
