@@ -29,9 +29,10 @@ const (
 )
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo [-v]", stderr)
+	fs := newFlags("demo", "demo [-v] [--workers N] [--faults]", stderr)
 	verbose := fs.Bool("v", false, "show the supervisor's log")
 	workers := fs.Int("workers", 2, "worker processes per generation")
+	faults := fs.Bool("faults", false, "instead: a release that crashes during its probation, and a SIGKILLed supervisor whose workers are adopted")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -50,6 +51,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var log io.Writer = io.Discard
 	if *verbose {
 		log = stderr
+	}
+	if *faults {
+		return demoFaults(ctx, r, *workers, log, say)
 	}
 	// A probation shorter than the default, so the timeline shows it end.
 	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: *workers, Log: log, Extra: []string{"--probation", demoProbation.String()}})

@@ -32,7 +32,8 @@ Usage:
   launcher rollback [--wait]                    go back to the previous release
   launcher status [--json] [--watch]            show generations, versions, pids, in-flight work
   launcher stop                                 drain every generation, then stop the supervisor
-  launcher demo                                 build hello v1/v2, upgrade under load, print the result
+  launcher demo [--faults]                      build hello v1/v2, upgrade under load, print the result
+                                                (--faults: a crash in probation, a killed supervisor)
 
 Run 'launcher COMMAND --help' for a command's flags.
 `

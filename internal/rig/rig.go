@@ -103,6 +103,10 @@ type Options struct {
 	// Wrap, if set, is a command prefix for the supervisor (and so its
 	// workers), e.g. taskset -c 0 to pin them to one CPU.
 	Wrap []string
+	// Addr and StateDir, if set, are used instead of a free port and a
+	// new temporary directory: a supervisor started on those of a killed
+	// one adopts its workers.
+	Addr, StateDir string
 }
 
 // Supervisor is a running `launcher start`.
@@ -119,13 +123,17 @@ type Supervisor struct {
 // Start runs `launcher start` on a free loopback port and waits until it
 // serves. Stop it with [Supervisor.Stop].
 func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
+	addr, state := o.Addr, o.StateDir
+	var err error
+	if addr == "" {
+		if addr, err = FreeAddr(); err != nil {
+			return nil, err
+		}
 	}
-	state, err := os.MkdirTemp("", "lr")
-	if err != nil {
-		return nil, err
+	if state == "" {
+		if state, err = os.MkdirTemp("", "lr"); err != nil {
+			return nil, err
+		}
 	}
 	s := &Supervisor{Addr: addr, StateDir: state, done: make(chan struct{}), pids: map[int]bool{}}
 	args := []string{"start", "--listen", addr, "--state-dir", state, "--releases", r.Releases}
@@ -144,6 +152,9 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 		o.Log = io.Discard
 	}
 	s.cmd.Stdout, s.cmd.Stderr = o.Log, o.Log
+	// Workers share its stdout: once it is killed, Wait must not wait for
+	// them to close it.
+	s.cmd.WaitDelay = 2 * time.Second
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -216,6 +227,13 @@ func (s *Supervisor) Upgrade(ctx context.Context, version string, progress func(
 		s.remember(st)
 	}
 	return t, err
+}
+
+// Kill kills the supervisor with SIGKILL, as a crash would, and waits for
+// it; its workers serve on, and its state dir stays for another Start.
+func (s *Supervisor) Kill() {
+	s.cmd.Process.Kill()
+	<-s.done
 }
 
 // Stop stops the supervisor gracefully, then kills whatever is left.
