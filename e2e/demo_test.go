@@ -1,0 +1,37 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemos runs the README's first command, and its --faults variant, as
+// a user would: each must exit 0 and say that nothing failed (beyond what
+// a deliberate crash takes).
+func TestDemos(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"demo"}, []string{"0 failed, over 2 upgrades", `long request: "hello from v1"`}},
+		{[]string{"demo", "--faults"}, []string{"crashed during its probation", "adopted generation 1", "0 other failures", "passed its 3s probation"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, bins.launcher, tt.args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("launcher %v: %v\n%s", tt.args, err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("launcher %v output lacks %q:\n%s", tt.args, w, out)
+				}
+			}
+		})
+	}
+}
