@@ -144,9 +144,10 @@ func (s *Supervisor) rollBackTo(g *generation, p *probation) {
 	}
 	cause, crash := p.cause, p.crash
 	s.mu.Unlock()
-	s.markDirty()
-	// Steer first: every moment counts while a crashed worker's slot may
-	// be taken by whatever the kernel moved into it.
+	// Steer at once: every moment counts while a crashed worker's slot
+	// may be taken by whatever the kernel moved into it. The state file
+	// first (a small write), so a restarted supervisor steers the same way.
+	s.flushState()
 	if err := s.resteer(); err != nil {
 		s.log.Warn("steer back to the standby generation", "generation", old.num, "err", err)
 	}

@@ -67,17 +67,28 @@ func (s *Supervisor) saveState(ctx context.Context) {
 			return
 		case <-s.dirty:
 		}
-		st, keep := s.snapshot()
-		if !keep {
-			continue
-		}
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err == nil {
-			err = writeFileAtomic(statePath(s.dir.path), string(b)+"\n")
-		}
-		if err != nil {
-			s.log.Warn("write state file", "err", err)
-		}
+		s.flushState()
+	}
+}
+
+// flushState writes the state file now. Transitions a restarted
+// supervisor must not miss (which generation is active) call it before
+// they are reported, rather than wait for the saver. Snapshot and write
+// happen under one lock, so an older snapshot never overwrites a newer
+// one. The caller holds neither listenMu nor mu.
+func (s *Supervisor) flushState() {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	st, keep := s.snapshot()
+	if !keep {
+		return
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(statePath(s.dir.path), string(b)+"\n")
+	}
+	if err != nil {
+		s.log.Warn("write state file", "err", err)
 	}
 }
 
@@ -119,6 +130,8 @@ func (s *Supervisor) snapshot() (st savedState, keep bool) {
 // closeState stops saving and removes the state file: nothing is left to
 // adopt.
 func (s *Supervisor) closeState() {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
 	s.mu.Lock()
 	s.stateClosed = true
 	s.mu.Unlock()

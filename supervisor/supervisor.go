@@ -59,6 +59,7 @@ type Supervisor struct {
 	restarts       map[*generation]*backoff
 	started        chan struct{} // closed once the first generation serves or is adopted
 	dirty          chan struct{} // the state file needs writing
+	stateMu        sync.Mutex    // one snapshot-and-write of the state file at a time
 	stateClosed    bool          // everything stopped: no state file any more
 }
 

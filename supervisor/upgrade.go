@@ -190,7 +190,9 @@ func (s *Supervisor) upgradeTo(ctx context.Context, rel release, progress func(s
 		}
 	}
 	s.mu.Unlock()
-	s.markDirty()
+	// On disk before traffic moves: a supervisor restarted from any point
+	// on adopts this generation as the active one, and steers to it.
+	s.flushState()
 	if err := s.resteer(); err != nil {
 		log.Warn("steer to new generation", "err", err)
 	}
