@@ -133,3 +133,38 @@ func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptionPromotesAReadyFirstGeneration: a supervisor killed after its
+// first generation got ready but before its state file said so (edited
+// here into that state) leaves a "starting" generation and none active.
+// Its workers rejoin ready, so the next supervisor adopts them as the
+// active generation instead of stopping them.
+func TestAdoptionPromotesAReadyFirstGeneration(t *testing.T) {
+	s := startSup(t, "--workers", "2")
+	before := activeGen(s.status()).PIDs
+	s.cmd.Process.Kill()
+	s.wait(5 * time.Second)
+	path := filepath.Join(s.stateDir, "state.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(b), `"state": "active"`, `"state": "starting"`, 1)
+	edited = strings.Replace(edited, `"active_generation": 1`, `"active_generation": 0`, 1)
+	if edited == string(b) || !strings.Contains(edited, `"active_generation": 0`) {
+		t.Fatalf("state file not in the expected form:\n%s", b)
+	}
+	if err := os.WriteFile(path, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startSupAt(t, s.addr, s.stateDir, "--workers", "2")
+	g := activeGen(s2.status())
+	if g == nil || g.Generation != 1 || fmt.Sprint(g.PIDs) != fmt.Sprint(before) {
+		t.Fatalf("after adoption: active %+v; want generation 1 with pids %v", g, before)
+	}
+	for range 20 {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
+			t.Fatalf("GET / = %q", b)
+		}
+	}
+}

@@ -121,11 +121,13 @@ func (s *Supervisor) adopt() (bool, error) {
 	s.markDirty()
 
 	// Wait for them to dial again: steering and releasing need them.
-	// A generation still starting never rejoins: it was not ready.
+	// A generation still starting rejoins only if it was ready: worth
+	// waiting for when none is active, since it may be the one to adopt.
 	ctx, cancel := context.WithTimeout(context.Background(), rejoinWait)
 	defer cancel()
+	noActive := s.activeGen() == nil
 	for _, w := range live {
-		if w.gen.state == StateStarting {
+		if w.gen.state == StateStarting && !noActive {
 			continue
 		}
 		select {
@@ -133,6 +135,9 @@ func (s *Supervisor) adopt() (bool, error) {
 		case <-w.exited:
 		case <-ctx.Done():
 		}
+	}
+	if noActive {
+		s.promoteReady(gens)
 	}
 	for _, g := range gens {
 		s.log.Info("adopted generation", "generation", g.num, "version", g.release.Version, "state", g.state, "pids", pids(g.workers))
@@ -163,6 +168,32 @@ func (s *Supervisor) adopt() (bool, error) {
 		s.scheduleRestart(active, i)
 	}
 	return true, nil
+}
+
+// promoteReady makes the newest starting generation whose workers all
+// rejoined ready the active one. A supervisor killed after its first
+// generation got ready, but before it wrote that down, leaves it so; and
+// before anything steers, the kernel already gives it connections.
+func (s *Supervisor) promoteReady(gens []*generation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(gens) - 1; i >= 0; i-- {
+		g := gens[i]
+		if g.state != StateStarting || !g.hasLive() {
+			continue
+		}
+		ready := true
+		for _, w := range g.workers {
+			ready = ready && w.ready && isClosed(w.rejoined)
+		}
+		if ready {
+			g.state = StateActive
+			s.active = g
+			s.history = append(s.history, g.release)
+			s.log.Info("adopting a generation that was ready as the active one", "generation", g.num, "version", g.release.Version)
+			return
+		}
+	}
 }
 
 // finishAdoption settles what the killed supervisor left half done: a
@@ -303,6 +334,10 @@ func (s *Supervisor) rejoinWorker(w *worker, conn *control.Conn, hello control.M
 	w.conn = conn
 	if hello.Released {
 		w.stopping = true
+	}
+	if hello.Ready && !w.ready {
+		w.ready = true
+		close(w.readyCh)
 	}
 	left := w.listening && !hello.Listening
 	if left {
