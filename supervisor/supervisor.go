@@ -336,23 +336,41 @@ func (s *Supervisor) resteer() error {
 func (s *Supervisor) resteerLocked() error {
 	s.mu.Lock()
 	active := s.active
-	var agent *worker
 	slots := s.group.Slots(func(w *worker) bool { return w.gen == active && w.ready })
-	for _, w := range s.group.Members() {
-		if w.conn != nil && (agent == nil || w.gen == active) {
-			agent = w
-		}
-	}
 	s.mu.Unlock()
-	if len(slots) == 0 || agent == nil {
+	if len(slots) == 0 {
 		return nil
 	}
-	if err := s.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second); err != nil {
+	switch err := s.steerLocked(slots); {
+	case errors.Is(err, errNoAgent):
+		return nil
+	case err != nil:
 		return fmt.Errorf("steer to %v: %w", slots, err)
 	}
 	s.steered = true
 	s.log.Debug("steered", "slots", slots, "group", s.group.Len())
 	return nil
+}
+
+// errNoAgent: no worker of the group is connected to carry a steer.
+var errNoAgent = errors.New("no connected worker in the reuseport group")
+
+// steerLocked attaches a program steering to slots, through a connected
+// member of the group: one of the active generation when there is one.
+// The caller holds listenMu.
+func (s *Supervisor) steerLocked(slots []int) error {
+	s.mu.Lock()
+	var agent *worker
+	for _, w := range s.group.Members() {
+		if w.conn != nil && (agent == nil || w.gen == s.active) {
+			agent = w
+		}
+	}
+	s.mu.Unlock()
+	if agent == nil {
+		return errNoAgent
+	}
+	return s.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second)
 }
 
 // request sends m to w and waits for its reply of type want.

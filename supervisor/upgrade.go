@@ -60,6 +60,7 @@ func followUp(ctx context.Context, sum string, follow func(context.Context, func
 }
 
 // Rollback upgrades to the release that was active before the current one.
+// During a probation it gives traffic back to the standby generation.
 func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(string)) (string, error) {
 	if err := s.waitStarted(ctx); err != nil {
 		return "", err
@@ -67,22 +68,21 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 	if !s.opMu.TryLock() {
 		return "", ErrUpgradeInProgress
 	}
-	unlocked := false
-	defer func() {
-		if !unlocked {
-			s.opMu.Unlock()
-		}
-	}()
+	sum, follow, err := s.rollback(ctx, progress)
+	s.opMu.Unlock()
+	return followUp(ctx, sum, follow, err, wait, progress)
+}
+
+// rollback is Rollback under opMu.
+func (s *Supervisor) rollback(ctx context.Context, progress func(string)) (string, func(context.Context, func(string)) error, error) {
 	s.mu.Lock()
 	p := s.probationLocked()
 	instant := p != nil && p.standbyReady()
 	s.mu.Unlock()
 	if instant && s.endProbation(probationRolledBack) {
 		// The previous generation is still listening: no restart needed.
-		s.mu.Lock()
-		g := s.active
-		s.mu.Unlock()
-		return fmt.Sprintf("generation %d (%s) serves again: it was on standby, traffic went straight back", g.num, g.release.Version), nil
+		g := s.activeGen()
+		return fmt.Sprintf("generation %d (%s) serves again: it was on standby, traffic went straight back", g.num, g.release.Version), nil, nil
 	}
 	s.mu.Lock()
 	var prev release
@@ -91,15 +91,13 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(stri
 	}
 	s.mu.Unlock()
 	if prev.Path == "" {
-		return "", errors.New("rollback: no previous release to go back to")
+		return "", nil, errors.New("rollback: no previous release to go back to")
 	}
 	progress(fmt.Sprintf("rolling back to %s", prev.Version))
 	s.notify.reloading()
-	sum, follow, err := s.upgradeTo(ctx, prev, progress)
-	s.notify.send("READY=1", "STATUS="+s.statusLine())
-	s.opMu.Unlock()
-	unlocked = true
-	return followUp(ctx, sum, follow, err, wait, progress)
+	// A closure: the status line must be the one after the upgrade.
+	defer func() { s.notify.send("READY=1", "STATUS="+s.statusLine()) }()
+	return s.upgradeTo(ctx, prev, progress)
 }
 
 func (s *Supervisor) upgrade(ctx context.Context, arg string, progress func(string)) (string, func(context.Context, func(string)) error, error) {
@@ -442,17 +440,11 @@ func (s *Supervisor) steerStableLocked(w *worker) error {
 	s.mu.Lock()
 	active := s.active
 	slots := s.group.StableSlots(w, func(o *worker) bool { return o.gen == active && o.ready })
-	var agent *worker
-	for _, o := range s.group.Members() {
-		if o.conn != nil && o.gen == active {
-			agent = o
-		}
-	}
 	s.mu.Unlock()
-	if len(slots) == 0 || agent == nil {
+	if len(slots) == 0 {
 		return errors.New("no slot of the active generation stays in place")
 	}
-	return s.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second)
+	return s.steerLocked(slots)
 }
 
 // watchDrain waits for g's workers to exit, kills them at --drain-timeout,
