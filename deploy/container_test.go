@@ -181,7 +181,7 @@ func TestContainerEntrypoint(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	sent := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	r := <-slow
 	if r.err != nil || r.body != "hello from v1" {
 		t.Errorf("request in flight at SIGTERM: %q, %v; want hello from v1", r.body, r.err)

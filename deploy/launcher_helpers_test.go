@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -142,17 +142,11 @@ func freeAddr(t testing.TB) string {
 // launcherProc is a running `launcher start`, stopped at the end of the
 // test that started it.
 type launcherProc struct {
+	*rig.Proc
 	t        testing.TB
-	bin      string // the launcher CLI
 	addr     string // the --listen address
 	stateDir string
-	cmd      *exec.Cmd
 	log      *rig.LogBuffer
-	done     chan struct{} // closed when the process has been reaped
-	err      error         // its exit status, once done is closed
-
-	mu   sync.Mutex
-	pids map[int]bool // every worker pid seen in a status
 }
 
 // startLauncher runs the launcher binary bin with args (the words after
@@ -162,88 +156,35 @@ type launcherProc struct {
 // it (SIGTERM, then SIGKILL) and kills every worker it has seen.
 func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args ...string) *launcherProc {
 	t.Helper()
-	p := &launcherProc{t: t, bin: bin, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{},
-		done: make(chan struct{}), pids: map[int]bool{}}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	// Workers share the supervisor's stdout: a killed supervisor's Wait
-	// must not wait for them to close it.
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("launcher start: %v", err)
+	p := &launcherProc{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}}
+	proc, err := rig.StartProc(context.Background(), append([]string{bin}, args...), env, stateDir, p.log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, p.log)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	p.Proc = proc
 	t.Cleanup(p.cleanup)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := p.statusErr()
-		if err == nil && activeVersion(st) != "" {
-			return p
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("launcher start exited before serving: %v\n%s", p.err, p.log)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("launcher start: not serving after 30s\n%s", p.log)
-		}
-	}
+	return p
 }
 
 // cleanup stops the supervisor gracefully, kills it if it does not stop
 // within 15 s, and kills every worker it has seen.
 func (p *launcherProc) cleanup() {
-	p.statusErr() // remember the latest workers
-	select {
-	case <-p.done:
-	default:
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			p.t.Errorf("launcher did not stop within 15s of SIGTERM; killing it")
-			p.cmd.Process.Kill()
-			<-p.done
-		}
+	if err := p.Shutdown(15 * time.Second); errors.Is(err, rig.ErrKilled) {
+		p.t.Errorf("launcher: %v", err)
 	}
-	p.mu.Lock()
-	for pid := range p.pids {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	p.mu.Unlock()
 	if p.t.Failed() {
 		p.t.Logf("launcher log (%s):\n%s", p.stateDir, p.log)
 	}
 }
 
 // wait waits for the supervisor to exit and returns its exit error.
-func (p *launcherProc) wait(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		return fmt.Errorf("launcher still running after %s", timeout)
-	}
-}
+func (p *launcherProc) wait(timeout time.Duration) error { return p.Wait(timeout) }
 
 // statusErr returns the supervisor's status and remembers its workers.
 func (p *launcherProc) statusErr() (supervisor.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := supervisor.GetStatus(ctx, p.stateDir)
-	if err != nil {
-		return st, err
-	}
-	p.mu.Lock()
-	for _, g := range st.Generations {
-		for _, pid := range g.PIDs {
-			p.pids[pid] = true
-		}
-	}
-	p.mu.Unlock()
-	return st, nil
+	return p.Status(ctx)
 }
 
 // status returns the supervisor's status; it fails the test on error.

@@ -461,8 +461,8 @@ func TestSystemdNotify(t *testing.T) {
 	if !strings.Contains(ready.kv["STATUS"], "v1") {
 		t.Errorf("READY=1 with STATUS=%q, want it to name v1", ready.kv["STATUS"])
 	}
-	if ready.kv["MAINPID"] != strconv.Itoa(p.cmd.Process.Pid) {
-		t.Errorf("MAINPID=%q, want the supervisor's pid %d", ready.kv["MAINPID"], p.cmd.Process.Pid)
+	if ready.kv["MAINPID"] != strconv.Itoa(p.Pid()) {
+		t.Errorf("MAINPID=%q, want the supervisor's pid %d", ready.kv["MAINPID"], p.Pid())
 	}
 	wantHello(t, addr, "v1")
 	if n := len(p.status().Generations[0].PIDs); n != 2 {
@@ -501,16 +501,15 @@ func TestSystemdNotify(t *testing.T) {
 	// restart: a supervisor killed outright (as the watchdog would) is
 	// started again by systemd and adopts the workers, which never stopped.
 	workers := activePIDs(p.status())
-	p.cmd.Process.Kill()
-	p.wait(10 * time.Second)
+	p.Kill()
 	wantHello(t, addr, "v3")
 	restarted := time.Now() // no supervisor, no WATCHDOG=1 before this
 	p = startLauncher(t, start[0], addr, stateDir, []string{
 		"NOTIFY_SOCKET=" + rec.path, "WATCHDOG_USEC=" + strconv.Itoa(int(watchdog/time.Microsecond)), "WATCHDOG_PID=",
 	}, start[1:]...)
 	i, ready = rec.waitFor(t, i+1, "READY", 10*time.Second)
-	if !strings.Contains(ready.kv["STATUS"], "v3") || ready.kv["MAINPID"] != strconv.Itoa(p.cmd.Process.Pid) {
-		t.Errorf("READY=1 after the restart with STATUS=%q MAINPID=%q, want v3 and pid %d", ready.kv["STATUS"], ready.kv["MAINPID"], p.cmd.Process.Pid)
+	if !strings.Contains(ready.kv["STATUS"], "v3") || ready.kv["MAINPID"] != strconv.Itoa(p.Pid()) {
+		t.Errorf("READY=1 after the restart with STATUS=%q MAINPID=%q, want v3 and pid %d", ready.kv["STATUS"], ready.kv["MAINPID"], p.Pid())
 	}
 	if got := activePIDs(p.status()); got != workers {
 		t.Errorf("workers after the restart %s, want the adopted %s", got, workers)

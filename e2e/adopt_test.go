@@ -31,8 +31,7 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 	long := longRequest(s.addr, 2*time.Second)
 	s.waitForInflight(1, 1)
 
-	s.cmd.Process.Kill()
-	s.wait(5 * time.Second)
+	s.Kill()
 	// No supervisor: the workers serve on.
 	for range 20 {
 		if b := mustGet(t, s.addr, "/"); b != "hello from v1" {
@@ -101,8 +100,7 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
 	s := startSup(t, "--workers", "3")
 	before := activeGen(s.status()).PIDs
-	s.cmd.Process.Kill()
-	s.wait(5 * time.Second)
+	s.Kill()
 	// The middle one: the kernel moves the last socket into its slot.
 	if err := syscall.Kill(before[1], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -142,8 +140,7 @@ func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
 func TestAdoptionPromotesAReadyFirstGeneration(t *testing.T) {
 	s := startSup(t, "--workers", "2")
 	before := activeGen(s.status()).PIDs
-	s.cmd.Process.Kill()
-	s.wait(5 * time.Second)
+	s.Kill()
 	path := filepath.Join(s.stateDir, "state.json")
 	b, err := os.ReadFile(path)
 	if err != nil {

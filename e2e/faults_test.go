@@ -191,7 +191,7 @@ func TestStopDuringUpgrade(t *testing.T) {
 		return nil
 	})
 	start := time.Now()
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.Signal(syscall.SIGTERM)
 	if err := s.wait(10 * time.Second); err != nil {
 		t.Fatalf("supervisor exit: %v", err)
 	}

@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,16 +81,13 @@ func shortTempDir(t *testing.T) string {
 	return d
 }
 
-// sup is a running `launcher start`.
+// sup is a running `launcher start` of a test.
 type sup struct {
+	*rig.Proc
 	t        *testing.T
 	addr     string
 	stateDir string
-	cmd      *exec.Cmd
 	log      *rig.LogBuffer
-	done     chan struct{}
-	exitErr  error
-	pids     sync.Map // every worker pid seen, for cleanup
 }
 
 // startSup starts a supervisor of releases/v1/hello with extra flags and
@@ -111,37 +106,18 @@ func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
 // startSupAt is startSup with a given listen address and state dir.
 func startSupAt(t *testing.T, addr, stateDir string, flags ...string) *sup {
 	t.Helper()
-	s := &sup{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}, done: make(chan struct{})}
-	args := append([]string{"start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
+	s := &sup{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}}
+	args := append([]string{bins.launcher, "start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
 	}
-	s.cmd = exec.Command(bins.launcher, args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	// Workers share the supervisor's stdout: a killed supervisor's Wait
-	// must not wait for them to close it.
-	s.cmd.WaitDelay = 2 * time.Second
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+	p, err := rig.StartProc(context.Background(), args, nil, stateDir, s.log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.log)
 	}
-	go func() { s.exitErr = s.cmd.Wait(); close(s.done) }()
+	s.Proc = p
 	t.Cleanup(s.cleanup)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if st, err := supervisor.GetStatus(context.Background(), s.stateDir); err == nil && activeGen(st) != nil {
-			s.remember(st)
-			return s
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("launcher start exited: %v\n%s", s.exitErr, s.log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("supervisor not serving after 20s\n%s", s.log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return s
 }
 
 func hasDashDash(args []string) bool {
@@ -153,41 +129,18 @@ func hasDashDash(args []string) bool {
 	return false
 }
 
-func (s *sup) remember(st supervisor.Status) {
-	for _, g := range st.Generations {
-		for _, p := range g.PIDs {
-			s.pids.Store(p, true)
-		}
-	}
-}
-
 // status returns the supervisor's status and remembers worker pids.
 func (s *sup) status() supervisor.Status {
 	s.t.Helper()
-	st, err := supervisor.GetStatus(context.Background(), s.stateDir)
+	st, err := s.Status(context.Background())
 	if err != nil {
 		s.t.Fatalf("status: %v", err)
 	}
-	s.remember(st)
 	return st
 }
 
 func (s *sup) cleanup() {
-	select {
-	case <-s.done:
-	default:
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(15 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-	}
-	s.pids.Range(func(k, _ any) bool {
-		syscall.Kill(k.(int), syscall.SIGKILL)
-		return true
-	})
+	s.Shutdown(15 * time.Second)
 	if s.t.Failed() {
 		s.t.Logf("supervisor log:\n%s", s.log)
 	}
@@ -197,8 +150,8 @@ func (s *sup) cleanup() {
 func (s *sup) wait(timeout time.Duration) error {
 	s.t.Helper()
 	select {
-	case <-s.done:
-		return s.exitErr
+	case <-s.Done():
+		return s.Err()
 	case <-time.After(timeout):
 		s.t.Fatalf("supervisor still running after %s", timeout)
 		return nil
@@ -304,7 +257,7 @@ func (s *sup) statusJSON() supervisor.Status {
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		s.t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	s.remember(st)
+	s.Remember(st)
 	return st
 }
 

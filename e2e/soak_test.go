@@ -76,8 +76,7 @@ func TestSoakUpgradesWithFaults(t *testing.T) {
 			} else {
 				close(hanging)
 			}
-			s.cmd.Process.Kill()
-			s.wait(5 * time.Second)
+			s.Kill()
 			<-hanging
 			t0 := time.Now()
 			s = startSupAt(t, s.addr, s.stateDir, flags...)

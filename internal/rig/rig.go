@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/launcherd/launcher/supervisor"
@@ -109,15 +108,10 @@ type Options struct {
 	Addr, StateDir string
 }
 
-// Supervisor is a running `launcher start`.
+// Supervisor is a running `launcher start` on Addr.
 type Supervisor struct {
-	Addr     string
-	StateDir string
-	cmd      *exec.Cmd
-	done     chan struct{}
-	err      error
-	mu       sync.Mutex
-	pids     map[int]bool
+	*Proc
+	Addr string
 }
 
 // Start runs `launcher start` on a free loopback port and waits until it
@@ -135,7 +129,6 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 			return nil, err
 		}
 	}
-	s := &Supervisor{Addr: addr, StateDir: state, done: make(chan struct{}), pids: map[int]bool{}}
 	args := []string{"start", "--listen", addr, "--state-dir", state, "--releases", r.Releases}
 	if o.Workers > 0 {
 		args = append(args, "--workers", fmt.Sprint(o.Workers))
@@ -146,58 +139,11 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 	args = append(args, o.Extra...)
 	args = append(args, "--", r.Release(o.Version))
 	argv := append(append([]string(nil), o.Wrap...), r.Launcher)
-	argv = append(argv, args...)
-	s.cmd = exec.Command(argv[0], argv[1:]...)
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-	s.cmd.Stdout, s.cmd.Stderr = o.Log, o.Log
-	// Workers share its stdout: once it is killed, Wait must not wait for
-	// them to close it.
-	s.cmd.WaitDelay = 2 * time.Second
-	if err := s.cmd.Start(); err != nil {
+	p, err := StartProc(ctx, append(argv, args...), nil, state, o.Log)
+	if err != nil {
 		return nil, err
 	}
-	go func() { s.err = s.cmd.Wait(); close(s.done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := supervisor.GetStatus(ctx, state)
-		if err == nil && len(st.Generations) > 0 && st.Generations[len(st.Generations)-1].State == supervisor.StateActive {
-			s.remember(st)
-			return s, nil
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("launcher start exited: %v", s.err)
-		case <-ctx.Done():
-			s.Stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			return nil, errors.New("launcher start: not serving after 30s")
-		}
-	}
-}
-
-func (s *Supervisor) remember(st supervisor.Status) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, g := range st.Generations {
-		for _, p := range g.PIDs {
-			s.pids[p] = true
-		}
-	}
-}
-
-// Status returns the supervisor's status.
-func (s *Supervisor) Status(ctx context.Context) (supervisor.Status, error) {
-	st, err := supervisor.GetStatus(ctx, s.StateDir)
-	if err == nil {
-		s.remember(st)
-	}
-	return st, err
+	return &Supervisor{Proc: p, Addr: addr}, nil
 }
 
 // Timing of one upgrade.
@@ -223,38 +169,15 @@ func (s *Supervisor) Upgrade(ctx context.Context, version string, progress func(
 	if t.Serving == 0 {
 		t.Serving = t.OldGone
 	}
-	if st, err := s.Status(ctx); err == nil {
-		s.remember(st)
-	}
+	s.Status(ctx) // remember the new workers
 	return t, err
 }
 
-// Kill kills the supervisor with SIGKILL, as a crash would, and waits for
-// it; its workers serve on, and its state dir stays for another Start.
-func (s *Supervisor) Kill() {
-	s.cmd.Process.Kill()
-	<-s.done
-}
-
-// Stop stops the supervisor gracefully, then kills whatever is left.
+// Stop stops the supervisor gracefully, then kills whatever is left, and
+// removes its state dir.
 func (s *Supervisor) Stop() error {
 	defer os.RemoveAll(s.StateDir)
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case <-s.done:
-		err = s.err
-	case <-time.After(20 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.done
-		err = errors.New("supervisor did not stop within 20s")
-	}
-	s.mu.Lock()
-	for p := range s.pids {
-		syscall.Kill(p, syscall.SIGKILL)
-	}
-	s.mu.Unlock()
-	return err
+	return s.Shutdown(20 * time.Second)
 }
 
 // LogBuffer collects the output of processes that write concurrently (a

@@ -1,0 +1,158 @@
+package rig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// Proc is a running supervisor process, `launcher start` or a command
+// that wraps it. It remembers every worker pid its status has shown, so
+// that Shutdown leaves nothing behind.
+type Proc struct {
+	StateDir string // its --state-dir
+	cmd      *exec.Cmd
+	done     chan struct{} // closed once the process is reaped
+	err      error         // its exit status, once done is closed
+
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+// StartProc runs argv with env added to this process's environment and
+// its output to log, and waits until the supervisor of stateDir reports an
+// active generation (up to 30 s, or until ctx ends).
+func StartProc(ctx context.Context, argv, env []string, stateDir string, log io.Writer) (*Proc, error) {
+	p := &Proc{StateDir: stateDir, done: make(chan struct{}), pids: map[int]bool{}}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Env = append(os.Environ(), env...)
+	if log == nil {
+		log = io.Discard
+	}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	// Workers share its stdout: once it is killed, Wait must not wait for
+	// them to close it.
+	p.cmd.WaitDelay = 2 * time.Second
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }() // ends when the process is reaped
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, err := p.Status(ctx); err == nil && active(st) {
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("launcher start exited before serving: %v", p.err)
+		case <-ctx.Done():
+			p.Shutdown(5 * time.Second)
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.Shutdown(5 * time.Second)
+			return nil, errors.New("launcher start: not serving after 30s")
+		}
+	}
+}
+
+func active(st supervisor.Status) bool {
+	for _, g := range st.Generations {
+		if g.State == supervisor.StateActive {
+			return true
+		}
+	}
+	return false
+}
+
+// Pid returns the supervisor's pid.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited; Err then says how.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err returns the exit error once Done is closed.
+func (p *Proc) Err() error { return p.err }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }
+
+// Kill kills the process with SIGKILL, as a crash would, and waits for it.
+// Its workers serve on, and its state dir stays for another start.
+func (p *Proc) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// error, or an error saying it still runs.
+func (p *Proc) Wait(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("launcher still running after %s", timeout)
+	}
+}
+
+// Status returns the supervisor's status and remembers its workers.
+func (p *Proc) Status(ctx context.Context) (supervisor.Status, error) {
+	st, err := supervisor.GetStatus(ctx, p.StateDir)
+	if err == nil {
+		p.Remember(st)
+	}
+	return st, err
+}
+
+// Remember records the worker pids of st, for Shutdown.
+func (p *Proc) Remember(st supervisor.Status) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, g := range st.Generations {
+		for _, pid := range g.PIDs {
+			p.pids[pid] = true
+		}
+	}
+}
+
+// ErrKilled is returned by Shutdown when the supervisor had to be killed.
+var ErrKilled = errors.New("supervisor killed: it did not stop")
+
+// Shutdown stops the supervisor gracefully (SIGTERM), kills it if it has
+// not exited within timeout, then kills every worker it has seen. It
+// returns the exit error, or ErrKilled if it had to kill it.
+func (p *Proc) Shutdown(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	p.Status(ctx) // remember the latest workers
+	cancel()
+	var err error
+	select {
+	case <-p.done:
+		err = p.err
+	default:
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			err = p.err
+		case <-time.After(timeout):
+			p.cmd.Process.Kill()
+			<-p.done
+			err = fmt.Errorf("%w within %s of SIGTERM", ErrKilled, timeout)
+		}
+	}
+	p.mu.Lock()
+	for pid := range p.pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	p.mu.Unlock()
+	return err
+}
