@@ -11,10 +11,12 @@ import (
 
 // Status is what `launcher status --json` prints.
 type Status struct {
-	PID         int                `json:"pid"`
-	StateDir    string             `json:"state_dir"`
-	Listen      []string           `json:"listen"`
-	Handover    string             `json:"handover"`
+	PID      int      `json:"pid"`
+	StateDir string   `json:"state_dir"`
+	Listen   []string `json:"listen"`
+	Handover string   `json:"handover"`
+	// Releases is --releases, for completing version names; "" if unset.
+	Releases    string             `json:"releases,omitempty"`
 	Generations []GenerationStatus `json:"generations"`
 }
 
@@ -37,7 +39,7 @@ type GenerationStatus struct {
 // Status returns the supervisor's state, with live in-flight counts read
 // from the workers' admin sockets.
 func (s *Supervisor) Status(ctx context.Context) Status {
-	st := Status{PID: os.Getpid(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover}
+	st := Status{PID: os.Getpid(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover, Releases: s.releasesAbs}
 	type live struct {
 		gi     int
 		socket string

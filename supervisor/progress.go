@@ -1,0 +1,97 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+)
+
+// Step says what a [Progress] event reports. An upgrade's steps come in
+// causal order: Starting, Ready, Serves, then either Standby (with a
+// probation) followed by ProbationPassed, RolledBack or ProbationEnded,
+// or Draining at once; Drained last.
+type Step string
+
+// Steps of an upgrade, a rollback and a stop.
+const (
+	StepSuperseded      Step = "superseded"       // a running probation ended: its standby generation (Generation) drains
+	StepRollingBack     Step = "rolling-back"     // a rollback starts Version again as a new generation
+	StepStarting        Step = "starting"         // Generation (Version, Path) starts Workers workers
+	StepReady           Step = "ready"            // all of Generation's workers are ready and healthy, ReadyAfter since StepStarting
+	StepServes          Step = "serves"           // new connections go to Generation: the upgrade has served
+	StepStandby         Step = "standby"          // Generation (the previous one) stands by for Probation, Inflight requests there
+	StepDraining        Step = "draining"         // Generation (the previous one) stopped accepting and drains, Inflight requests there
+	StepProbationPassed Step = "probation-passed" // Generation passed its Probation; Other (the standby) drains
+	StepProbationEnded  Step = "probation-ended"  // Generation's probation ended for Reason; Other drains
+	StepRolledBack      Step = "rolled-back"      // traffic went back to Generation (on standby); Reason says why
+	StepDrained         Step = "drained"          // Generation has exited, DrainedAfter after it stopped accepting
+	StepStopped         Step = "stopped"          // every generation has drained; the supervisor exits
+)
+
+// Progress is one step of an upgrade, a rollback or a stop, as the
+// supervisor streams it to `launcher upgrade` and to [Client] callers.
+// Fields that do not apply to a step are zero.
+type Progress struct {
+	Step Step `json:"step"`
+	// Elapsed is the time since the supervisor received the command.
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	Generation   int           `json:"generation,omitempty"`
+	Version      string        `json:"version,omitempty"`
+	Path         string        `json:"path,omitempty"`
+	Workers      int           `json:"workers,omitempty"`
+	ReadyAfter   time.Duration `json:"ready_after_ns,omitempty"`
+	DrainedAfter time.Duration `json:"drained_after_ns,omitempty"`
+	Inflight     int64         `json:"inflight,omitempty"`
+	Probation    time.Duration `json:"probation_ns,omitempty"`
+	// Other is the other generation a step names: the new one for
+	// StepStandby, the standby one for StepProbationPassed and
+	// StepProbationEnded, the one rolled back from for StepRolledBack.
+	Other        int    `json:"other,omitempty"`
+	OtherVersion string `json:"other_version,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	// Same is set on StepStarting when the release is the file the active
+	// generation already runs: a restart of the same release.
+	Same bool `json:"same,omitempty"`
+	// Line is the text of a step from a supervisor too old to send typed
+	// steps; Step is then empty.
+	Line string `json:"-"`
+}
+
+// String renders p as the line `launcher upgrade` prints.
+func (p Progress) String() string {
+	ms := func(d time.Duration) int64 { return d.Milliseconds() }
+	switch p.Step {
+	case StepSuperseded:
+		return fmt.Sprintf("previous probation ended: its standby generation %d (%s) drains", p.Generation, p.Version)
+	case StepRollingBack:
+		return fmt.Sprintf("rolling back to %s", p.Version)
+	case StepStarting:
+		s := fmt.Sprintf("generation %d (%s) starting: %d worker(s) of %s", p.Generation, p.Version, p.Workers, p.Path)
+		if p.Same {
+			s += " (the same file as the active generation: a restart of the same release)"
+		}
+		return s
+	case StepReady:
+		return fmt.Sprintf("generation %d ready after %d ms", p.Generation, ms(p.ReadyAfter))
+	case StepServes:
+		return fmt.Sprintf("generation %d (%s) serves; ready after %d ms", p.Generation, p.Version, ms(p.ReadyAfter))
+	case StepStandby:
+		return fmt.Sprintf("generation %d (%s) on standby for the %s probation: %d request(s) in flight there complete; traffic comes back to it if generation %d crashes meanwhile",
+			p.Generation, p.Version, p.Probation, p.Inflight, p.Other)
+	case StepDraining:
+		return fmt.Sprintf("generation %d (%s) draining: %d request(s) in flight", p.Generation, p.Version, p.Inflight)
+	case StepProbationPassed:
+		return fmt.Sprintf("generation %d passed its %s probation: generation %d (%s) draining", p.Generation, p.Probation, p.Other, p.OtherVersion)
+	case StepProbationEnded:
+		return fmt.Sprintf("generation %d's probation ended (%s): generation %d (%s) draining", p.Generation, p.Reason, p.Other, p.OtherVersion)
+	case StepRolledBack:
+		return fmt.Sprintf("generation %d (%s) serves again: %s", p.Generation, p.Version, p.Reason)
+	case StepDrained:
+		return fmt.Sprintf("generation %d drained after %d ms", p.Generation, ms(p.DrainedAfter))
+	case StepStopped:
+		return "stopped"
+	}
+	if p.Step == "" {
+		return p.Line
+	}
+	return string(p.Step)
+}
