@@ -28,6 +28,10 @@ const (
 // DefaultProbation is Config.Probation's default.
 const DefaultProbation = 5 * time.Second
 
+// NoProbation as Config.Probation releases the previous generation as
+// soon as the new one serves.
+const NoProbation time.Duration = -1
+
 // Config configures a [Supervisor]. Zero values get the defaults given.
 type Config struct {
 	// Command is the service to run: an executable path (possibly a
@@ -64,7 +68,8 @@ type Config struct {
 	// Probation is how long the previous generation stays on standby
 	// after an upgrade: steered away from, listening and ready, so that if
 	// the new generation crashes in that time traffic goes straight back.
-	// Default 5s; negative disables it. Only the steer handover has it.
+	// Zero means DefaultProbation; NoProbation (any negative value)
+	// disables it. Only the steer handover has it.
 	Probation time.Duration
 	// Logger receives the supervisor's log. Default: text on stderr.
 	Logger *slog.Logger
