@@ -136,7 +136,9 @@ func (a *App) Supervised() bool {
 	return a.supervised
 }
 
-// Generation returns the generation number (0 when standalone).
+// Generation returns the generation number: the supervisor's, or when
+// standalone 1 for the first process and one more after each SIGHUP
+// handoff.
 func (a *App) Generation() int { return a.generation }
 
 // Version returns the release label the supervisor gave ("" standalone).
@@ -152,33 +154,56 @@ func (a *App) Tracker() *drain.Tracker { return a.tracker }
 // Observer returns the request-path metrics, for drain.Server.Observer.
 func (a *App) Observer() drain.Observer { return a.metrics }
 
-// connect dials the control socket and sends the handshake.
+// connect dials the control socket and says hello, again at an older
+// version if the supervisor speaks only that (see [control.Negotiate]).
 func (a *App) connect(path string) error {
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
-	if err != nil {
-		return fmt.Errorf("launcher: connect to supervisor at %s: %w", path, err)
-	}
-	ctl := control.NewConn(c)
-	err = ctl.Write(control.Message{
-		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
-		Generation: a.generation, Worker: a.worker, PID: os.Getpid(),
-		Token: a.token, Caps: control.WorkerCaps(),
-	})
-	if err == nil {
-		var m control.Message
-		m, err = ctl.Read(time.Now().Add(10 * time.Second))
-		if err == nil && m.Type != control.TypeWelcome {
-			err = fmt.Errorf("refused: %s", m.Error)
+	var ctl *control.Conn
+	m, err := control.Negotiate(a.hello(), func(hello control.Message) (control.Message, error) {
+		c, err := net.DialTimeout("unix", path, 5*time.Second)
+		if err != nil {
+			return control.Message{}, fmt.Errorf("connect to supervisor at %s: %w", path, err)
 		}
+		conn := control.NewConn(c)
+		var m control.Message
+		err = conn.Write(hello)
+		if err == nil {
+			m, err = conn.Read(time.Now().Add(10 * time.Second))
+		}
+		if err != nil || m.Type != control.TypeWelcome {
+			c.Close()
+			if err != nil {
+				err = fmt.Errorf("handshake with supervisor: %w", err)
+			}
+			return m, err
+		}
+		ctl = conn
+		return m, nil
+	})
+	if err == nil && m.Type != control.TypeWelcome {
+		err = fmt.Errorf("handshake with supervisor: refused: %s", m.Error)
 	}
 	if err != nil {
-		c.Close()
-		return fmt.Errorf("launcher: handshake with supervisor: %w", err)
+		return fmt.Errorf("launcher: %w", err)
 	}
 	a.ctl = ctl
 	a.supervised = true
-	go a.readControl(ctl)
+	go a.readControl(ctl) // owned by the App: ends when Close closes the connection
 	return nil
+}
+
+// hello is this worker's handshake at the first version to try: the
+// newest, or handoffVersion when a standalone parent started this process.
+// The caller holds a.mu once other goroutines run.
+func (a *App) hello() control.Message {
+	v := control.Version
+	if a.handoff {
+		v = handoffVersion
+	}
+	return control.Message{
+		Type: control.TypeHello, Version: v, Role: control.RoleWorker,
+		Generation: a.generation, Worker: a.worker, PID: os.Getpid(),
+		Token: a.token, Caps: control.WorkerCaps(),
+	}
 }
 
 // Listen binds every listen address with SO_REUSEPORT. Under a supervisor

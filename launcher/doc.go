@@ -4,12 +4,24 @@
 //
 // Under the launcher supervisor (launcher start -- ./app), an [App] reads
 // its generation, listen addresses and control socket from the environment,
-// binds every address with SO_REUSEPORT when the supervisor grants it,
-// tells the supervisor when it is ready, and drains when told to. The
-// supervisor then steers new connections to the new generation, empties the
-// old listeners' accept queues and only then closes them, so no connection
-// is reset. Metrics and a health check are served on a private admin unix
+// binds every address with SO_REUSEPORT when the supervisor grants it, and
+// tells the supervisor when it is ready. The supervisor then steers new
+// connections to the new generation. The old one first stands by for the
+// probation: it keeps its listeners, gets no new connection, and hands its
+// keep-alive clients over (Connection: close on their next response), so
+// that traffic can go straight back to it should the new generation crash.
+// Then it is released: its accept queues are emptied before its listeners
+// close, so no connection is reset, and [App.Stopping] is closed for the
+// drain. Metrics and a health check are served on a private admin unix
 // socket for the supervisor to gather.
+//
+// Should the supervisor die, the workers serve on. A worker that was ready
+// dials the control socket again (after 50 ms, backing off to once a
+// second), so that a new launcher start on the same state directory adopts
+// it. The App says
+// hello with the newest control protocol and falls back to an older
+// supervisor's, so the launcher and the app can be upgraded in either
+// order.
 //
 // Run without a supervisor, the same binary still works: it listens on
 // [Options.Addr], writes [Options.PIDFile], drains on SIGTERM, and on SIGHUP

@@ -17,6 +17,12 @@ import (
 	"github.com/launcherd/launcher/internal/control"
 )
 
+// handoffVersion is the version a process started by a standalone parent
+// says hello at. Its parent is the previous release, whose library may
+// accept exactly version 1 and hang up on anything else without a refusal
+// to fall back from; the handoff uses no message version 2 changed.
+const handoffVersion = 1
+
 // handover is the standalone SIGHUP flow: start this program's path again
 // (a "current" symlink resolves to the new release), let the new process
 // bind the same addresses with SO_REUSEPORT, wait until it is ready, steer
@@ -112,11 +118,16 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited <-cha
 	}
 	c := control.NewConn(r.c)
 	m, err := c.Read(time.Now().Add(10 * time.Second))
-	if err == nil && (m.Type != control.TypeHello || m.Token != token || m.Version != control.Version) {
+	switch {
+	case err != nil:
+	case m.Type != control.TypeHello || m.Token != token:
 		err = errors.New("bad handshake")
-	}
-	if err == nil {
-		err = c.Write(control.Message{Type: control.TypeWelcome, Version: control.Version})
+	case !control.Accepts(m.Version):
+		c.Write(control.Refusal(control.Version))
+		err = fmt.Errorf("bad handshake: hello version %d", m.Version)
+	default:
+		// Speak the child's version: it may be an older release.
+		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version})
 	}
 	if err != nil {
 		c.Close()

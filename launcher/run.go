@@ -34,11 +34,19 @@ func (a *App) Stop() {
 	a.markStopping()
 }
 
-// Run serves h on every listen address until the process is told to stop,
-// then drains and returns. It listens, reports ready, and handles signals:
-// SIGTERM and SIGINT drain and return; SIGHUP, when no supervisor runs the
-// process, starts the executable again and hands the port over to it.
-// Run returns nil after a clean drain.
+// Run serves h on every listen address until the process is told to stop
+// (the supervisor releases it, a signal, or ctx ends), then drains and
+// returns. It listens, reports ready, and handles signals: SIGTERM and
+// SIGINT drain and return; SIGHUP, when no supervisor runs the process,
+// starts the executable again and hands the port over to it.
+//
+// Run returns nil once the drain is over, also when the drain was cut at
+// its deadline (the supervisor's --drain-timeout, else
+// [Options.DrainTimeout]): the connections left are closed, and the
+// [drain.ErrCut] is not returned but logged with its counts and reported
+// to the supervisor, which adds them to launcher_drain_cut_requests_total.
+// Run returns an error when listening, reporting ready or serving fails,
+// or when the drain fails otherwise.
 func (a *App) Run(ctx context.Context, h http.Handler) error {
 	defer a.Close()
 	lns, err := a.Listen(ctx)

@@ -58,7 +58,10 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			default:
 			}
 		case control.TypeSteer:
-			reply := control.Message{Type: control.TypeSteered}
+			// Answered here, while a release or quiesce may still run:
+			// replies go out in any order, matched by ID (Conn.Write is
+			// safe for concurrent use).
+			reply := control.Message{Type: control.TypeSteered, ID: m.ID}
 			if err := a.steer(m.Slots); err != nil {
 				reply.Error = err.Error()
 			}
@@ -67,8 +70,8 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			if m.DrainMS > 0 {
 				a.drainTimeout.Store(m.DrainMS)
 			}
-			go func() {
-				reply := control.Message{Type: control.TypeReleased}
+			go func() { // bounded by releaseTimeout
+				reply := control.Message{Type: control.TypeReleased, ID: m.ID}
 				if err := a.release(time.Duration(m.SettleMS)*time.Millisecond, m.Naive); err != nil {
 					reply.Error = err.Error()
 				}
@@ -79,7 +82,7 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			}()
 		case control.TypeQuiesce:
 			go func() { // bounded by releaseTimeout
-				reply := control.Message{Type: control.TypeQuiesced}
+				reply := control.Message{Type: control.TypeQuiesced, ID: m.ID}
 				if err := a.quiesce(time.Duration(m.SettleMS) * time.Millisecond); err != nil {
 					reply.Error = err.Error()
 				}
@@ -135,34 +138,45 @@ func (a *App) rejoin() *control.Conn {
 }
 
 // dialRejoin says hello as a worker that lost its supervisor, with where
-// it stands, and takes the stderr the new supervisor hands over.
+// it stands, and takes the stderr the new supervisor hands over. The new
+// supervisor may be older than the lost one: the hello falls back to the
+// version it speaks (see [control.Negotiate]).
 func (a *App) dialRejoin() (*control.Conn, error) {
-	c, err := net.DialTimeout("unix", a.controlPath, 2*time.Second)
-	if err != nil {
-		return nil, err
-	}
 	a.mu.Lock()
-	hello := control.Message{
-		Type: control.TypeHello, Version: control.Version, Role: control.RoleWorker,
-		Generation: a.generation, Worker: a.worker, PID: os.Getpid(), Token: a.token,
-		Caps:   control.WorkerCaps(),
-		Rejoin: true, Listening: len(a.lns) > 0 && !a.released, Ready: a.ready, Released: a.released,
-	}
+	hello := a.hello()
+	hello.Rejoin = true
+	hello.Listening = len(a.lns) > 0 && !a.released
+	hello.Ready, hello.Released = a.ready, a.released
 	a.mu.Unlock()
-	uc := c.(*net.UnixConn)
-	if err := control.NewConn(uc).Write(hello); err != nil {
-		c.Close()
-		return nil, err
-	}
-	m, stderr, ctl, err := control.ReadFile(uc, time.Now().Add(10*time.Second))
+	var (
+		ctl    *control.Conn
+		stderr *os.File
+	)
+	m, err := control.Negotiate(hello, func(hello control.Message) (control.Message, error) {
+		c, err := net.DialTimeout("unix", a.controlPath, 2*time.Second)
+		if err != nil {
+			return control.Message{}, err
+		}
+		uc := c.(*net.UnixConn)
+		if err := control.NewConn(uc).Write(hello); err != nil {
+			c.Close()
+			return control.Message{}, err
+		}
+		m, f, conn, err := control.ReadFile(uc, time.Now().Add(10*time.Second))
+		if err != nil || m.Type != control.TypeWelcome {
+			if f != nil {
+				f.Close()
+			}
+			c.Close()
+			return m, err
+		}
+		ctl, stderr = conn, f
+		return m, nil
+	})
 	if err == nil && m.Type != control.TypeWelcome {
 		err = fmt.Errorf("refused: %s", m.Error)
 	}
 	if err != nil {
-		if stderr != nil {
-			stderr.Close()
-		}
-		c.Close()
 		return nil, err
 	}
 	if stderr != nil {
@@ -176,7 +190,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
-		c.Close()
+		ctl.Close()
 		return nil, errors.New("closed")
 	}
 	a.ctl = ctl

@@ -13,30 +13,148 @@ import (
 	"github.com/launcherd/launcher/internal/control"
 )
 
-// ErrNotRunning is returned by [Call] when no supervisor serves the state
-// directory.
+// ErrNotRunning is returned by [Client] methods when no supervisor serves
+// the state directory.
 var ErrNotRunning = errors.New("no supervisor running")
 
-// Call sends one command to the supervisor of stateDir and returns its
-// result, passing each progress line to progress. A failed command is
-// returned as an error with the supervisor's message.
-func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress func(string)) (control.Message, error) {
-	sock := ControlSocket(stateDir)
+// ErrNoResult is returned by [Client] methods when the supervisor closes
+// the connection before its result: the command may or may not have taken
+// effect.
+var ErrNoResult = errors.New("the supervisor closed the connection before its result")
+
+// Client sends commands to the supervisor of StateDir over its control
+// socket; it is what `launcher upgrade`, `rollback`, `stop` and `status`
+// use. A failed command is returned as an error carrying the supervisor's
+// message.
+//
+// The supervisor may be older than the client (after a package upgrade the
+// running one keeps its binary): the steps of one that sends only text
+// come as [Progress] values with Line set and Step empty.
+type Client struct {
+	StateDir string
+}
+
+// Status returns the supervisor's status.
+func (c Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	m, err := c.call(ctx, "status", "", false, nil)
+	if err != nil {
+		return st, err
+	}
+	if len(m.Data) == 0 {
+		return st, errors.New("status: the supervisor sent no status")
+	}
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return st, fmt.Errorf("status: %w", err)
+	}
+	return st, nil
+}
+
+// Upgrade starts a new generation of arg ("" re-resolves the start command,
+// a VERSION is looked up in the releases directory, a path, which must be
+// absolute, is used as is). It
+// passes each step to progress (may be nil) and returns the summary once
+// the new generation serves, or with wait once the old one has exited.
+func (c Client) Upgrade(ctx context.Context, arg string, wait bool, progress func(Progress)) (Progress, error) {
+	return c.progressCall(ctx, "upgrade", arg, wait, progress)
+}
+
+// Rollback goes back to the previous release (during a probation: to the
+// standby generation), as [Client.Upgrade] does.
+func (c Client) Rollback(ctx context.Context, wait bool, progress func(Progress)) (Progress, error) {
+	return c.progressCall(ctx, "rollback", "", wait, progress)
+}
+
+// Stop drains every generation and stops the supervisor. progress receives
+// each step and, last, the supervisor's summary ([StepStopped], or the line
+// "stopped" from an older supervisor).
+//
+// A connection that ends without a result is an error wrapping
+// [ErrNoResult]: the stop was sent, but whether the supervisor has drained
+// is unknown. A supervisor that flushes its reply before it exits never
+// causes it.
+func (c Client) Stop(ctx context.Context, progress func(Progress)) error {
+	var last string
+	sum, err := c.progressCall(ctx, "stop", "", false, func(p Progress) {
+		last = p.String()
+		if progress != nil {
+			progress(p)
+		}
+	})
+	if errors.Is(err, ErrNoResult) {
+		return fmt.Errorf("%w; the stop was sent: the supervisor may still be draining, or have exited (see launcher status)", err)
+	}
+	if err != nil {
+		return err
+	}
+	// A supervisor may send its last step both as progress and as the
+	// result: deliver it once.
+	if s := sum.String(); s != "" && s != last && progress != nil {
+		progress(sum)
+	}
+	return nil
+}
+
+// progressCall runs a command that streams progress and returns the
+// result's summary.
+func (c Client) progressCall(ctx context.Context, cmd, arg string, wait bool, progress func(Progress)) (Progress, error) {
+	var each func(control.Message)
+	if progress != nil {
+		each = func(m control.Message) { progress(decodeProgress(m)) }
+	}
+	m, err := c.call(ctx, cmd, arg, wait, each)
+	if err != nil {
+		return Progress{}, err
+	}
+	return decodeProgress(m), nil
+}
+
+// decodeProgress returns the Progress a progress or result message
+// carries: its Data, or for an older supervisor, which sends only text,
+// Line.
+func decodeProgress(m control.Message) Progress {
+	var p Progress
+	if len(m.Data) > 0 && json.Unmarshal(m.Data, &p) == nil && p.Step != "" {
+		return p
+	}
+	return Progress{Line: m.Text}
+}
+
+// call sends one command and returns its result message, passing each
+// progress message to progress (may be nil). A supervisor older than this
+// client refuses its hello naming the version it speaks: the client then
+// says hello again at that version (see package control).
+func (c Client) call(ctx context.Context, cmd, arg string, wait bool, progress func(control.Message)) (control.Message, error) {
+	hello := control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: cmd, Arg: arg, Wait: wait}
+	for {
+		m, err := c.send(ctx, hello, progress)
+		if v, ok := control.Fallback(m, hello.Version); ok && err != nil {
+			hello.Version = v // terminates: Fallback only goes down
+			continue
+		}
+		return m, err
+	}
+}
+
+// send sends hello on a new connection and reads progress until the
+// result.
+func (c Client) send(ctx context.Context, hello control.Message, progress func(control.Message)) (control.Message, error) {
+	cmd := hello.Cmd
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	c, err := d.DialContext(dctx, "unix", sock)
+	nc, err := d.DialContext(dctx, "unix", ControlSocket(c.StateDir))
 	cancel()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return control.Message{}, fmt.Errorf("%s: %w on %s (start one with: launcher start --state-dir %s ...)", cmd, ErrNotRunning, stateDir, stateDir)
+			return control.Message{}, fmt.Errorf("%s: %w on %s (start one with: launcher start --state-dir %s ...)", cmd, ErrNotRunning, c.StateDir, c.StateDir)
 		}
 		return control.Message{}, fmt.Errorf("connect to supervisor: %w", err)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	conn := control.NewConn(c)
-	if err := conn.Write(control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: cmd, Arg: arg, Wait: wait}); err != nil {
+	conn := control.NewConn(nc)
+	if err := conn.Write(hello); err != nil {
 		// A supervisor that refuses a peer says why before it closes: the
 		// reason is worth more than the broken pipe.
 		if m, rerr := conn.Read(time.Now().Add(time.Second)); rerr == nil && m.Type == control.TypeResult && m.Error != "" {
@@ -50,12 +168,12 @@ func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress fu
 			if ctx.Err() != nil {
 				return control.Message{}, ctx.Err()
 			}
-			return control.Message{}, fmt.Errorf("%s: supervisor closed the connection: %w", cmd, err)
+			return control.Message{}, fmt.Errorf("%s: %w: %w", cmd, ErrNoResult, err)
 		}
 		switch m.Type {
 		case control.TypeProgress:
 			if progress != nil {
-				progress(m.Text)
+				progress(m)
 			}
 		case control.TypeResult:
 			if !m.OK {
@@ -66,15 +184,22 @@ func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress fu
 	}
 }
 
+// Call sends one command to the supervisor of stateDir and returns its
+// result, passing each progress line to progress. A failed command is
+// returned as an error with the supervisor's message.
+//
+// Deprecated: use [Client], whose methods return typed results.
+func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress func(string)) (control.Message, error) {
+	var each func(control.Message)
+	if progress != nil {
+		each = func(m control.Message) { progress(m.Text) }
+	}
+	return Client{StateDir: stateDir}.call(ctx, cmd, arg, wait, each)
+}
+
 // GetStatus returns the status of the supervisor of stateDir.
+//
+// Deprecated: use [Client.Status].
 func GetStatus(ctx context.Context, stateDir string) (Status, error) {
-	var st Status
-	m, err := Call(ctx, stateDir, "status", "", false, nil)
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(m.Data, &st); err != nil {
-		return st, fmt.Errorf("status: %w", err)
-	}
-	return st, nil
+	return Client{StateDir: stateDir}.Status(ctx)
 }

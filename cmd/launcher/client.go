@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,107 +12,89 @@ import (
 	"github.com/launcherd/launcher/supervisor"
 )
 
-func cmdUpgrade(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("upgrade", "upgrade [--wait] [VERSION|PATH]", stderr)
-	stateDir := stateDirFlag(fs)
-	wait := fs.Bool("wait", false, "also wait until the old generation has drained and exited")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 1 {
-		return usagef("upgrade: one VERSION or PATH at most, got %q", fs.Args())
-	}
-	arg := fs.Arg(0)
-	if strings.Contains(arg, "/") && !filepath.IsAbs(arg) {
-		// A path is the caller's, relative to the caller's directory, not the
-		// supervisor's.
-		abs, err := filepath.Abs(arg)
-		if err != nil {
-			return fmt.Errorf("upgrade: %w", err)
-		}
-		arg = abs
-	}
-	return callAndPrint(ctx, *stateDir, "upgrade", arg, *wait, stdout)
-}
-
-func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("rollback", "rollback [--wait]", stderr)
-	stateDir := stateDirFlag(fs)
-	wait := fs.Bool("wait", false, "also wait until the generation rolled back from has exited")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("rollback: takes no argument")
-	}
-	return callAndPrint(ctx, *stateDir, "rollback", "", *wait, stdout)
-}
-
-func cmdStop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("stop", "stop", stderr)
-	stateDir := stateDirFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("stop: takes no argument")
-	}
-	return callAndPrint(ctx, *stateDir, "stop", "", false, stdout)
-}
-
-// callAndPrint runs a command, printing progress lines as they come.
-func callAndPrint(ctx context.Context, stateDir, cmd, arg string, wait bool, stdout io.Writer) error {
-	start := time.Now()
-	progress := func(line string) {
-		fmt.Fprintf(stdout, "%6.3fs  %s\n", time.Since(start).Seconds(), line)
-	}
-	m, err := supervisor.Call(ctx, stateDir, cmd, arg, wait, progress)
+func (c *cli) runUpgrade(ctx context.Context, arg string, wait bool) error {
+	pr := newPrinter(c.stdout)
+	sum, err := c.client().Upgrade(ctx, arg, wait, pr.print)
 	if err != nil {
 		return err // the supervisor's message already names the command
 	}
-	if m.Text != "" {
-		fmt.Fprintf(stdout, "%6.3fs  %s\n", time.Since(start).Seconds(), m.Text)
-	}
+	pr.summary(sum)
 	return nil
 }
 
-func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "status [--json] [--watch]", stderr)
-	stateDir := stateDirFlag(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	watch := fs.Bool("watch", false, "refresh every second until interrupted")
-	interval := fs.Duration("interval", time.Second, "refresh interval for --watch")
-	if err := parse(fs, args); err != nil {
+func (c *cli) runRollback(ctx context.Context, wait bool) error {
+	pr := newPrinter(c.stdout)
+	sum, err := c.client().Rollback(ctx, wait, pr.print)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("status: takes no argument")
+	pr.summary(sum)
+	return nil
+}
+
+func (c *cli) runStop(ctx context.Context) error {
+	return c.client().Stop(ctx, newPrinter(c.stdout).print)
+}
+
+// printer prints progress as `launcher upgrade` does: the seconds since
+// the command, two spaces, the step. A typed step carries the
+// supervisor's own clock; a line from an older supervisor gets the CLI's.
+type printer struct {
+	w     io.Writer
+	start time.Time
+	last  string
+}
+
+func newPrinter(w io.Writer) *printer { return &printer{w: w, start: time.Now()} }
+
+func (pr *printer) print(p supervisor.Progress) {
+	line := p.String()
+	if line == "" {
+		return
 	}
+	secs := time.Since(pr.start).Seconds()
+	if p.Step != "" {
+		secs = p.Elapsed.Seconds()
+	}
+	fmt.Fprintf(pr.w, "%6.3fs  %s\n", secs, line)
+	pr.last = line
+}
+
+// summary prints a command's summary unless it repeats the last step (an
+// upgrade with --wait ends with what it waited for).
+func (pr *printer) summary(p supervisor.Progress) {
+	if p.String() != pr.last {
+		pr.print(p)
+	}
+}
+
+func (c *cli) runStatus(ctx context.Context, o statusOptions) error {
+	client := c.client()
 	for {
-		st, err := supervisor.GetStatus(ctx, *stateDir)
+		st, err := client.Status(ctx)
 		if err != nil {
-			if *watch && ctx.Err() != nil {
+			if o.watch && ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if *watch {
-			fmt.Fprint(stdout, "\x1b[H\x1b[2J") // home and clear: refresh in place
+		if o.watch {
+			fmt.Fprint(c.stdout, "\x1b[H\x1b[2J") // home and clear: refresh in place
 		}
-		if *asJSON {
-			enc := json.NewEncoder(stdout)
+		if o.json {
+			enc := json.NewEncoder(c.stdout)
 			enc.SetIndent("", "  ")
 			enc.Encode(st)
 		} else {
-			printStatus(stdout, st)
+			printStatus(c.stdout, st)
 		}
-		if !*watch {
+		if !o.watch {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(*interval):
+		case <-time.After(o.interval):
 		}
 	}
 }

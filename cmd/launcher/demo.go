@@ -28,13 +28,11 @@ const (
 	demoProbation = 2 * time.Second
 )
 
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "demo [-v] [--workers N] [--faults]", stderr)
-	verbose := fs.Bool("v", false, "show the supervisor's log")
-	workers := fs.Int("workers", 2, "worker processes per generation")
-	faults := fs.Bool("faults", false, "instead: a release that crashes during its probation, and a SIGKILLed supervisor whose workers are adopted")
-	if err := parse(fs, args); err != nil {
-		return err
+// cmdDemo runs the demo (or with o.faults the faults demo) and returns an
+// error if a request failed.
+func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
+	if o.workers < 1 {
+		return usagef("demo: --workers %d: want at least 1", o.workers)
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "launcher-demo-")
@@ -49,19 +47,19 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: %w", err)
 	}
 	var log io.Writer = io.Discard
-	if *verbose {
+	if o.verbose {
 		log = stderr
 	}
-	if *faults {
-		return demoFaults(ctx, r, *workers, log, say)
+	if o.faults {
+		return demoFaults(ctx, r, o.workers, log, say)
 	}
 	// A probation shorter than the default, so the timeline shows it end.
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: *workers, Log: log, Extra: []string{"--probation", demoProbation.String()}})
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: o.workers, Log: log, Extra: []string{"--probation", demoProbation.String()}})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer sup.Stop()
-	say("2. launcher start --listen %s --workers %d --probation %s --releases %s -- releases/v1/hello", sup.Addr, *workers, demoProbation, r.Releases)
+	say("2. launcher start --listen %s --workers %d --probation %s --releases %s -- releases/v1/hello", sup.Addr, o.workers, demoProbation, r.Releases)
 	say("3. load for %s: 16 keep-alive clients and 8 clients with a new connection per request (no retries)", demoLoad)
 
 	type loadRun struct {

@@ -3,69 +3,91 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/launcherd/launcher/supervisor"
 )
 
-// listFlag is a repeatable flag.
-type listFlag []string
+func (c *cli) startCommand() *cobra.Command {
+	var (
+		cfg     supervisor.Config
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "start [flags] -- COMMAND [ARGS...]",
+		Short: "run the supervisor in the foreground",
+		Long: `Run the supervisor in the foreground: COMMAND as the first generation of
+--workers processes, upgraded by launcher upgrade or SIGHUP, stopped by
+launcher stop, SIGTERM or SIGINT. It writes STATE_DIR/launcher.pid; its PID
+never changes across upgrades. On a state directory whose supervisor was
+killed, it adopts the workers still serving instead of starting new ones.
+It exits when stopped, or 1 if the first generation cannot start.
 
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error {
-	*l = append(*l, v)
-	return nil
+Flags come before COMMAND: everything from COMMAND on is the service's.`,
+		Example: "  launcher start --listen 127.0.0.1:8080 --releases /srv/hello/releases -- /srv/hello/releases/v1/hello -addr x",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]")
+			}
+			if len(cfg.Listen) == 0 {
+				return usagef("start: no listen address: give --listen ADDR")
+			}
+			return nil
+		},
+		RunE: c.act(func(cmd *cobra.Command, args []string) error {
+			if cfg.Probation < 0 {
+				return usagef("start: --probation %s: want 0 (off) or more", cfg.Probation)
+			}
+			if cfg.Probation == 0 {
+				cfg.Probation = supervisor.NoProbation // in Config, zero is the default
+			}
+			if cfg.Workers < 1 {
+				return usagef("start: --workers %d: want at least 1", cfg.Workers)
+			}
+			cfg.Command = args
+			cfg.StateDir = c.stateDirOrDefault()
+			c.releaseSignals() // start handles its own
+			return c.start(cfg, verbose)
+		}),
+	}
+	// Everything from COMMAND on is the service's: its flags are not ours.
+	cmd.Flags().SetInterspersed(false)
+	f := cmd.Flags()
+	f.StringArrayVar(&cfg.Listen, "listen", nil, "TCP address `ADDR` every worker binds with SO_REUSEPORT (repeatable)")
+	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve /metrics and /healthz of the supervisor and all generations on this address")
+	f.StringVar(&cfg.Releases, "releases", "", "releases directory: DIR/VERSION/NAME, NAME = file name of COMMAND's target")
+	f.StringVar(&cfg.Current, "current", "", "symlink repointed to the release directory after a good upgrade")
+	f.IntVar(&cfg.Workers, "workers", 1, "worker processes per generation")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there")
+	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
+	f.StringVar(&cfg.Handover, "handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
+	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
+	f.DurationVar(&cfg.Settle, "settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
+	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
+	cmd.MarkFlagDirname("releases")
+	cmd.RegisterFlagCompletionFunc("handover", cobra.FixedCompletions(
+		[]cobra.Completion{supervisor.HandoverSteer, supervisor.HandoverMigrate, supervisor.HandoverClose},
+		cobra.ShellCompDirectiveNoFileComp))
+	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation")
+	return cmd
 }
 
-func cmdStart(args []string, stderr io.Writer) error {
-	fs := newFlags("start", "start [flags] -- COMMAND [ARGS...]", stderr)
-	var listen listFlag
-	fs.Var(&listen, "listen", "TCP address every worker binds with SO_REUSEPORT (repeatable)")
-	stateDir := stateDirFlag(fs)
-	metricsAddr := fs.String("metrics", "", "serve /metrics and /healthz of the supervisor and all generations on this address")
-	releases := fs.String("releases", "", "releases directory: DIR/VERSION/NAME, NAME = file name of COMMAND's target")
-	current := fs.String("current", "", "symlink repointed to the release directory after a good upgrade")
-	workers := fs.Int("workers", 1, "worker processes per generation")
-	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there")
-	readyTimeout := fs.Duration("ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
-	handover := fs.String("handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
-	maxDraining := fs.Int("max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
-	settle := fs.Duration("settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
-	probation := fs.Duration("probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
-	verbose := fs.Bool("v", false, "debug logging")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	command := fs.Args()
-	if len(command) == 0 {
-		return usagef("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]")
-	}
-	if *probation < 0 {
-		return usagef("start: --probation %s: want 0 (off) or more", *probation)
-	}
-	if *probation == 0 {
-		*probation = -1 // Config: negative disables, zero is the default
-	}
-	if *workers < 1 {
-		return usagef("start: --workers %d: want at least 1", *workers)
-	}
+// runStart runs the supervisor until it stops.
+func (c *cli) runStart(cfg supervisor.Config, verbose bool) error {
 	level := slog.LevelInfo
-	if *verbose {
+	if verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	s, err := supervisor.New(supervisor.Config{
-		Command: command, Listen: listen, StateDir: *stateDir, MetricsAddr: *metricsAddr,
-		Releases: *releases, Current: *current, Workers: *workers,
-		DrainTimeout: *drainTimeout, ReadyTimeout: *readyTimeout,
-		Handover: *handover, Settle: *settle, MaxDraining: *maxDraining, Probation: *probation, Logger: log,
-	})
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = log
+	s, err := supervisor.New(cfg)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
@@ -81,7 +103,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 				return
 			case sig := <-sigs:
 				if sig == syscall.SIGHUP {
-					go func() {
+					go func() { // ends with the upgrade, bounded by ctx
 						sum, err := s.Upgrade(ctx, "", false, func(string) {})
 						if err != nil {
 							log.Error("SIGHUP upgrade", "err", err)
@@ -92,7 +114,7 @@ func cmdStart(args []string, stderr io.Writer) error {
 					continue
 				}
 				log.Info("signal: stopping", "signal", sig.String())
-				go s.Stop(context.Background())
+				go s.Stop(context.Background()) // ends when every generation has drained
 			}
 		}
 	}()

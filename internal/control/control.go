@@ -1,11 +1,3 @@
-// Package control is the wire protocol between the launcher supervisor,
-// its workers and the launcher CLI: one unix stream socket, newline-
-// delimited JSON messages, a versioned handshake first, every message
-// bounded in size and every read bounded in time by the caller.
-//
-// The same socket serves workers and CLI clients; the first message's Role
-// says which. Workers prove they are the supervisor's children with the
-// token it put in their environment.
 package control
 
 import (
@@ -24,10 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Version is the protocol version sent in every handshake. A peer with
-// another version is refused.
-const Version = 1
-
 // MaxMessage bounds one encoded message. Larger input is an error and the
 // connection is dropped.
 const MaxMessage = 64 << 10
@@ -43,6 +31,11 @@ const (
 // Supervisor → worker: Welcome, Grant, Steer, Release, Standby, Resume,
 // HandoffDone. Client ↔ supervisor: Hello with Cmd, then Progress
 // messages and one Result.
+//
+// The supervisor's requests Steer, Release and Quiesce are answered by
+// Steered, Released and Quiesced, with the request's [Message.ID] from
+// version 2 on. A worker's Listen is answered by Grant (or Fail); it sends
+// one per connection, so it needs no ID.
 const (
 	TypeHello       = "hello"
 	TypeWelcome     = "welcome"
@@ -78,6 +71,10 @@ type Message struct {
 	Type    string `json:"type"`
 	Version int    `json:"v,omitempty"`
 	Role    string `json:"role,omitempty"`
+	// ID numbers a request (Steer, Release, Quiesce) from version 2 on; its
+	// reply (Steered, Released, Quiesced) carries the same ID. Zero means
+	// none: a version-1 peer neither sends nor reads it.
+	ID uint64 `json:"id,omitempty"`
 
 	// Worker hello.
 	Generation int    `json:"generation,omitempty"`

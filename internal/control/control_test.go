@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -76,15 +77,30 @@ func TestWithoutLauncherEnv(t *testing.T) {
 }
 
 // FuzzDecode: the decoder never panics and never accepts more than
-// MaxMessage bytes, whatever a peer sends.
+// MaxMessage bytes, whatever a peer sends; what it accepts encodes again
+// to the same type, version and ID, and a refusal check never panics.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"type":"hello","v":1,"role":"worker","token":"abc"}` + "\n"))
-	f.Add([]byte(`{"type":"steer","slots":[0,1,2]}` + "\n"))
+	f.Add([]byte(`{"type":"hello","v":2,"role":"worker","token":"abc","caps":["quiesce"]}` + "\n"))
+	f.Add([]byte(`{"type":"steer","id":3,"slots":[0,1,2]}` + "\n"))
+	f.Add([]byte(`{"type":"result","error":"protocol: want hello version 1"}` + "\n"))
 	f.Add([]byte("\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
-		if err == nil && len(b) > MaxMessage+1 && !strings.Contains(string(b[:MaxMessage+1]), "\n") {
+		if err != nil {
+			return
+		}
+		if len(b) > MaxMessage+1 && !strings.Contains(string(b[:MaxMessage+1]), "\n") {
 			t.Fatalf("accepted a line over MaxMessage: %+v", m)
+		}
+		Fallback(m, Version)
+		enc, err := json.Marshal(m)
+		if err != nil {
+			return // e.g. Data that is not valid JSON on its own
+		}
+		again, err := Decode(append(enc, '\n'))
+		if err == nil && (again.Type != m.Type || again.Version != m.Version || again.ID != m.ID) {
+			t.Fatalf("decoded %+v, after encoding again %+v", m, again)
 		}
 	})
 }

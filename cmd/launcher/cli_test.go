@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// runCLI runs the command line args on the cli mk returns and returns the
+// exit status, stdout and stderr.
+func runCLI(t *testing.T, mk func(stdout, stderr io.Writer) *cli, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := mk(&stdout, &stderr).run(args)
+	return code, stdout.String(), stderr.String()
+}
+
+// call is what a fake action was called with.
+type call struct {
+	action   string
+	stateDir string
+	cfg      supervisor.Config
+	verbose  bool
+	arg      string
+	wait     bool
+	status   statusOptions
+	demo     demoOptions
+}
+
+// fakeCLI returns a constructor of clis whose actions record their call in
+// *got and return err.
+func fakeCLI(got *call, err error) func(stdout, stderr io.Writer) *cli {
+	return func(stdout, stderr io.Writer) *cli {
+		c := newCLI(stdout, stderr)
+		record := func(cl call) error {
+			cl.stateDir = c.stateDirOrDefault()
+			*got = cl
+			return err
+		}
+		c.start = func(cfg supervisor.Config, verbose bool) error {
+			return record(call{action: "start", cfg: cfg, verbose: verbose})
+		}
+		c.upgrade = func(_ context.Context, arg string, wait bool) error {
+			return record(call{action: "upgrade", arg: arg, wait: wait})
+		}
+		c.rollback = func(_ context.Context, wait bool) error { return record(call{action: "rollback", wait: wait}) }
+		c.stop = func(context.Context) error { return record(call{action: "stop"}) }
+		c.status = func(_ context.Context, o statusOptions) error { return record(call{action: "status", status: o}) }
+		c.demo = func(_ context.Context, o demoOptions) error { return record(call{action: "demo", demo: o}) }
+		c.releases = func(context.Context) (string, error) { return "", supervisor.ErrNotRunning }
+		return c
+	}
+}
+
+// startConfig is start's Config with the flags' defaults, changed by set.
+func startConfig(set func(*supervisor.Config)) supervisor.Config {
+	cfg := supervisor.Config{
+		Command: []string{"/srv/hello"}, Listen: []string{"127.0.0.1:8080"}, StateDir: "/env/state",
+		Workers: 1, DrainTimeout: 30 * time.Second, ReadyTimeout: 30 * time.Second,
+		Handover: supervisor.HandoverSteer, MaxDraining: 4, Settle: 50 * time.Millisecond,
+		Probation: supervisor.DefaultProbation,
+	}
+	if set != nil {
+		set(&cfg)
+	}
+	return cfg
+}
+
+func TestParse(t *testing.T) {
+	t.Setenv("LAUNCHER_STATE_DIR", "/env/state")
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := []string{"--listen", "127.0.0.1:8080"}
+	tests := []struct {
+		args []string
+		want call
+	}{
+		{[]string{"upgrade", "v2", "--wait"}, call{action: "upgrade", arg: "v2", wait: true}},
+		{[]string{"upgrade", "--wait", "v2"}, call{action: "upgrade", arg: "v2", wait: true}},
+		{[]string{"upgrade"}, call{action: "upgrade"}},
+		{[]string{"upgrade", "v2", "--state-dir", "/s"}, call{action: "upgrade", arg: "v2", stateDir: "/s"}},
+		{[]string{"--state-dir", "/s", "upgrade", "v2"}, call{action: "upgrade", arg: "v2", stateDir: "/s"}},
+		{[]string{"upgrade", "/abs/hello"}, call{action: "upgrade", arg: "/abs/hello"}},
+		{[]string{"upgrade", "build/hello"}, call{action: "upgrade", arg: filepath.Join(wd, "build/hello")}},
+		{[]string{"rollback", "--wait"}, call{action: "rollback", wait: true}},
+		{[]string{"stop", "--state-dir=/s"}, call{action: "stop", stateDir: "/s"}},
+		{[]string{"status"}, call{action: "status", status: statusOptions{interval: time.Second}}},
+		{[]string{"status", "--watch", "--json", "--interval", "2s"}, call{action: "status", status: statusOptions{json: true, watch: true, interval: 2 * time.Second}}},
+		{[]string{"demo"}, call{action: "demo", demo: demoOptions{workers: 2}}},
+		{[]string{"demo", "-v", "--faults", "--workers", "3"}, call{action: "demo", demo: demoOptions{verbose: true, faults: true, workers: 3}}},
+		{append(append([]string{"start"}, listen...), "--", "/srv/hello"), call{action: "start", cfg: startConfig(nil)}},
+		// The service's flags are its own, with or without "--".
+		{append(append([]string{"start"}, listen...), "--", "/srv/hello", "-addr", "x", "--workers", "9", "--help"),
+			call{action: "start", cfg: startConfig(func(c *supervisor.Config) {
+				c.Command = []string{"/srv/hello", "-addr", "x", "--workers", "9", "--help"}
+			})}},
+		{append(append([]string{"start"}, listen...), "/srv/hello", "-addr", "x", "-v"),
+			call{action: "start", cfg: startConfig(func(c *supervisor.Config) { c.Command = []string{"/srv/hello", "-addr", "x", "-v"} })}},
+		{[]string{"start", "--probation", "0", "--listen", "a:1", "--listen", "b:2", "--workers", "4", "-v", "--handover", "close", "--", "/srv/hello"},
+			call{action: "start", verbose: true, cfg: startConfig(func(c *supervisor.Config) {
+				c.Probation, c.Listen, c.Workers, c.Handover = supervisor.NoProbation, []string{"a:1", "b:2"}, 4, supervisor.HandoverClose
+			})}},
+		{[]string{"start", "--state-dir", "/s", "--probation", "2s", "--releases", "/r", "--current", "/c", "--metrics", ":9100",
+			"--drain-timeout", "1m", "--ready-timeout", "5s", "--max-draining", "2", "--settle", "1.5s", "--listen", "127.0.0.1:8080", "/srv/hello"},
+			call{action: "start", stateDir: "/s", cfg: startConfig(func(c *supervisor.Config) {
+				c.StateDir, c.Probation, c.Releases, c.Current, c.MetricsAddr = "/s", 2*time.Second, "/r", "/c", ":9100"
+				c.DrainTimeout, c.ReadyTimeout, c.MaxDraining, c.Settle = time.Minute, 5*time.Second, 2, 1500*time.Millisecond
+			})}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var got call
+			code, _, stderr := runCLI(t, fakeCLI(&got, nil), tt.args...)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr %q; want 0", code, stderr)
+			}
+			if tt.want.stateDir == "" {
+				tt.want.stateDir = "/env/state"
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	t.Setenv("LAUNCHER_STATE_DIR", "/env/state")
+	tests := []struct {
+		args     []string
+		err      error // the action's
+		code     int
+		stdout   string // a substring
+		stderr   string // the whole of it, "" for none, "*" for anything
+		noAction bool
+	}{
+		{args: []string{"--help"}, code: 0, stdout: "launcher [command]", noAction: true},
+		{args: []string{"-h"}, code: 0, stdout: "Available Commands", noAction: true},
+		{args: []string{"help", "upgrade"}, code: 0, stdout: "launcher upgrade [--wait] [VERSION|PATH]", noAction: true},
+		{args: []string{"upgrade", "--help"}, code: 0, stdout: "--wait", noAction: true},
+		{args: []string{"start", "--help"}, code: 0, stdout: "--probation", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "-h", "--", "x"}, code: 0, stdout: "--probation", noAction: true},
+		{args: []string{"stop", "--help"}, code: 0, stdout: "--state-dir", noAction: true},
+		{args: []string{"upgrade", "v2"}, code: 0},
+		{args: []string{"upgrade", "v2"}, err: errors.New("upgrade to v2: crashed"), code: 1, stderr: "launcher: upgrade to v2: crashed\n"},
+		{args: []string{"status"}, err: supervisor.ErrNotRunning, code: 1, stderr: "launcher: no supervisor running\n"},
+		{args: []string{}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"upgrdae"}, code: 2, stderr: `launcher: unknown command "upgrdae" (see launcher --help); did you mean "upgrade"?` + "\n", noAction: true},
+		{args: []string{"--bogus"}, code: 2, stderr: "launcher: unknown flag: --bogus (see launcher --help)\n", noAction: true},
+		{args: []string{"upgrade", "--bogus"}, code: 2, stderr: "launcher: upgrade: unknown flag: --bogus (see launcher upgrade --help)\n", noAction: true},
+		{args: []string{"upgrade", "v2", "v3"}, code: 2, stderr: `launcher: upgrade: one VERSION or PATH at most, got ["v2" "v3"]` + "\n", noAction: true},
+		{args: []string{"status", "now"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"rollback", "v1"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"status", "--interval", "soon"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--workers", "many", "--", "x"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--workers", "0", "--", "x"}, code: 2, stderr: "launcher: start: --workers 0: want at least 1\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--probation", "-1s", "--", "x"}, code: 2, stderr: "launcher: start: --probation -1s: want 0 (off) or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1"}, code: 2, stderr: "launcher: start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]\n", noAction: true},
+		{args: []string{"start", "--", "x"}, code: 2, stderr: "launcher: start: no listen address: give --listen ADDR\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--bogus", "x"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"completion"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"completion", "tcsh"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"man"}, code: 2, stderr: "*", noAction: true},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var got call
+			code, stdout, stderr := runCLI(t, fakeCLI(&got, tt.err), tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d; want %d (stderr %q)", code, tt.code, stderr)
+			}
+			if !strings.Contains(stdout, tt.stdout) {
+				t.Errorf("stdout = %q; want it to contain %q", stdout, tt.stdout)
+			}
+			switch {
+			case tt.stderr == "*" && len(tt.args) > 0:
+				// One line, ours.
+				if !strings.HasPrefix(stderr, "launcher: ") || strings.Count(stderr, "\n") != 1 {
+					t.Errorf("stderr = %q; want one line starting with %q", stderr, "launcher: ")
+				}
+			case tt.stderr == "*":
+				if stderr == "" {
+					t.Errorf("stderr is empty; want the usage")
+				}
+			case stderr != tt.stderr:
+				t.Errorf("stderr = %q; want %q", stderr, tt.stderr)
+			}
+			if tt.noAction && got.action != "" {
+				t.Errorf("action %q ran; want none", got.action)
+			}
+		})
+	}
+}
+
+// TestNotRunning runs the real actions against a state directory no
+// supervisor serves.
+func TestNotRunning(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"upgrade", "v2"}, {"rollback"}, {"stop"}, {"status"}} {
+		t.Run(args[0], func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, newCLI, append(args, "--state-dir", dir)...)
+			if code != 1 || stdout != "" {
+				t.Errorf("exit %d, stdout %q; want 1 and nothing", code, stdout)
+			}
+			want := "launcher: " + args[0] + ": no supervisor running on " + dir
+			if !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr = %q; want one line starting with %q", stderr, want)
+			}
+		})
+	}
+}
+
+func TestDefaultStateDir(t *testing.T) {
+	t.Setenv("LAUNCHER_STATE_DIR", "")
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+	want := "/run/user/1000/launcher"
+	if os.Getuid() == 0 {
+		want = "/run/launcher"
+	}
+	if got := defaultStateDir(); got != want {
+		t.Errorf("defaultStateDir() = %q; want %q", got, want)
+	}
+	t.Setenv("LAUNCHER_STATE_DIR", "/x")
+	if got := defaultStateDir(); got != "/x" {
+		t.Errorf("defaultStateDir() = %q; want %q", got, "/x")
+	}
+}
