@@ -44,6 +44,7 @@ func ansiblePlaybook(t *testing.T, bin, dir string, args ...string) (string, err
 	cmd.Env = ansibleEnv(dir)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
+	noRace(t, "ansible-playbook (which runs the launcher CLI)", out, nil)
 	t.Logf("ansible-playbook %s: %v in %s", strings.Join(args, " "), err, time.Since(start).Round(time.Millisecond))
 	return string(out), err
 }

@@ -60,6 +60,7 @@ func (d *deployScript) exec(env []string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, d.bash, append([]string{"deploy.sh"}, args...)...)
 	cmd.Env = append(append(os.Environ(), d.env...), env...)
 	out, err := cmd.CombinedOutput()
+	noRace(d.t, "deploy.sh "+strings.Join(args, " "), out, nil) // it runs the launcher CLI
 	return string(out), err
 }
 
@@ -200,7 +201,7 @@ func TestDeployScript(t *testing.T) {
 	if out := d.run(nil, "status"); !strings.Contains(out, "current -> v2") {
 		t.Errorf("deploy.sh status does not show current -> v2:\n%s", out)
 	}
-	if out, err := launcherCLI(b.launcher, nil, "stop", "--state-dir", stateDir); err != nil {
+	if out, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", stateDir); err != nil {
 		t.Fatalf("launcher stop: %v\n%s", err, out)
 	}
 	if err := p.wait(15 * time.Second); err != nil {

@@ -21,8 +21,11 @@ import (
 )
 
 // TestMain removes the binaries the integration tests of this package
-// built (see buildBinaries).
+// built (see buildBinaries). Every process the tests start inherits
+// GORACE: a data race ends it with status 66 after its report, which the
+// helpers turn into a failed test (see noRace and launcherProc.cleanup).
 func TestMain(m *testing.M) {
+	os.Setenv("GORACE", rig.GORACE)
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)
@@ -50,8 +53,8 @@ var (
 // helloVersions are the versions of hello buildBinaries builds.
 var helloVersions = []string{"v1", "v2", "v3"}
 
-// buildBinaries builds the launcher and hello v1, v2 and v3 the first time
-// a test asks for them, and returns them.
+// buildBinaries builds the launcher and hello v1, v2 and v3, with -race,
+// the first time a test asks for them, and returns them.
 func buildBinaries(t testing.TB) binaries {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -62,7 +65,7 @@ func buildBinaries(t testing.TB) binaries {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		r, err := rig.Build(ctx, dir, helloVersions...)
+		r, err := rig.BuildWith(ctx, dir, rig.BuildOptions{Race: true}, helloVersions...)
 		if buildErr = err; err != nil {
 			return
 		}
@@ -153,7 +156,8 @@ type launcherProc struct {
 // the binary: "start", flags, "--", the command) and extra environment,
 // and waits until its first generation serves. stateDir must be the
 // --state-dir of args; addr the --listen address. The test's cleanup stops
-// it (SIGTERM, then SIGKILL) and kills every worker it has seen.
+// it (SIGTERM, then SIGKILL), kills every worker it has seen, and fails the
+// test if the supervisor or a worker reported a data race.
 func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args ...string) *launcherProc {
 	t.Helper()
 	p := &launcherProc{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}}
@@ -167,10 +171,14 @@ func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args 
 }
 
 // cleanup stops the supervisor gracefully, kills it if it does not stop
-// within 15 s, and kills every worker it has seen.
+// within 15 s, kills every worker it has seen, and checks their output for
+// data races.
 func (p *launcherProc) cleanup() {
 	if err := p.Shutdown(15 * time.Second); errors.Is(err, rig.ErrKilled) {
 		p.t.Errorf("launcher: %v", err)
+	}
+	if r := p.RaceReport(); r != "" {
+		p.t.Errorf("data race in the supervisor (%s) or its workers:\n%s", p.stateDir, r)
 	}
 	if p.t.Failed() {
 		p.t.Logf("launcher log (%s):\n%s", p.stateDir, p.log)
@@ -198,14 +206,25 @@ func (p *launcherProc) status() supervisor.Status {
 }
 
 // launcherCLI runs the launcher CLI with args and returns its combined
-// output and error.
-func launcherCLI(bin string, env []string, args ...string) (string, error) {
+// output and error; a data race in it fails the test.
+func launcherCLI(t testing.TB, bin string, env []string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
+	noRace(t, "launcher "+strings.Join(args, " "), out, err)
 	return string(out), err
+}
+
+// noRace fails the test if out, the output of a process it ran (what),
+// has a data race report, or err is the race detector's exit status.
+func noRace(t testing.TB, what string, out []byte, err error) {
+	t.Helper()
+	if r := rig.RaceReport(out, err); r != "" {
+		t.Errorf("data race in %s:\n%s", what, r)
+	}
 }
 
 // activeVersion returns the version of the active generation, "" if none.

@@ -260,7 +260,7 @@ func TestNginxUpgradesUnderLoad(t *testing.T) {
 	var upgradeErrs []string
 	for i := range upgrades {
 		v := []string{"v2", "v1"}[i%2]
-		if out, err := launcherCLI(b.launcher, nil, "upgrade", "--state-dir", state, v); err != nil {
+		if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", state, v); err != nil {
 			upgradeErrs = append(upgradeErrs, fmt.Sprintf("upgrade %d to %s: %v: %s", i+1, v, err, out))
 		}
 		time.Sleep(150 * time.Millisecond)

@@ -473,7 +473,7 @@ func TestSystemdNotify(t *testing.T) {
 	upgrade := func(version string, args ...string) {
 		t.Helper()
 		before := monotonicUsec(t)
-		out, err := launcherCLI(args[0], nil, args[1:]...)
+		out, err := launcherCLI(t, args[0], nil, args[1:]...)
 		if err != nil {
 			t.Fatalf("%q: %v\n%s", args, err, out)
 		}
@@ -518,7 +518,7 @@ func TestSystemdNotify(t *testing.T) {
 
 	// Let the watchdog run a while, then stop.
 	time.Sleep(3 * watchdog)
-	if out, err := launcherCLI(b.launcher, nil, "stop", "--state-dir", stateDir); err != nil {
+	if out, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", stateDir); err != nil {
 		t.Fatalf("launcher stop: %v\n%s", err, out)
 	}
 	rec.waitFor(t, i+1, "STOPPING", 10*time.Second)

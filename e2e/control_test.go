@@ -118,6 +118,7 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 	os.Chmod(bins.dir, 0o755)
 	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
 		bins.launcher, "stop", "--state-dir", s.stateDir).CombinedOutput()
+	noRace(t, "launcher stop as uid 65534", out, err)
 	if err == nil || !strings.Contains(string(out), "refused: uid 65534 is not allowed") {
 		t.Errorf("stop as uid 65534: %v, %q; want refused", err, out)
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,20 +11,26 @@ import (
 
 // TestDemos runs the README's first command, and its --faults variant, as
 // a user would: each must exit 0 and say that nothing failed (beyond what
-// a deliberate crash takes).
+// a deliberate crash takes). As everything the tests run, the processes
+// of the demo are built with -race here: GOFLAGS reaches the go build of
+// the demo's own releases and launcher (a user's demo builds without it),
+// and -v puts their logs, with any race report, in the output.
 func TestDemos(t *testing.T) {
 	tests := []struct {
 		args []string
 		want []string
 	}{
-		{[]string{"demo"}, []string{"0 failed, over 2 upgrades", `long request: "hello from v1"`}},
-		{[]string{"demo", "--faults"}, []string{"crashed during its probation", "adopted generation 1", "0 other failures", "passed its 3s probation"}},
+		{[]string{"demo", "-v"}, []string{"0 failed, over 2 upgrades", `long request: "hello from v1"`}},
+		{[]string{"demo", "-v", "--faults"}, []string{"crashed during its probation", "adopted generation 1", "0 other failures", "passed its 3s probation"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, bins.launcher, tt.args...).CombinedOutput()
+			cmd := exec.CommandContext(ctx, bins.launcher, tt.args...)
+			cmd.Env = append(os.Environ(), "GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -race"))
+			out, err := cmd.CombinedOutput()
+			noRace(t, "launcher "+strings.Join(tt.args, " "), out, err)
 			if err != nil {
 				t.Fatalf("launcher %v: %v\n%s", tt.args, err, out)
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -175,10 +176,12 @@ func TestStopDuringUpgrade(t *testing.T) {
 	s := startSup(t, "--ready-timeout", "30s")
 	// Not s.cli: this command may outlive the test's assertions.
 	up := exec.Command(bins.launcher, "upgrade", "--state-dir", s.stateDir, "vhang")
+	var upOut bytes.Buffer
+	up.Stdout, up.Stderr = &upOut, &upOut
 	if err := up.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer up.Wait()
+	defer func() { err := up.Wait(); noRace(t, "launcher upgrade vhang", upOut.Bytes(), err) }()
 	var pids []int
 	eventually(t, 5*time.Second, "new generation starting", func() error {
 		st := s.status()

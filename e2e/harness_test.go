@@ -31,6 +31,11 @@ var bins struct {
 const envBins = "LAUNCHER_E2E_BINS"
 
 func TestMain(m *testing.M) {
+	// Every process the tests start inherits it (workers inherit their
+	// supervisor's environment): a data race ends the process with status
+	// 66 after its report, which the harness turns into a failed test (see
+	// noRace and sup.cleanup).
+	os.Setenv("GORACE", rig.GORACE)
 	if dir := os.Getenv(envBins); dir != "" {
 		bins.dir, bins.launcher, bins.releases = dir, filepath.Join(dir, "launcher"), filepath.Join(dir, "releases")
 		os.Exit(m.Run())
@@ -50,8 +55,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// build builds the launcher and hello v1, v2 and v3 with -race into dir.
 func build(dir string) error {
-	r, err := rig.Build(context.Background(), dir, "v1", "v2", "v3")
+	r, err := rig.BuildWith(context.Background(), dir, rig.BuildOptions{Race: true}, "v1", "v2", "v3")
 	if err != nil {
 		return err
 	}
@@ -91,7 +97,8 @@ type sup struct {
 }
 
 // startSup starts a supervisor of releases/v1/hello with extra flags and
-// waits until it serves. Cleanup stops it and kills anything left.
+// waits until it serves. Cleanup stops it, kills anything left, and fails
+// the test if the supervisor or a worker reported a data race.
 func startSup(t *testing.T, flags ...string) *sup {
 	t.Helper()
 	return startSupIn(t, filepath.Join(shortTempDir(t), "s"), flags...)
@@ -141,6 +148,9 @@ func (s *sup) status() supervisor.Status {
 
 func (s *sup) cleanup() {
 	s.Shutdown(15 * time.Second)
+	if r := s.RaceReport(); r != "" {
+		s.t.Errorf("data race in the supervisor (%s) or its workers:\n%s", s.stateDir, r)
+	}
 	if s.t.Failed() {
 		s.t.Logf("supervisor log:\n%s", s.log)
 	}
@@ -173,6 +183,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	defer cancel()
 	go func() { <-ctx.Done(); cmd.Process.Kill() }()
 	err := cmd.Run()
+	noRace(t, "launcher "+strings.Join(args, " "), append(out.Bytes(), errb.Bytes()...), err)
 	code = 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -180,6 +191,15 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 		t.Fatalf("run launcher %v: %v", args, err)
 	}
 	return out.String(), errb.String(), code
+}
+
+// noRace fails the test if out, the output of a process it ran (what),
+// has a data race report, or err is the race detector's exit status.
+func noRace(t testing.TB, what string, out []byte, err error) {
+	t.Helper()
+	if r := rig.RaceReport(out, err); r != "" {
+		t.Errorf("data race in %s:\n%s", what, r)
+	}
 }
 
 func activeGen(st supervisor.Status) *supervisor.GenerationStatus {

@@ -40,6 +40,7 @@ func TestMigrateHandoverInNetns(t *testing.T) {
 	cmd := exec.CommandContext(ctx, unshare, "--net", "--", "sh", "-c", script, os.Args[0])
 	cmd.Env = append(os.Environ(), envNetnsHelper+"=1", envBins+"="+bins.dir)
 	out, err := cmd.CombinedOutput()
+	noRace(t, "the test in the namespace", out, err)
 	if err != nil {
 		t.Fatalf("helper in the namespace: %v\n%s", err, out)
 	}

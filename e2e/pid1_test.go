@@ -66,7 +66,8 @@ func TestReapsOrphans(t *testing.T) {
 				t.Fatal(err)
 			}
 			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
+			var exit error                                 // cmd's, once done is closed
+			go func() { exit = cmd.Wait(); close(done) }() // ends when the supervisor (or unshare) is reaped
 			var sup int
 			t.Cleanup(func() {
 				// Killing PID 1 of the namespace kills every process in it;
@@ -81,6 +82,7 @@ func TestReapsOrphans(t *testing.T) {
 				}
 				cmd.Process.Kill()
 				<-done
+				noRace(t, "the supervisor or its workers", []byte(log.String()), exit)
 				if t.Failed() {
 					t.Logf("log:\n%s", log)
 				}
@@ -109,9 +111,13 @@ func TestReapsOrphans(t *testing.T) {
 				}
 				return fmt.Errorf("no orphan among the children of %d", sup)
 			})
-			if b, err := get(addr, "/"); err != nil || b != "hello from v1" {
-				t.Fatalf("GET / = %q, %v", b, err)
-			}
+			// The orphan comes from the start script, before hello runs.
+			eventually(t, 10*time.Second, "hello serves", func() error {
+				if b, err := get(addr, "/"); err != nil || b != "hello from v1" {
+					return fmt.Errorf("GET / = %q, %v", b, err)
+				}
+				return nil
+			})
 			if !strings.Contains(log.String(), tt.wantLog) {
 				t.Errorf("supervisor log lacks %q:\n%s", tt.wantLog, log)
 			}

@@ -168,7 +168,8 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	var exit error                                   // cmd's, once exited is closed
+	go func() { exit = cmd.Wait(); close(exited) }() // ends when the first hello is reaped
 	var pids []int
 	t.Cleanup(func() {
 		for _, p := range append(pids, readPID(pidFile)) {
@@ -178,8 +179,9 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		}
 		cmd.Process.Kill()
 		<-exited
+		b, _ := os.ReadFile(log.Name())
+		noRace(t, "hello or the process it handed over to", b, exit)
 		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
 			t.Logf("log:\n%s", b)
 		}
 	})

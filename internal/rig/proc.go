@@ -20,6 +20,7 @@ import (
 type Proc struct {
 	StateDir string // its --state-dir
 	cmd      *exec.Cmd
+	race     *RaceDetector // on its output, which carries its workers' stderr
 	done     chan struct{} // closed once the process is reaped
 	err      error         // its exit status, once done is closed
 
@@ -29,15 +30,14 @@ type Proc struct {
 
 // StartProc runs argv with env added to this process's environment and
 // its output to log, and waits until the supervisor of stateDir reports an
-// active generation (up to 30 s, or until ctx ends).
+// active generation (up to 30 s, or until ctx ends). Its output also goes
+// through a [RaceDetector]: see [Proc.RaceReport].
 func StartProc(ctx context.Context, argv, env []string, stateDir string, log io.Writer) (*Proc, error) {
 	p := &Proc{StateDir: stateDir, done: make(chan struct{}), pids: map[int]bool{}}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), env...)
-	if log == nil {
-		log = io.Discard
-	}
-	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.race = NewRaceDetector(log)
+	p.cmd.Stdout, p.cmd.Stderr = p.race, p.race
 	// Workers share its stdout: once it is killed, Wait must not wait for
 	// them to close it.
 	p.cmd.WaitDelay = 2 * time.Second
@@ -82,6 +82,21 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Err returns the exit error once Done is closed.
 func (p *Proc) Err() error { return p.err }
+
+// RaceReport returns the first data race report the supervisor or its
+// workers wrote on its output (when built with -race), or says that the
+// supervisor exited with the race detector's status 66; "" if neither.
+// Call it once the process has exited, after [Proc.Shutdown], to see
+// everything.
+func (p *Proc) RaceReport() string {
+	code := -1
+	select {
+	case <-p.done:
+		code = p.cmd.ProcessState.ExitCode()
+	default:
+	}
+	return withExitStatus(p.race.Report(), code)
+}
 
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }

@@ -1,6 +1,8 @@
 // Package rig builds the launcher and releases of the hello service and
-// runs a real supervisor process, for the demo and the upgrade benchmark:
-// the same steps an operator takes, driven from Go.
+// runs a real supervisor process, for the demo, the upgrade benchmark and
+// the e2e and deploy tests: the same steps an operator takes, driven from
+// Go. The tests build with -race ([BuildOptions]) and watch what their
+// processes print for the race detector's reports ([RaceDetector]).
 package rig
 
 import (
@@ -28,32 +30,41 @@ type Rig struct {
 	Releases string
 }
 
+// BuildOptions are the choices of [BuildWith].
+type BuildOptions struct {
+	// Race builds every binary with the race detector (go build -race),
+	// as the tests do: run with GORACE=[GORACE], a process that races
+	// prints a report and exits with status 66, which [RaceDetector] and
+	// [RaceReport] see. The demo and the benchmark build without it: they
+	// measure speed, and the detector slows a process down several times.
+	Race bool
+}
+
 // Build compiles the launcher and one hello release per version into dir,
 // with "go build" from the module this package belongs to.
 func Build(ctx context.Context, dir string, versions ...string) (*Rig, error) {
+	return BuildWith(ctx, dir, BuildOptions{}, versions...)
+}
+
+// BuildWith is [Build] with options.
+func BuildWith(ctx context.Context, dir string, o BuildOptions, versions ...string) (*Rig, error) {
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return nil, err
 	}
 	r := &Rig{Dir: dir, Launcher: filepath.Join(dir, "launcher"), Releases: filepath.Join(dir, "releases")}
-	jobs := [][]string{{"build", "-o", r.Launcher, "./cmd/launcher"}}
+	jobs := [][]string{o.buildArgs(r.Launcher, "./cmd/launcher")}
 	for _, v := range versions {
-		jobs = append(jobs, []string{"build", "-ldflags", "-X main.version=" + v, "-o", r.Release(v), "./cmd/hello"})
+		jobs = append(jobs, o.buildArgs(r.Release(v), "./cmd/hello", "-ldflags", "-X main.version="+v))
 	}
 	// Build in parallel: the link steps dominate and use one core each.
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
 	for i, args := range jobs {
 		wg.Add(1)
-		go func() {
+		go func() { // ends when its go build does
 			defer wg.Done()
-			cmd := exec.CommandContext(ctx, "go", args...)
-			cmd.Dir = root
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			if err := cmd.Run(); err != nil {
-				errs[i] = fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-			}
+			errs[i] = goCommand(ctx, root, args...)
 		}()
 	}
 	wg.Wait()
@@ -61,6 +72,29 @@ func Build(ctx context.Context, dir string, versions ...string) (*Rig, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// buildArgs returns the arguments of "go build" that compile pkg to out.
+func (o BuildOptions) buildArgs(out, pkg string, flags ...string) []string {
+	args := []string{"build"}
+	if o.Race {
+		args = append(args, "-race")
+	}
+	args = append(args, flags...)
+	return append(args, "-o", out, pkg)
+}
+
+// goCommand runs the go command with args in dir; its error carries the
+// command's stderr.
+func goCommand(ctx context.Context, dir string, args ...string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
 }
 
 // Release returns the path of version's hello binary.
