@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/launcherd/launcher/reuseport"
@@ -82,6 +85,11 @@ func (c *Config) check() error {
 	if len(c.Listen) == 0 {
 		return errors.New("no listen address: give --listen ADDR")
 	}
+	for _, a := range c.Listen {
+		if err := checkListen(a); err != nil {
+			return err
+		}
+	}
 	if c.StateDir == "" {
 		return errors.New("no state directory: give --state-dir or LAUNCHER_STATE_DIR")
 	}
@@ -137,6 +145,28 @@ func (c *Config) check() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// hostnameRE is a DNS name (RFC 1123 labels).
+var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+
+// checkListen refuses a --listen address no worker could bind, before
+// anything starts: HOST:PORT with a port of 1 to 65535 (every worker must
+// bind the same one, so 0 will not do) and a host that is empty, an IP
+// address or a host name.
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("--listen %q: port %q: want a number from 1 to 65535", addr, port)
+	}
+	if host != "" && net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+		return fmt.Errorf("--listen %q: host %q is neither an IP address nor a host name", addr, host)
 	}
 	return nil
 }

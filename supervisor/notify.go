@@ -55,12 +55,12 @@ func (n *notifier) send(assignments ...string) error {
 	return nil
 }
 
-// reloading tells systemd an upgrade began; it wants the monotonic time.
-func (n *notifier) reloading() error {
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, as RELOADING=1 wants
+// it (sd_notify(3)).
+func monotonicUsec() int64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	usec := ts.Sec*1e6 + ts.Nsec/1e3
-	return n.send("RELOADING=1", "MONOTONIC_USEC="+strconv.FormatInt(usec, 10), "STATUS=upgrading")
+	return ts.Sec*1e6 + ts.Nsec/1e3
 }
 
 // keepAlive sends WATCHDOG=1 at half the watchdog interval until ctx ends,

@@ -23,7 +23,7 @@ const reapEvery = 5 * time.Second
 // not the supervisor's own workers, whose exit statuses belong to their
 // exec.Cmd.
 type reaper struct {
-	s *Supervisor
+	fx *osEffects
 }
 
 // becomeSubreaper makes orphaned descendants (a worker's children whose
@@ -53,18 +53,20 @@ func (r reaper) run(ctx context.Context) {
 
 // reapOrphans waits for every zombie child that is not a worker.
 func (r reaper) reapOrphans() {
-	r.s.spawnMu.Lock()
-	defer r.s.spawnMu.Unlock()
+	// Held across the scan: a worker started meanwhile is not in spawned
+	// yet, and must not be reaped here.
+	r.fx.mu.Lock()
+	defer r.fx.mu.Unlock()
 	me := os.Getpid()
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, path := range stats {
 		pid, ppid, state, ok := readStat(path)
-		if !ok || ppid != me || state != "Z" || r.s.spawned[pid] {
+		if !ok || ppid != me || state != "Z" || r.fx.spawned[pid] {
 			continue
 		}
 		var ws syscall.WaitStatus
 		if _, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); err == nil {
-			r.s.log.Debug("reaped orphan", "pid", pid)
+			r.fx.log.Debug("reaped orphan", "pid", pid)
 		}
 	}
 }

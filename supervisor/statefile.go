@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,93 +48,29 @@ type savedWorker struct {
 
 func statePath(dir string) string { return filepath.Join(dir, stateName) }
 
-// markDirty asks the state saver to write the state file. It never blocks,
-// so it may be called with any lock held.
-func (s *Supervisor) markDirty() {
-	select {
-	case s.dirty <- struct{}{}:
-	default:
-	}
-}
-
-// saveState writes the state file whenever it is marked dirty, until ctx
-// ends. It is owned by Run.
-func (s *Supervisor) saveState(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.dirty:
-		}
-		s.flushState()
-	}
-}
-
-// flushState writes the state file now. Transitions a restarted
-// supervisor must not miss (which generation is active) call it before
-// they are reported, rather than wait for the saver. Snapshot and write
-// happen under one lock, so an older snapshot never overwrites a newer
-// one. The caller holds neither listenMu nor mu.
-func (s *Supervisor) flushState() {
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	st, keep := s.snapshot()
-	if !keep {
-		return
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err == nil {
-		err = writeFileAtomic(statePath(s.dir.path), string(b)+"\n")
-	}
-	if err != nil {
-		s.log.Warn("write state file", "err", err)
-	}
-}
-
 // snapshot returns what the state file holds: the generations with live
-// processes. keep is false once the supervisor has stopped everything.
-func (s *Supervisor) snapshot() (st savedState, keep bool) {
-	s.listenMu.Lock()
-	defer s.listenMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stateClosed {
-		return st, false
+// processes, the group's order and the release history.
+func (l *loop) snapshot() savedState {
+	st := savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: l.cfg.Listen, LastGen: l.lastGen}
+	if l.active != nil {
+		st.Active = l.active.num
 	}
-	st = savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: s.cfg.Listen, LastGen: s.lastGen}
-	if s.active != nil {
-		st.Active = s.active.num
-	}
-	for _, g := range s.gens {
+	for _, g := range l.gens {
 		sg := savedGen{Num: g.num, Release: savedRelease(g.release), State: g.state, Started: g.started}
-		for _, w := range g.workers {
-			if isClosed(w.exited) {
-				continue
-			}
+		for _, w := range g.live() {
 			sg.Workers = append(sg.Workers, savedWorker{Index: w.index, PID: w.pid, Token: w.token, Admin: w.admin, Ready: w.ready})
 		}
 		if len(sg.Workers) > 0 {
 			st.Gens = append(st.Gens, sg)
 		}
 	}
-	for _, w := range s.group.Members() {
+	for _, w := range l.group.Members() {
 		st.Group = append(st.Group, w.token)
 	}
-	for _, r := range s.history {
+	for _, r := range l.history {
 		st.History = append(st.History, savedRelease(r))
 	}
-	return st, true
-}
-
-// closeState stops saving and removes the state file: nothing is left to
-// adopt.
-func (s *Supervisor) closeState() {
-	s.stateMu.Lock()
-	defer s.stateMu.Unlock()
-	s.mu.Lock()
-	s.stateClosed = true
-	s.mu.Unlock()
-	os.Remove(statePath(s.dir.path))
+	return st
 }
 
 // loadState reads the state file of dir; (nil, nil) if there is none.

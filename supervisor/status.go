@@ -36,46 +36,56 @@ type GenerationStatus struct {
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
 }
 
-// Status returns the supervisor's state, with live in-flight counts read
-// from the workers' admin sockets.
-func (s *Supervisor) Status(ctx context.Context) Status {
-	st := Status{PID: os.Getpid(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover, Releases: s.releasesAbs}
-	type live struct {
-		gi     int
-		socket string
-	}
-	var sockets []live
-	s.mu.Lock()
-	for _, g := range s.gens {
-		gs := GenerationStatus{Generation: g.num, Version: g.release.Version, State: g.state, Path: g.release.Path, Started: g.started, PIDs: []int{}}
-		if p := g.probation; p != nil && p.cause == "" && g == s.active {
+// statusView is the loop's part of a status: the generations, and the
+// admin sockets of the connected workers to read counts from.
+type statusView struct {
+	gens    []GenerationStatus
+	sockets []statusSocket
+}
+
+type statusSocket struct {
+	gi     int // index in gens
+	socket string
+}
+
+func (l *loop) statusView() statusView {
+	var v statusView
+	for _, g := range l.gens {
+		gs := GenerationStatus{Generation: g.num, Version: g.release.Version, State: g.state, Path: g.release.Path,
+			Started: g.started, PIDs: []int{}, Restarts: g.restarts.restarts}
+		if p := g.runningProbation(); p != nil && g == l.active {
 			until := p.until
 			gs.ProbationUntil = &until
 		}
-		if b := s.restarts[g]; b != nil {
-			gs.Restarts = b.restarts
-		}
-		for _, w := range g.workers {
-			if isClosed(w.exited) {
-				continue
-			}
+		for _, w := range g.live() {
 			gs.PIDs = append(gs.PIDs, w.pid)
 			if w.conn != nil {
-				sockets = append(sockets, live{len(st.Generations), w.admin})
+				v.sockets = append(v.sockets, statusSocket{len(v.gens), w.admin})
 			}
 		}
-		st.Generations = append(st.Generations, gs)
+		v.gens = append(v.gens, gs)
 	}
-	s.mu.Unlock()
+	return v
+}
+
+// Status returns the supervisor's state, with live in-flight counts read
+// from the workers' admin sockets (within a second).
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	st := Status{PID: os.Getpid(), StateDir: s.dir.path, Listen: s.cfg.Listen, Handover: s.cfg.Handover, Releases: s.releasesAbs}
+	v, err := ask(ctx, s.loop, (*loop).statusView)
+	if err != nil {
+		return st, err
+	}
+	st.Generations = v.gens
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, l := range sockets {
+	for _, l := range v.sockets {
 		wg.Add(1)
-		go func() {
+		go func() { // bounded by ctx
 			defer wg.Done()
-			c, err := metrics.ReadCounts(ctx, l.socket)
+			c, err := s.fx.counts(ctx, l.socket)
 			if err != nil {
 				return
 			}
@@ -86,15 +96,45 @@ func (s *Supervisor) Status(ctx context.Context) Status {
 		}()
 	}
 	wg.Wait()
-	return st
+	return st, nil
 }
 
-// inflight returns the requests in flight on g's workers.
-func (s *Supervisor) inflight(ctx context.Context, g *generation) int64 {
-	for _, gs := range s.Status(ctx).Generations {
-		if gs.Generation == g.num {
-			return gs.InflightRequests
+// ask applies f on the loop and returns its result: a read of the state
+// for an actor outside the loop.
+func ask[T any](ctx context.Context, l *loop, f func(*loop) T) (T, error) {
+	reply := make(chan T, 1)
+	var zero T
+	if !l.post(evFunc(func(l *loop) { reply <- f(l) })) {
+		return zero, errStopped
+	}
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-l.done:
+		return zero, errStopped
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// scrapeTargets lists the admin sockets of live workers with their labels.
+func (l *loop) scrapeTargets() []metrics.Target {
+	var out []metrics.Target
+	for _, g := range l.gens {
+		for _, w := range g.live() {
+			if w.conn != nil {
+				out = append(out, metrics.Target{Socket: w.admin, Generation: g.num, Version: g.release.Version, Worker: w.index})
+			}
 		}
 	}
-	return 0
+	return out
+}
+
+// generationInfo reports each generation's state for the metrics.
+func (l *loop) generationInfo() []metrics.GenerationInfo {
+	out := make([]metrics.GenerationInfo, 0, len(l.gens))
+	for _, g := range l.gens {
+		out = append(out, metrics.GenerationInfo{Generation: g.num, Version: g.release.Version, State: g.state})
+	}
+	return out
 }

@@ -11,23 +11,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/launcherd/launcher/internal/control"
 	"github.com/launcherd/launcher/metrics"
 	"github.com/launcherd/launcher/reuseport"
 )
 
-// ErrUpgradeInProgress is returned when an upgrade, rollback or stop is
-// asked for while another one runs.
-var ErrUpgradeInProgress = errors.New("upgrade in progress")
-
 // Supervisor runs generations of one service. Create it with [New] and
-// call [Supervisor.Run].
+// call [Supervisor.Run]. Its methods are safe for concurrent use: each
+// posts a request to the one goroutine that owns the state, and waits for
+// the answer.
 type Supervisor struct {
 	cfg          Config
 	log          *slog.Logger
@@ -37,54 +33,32 @@ type Supervisor struct {
 	releasesAbs  string // --releases, absolute
 	metrics      *metrics.Supervisor
 	registry     *prometheus.Registry
-	notify       *notifier
-
-	opMu     sync.Mutex // one upgrade, rollback or stop at a time
-	spawnMu  sync.Mutex // guards spawned: a reaper must not reap a worker
-	spawned  map[int]bool
-	listenMu sync.Mutex // serialises listen grants, group changes and steering
-
-	mu             sync.Mutex
-	ctx            context.Context // the Run context, for restarts
-	gens           []*generation
-	lastGen        int // the newest generation's number
-	active         *generation
-	history        []release // releases that became active, oldest first
-	workersByToken map[string]*worker
-	group          reuseport.Group[*worker] // guarded by listenMu
-	steered        bool                     // a program is attached; guarded by listenMu
-	stopping       bool
-	opCancel       context.CancelFunc // cancels the running upgrade
-	stopped        chan struct{}
-	restarts       map[*generation]*backoff
-	started        chan struct{} // closed once the first generation serves or is adopted
-	dirty          chan struct{} // the state file needs writing
-	stateMu        sync.Mutex    // one snapshot-and-write of the state file at a time
-	stateClosed    bool          // everything stopped: no state file any more
+	fx           effects
+	os           *osEffects // nil in tests that fake the effects
+	loop         *loop
+	first        release       // what the first generation runs
+	started      chan struct{} // closed once the first generation serves or is adopted
+	ran          chan struct{} // closed when Run has returned
+	runOnce      sync.Once
 }
 
 // New checks cfg and takes the state directory. Close it with Run's return
 // or, if Run is never called, with [Supervisor.Close].
 func New(cfg Config) (*Supervisor, error) {
+	return newSupervisor(cfg, nil)
+}
+
+// newSupervisor is New with the effects given (nil: the real ones).
+func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	for _, a := range cfg.Listen {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, fmt.Errorf("--listen %q: %w", a, err)
-		}
-	}
 	s := &Supervisor{
-		cfg:            cfg,
-		log:            cfg.Logger.With("supervisor", os.Getpid()),
-		workersByToken: make(map[string]*worker),
-		stopped:        make(chan struct{}),
-		restarts:       make(map[*generation]*backoff),
-		registry:       prometheus.NewRegistry(),
-		notify:         newNotifier(),
-		spawned:        make(map[int]bool),
-		dirty:          make(chan struct{}, 1),
-		started:        make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("supervisor", os.Getpid()),
+		registry: prometheus.NewRegistry(),
+		started:  make(chan struct{}),
+		ran:      make(chan struct{}),
 	}
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
@@ -98,108 +72,214 @@ func New(cfg Config) (*Supervisor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("command: %w", err)
 	}
+	s.first = first
 	s.exeName = filepath.Base(first.Path)
-	s.metrics = metrics.NewSupervisor(cfg.Handover, s.generationInfo)
-	s.registry.MustRegister(s.metrics)
 	if s.dir, err = openStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
+	if fx == nil {
+		s.os = newOSEffects(s.dir, cfg.Current, s.log)
+		fx = s.os
+	}
+	s.fx = fx
+	lcfg := cfg
+	lcfg.Logger = s.log
+	s.loop = newLoop(lcfg, fx, nil, s.dir.path, s.dir.adminSocket)
+	s.metrics = metrics.NewSupervisor(cfg.Handover, func() []metrics.GenerationInfo {
+		v, _ := ask(context.Background(), s.loop, (*loop).generationInfo)
+		return v
+	})
+	s.loop.m = s.metrics
+	s.registry.MustRegister(s.metrics)
 	return s, nil
 }
 
 // Close releases the state directory. Run calls it on return.
 func (s *Supervisor) Close() { s.dir.close() }
 
-// Run starts the first generation, serves the control socket and metrics,
-// and returns when the supervisor has stopped (after [Supervisor.Stop] or
-// when ctx ends: both drain every generation first). It returns an error if
-// the first generation cannot start.
-func (s *Supervisor) Run(ctx context.Context) error {
-	defer s.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s.mu.Lock()
-	s.ctx = ctx
-	s.mu.Unlock()
+// teardownWait bounds how long Run waits, once everything has stopped,
+// for CLI connections to be answered (the stop's own reply among them).
+const teardownWait = 5 * time.Second
 
+// Run starts the first generation (or adopts the workers of a killed
+// supervisor), serves the control socket and metrics, and returns when the
+// supervisor has stopped: after [Supervisor.Stop], a `launcher stop`, or
+// when ctx ends; each drains every generation first. It returns an error
+// if the first generation cannot start. Every goroutine it starts has
+// returned when it returns.
+func (s *Supervisor) Run(ctx context.Context) (err error) {
+	defer close(s.ran)
+	defer s.Close()
 	ln, err := net.Listen("unix", ControlSocket(s.dir.path))
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	os.Chmod(ControlSocket(s.dir.path), 0o600)
-	var wg sync.WaitGroup
-	// Cancel before waiting: the actors below end with ctx.
-	defer func() { cancel(); wg.Wait() }()
-	defer ln.Close()
-	wg.Add(1)
-	go func() { defer wg.Done(); s.serveControl(ctx, ln) }()
 
+	var actors sync.WaitGroup
+	actorCtx, stopActors := context.WithCancel(context.Background())
+	loopDone := make(chan struct{})
+	actors.Add(1)
+	go func() { defer actors.Done(); defer close(loopDone); s.loop.run(actorCtx) }()
+	srv := &server{s: s, l: s.loop}
+	actors.Add(1)
+	go func() { defer actors.Done(); srv.serve(actorCtx, ln) }()
+	defer func() {
+		// Teardown, in order: no new connections; the answers of the
+		// last commands (a stop's among them) written; then the rest.
+		ln.Close()
+		answered := make(chan struct{})
+		go func() { srv.wg.Wait(); close(answered) }()
+		select {
+		case <-answered:
+		case <-time.After(teardownWait):
+		}
+		stopActors()
+		srv.wg.Wait()
+		actors.Wait()
+		s.loop.procs.Wait()
+	}()
 	if s.cfg.MetricsAddr != "" {
 		msrv, err := s.serveMetrics()
 		if err != nil {
-			s.stopAll(context.Background())
+			s.stopLoop()
 			return err
 		}
 		defer msrv.Close()
 	}
-
-	wg.Add(1)
-	go func() { defer wg.Done(); s.notify.keepAlive(ctx) }()
-	// Orphans of the workers' children come to us, as to PID 1 in a
-	// container: reap them.
-	switch err := becomeSubreaper(); {
-	case os.Getpid() == 1:
-		s.log.Info("running as PID 1: reaping orphaned processes")
-	case err != nil:
-		s.log.Warn("cannot become a child subreaper; orphans go to init", "err", err)
-	default:
-		s.log.Info("child subreaper: reaping orphans of the workers' children")
+	if s.os != nil {
+		actors.Add(2)
+		go func() { defer actors.Done(); s.os.notifier.keepAlive(actorCtx) }()
+		// Orphans of the workers' children come to us, as to PID 1 in a
+		// container: reap them.
+		switch err := becomeSubreaper(); {
+		case os.Getpid() == 1:
+			s.log.Info("running as PID 1: reaping orphaned processes")
+		case err != nil:
+			s.log.Warn("cannot become a child subreaper; orphans go to init", "err", err)
+		default:
+			s.log.Info("child subreaper: reaping orphans of the workers' children")
+		}
+		go func() { defer actors.Done(); reaper{s.os}.run(actorCtx) }()
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); reaper{s}.run(ctx) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); s.saveState(ctx) }()
 
-	// Upgrades wait for the start: the control socket already serves.
-	s.opMu.Lock()
-	adopted, err := s.adopt()
-	if err != nil {
-		s.opMu.Unlock()
-		// Leave the state file: the workers it names still serve.
+	req := newRequest(false)
+	if !s.loop.post(cmdStart{first: s.first, req: req}) {
+		return errStopped
+	}
+	if _, err := req.await(context.Background(), loopDone, nil); err != nil {
+		s.stopLoop()
 		return fmt.Errorf("start: %w", err)
 	}
-	if !adopted {
-		if _, _, err := s.upgrade(ctx, "", func(string) {}); err != nil {
-			s.opMu.Unlock()
-			s.stopAll(context.Background())
-			s.closeState()
-			return fmt.Errorf("start: %w", err)
-		}
-	}
-	s.opMu.Unlock()
 	close(s.started)
 	migrate, _ := reuseport.MigrateReq()
 	s.log.Info("serving", "listen", s.cfg.Listen, "handover", s.cfg.Handover, "workers", s.cfg.Workers,
 		"probation", s.cfg.Probation, "tcp_migrate_req", migrate)
-	if err := s.notify.send("READY=1", "STATUS="+s.statusLine(), "MAINPID="+strconv.Itoa(os.Getpid())); err != nil {
-		s.log.Warn("notify systemd", "err", err)
-	}
+	s.fx.notify("READY=1", "STATUS="+s.statusLine(), "MAINPID="+strconv.Itoa(os.Getpid()))
 	select {
 	case <-ctx.Done():
-		s.Stop(context.Background())
-	case <-s.stopped:
+		s.stopLoop()
+	case <-loopDone:
 	}
 	return nil
 }
 
+// stopLoop stops everything and waits for the loop to return.
+func (s *Supervisor) stopLoop() {
+	req := newRequest(false)
+	if s.loop.post(cmdStop{req}) {
+		<-s.loop.done
+	}
+}
+
 // statusLine is the one-line status for systemd.
 func (s *Supervisor) statusLine() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.active == nil {
-		return "no active generation"
+	line, err := ask(context.Background(), s.loop, (*loop).statusLine)
+	if err != nil {
+		return "stopped"
 	}
-	return fmt.Sprintf("serving %s (generation %d, %d workers)", s.active.release.Version, s.active.num, len(s.active.workers))
+	return line
+}
+
+// waitStarted waits until the supervisor has started or adopted its first
+// generation: an upgrade asked for meanwhile is not "in progress" yet.
+func (s *Supervisor) waitStarted(ctx context.Context) error {
+	select {
+	case <-s.started:
+		return nil
+	case <-s.loop.done:
+		return errStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Upgrade starts a new generation of the release named by arg ("" re-
+// resolves the start command, a VERSION is looked up in Releases, a path is
+// used as is), hands traffic to it once all its workers are ready, and
+// tells the old generation to drain (after the probation, if any). It
+// returns the [StepServes] step once the new generation serves; with wait,
+// it returns once the probation has passed and the old generation has
+// exited, or with an error if the new generation crashed in its probation
+// and was rolled back. progress (if not nil) receives each step. On
+// failure the old generation serves on untouched. A refused release wraps
+// [ErrBadRelease]; an upgrade while another starts is
+// [ErrUpgradeInProgress].
+func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progress func(Progress)) (Progress, error) {
+	if err := s.waitStarted(ctx); err != nil {
+		return Progress{}, err
+	}
+	rel, err := s.resolve(arg)
+	if err != nil {
+		s.metrics.Upgrades.WithLabelValues("refused").Inc()
+		return Progress{}, fmt.Errorf("upgrade: %w", err)
+	}
+	req := newRequest(wait)
+	if !s.loop.post(cmdUpgrade{rel: rel, req: req}) {
+		return Progress{}, errStopped
+	}
+	return req.await(ctx, s.loop.done, progress)
+}
+
+// Rollback goes back to the release that was active before the current
+// one. During a probation it gives traffic back to the standby generation
+// at once ([StepRolledBack]); otherwise it is an upgrade to that release.
+func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(Progress)) (Progress, error) {
+	if err := s.waitStarted(ctx); err != nil {
+		return Progress{}, err
+	}
+	req := newRequest(wait)
+	if !s.loop.post(cmdRollback{req}) {
+		return Progress{}, errStopped
+	}
+	return req.await(ctx, s.loop.done, progress)
+}
+
+// Stop drains every generation (an upgrade that is starting is aborted)
+// and makes Run return. It returns once Run has returned, with every
+// goroutine the supervisor started. If ctx ends first, whatever is still
+// draining is killed and Stop returns ctx's error once it is gone.
+func (s *Supervisor) Stop(ctx context.Context) error {
+	err := s.stopAndWait(ctx, nil)
+	if err != nil && ctx.Err() != nil {
+		s.loop.post(evKillAll{})
+	}
+	<-s.ran
+	return err
+}
+
+// stopAndWait asks the loop to stop and waits until everything has
+// drained, not for Run's teardown: a CLI stop is answered in between.
+func (s *Supervisor) stopAndWait(ctx context.Context, progress func(Progress)) error {
+	req := newRequest(false)
+	if !s.loop.post(cmdStop{req}) {
+		return nil // already stopped
+	}
+	_, err := req.await(ctx, s.loop.done, progress)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	return err
 }
 
 // serveMetrics serves the supervisor's and all workers' series.
@@ -207,6 +287,10 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", s.cfg.MetricsAddr, err)
+	}
+	targets := func() []metrics.Target {
+		t, _ := ask(context.Background(), s.loop, (*loop).scrapeTargets)
+		return t
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
@@ -216,13 +300,11 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 		if secs, err := strconv.ParseFloat(r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"), 64); err == nil && secs > 0 {
 			budget = min(budget, time.Duration(secs*0.7*float64(time.Second)))
 		}
-		g := prometheus.Gatherers{s.registry, metrics.WorkerGatherer{Targets: s.scrapeTargets, Errors: s.metrics.ScrapeErrors, Timeout: budget}}
+		g := prometheus.Gatherers{s.registry, metrics.WorkerGatherer{Targets: targets, Errors: s.metrics.ScrapeErrors, Timeout: budget}}
 		promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		ok := s.active != nil && s.active.state == StateActive
-		s.mu.Unlock()
+		ok, _ := ask(r.Context(), s.loop, func(l *loop) bool { return l.active != nil && l.active.state == StateActive })
 		if !ok {
 			http.Error(w, "no active generation", http.StatusServiceUnavailable)
 			return
@@ -232,188 +314,4 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) // ends when Run closes srv
 	return srv, nil
-}
-
-// scrapeTargets lists the admin sockets of live workers with their labels.
-func (s *Supervisor) scrapeTargets() []metrics.Target {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []metrics.Target
-	for _, g := range s.gens {
-		for _, w := range g.workers {
-			if w.conn == nil || w.exitErr != nil || isClosed(w.exited) {
-				continue
-			}
-			out = append(out, metrics.Target{Socket: w.admin, Generation: g.num, Version: g.release.Version, Worker: w.index})
-		}
-	}
-	return out
-}
-
-// generationInfo reports each generation's state for the metrics.
-func (s *Supervisor) generationInfo() []metrics.GenerationInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]metrics.GenerationInfo, 0, len(s.gens))
-	for _, g := range s.gens {
-		out = append(out, metrics.GenerationInfo{Generation: g.num, Version: g.release.Version, State: g.state})
-	}
-	return out
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// onExit records a reaped worker: its sockets left the reuseport group,
-// and an unexpected exit of an active worker is restarted with back-off.
-func (s *Supervisor) onExit(w *worker, err error) {
-	s.mu.Lock()
-	if err == nil {
-		err = errors.New("exited with status 0")
-	}
-	w.exitErr = err
-	delete(s.workersByToken, w.token)
-	g := w.gen
-	crash := !w.stopping && g.state == StateActive && !s.stopping
-	if p := g.probation; crash && p != nil && p.standbyReady() && p.end(probationCrashed) {
-		// Within its probation: no restart, traffic goes back to the
-		// standby generation (watchProbation).
-		p.crash = fmt.Sprintf("worker %d (pid %d) %v; stderr: %s", w.index, w.pid, err, w.tail.last(3))
-		crash = false
-	}
-	allGone := true
-	for _, o := range g.workers {
-		if o != w && !isClosed(o.exited) {
-			allGone = false
-		}
-	}
-	if allGone && (g.state == StateDraining || (g.state == StateActive && s.stopping)) {
-		g.state = StateExited
-	}
-	s.mu.Unlock()
-	// Close exited before taking listenMu: an upgrade holding it may be
-	// waiting for this worker's answer, and must learn of the exit.
-	close(w.exited)
-	os.Remove(w.admin)
-
-	s.listenMu.Lock()
-	left := w.listening
-	if left {
-		s.group.Leave(w)
-		w.listening = false
-	}
-	s.listenMu.Unlock()
-	s.markDirty()
-
-	// The kernel moved the group's last socket into the freed slot.
-	if left {
-		s.resteer()
-	}
-	if crash {
-		s.log.Warn("worker exited; restarting", "generation", g.num, "version", g.release.Version,
-			"worker", w.index, "pid", w.pid, "err", err, "stderr", w.tail.last(3))
-		s.scheduleRestart(g, w.index)
-	}
-}
-
-// resteer points the reuseport groups at the ready workers of the active
-// generation. It is a no-op for the close strategy.
-func (s *Supervisor) resteer() error {
-	if s.cfg.Handover != HandoverSteer {
-		return nil
-	}
-	s.listenMu.Lock()
-	defer s.listenMu.Unlock()
-	return s.resteerLocked()
-}
-
-func (s *Supervisor) resteerLocked() error {
-	s.mu.Lock()
-	active := s.active
-	slots := s.group.Slots(func(w *worker) bool { return w.gen == active && w.ready })
-	s.mu.Unlock()
-	if len(slots) == 0 {
-		return nil
-	}
-	switch err := s.steerLocked(slots); {
-	case errors.Is(err, errNoAgent):
-		return nil
-	case err != nil:
-		return fmt.Errorf("steer to %v: %w", slots, err)
-	}
-	s.steered = true
-	s.log.Debug("steered", "slots", slots, "group", s.group.Len())
-	return nil
-}
-
-// errNoAgent: no worker of the group is connected to carry a steer.
-var errNoAgent = errors.New("no connected worker in the reuseport group")
-
-// steerLocked attaches a program steering to slots, through a connected
-// member of the group: one of the active generation when there is one.
-// The caller holds listenMu.
-func (s *Supervisor) steerLocked(slots []int) error {
-	s.mu.Lock()
-	var agent *worker
-	for _, w := range s.group.Members() {
-		if w.conn != nil && (agent == nil || w.gen == s.active) {
-			agent = w
-		}
-	}
-	s.mu.Unlock()
-	if agent == nil {
-		return errNoAgent
-	}
-	return s.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second)
-}
-
-// request sends m to w and waits for its reply of type want.
-func (s *Supervisor) request(w *worker, m control.Message, want string, timeout time.Duration) error {
-	s.mu.Lock()
-	conn := w.conn
-	s.mu.Unlock()
-	if conn == nil {
-		return fmt.Errorf("worker %d of generation %d is not connected", w.index, w.gen.num)
-	}
-	// Drop a stale reply left by an earlier request that timed out.
-	select {
-	case <-w.replies:
-	default:
-	}
-	if err := conn.Write(m); err != nil {
-		return err
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-w.replies:
-		if r.Type != want {
-			return fmt.Errorf("worker answered %s, want %s", r.Type, want)
-		}
-		if r.Error != "" {
-			return errors.New(r.Error)
-		}
-		return nil
-	case <-w.exited:
-		return fmt.Errorf("worker %d (pid %d) exited", w.index, w.pid)
-	case <-t.C:
-		return fmt.Errorf("worker %d (pid %d) did not answer %s within %s", w.index, w.pid, m.Type, timeout)
-	}
-}
-
-// signalAll sends sig to every live worker.
-func (s *Supervisor) signalAll(sig syscall.Signal) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, g := range s.gens {
-		for _, w := range g.workers {
-			w.signal(sig)
-		}
-	}
 }

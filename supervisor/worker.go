@@ -6,15 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/launcherd/launcher/internal/control"
 )
@@ -32,8 +26,8 @@ const (
 	StateFailed   = "failed"
 )
 
-// generation is one release running as Workers processes. Its mutable
-// fields are guarded by Supervisor.mu.
+// generation is one release running as Workers processes. It belongs to
+// the loop: only the loop's goroutine reads or writes it.
 type generation struct {
 	num       int
 	release   release
@@ -41,45 +35,59 @@ type generation struct {
 	workers   []*worker
 	started   time.Time
 	drainCut  bool       // its drain hit --drain-timeout (counted once)
-	probation *probation // while the previous generation stands by
+	probation *probation // while the previous generation stands by for it
+	restarts  backoff
+	drain     *drainWatch // once it drains
 }
 
-// hasLive reports whether a process of g is still running.
-func (g *generation) hasLive() bool {
+// live returns g's workers that have not exited.
+func (g *generation) live() []*worker {
+	var out []*worker
 	for _, w := range g.workers {
-		if !isClosed(w.exited) {
-			return true
+		if !w.exited {
+			out = append(out, w)
 		}
 	}
-	return false
+	return out
 }
 
-// worker is one process of a generation.
+func (g *generation) hasLive() bool { return len(g.live()) > 0 }
+
+// worker is one process of a generation. It belongs to the loop.
 type worker struct {
 	gen   *generation
 	index int
 	token string
 	admin string
-	cmd   *exec.Cmd
+	proc  process
 	pid   int
 	tail  *tailBuffer
 
-	pidfdMu  sync.Mutex
-	pidfd    int           // an adopted worker's pidfd, -1 once closed; spawned ones have cmd
-	rejoined chan struct{} // closed when a worker that lost its supervisor dials again
-	readyCh  chan struct{} // closed when the worker reports ready and is healthy
-	readyErr chan error    // a failure before ready (fail message, failed health check)
-	replies  chan control.Message
-	exited   chan struct{} // closed after the process is reaped
+	conn      *workerConn // nil while not connected
+	protocol  int         // the version of its hello
+	caps      []string    // what its library understands (control.Cap*)
+	ready     bool        // reported ready and passed its health check
+	checking  bool        // a health check is under way
+	listening bool        // its sockets are in the reuseport group model
+	stopping  bool        // its exit is expected (drain, stop, abort)
+	rejoined  bool        // an adopted worker has dialed again
+	cut       bool        // it reported a drain cut at its deadline
+	exited    bool
+	exitErr   error
+}
 
-	// Guarded by Supervisor.mu.
-	conn        *control.Conn
-	ready       bool
-	listening   bool     // its sockets are in the reuseport group model
-	stopping    bool     // its exit is expected (drain, stop, abort)
-	cutReported bool     // it reported a drain cut at its deadline
-	caps        []string // what its library understands (control.Cap*)
-	exitErr     error
+func (w *worker) String() string {
+	return fmt.Sprintf("worker %d (pid %d) of generation %d", w.index, w.pid, w.gen.num)
+}
+
+// canQuiesce reports whether w's library understands TypeQuiesce.
+func (w *worker) canQuiesce() bool {
+	for _, c := range w.caps {
+		if c == control.CapQuiesce {
+			return true
+		}
+	}
+	return false
 }
 
 func newToken() string {
@@ -88,120 +96,53 @@ func newToken() string {
 	return hex.EncodeToString(b)
 }
 
-// newWorker returns worker index of g, not yet running.
-func newWorker(g *generation, index int, token, admin string) *worker {
-	return &worker{
-		gen: g, index: index, token: token, admin: admin,
-		tail:     newTailBuffer(20),
-		readyCh:  make(chan struct{}),
-		readyErr: make(chan error, 1),
-		replies:  make(chan control.Message, 1),
-		exited:   make(chan struct{}),
-		rejoined: make(chan struct{}),
-		pidfd:    -1,
-	}
+// Back-off for restarting crashed workers: the first restart is quick, each
+// crash within resetAfter of the previous doubles the wait up to maxWait.
+// crashLoop crashes in a row, each within resetAfter of the previous, are a
+// crash loop: restarting stops and the generation shows failed.
+const (
+	firstWait  = 100 * time.Millisecond
+	maxWait    = 10 * time.Second
+	resetAfter = 30 * time.Second
+	crashLoop  = 6
+)
+
+// restartPolicy is the back-off's timing; tests shorten it.
+type restartPolicy struct {
+	first, max, reset time.Duration
+	loop              int
 }
 
-// startWorker starts process index of g. The caller holds no lock.
-func (s *Supervisor) startWorker(g *generation, index int) (*worker, error) {
-	w := newWorker(g, index, newToken(), s.dir.adminSocket(g.num, index))
-	cmd := exec.Command(g.release.Path, s.cfg.Command[1:]...)
-	cmd.Env = append(workerEnv(os.Environ()),
-		control.EnvGeneration+"="+strconv.Itoa(g.num),
-		control.EnvVersion+"="+g.release.Version,
-		control.EnvListen+"="+strings.Join(s.cfg.Listen, ","),
-		control.EnvControl+"="+ControlSocket(s.dir.path),
-		control.EnvAdmin+"="+w.admin,
-		control.EnvWorker+"="+strconv.Itoa(index),
-		control.EnvToken+"="+w.token,
-	)
-	cmd.Stdout = os.Stdout
-	// An os.Pipe, not StderrPipe: Wait must not wait for the pipe's EOF,
-	// which a grandchild holding stderr could delay forever.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = pw
-	// Own process group: a Ctrl-C on the supervisor's terminal must not
-	// reach the workers, the supervisor drains them in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	s.mu.Lock()
-	s.workersByToken[w.token] = w
-	s.mu.Unlock()
-	s.spawnMu.Lock()
-	err = cmd.Start()
-	pw.Close()
-	if err != nil {
-		s.spawnMu.Unlock()
-		pr.Close()
-		s.mu.Lock()
-		delete(s.workersByToken, w.token)
-		s.mu.Unlock()
-		return nil, fmt.Errorf("start %s: %w", g.release.Path, err)
-	}
-	w.cmd, w.pid = cmd, cmd.Process.Pid
-	s.spawned[w.pid] = true
-	s.spawnMu.Unlock()
-	s.markDirty()
-	copied := make(chan struct{})
-	go func() { // owned by the process: ends at its stderr's EOF
-		defer close(copied)
-		defer pr.Close()
-		w.tail.copyLines(os.Stderr, pr)
-	}()
-	go func() { // owned by the process: ends when it is reaped
-		err := cmd.Wait()
-		// Let the last stderr lines in for error messages, but do not wait
-		// for an EOF a grandchild may hold back.
-		select {
-		case <-copied:
-		case <-time.After(200 * time.Millisecond):
-		}
-		s.spawnMu.Lock()
-		delete(s.spawned, w.pid)
-		s.spawnMu.Unlock()
-		s.onExit(w, err)
-	}()
-	return w, nil
+var defaultRestarts = restartPolicy{first: firstWait, max: maxWait, reset: resetAfter, loop: crashLoop}
+
+// backoff paces the restarts of one generation's workers.
+type backoff struct {
+	wait     time.Duration
+	last     time.Time
+	restarts int // in total, for status
+	streak   int // crashes in a row, each within resetAfter of the previous
 }
 
-// signal sends sig to the worker's process (if it is still running).
-func (w *worker) signal(sig syscall.Signal) {
-	select {
-	case <-w.exited:
-	default:
-		if w.cmd != nil {
-			w.cmd.Process.Signal(sig)
-			return
-		}
-		// Adopted: through its pidfd, which cannot name a reused pid.
-		w.pidfdMu.Lock()
-		if w.pidfd >= 0 {
-			unix.PidfdSendSignal(w.pidfd, sig, nil, 0)
-		}
-		w.pidfdMu.Unlock()
+// next returns how long to wait before the next restart, and false when the
+// crashes have become a crash loop.
+func (b *backoff) next(now time.Time, p restartPolicy) (time.Duration, bool) {
+	if b.wait == 0 || now.Sub(b.last) > p.reset {
+		b.wait, b.streak = p.first, 0
+	} else {
+		b.wait = min(2*b.wait, p.max)
 	}
-}
-
-// workerEnv is the supervisor's environment without what belongs to the
-// supervisor alone: its LAUNCHER_* settings and systemd's notify, watchdog
-// and socket-activation variables.
-func workerEnv(env []string) []string {
-	var out []string
-	for _, kv := range control.WithoutLauncherEnv(env) {
-		name, _, _ := strings.Cut(kv, "=")
-		switch name {
-		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
-			continue
-		}
-		out = append(out, kv)
+	b.last = now
+	b.streak++
+	if b.streak >= p.loop {
+		return 0, false
 	}
-	return out
+	b.restarts++
+	return b.wait, true
 }
 
 // tailBuffer passes a worker's stderr through and keeps its last lines
-// for error messages.
+// for error messages. It is safe for concurrent use: its copier writes,
+// the loop reads.
 type tailBuffer struct {
 	mu    sync.Mutex
 	lines []string
@@ -215,13 +156,19 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		fmt.Fprintln(dst, line)
-		t.mu.Lock()
-		t.lines = append(t.lines, line)
-		if len(t.lines) > t.max {
-			t.lines = t.lines[len(t.lines)-t.max:]
+		if dst != nil {
+			fmt.Fprintln(dst, line)
 		}
-		t.mu.Unlock()
+		t.add(line)
+	}
+}
+
+func (t *tailBuffer) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
 	}
 }
 

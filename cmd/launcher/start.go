@@ -104,12 +104,12 @@ func (c *cli) runStart(cfg supervisor.Config, verbose bool) error {
 			case sig := <-sigs:
 				if sig == syscall.SIGHUP {
 					go func() { // ends with the upgrade, bounded by ctx
-						sum, err := s.Upgrade(ctx, "", false, func(string) {})
+						sum, err := s.Upgrade(ctx, "", false, nil)
 						if err != nil {
 							log.Error("SIGHUP upgrade", "err", err)
 							return
 						}
-						log.Info("SIGHUP upgrade: " + sum)
+						log.Info("SIGHUP upgrade: " + sum.String())
 					}()
 					continue
 				}

@@ -1,0 +1,294 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
+)
+
+// effects are the supervisor's effects on the operating system, behind
+// one small interface so that the state machine is tested without
+// processes (see fakeEffects in the tests). The loop calls them; none
+// blocks for long: a start returns once the process has been executed, a
+// state write is one small file.
+type effects interface {
+	// start runs a worker process: spec's release with spec's environment.
+	start(spec procSpec) (process, error)
+	// adopt returns the process pid if it is still the worker that token
+	// names (a pid alone could be reused by now).
+	adopt(pid int, token string) (process, bool)
+	// health asks a ready worker's admin socket for /healthz.
+	health(ctx context.Context, admin string) error
+	// counts reads a worker's in-flight requests and open connections.
+	counts(ctx context.Context, admin string) (metrics.Counts, error)
+	// saveState writes the state file; removeState deletes it.
+	saveState(st savedState) error
+	removeState()
+	loadState() (*savedState, error)
+	// repoint points the --current symlink at rel's directory.
+	repoint(rel release) error
+	// notify sends sd_notify assignments to systemd, if it listens.
+	notify(assignments ...string)
+	// removeAdmin removes a worker's admin socket once it has exited.
+	removeAdmin(path string)
+}
+
+// procSpec is what a worker process is started with.
+type procSpec struct {
+	path string
+	args []string
+	env  []string
+	tail *tailBuffer // receives its stderr
+}
+
+// process is a running worker: a child, or one adopted from a killed
+// supervisor.
+type process interface {
+	pid() int
+	// signal sends sig, unless the process has been reaped.
+	signal(sig syscall.Signal)
+	// done is closed once the process has exited; exitErr then says how.
+	done() <-chan struct{}
+	exitErr() error
+	// release lets go of a process this supervisor will not watch.
+	release()
+}
+
+// errAdoptedExit is the exit error of an adopted worker: it is not our
+// child, so its exit status is not ours to read.
+var errAdoptedExit = errors.New("exited (adopted: exit status unknown)")
+
+// osEffects are the real effects.
+type osEffects struct {
+	dir      *stateDir
+	current  string // --current, "" if unset
+	notifier *notifier
+	log      *slog.Logger
+
+	// spawned are the pids of our own children, which the orphan reaper
+	// must leave to their exec.Cmd.
+	mu      sync.Mutex
+	spawned map[int]bool
+}
+
+func newOSEffects(dir *stateDir, current string, log *slog.Logger) *osEffects {
+	return &osEffects{dir: dir, current: current, notifier: newNotifier(), log: log, spawned: map[int]bool{}}
+}
+
+// childProc is a worker started by this supervisor.
+type childProc struct {
+	cmd  *exec.Cmd
+	exit chan struct{}
+	err  error
+}
+
+func (p *childProc) pid() int              { return p.cmd.Process.Pid }
+func (p *childProc) done() <-chan struct{} { return p.exit }
+func (p *childProc) exitErr() error        { <-p.exit; return p.err }
+func (p *childProc) release()              {}
+func (p *childProc) signal(sig syscall.Signal) {
+	select {
+	case <-p.exit:
+	default:
+		p.cmd.Process.Signal(sig)
+	}
+}
+
+func (fx *osEffects) start(spec procSpec) (process, error) {
+	cmd := exec.Command(spec.path, spec.args...)
+	cmd.Env = spec.env
+	cmd.Stdout = os.Stdout
+	// An os.Pipe, not StderrPipe: Wait must not wait for the pipe's EOF,
+	// which a grandchild holding stderr could delay forever.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = pw
+	// Own process group: a Ctrl-C on the supervisor's terminal must not
+	// reach the workers, the supervisor drains them in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	fx.mu.Lock()
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		fx.mu.Unlock()
+		pr.Close()
+		return nil, fmt.Errorf("start %s: %w", spec.path, err)
+	}
+	fx.spawned[cmd.Process.Pid] = true
+	fx.mu.Unlock()
+	p := &childProc{cmd: cmd, exit: make(chan struct{})}
+	copied := make(chan struct{})
+	go func() { // owned by the process: ends at its stderr's EOF
+		defer close(copied)
+		defer pr.Close()
+		spec.tail.copyLines(os.Stderr, pr)
+	}()
+	go func() { // owned by the process: ends when it is reaped
+		p.err = cmd.Wait()
+		if p.err == nil {
+			p.err = errors.New("exited with status 0")
+		}
+		// Let the last stderr lines in for error messages, but do not wait
+		// for an EOF a grandchild may hold back.
+		select {
+		case <-copied:
+		case <-time.After(200 * time.Millisecond):
+		}
+		fx.mu.Lock()
+		delete(fx.spawned, cmd.Process.Pid)
+		fx.mu.Unlock()
+		close(p.exit)
+	}()
+	return p, nil
+}
+
+// adoptedProc is a worker a killed supervisor left serving. It is not our
+// child: a pidfd tells its exit and signals it without naming a reused
+// pid.
+type adoptedProc struct {
+	id    int
+	mu    sync.Mutex
+	fd    int // -1 once closed
+	exit  chan struct{}
+	watch sync.Once
+}
+
+func (p *adoptedProc) pid() int { return p.id }
+
+// done starts watching the pidfd at the first call.
+func (p *adoptedProc) done() <-chan struct{} {
+	p.watch.Do(func() { go p.wait() }) // owned by the process: ends when it exits
+	return p.exit
+}
+
+func (p *adoptedProc) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd >= 0 {
+		unix.Close(p.fd)
+		p.fd = -1
+	}
+}
+func (p *adoptedProc) exitErr() error { return errAdoptedExit }
+func (p *adoptedProc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd >= 0 {
+		unix.PidfdSendSignal(p.fd, sig, nil, 0)
+	}
+}
+
+// wait waits for the pidfd to turn readable, the process's exit.
+func (p *adoptedProc) wait() {
+	for {
+		fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, -1)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil || n > 0 {
+			break
+		}
+	}
+	p.mu.Lock()
+	unix.Close(p.fd)
+	p.fd = -1
+	p.mu.Unlock()
+	close(p.exit)
+}
+
+func (fx *osEffects) adopt(pid int, token string) (process, bool) {
+	fd, ok := ourProcess(pid, token)
+	if !ok {
+		return nil, false
+	}
+	return &adoptedProc{id: pid, fd: fd, exit: make(chan struct{})}, true
+}
+
+// ourProcess reports whether pid is still the worker that token names,
+// and returns a pidfd for it.
+func ourProcess(pid int, token string) (int, bool) {
+	if pid <= 0 || token == "" {
+		return -1, false
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, false
+	}
+	// Checked after the pidfd is open, so the answer is about the process
+	// the pidfd holds.
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	want := control.EnvToken + "=" + token
+	found := false
+	for _, kv := range strings.Split(string(env), "\x00") {
+		found = found || kv == want
+	}
+	if err != nil || !found {
+		unix.Close(fd)
+		return -1, false
+	}
+	return fd, true
+}
+
+func (fx *osEffects) health(ctx context.Context, admin string) error { return checkHealth(ctx, admin) }
+
+func (fx *osEffects) counts(ctx context.Context, admin string) (metrics.Counts, error) {
+	return metrics.ReadCounts(ctx, admin)
+}
+
+func (fx *osEffects) saveState(st savedState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(statePath(fx.dir.path), string(b)+"\n")
+}
+
+func (fx *osEffects) removeState() { os.Remove(statePath(fx.dir.path)) }
+
+func (fx *osEffects) loadState() (*savedState, error) { return loadState(fx.dir.path) }
+
+func (fx *osEffects) removeAdmin(path string) { os.Remove(path) }
+
+func (fx *osEffects) notify(assignments ...string) {
+	if err := fx.notifier.send(assignments...); err != nil {
+		fx.log.Warn("notify systemd", "err", err)
+	}
+}
+
+// repoint points --current at the release directory, atomically.
+func (fx *osEffects) repoint(rel release) error {
+	if fx.current == "" {
+		return nil
+	}
+	target := filepath.Dir(rel.Path)
+	// A relative link survives moving or bind-mounting the tree.
+	if abs, err := filepath.Abs(filepath.Dir(fx.current)); err == nil {
+		if r, err := filepath.Rel(abs, target); err == nil {
+			target = r
+		}
+	}
+	tmp := fx.current + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, fx.current)
+}

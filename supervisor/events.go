@@ -1,0 +1,230 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// What workers and their processes tell the loop.
+
+// evHello: a worker said hello on wc. The loop answers on reply with the
+// worker its token names, or nil to refuse it.
+type evHello struct {
+	wc    *workerConn
+	hello control.Message
+	reply chan<- *worker
+}
+
+func (e evHello) apply(l *loop) {
+	w := l.byToken[e.hello.Token]
+	if w == nil || w.conn != nil || w.exited {
+		e.reply <- nil
+		return
+	}
+	w.conn = e.wc
+	w.protocol = e.hello.Version
+	w.caps = e.hello.Caps
+	e.reply <- w
+}
+
+// evRejoined: a worker that lost its supervisor dialed again and was
+// welcomed; its hello says where it stands.
+type evRejoined struct {
+	w     *worker
+	hello control.Message
+}
+
+func (e evRejoined) apply(l *loop) {
+	w, h := e.w, e.hello
+	if w.exited {
+		return
+	}
+	if h.Released {
+		w.stopping = true
+	}
+	if h.Ready {
+		w.ready = true
+	}
+	left := w.listening && !h.Listening
+	if left {
+		l.group.Leave(w)
+		w.listening = false
+	}
+	w.rejoined = true
+	l.markDirty()
+	l.workerLog(w).Info("worker rejoined", "listening", h.Listening, "released", h.Released)
+	if l.adopting != nil {
+		l.checkAdoption()
+	} else if left || w.gen == l.active {
+		l.resteer(nil)
+	}
+}
+
+// evConnClosed: a worker's control connection ended.
+type evConnClosed struct {
+	w  *worker
+	wc *workerConn
+}
+
+func (e evConnClosed) apply(l *loop) {
+	w := e.w
+	if w.conn != e.wc {
+		return
+	}
+	w.conn = nil
+	l.failPending(w, fmt.Errorf("%s: connection lost", w))
+	l.endGrant(w)
+}
+
+// evWorkerMsg: a worker sent m.
+type evWorkerMsg struct {
+	w  *worker
+	wc *workerConn
+	m  control.Message
+}
+
+func (e evWorkerMsg) apply(l *loop) {
+	w, m := e.w, e.m
+	if w.conn != e.wc || w.exited {
+		return
+	}
+	switch m.Type {
+	case control.TypeListen:
+		l.askListen(w)
+	case control.TypeListening:
+		l.listening(w)
+	case control.TypeFail:
+		l.endGrant(w)
+		l.workerFailed(w, errors.New(m.Error))
+	case control.TypeReady:
+		l.checkReady(w)
+	case control.TypeDrained:
+		if m.Error != "" {
+			l.drainCut(w, m.Cut)
+		}
+	case control.TypeSteered, control.TypeReleased, control.TypeQuiesced:
+		l.reply(w, m)
+	}
+}
+
+// checkReady checks the health of a worker that reported ready, on its
+// admin socket, before it counts as ready.
+func (l *loop) checkReady(w *worker) {
+	if w.ready || w.checking {
+		return
+	}
+	w.checking = true
+	fx, admin := l.fx, w.admin
+	async(l, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return fx.health(ctx, admin)
+	}, func(l *loop, err error) {
+		w.checking = false
+		if w.exited {
+			return
+		}
+		if err != nil {
+			l.workerFailed(w, fmt.Errorf("health check: %w", err))
+			return
+		}
+		w.ready = true
+		l.markDirty()
+		l.checkOp()
+		if w.gen == l.active && w.gen.state == StateActive {
+			// A restarted worker of the active generation: steer to it.
+			l.resteer(nil)
+		}
+	})
+}
+
+// evExited: w's process has exited. Its sockets left the reuseport group;
+// an unexpected exit of an active worker is restarted with back-off, or,
+// during its generation's probation, rolls back.
+type evExited struct{ w *worker }
+
+func (e evExited) apply(l *loop) {
+	w := e.w
+	w.exited = true
+	w.exitErr = w.proc.exitErr()
+	delete(l.byToken, w.token)
+	l.fx.removeAdmin(w.admin)
+	if w.conn != nil {
+		w.conn.close()
+		w.conn = nil
+	}
+	l.failPending(w, fmt.Errorf("%s exited", w))
+	l.endGrant(w)
+	// The kernel moved the group's last socket into the freed slot.
+	if w.listening {
+		l.group.Leave(w)
+		w.listening = false
+		l.resteer(nil)
+	}
+	l.markDirty()
+	g := w.gen
+	if l.op != nil && l.op.g == g {
+		when := "before ready"
+		if w.ready {
+			when = "before its generation served"
+		}
+		l.workerFailed(w, fmt.Errorf("%v %s; stderr: %s", w.exitErr, when, w.tail.last(5)))
+		l.endFailedOp()
+	}
+	crash := !w.stopping && g.state == StateActive && l.stop == nil
+	switch {
+	case crash && l.crashInProbation(w):
+	case crash:
+		l.workerLog(w).Warn("worker exited; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
+		l.scheduleRestart(g, w.index)
+	}
+	if !g.hasLive() && (g.state == StateDraining || (g.state == StateActive && l.stop != nil)) {
+		g.state = StateExited
+	}
+	l.checkDrain(g)
+	if l.adopting != nil {
+		l.checkAdoption()
+	}
+	l.checkStop()
+}
+
+// scheduleRestart starts worker index of g again after the back-off, if g
+// is still the active generation then and no stop has begun.
+func (l *loop) scheduleRestart(g *generation, index int) {
+	wait, ok := g.restarts.next(time.Now(), l.restarts)
+	if !ok {
+		g.state = StateFailed
+		l.markDirty()
+		l.genLog(g).Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
+			"worker", index, "crashes", l.restarts.loop)
+		return
+	}
+	l.after(wait, evFunc(func(l *loop) { l.restart(g, index) }))
+}
+
+func (l *loop) restart(g *generation, index int) {
+	if l.stop != nil || l.active != g || g.state != StateActive {
+		return
+	}
+	w, err := l.startWorker(g, index)
+	if err != nil {
+		l.genLog(g).Error("restart worker", "worker", index, "err", err)
+		l.scheduleRestart(g, index)
+		return
+	}
+	replaced := false
+	for i, o := range g.workers {
+		if o.index == index {
+			g.workers[i] = w
+			replaced = true
+		}
+	}
+	if !replaced { // gone before an adoption
+		g.workers = append(g.workers, w)
+	}
+	l.workerLog(w).Info("worker restarted")
+}

@@ -1,0 +1,451 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
+)
+
+// The state machine's tests run the real loop, the real control socket and
+// the real protocol, with fake processes: each "process" is a goroutine
+// that speaks the worker's side of the protocol, as the release's
+// behaviour says. Nothing is executed.
+
+// behaviour is what a fake release's workers do.
+type behaviour struct {
+	exitBeforeReady bool          // exit right after hello
+	neverReady      bool          // listen, never report ready
+	unhealthy       bool          // fail the health check
+	crashAfter      time.Duration // exit this long after ready (0: never)
+	drainFor        time.Duration // after a release, exit this much later
+	protocol        int           // hello version; 0 means control.Version
+	reverse         bool          // answer a quiesce after the next request
+}
+
+// fakeProc is a fake worker process.
+type fakeProc struct {
+	id       int
+	fx       *fakeEffects
+	exit     chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	signals  []syscall.Signal
+	released bool // its listeners were released
+}
+
+func (p *fakeProc) pid() int              { return p.id }
+func (p *fakeProc) done() <-chan struct{} { return p.exit }
+func (p *fakeProc) exitErr() error        { return errors.New("exit status 1") }
+func (p *fakeProc) release()              {}
+func (p *fakeProc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	p.signals = append(p.signals, sig)
+	p.mu.Unlock()
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		p.die()
+	}
+}
+func (p *fakeProc) die() { p.once.Do(func() { close(p.exit) }) }
+func (p *fakeProc) alive() bool {
+	select {
+	case <-p.exit:
+		return false
+	default:
+		return true
+	}
+}
+
+// fakeEffects are effects that start fake workers.
+type fakeEffects struct {
+	t         *testing.T
+	behave    map[string]behaviour // by release path
+	adoptable map[int]string       // pid → token of processes a killed supervisor left
+	saved     *savedState          // loadState's answer
+	control   string               // the control socket, for adopted workers
+	wg        sync.WaitGroup
+
+	mu        sync.Mutex
+	nextPID   int
+	procs     []*fakeProc
+	byAdmin   map[string]behaviour
+	state     *savedState // the last state written
+	removed   bool
+	repointed []string
+	msgs      map[int][]string // pid → message types the worker got
+}
+
+func newFakeEffects(t *testing.T) *fakeEffects {
+	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}}
+}
+
+func envOf(env []string, name string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (fx *fakeEffects) start(spec procSpec) (process, error) {
+	fx.mu.Lock()
+	b := fx.behave[filepath.Base(filepath.Dir(spec.path))]
+	fx.nextPID++
+	p := &fakeProc{id: fx.nextPID, fx: fx, exit: make(chan struct{})}
+	fx.procs = append(fx.procs, p)
+	admin := envOf(spec.env, control.EnvAdmin)
+	fx.byAdmin[admin] = b
+	fx.mu.Unlock()
+	fx.wg.Add(1)
+	go func() { defer fx.wg.Done(); fx.runWorker(p, b, spec.env, false) }()
+	return p, nil
+}
+
+func (fx *fakeEffects) adopt(pid int, token string) (process, bool) {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	if fx.adoptable[pid] != token || token == "" {
+		return nil, false
+	}
+	p := &fakeProc{id: pid, fx: fx, exit: make(chan struct{})}
+	fx.procs = append(fx.procs, p)
+	// It dials the new supervisor as a worker that lost its own, ready
+	// and listening.
+	env := []string{control.EnvControl + "=" + fx.control, control.EnvToken + "=" + token}
+	fx.wg.Add(1)
+	go func() { defer fx.wg.Done(); fx.runWorker(p, behaviour{}, env, true) }()
+	return p, true
+}
+
+func (fx *fakeEffects) record(pid int, typ string) {
+	fx.mu.Lock()
+	fx.msgs[pid] = append(fx.msgs[pid], typ)
+	fx.mu.Unlock()
+}
+
+func (fx *fakeEffects) got(pid int) []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.msgs[pid]...)
+}
+
+// runWorker is a fake worker's life: the worker side of the protocol.
+func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin bool) {
+	defer p.die()
+	c, err := net.Dial("unix", envOf(env, control.EnvControl))
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	go func() { <-p.exit; c.Close() }() // a killed process's socket closes
+	conn := control.NewConn(c)
+	v := b.protocol
+	if v == 0 {
+		v = control.Version
+	}
+	hello := control.Message{Type: control.TypeHello, Version: v, Role: control.RoleWorker, Token: envOf(env, control.EnvToken),
+		Caps: []string{control.CapQuiesce}, Rejoin: rejoin, Listening: rejoin, Ready: rejoin}
+	if conn.Write(hello) != nil {
+		return
+	}
+	if m, err := conn.Read(time.Now().Add(5 * time.Second)); err != nil || m.Type != control.TypeWelcome {
+		return
+	}
+	if b.exitBeforeReady {
+		return
+	}
+	if !rejoin {
+		conn.Write(control.Message{Type: control.TypeListen})
+		if m, err := conn.Read(time.Now().Add(5 * time.Second)); err != nil || m.Type != control.TypeGrant {
+			return
+		}
+		conn.Write(control.Message{Type: control.TypeListening})
+		if !b.neverReady {
+			conn.Write(control.Message{Type: control.TypeReady})
+		}
+		if b.crashAfter > 0 {
+			time.AfterFunc(b.crashAfter, p.die)
+		}
+	}
+	reply := func(m control.Message, typ string) {
+		r := control.Message{Type: typ}
+		if v >= 2 {
+			r.ID = m.ID
+		}
+		conn.Write(r)
+	}
+	answers := map[string]string{control.TypeSteer: control.TypeSteered, control.TypeQuiesce: control.TypeQuiesced}
+	var held *control.Message
+	for {
+		m, err := conn.Read(time.Time{})
+		if err != nil {
+			return
+		}
+		fx.record(p.id, m.Type)
+		switch m.Type {
+		case control.TypeSteer, control.TypeQuiesce:
+			switch {
+			case b.reverse && held == nil && m.Type == control.TypeQuiesce:
+				held = &m
+			case held == nil:
+				reply(m, answers[m.Type])
+			default:
+				reply(m, answers[m.Type])
+				reply(*held, answers[held.Type])
+				held = nil
+			}
+		case control.TypeRelease:
+			reply(m, control.TypeReleased)
+			p.mu.Lock()
+			p.released = true
+			p.mu.Unlock()
+			time.AfterFunc(b.drainFor, p.die)
+		}
+	}
+}
+
+func (fx *fakeEffects) health(ctx context.Context, admin string) error {
+	fx.mu.Lock()
+	b := fx.byAdmin[admin]
+	fx.mu.Unlock()
+	if b.unhealthy {
+		return errors.New("/healthz answered 503 Service Unavailable: database down")
+	}
+	return nil
+}
+
+func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts, error) {
+	return metrics.Counts{}, nil
+}
+
+func (fx *fakeEffects) saveState(st savedState) error {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	fx.state = &st
+	return nil
+}
+
+func (fx *fakeEffects) removeState() {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	fx.removed = true
+}
+
+func (fx *fakeEffects) loadState() (*savedState, error) { return fx.saved, nil }
+
+func (fx *fakeEffects) repoint(rel release) error {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	fx.repointed = append(fx.repointed, rel.Version)
+	return nil
+}
+
+func (fx *fakeEffects) notify(...string)        {}
+func (fx *fakeEffects) removeAdmin(path string) {}
+
+// alive returns the pids of fake processes still running.
+func (fx *fakeEffects) alive() []int {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	var out []int
+	for _, p := range fx.procs {
+		if p.alive() {
+			out = append(out, p.id)
+		}
+	}
+	return out
+}
+
+func (fx *fakeEffects) started() int {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return len(fx.procs)
+}
+
+func (fx *fakeEffects) proc(pid int) *fakeProc {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	for _, p := range fx.procs {
+		if p.id == pid {
+			return p
+		}
+	}
+	return nil
+}
+
+// rig is a supervisor on fake effects, running.
+type rig struct {
+	t    *testing.T
+	s    *Supervisor
+	fx   *fakeEffects
+	dir  string
+	rels string
+	run  chan error
+	log  *logBuffer
+}
+
+// releases makes releases/VERSION/app files (never executed).
+func releases(t *testing.T, versions ...string) string {
+	dir := filepath.Join(t.TempDir(), "releases")
+	for _, v := range versions {
+		p := filepath.Join(dir, v, "app")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRig starts a supervisor of releases/v1 on fake effects and waits
+// until it serves (or, with wantErr, until Run fails).
+func startRig(t *testing.T, cfg Config, fx *fakeEffects, tweak func(*rig)) *rig {
+	t.Helper()
+	rels := releases(t, "v1", "v2", "v3")
+	// State dirs hold a unix socket: keep the path short.
+	dir, err := os.MkdirTemp("", "sv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.Command = []string{filepath.Join(rels, "v1", "app")}
+	cfg.Releases = rels
+	cfg.StateDir = dir
+	if cfg.Listen == nil {
+		cfg.Listen = []string{"127.0.0.1:1"}
+	}
+	lb := &logBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	fx.control = ControlSocket(dir)
+	s, err := newSupervisor(cfg, fx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, s: s, fx: fx, dir: dir, rels: rels, run: make(chan error, 1), log: lb}
+	if tweak != nil {
+		tweak(r) // before Run: nothing runs yet
+	}
+	go func() { r.run <- s.Run(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		select {
+		case <-s.ran:
+		default:
+			s.Stop(ctx)
+		}
+		fx.wg.Wait()
+		if t.Failed() {
+			t.Logf("supervisor log:\n%s", lb.String())
+		}
+	})
+	return r
+}
+
+// path returns the fake release path of version.
+func (r *rig) path(v string) string { return filepath.Join(r.rels, v, "app") }
+
+// behave sets what version's workers do.
+func (r *rig) behave(v string, b behaviour) {
+	r.fx.mu.Lock()
+	r.fx.behave[v] = b
+	r.fx.mu.Unlock()
+}
+
+func (r *rig) waitStarted() {
+	r.t.Helper()
+	select {
+	case <-r.s.started:
+	case err := <-r.run:
+		r.t.Fatalf("Run returned before serving: %v\n%s", err, r.log.String())
+	case <-time.After(10 * time.Second):
+		r.t.Fatalf("not started after 10s\n%s", r.log.String())
+	}
+}
+
+func (r *rig) status() Status {
+	r.t.Helper()
+	st, err := r.s.Status(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+// gen returns generation n's status; its Generation is 0 if there is no
+// such generation.
+func (r *rig) gen(n int) GenerationStatus {
+	r.t.Helper()
+	for _, g := range r.status().Generations {
+		if g.Generation == n {
+			return g
+		}
+	}
+	return GenerationStatus{}
+}
+
+// eventually retries check until it passes or 5 s have passed.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// steps collects the steps of an operation.
+type steps struct {
+	mu sync.Mutex
+	l  []Step
+}
+
+func (s *steps) add(p Progress) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.l = append(s.l, p.Step)
+}
+
+func (s *steps) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.l)
+}

@@ -1,0 +1,264 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
+	"github.com/launcherd/launcher/reuseport"
+)
+
+// loop owns the supervisor's state: the generations and their workers,
+// the reuseport group model, steering, probation, restarts and the
+// operation under way. Only its own goroutine (run) touches that state.
+// Everything else — worker connections, processes, timers, CLI requests,
+// health checks — is an actor that posts a typed event and, where it
+// waits for an answer, receives it on a channel of its own. The loop never
+// blocks on I/O: what takes time (a worker's reply, a health check, an
+// exit) comes back as another event.
+type loop struct {
+	cfg         Config
+	log         *slog.Logger
+	fx          effects
+	m           *metrics.Supervisor
+	stateDir    string // for the workers' environment
+	restarts    restartPolicy
+	adminSocket func(gen, worker int) string
+
+	events chan event
+	done   chan struct{}  // closed when run returns
+	actors sync.WaitGroup // short-lived I/O actors (async)
+	procs  sync.WaitGroup // process watchers: end when their process exits
+	timers map[*time.Timer]bool
+
+	gens    []*generation
+	lastGen int
+	active  *generation
+	history []release // releases that became active, oldest first
+	byToken map[string]*worker
+	group   reuseport.Group[*worker]
+
+	started  bool       // the first generation serves, or was adopted
+	adopting *adoption  // while adopted workers dial again
+	op       *upgradeOp // the upgrade (or the first start) under way
+	stop     *stopOp    // once stopping
+	exit     bool       // run returns after this event
+
+	// Listen grants and listener closes both change the kernel's group:
+	// one at a time, so the model knows every socket's slot.
+	granting  *worker
+	grantQ    []*worker
+	releaseQ  []*releaseJob
+	releasing *releaseJob
+
+	steer   steerState
+	pending map[uint64]*pendingRequest
+	nextID  uint64
+
+	dirty       bool // the state file needs writing
+	stateClosed bool // everything stopped: no state file any more
+}
+
+// event is something that happened, posted to the loop by an actor. apply
+// runs on the loop's goroutine.
+type event interface{ apply(l *loop) }
+
+func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adminSocket func(int, int) string) *loop {
+	return &loop{
+		cfg: cfg, log: cfg.Logger, fx: fx, m: m, stateDir: stateDir, adminSocket: adminSocket, restarts: defaultRestarts,
+		events:  make(chan event, 64),
+		done:    make(chan struct{}),
+		timers:  map[*time.Timer]bool{},
+		byToken: map[string]*worker{},
+		pending: map[uint64]*pendingRequest{},
+	}
+}
+
+// post hands ev to the loop. It reports false, dropping ev, once the loop
+// has returned.
+func (l *loop) post(ev event) bool {
+	select {
+	case l.events <- ev:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// run applies events until one sets exit (the stop is complete) or ctx
+// ends. It then stops its timers and waits for the actors it started.
+func (l *loop) run(ctx context.Context) {
+	defer func() {
+		for t := range l.timers {
+			t.Stop()
+		}
+		close(l.done)
+		l.actors.Wait()
+	}()
+	for !l.exit {
+		select {
+		case ev := <-l.events:
+			ev.apply(l)
+			l.flushIfDirty()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// evFunc is a continuation: the result of an actor's I/O, applied on the
+// loop (see async).
+type evFunc func(l *loop)
+
+func (f evFunc) apply(l *loop) { f(l) }
+
+// async runs io on an actor goroutine owned by the loop and applies then
+// to its result on the loop. io must end within its own bounds.
+func async[T any](l *loop, io func() T, then func(*loop, T)) {
+	l.actors.Add(1)
+	go func() {
+		defer l.actors.Done()
+		v := io()
+		l.post(evFunc(func(l *loop) { then(l, v) }))
+	}()
+}
+
+// after applies ev on the loop once d has passed, unless the loop has
+// returned; the returned stop cancels it.
+func (l *loop) after(d time.Duration, ev event) (stop func()) {
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		l.post(evFunc(func(l *loop) {
+			if l.timers[t] {
+				delete(l.timers, t)
+				ev.apply(l)
+			}
+		}))
+	})
+	l.timers[t] = true
+	return func() {
+		t.Stop()
+		delete(l.timers, t)
+	}
+}
+
+// pendingRequest is a request to a worker awaiting its reply.
+type pendingRequest struct {
+	w    *worker
+	want string // the reply's type
+	then func(*loop, control.Message, error)
+	stop func() // its timeout
+}
+
+// request sends m to w and applies then to its reply of type want, or to
+// an error: w not connected, disconnected or exited meanwhile, or no reply
+// within timeout. Replies are matched by ID; a worker of protocol version
+// 1 sends none, and is matched by type, oldest request first.
+func (l *loop) request(w *worker, m control.Message, want string, timeout time.Duration, then func(*loop, control.Message, error)) {
+	if w.conn == nil || w.exited {
+		then(l, control.Message{}, fmt.Errorf("%s is not connected", w))
+		return
+	}
+	l.nextID++
+	id := l.nextID
+	m.ID = id
+	p := &pendingRequest{w: w, want: want, then: then}
+	l.pending[id] = p
+	p.stop = l.after(timeout, evFunc(func(l *loop) {
+		l.answer(id, control.Message{}, fmt.Errorf("%s did not answer %s within %s", w, m.Type, timeout))
+	}))
+	if !w.conn.send(m) {
+		l.answer(id, control.Message{}, fmt.Errorf("%s: connection lost", w))
+	}
+}
+
+// answer completes the pending request id, once.
+func (l *loop) answer(id uint64, m control.Message, err error) {
+	p := l.pending[id]
+	if p == nil {
+		return
+	}
+	delete(l.pending, id)
+	p.stop()
+	if err == nil && m.Type != p.want {
+		err = fmt.Errorf("%s answered %s, want %s", p.w, m.Type, p.want)
+	}
+	if err == nil && m.Error != "" {
+		err = errors.New(m.Error)
+	}
+	p.then(l, m, err)
+}
+
+// reply matches a reply from w to its request.
+func (l *loop) reply(w *worker, m control.Message) {
+	if m.ID != 0 {
+		if p := l.pending[m.ID]; p != nil && p.w == w {
+			l.answer(m.ID, m, nil)
+		}
+		return
+	}
+	// Protocol version 1: the oldest request of w awaiting this type.
+	var oldest uint64
+	for id, p := range l.pending {
+		if p.w == w && p.want == m.Type && (oldest == 0 || id < oldest) {
+			oldest = id
+		}
+	}
+	if oldest != 0 {
+		l.answer(oldest, m, nil)
+	}
+}
+
+// failPending fails every request awaiting w's reply.
+func (l *loop) failPending(w *worker, err error) {
+	for id, p := range l.pending {
+		if p.w == w {
+			l.answer(id, control.Message{}, err)
+		}
+	}
+}
+
+// send writes m to w without waiting for a reply; best effort.
+func (l *loop) send(w *worker, m control.Message) {
+	if w.conn != nil {
+		w.conn.send(m)
+	}
+}
+
+// markDirty asks for the state file to be written after this event.
+func (l *loop) markDirty() { l.dirty = true }
+
+// flushIfDirty writes the state file if an event changed what it holds.
+func (l *loop) flushIfDirty() {
+	if l.dirty {
+		l.flushState()
+	}
+}
+
+// flushState writes the state file now. Transitions a restarted
+// supervisor must not miss (which generation is active) call it before
+// traffic moves.
+func (l *loop) flushState() {
+	l.dirty = false
+	if l.stateClosed {
+		return
+	}
+	if err := l.fx.saveState(l.snapshot()); err != nil {
+		l.log.Warn("write state file", "err", err)
+	}
+}
+
+// genLog returns the logger for g.
+func (l *loop) genLog(g *generation) *slog.Logger {
+	return l.log.With("generation", g.num, "version", g.release.Version)
+}
+
+// workerLog returns the logger for w.
+func (l *loop) workerLog(w *worker) *slog.Logger {
+	return l.genLog(w.gen).With("worker", w.index, "pid", w.pid)
+}

@@ -1,0 +1,368 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// upgrade runs an upgrade to version and returns its steps.
+func (r *rig) upgrade(version string, wait bool) (*steps, error) {
+	st := &steps{}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_, err := r.s.Upgrade(ctx, version, wait, st.add)
+	return st, err
+}
+
+func TestUpgradeHandsOverAndDrains(t *testing.T) {
+	for _, workers := range []int{1, 3} {
+		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: workers, Probation: NoProbation}, fx, nil)
+			r.waitStarted()
+			old := r.gen(1).PIDs
+			st, err := r.upgrade("v2", true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []Step{StepStarting, StepReady, StepServes, StepDraining, StepDrained}
+			if got := st.String(); got != fmt.Sprint(want) {
+				t.Errorf("steps = %s; want %v", got, want)
+			}
+			if g := r.gen(2); g.State != StateActive || len(g.PIDs) != workers {
+				t.Errorf("generation 2 = %+v; want active with %d workers", g, workers)
+			}
+			if g := r.gen(1); g.State != StateExited || len(g.PIDs) != 0 {
+				t.Errorf("generation 1 = %+v; want exited", g)
+			}
+			for _, pid := range old {
+				got := fx.got(pid)
+				if !slices.Contains(got, control.TypeRelease) {
+					t.Errorf("old worker %d got %v; want a release", pid, got)
+				}
+				// Quiesced all at once first, when there are several.
+				if q := slices.Contains(got, control.TypeQuiesce); q != (workers > 1) {
+					t.Errorf("old worker %d got %v; quiesce %v, want %v", pid, got, q, workers > 1)
+				}
+			}
+			if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("success")); n != 2 {
+				t.Errorf("upgrades{success} = %v; want 2 (the start and the upgrade)", n)
+			}
+		})
+	}
+}
+
+func TestFailedStartLeavesOldServing(t *testing.T) {
+	tests := []struct {
+		name string
+		b    behaviour
+		want string
+	}{
+		{"exits before ready", behaviour{exitBeforeReady: true}, "before ready"},
+		{"never ready", behaviour{neverReady: true}, "not ready within --ready-timeout 300ms"},
+		{"fails its health check", behaviour{unhealthy: true}, "health check: /healthz answered 503 Service Unavailable: database down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 2, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+			r.waitStarted()
+			r.behave("v2", tt.b)
+			old := r.gen(1).PIDs
+			_, err := r.upgrade("v2", false)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "generation 1 (v1) serves on") {
+				t.Fatalf("upgrade: %v; want an error with %q, generation 1 serving on", err, tt.want)
+			}
+			if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {
+				t.Errorf("generation 1 = %+v; want active with pids %v", g, old)
+			}
+			if g := r.gen(2); g.State != StateFailed || len(g.PIDs) != 0 {
+				t.Errorf("generation 2 = %+v; want failed, no process", g)
+			}
+			for _, pid := range old {
+				for _, m := range fx.got(pid) {
+					if m != control.TypeSteer {
+						t.Errorf("old worker %d got %s: it must be left untouched", pid, m)
+					}
+				}
+			}
+			if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("failed")); n != 1 {
+				t.Errorf("upgrades{failed} = %v; want 1", n)
+			}
+		})
+	}
+}
+
+func TestProbationCrashRollsBack(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 3 * time.Second}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{crashAfter: 200 * time.Millisecond})
+	old := r.gen(1).PIDs
+	started := time.Now()
+	st, err := r.upgrade("v2", true)
+	if err == nil || !strings.Contains(err.Error(), "crashed during its probation") || !strings.Contains(err.Error(), "rolled back: generation 1 (v1) serves again") {
+		t.Fatalf("upgrade --wait: %v; want a rollback after the crash", err)
+	}
+	if d := time.Since(started); d > 2*time.Second {
+		t.Errorf("rollback after %s; want it at the crash, not at the probation's end", d)
+	}
+	if want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepStandby}); st.String() != want {
+		t.Errorf("steps = %s; want %s", st, want)
+	}
+	if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {
+		t.Errorf("generation 1 = %+v; want active again with the same pids %v", g, old)
+	}
+	eventually(t, "generation 2 gone", func() error {
+		if g := r.gen(2); g.State != StateFailed || len(g.PIDs) > 0 {
+			return fmt.Errorf("generation 2 = %+v; want failed, no process", g)
+		}
+		return nil
+	})
+	for _, pid := range old {
+		eventually(t, "standby, then resume", func() error {
+			if got := fx.got(pid); !slices.Contains(got, control.TypeStandby) || !slices.Contains(got, control.TypeResume) {
+				return fmt.Errorf("old worker %d got %v", pid, got)
+			}
+			return nil
+		})
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("rolled_back")); n != 1 {
+		t.Errorf("upgrades{rolled_back} = %v; want 1", n)
+	}
+}
+
+func TestRollbackDuringProbationStartsNothing(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 10 * time.Second}, fx, nil)
+	r.waitStarted()
+	if _, err := r.upgrade("v2", false); err != nil {
+		t.Fatal(err)
+	}
+	if g := r.gen(1); g.State != StateStandby {
+		t.Fatalf("generation 1 = %+v; want standby", g)
+	}
+	n := fx.started()
+	back, err := r.s.Rollback(context.Background(), false, nil)
+	if err != nil || back.Step != StepRolledBack || back.Generation != 1 {
+		t.Fatalf("rollback = %+v, %v; want generation 1 back", back, err)
+	}
+	if fx.started() != n {
+		t.Errorf("rollback started %d process(es); want none", fx.started()-n)
+	}
+	if g := r.gen(1); g.State != StateActive {
+		t.Errorf("generation 1 = %+v; want active", g)
+	}
+}
+
+func TestCrashLoopFailsTheGeneration(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{crashAfter: 150 * time.Millisecond}
+	r := startRig(t, Config{}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: time.Millisecond, max: 4 * time.Millisecond, reset: time.Minute, loop: 4}
+	})
+	r.waitStarted()
+	eventually(t, "crash loop", func() error {
+		if g := r.gen(1); g.State != StateFailed {
+			return fmt.Errorf("generation 1 = %+v; want failed", g)
+		}
+		return nil
+	})
+	// The start and 3 restarts; the 4th crash in a row is a loop.
+	if n := fx.started(); n != 4 {
+		t.Errorf("%d processes started; want 4", n)
+	}
+	if g := r.gen(1); g.Restarts != 3 {
+		t.Errorf("restarts = %d; want 3", g.Restarts)
+	}
+}
+
+func TestStopDuringUpgrade(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{neverReady: true})
+	upgraded := make(chan error, 1)
+	go func() { _, err := r.upgrade("v2", false); upgraded <- err }()
+	eventually(t, "generation 2 starting", func() error {
+		if g := r.gen(2); g.State != StateStarting || len(g.PIDs) != 2 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.s.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := <-upgraded; err == nil || !strings.Contains(err.Error(), "aborted") {
+		t.Errorf("upgrade: %v; want aborted", err)
+	}
+	if err := <-r.run; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if alive := fx.alive(); len(alive) > 0 {
+		t.Errorf("processes %v outlived the supervisor", alive)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("aborted")); n != 1 {
+		t.Errorf("upgrades{aborted} = %v; want 1", n)
+	}
+}
+
+// TestStopDuringRestartBackoff: a restart due after a stop began must not
+// start a worker that nothing will ever stop.
+func TestStopDuringRestartBackoff(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 200 * time.Millisecond, max: time.Second, reset: time.Minute, loop: 6}
+	})
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	fx.proc(pids[0]).die() // a crash: a restart is due in 200 ms
+	eventually(t, "the crash seen", func() error {
+		if g := r.gen(1); len(g.PIDs) != 1 {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // past the restart's time
+	if alive := fx.alive(); len(alive) > 0 {
+		t.Errorf("processes %v outlived the supervisor", alive)
+	}
+	if n := fx.started(); n != 2 {
+		t.Errorf("%d processes started; want 2 (no restart after the stop)", n)
+	}
+}
+
+func TestConcurrentUpgradeRefused(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{ReadyTimeout: 2 * time.Second}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{neverReady: true})
+	upgraded := make(chan error, 1)
+	go func() { _, err := r.upgrade("v2", false); upgraded <- err }()
+	eventually(t, "generation 2 starting", func() error {
+		if g := r.gen(2); g.State != StateStarting {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	if _, err := r.upgrade("v3", false); !errors.Is(err, ErrUpgradeInProgress) {
+		t.Errorf("second upgrade: %v; want %v", err, ErrUpgradeInProgress)
+	}
+	if _, err := r.s.Rollback(context.Background(), false, nil); !errors.Is(err, ErrUpgradeInProgress) {
+		t.Errorf("rollback: %v; want %v", err, ErrUpgradeInProgress)
+	}
+	if err := <-upgraded; err == nil {
+		t.Error("the never-ready upgrade succeeded")
+	}
+	if _, err := r.upgrade("v3", false); err != nil {
+		t.Errorf("upgrade after the failed one: %v", err)
+	}
+}
+
+func TestAdoptsStateFile(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a", 502: "b", 401: "c"}
+	r := startRig(t, Config{Workers: 2, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 3,
+			Gens: []savedGen{
+				{Num: 2, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateStandby,
+					Workers: []savedWorker{{Index: 0, PID: 401, Token: "c", Ready: true}}},
+				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}, {Index: 1, PID: 502, Token: "b", Ready: true}}},
+			},
+			Group:   []string{"c", "a", "b"},
+			History: []savedRelease{{Version: "v1", Path: r.path("v1")}, {Version: "v2", Path: r.path("v2")}},
+		}
+	})
+	r.waitStarted()
+	if g := r.gen(3); g.State != StateActive || fmt.Sprint(g.PIDs) != "[501 502]" {
+		t.Errorf("generation 3 = %+v; want active with the adopted pids", g)
+	}
+	eventually(t, "the standby generation retired", func() error {
+		if g := r.gen(2); g.State != StateExited {
+			return fmt.Errorf("generation 2 = %+v; want exited", g)
+		}
+		return nil
+	})
+	if got := fx.got(401); !slices.Contains(got, control.TypeRelease) {
+		t.Errorf("the standby worker got %v; want a release", got)
+	}
+	if fx.started() != 3 {
+		t.Errorf("%d processes; want the 3 adopted only", fx.started())
+	}
+	// Rollback goes back to v1, as the state file's history says.
+	if _, err := r.s.Rollback(context.Background(), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if g := r.gen(4); g.State != StateActive || g.Version != "v1" {
+		t.Errorf("generation 4 = %+v; want v1 active (numbers go on from the state file's)", g)
+	}
+}
+
+// TestRepliesMatchedByID: two requests in flight to one worker, answered
+// in the other order, each get their own reply — by ID from a version 2
+// worker, by type from a version 1 one.
+func TestRepliesMatchedByID(t *testing.T) {
+	for _, protocol := range []int{1, 2} {
+		t.Run(fmt.Sprint("protocol ", protocol), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.behave["v1"] = behaviour{reverse: true, protocol: protocol}
+			r := startRig(t, Config{}, fx, nil)
+			r.waitStarted()
+			type answer struct {
+				typ string
+				err error
+			}
+			answers := make(chan answer, 2)
+			ask(context.Background(), r.s.loop, func(l *loop) bool {
+				w := l.active.workers[0]
+				for _, m := range []control.Message{{Type: control.TypeQuiesce, SettleMS: 1}, {Type: control.TypeSteer, Slots: []int{0}}} {
+					want := map[string]string{control.TypeQuiesce: control.TypeQuiesced, control.TypeSteer: control.TypeSteered}[m.Type]
+					l.request(w, m, want, 5*time.Second, func(l *loop, reply control.Message, err error) {
+						answers <- answer{reply.Type, err}
+					})
+				}
+				return true
+			})
+			for range 2 {
+				a := <-answers
+				if a.err != nil {
+					t.Errorf("request: %v", a.err)
+				}
+			}
+		})
+	}
+}
+
+// TestStopAnswersTheCaller: `launcher stop` gets its reply before the
+// supervisor exits, every time.
+func TestStopAnswersTheCaller(t *testing.T) {
+	for i := range 20 {
+		fx := newFakeEffects(t)
+		r := startRig(t, Config{}, fx, nil)
+		r.waitStarted()
+		m, err := Call(context.Background(), r.dir, "stop", "", false, nil)
+		if err != nil || !m.OK {
+			t.Fatalf("stop %d: %+v, %v; want its result", i, m, err)
+		}
+		if err := <-r.run; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	}
+}

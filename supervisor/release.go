@@ -1,0 +1,402 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+)
+
+// Listen grants and listener closes both change the kernel's reuseport
+// group: the kernel appends a socket at listen() and moves the last one
+// into the slot a close frees. The loop lets one of them happen at a time,
+// in the order it records them, so the group model knows every slot.
+
+// grantTimeout bounds a worker's listen() after its grant.
+const grantTimeout = 10 * time.Second
+
+// askListen queues w's request to listen.
+func (l *loop) askListen(w *worker) {
+	l.grantQ = append(l.grantQ, w)
+	l.nextGrant()
+}
+
+// nextGrant grants the next queued worker the right to listen, unless a
+// grant or a close is under way.
+func (l *loop) nextGrant() {
+	for l.granting == nil && l.releasing == nil && len(l.grantQ) > 0 {
+		w := l.grantQ[0]
+		l.grantQ = l.grantQ[1:]
+		if w.exited || w.conn == nil {
+			continue
+		}
+		l.granting = w
+		conn := w.conn
+		w.conn.send(control.Message{Type: control.TypeGrant})
+		l.after(grantTimeout, evFunc(func(l *loop) {
+			if l.granting == w {
+				l.workerLog(w).Warn("listen grant: no answer; dropping its connection", "timeout", grantTimeout)
+				conn.close()
+				l.endGrant(w)
+			}
+		}))
+	}
+}
+
+// endGrant ends w's grant, if it has one, and lets the next change of the
+// group go ahead.
+func (l *loop) endGrant(w *worker) {
+	if l.granting != w {
+		return
+	}
+	l.granting = nil
+	l.nextGrant()
+	l.nextRelease()
+}
+
+// listening records that w's sockets joined the group at its grant.
+func (l *loop) listening(w *worker) {
+	if l.granting != w {
+		l.workerLog(w).Warn("listening without a grant: ignored")
+		return
+	}
+	w.listening = true
+	l.group.Join(w)
+	l.markDirty()
+	l.endGrant(w)
+}
+
+// steerState serialises steering: one program change in flight at a
+// time, the next computed from the state as it is when it goes out.
+type steerState struct {
+	inflight bool
+	again    bool
+	next     []func(*loop, error) // wait for a steer computed after they asked
+}
+
+// errNoAgent: no worker of the group is connected to carry a steer.
+var errNoAgent = errors.New("no connected worker in the reuseport group")
+
+// resteer points the reuseport groups at the ready workers of the active
+// generation (or, while a quiesced worker's listeners close, at those of
+// them whose slots the close does not move). then, if not nil, is applied
+// once a program computed after this call is in place, or failed. It is a
+// no-op for the other handovers.
+func (l *loop) resteer(then func(*loop, error)) {
+	if l.cfg.Handover != HandoverSteer {
+		if then != nil {
+			then(l, nil)
+		}
+		return
+	}
+	if then != nil {
+		l.steer.next = append(l.steer.next, then)
+	}
+	if l.steer.inflight {
+		l.steer.again = true
+		return
+	}
+	l.issueSteer()
+}
+
+func (l *loop) issueSteer() {
+	waiters := l.steer.next
+	l.steer.next, l.steer.again = nil, false
+	done := func(l *loop, err error) {
+		for _, f := range waiters {
+			f(l, err)
+		}
+	}
+	slots := l.desiredSlots()
+	if len(slots) == 0 {
+		done(l, errors.New("no ready socket of the active generation to steer to"))
+		return
+	}
+	// A member of the active generation carries it when one can: the
+	// program is the group's, whoever attaches it.
+	var agent *worker
+	for _, w := range l.group.Members() {
+		if w.conn != nil && !w.exited && (agent == nil || w.gen == l.active) {
+			agent = w
+		}
+	}
+	if agent == nil {
+		done(l, errNoAgent)
+		return
+	}
+	l.steer.inflight = true
+	group := l.group.Len()
+	l.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second, func(l *loop, _ control.Message, err error) {
+		l.steer.inflight = false
+		if err != nil {
+			err = fmt.Errorf("steer to %v: %w", slots, err)
+		} else {
+			l.log.Debug("steered", "slots", slots, "group", group)
+		}
+		done(l, err)
+		if l.steer.again || len(l.steer.next) > 0 {
+			l.issueSteer()
+		}
+	})
+}
+
+// desiredSlots are the slots new connections should go to now.
+func (l *loop) desiredSlots() []int {
+	active := l.active
+	keep := func(w *worker) bool { return w.gen == active && w.ready && !w.exited }
+	if r := l.releasing; r != nil && r.stable {
+		return l.group.StableSlots(r.w, keep)
+	}
+	return l.group.Slots(keep)
+}
+
+// releaseJob is one worker's release: it empties its accept queues and
+// closes its listeners, then drains.
+type releaseJob struct {
+	w        *worker
+	quiesced bool // its queues stayed empty for --settle already
+	stable   bool // the program avoids the slots its close moves
+	then     func(*loop)
+}
+
+// quickSettle is how long a quiesced worker's accept queue must stay empty
+// before it closes: nothing is steered to it by then.
+const quickSettle = 5 * time.Millisecond
+
+// drainKillGrace is how long after --drain-timeout the supervisor kills an
+// old worker that has not exited: the worker cuts its own drain at the
+// timeout and reports it, which takes a moment.
+const drainKillGrace = time.Second
+
+// retire releases workers of g and watches their drain; then (if not nil)
+// gets the drain's duration once they have all exited.
+//
+// When another generation is active and steered to, the wait for empty
+// queues (--settle) runs for all of them at once first (quiesce); then
+// each close needs only a short settle, with the program pointed for that
+// moment at the slots the close does not move (Group.StableSlots), so that
+// no connection meets a listener about to close.
+func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Duration)) {
+	if g.state != StateFailed {
+		g.state = StateDraining
+	}
+	for _, w := range workers {
+		w.stopping = true
+	}
+	l.markDirty()
+	var todo []*worker
+	if l.cfg.Handover == HandoverSteer && len(workers) >= 2 && l.stop == nil && l.active != g {
+		for _, w := range workers {
+			if w.conn != nil && w.listening && w.canQuiesce() {
+				todo = append(todo, w)
+			}
+		}
+	}
+	quiesced := map[*worker]bool{}
+	left := len(todo)
+	enqueue := func(l *loop) {
+		remaining := len(workers)
+		dw := l.watchDrain(g, workers, then)
+		for _, w := range workers {
+			l.releaseQ = append(l.releaseQ, &releaseJob{w: w, quiesced: quiesced[w], then: func(l *loop) {
+				if remaining--; remaining == 0 {
+					l.startDrainClock(dw)
+				}
+			}})
+		}
+		l.nextRelease()
+	}
+	if left == 0 {
+		enqueue(l)
+		return
+	}
+	msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.cfg.Settle.Milliseconds()}
+	for _, w := range todo {
+		l.request(w, msg, control.TypeQuiesced, l.cfg.Settle+10*time.Second, func(l *loop, _ control.Message, err error) {
+			if err == nil {
+				quiesced[w] = true
+			} else if !w.exited {
+				l.workerLog(w).Warn("quiesce worker; it will settle on release", "err", err)
+			}
+			if left--; left == 0 {
+				enqueue(l)
+			}
+		})
+	}
+}
+
+// nextRelease starts the next queued release, unless a grant or another
+// close is under way.
+func (l *loop) nextRelease() {
+	if l.releasing != nil || l.granting != nil || len(l.releaseQ) == 0 {
+		return
+	}
+	job := l.releaseQ[0]
+	l.releaseQ = l.releaseQ[1:]
+	l.releasing = job
+	w := job.w
+	msg := control.Message{
+		Type: control.TypeRelease, SettleMS: l.cfg.Settle.Milliseconds(),
+		DrainMS: l.cfg.DrainTimeout.Milliseconds(), Naive: l.cfg.Handover != HandoverSteer,
+	}
+	if !job.quiesced || len(l.group.StableSlots(w, func(o *worker) bool { return o.gen == l.active && o.ready })) == 0 {
+		l.sendRelease(job, msg)
+		return
+	}
+	job.stable = true
+	l.resteer(func(l *loop, err error) {
+		if err != nil {
+			l.log.Debug("no stable steering for a quick release; full settle", "worker", w.index, "err", err)
+			job.stable = false
+		} else {
+			msg.SettleMS = quickSettle.Milliseconds()
+		}
+		l.sendRelease(job, msg)
+	})
+}
+
+func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
+	w := job.w
+	l.request(w, msg, control.TypeReleased, 15*time.Second, func(l *loop, _ control.Message, err error) {
+		if err != nil && !w.exited {
+			l.workerLog(w).Warn("release worker", "err", err)
+			w.proc.signal(syscall.SIGTERM)
+		}
+		// Released or exited, its sockets have left the group either way.
+		if w.listening && (err == nil || w.exited) {
+			l.group.Leave(w)
+			w.listening = false
+		}
+		l.releasing = nil
+		l.markDirty()
+		l.resteer(nil)
+		job.then(l)
+		l.nextGrant()
+		l.nextRelease()
+	})
+}
+
+// drainWatch follows a generation's drain: its released workers exit, or
+// are killed at --drain-timeout.
+type drainWatch struct {
+	g         *generation
+	workers   []*worker
+	start     time.Time
+	stopTimer func()
+	then      []func(*loop, time.Duration)
+	clock     bool // its workers are released: the drain runs
+	finished  bool
+}
+
+// watchDrain follows workers of g until they have all exited; then gets
+// how long that took from the end of their release.
+func (l *loop) watchDrain(g *generation, workers []*worker, then func(*loop, time.Duration)) *drainWatch {
+	dw := g.drain
+	if dw == nil || dw.finished {
+		dw = &drainWatch{g: g}
+		g.drain = dw
+	}
+	dw.workers = append(dw.workers, workers...)
+	if then != nil {
+		dw.then = append(dw.then, then)
+	}
+	return dw
+}
+
+// startDrainClock starts the drain's clock and deadline once its workers
+// are released.
+func (l *loop) startDrainClock(dw *drainWatch) {
+	if dw.clock {
+		return
+	}
+	dw.clock = true
+	dw.start = time.Now()
+	dw.stopTimer = l.after(l.cfg.DrainTimeout+drainKillGrace, evFunc(func(l *loop) {
+		if !dw.finished {
+			l.drainDeadline(dw.g)
+		}
+	}))
+	l.checkDrain(dw.g)
+}
+
+// checkDrain finishes g's drain if no worker of it is left.
+func (l *loop) checkDrain(g *generation) {
+	dw := g.drain
+	if dw == nil || dw.finished || !dw.clock {
+		return
+	}
+	for _, w := range dw.workers {
+		if !w.exited {
+			return
+		}
+	}
+	dw.finished = true
+	if dw.stopTimer != nil {
+		dw.stopTimer()
+	}
+	d := time.Since(dw.start)
+	l.m.DrainDuration.Observe(d.Seconds())
+	if g.state != StateFailed {
+		g.state = StateExited
+	}
+	l.markDirty()
+	l.genLog(g).Info("generation drained", "after_ms", d.Milliseconds())
+	for _, f := range dw.then {
+		f(l, d)
+	}
+	l.checkStop()
+}
+
+// drainDeadline kills what is left of g's drain at --drain-timeout (and
+// the grace after it). Each worker cuts its own drain at the timeout and
+// reports what it cut; what it did not report is counted here.
+func (l *loop) drainDeadline(g *generation) {
+	dw := g.drain
+	var admins []string
+	for _, w := range dw.workers {
+		if !w.exited && !w.cut && w.conn != nil {
+			admins = append(admins, w.admin)
+		}
+	}
+	fx := l.fx
+	async(l, func() int64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		var n int64
+		for _, a := range admins {
+			if c, err := fx.counts(ctx, a); err == nil {
+				n += c.InflightRequests
+			}
+		}
+		return n
+	}, func(l *loop, cut int64) {
+		l.countDrainTimeout(g)
+		l.m.DrainCutRequests.Add(float64(cut))
+		l.genLog(g).Warn("drain timeout: killing what is left", "requests_cut", cut)
+		for _, w := range dw.workers {
+			if !w.exited {
+				w.proc.signal(syscall.SIGKILL)
+			}
+		}
+	})
+}
+
+// countDrainTimeout counts g's drain as cut at --drain-timeout, once.
+func (l *loop) countDrainTimeout(g *generation) {
+	if !g.drainCut {
+		g.drainCut = true
+		l.m.DrainTimeouts.Inc()
+	}
+}
+
+// drainCut records a worker's report that its own drain deadline cut n
+// requests before the supervisor had to kill it.
+func (l *loop) drainCut(w *worker, n int64) {
+	w.cut = true
+	l.countDrainTimeout(w.gen)
+	l.m.DrainCutRequests.Add(float64(n))
+	l.workerLog(w).Warn("drain timeout: requests cut", "requests_cut", n)
+}
