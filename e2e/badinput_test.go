@@ -32,7 +32,7 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 		contains string
 	}{
 		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{"unknown flag", []string{"upgrade", "--state-dir", s.stateDir, "--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{"unknown flag", []string{"upgrade", "--state-dir", s.stateDir, "--bogus"}, 2, "unknown flag: --bogus"},
 		{"version not in releases", []string{"upgrade", "--state-dir", s.stateDir, "v9"}, 1, `version "v9" is not in`},
 		{"release not executable", []string{"upgrade", "--state-dir", s.stateDir, "vbad"}, 1, "not executable"},
 		{"path not executable", []string{"upgrade", "--state-dir", s.stateDir, notExec}, 1, "outside --releases"},

@@ -51,7 +51,7 @@ func TestHostileControlClients(t *testing.T) {
 	}{
 		{"oversized line", append([]byte(`{"type":"hello","text":"`), []byte(strings.Repeat("x", 200<<10))...), ""},
 		{"not json", []byte("GET / HTTP/1.1\r\n\r\n"), ""},
-		{"wrong version", []byte(`{"type":"hello","v":99,"role":"client","cmd":"stop"}` + "\n"), "protocol: want hello version 1"},
+		{"wrong version", []byte(`{"type":"hello","v":99,"role":"client","cmd":"stop"}` + "\n"), "protocol: want hello version 2"},
 		{"unknown role", []byte(`{"type":"hello","v":1,"role":"admin","cmd":"stop"}` + "\n"), "unknown role"},
 		{"forged worker", []byte(`{"type":"hello","v":1,"role":"worker","token":"guess"}` + "\n"), "unknown worker"},
 	}

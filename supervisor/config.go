@@ -60,7 +60,8 @@ type Config struct {
 	// DrainTimeout bounds an old generation's drain; what is left is
 	// killed. Default 30s.
 	DrainTimeout time.Duration
-	// Handover is HandoverSteer (default) or HandoverClose.
+	// Handover is HandoverSteer (default), HandoverMigrate or
+	// HandoverClose.
 	Handover string
 	// MaxDraining is how many generations may drain at once; an upgrade
 	// that would make more is refused. Default 4.

@@ -4,15 +4,44 @@
 // connection.
 //
 // An upgrade starts generation G+1, grants its workers the right to
-// listen one at a time (so the supervisor knows each socket's index in the
+// listen one at a time (so the supervisor knows each socket's slot in the
 // kernel's reuseport group), waits until all report ready and pass their
-// health check, then steers new connections to G+1 with a classic BPF
-// program, asks each worker of G in turn to empty its accept queue and
-// close its listeners, re-steering after each close (the kernel renumbers
-// the group), and lets G drain. If G+1 fails before it is ready, it is
-// killed and G serves on untouched.
+// health check, writes the state file, then steers new connections to G+1
+// with a classic BPF program. G stands by for the probation (listening,
+// steered away from, handing its keep-alive clients over): a crash of
+// G+1 in that time points the program back at G at once. Then G's workers
+// wait for their accept queues to stay empty (all at once), close their
+// listeners one at a time with the program re-pointed around each close
+// (the kernel moves the group's last socket into the freed slot), and
+// drain. If G+1 fails before it is ready, it is killed and G serves on
+// untouched.
+//
+// # Shape
+//
+// One goroutine, the loop, owns all of this state: generations, workers,
+// the group model, steering, probation, restarts and the operation under
+// way. Everything else is an actor that posts a typed event to it: a
+// worker's control connection (its reader posts what the worker says, its
+// writer sends what the loop queues), a process watcher (its exit), a
+// timer (a probation's end, a restart's back-off, a deadline), an I/O
+// helper (a health check, an in-flight count) and each CLI command, which
+// gets its steps and its result on channels of its own. Requests to
+// workers carry IDs and their replies come back as events. The loop never
+// waits on I/O and holds no lock; what it does to the operating system
+// (start a process, signal it, write the state file, repoint --current,
+// sd_notify) goes through a small effects interface, which the tests
+// replace with fake processes that speak the worker's protocol.
+// [Supervisor.Run] returns only once every actor has returned.
+//
+// # Adoption
+//
+// The state file (state.json in the state directory) records the live
+// workers, the active generation and the group's order. A supervisor
+// started on the directory of a killed one verifies each recorded pid
+// through a pidfd and the token in its environment, waits for the workers
+// to dial the control socket again, and carries on with them.
 //
 // The supervisor's own PID never changes; it writes it to the state
-// directory, serves the CLI (package cmd/launcher) on a control socket
-// there, and exports metrics for all generations.
+// directory, serves the CLI (package cmd/launcher, through [Client]) on a
+// control socket there, and exports metrics for all generations.
 package supervisor

@@ -79,15 +79,10 @@ type osEffects struct {
 	current  string // --current, "" if unset
 	notifier *notifier
 	log      *slog.Logger
-
-	// spawned are the pids of our own children, which the orphan reaper
-	// must leave to their exec.Cmd.
-	mu      sync.Mutex
-	spawned map[int]bool
 }
 
 func newOSEffects(dir *stateDir, current string, log *slog.Logger) *osEffects {
-	return &osEffects{dir: dir, current: current, notifier: newNotifier(), log: log, spawned: map[int]bool{}}
+	return &osEffects{dir: dir, current: current, notifier: newNotifier(), log: log}
 }
 
 // childProc is a worker started by this supervisor.
@@ -123,16 +118,12 @@ func (fx *osEffects) start(spec procSpec) (process, error) {
 	// Own process group: a Ctrl-C on the supervisor's terminal must not
 	// reach the workers, the supervisor drains them in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	fx.mu.Lock()
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
-		fx.mu.Unlock()
 		pr.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.path, err)
 	}
-	fx.spawned[cmd.Process.Pid] = true
-	fx.mu.Unlock()
 	p := &childProc{cmd: cmd, exit: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() { // owned by the process: ends at its stderr's EOF
@@ -151,9 +142,6 @@ func (fx *osEffects) start(spec procSpec) (process, error) {
 		case <-copied:
 		case <-time.After(200 * time.Millisecond):
 		}
-		fx.mu.Lock()
-		delete(fx.spawned, cmd.Process.Pid)
-		fx.mu.Unlock()
 		close(p.exit)
 	}()
 	return p, nil

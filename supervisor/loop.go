@@ -262,3 +262,19 @@ func (l *loop) genLog(g *generation) *slog.Logger {
 func (l *loop) workerLog(w *worker) *slog.Logger {
 	return l.genLog(w.gen).With("worker", w.index, "pid", w.pid)
 }
+
+// notWorkers returns the pids among pids that belong to no worker the
+// loop knows: orphans the reaper may wait for.
+func (l *loop) notWorkers(pids []int) []int {
+	workers := map[int]bool{}
+	for _, w := range l.byToken {
+		workers[w.pid] = true
+	}
+	var out []int
+	for _, pid := range pids {
+		if !workers[pid] {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

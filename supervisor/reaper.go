@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,11 +20,15 @@ const reapEvery = 5 * time.Second
 
 // reaper does the duty of PID 1 in a container, and of a child subreaper
 // elsewhere: orphaned processes (a worker's children whose parent died)
-// are re-parented to us, and they stay zombies until we wait for them. It reaps only zombies that are
-// not the supervisor's own workers, whose exit statuses belong to their
-// exec.Cmd.
+// are re-parented to us, and they stay zombies until we wait for them. It
+// reaps only zombies that are not the supervisor's own workers, whose exit
+// statuses belong to their exec.Cmd: the loop, which starts every worker
+// and registers its pid in the same step, says which those are.
 type reaper struct {
-	fx *osEffects
+	log *slog.Logger
+	// notWorkers returns the pids among its argument that are no worker of
+	// the supervisor's.
+	notWorkers func([]int) []int
 }
 
 // becomeSubreaper makes orphaned descendants (a worker's children whose
@@ -53,20 +58,21 @@ func (r reaper) run(ctx context.Context) {
 
 // reapOrphans waits for every zombie child that is not a worker.
 func (r reaper) reapOrphans() {
-	// Held across the scan: a worker started meanwhile is not in spawned
-	// yet, and must not be reaped here.
-	r.fx.mu.Lock()
-	defer r.fx.mu.Unlock()
 	me := os.Getpid()
+	var zombies []int
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, path := range stats {
-		pid, ppid, state, ok := readStat(path)
-		if !ok || ppid != me || state != "Z" || r.fx.spawned[pid] {
-			continue
+		if pid, ppid, state, ok := readStat(path); ok && ppid == me && state == "Z" {
+			zombies = append(zombies, pid)
 		}
+	}
+	if len(zombies) == 0 {
+		return
+	}
+	for _, pid := range r.notWorkers(zombies) {
 		var ws syscall.WaitStatus
 		if _, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); err == nil {
-			r.fx.log.Debug("reaped orphan", "pid", pid)
+			r.log.Debug("reaped orphan", "pid", pid)
 		}
 	}
 }

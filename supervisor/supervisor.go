@@ -160,7 +160,11 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		default:
 			s.log.Info("child subreaper: reaping orphans of the workers' children")
 		}
-		go func() { defer actors.Done(); reaper{s.os}.run(actorCtx) }()
+		r := reaper{log: s.log, notWorkers: func(pids []int) []int {
+			out, _ := ask(actorCtx, s.loop, func(l *loop) []int { return l.notWorkers(pids) })
+			return out
+		}}
+		go func() { defer actors.Done(); r.run(actorCtx) }()
 	}
 
 	req := newRequest(false)
