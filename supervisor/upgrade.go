@@ -28,6 +28,7 @@ type upgradeOp struct {
 	stopTimer func()
 	err       error // set once it failed; it ends when g's workers are gone
 	result    string
+	first     bool // the start's first generation: Run tells systemd
 }
 
 // cmdUpgrade asks for a new generation of rel.
@@ -80,7 +81,7 @@ func (l *loop) beginUpgrade(rel release, req *opRequest) {
 	l.lastGen++
 	g := &generation{num: l.lastGen, release: rel, state: StateStarting, started: time.Now()}
 	l.gens = append(l.pruned(), g)
-	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now()}
+	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now(), first: !l.started}
 	l.op = op
 	same := l.active != nil && l.active.release.Path == rel.Path
 	l.genLog(g).Info("starting generation", "path", rel.Path, "workers", l.cfg.Workers, "same_release", same)
@@ -164,7 +165,9 @@ func (l *loop) endFailedOp() {
 		l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err)
 		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, op.old.num, op.old.release.Version)
 	}
-	l.fx.notify("READY=1", "STATUS="+l.statusLine())
+	if !op.first {
+		l.fx.notify("READY=1", "STATUS="+l.statusLine())
+	}
 	op.req.finish(Progress{}, err)
 	l.checkStop()
 }
@@ -221,7 +224,9 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 	}
 	l.m.UpgradeDuration.Observe(time.Since(op.start).Seconds())
 	l.genLog(g).Info("generation active", "ready_ms", readyAfter.Milliseconds())
-	l.fx.notify("READY=1", "STATUS="+l.statusLine())
+	if !op.first {
+		l.fx.notify("READY=1", "STATUS="+l.statusLine())
+	}
 	sum := Progress{Step: StepServes, Generation: g.num, Version: g.release.Version, ReadyAfter: readyAfter}
 	req.sum = sum
 	req.emit(sum)
