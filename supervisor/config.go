@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/launcherd/launcher/reuseport"
@@ -40,6 +43,14 @@ type Config struct {
 	// Command is the service to run: an executable path (possibly a
 	// "current" symlink, re-resolved on each upgrade) and its arguments.
 	Command []string
+	// Dir is the workers' working directory, and what a relative Command
+	// is resolved against. It is kept as given (symlinks not followed),
+	// and the kernel resolves it again at every start: started from inside
+	// a `current` symlink, the supervisor runs each new generation from
+	// the release `current` then names. Default: the logical working
+	// directory, $PWD when it names the current directory (as a shell
+	// sets it; see os.Getwd), else the kernel's.
+	Dir string
 	// Listen are the TCP addresses every worker binds with SO_REUSEPORT.
 	Listen []string
 	// StateDir holds the pid file, control socket and worker admin sockets.
@@ -90,6 +101,18 @@ func (c *Config) check() error {
 		if err := checkListen(a); err != nil {
 			return err
 		}
+	}
+	if c.Dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return fmt.Errorf("working directory: %w", err)
+		}
+		c.Dir = wd
+	}
+	// Resolved against the logical directory once, here: later the
+	// kernel's working directory may no longer be the one $PWD names.
+	if cmd := c.Command[0]; strings.Contains(cmd, "/") && !filepath.IsAbs(cmd) {
+		c.Command = append([]string{filepath.Join(c.Dir, cmd)}, c.Command[1:]...)
 	}
 	if c.StateDir == "" {
 		return errors.New("no state directory: give --state-dir or LAUNCHER_STATE_DIR")

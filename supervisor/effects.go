@@ -50,6 +50,7 @@ type effects interface {
 
 // procSpec is what a worker process is started with.
 type procSpec struct {
+	dir  string // working directory, resolved by the kernel at the start
 	path string
 	args []string
 	env  []string
@@ -107,6 +108,7 @@ func (p *childProc) signal(sig syscall.Signal) {
 func (fx *osEffects) start(spec procSpec) (process, error) {
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Env = spec.env
+	cmd.Dir = spec.dir
 	cmd.Stdout = os.Stdout
 	// An os.Pipe, not StderrPipe: Wait must not wait for the pipe's EOF,
 	// which a grandchild holding stderr could delay forever.

@@ -334,7 +334,7 @@ func (l *loop) startWorker(g *generation, index int) (*worker, error) {
 		control.EnvWorker+"="+strconv.Itoa(index),
 		control.EnvToken+"="+w.token,
 	)
-	proc, err := l.fx.start(procSpec{path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail})
+	proc, err := l.fx.start(procSpec{dir: l.cfg.Dir, path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail})
 	if err != nil {
 		return nil, err
 	}
