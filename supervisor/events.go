@@ -167,7 +167,7 @@ func (e evExited) apply(l *loop) {
 	}
 	l.markDirty()
 	g := w.gen
-	if l.op != nil && l.op.g == g {
+	if l.op != nil && l.op.g == g && !l.op.activated {
 		when := "before ready"
 		if w.ready {
 			when = "before its generation served"

@@ -24,7 +24,7 @@ func (c cmdStop) apply(l *loop) {
 	l.fx.notify("STOPPING=1", "STATUS=draining all generations")
 	l.log.Info("stopping: draining all generations")
 	// A starting generation is killed: its upgrade is aborted.
-	if l.op != nil {
+	if l.op != nil && !l.op.activated {
 		l.failOp(errors.New("aborted: the supervisor is stopping"))
 	}
 	if l.active != nil {
@@ -39,7 +39,7 @@ func (c cmdStop) apply(l *loop) {
 // retireAll releases and drains every live worker not already released.
 func (l *loop) retireAll() {
 	for _, g := range l.gens {
-		if l.op != nil && g == l.op.g {
+		if l.op != nil && g == l.op.g && !l.op.activated {
 			continue // being killed
 		}
 		var ws []*worker

@@ -29,6 +29,7 @@ type upgradeOp struct {
 	err       error // set once it failed; it ends when g's workers are gone
 	result    string
 	first     bool // the start's first generation: Run tells systemd
+	activated bool // its generation is the active one; the steer is under way
 }
 
 // cmdUpgrade asks for a new generation of rel.
@@ -110,7 +111,7 @@ func (l *loop) beginUpgrade(rel release, req *opRequest) {
 // are ready.
 func (l *loop) checkOp() {
 	op := l.op
-	if op == nil || op.err != nil {
+	if op == nil || op.err != nil || op.activated {
 		return
 	}
 	for _, w := range op.g.workers {
@@ -175,7 +176,8 @@ func (l *loop) endFailedOp() {
 // workerFailed ends the upgrade whose generation w belongs to, if w fails
 // before it is ready.
 func (l *loop) workerFailed(w *worker, err error) {
-	if l.op != nil && l.op.g == w.gen && l.op.err == nil {
+	// Once its generation is active, a failure is a crash like any other.
+	if l.op != nil && l.op.g == w.gen && l.op.err == nil && !l.op.activated {
 		l.failOp(fmt.Errorf("worker %d (pid %d): %w", w.index, w.pid, err))
 	}
 }
@@ -183,6 +185,7 @@ func (l *loop) workerFailed(w *worker, err error) {
 // activate makes op's generation the active one: on disk first, then
 // steered to; the previous generation stands by (probation) or drains.
 func (l *loop) activate(op *upgradeOp) {
+	op.activated = true
 	op.stopTimer()
 	g, old := op.g, op.old
 	readyAfter := time.Since(g.started)
@@ -233,6 +236,9 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 	// Without wait the caller hears how the previous generation is left
 	// (standby or draining), not how that ends.
 	switch {
+	case l.stop != nil:
+		// A stop came while the steer was under way: it drains everything.
+		req.finish(Progress{}, nil)
 	case p != nil:
 		follower := req
 		if req.wait {
