@@ -222,6 +222,9 @@ func TestCompatNewLauncherOldApp(t *testing.T) {
 	s := &rig.Supervisor{Proc: p, Addr: addr}
 	t.Cleanup(func() {
 		s.Stop()
+		if r := p.RaceReport(); r != "" {
+			t.Errorf("data race in the new launcher or its workers:\n%s", r)
+		}
 		if t.Failed() {
 			t.Logf("supervisor log:\n%s", log)
 		}
@@ -293,7 +296,9 @@ func (s *oldSupervisor) run(args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, s.cli, append([]string{args[0], "--state-dir", s.stateDir}, args[1:]...)...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
+	err := cmd.Run()
+	noRace(s.t, "the old launcher's CLI", append(out.Bytes(), errb.Bytes()...), err)
+	if err != nil {
 		return out.String(), fmt.Errorf("launcher %s: %v: %s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String(), nil
@@ -345,6 +350,7 @@ func (s *oldSupervisor) cleanup() {
 	for pid := range s.pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	noRace(s.t, "the old launcher or its workers", []byte(s.log.String()), nil)
 	if s.t.Failed() {
 		s.t.Logf("old supervisor log:\n%s", s.log)
 	}
