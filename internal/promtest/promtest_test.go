@@ -107,6 +107,19 @@ func TestServerQueries(t *testing.T) {
 		}
 	})
 
+	t.Run("QueryAt", func(t *testing.T) {
+		// Before the first scrape there is no sample; now there is one.
+		got, err := prom.QueryAt(ctx, `promtest_events_total`, time.Now().Add(-time.Hour))
+		if err != nil || len(got) != 0 {
+			t.Fatalf("QueryAt(an hour ago) = %v, %v; want no sample", got, err)
+		}
+		at := time.Now()
+		got, err = prom.QueryAt(ctx, `promtest_events_total`, at)
+		if err != nil || len(got) != 1 || got[0].Value != 3 || !got[0].Time.Equal(at.Truncate(time.Millisecond)) {
+			t.Fatalf("QueryAt(%v) = %v, %v; want 3 at that time", at, got, err)
+		}
+	})
+
 	t.Run("WaitForInvalidQueryFailsFast", func(t *testing.T) {
 		start := time.Now()
 		_, err := prom.WaitFor(ctx, `sum(`, promtest.AtLeast(1))

@@ -71,11 +71,22 @@ func AtLeast(n int) func([]Sample) bool {
 // result must be an instant vector or a scalar. Errors from Prometheus
 // itself are [*APIError].
 func (s *Server) Query(ctx context.Context, promql string) ([]Sample, error) {
+	return s.QueryAt(ctx, promql, time.Time{})
+}
+
+// QueryAt is [Server.Query] evaluated at time at (to the millisecond)
+// rather than now; the zero time means now. Two queries at chosen times
+// read a counter's values exactly, where increase() extrapolates.
+func (s *Server) QueryAt(ctx context.Context, promql string, at time.Time) ([]Sample, error) {
+	form := url.Values{"query": {promql}}
+	if !at.IsZero() {
+		form.Set("time", formatTime(at))
+	}
 	var data struct {
 		ResultType string          `json:"resultType"`
 		Result     json.RawMessage `json:"result"`
 	}
-	if err := s.api(ctx, "/api/v1/query", url.Values{"query": {promql}}, &data); err != nil {
+	if err := s.api(ctx, "/api/v1/query", form, &data); err != nil {
 		return nil, fmt.Errorf("query %q: %w", promql, err)
 	}
 	switch data.ResultType {
