@@ -27,15 +27,16 @@ const (
 )
 
 // Message types. Worker → supervisor: Hello, Listen, Listening, Ready,
-// Steered, Released, Fail, Drained (with Cut when the drain was cut).
-// Supervisor → worker: Welcome, Grant, Steer, Release, Standby, Resume,
-// HandoffDone. Client ↔ supervisor: Hello with Cmd, then Progress
-// messages and one Result.
+// Steered, Released, Quiesced, Fail, Drained (with Cut when the drain was
+// cut). Supervisor → worker: Welcome, Grant, Steer, Release, Quiesce,
+// Standby, Resume, Collected, HandoffDone. Client ↔ supervisor: Hello
+// with Cmd, then Progress messages and one Result.
 //
 // The supervisor's requests Steer, Release and Quiesce are answered by
 // Steered, Released and Quiesced, with the request's [Message.ID] from
-// version 2 on. A worker's Listen is answered by Grant (or Fail); it sends
-// one per connection, so it needs no ID.
+// version 2 on. A worker's Listen is answered by Grant (or Fail), and its
+// Drained by Collected when both sides have [CapFinalMetrics]; it sends
+// each once per connection, so they need no ID.
 const (
 	TypeHello       = "hello"
 	TypeWelcome     = "welcome"
@@ -58,12 +59,20 @@ const (
 	// TypeStandby asks a worker steered away from to hand its keep-alive
 	// clients over (Connection: close) while keeping its listeners, and
 	// TypeResume to keep connections alive again. Neither has a reply.
-	TypeStandby  = "standby"
-	TypeResume   = "resume"
-	TypeFail     = "fail"
-	TypeDrained  = "drained"
-	TypeProgress = "progress"
-	TypeResult   = "result"
+	TypeStandby = "standby"
+	TypeResume  = "resume"
+	TypeFail    = "fail"
+	// TypeDrained says a worker's drain is over: nothing is in flight and
+	// its connections are closed, so its counters are final. Cut (with
+	// Error) counts the requests a drain deadline cut.
+	TypeDrained = "drained"
+	// TypeCollected answers TypeDrained: the supervisor has read the
+	// worker's final metrics on its admin socket, and the worker may exit.
+	// A worker waits for it (at most CollectWait) only when the welcome of
+	// its connection lists CapFinalMetrics, and its hello did too.
+	TypeCollected = "collected"
+	TypeProgress  = "progress"
+	TypeResult    = "result"
 )
 
 // Message is every message of the protocol; each type uses a few fields.
@@ -81,9 +90,11 @@ type Message struct {
 	Worker     int    `json:"worker,omitempty"`
 	PID        int    `json:"pid,omitempty"`
 	Token      string `json:"token,omitempty"`
-	// Caps lists what a worker's library understands beyond the first
-	// messages of version 1: the old generation of an upgrade often runs a
-	// library older than the supervisor.
+	// Caps lists, in a worker's hello, what its library understands beyond
+	// the first messages of version 1: the old generation of an upgrade
+	// often runs a library older than the supervisor. In a Welcome it lists
+	// what the supervisor will do that a worker must know of (see
+	// CapFinalMetrics); supervisors before it send none.
 	Caps []string `json:"caps,omitempty"`
 	// A worker dialing again after losing its supervisor says so, and
 	// says where it is: its listeners open, ready, released. The welcome
@@ -269,11 +280,37 @@ func (c *Conn) Close() error { return c.c.Close() }
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.c }
 
-// CapQuiesce in a worker's hello says it understands TypeQuiesce.
-const CapQuiesce = "quiesce"
+// Capabilities, in a hello's or a welcome's Caps.
+const (
+	// CapQuiesce in a worker's hello says it understands TypeQuiesce.
+	CapQuiesce = "quiesce"
+	// CapFinalMetrics in a worker's hello says that, once drained, it
+	// reports TypeDrained and waits for TypeCollected before it exits, at
+	// most CollectWait and not after its connection is lost. In a
+	// supervisor's welcome it says the supervisor will read the worker's
+	// metrics then and answer: a worker waits only when both list it.
+	// The supervisor serves those final values after the worker exits, so
+	// its counters do not lose the requests of its last scrape interval.
+	CapFinalMetrics = "final-metrics"
+)
+
+// CollectWait bounds how long a drained worker waits for TypeCollected.
+// The supervisor reads the final metrics within about a second, or not at
+// all.
+const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
 func WorkerCaps() []string { return []string{CapQuiesce} }
+
+// HasCap reports whether caps lists c.
+func HasCap(caps []string, c string) bool {
+	for _, x := range caps {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
 
 // Environment variables the supervisor sets for each worker. The app-side
 // API in package launcher reads them; an app never needs to.

@@ -156,3 +156,29 @@ func TestSendFile(t *testing.T) {
 		t.Errorf("next message %+v, %v; want the steer", m, err)
 	}
 }
+
+// TestCaps: a welcome's capabilities decode as a hello's do, and HasCap
+// finds one among others, never a prefix or an empty name.
+func TestCaps(t *testing.T) {
+	tests := []struct {
+		in   string
+		cap  string
+		want bool
+	}{
+		{`{"type":"welcome","v":2,"caps":["final-metrics"]}`, CapFinalMetrics, true},
+		{`{"type":"hello","v":2,"role":"worker","caps":["quiesce","final-metrics"]}`, CapFinalMetrics, true},
+		{`{"type":"hello","v":2,"role":"worker","caps":["quiesce"]}`, CapFinalMetrics, false},
+		{`{"type":"welcome","v":1}`, CapFinalMetrics, false}, // a supervisor before it
+		{`{"type":"welcome","v":2,"caps":["final"]}`, CapFinalMetrics, false},
+		{`{"type":"welcome","v":2,"caps":[""]}`, "", true},
+	}
+	for _, tt := range tests {
+		m, err := Decode([]byte(tt.in + "\n"))
+		if err != nil {
+			t.Fatalf("Decode(%s): %v", tt.in, err)
+		}
+		if got := HasCap(m.Caps, tt.cap); got != tt.want {
+			t.Errorf("HasCap(%q of %s, %q) = %v; want %v", m.Caps, tt.in, tt.cap, got, tt.want)
+		}
+	}
+}

@@ -46,4 +46,13 @@
 //     refusal to fall back from. The new process therefore says hello at
 //     version 1 there; the handoff has no request that version 2 changed.
 //     A parent accepts any version it Accepts, like a supervisor.
+//
+// # Capabilities
+//
+// What a peer does beyond the messages every version has is named in the
+// Caps of its hello (a worker) or its welcome (a supervisor), and used
+// only when the other side lists it too, whatever the version: a worker
+// is sent TypeQuiesce only if its hello lists [CapQuiesce], and waits for
+// TypeCollected after TypeDrained only if both its hello and the welcome
+// list [CapFinalMetrics]. A peer ignores capabilities it does not know.
 package control
