@@ -6,7 +6,11 @@
 // series and, at each scrape, gathers every live worker's series with
 // [GatherWorkers], adding generation, version and worker labels, so an
 // app's own metrics come through the same path and keep working across
-// upgrades.
+// upgrades. Once a worker has drained, the supervisor reads its series a
+// last time and serves what of them outlives it ([Freeze]: counters,
+// histograms and summaries, with the same labels) as a [Target]'s Final,
+// for a while after the worker has exited, so that no scrape misses the
+// requests of its last moments.
 //
 // Names follow the contract in the README: launcher_inflight_requests,
 // launcher_open_connections, launcher_requests_total{code},

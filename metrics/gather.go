@@ -28,6 +28,11 @@ type Target struct {
 	Generation int
 	Version    string
 	Worker     int
+	// Final, when not nil, are the series of a worker that has drained
+	// (see [Freeze]): they are served, labelled as the live ones were,
+	// without a scrape. The gatherer copies them and never changes them,
+	// so one Final may serve many scrapes at once.
+	Final map[string]*dto.MetricFamily
 }
 
 // WorkerGatherer gathers every worker's series from its admin socket at
@@ -38,6 +43,8 @@ type WorkerGatherer struct {
 	Targets func() []Target
 	Errors  prometheus.Counter
 	Timeout time.Duration // zero means DefaultScrapeTimeout
+	// Scrape reads a worker's admin socket; nil means [Scrape].
+	Scrape func(ctx context.Context, socket string) (map[string]*dto.MetricFamily, error)
 }
 
 // Gather implements prometheus.Gatherer.
@@ -48,14 +55,22 @@ func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	scrape := g.Scrape
+	if scrape == nil {
+		scrape = Scrape
+	}
 	targets := g.Targets()
 	results := make([]map[string]*dto.MetricFamily, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
+		if t.Final != nil {
+			results[i] = cloneFamilies(t.Final)
+			continue
+		}
 		wg.Add(1)
-		go func() {
+		go func() { // bounded by ctx
 			defer wg.Done()
-			mfs, err := Scrape(ctx, t.Socket)
+			mfs, err := scrape(ctx, t.Socket)
 			if err != nil {
 				if g.Errors != nil {
 					g.Errors.Inc()
