@@ -54,9 +54,17 @@ type App struct {
 	token        string         // proves to the supervisor that this is its worker
 	sigpipe      chan os.Signal // SIGPIPE caught, never read: see New
 
-	mu         sync.Mutex
-	ctl        *control.Conn // nil when standalone or between supervisors
-	supervised bool          // started by a supervisor, even if it is gone
+	// collected is closed when the supervisor has read the final metrics
+	// (control.TypeCollected).
+	collected     chan struct{}
+	collectedOnce sync.Once
+
+	mu      sync.Mutex
+	ctl     *control.Conn // nil when standalone or between supervisors
+	ctlLost chan struct{} // closed once ctl is lost
+	// supCaps is what the supervisor on ctl does (its welcome's Caps).
+	supCaps    []string
+	supervised bool // started by a supervisor, even if it is gone
 	lns        []*net.TCPListener
 	released   bool // the listeners are closed: the drain has begun
 	admin      io.Closer
@@ -79,6 +87,7 @@ func New(opts Options) (*App, error) {
 		stopping:  make(chan struct{}),
 		readerEnd: make(chan struct{}),
 		closing:   make(chan struct{}),
+		collected: make(chan struct{}),
 		token:     os.Getenv(control.EnvToken),
 	}
 	a.generation, _ = strconv.Atoi(os.Getenv(control.EnvGeneration))
@@ -185,10 +194,25 @@ func (a *App) connect(path string) error {
 	if err != nil {
 		return fmt.Errorf("launcher: %w", err)
 	}
-	a.ctl = ctl
+	a.setCtl(ctl, m)
 	a.supervised = true
 	go a.readControl(ctl) // owned by the App: ends when Close closes the connection
 	return nil
+}
+
+// setCtl makes ctl, welcomed by welcome, the connection to the supervisor.
+// The caller holds a.mu once other goroutines run.
+func (a *App) setCtl(ctl *control.Conn, welcome control.Message) {
+	a.ctl, a.ctlLost, a.supCaps = ctl, make(chan struct{}), welcome.Caps
+}
+
+// dropCtl forgets ctl, if it is still the connection to the supervisor.
+// The caller holds a.mu.
+func (a *App) dropCtl(ctl *control.Conn) {
+	if a.ctl == ctl && ctl != nil {
+		a.ctl = nil
+		close(a.ctlLost)
+	}
 }
 
 // hello is this worker's handshake at the first version to try: the

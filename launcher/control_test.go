@@ -27,6 +27,7 @@ type fakeSupervisor struct {
 	refuse string
 	hellos chan control.Message
 	conns  chan *control.Conn
+	caps   atomic.Pointer[[]string] // its welcome's
 }
 
 func startFakeSupervisor(t *testing.T, lo, hi int, refuse string) *fakeSupervisor {
@@ -93,7 +94,11 @@ func (f *fakeSupervisor) answer(c *control.Conn) {
 		c.Write(control.Refusal(hi))
 		c.Close()
 	default:
-		c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version})
+		welcome := control.Message{Type: control.TypeWelcome, Version: m.Version}
+		if caps := f.caps.Load(); caps != nil {
+			welcome.Caps = *caps
+		}
+		c.Write(welcome)
 		f.conns <- c
 	}
 }

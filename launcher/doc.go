@@ -13,7 +13,10 @@
 // Then it is released: its accept queues are emptied before its listeners
 // close, so no connection is reset, and [App.Stopping] is closed for the
 // drain. Metrics and a health check are served on a private admin unix
-// socket for the supervisor to gather.
+// socket for the supervisor to gather. Once [App.Run]'s drain is over, a
+// worker waits (at most 2 s) until the supervisor has read its metrics
+// one last time, so that its final counts outlive it in the supervisor's
+// /metrics.
 //
 // Should the supervisor die, the workers serve on. A worker that was ready
 // dials the control socket again (after 50 ms, backing off to once a

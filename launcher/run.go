@@ -45,6 +45,8 @@ func (a *App) Stop() {
 // [Options.DrainTimeout]): the connections left are closed, and the
 // [drain.ErrCut] is not returned but logged with its counts and reported
 // to the supervisor, which adds them to launcher_drain_cut_requests_total.
+// Under a supervisor that serves the final metrics of exited workers, Run
+// returns once it has read them after the drain, at most 2 s later.
 // Run returns an error when listening, reporting ready or serving fails,
 // or when the drain fails otherwise.
 func (a *App) Run(ctx context.Context, h http.Handler) error {
@@ -139,10 +141,35 @@ loop:
 	var cut *drain.CutError
 	if errors.As(err, &cut) {
 		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
-		a.report(control.Message{Type: control.TypeDrained, Cut: cut.Requests, Error: "drain deadline"})
+		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, Error: "drain deadline"})
 		return nil
 	}
-	a.report(control.Message{Type: control.TypeDrained})
 	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
+	a.reportDrained(control.Message{Type: control.TypeDrained})
 	return nil
+}
+
+// reportDrained tells the supervisor, if any, that the drain is over:
+// nothing is in flight any more, so the counters are final. When the
+// supervisor collects final metrics (control.CapFinalMetrics in its
+// welcome), it waits until the supervisor has read them on the admin
+// socket (control.TypeCollected), at most control.CollectWait, and not
+// once the connection is lost: the supervisor serves them after this
+// process exits, so that no scrape misses its last requests.
+func (a *App) reportDrained(m control.Message) {
+	a.mu.Lock()
+	ctl, lost := a.ctl, a.ctlLost
+	wait := control.HasCap(a.supCaps, control.CapFinalMetrics)
+	a.mu.Unlock()
+	if ctl == nil || ctl.Write(m) != nil || !wait {
+		return
+	}
+	t := time.NewTimer(control.CollectWait)
+	defer t.Stop()
+	select {
+	case <-a.collected:
+	case <-lost:
+	case <-t.C:
+		a.log.Warn("the supervisor did not collect the final metrics; exiting", "waited", control.CollectWait)
+	}
 }

@@ -42,9 +42,7 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 		if err != nil {
 			a.mu.Lock()
 			closed := a.closed
-			if a.ctl == ctl {
-				a.ctl = nil
-			}
+			a.dropCtl(ctl)
 			a.mu.Unlock()
 			if !closed {
 				a.log.Warn("supervisor connection lost; still serving", "err", err)
@@ -94,6 +92,8 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 		case control.TypeResume:
 			a.tracker.SetKeepAlivesEnabled(true)
 			a.log.Info("resumed: traffic is back")
+		case control.TypeCollected:
+			a.collectedOnce.Do(func() { close(a.collected) })
 		case control.TypeHandoffDone:
 			a.finishHandoff(ctl)
 			return false
@@ -149,8 +149,9 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	hello.Ready, hello.Released = a.ready, a.released
 	a.mu.Unlock()
 	var (
-		ctl    *control.Conn
-		stderr *os.File
+		ctl     *control.Conn
+		stderr  *os.File
+		welcome control.Message
 	)
 	m, err := control.Negotiate(hello, func(hello control.Message) (control.Message, error) {
 		c, err := net.DialTimeout("unix", a.controlPath, 2*time.Second)
@@ -170,7 +171,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 			c.Close()
 			return m, err
 		}
-		ctl, stderr = conn, f
+		ctl, stderr, welcome = conn, f, m
 		return m, nil
 	})
 	if err == nil && m.Type != control.TypeWelcome {
@@ -193,7 +194,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 		ctl.Close()
 		return nil, errors.New("closed")
 	}
-	a.ctl = ctl
+	a.setCtl(ctl, welcome)
 	return ctl, nil
 }
 
@@ -260,7 +261,7 @@ func (a *App) release(settle time.Duration, naive bool) error {
 // connection before it is ready), writes the pid file and is standalone.
 func (a *App) finishHandoff(ctl *control.Conn) {
 	a.mu.Lock()
-	a.ctl = nil
+	a.dropCtl(ctl)
 	a.handoff = false
 	a.supervised = false
 	a.mu.Unlock()

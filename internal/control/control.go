@@ -300,7 +300,7 @@ const (
 const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
-func WorkerCaps() []string { return []string{CapQuiesce} }
+func WorkerCaps() []string { return []string{CapQuiesce, CapFinalMetrics} }
 
 // HasCap reports whether caps lists c.
 func HasCap(caps []string, c string) bool {
