@@ -38,6 +38,13 @@ const DefaultProbation = 5 * time.Second
 // soon as the new one serves.
 const NoProbation time.Duration = -1
 
+// DefaultKeepExited is Config.KeepExited's default: a few scrape
+// intervals of common setups (15 s to 1 min) and more.
+const DefaultKeepExited = 5 * time.Minute
+
+// NoKeepExited as Config.KeepExited drops a worker's series when it exits.
+const NoKeepExited time.Duration = -1
+
 // Config configures a [Supervisor]. Zero values get the defaults given.
 type Config struct {
 	// Command is the service to run: an executable path (possibly a
@@ -86,9 +93,21 @@ type Config struct {
 	// Zero means DefaultProbation; NoProbation (any negative value)
 	// disables it. Only the steer handover has it.
 	Probation time.Duration
+	// KeepExited is how long /metrics keeps serving the series of a worker
+	// that has exited, frozen at their final values (counters, histograms
+	// and summaries; gauges go at once), so that scrapes see the requests
+	// it served last. The worker's library reports its drain and waits for
+	// the supervisor to read them. Zero means DefaultKeepExited;
+	// NoKeepExited (any negative value) drops them at exit. Only with
+	// MetricsAddr.
+	KeepExited time.Duration
 	// Logger receives the supervisor's log. Default: text on stderr.
 	Logger *slog.Logger
 }
+
+// collectsFinal reports whether the supervisor reads the final metrics of
+// drained workers: only to serve them.
+func (c *Config) collectsFinal() bool { return c.MetricsAddr != "" && c.KeepExited > 0 }
 
 func (c *Config) check() error {
 	if len(c.Command) == 0 {
@@ -143,6 +162,12 @@ func (c *Config) check() error {
 		c.Probation = DefaultProbation
 	case c.Probation < 0:
 		c.Probation = 0
+	}
+	switch {
+	case c.KeepExited == 0:
+		c.KeepExited = DefaultKeepExited
+	case c.KeepExited < 0:
+		c.KeepExited = 0
 	}
 	if c.Settle <= 0 {
 		c.Settle = 50 * time.Millisecond

@@ -169,6 +169,9 @@ func (sv *server) handleWorker(ctx context.Context, conn *control.Conn, hello co
 		return
 	}
 	welcome := control.Message{Type: control.TypeWelcome, Version: hello.Version}
+	if sv.l.cfg.collectsFinal() { // cfg never changes
+		welcome.Caps = []string{control.CapFinalMetrics}
+	}
 	var err error
 	if hello.Rejoin && w.adoptedStderr() {
 		err = sv.welcomeWithStderr(conn, welcome, w)

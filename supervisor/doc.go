@@ -41,7 +41,14 @@
 // through a pidfd and the token in its environment, waits for the workers
 // to dial the control socket again, and carries on with them.
 //
+// # Metrics
+//
 // The supervisor's own PID never changes; it writes it to the state
 // directory, serves the CLI (package cmd/launcher, through [Client]) on a
-// control socket there, and exports metrics for all generations.
+// control socket there, and exports metrics for all generations: at each
+// scrape of [Config.MetricsAddr] it gathers every live worker's series
+// from its admin socket. A worker that has drained reports it and waits
+// (at most 2 s) while the loop reads its metrics one last time; those
+// final values are served, frozen, for [Config.KeepExited] after the
+// worker has exited, so that no scrape misses its last requests.
 package supervisor

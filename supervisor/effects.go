@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -36,6 +37,8 @@ type effects interface {
 	health(ctx context.Context, admin string) error
 	// counts reads a worker's in-flight requests and open connections.
 	counts(ctx context.Context, admin string) (metrics.Counts, error)
+	// scrape reads a worker's metrics on its admin socket.
+	scrape(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error)
 	// saveState writes the state file; removeState deletes it.
 	saveState(st savedState) error
 	removeState()
@@ -241,6 +244,10 @@ func (fx *osEffects) health(ctx context.Context, admin string) error { return ch
 
 func (fx *osEffects) counts(ctx context.Context, admin string) (metrics.Counts, error) {
 	return metrics.ReadCounts(ctx, admin)
+}
+
+func (fx *osEffects) scrape(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error) {
+	return metrics.Scrape(ctx, admin)
 }
 
 func (fx *osEffects) saveState(st savedState) error {

@@ -106,6 +106,7 @@ func (e evWorkerMsg) apply(l *loop) {
 		if m.Error != "" {
 			l.drainCut(w, m.Cut)
 		}
+		l.collectFinal(w)
 	case control.TypeSteered, control.TypeReleased, control.TypeQuiesced:
 		l.reply(w, m)
 	}
@@ -159,6 +160,7 @@ func (e evExited) apply(l *loop) {
 	}
 	l.failPending(w, fmt.Errorf("%s exited", w))
 	l.endGrant(w)
+	l.expireKept(w.final)
 	// The kernel moved the group's last socket into the freed slot.
 	if w.listening {
 		l.group.Leave(w)

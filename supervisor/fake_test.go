@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/launcherd/launcher/internal/control"
 	"github.com/launcherd/launcher/metrics"
 )
@@ -32,6 +35,11 @@ type behaviour struct {
 	drainFor        time.Duration // after a release, exit this much later
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
+	// finalMetrics: like this library, it lists CapFinalMetrics and, when
+	// the welcome does too, reports Drained and waits for Collected (at
+	// most control.CollectWait) before it exits.
+	finalMetrics bool
+	scrapeFails  bool // its admin socket answers no scrape
 }
 
 // fakeProc is a fake worker process.
@@ -57,7 +65,12 @@ func (p *fakeProc) signal(sig syscall.Signal) {
 		p.die()
 	}
 }
-func (p *fakeProc) die() { p.once.Do(func() { close(p.exit) }) }
+func (p *fakeProc) die() {
+	p.once.Do(func() {
+		p.fx.trace(p.id, "exited")
+		close(p.exit)
+	})
+}
 func (p *fakeProc) alive() bool {
 	select {
 	case <-p.exit:
@@ -84,11 +97,13 @@ type fakeEffects struct {
 	removed   bool
 	repointed []string
 	msgs      map[int][]string // pid → message types the worker got
+	pidAt     map[string]int   // admin socket → pid
+	traces    map[int][]string // pid → drained, scraped, collected, exited in order
 }
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}}
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{}}
 }
 
 func envOf(env []string, name string) string {
@@ -108,6 +123,7 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.procs = append(fx.procs, p)
 	admin := envOf(spec.env, control.EnvAdmin)
 	fx.byAdmin[admin] = b
+	fx.pidAt[admin] = p.id
 	fx.mu.Unlock()
 	fx.wg.Add(1)
 	go func() { defer fx.wg.Done(); fx.runWorker(p, b, spec.env, false) }()
@@ -136,6 +152,19 @@ func (fx *fakeEffects) record(pid int, typ string) {
 	fx.mu.Unlock()
 }
 
+// trace records what happened to pid's final metrics.
+func (fx *fakeEffects) trace(pid int, what string) {
+	fx.mu.Lock()
+	fx.traces[pid] = append(fx.traces[pid], what)
+	fx.mu.Unlock()
+}
+
+func (fx *fakeEffects) traced(pid int) []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.traces[pid]...)
+}
+
 func (fx *fakeEffects) got(pid int) []string {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
@@ -158,12 +187,17 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	}
 	hello := control.Message{Type: control.TypeHello, Version: v, Role: control.RoleWorker, Token: envOf(env, control.EnvToken),
 		Caps: []string{control.CapQuiesce}, Rejoin: rejoin, Listening: rejoin, Ready: rejoin}
+	if b.finalMetrics {
+		hello.Caps = append(hello.Caps, control.CapFinalMetrics)
+	}
 	if conn.Write(hello) != nil {
 		return
 	}
-	if m, err := conn.Read(time.Now().Add(5 * time.Second)); err != nil || m.Type != control.TypeWelcome {
+	welcome, err := conn.Read(time.Now().Add(5 * time.Second))
+	if err != nil || welcome.Type != control.TypeWelcome {
 		return
 	}
+	waits := b.finalMetrics && control.HasCap(welcome.Caps, control.CapFinalMetrics)
 	if b.exitBeforeReady {
 		return
 	}
@@ -212,7 +246,22 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			p.mu.Lock()
 			p.released = true
 			p.mu.Unlock()
-			time.AfterFunc(b.drainFor, p.die)
+			if !b.finalMetrics {
+				time.AfterFunc(b.drainFor, p.die)
+				break
+			}
+			time.AfterFunc(b.drainFor, func() {
+				fx.trace(p.id, "drained")
+				conn.Write(control.Message{Type: control.TypeDrained})
+				if !waits {
+					p.die()
+					return
+				}
+				time.AfterFunc(control.CollectWait, p.die)
+			})
+		case control.TypeCollected:
+			fx.trace(p.id, "collected")
+			p.die()
 		}
 	}
 }
@@ -229,6 +278,33 @@ func (fx *fakeEffects) health(ctx context.Context, admin string) error {
 
 func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts, error) {
 	return metrics.Counts{}, nil
+}
+
+// scrape answers for a fake worker alive for the whole 20 ms a scrape
+// takes: its requests counted under code 200 are its pid, and one request
+// is in flight.
+func (fx *fakeEffects) scrape(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error) {
+	fx.mu.Lock()
+	pid, b := fx.pidAt[admin], fx.byAdmin[admin]
+	fx.mu.Unlock()
+	p := fx.proc(pid)
+	if p == nil || !p.alive() || b.scrapeFails {
+		return nil, fmt.Errorf("dial unix %s: connection refused", admin)
+	}
+	select {
+	case <-time.After(20 * time.Millisecond):
+	case <-p.exit:
+		return nil, fmt.Errorf("scrape %s: unexpected EOF", admin)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	fx.trace(pid, "scraped")
+	return map[string]*dto.MetricFamily{
+		"launcher_requests_total": {Name: proto.String("launcher_requests_total"), Help: proto.String("Requests."), Type: dto.MetricType_COUNTER.Enum(),
+			Metric: []*dto.Metric{{Label: []*dto.LabelPair{{Name: proto.String("code"), Value: proto.String("200")}}, Counter: &dto.Counter{Value: proto.Float64(float64(pid))}}}},
+		"launcher_inflight_requests": {Name: proto.String("launcher_inflight_requests"), Help: proto.String("In flight."), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(1)}}}},
+	}, nil
 }
 
 func (fx *fakeEffects) saveState(st savedState) error {

@@ -60,6 +60,9 @@ type loop struct {
 	pending map[uint64]*pendingRequest
 	nextID  uint64
 
+	kept    []*keptSeries // final series of drained workers, oldest first
+	maxKept int
+
 	dirty       bool // the state file needs writing
 	stateClosed bool // everything stopped: no state file any more
 }
@@ -76,6 +79,7 @@ func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adm
 		timers:  map[*time.Timer]bool{},
 		byToken: map[string]*worker{},
 		pending: map[uint64]*pendingRequest{},
+		maxKept: defaultMaxKept,
 	}
 }
 

@@ -117,19 +117,6 @@ func ask[T any](ctx context.Context, l *loop, f func(*loop) T) (T, error) {
 	}
 }
 
-// scrapeTargets lists the admin sockets of live workers with their labels.
-func (l *loop) scrapeTargets() []metrics.Target {
-	var out []metrics.Target
-	for _, g := range l.gens {
-		for _, w := range g.live() {
-			if w.conn != nil {
-				out = append(out, metrics.Target{Socket: w.admin, Generation: g.num, Version: g.release.Version, Worker: w.index})
-			}
-		}
-	}
-	return out
-}
-
 // generationInfo reports each generation's state for the metrics.
 func (l *loop) generationInfo() []metrics.GenerationInfo {
 	out := make([]metrics.GenerationInfo, 0, len(l.gens))

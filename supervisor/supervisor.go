@@ -292,10 +292,6 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", s.cfg.MetricsAddr, err)
 	}
-	targets := func() []metrics.Target {
-		t, _ := ask(context.Background(), s.loop, (*loop).scrapeTargets)
-		return t
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		// Stay within Prometheus's scrape timeout, so one hung worker costs
@@ -304,7 +300,7 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 		if secs, err := strconv.ParseFloat(r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"), 64); err == nil && secs > 0 {
 			budget = min(budget, time.Duration(secs*0.7*float64(time.Second)))
 		}
-		g := prometheus.Gatherers{s.registry, metrics.WorkerGatherer{Targets: targets, Errors: s.metrics.ScrapeErrors, Timeout: budget}}
+		g := prometheus.Gatherers{s.registry, s.workerGatherer(budget)}
 		promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -318,4 +314,18 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) // ends when Run closes srv
 	return srv, nil
+}
+
+// workerGatherer gathers the series of live workers, scraped within
+// timeout, and the final series of exited ones.
+func (s *Supervisor) workerGatherer(timeout time.Duration) metrics.WorkerGatherer {
+	return metrics.WorkerGatherer{
+		Targets: func() []metrics.Target {
+			t, _ := ask(context.Background(), s.loop, (*loop).scrapeTargets)
+			return t
+		},
+		Errors:  s.metrics.ScrapeErrors,
+		Timeout: timeout,
+		Scrape:  s.fx.scrape,
+	}
 }

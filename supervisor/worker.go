@@ -72,8 +72,12 @@ type worker struct {
 	stopping  bool        // its exit is expected (drain, stop, abort)
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
-	exited    bool
-	exitErr   error
+	// collecting: its final metrics are being read; final: they are kept
+	// (the worker is no longer scraped).
+	collecting bool
+	final      *keptSeries
+	exited     bool
+	exitErr    error
 }
 
 func (w *worker) String() string {
@@ -81,14 +85,7 @@ func (w *worker) String() string {
 }
 
 // canQuiesce reports whether w's library understands TypeQuiesce.
-func (w *worker) canQuiesce() bool {
-	for _, c := range w.caps {
-		if c == control.CapQuiesce {
-			return true
-		}
-	}
-	return false
-}
+func (w *worker) canQuiesce() bool { return control.HasCap(w.caps, control.CapQuiesce) }
 
 func newToken() string {
 	b := make([]byte, 16)
