@@ -67,7 +67,7 @@ func startConfig(set func(*supervisor.Config)) supervisor.Config {
 		Command: []string{"/srv/hello"}, Listen: []string{"127.0.0.1:8080"}, StateDir: "/env/state",
 		Workers: 1, DrainTimeout: 30 * time.Second, ReadyTimeout: 30 * time.Second,
 		Handover: supervisor.HandoverSteer, MaxDraining: 4, Settle: 50 * time.Millisecond,
-		Probation: supervisor.DefaultProbation,
+		Probation: supervisor.DefaultProbation, KeepExited: supervisor.DefaultKeepExited,
 	}
 	if set != nil {
 		set(&cfg)
@@ -107,15 +107,17 @@ func TestParse(t *testing.T) {
 			})}},
 		{append(append([]string{"start"}, listen...), "/srv/hello", "-addr", "x", "-v"),
 			call{action: "start", cfg: startConfig(func(c *supervisor.Config) { c.Command = []string{"/srv/hello", "-addr", "x", "-v"} })}},
-		{[]string{"start", "--probation", "0", "--listen", "a:1", "--listen", "b:2", "--workers", "4", "-v", "--handover", "close", "--", "/srv/hello"},
+		{[]string{"start", "--probation", "0", "--listen", "a:1", "--listen", "b:2", "--workers", "4", "-v", "--handover", "close", "--keep-exited", "0", "--", "/srv/hello"},
 			call{action: "start", verbose: true, cfg: startConfig(func(c *supervisor.Config) {
 				c.Probation, c.Listen, c.Workers, c.Handover = supervisor.NoProbation, []string{"a:1", "b:2"}, 4, supervisor.HandoverClose
+				c.KeepExited = supervisor.NoKeepExited
 			})}},
 		{[]string{"start", "--state-dir", "/s", "--probation", "2s", "--releases", "/r", "--current", "/c", "--metrics", ":9100",
-			"--drain-timeout", "1m", "--ready-timeout", "5s", "--max-draining", "2", "--settle", "1.5s", "--listen", "127.0.0.1:8080", "/srv/hello"},
+			"--drain-timeout", "1m", "--ready-timeout", "5s", "--max-draining", "2", "--settle", "1.5s", "--keep-exited", "90s", "--listen", "127.0.0.1:8080", "/srv/hello"},
 			call{action: "start", stateDir: "/s", cfg: startConfig(func(c *supervisor.Config) {
 				c.StateDir, c.Probation, c.Releases, c.Current, c.MetricsAddr = "/s", 2*time.Second, "/r", "/c", ":9100"
 				c.DrainTimeout, c.ReadyTimeout, c.MaxDraining, c.Settle = time.Minute, 5*time.Second, 2, 1500*time.Millisecond
+				c.KeepExited = 90 * time.Second
 			})}},
 	}
 	for _, tt := range tests {
@@ -166,6 +168,7 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"start", "--listen", "a:1", "--workers", "many", "--", "x"}, code: 2, stderr: "*", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--workers", "0", "--", "x"}, code: 2, stderr: "launcher: start: --workers 0: want at least 1\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--probation", "-1s", "--", "x"}, code: 2, stderr: "launcher: start: --probation -1s: want 0 (off) or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--keep-exited", "-1m", "--", "x"}, code: 2, stderr: "launcher: start: --keep-exited -1m0s: want 0 (off) or more\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1"}, code: 2, stderr: "launcher: start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]\n", noAction: true},
 		{args: []string{"start", "--", "x"}, code: 2, stderr: "launcher: start: no listen address: give --listen ADDR\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--bogus", "x"}, code: 2, stderr: "*", noAction: true},

@@ -47,6 +47,12 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.Probation == 0 {
 				cfg.Probation = supervisor.NoProbation // in Config, zero is the default
 			}
+			if cfg.KeepExited < 0 {
+				return usagef("start: --keep-exited %s: want 0 (off) or more", cfg.KeepExited)
+			}
+			if cfg.KeepExited == 0 {
+				cfg.KeepExited = supervisor.NoKeepExited // in Config, zero is the default
+			}
 			if cfg.Workers < 1 {
 				return usagef("start: --workers %d: want at least 1", cfg.Workers)
 			}
@@ -70,12 +76,13 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
 	f.DurationVar(&cfg.Settle, "settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
 	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
+	f.DurationVar(&cfg.KeepExited, "keep-exited", supervisor.DefaultKeepExited, "with --metrics: keep serving an exited worker's counters and histograms, frozen at their final values, this long, so scrapes see its last requests (0: drop them at exit)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	cmd.MarkFlagDirname("releases")
 	cmd.RegisterFlagCompletionFunc("handover", cobra.FixedCompletions(
 		[]cobra.Completion{supervisor.HandoverSteer, supervisor.HandoverMigrate, supervisor.HandoverClose},
 		cobra.ShellCompDirectiveNoFileComp))
-	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation")
+	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation", "keep-exited")
 	return cmd
 }
 
