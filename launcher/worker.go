@@ -149,9 +149,8 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	hello.Ready, hello.Released = a.ready, a.released
 	a.mu.Unlock()
 	var (
-		ctl     *control.Conn
-		stderr  *os.File
-		welcome control.Message
+		ctl    *control.Conn
+		stderr *os.File
 	)
 	m, err := control.Negotiate(hello, func(hello control.Message) (control.Message, error) {
 		c, err := net.DialTimeout("unix", a.controlPath, 2*time.Second)
@@ -171,7 +170,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 			c.Close()
 			return m, err
 		}
-		ctl, stderr, welcome = conn, f, m
+		ctl, stderr = conn, f
 		return m, nil
 	})
 	if err == nil && m.Type != control.TypeWelcome {
@@ -194,7 +193,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 		ctl.Close()
 		return nil, errors.New("closed")
 	}
-	a.setCtl(ctl, welcome)
+	a.setCtl(ctl, m) // m is the welcome
 	return ctl, nil
 }
 
