@@ -157,3 +157,26 @@ func ExampleWorkerGatherer() {
 		promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	log.Fatal(http.ListenAndServe("127.0.0.1:9100", nil))
 }
+
+// Each live generation's cost, read at every scrape: the new version's
+// beside the old one's during an upgrade.
+func ExampleNewUsage() {
+	u := metrics.NewUsage(metrics.MemoryCurrent, func() []metrics.GenerationUsage {
+		return []metrics.GenerationUsage{
+			{Generation: 3, Version: "v1", CPUSeconds: 812.4, MemoryBytes: 48 << 20},
+			{Generation: 4, Version: "v2", CPUSeconds: 3.1, MemoryBytes: 31 << 20},
+		}
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(u)
+	mfs, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	printFamilies(mfs)
+	// Output:
+	// launcher_generation_cpu_seconds_total{generation="3",version="v1"} 812.4
+	// launcher_generation_cpu_seconds_total{generation="4",version="v2"} 3.1
+	// launcher_generation_memory_bytes{generation="3",version="v1"} 5.0331648e+07
+	// launcher_generation_memory_bytes{generation="4",version="v2"} 3.2505856e+07
+}
