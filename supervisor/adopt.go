@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 )
 
@@ -51,7 +50,7 @@ func (c cmdStart) apply(l *loop) {
 	for _, sg := range st.Gens {
 		g := &generation{num: sg.Num, release: release(sg.Release), state: sg.State, started: sg.Started}
 		for _, sw := range sg.Workers {
-			proc, ok := l.fx.adopt(sw.PID, sw.Token)
+			proc, ok := l.fx.adopt(sw.PID, sw.Token, sg.Num)
 			if !ok {
 				continue
 			}
@@ -179,7 +178,7 @@ func (l *loop) finishAdoption() {
 			g.state = StateFailed
 			for _, w := range live {
 				w.stopping = true
-				w.proc.signal(syscall.SIGKILL)
+				w.proc.kill()
 			}
 		case g.state == StateStandby:
 			l.genLog(g).Info("retiring the standby generation: its probation ended with the previous supervisor")

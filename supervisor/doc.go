@@ -33,6 +33,20 @@
 // replace with fake processes that speak the worker's protocol.
 // [Supervisor.Run] returns only once every actor has returned.
 //
+// # Process trees
+//
+// A worker is a tree of processes: a release that is a shell script runs
+// the app or a helper as a child, an app runs commands. Every kill (a
+// ready timeout, a failed health check, a drain timeout, an aborted
+// upgrade, a stop's deadline) ends the whole tree, and a worker's exit
+// kills what it left, so nothing of a generation outlives it. Where the
+// supervisor may create cgroups in its own (root, or systemd's
+// Delegate=yes), each worker starts in a cgroup v2 of its own, under one
+// per generation, and cgroup.kill ends it; the generations' cgroups also
+// give their CPU time and memory to the metrics. Elsewhere a worker's tree
+// is its process group. The effects hold these mechanics; the loop only
+// says kill, and when a generation is over.
+//
 // # Adoption
 //
 // The state file (state.json in the state directory) records the live

@@ -28,11 +28,19 @@ import (
 // blocks for long: a start returns once the process has been executed, a
 // state write is one small file.
 type effects interface {
-	// start runs a worker process: spec's release with spec's environment.
+	// start runs a worker process: spec's release with spec's environment,
+	// in a process tree of its own (see tree).
 	start(spec procSpec) (process, error)
 	// adopt returns the process pid if it is still the worker that token
-	// names (a pid alone could be reused by now).
-	adopt(pid int, token string) (process, bool)
+	// names (a pid alone could be reused by now), a worker of generation
+	// gen, with its tree.
+	adopt(pid int, token string, gen int) (process, bool)
+	// removeGeneration lets go of what holds generation gen's processes
+	// (its cgroup) once none is left and none will start.
+	removeGeneration(gen int)
+	// usage reads what generation gen's processes cost; false where it has
+	// no cgroup to tell.
+	usage(gen int) (metrics.GenerationUsage, bool)
 	// health asks a ready worker's admin socket for /healthz.
 	health(ctx context.Context, admin string) error
 	// counts reads a worker's in-flight requests and open connections.
@@ -53,19 +61,25 @@ type effects interface {
 
 // procSpec is what a worker process is started with.
 type procSpec struct {
-	dir  string // working directory, resolved by the kernel at the start
-	path string
-	args []string
-	env  []string
-	tail *tailBuffer // receives its stderr
+	dir   string // working directory, resolved by the kernel at the start
+	gen   int    // its generation
+	index int    // its index in the generation
+	path  string
+	args  []string
+	env   []string
+	tail  *tailBuffer // receives its stderr
 }
 
 // process is a running worker: a child, or one adopted from a killed
 // supervisor.
 type process interface {
 	pid() int
-	// signal sends sig, unless the process has been reaped.
+	// signal sends sig to the process alone, unless it has been reaped.
 	signal(sig syscall.Signal)
+	// kill ends the process and every process of its tree with SIGKILL.
+	// Whatever the tree still holds when the process exits is killed
+	// then, before done is closed.
+	kill()
 	// done is closed once the process has exited; exitErr then says how.
 	done() <-chan struct{}
 	exitErr() error
@@ -82,18 +96,27 @@ type osEffects struct {
 	dir      *stateDir
 	current  string // --current, "" if unset
 	notifier *notifier
+	cg       *cgroups
 	log      *slog.Logger
 }
 
 func newOSEffects(dir *stateDir, current string, log *slog.Logger) *osEffects {
-	return &osEffects{dir: dir, current: current, notifier: newNotifier(), log: log}
+	cg := openCgroups(dir.path, os.Getenv(EnvProcessGroups) == "1", log)
+	return &osEffects{dir: dir, current: current, notifier: newNotifier(), cg: cg, log: log}
 }
+
+// close removes the supervisor's cgroup, if it is empty.
+func (fx *osEffects) close() { fx.cg.close() }
 
 // childProc is a worker started by this supervisor.
 type childProc struct {
 	cmd  *exec.Cmd
+	tree tree
 	exit chan struct{}
 	err  error
+
+	mu     sync.Mutex
+	reaped bool // its pid, and its process group's number, may be reused
 }
 
 func (p *childProc) pid() int              { return p.cmd.Process.Pid }
@@ -108,7 +131,40 @@ func (p *childProc) signal(sig syscall.Signal) {
 	}
 }
 
+func (p *childProc) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return
+	}
+	if err := p.tree.kill(); err != nil {
+		p.cmd.Process.Kill()
+	}
+}
+
 func (fx *osEffects) start(spec procSpec) (process, error) {
+	dir, fd, err := fx.cg.forStart(spec.gen, spec.index)
+	if err != nil {
+		fx.cg.disable(err)
+	}
+	p, err := fx.startIn(spec, dir, fd)
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	if err != nil && dir != "" {
+		unix.Rmdir(dir)
+		// The cgroup's fault if a start without one works.
+		if p, err2 := fx.startIn(spec, "", -1); err2 == nil {
+			fx.cg.disable(err)
+			return p, nil
+		}
+	}
+	return p, err
+}
+
+// startIn starts spec's process in the cgroup dir (opened as fd), or, if
+// dir is "", in a process group of its own only.
+func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error) {
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Env = spec.env
 	cmd.Dir = spec.dir
@@ -121,15 +177,24 @@ func (fx *osEffects) start(spec procSpec) (process, error) {
 	}
 	cmd.Stderr = pw
 	// Own process group: a Ctrl-C on the supervisor's terminal must not
-	// reach the workers, the supervisor drains them in order.
+	// reach the workers, the supervisor drains them in order. In its
+	// cgroup from the start (clone3's CLONE_INTO_CGROUP): no child of it
+	// can begin outside.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if dir != "" {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
+	}
 	err = cmd.Start()
 	pw.Close()
 	if err != nil {
 		pr.Close()
 		return nil, fmt.Errorf("start %s: %w", spec.path, err)
 	}
-	p := &childProc{cmd: cmd, exit: make(chan struct{})}
+	var tr tree = pgroupTree{pgid: cmd.Process.Pid}
+	if dir != "" {
+		tr = cgroupTree{dir: dir}
+	}
+	p := &childProc{cmd: cmd, tree: tr, exit: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() { // owned by the process: ends at its stderr's EOF
 		defer close(copied)
@@ -137,6 +202,15 @@ func (fx *osEffects) start(spec procSpec) (process, error) {
 		spec.tail.copyLines(os.Stderr, pr)
 	}()
 	go func() { // owned by the process: ends when it is reaped
+		// Exited, not yet reaped: what it left of its tree dies first,
+		// while its pid still names its process group.
+		waitExited(cmd.Process.Pid)
+		if err := tr.finish(); err != nil {
+			fx.log.Warn("worker's process tree", "pid", cmd.Process.Pid, "err", err)
+		}
+		p.mu.Lock()
+		p.reaped = true
+		p.mu.Unlock()
 		p.err = cmd.Wait()
 		if p.err == nil {
 			p.err = errors.New("exited with status 0")
@@ -157,6 +231,8 @@ func (fx *osEffects) start(spec procSpec) (process, error) {
 // pid.
 type adoptedProc struct {
 	id    int
+	tree  tree // nil if it leads no process group and has no cgroup of its own
+	log   *slog.Logger
 	mu    sync.Mutex
 	fd    int // -1 once closed
 	exit  chan struct{}
@@ -180,6 +256,12 @@ func (p *adoptedProc) release() {
 	}
 }
 func (p *adoptedProc) exitErr() error { return errAdoptedExit }
+func (p *adoptedProc) kill() {
+	p.signal(syscall.SIGKILL)
+	if p.tree != nil {
+		p.tree.kill()
+	}
+}
 func (p *adoptedProc) signal(sig syscall.Signal) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -204,16 +286,25 @@ func (p *adoptedProc) wait() {
 	unix.Close(p.fd)
 	p.fd = -1
 	p.mu.Unlock()
+	if p.tree != nil {
+		if err := p.tree.finish(); err != nil {
+			p.log.Warn("worker's process tree", "pid", p.id, "err", err)
+		}
+	}
 	close(p.exit)
 }
 
-func (fx *osEffects) adopt(pid int, token string) (process, bool) {
+func (fx *osEffects) adopt(pid int, token string, gen int) (process, bool) {
 	fd, ok := ourProcess(pid, token)
 	if !ok {
 		return nil, false
 	}
-	return &adoptedProc{id: pid, fd: fd, exit: make(chan struct{})}, true
+	return &adoptedProc{id: pid, fd: fd, tree: fx.cg.adopted(pid, gen), log: fx.log, exit: make(chan struct{})}, true
 }
+
+func (fx *osEffects) removeGeneration(gen int) { fx.cg.removeGeneration(gen) }
+
+func (fx *osEffects) usage(gen int) (metrics.GenerationUsage, bool) { return fx.cg.usage(gen) }
 
 // ourProcess reports whether pid is still the worker that token names,
 // and returns a pidfd for it.

@@ -188,10 +188,21 @@ func (e evExited) apply(l *loop) {
 		g.state = StateExited
 	}
 	l.checkDrain(g)
+	l.forgetIfOver(g)
 	if l.adopting != nil {
 		l.checkAdoption()
 	}
 	l.checkStop()
+}
+
+// forgetIfOver lets go of what held g's processes (its cgroup) once g is
+// over: none of its processes left, and none to start (exited or failed).
+func (l *loop) forgetIfOver(g *generation) {
+	if g.forgotten || g.hasLive() || (g.state != StateExited && g.state != StateFailed) {
+		return
+	}
+	g.forgotten = true
+	l.fx.removeGeneration(g.num)
 }
 
 // scheduleRestart starts worker index of g again after the back-off, if g
@@ -203,6 +214,7 @@ func (l *loop) scheduleRestart(g *generation, index int) {
 		l.markDirty()
 		l.genLog(g).Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
 			"worker", index, "crashes", l.restarts.loop)
+		l.forgetIfOver(g)
 		return
 	}
 	l.after(wait, evFunc(func(l *loop) { l.restart(g, index) }))

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,11 +46,13 @@ type behaviour struct {
 // fakeProc is a fake worker process.
 type fakeProc struct {
 	id       int
+	gen      int
 	fx       *fakeEffects
 	exit     chan struct{}
 	once     sync.Once
 	mu       sync.Mutex
 	signals  []syscall.Signal
+	killed   bool // its tree was killed
 	released bool // its listeners were released
 }
 
@@ -58,6 +61,10 @@ func (p *fakeProc) done() <-chan struct{} { return p.exit }
 func (p *fakeProc) exitErr() error        { return errors.New("exit status 1") }
 func (p *fakeProc) release()              {}
 func (p *fakeProc) signal(sig syscall.Signal) {
+	if sig == syscall.SIGKILL {
+		// SIGKILL to the worker alone leaves its children running.
+		p.fx.t.Errorf("worker %d got SIGKILL alone; kill its tree", p.id)
+	}
 	p.mu.Lock()
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
@@ -65,6 +72,20 @@ func (p *fakeProc) signal(sig syscall.Signal) {
 		p.die()
 	}
 }
+
+func (p *fakeProc) kill() {
+	p.mu.Lock()
+	p.killed = true
+	p.mu.Unlock()
+	p.die()
+}
+
+func (p *fakeProc) wasKilled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.killed
+}
+
 func (p *fakeProc) die() {
 	p.once.Do(func() {
 		p.fx.trace(p.id, "exited")
@@ -99,6 +120,7 @@ type fakeEffects struct {
 	msgs      map[int][]string // pid → message types the worker got
 	pidAt     map[string]int   // admin socket → pid
 	traces    map[int][]string // pid → drained, scraped, collected, exited in order
+	forgotten []int            // generations removeGeneration was called for
 }
 
 func newFakeEffects(t *testing.T) *fakeEffects {
@@ -119,7 +141,7 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.mu.Lock()
 	b := fx.behave[filepath.Base(filepath.Dir(spec.path))]
 	fx.nextPID++
-	p := &fakeProc{id: fx.nextPID, fx: fx, exit: make(chan struct{})}
+	p := &fakeProc{id: fx.nextPID, gen: spec.gen, fx: fx, exit: make(chan struct{})}
 	fx.procs = append(fx.procs, p)
 	admin := envOf(spec.env, control.EnvAdmin)
 	fx.byAdmin[admin] = b
@@ -130,13 +152,13 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	return p, nil
 }
 
-func (fx *fakeEffects) adopt(pid int, token string) (process, bool) {
+func (fx *fakeEffects) adopt(pid int, token string, gen int) (process, bool) {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
 	if fx.adoptable[pid] != token || token == "" {
 		return nil, false
 	}
-	p := &fakeProc{id: pid, fx: fx, exit: make(chan struct{})}
+	p := &fakeProc{id: pid, gen: gen, fx: fx, exit: make(chan struct{})}
 	fx.procs = append(fx.procs, p)
 	// It dials the new supervisor as a worker that lost its own, ready
 	// and listening.
@@ -331,6 +353,41 @@ func (fx *fakeEffects) repoint(rel release) error {
 
 func (fx *fakeEffects) notify(...string)        {}
 func (fx *fakeEffects) removeAdmin(path string) {}
+
+// removeGeneration checks that gen is over, and is forgotten once.
+func (fx *fakeEffects) removeGeneration(gen int) {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	for _, g := range fx.forgotten {
+		if g == gen {
+			fx.t.Errorf("generation %d removed twice", gen)
+		}
+	}
+	for _, p := range fx.procs {
+		if p.gen == gen && p.alive() {
+			fx.t.Errorf("generation %d removed while its process %d runs", gen, p.id)
+		}
+	}
+	fx.forgotten = append(fx.forgotten, gen)
+}
+
+// usage measures generations that have a process, and are not removed:
+// generation N used N seconds of CPU and holds N MB.
+func (fx *fakeEffects) usage(gen int) (metrics.GenerationUsage, bool) {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	if slices.Contains(fx.forgotten, gen) || !slices.ContainsFunc(fx.procs, func(p *fakeProc) bool { return p.gen == gen }) {
+		return metrics.GenerationUsage{}, false
+	}
+	return metrics.GenerationUsage{Generation: gen, CPUSeconds: float64(gen), MemoryBytes: float64(gen) * 1e6}, true
+}
+
+// removedGens returns the generations removeGeneration was called for.
+func (fx *fakeEffects) removedGens() []int {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return slices.Clone(fx.forgotten)
+}
 
 // alive returns the pids of fake processes still running.
 func (fx *fakeEffects) alive() []int {

@@ -6,8 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -79,21 +77,6 @@ func (r reaper) reapOrphans() {
 
 // readStat returns pid, parent pid and state from /proc/PID/stat.
 func readStat(path string) (pid, ppid int, state string, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, 0, "", false
-	}
-	s := string(b)
-	// The command name is in parentheses and may hold spaces.
-	end := strings.LastIndexByte(s, ')')
-	if end < 0 {
-		return 0, 0, "", false
-	}
-	f := strings.Fields(s[end+1:])
-	if len(f) < 2 {
-		return 0, 0, "", false
-	}
-	pid, err1 := strconv.Atoi(strings.TrimSpace(s[:strings.IndexByte(s, ' ')]))
-	ppid, err2 := strconv.Atoi(f[1])
-	return pid, ppid, f[0], err1 == nil && err2 == nil
+	pid, ppid, _, state, ok = readStatGroup(path)
+	return pid, ppid, state, ok
 }

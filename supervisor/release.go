@@ -344,6 +344,7 @@ func (l *loop) checkDrain(g *generation) {
 	}
 	l.markDirty()
 	l.genLog(g).Info("generation drained", "after_ms", d.Milliseconds())
+	l.forgetIfOver(g)
 	for _, f := range dw.then {
 		f(l, d)
 	}
@@ -378,7 +379,7 @@ func (l *loop) drainDeadline(g *generation) {
 		l.genLog(g).Warn("drain timeout: killing what is left", "requests_cut", cut)
 		for _, w := range dw.workers {
 			if !w.exited {
-				w.proc.signal(syscall.SIGKILL)
+				w.proc.kill()
 			}
 		}
 	})

@@ -117,6 +117,32 @@ func ask[T any](ctx context.Context, l *loop, f func(*loop) T) (T, error) {
 	}
 }
 
+// measured returns the generations whose processes the effects may
+// measure: those not over yet, with their labels.
+func (l *loop) measured() []metrics.GenerationUsage {
+	var out []metrics.GenerationUsage
+	for _, g := range l.gens {
+		if !g.forgotten {
+			out = append(out, metrics.GenerationUsage{Generation: g.num, Version: g.release.Version})
+		}
+	}
+	return out
+}
+
+// usage reads the cost of every generation not over yet, off the loop:
+// the effects read it from each generation's cgroup.
+func (s *Supervisor) usage() []metrics.GenerationUsage {
+	gens, _ := ask(context.Background(), s.loop, (*loop).measured)
+	out := gens[:0]
+	for _, g := range gens {
+		if u, ok := s.fx.usage(g.Generation); ok {
+			u.Generation, u.Version = g.Generation, g.Version
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // generationInfo reports each generation's state for the metrics.
 func (l *loop) generationInfo() []metrics.GenerationInfo {
 	out := make([]metrics.GenerationInfo, 0, len(l.gens))

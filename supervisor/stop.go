@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"errors"
-	"syscall"
 )
 
 // stopOp is a stop under way: every generation drains, then the loop
@@ -61,7 +60,7 @@ type evKillAll struct{}
 func (evKillAll) apply(l *loop) {
 	for _, g := range l.gens {
 		for _, w := range g.live() {
-			w.proc.signal(syscall.SIGKILL)
+			w.proc.kill()
 		}
 	}
 }

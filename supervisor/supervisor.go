@@ -90,12 +90,22 @@ func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 		return v
 	})
 	s.loop.m = s.metrics
-	s.registry.MustRegister(s.metrics)
+	memory := metrics.MemoryRSS
+	if s.os != nil && s.os.cg.memory {
+		memory = metrics.MemoryCurrent
+	}
+	s.registry.MustRegister(s.metrics, metrics.NewUsage(memory, s.usage))
 	return s, nil
 }
 
-// Close releases the state directory. Run calls it on return.
-func (s *Supervisor) Close() { s.dir.close() }
+// Close releases the state directory, and removes the supervisor's
+// cgroup if nothing is left in it. Run calls it on return.
+func (s *Supervisor) Close() {
+	if s.os != nil {
+		s.os.close()
+	}
+	s.dir.close()
+}
 
 // teardownWait bounds how long Run waits, once everything has stopped,
 // for CLI connections to be answered (the stop's own reply among them).

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -142,7 +141,7 @@ func (l *loop) failOp(err error) {
 	for _, w := range op.g.workers {
 		w.stopping = true
 		if !w.exited {
-			w.proc.signal(syscall.SIGKILL)
+			w.proc.kill()
 		}
 	}
 	l.markDirty()
@@ -159,6 +158,7 @@ func (l *loop) endFailedOp() {
 	l.op = nil
 	l.m.Upgrades.WithLabelValues(op.result).Inc()
 	g, rel := op.g, op.g.release
+	l.forgetIfOver(g)
 	var err error
 	if op.old == nil || op.old != l.active {
 		err = fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, op.err)
@@ -340,7 +340,7 @@ func (l *loop) startWorker(g *generation, index int) (*worker, error) {
 		control.EnvWorker+"="+strconv.Itoa(index),
 		control.EnvToken+"="+w.token,
 	)
-	proc, err := l.fx.start(procSpec{dir: l.cfg.Dir, path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail})
+	proc, err := l.fx.start(procSpec{dir: l.cfg.Dir, gen: g.num, index: index, path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type generation struct {
 	probation *probation // while the previous generation stands by for it
 	restarts  backoff
 	drain     *drainWatch // once it drains
+	forgotten bool        // over: what held its processes (its cgroup) is gone
 }
 
 // live returns g's workers that have not exited.

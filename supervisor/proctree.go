@@ -1,0 +1,186 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A worker's process tree: the worker and whatever it starts. A release
+// that is a shell script runs the app or a helper as a child; an app runs
+// commands. All of it belongs to the worker's generation and ends with it,
+// on every path: a kill (ready timeout, failed health check, drain
+// timeout, an aborted upgrade, a stop's deadline) ends the whole tree, and
+// a worker's exit (a crash, the end of its drain) kills what it left, so
+// that a crashed script's app cannot serve on unknown to the supervisor.
+//
+// Two mechanisms hold a tree (see cgroups): a cgroup v2 of the worker's
+// own, which holds every process it starts whatever they do, and
+// otherwise its process group (workers start with Setpgid), which holds
+// the children that do not leave it: one that calls setsid or setpgid, as
+// a daemon does, escapes.
+
+// treeWait bounds how long a worker's exit waits for what is left of its
+// tree to die once killed. SIGKILL takes effect within milliseconds; only a
+// process stuck in the kernel (uninterruptible I/O) takes longer.
+const treeWait = 5 * time.Second
+
+// tree is one worker's process tree.
+type tree interface {
+	// kill sends SIGKILL to every process of the tree.
+	kill() error
+	// finish, once the worker has exited, kills what is left of the tree,
+	// waits up to treeWait until nothing is, and removes what held it.
+	finish() error
+	String() string
+}
+
+// cgroupTree is a worker's own cgroup v2: every process it starts is in
+// it, and cgroup.kill (Linux 5.14) ends them all at once.
+type cgroupTree struct{ dir string }
+
+func (c cgroupTree) String() string { return "cgroup " + c.dir }
+
+func (c cgroupTree) kill() error {
+	return os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0)
+}
+
+func (c cgroupTree) finish() error {
+	populated, err := cgroupPopulated(c.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if populated {
+		if err := c.kill(); err != nil {
+			return fmt.Errorf("%s: %w", c, err)
+		}
+	}
+	// Once empty, the cgroup can go: rmdir fails with EBUSY until then.
+	err = waitFor(treeWait, func() bool {
+		err := unix.Rmdir(c.dir)
+		return err == nil || errors.Is(err, unix.ENOENT)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: processes left %s after SIGKILL", c, treeWait)
+	}
+	return nil
+}
+
+// cgroupPopulated reports whether the cgroup dir or one below it holds a
+// live process (cgroup.events: zombies do not count).
+func cgroupPopulated(dir string) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.events"))
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(string(b), "populated 1"), nil
+}
+
+// pgroupTree is a worker's process group, which it leads. Its number is
+// safe to signal while the leader is alive or a zombie not yet reaped (a
+// pid is not reused while a process of its group lives); after that only
+// while a member is left, which finish checks first.
+type pgroupTree struct{ pgid int }
+
+func (p pgroupTree) String() string { return "process group " + strconv.Itoa(p.pgid) }
+
+func (p pgroupTree) kill() error {
+	err := unix.Kill(-p.pgid, unix.SIGKILL)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+func (p pgroupTree) finish() error {
+	if len(groupMembers(p.pgid)) == 0 {
+		return nil
+	}
+	if err := p.kill(); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if err := waitFor(treeWait, func() bool { return len(groupMembers(p.pgid)) == 0 }); err != nil {
+		return fmt.Errorf("%s: processes %v left %s after SIGKILL", p, groupMembers(p.pgid), treeWait)
+	}
+	return nil
+}
+
+// groupMembers returns the live processes (not zombies) of process group
+// pgid.
+func groupMembers(pgid int) []int {
+	var out []int
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range stats {
+		pid, _, pgrp, state, ok := readStatGroup(path)
+		if ok && pgrp == pgid && state != "Z" {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// readStatGroup returns pid, parent pid, process group and state from
+// /proc/PID/stat.
+func readStatGroup(path string) (pid, ppid, pgrp int, state string, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, 0, "", false
+	}
+	s := string(b)
+	// The command name is in parentheses and may hold spaces.
+	end := strings.LastIndexByte(s, ')')
+	sp := strings.IndexByte(s, ' ')
+	if end < 0 || sp < 0 {
+		return 0, 0, 0, "", false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 3 {
+		return 0, 0, 0, "", false
+	}
+	pid, err1 := strconv.Atoi(s[:sp])
+	ppid, err2 := strconv.Atoi(f[1])
+	pgrp, err3 := strconv.Atoi(f[2])
+	return pid, ppid, pgrp, f[0], err1 == nil && err2 == nil && err3 == nil
+}
+
+// leaderTree returns pid's process group if pid leads it, else nil.
+func leaderTree(pid int) tree {
+	if _, _, pgrp, _, ok := readStatGroup("/proc/" + strconv.Itoa(pid) + "/stat"); ok && pgrp == pid {
+		return pgroupTree{pgid: pid}
+	}
+	return nil
+}
+
+// waitExited blocks until the child pid has exited, without reaping it:
+// its pid, and so its process group's number, stay its own meanwhile.
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return
+		}
+	}
+}
+
+// waitFor polls done, more slowly as time passes, until it reports true
+// or timeout has passed.
+func waitFor(timeout time.Duration, done func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		if done() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		time.Sleep(wait)
+	}
+}

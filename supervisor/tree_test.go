@@ -1,0 +1,256 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Every kill path ends a worker's whole tree (process.kill, never SIGKILL
+// to the worker alone: the fake process fails the test on that), and a
+// generation's cgroup goes once it is over, never before.
+
+// gensOf returns the pids of generation gen's fake processes.
+func (fx *fakeEffects) gensOf(gen int) []*fakeProc {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	var out []*fakeProc
+	for _, p := range fx.procs {
+		if p.gen == gen {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkKilled checks that generation gen's processes were all killed as
+// trees, and that the generation was then forgotten.
+func checkKilled(t *testing.T, fx *fakeEffects, gen int) {
+	t.Helper()
+	procs := fx.gensOf(gen)
+	if len(procs) == 0 {
+		t.Fatalf("generation %d had no process", gen)
+	}
+	for _, p := range procs {
+		if !p.wasKilled() {
+			t.Errorf("process %d of generation %d: not killed as a tree", p.id, gen)
+		}
+	}
+	eventually(t, fmt.Sprint("generation ", gen, " forgotten"), func() error {
+		if !slices.Contains(fx.removedGens(), gen) {
+			return fmt.Errorf("removed generations %v", fx.removedGens())
+		}
+		return nil
+	})
+}
+
+func TestKillPathsKillTheTree(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		v1   behaviour
+		// run drives the rig until generation gen was killed.
+		run func(t *testing.T, r *rig) (gen int)
+	}{
+		{
+			name: "ready timeout", cfg: Config{Workers: 2, ReadyTimeout: 300 * time.Millisecond},
+			run: func(t *testing.T, r *rig) int {
+				r.behave("v2", behaviour{neverReady: true})
+				if _, err := r.upgrade("v2", false); err == nil || !strings.Contains(err.Error(), "--ready-timeout") {
+					t.Fatalf("upgrade: %v; want a ready timeout", err)
+				}
+				return 2
+			},
+		},
+		{
+			name: "failed health check", cfg: Config{Workers: 2},
+			run: func(t *testing.T, r *rig) int {
+				r.behave("v2", behaviour{unhealthy: true})
+				if _, err := r.upgrade("v2", false); err == nil || !strings.Contains(err.Error(), "health check") {
+					t.Fatalf("upgrade: %v; want a failed health check", err)
+				}
+				return 2
+			},
+		},
+		{
+			name: "drain timeout", cfg: Config{DrainTimeout: 100 * time.Millisecond, Probation: NoProbation},
+			v1: behaviour{drainFor: time.Minute},
+			run: func(t *testing.T, r *rig) int {
+				if _, err := r.upgrade("v2", true); err != nil {
+					t.Fatal(err)
+				}
+				return 1
+			},
+		},
+		{
+			name: "upgrade aborted by a stop", cfg: Config{},
+			run: func(t *testing.T, r *rig) int {
+				r.behave("v2", behaviour{neverReady: true})
+				go r.upgrade("v2", false)
+				eventually(t, "generation 2 starting", func() error {
+					if g := r.gen(2); g.State != StateStarting || len(g.PIDs) != 1 {
+						return fmt.Errorf("generation 2 = %+v", g)
+					}
+					return nil
+				})
+				if err := r.s.Stop(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				return 2
+			},
+		},
+		{
+			name: "stop's deadline", cfg: Config{},
+			v1: behaviour{drainFor: time.Minute},
+			run: func(t *testing.T, r *rig) int {
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				defer cancel()
+				if err := r.s.Stop(ctx); err == nil {
+					t.Fatal("Stop: the drain did not outlive its context")
+				}
+				return 1
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.behave["v1"] = tt.v1
+			r := startRig(t, tt.cfg, fx, nil)
+			r.waitStarted()
+			checkKilled(t, fx, tt.run(t, r))
+		})
+	}
+}
+
+// TestAdoptionKillsAStartingGenerationsTree: a generation whose upgrade
+// died with the previous supervisor is killed, tree and all.
+func TestAdoptionKillsAStartingGenerationsTree(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a", 601: "b"}
+	r := startRig(t, Config{Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
+			Gens: []savedGen{
+				{Num: 3, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
+				{Num: 4, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateStarting,
+					Workers: []savedWorker{{Index: 0, PID: 601, Token: "b"}}},
+			},
+			Group: []string{"a", "b"},
+		}
+	})
+	r.waitStarted()
+	checkKilled(t, fx, 4)
+	if slices.Contains(fx.removedGens(), 3) {
+		t.Error("the adopted active generation was forgotten")
+	}
+}
+
+// TestGenerationsForgottenWhenOver: a generation's cgroup is removed once
+// it is over (drained, failed, crash-looped, rolled back, stopped), once,
+// never while one of its processes runs (the fake checks that), and not
+// while its crashed workers restart.
+func TestGenerationsForgottenWhenOver(t *testing.T) {
+	t.Run("drained, then stopped", func(t *testing.T) {
+		fx := newFakeEffects(t)
+		r := startRig(t, Config{Probation: NoProbation}, fx, nil)
+		r.waitStarted()
+		if _, err := r.upgrade("v2", true); err != nil {
+			t.Fatal(err)
+		}
+		if got := fx.removedGens(); !slices.Equal(got, []int{1}) {
+			t.Errorf("after the drain: removed %v; want [1]", got)
+		}
+		if err := r.s.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := fx.removedGens(); !slices.Equal(got, []int{1, 2}) {
+			t.Errorf("after the stop: removed %v; want [1 2]", got)
+		}
+	})
+	t.Run("rolled back in its probation", func(t *testing.T) {
+		fx := newFakeEffects(t)
+		r := startRig(t, Config{Workers: 2, Probation: 3 * time.Second}, fx, nil)
+		r.waitStarted()
+		r.behave("v2", behaviour{crashAfter: 100 * time.Millisecond})
+		if _, err := r.upgrade("v2", true); err == nil {
+			t.Fatal("the crashing upgrade succeeded")
+		}
+		eventually(t, "generation 2 forgotten", func() error {
+			if got := fx.removedGens(); !slices.Equal(got, []int{2}) {
+				return fmt.Errorf("removed %v; want [2]", got)
+			}
+			return nil
+		})
+	})
+	t.Run("restarts, then a crash loop", func(t *testing.T) {
+		fx := newFakeEffects(t)
+		fx.behave["v1"] = behaviour{crashAfter: 150 * time.Millisecond}
+		r := startRig(t, Config{Workers: 2}, fx, func(r *rig) {
+			r.s.loop.restarts = restartPolicy{first: 50 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: 4}
+		})
+		r.waitStarted()
+		eventually(t, "a restart", func() error {
+			if g := r.gen(1); g.Restarts < 2 {
+				return fmt.Errorf("generation 1 = %+v", g)
+			}
+			return nil
+		})
+		if got := fx.removedGens(); len(got) > 0 {
+			t.Errorf("removed %v while the generation restarts its workers", got)
+		}
+		eventually(t, "crash loop, generation forgotten", func() error {
+			if g := r.gen(1); g.State != StateFailed || len(g.PIDs) > 0 || !slices.Equal(fx.removedGens(), []int{1}) {
+				return fmt.Errorf("generation 1 = %+v, removed %v", g, fx.removedGens())
+			}
+			return nil
+		})
+	})
+}
+
+// TestGenerationUsageExported: each generation not yet over has its CPU
+// time and memory exported, with generation and version, beside the
+// other's during a probation; an exited one drops out.
+func TestGenerationUsageExported(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Probation: 10 * time.Second}, fx, nil)
+	r.waitStarted()
+	if _, err := r.upgrade("v2", false); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP launcher_generation_cpu_seconds_total CPU time used by a generation's processes (its workers and what they started, exited ones included), seconds: usage_usec of its cgroup's cpu.stat. Only where generations have cgroups.
+# TYPE launcher_generation_cpu_seconds_total counter
+launcher_generation_cpu_seconds_total{generation="1",version="v1"} 1
+launcher_generation_cpu_seconds_total{generation="2",version="v2"} 2
+`
+	if err := testutil.GatherAndCompare(r.s.registry, strings.NewReader(want), "launcher_generation_cpu_seconds_total"); err != nil {
+		t.Errorf("during the probation: %v", err)
+	}
+	// Another upgrade ends the probation: generation 1 drains and exits,
+	// generation 2 stands by for generation 3.
+	if _, err := r.upgrade("v3", false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "generation 1 gone from the metrics", func() error {
+		n, err := testutil.GatherAndCount(r.s.registry, "launcher_generation_memory_bytes")
+		if err != nil || n != 2 {
+			return fmt.Errorf("%d series, %v; want generations 2 and 3", n, err)
+		}
+		return nil
+	})
+	want = `
+# HELP launcher_generation_memory_bytes Memory of a generation's processes (its workers and what they started), bytes: the sum of their resident set sizes from /proc/PID/statm, as no memory controller is enabled for its cgroup (pages shared between processes count once per process). Only where generations have cgroups.
+# TYPE launcher_generation_memory_bytes gauge
+launcher_generation_memory_bytes{generation="2",version="v2"} 2e+06
+launcher_generation_memory_bytes{generation="3",version="v3"} 3e+06
+`
+	if err := testutil.GatherAndCompare(r.s.registry, strings.NewReader(want), "launcher_generation_memory_bytes"); err != nil {
+		t.Errorf("after the next upgrade: %v", err)
+	}
+}
