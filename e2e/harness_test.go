@@ -113,12 +113,19 @@ func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
 // startSupAt is startSup with a given listen address and state dir.
 func startSupAt(t *testing.T, addr, stateDir string, flags ...string) *sup {
 	t.Helper()
+	return startSupEnv(t, addr, stateDir, nil, flags...)
+}
+
+// startSupEnv is startSupAt with env added to the supervisor's
+// environment.
+func startSupEnv(t *testing.T, addr, stateDir string, env []string, flags ...string) *sup {
+	t.Helper()
 	s := &sup{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}}
 	args := append([]string{bins.launcher, "start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
 	}
-	p, err := rig.StartProc(context.Background(), args, nil, stateDir, s.log)
+	p, err := rig.StartProc(context.Background(), args, env, stateDir, s.log)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, s.log)
 	}
