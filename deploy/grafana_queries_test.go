@@ -100,6 +100,9 @@ func TestDashboardQueries(t *testing.T) {
 		"Request rate by generation":       2,
 		"p99 latency by generation":        2,
 		"Generation states":                len(sampleGenerations()),
+		"CPU by generation":                3, // starting, draining and active
+		"Memory by generation":             3,
+		"CPU per request by generation":    2, // those that serve requests
 	}
 
 	for _, q := range qs {

@@ -199,6 +199,9 @@ func TestDashboardModel(t *testing.T) {
 		"Generation states",
 		"Upgrade and drain duration",
 		"Upgrade outcomes",
+		"CPU by generation",
+		"Memory by generation",
+		"CPU per request by generation",
 	} {
 		if !titles[want] {
 			t.Errorf("no panel titled %q", want)

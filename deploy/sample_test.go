@@ -44,6 +44,7 @@ type sampleSupervisor struct {
 	drainTimeouts    prometheus.Counter
 	drainCutRequests prometheus.Counter
 	scrapeErrors     prometheus.Counter
+	cpuSeconds       *prometheus.CounterVec
 }
 
 // newSampleSupervisor returns a sample with generations 1 to 5, one in each
@@ -81,6 +82,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "launcher_scrape_errors_total", Help: "Worker admin scrapes that failed or timed out.",
 		}),
+		cpuSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "launcher_generation_cpu_seconds_total", Help: "CPU time of a generation's processes.",
+		}, genLabels),
 	}
 	inflight := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "launcher_inflight_requests", Help: "Requests being served, by generation.",
@@ -97,9 +101,12 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 	handover := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "launcher_handover_info", Help: "Always 1: how generations hand traffic over.",
 	}, []string{"strategy"})
+	memory := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "launcher_generation_memory_bytes", Help: "Memory of a generation's processes.",
+	}, genLabels)
 	s.reg.MustRegister(inflight, connections, s.requests, s.requestDuration, info, s.upgrades,
 		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors,
-		generations, handover)
+		generations, handover, s.cpuSeconds, memory)
 
 	for _, g := range s.gens {
 		info.WithLabelValues(g.generation, g.version, g.state).Set(1)
@@ -107,6 +114,7 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		if live(g) {
 			inflight.WithLabelValues(g.generation, g.version).Set(g.inflight)
 			connections.WithLabelValues(g.generation, g.version).Set(g.connections)
+			memory.WithLabelValues(g.generation, g.version).Set(20e6 + 1e6*g.connections)
 		}
 	}
 	for _, result := range []string{"success", "failed", "aborted", "rolled_back"} {
@@ -124,6 +132,9 @@ func live(g sampleGeneration) bool {
 // tick simulates the activity between two scrapes.
 func (s *sampleSupervisor) tick() {
 	for _, g := range s.gens {
+		if live(g) {
+			s.cpuSeconds.WithLabelValues(g.generation, g.version).Add(0.05 + 0.01*g.inflight)
+		}
 		if g.inflight == 0 {
 			continue
 		}

@@ -235,7 +235,7 @@ func TestSystemdUnit(t *testing.T) {
 	u := parseUnit(t, unitFile)
 	for key, want := range map[string]string{
 		"Type": "notify", "NotifyAccess": "main", "KillMode": "process", "Restart": "on-failure",
-		"RuntimeDirectoryPreserve": "restart",
+		"RuntimeDirectoryPreserve": "restart", "Delegate": "yes",
 	} {
 		if got := u.one(t, "Service", key); got != want {
 			t.Errorf("%s=%s, want %s", key, got, want)
