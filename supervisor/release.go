@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -356,24 +355,13 @@ func (l *loop) checkDrain(g *generation) {
 // reports what it cut; what it did not report is counted here.
 func (l *loop) drainDeadline(g *generation) {
 	dw := g.drain
-	var admins []string
+	var unreported []*worker
 	for _, w := range dw.workers {
-		if !w.exited && !w.cut && w.conn != nil {
-			admins = append(admins, w.admin)
+		if !w.cut {
+			unreported = append(unreported, w)
 		}
 	}
-	fx := l.fx
-	async(l, func() int64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		var n int64
-		for _, a := range admins {
-			if c, err := fx.counts(ctx, a); err == nil {
-				n += c.InflightRequests
-			}
-		}
-		return n
-	}, func(l *loop, cut int64) {
+	l.sumInflight(unreported, func(l *loop, cut int64) {
 		l.countDrainTimeout(g)
 		l.m.DrainCutRequests.Add(float64(cut))
 		l.genLog(g).Warn("drain timeout: killing what is left", "requests_cut", cut)

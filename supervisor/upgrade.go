@@ -277,9 +277,16 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 // countInflight reads the requests in flight on g's connected workers,
 // within a second, and applies then to the sum on the loop.
 func (l *loop) countInflight(g *generation, then func(*loop, int64)) {
+	l.sumInflight(g.live(), then)
+}
+
+// sumInflight reads the requests in flight on those of workers that are
+// connected, off the loop and within a second, and applies then to the
+// sum on the loop. A worker that does not answer counts 0.
+func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
 	var admins []string
-	for _, w := range g.live() {
-		if w.conn != nil {
+	for _, w := range workers {
+		if !w.exited && w.conn != nil {
 			admins = append(admins, w.admin)
 		}
 	}
