@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -145,69 +146,110 @@ func TestSymlinkSIGHUP(t *testing.T) {
 	}
 }
 
-// TestStandaloneSIGHUP runs hello without a supervisor: kill -HUP on its
-// pid file starts the "current" release and hands the port over.
-func TestStandaloneSIGHUP(t *testing.T) {
+// standalone is a hello started without a supervisor, from a "current"
+// symlink, with a pid file.
+type standalone struct {
+	t       *testing.T
+	root    string // holds current, hello.pid and hello.log
+	current string
+	pidFile string
+	addr    string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the first process is reaped
+	log     *os.File
+	onPID   func(int) // remembers a pid for the cleanup to kill
+}
+
+// startStandalone runs hello of current → version and waits until it
+// serves with its pid file written. Cleanup kills every process the pid
+// file named.
+func startStandalone(t *testing.T, version string) *standalone {
+	t.Helper()
 	root := shortTempDir(t)
-	current := filepath.Join(root, "current")
-	if err := os.Symlink(filepath.Join(bins.releases, "v1"), current); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	pidFile := filepath.Join(root, "hello.pid")
+	sa := &standalone{t: t, root: root, current: filepath.Join(root, "current"),
+		pidFile: filepath.Join(root, "hello.pid"), addr: freeAddr(t), exited: make(chan struct{})}
+	sa.point(filepath.Join(bins.releases, version))
 	// A file, not a pipe: the new process inherits the old one's stderr,
 	// and a pipe would keep Wait waiting for it too.
 	log, err := os.Create(filepath.Join(root, "hello.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer log.Close()
-	cmd := exec.Command(filepath.Join(current, "hello"), "-addr", addr, "-pidfile", pidFile)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	sa.log = log
+	sa.cmd = exec.Command(filepath.Join(sa.current, "hello"), "-addr", sa.addr, "-pidfile", sa.pidFile)
+	sa.cmd.Stdout, sa.cmd.Stderr = log, log
+	if err := sa.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	var exit error                                   // cmd's, once exited is closed
-	go func() { exit = cmd.Wait(); close(exited) }() // ends when the first hello is reaped
-	var pids []int
+	var exit error                                         // the first process's, once sa.exited is closed
+	go func() { exit = sa.cmd.Wait(); close(sa.exited) }() // ends when the first process is reaped
+	pids := map[int]bool{sa.cmd.Process.Pid: true}
+	var mu sync.Mutex
+	sa.onPID = func(p int) { mu.Lock(); pids[p] = true; mu.Unlock() }
 	t.Cleanup(func() {
-		for _, p := range append(pids, readPID(pidFile)) {
+		mu.Lock()
+		pids[readPID(sa.pidFile)] = true
+		for p := range pids {
 			if p > 0 {
 				syscall.Kill(p, syscall.SIGKILL)
 			}
 		}
-		cmd.Process.Kill()
-		<-exited
+		mu.Unlock()
+		sa.cmd.Process.Kill()
+		<-sa.exited
 		b, _ := os.ReadFile(log.Name())
 		noRace(t, "hello or the process it handed over to", b, exit)
 		if t.Failed() {
 			t.Logf("log:\n%s", b)
 		}
+		log.Close()
 	})
-	eventually(t, 10*time.Second, "standalone v1 serves", func() error {
-		if b, err := get(addr, "/"); err != nil || b != "hello from v1" {
+	eventually(t, 10*time.Second, "standalone "+version+" serves", func() error {
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from "+version {
 			return fmt.Errorf("got %q, %v", b, err)
 		}
-		if readPID(pidFile) != cmd.Process.Pid {
+		if readPID(sa.pidFile) != sa.cmd.Process.Pid {
 			return fmt.Errorf("pid file not written yet")
 		}
 		return nil
 	})
-	oldPID := cmd.Process.Pid
-	pids = append(pids, oldPID)
-	long := longRequest(addr, 2*time.Second)
+	return sa
+}
+
+// point repoints current to dir, atomically.
+func (sa *standalone) point(dir string) {
+	sa.t.Helper()
+	tmp := sa.current + ".new"
+	if err := os.Symlink(dir, tmp); err != nil {
+		sa.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, sa.current); err != nil {
+		sa.t.Fatal(err)
+	}
+}
+
+// hup sends SIGHUP to the pid in the pid file and returns that pid.
+func (sa *standalone) hup() int {
+	sa.t.Helper()
+	pid := readPID(sa.pidFile)
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		sa.t.Fatal(err)
+	}
+	return pid
+}
+
+// TestStandaloneSIGHUP runs hello without a supervisor: kill -HUP on its
+// pid file starts the "current" release and hands the port over.
+func TestStandaloneSIGHUP(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	oldPID := sa.cmd.Process.Pid
+	long := longRequest(sa.addr, 2*time.Second)
 	time.Sleep(200 * time.Millisecond)
 
-	os.Remove(current)
-	if err := os.Symlink(filepath.Join(bins.releases, "v2"), current); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(readPID(pidFile), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	sa.point(filepath.Join(bins.releases, "v2"))
+	sa.hup()
 	eventually(t, 5*time.Second, "v2 serves after kill -HUP", func() error {
-		if b, err := get(addr, "/"); err != nil || b != "hello from v2" {
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v2" {
 			return fmt.Errorf("got %q, %v", b, err)
 		}
 		return nil
@@ -216,15 +258,15 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		t.Fatalf("long request: %q, %v; want hello from v1", r.body, r.err)
 	}
 	select {
-	case <-exited:
+	case <-sa.exited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("old process still running after its long request finished")
 	}
-	newPID := readPID(pidFile)
+	newPID := readPID(sa.pidFile)
 	if newPID == oldPID || !alive(newPID) {
 		t.Fatalf("pid file %d after handover (old %d); want the new live process", newPID, oldPID)
 	}
-	pids = append(pids, newPID)
+	sa.onPID(newPID)
 	// The new process is standalone now: SIGTERM drains and exits.
 	syscall.Kill(newPID, syscall.SIGTERM)
 	eventually(t, 5*time.Second, "new process exits on SIGTERM", func() error {
