@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -275,6 +276,60 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStandaloneSIGHUPAfterAFailedRelease: kill -HUP to a standalone hello
+// whose "current" release exits at start leaves the old process serving,
+// and the next kill -HUP, to a good release, hands over. (The first
+// failure used to leave the process ignoring every later SIGHUP: "a
+// handover is in progress".)
+func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	oldPID := sa.cmd.Process.Pid
+	bad := filepath.Join(sa.root, "releases", "vexit")
+	if err := os.MkdirAll(bad, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n"
+	if err := os.WriteFile(filepath.Join(bad, "hello"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	sa.point(bad)
+	sa.hup()
+	eventually(t, 10*time.Second, "the failed handover logged", func() error {
+		b, _ := os.ReadFile(sa.log.Name())
+		if !strings.Contains(string(b), "handover failed; still serving") {
+			return errors.New("no \"handover failed\" line yet")
+		}
+		return nil
+	})
+	for i := 0; i < 20; i++ {
+		if b := mustGet(t, sa.addr, "/"); b != "hello from v1" {
+			t.Fatalf("request %d after the failed handover: %q; want hello from v1", i, b)
+		}
+	}
+	if p := readPID(sa.pidFile); p != oldPID {
+		t.Fatalf("pid file %d after the failed handover; want the old process %d", p, oldPID)
+	}
+
+	sa.point(filepath.Join(bins.releases, "v2"))
+	sa.hup()
+	eventually(t, 10*time.Second, "v2 serves after the second kill -HUP", func() error {
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v2" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		if p := readPID(sa.pidFile); p == oldPID || p == 0 {
+			return errors.New("pid file not rewritten yet")
+		}
+		return nil
+	})
+	sa.onPID(readPID(sa.pidFile))
+	select {
+	case <-sa.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("old process still running after the handover to v2")
+	}
 }
 
 // TestWorkersRollbackStop covers --workers, rollback and stop.

@@ -60,8 +60,7 @@ func (a *App) handover(ctx context.Context) error {
 		return fmt.Errorf("handover: start %s: %w", exe, err)
 	}
 	a.log.Info("handover: started new process", "path", exe, "child", cmd.Process.Pid)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := watchExit(cmd)
 
 	ctx, cancel := context.WithTimeout(ctx, a.opts.ReadyTimeout)
 	defer cancel()
@@ -72,13 +71,13 @@ func (a *App) handover(ctx context.Context) error {
 	}
 	if err != nil {
 		cmd.Process.Kill()
-		<-exited
+		<-exited.done
 		return fmt.Errorf("handover to %s: %w", exe, err)
 	}
 	// The group is [this process, child] on every address: steer to slot 1.
 	if err := a.steer([]int{1}); err != nil {
 		cmd.Process.Kill()
-		<-exited
+		<-exited.done
 		return fmt.Errorf("handover: %w", err)
 	}
 	if err := a.release(0, false); err != nil {
@@ -92,8 +91,23 @@ func (a *App) handover(ctx context.Context) error {
 	return nil
 }
 
+// exitWatch tells any number of waiters that a process has exited. (A
+// channel receiving cmd.Wait's error tells one: after a new process that
+// exited at start was seen to, the kill's wait for it blocked forever, and
+// with it every later SIGHUP.)
+type exitWatch struct {
+	done chan struct{} // closed once the process is reaped
+	err  error         // cmd.Wait's error, set before done is closed
+}
+
+func watchExit(cmd *exec.Cmd) *exitWatch {
+	w := &exitWatch{done: make(chan struct{})}
+	go func() { w.err = cmd.Wait(); close(w.done) }() // ends when the process is reaped
+	return w
+}
+
 // acceptChild waits for the new process's handshake.
-func acceptChild(ctx context.Context, l net.Listener, token string, exited <-chan error) (*control.Conn, error) {
+func acceptChild(ctx context.Context, l net.Listener, token string, exited *exitWatch) (*control.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error
@@ -106,9 +120,9 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited <-cha
 	var r result
 	select {
 	case r = <-got:
-	case err := <-exited:
+	case <-exited.done:
 		l.Close()
-		return nil, fmt.Errorf("new process exited before connecting: %v", err)
+		return nil, fmt.Errorf("new process exited before connecting: %v", exited.err)
 	case <-ctx.Done():
 		l.Close()
 		return nil, fmt.Errorf("new process did not connect: %w", ctx.Err())
@@ -137,7 +151,7 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited <-cha
 }
 
 // awaitChildReady grants the child's listen and waits for its ready.
-func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited <-chan error) error {
+func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited *exitWatch) error {
 	msgs := make(chan control.Message)
 	errc := make(chan error, 1)
 	go func() {
@@ -173,8 +187,8 @@ func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited <-cha
 			}
 		case err := <-errc:
 			return fmt.Errorf("new process: %w", err)
-		case err := <-exited:
-			return fmt.Errorf("new process exited before ready: %v", err)
+		case <-exited.done:
+			return fmt.Errorf("new process exited before ready: %v", exited.err)
 		case <-ctx.Done():
 			return fmt.Errorf("new process not ready: %w", ctx.Err())
 		}
