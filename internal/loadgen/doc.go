@@ -44,6 +44,14 @@
 // requests that started inside a window and the steady state. [WriteTable]
 // prints summaries as an aligned table.
 //
+// # Idle connections and slow clients
+//
+// Two clients that a drain must not cut, for its tests: an [IdlePool] of
+// keep-alive connections that sit idle and then send one request each at
+// set times (checking first, as a client reusing an idle connection does,
+// that the server has not closed it), and [SlowRequest], which sends a
+// request header a line at a time.
+//
 // Stopping: when Config.Duration has passed or Config.MaxRequests requests
 // have been started, no new request starts and requests in flight finish
 // (each is bounded by its own deadline). When the context passed to Run is
