@@ -8,11 +8,74 @@
 //
 //   - each response carries "Connection: close", so an active client learns
 //     to reconnect (to the new generation) after its current request;
-//   - a connection is closed only when it has been idle for a grace period;
+//   - a connection is closed only when it has been idle for a grace period,
+//     and idle means that nothing has arrived on it (below);
+//   - idle connections are closed a few at a time (at most 5,000 a second),
+//     not in one sweep;
 //   - HTTP/2 connections get GOAWAY through http.Server.Shutdown at the end;
 //   - hijacked connections (WebSocket-style) stay open, the app is told
 //     through [Tracker.Draining], and they are force-closed only at the
 //     drain deadline.
+//
+// # Idle: nothing received that is not answered
+//
+// A connection that has received a byte it has not answered is busy. For
+// a connection of a [Server] (HTTP/1) that means: it is idle only while
+// net/http waits for a request on it (it reported [net/http.StateNew] or
+// [net/http.StateIdle], so every request it parsed has been answered) and
+// no [Conn.Read] has returned data since. The first byte of a request
+// makes it busy, not the end of its header: a client that sends its header
+// slowly is not cut as idle. It stays busy until net/http reports it idle
+// again, after the response to that request; if the drain's deadline
+// comes first, it is cut there and counted among the requests cut.
+//
+// Bytes that have reached the socket but that no Read has accounted for
+// count too. Before closing an idle connection the drain looks, in one
+// callback on its descriptor and on Linux: at the receive queue (SIOCINQ),
+// where a request waits that net/http has not read yet (closing the
+// socket then would send a reset); and at the kernel's count of bytes
+// received on the TCP connection (TCP_INFO), which is above the count of
+// bytes Read has returned while a read has taken a request but its
+// goroutine has not yet run on to mark the connection (under load that
+// can take milliseconds). If either shows a byte, the connection is busy.
+// Otherwise it shuts down its sending side at once (SHUT_WR), so the FIN
+// leaves right after the check; the descriptor is closed afterwards. A
+// Read that returns data marks the connection before it adds to the
+// count, and the drain claims the connection before the check and
+// commits to the close after it, each by compare-and-swap on the same
+// state: a read that marks it after the claim takes it back (the commit
+// fails); one that would mark it only after the commit cannot have taken
+// bytes that arrived before the check, since the check would have seen
+// them uncounted.
+//
+// What is left is the network's own race, which no server can close: a
+// request that a client sends after the check but before the FIN reaches
+// it (on loopback, within the microseconds between two system calls; on a
+// network, within a round trip) is not answered. HTTP/1.1 clients retry
+// such a request when it is idempotent (RFC 9112, section 9.3.1).
+//
+// HTTP/1 pipelining: bytes that net/http reads ahead while a request is
+// active — a pipelined request read together with its predecessor, or
+// the one byte of net/http's background read that watches for the client
+// going away — cannot be told apart from the active request's own. When
+// net/http reports the connection idle after the response, such a
+// pipelined request is complete in its buffer and served at once (the
+// connection is active again long before any grace), or incomplete, and
+// its next byte to arrive marks the connection busy. Only a pipelining
+// client that stalls mid-request for longer than the grace can see its
+// request closed on. During a drain every response closes its connection,
+// which leaves any request pipelined behind it to the client to retry, as
+// HTTP/1.1 provides (RFC 9112, section 9.3.2).
+//
+// TLS: before its first request a connection reads mostly the TLS
+// handshake, whose end net/http does not report, so reads then do not make
+// it busy (else every connection a browser opens ahead of use would be
+// kept until the deadline); the receive-queue and byte-count checks still
+// apply. From its first request on it is tracked as above.
+//
+// A plain TCP server marks its connections with [Conn.SetIdle]; an
+// unmarked connection is busy, and one marked idle becomes busy again
+// when a Read returns data, until the server marks it idle again.
 //
 // [Listener] gives the same tracking to a plain TCP server. The counters
 // ([Tracker.Stats]) are atomics on the request path; the metrics package

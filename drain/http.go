@@ -63,15 +63,18 @@ func (s *Server) init() {
 			}
 			if tc, ok := raw.(*Conn); ok {
 				switch st {
-				case http.StateNew:
-					tc.SetIdle(true) // until its first request
-				case http.StateActive:
+				case http.StateNew: // waits for its first request
+					_, isTLS := c.(*tls.Conn)
+					tc.tlsFirst.Store(isTLS)
+					tc.wait()
+				case http.StateActive: // a request's header is read
+					tc.tlsFirst.Store(false)
 					if tlsConn, ok := c.(*tls.Conn); ok && tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
 						tc.h2.Store(true) // drained by GOAWAY, not by the idle grace
 					}
-					tc.SetIdle(false)
-				case http.StateIdle:
-					tc.SetIdle(true)
+					tc.busy()
+				case http.StateIdle: // its response is written
+					tc.wait()
 				case http.StateHijacked:
 					tc.hijacked.Store(true)
 				case http.StateClosed:

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -42,52 +40,6 @@ func (l *Listener) Close() error {
 	return l.closeErr
 }
 
-// Conn is a tracked connection. For a plain TCP server every connection
-// counts as busy unless the server marks it idle with [Conn.SetIdle].
-type Conn struct {
-	net.Conn
-	t         *Tracker
-	idleSince atomic.Int64 // unix nanos; 0 while busy
-	hijacked  atomic.Bool
-	h2        atomic.Bool // HTTP/2: drained by GOAWAY, never idle-closed
-	closeOnce sync.Once
-}
-
-// SetIdle marks the connection idle (true) or busy (false). A drain closes
-// a connection only after it has stayed idle for the grace period.
-func (c *Conn) SetIdle(idle bool) {
-	if idle {
-		c.setIdle(time.Now())
-	} else {
-		c.idleSince.Store(0)
-	}
-}
-
-func (c *Conn) setIdle(now time.Time) { c.idleSince.Store(now.UnixNano()) }
-
-func (c *Conn) idleFor(now time.Time) time.Duration {
-	since := c.idleSince.Load()
-	if since == 0 || c.hijacked.Load() || c.h2.Load() {
-		return -1
-	}
-	return now.Sub(time.Unix(0, since))
-}
-
-// Close closes the connection and stops tracking it.
-func (c *Conn) Close() error {
-	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.t.remove(c) })
-	return err
-}
-
-// ReadFrom keeps the sendfile/splice fast path of *net.TCPConn.
-func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
-
 // Drain closes the listener, marks the tracker draining, closes each
 // connection once it has been idle for grace, and waits until none is
 // left. When ctx ends first, the remaining connections are closed and the
@@ -109,7 +61,7 @@ var ErrCut = errors.New("drain deadline: connections cut")
 // CutError is the error of a drain cut at its deadline.
 type CutError struct {
 	Connections int   // connections closed
-	Requests    int64 // requests in flight on them
+	Requests    int64 // requests in flight on them, in a handler or still arriving
 	Err         error // the context's error
 }
 
@@ -129,7 +81,7 @@ func waitConns(ctx context.Context, t *Tracker, grace time.Duration, done func()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
-		open := t.closeIdle(time.Now(), grace)
+		open := t.closeIdle(grace, idleClosesPerPoll)
 		if open == 0 && t.inflight.Load() == 0 && (done == nil || done()) {
 			return nil
 		}

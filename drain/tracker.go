@@ -1,6 +1,8 @@
 package drain
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,7 @@ type Tracker struct {
 
 	drainOnce sync.Once
 	drainCh   chan struct{}
+	epoch     time.Time // the clock of connections' idle times starts here
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
@@ -33,8 +36,12 @@ type Tracker struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker() *Tracker {
-	return &Tracker{drainCh: make(chan struct{}), conns: make(map[*Conn]struct{})}
+	return &Tracker{drainCh: make(chan struct{}), conns: make(map[*Conn]struct{}), epoch: time.Now()}
 }
+
+// clock returns the time since the tracker was made, from the monotonic
+// clock: a wall-clock step cannot make a connection look idle for long.
+func (t *Tracker) clock() int64 { return int64(time.Since(t.epoch)) }
 
 // Stats returns the current counters.
 func (t *Tracker) Stats() Stats {
@@ -89,38 +96,70 @@ func (t *Tracker) remove(c *Conn) {
 	}
 }
 
-// closeIdle closes connections idle for at least grace (never hijacked
-// ones) and reports how many connections remain open, not counting
-// HTTP/2 ones, which http.Server.Shutdown drains with GOAWAY.
-func (t *Tracker) closeIdle(now time.Time, grace time.Duration) (open int) {
-	var idle []*Conn
+// idleClosesPerPoll bounds how many idle connections a drain closes per
+// poll (5,000 a second): thousands of keep-alive connections idle when a
+// drain starts are closed over a second or so rather than in one sweep,
+// so that the server keeps up with the requests arriving meanwhile and
+// their clients do not all reconnect to the new generation at once.
+const idleClosesPerPoll = 50
+
+// closeIdle closes connections that have waited for a request, with
+// nothing received, for at least grace (never hijacked or HTTP/2 ones),
+// the longest waiting first and at most limit of them, and reports how many
+// connections were open before (those it closes are counted until they
+// are gone), not counting HTTP/2 ones, which http.Server.Shutdown drains
+// with GOAWAY.
+func (t *Tracker) closeIdle(grace time.Duration, limit int) (open int) {
+	type candidate struct {
+		c     *Conn
+		state int64
+		since int64
+	}
+	var idle []candidate
+	now := t.clock()
 	t.mu.Lock()
 	for c := range t.conns {
-		if c.idleFor(now) >= grace {
-			idle = append(idle, c)
-		} else if !c.h2.Load() {
-			open++
+		if c.h2.Load() {
+			continue
+		}
+		open++
+		w := c.state.Load()
+		if since, ok := c.idleSince(w); ok && now-since >= int64(grace) {
+			idle = append(idle, candidate{c, w, since})
 		}
 	}
 	t.mu.Unlock()
-	for _, c := range idle {
-		c.Close()
+	if len(idle) > limit {
+		slices.SortFunc(idle, func(a, b candidate) int { return cmp.Compare(a.since, b.since) })
+		idle = idle[:limit]
+	}
+	for _, k := range idle {
+		k.c.closeIfQuiet(k.state)
 	}
 	return open
 }
 
-// closeAll force-closes every open connection and returns how many there
-// were and how many requests were in flight on them.
-func (t *Tracker) closeAll() (conns int, requests int64) {
+// closeAll force-closes every open connection and returns how many it cut
+// (not counting those already shut down as idle, whose close is under
+// way) and how many requests were in flight on them: in a handler, or
+// begun on a connection (a byte received) and not yet in one.
+func (t *Tracker) closeAll() (cut int, requests int64) {
 	t.mu.Lock()
 	all := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
 		all = append(all, c)
+		switch {
+		case c.shut():
+			continue
+		case c.receiving():
+			requests++
+		}
+		cut++
 	}
 	t.mu.Unlock()
-	requests = t.inflight.Load()
+	requests += t.inflight.Load()
 	for _, c := range all {
 		c.Close()
 	}
-	return len(all), requests
+	return cut, requests
 }
