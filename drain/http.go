@@ -15,8 +15,11 @@ import (
 
 // DefaultIdleGrace is how long a connection must stay idle during a drain
 // before it is closed. A client that sends steadily gets a response with
-// "Connection: close" well within it and reconnects; only a client silent
-// for this long can race with the close.
+// "Connection: close" well within it and reconnects when it chooses, which
+// no request can race; only a connection silent for this long is closed
+// by the drain, and then only if nothing has arrived on it (see the
+// package documentation), so that a request racing that close is one sent
+// in the instant between the drain's last look and its FIN.
 const DefaultIdleGrace = time.Second
 
 // Observer is told of each finished request, for metrics. It must be cheap
