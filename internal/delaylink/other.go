@@ -3,7 +3,6 @@
 package delaylink
 
 import (
-	"context"
 	"errors"
 	"os"
 )
