@@ -66,6 +66,9 @@ type App struct {
 	supCaps    []string
 	supervised bool // started by a supervisor, even if it is gone
 	lns        []*net.TCPListener
+	// handshakes under way on each listener's port when it was first
+	// quiesced or released, i.e. steered away from; see quietOptions.
+	handshakes map[*net.TCPListener]*reuseport.Handshakes
 	released   bool // the listeners are closed: the drain has begun
 	admin      io.Closer
 	ready      bool

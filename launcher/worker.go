@@ -90,6 +90,7 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			a.tracker.SetKeepAlivesEnabled(false)
 			a.log.Info("on standby: steered away, handing keep-alive clients over")
 		case control.TypeResume:
+			a.forgetHandshakes() // traffic is back: a later quiesce looks again
 			a.tracker.SetKeepAlivesEnabled(true)
 			a.log.Info("resumed: traffic is back")
 		case control.TypeCollected:
@@ -206,12 +207,49 @@ func (a *App) steer(slots []int) error {
 	return errors.Join(errs...)
 }
 
-// quiesce waits until every listener's accept queue has stayed empty for
-// settle, keeping them open: the Serve loops keep accepting.
+// quiesce waits until no handshake under way when the listeners were
+// steered away can still complete on them and then every accept queue has
+// stayed empty for settle, keeping them open: the Serve loops keep
+// accepting.
 func (a *App) quiesce(settle time.Duration) error {
 	return a.eachListener(func(ctx context.Context, ln *net.TCPListener) error {
-		return reuseport.Quiesce(ctx, ln, settle)
+		return reuseport.Quiesce(ctx, ln, a.quietOptions(ln, settle))
 	})
+}
+
+// quietOptions says when ln, steered away from, is quiet. The first
+// quiesce or release of ln makes the handshakes to wait for, and later
+// ones reuse them: the supervisor steers new connections away before
+// either, so no handshake that starts later can be ln's, and a release
+// after a quiesce need not wait for the handshakes of the new
+// generation's sockets, which share the port. The wait for them is
+// reuseport.DefaultHandshakeWait, or the drain timeout when that is
+// shorter: it bounds everything an old generation still does.
+func (a *App) quietOptions(ln *net.TCPListener, settle time.Duration) reuseport.QuiesceOptions {
+	wait := reuseport.DefaultHandshakeWait
+	if ms := a.drainTimeout.Load(); ms > 0 {
+		wait = min(wait, time.Duration(ms)*time.Millisecond)
+	} else {
+		wait = min(wait, a.opts.DrainTimeout)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	hs := a.handshakes[ln]
+	if hs == nil {
+		hs = reuseport.NewHandshakes(ln)
+		if a.handshakes == nil {
+			a.handshakes = map[*net.TCPListener]*reuseport.Handshakes{}
+		}
+		a.handshakes[ln] = hs
+	}
+	return reuseport.QuiesceOptions{Settle: settle, Handshakes: hs, HandshakeWait: wait}
+}
+
+// forgetHandshakes drops the snapshots of quietOptions.
+func (a *App) forgetHandshakes() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.handshakes = nil
 }
 
 // eachListener runs f on every listener at once, within releaseTimeout.
@@ -241,7 +279,16 @@ func (a *App) release(settle time.Duration, naive bool) error {
 		if naive {
 			return ln.Close()
 		}
-		return reuseport.Drain(ctx, ln, settle)
+		opts := a.quietOptions(ln, settle)
+		err := reuseport.Drain(ctx, ln, opts)
+		hs := opts.Handshakes
+		if herr := hs.Err(); herr != nil {
+			a.log.Warn("handshakes under way unknown: waited for the accept queue only", "addr", ln.Addr(), "err", herr)
+		} else if n := hs.Left(); n > 0 && err == nil {
+			a.log.Info("closed with handshakes still under way: their clients may be reset",
+				"addr", ln.Addr(), "handshakes", n, "waited", opts.HandshakeWait)
+		}
+		return err
 	})
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		a.log.Warn("release listeners", "err", err)

@@ -13,8 +13,12 @@
 //     every new connection to a chosen set of sockets, named by their index
 //     in the group. Indices are the order of listen(); when a socket
 //     leaves, the last one moves into its slot ([Group] models that).
-//   - [Drain] waits until a listener's accept queue has stayed empty for a
-//     settle time while the caller keeps accepting, then closes it.
+//   - [Drain] waits until no handshake that was under way when the
+//     listener was steered away from can still complete on it
+//     ([Handshakes], read through sock_diag), and then its accept queue
+//     has stayed empty for a settle time, while the caller keeps
+//     accepting; then it closes the listener. [Quiesce] waits the same
+//     way and leaves it open.
 //
 // The launcher supervisor uses them in this order: steer to the new
 // generation, drain and close each old listener in turn, re-steer after

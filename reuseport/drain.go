@@ -9,22 +9,58 @@ import (
 
 // DefaultSettle is how long an accept queue must stay empty before [Drain]
 // closes the listener. Handshakes already in flight when traffic was
-// steered away complete within a round trip on a healthy backlog; with a
+// steered away are waited for apart from it (see [Handshakes]); with a
 // full, small backlog some complete only on the SYN-ACK retransmit (about
 // one second), which needs a longer settle.
 const DefaultSettle = 50 * time.Millisecond
 
-// pollEvery is how often Drain reads the accept-queue length.
+// DefaultHandshakeWait bounds how long [Quiesce] waits for the handshakes
+// of its snapshot. A client 20–300 ms away completes its handshake within
+// a round trip, or about a second later when a SYN-ACK was lost (the first
+// retransmit is after 1 s). The kernel goes on retransmitting for 63 s
+// (net.ipv4.tcp_synack_retries = 5), but what is still there after a few
+// seconds is mostly clients that went away or spoofed SYNs; waiting for
+// those would hold up the supervisor, which changes one listener at a
+// time.
+const DefaultHandshakeWait = 3 * time.Second
+
+// pollEvery is how often Quiesce reads the accept-queue length.
 const pollEvery = 2 * time.Millisecond
 
-// Drain waits until ln's accept queue has stayed empty for settle, then
-// closes ln. The caller must keep accepting from ln meanwhile (an
-// http.Server's Serve loop does) and should have steered new connections
-// to other sockets of the group first: connections still queued when a
-// listener closes are reset. When ctx ends first, ln is closed anyway and
-// the number of connections left in the queue is reported in the error.
-func Drain(ctx context.Context, ln *net.TCPListener, settle time.Duration) error {
-	if err := Quiesce(ctx, ln, settle); err != nil {
+// handshakePollEvery is how often at most Quiesce asks the kernel which
+// handshakes are left; it asks less often when asking takes longer than a
+// quarter of that (see Handshakes.Refresh).
+const handshakePollEvery = 10 * time.Millisecond
+
+// QuiesceOptions say when a listener steered away from is quiet. The zero
+// value waits for DefaultSettle and for the handshakes under way when
+// Quiesce starts, at most DefaultHandshakeWait.
+type QuiesceOptions struct {
+	// Settle is how long the accept queue must stay empty after the last
+	// handshake waited for is gone. 0 means DefaultSettle.
+	Settle time.Duration
+	// Handshakes are the handshakes to wait for: those under way on the
+	// port once new connections were steered away from the listener
+	// (see NewHandshakes). nil means new ones made when Quiesce starts.
+	// A caller that quiesces and later drains the same listener passes
+	// the same to both, so the drain does not wait again for handshakes
+	// that started on other sockets meanwhile.
+	Handshakes *Handshakes
+	// HandshakeWait bounds the wait for Handshakes, counted from when
+	// they were made. 0 means DefaultHandshakeWait. Those left then are
+	// given up on (Handshakes.Left says how many): if they complete on
+	// the listener after it closes, their clients are reset.
+	HandshakeWait time.Duration
+}
+
+// Drain quiesces ln (see [Quiesce]), then closes it. The caller must keep
+// accepting from ln meanwhile (an http.Server's Serve loop does) and
+// should have steered new connections to other sockets of the group
+// first: connections still queued when a listener closes are reset, and
+// so are handshakes still under way on it. When ctx ends first, ln is
+// closed anyway and what was left is reported in the error.
+func Drain(ctx context.Context, ln *net.TCPListener, opts QuiesceOptions) error {
+	if err := Quiesce(ctx, ln, opts); err != nil {
 		ln.Close()
 		return err
 	}
@@ -34,31 +70,62 @@ func Drain(ctx context.Context, ln *net.TCPListener, settle time.Duration) error
 	return nil
 }
 
-// Quiesce waits until ln's accept queue has stayed empty for settle (0
-// means DefaultSettle) and leaves ln open; the caller keeps accepting.
-// Listeners steered away from can quiesce all at once, and then each
-// closes after a much shorter Drain.
-func Quiesce(ctx context.Context, ln *net.TCPListener, settle time.Duration) error {
+// Quiesce waits until no handshake of opts.Handshakes can still complete
+// on ln (or opts.HandshakeWait has passed) and then ln's accept queue has
+// stayed empty for opts.Settle, and leaves ln open: the caller keeps
+// accepting. Listeners steered away from can quiesce all at once, and then
+// each closes after a much shorter Drain.
+func Quiesce(ctx context.Context, ln *net.TCPListener, opts QuiesceOptions) error {
+	settle := opts.Settle
 	if settle <= 0 {
 		settle = DefaultSettle
 	}
+	wait := opts.HandshakeWait
+	if wait <= 0 {
+		wait = DefaultHandshakeWait
+	}
+	hs := opts.Handshakes
+	if hs == nil {
+		hs = NewHandshakes(ln)
+	}
+	giveUp := hs.Created().Add(wait)
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
+	// The snapshot, taken by the first Refresh, counts toward the settle:
+	// the accept loop goes on meanwhile.
 	emptySince := time.Now()
+	var nextAsk time.Time
 	for {
+		now := time.Now()
+		inFlight := 0
+		if now.Before(giveUp) && now.After(nextAsk) {
+			// On error the same handshakes count as under way, until
+			// giveUp at the latest.
+			hs.Refresh()
+			// A dump walks the kernel's whole established hash: on a
+			// host with many sockets that is milliseconds of CPU, kept
+			// to a fraction of a core.
+			took := time.Since(now)
+			nextAsk = now.Add(max(handshakePollEvery, 4*took))
+			now = time.Now()
+		}
+		if now.Before(giveUp) {
+			inFlight = hs.Left()
+		}
 		n, err := QueueLen(ln)
 		if err != nil {
 			return fmt.Errorf("drain: %w", err)
 		}
-		now := time.Now()
-		if n > 0 {
+		// A completed handshake enters the accept queue just after its
+		// request socket goes: the queue settles after the last one.
+		if n > 0 || inFlight > 0 {
 			emptySince = now
 		} else if now.Sub(emptySince) >= settle {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("drain %s: %d connections left queued: %w", ln.Addr(), n, ctx.Err())
+			return fmt.Errorf("drain %s: %d connections left queued, %d handshakes under way: %w", ln.Addr(), n, hs.Left(), ctx.Err())
 		case <-t.C:
 		}
 	}

@@ -192,7 +192,9 @@ func TestDrainWaitsForQueue(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	done := make(chan error, 1)
-	go func() { done <- reuseport.Drain(context.Background(), ln, 20*time.Millisecond) }()
+	go func() {
+		done <- reuseport.Drain(context.Background(), ln, reuseport.QuiesceOptions{Settle: 20 * time.Millisecond})
+	}()
 	select {
 	case err := <-done:
 		t.Fatalf("Drain returned %v with connections queued", err)
@@ -223,7 +225,7 @@ func TestDrainDeadline(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := reuseport.Drain(ctx, lns[0], 10*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+	if err := reuseport.Drain(ctx, lns[0], reuseport.QuiesceOptions{Settle: 10 * time.Millisecond}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Drain = %v; want deadline exceeded", err)
 	}
 }
