@@ -20,6 +20,14 @@ import (
 // previous generation to drain.
 func (s *sup) upgradeLoop(n int) {
 	s.t.Helper()
+	s.upgradeLoopEvery(n, 300*time.Millisecond)
+}
+
+// upgradeLoopEvery is upgradeLoop with gap between an upgrade's command
+// returning and the next one's. It returns how long the last one, which
+// waits for the previous generation to be gone, took.
+func (s *sup) upgradeLoopEvery(n int, gap time.Duration) (last time.Duration) {
+	s.t.Helper()
 	version := "v1"
 	for i := 0; i < n; i++ {
 		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
@@ -28,12 +36,15 @@ func (s *sup) upgradeLoop(n int) {
 			args = []string{"upgrade", "--wait", version}
 		}
 		if i > 0 {
-			time.Sleep(300 * time.Millisecond)
+			time.Sleep(gap)
 		}
+		start := time.Now()
 		if _, errOut, code := s.cli(args...); code != 0 {
 			s.t.Fatalf("upgrade %d to %s: exit %d: %s", i+1, version, code, errOut)
 		}
+		last = time.Since(start)
 	}
+	return last
 }
 
 // TestUpgradesUnderLoadLoseNothing drives never-retrying clients (keep-

@@ -113,15 +113,29 @@ func startSupIn(t *testing.T, stateDir string, flags ...string) *sup {
 // startSupAt is startSup with a given listen address and state dir.
 func startSupAt(t *testing.T, addr, stateDir string, flags ...string) *sup {
 	t.Helper()
-	return startSupEnv(t, addr, stateDir, nil, flags...)
+	return startSupWith(t, nil, nil, addr, stateDir, flags...)
 }
 
 // startSupEnv is startSupAt with env added to the supervisor's
 // environment.
 func startSupEnv(t *testing.T, addr, stateDir string, env []string, flags ...string) *sup {
 	t.Helper()
+	return startSupWith(t, nil, env, addr, stateDir, flags...)
+}
+
+// startSupWrapped is startSupAt with the supervisor's command line run
+// by wrap, a command that execs its arguments (such as ip netns exec NS).
+func startSupWrapped(t *testing.T, wrap []string, addr, stateDir string, flags ...string) *sup {
+	t.Helper()
+	return startSupWith(t, wrap, nil, addr, stateDir, flags...)
+}
+
+// startSupWith starts a supervisor run by wrap (may be nil) with env
+// added to its environment.
+func startSupWith(t *testing.T, wrap, env []string, addr, stateDir string, flags ...string) *sup {
+	t.Helper()
 	s := &sup{t: t, addr: addr, stateDir: stateDir, log: &rig.LogBuffer{}}
-	args := append([]string{bins.launcher, "start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases}, flags...)
+	args := append(append(wrap[:len(wrap):len(wrap)], bins.launcher, "start", "--listen", s.addr, "--state-dir", s.stateDir, "--releases", bins.releases), flags...)
 	if !hasDashDash(flags) {
 		args = append(args, "--", filepath.Join(bins.releases, "v1", "hello"))
 	}
