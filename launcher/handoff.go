@@ -80,7 +80,7 @@ func (a *App) handover(ctx context.Context) error {
 		<-exited.done
 		return fmt.Errorf("handover: %w", err)
 	}
-	if err := a.release(0, false); err != nil {
+	if err := a.release(0, false, false); err != nil {
 		a.log.Warn("handover: release", "err", err)
 	}
 	if err := child.Write(control.Message{Type: control.TypeHandoffDone}); err != nil {

@@ -30,7 +30,7 @@ func (a *App) report(m control.Message) {
 // closes [App.Stopping], so the app drains. Run calls it on SIGTERM; an app
 // that does not use Run calls it from its own signal handling.
 func (a *App) Stop() {
-	a.release(0, false)
+	a.release(0, false, false)
 	a.markStopping()
 }
 

@@ -70,7 +70,7 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			}
 			go func() { // bounded by releaseTimeout
 				reply := control.Message{Type: control.TypeReleased, ID: m.ID}
-				if err := a.release(time.Duration(m.SettleMS)*time.Millisecond, m.Naive); err != nil {
+				if err := a.release(time.Duration(m.SettleMS)*time.Millisecond, m.Naive, m.HandshakesDone); err != nil {
 					reply.Error = err.Error()
 				}
 				// Reply before draining starts: a drain with nothing in flight
@@ -81,7 +81,7 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 		case control.TypeQuiesce:
 			go func() { // bounded by releaseTimeout
 				reply := control.Message{Type: control.TypeQuiesced, ID: m.ID}
-				if err := a.quiesce(time.Duration(m.SettleMS) * time.Millisecond); err != nil {
+				if err := a.quiesce(time.Duration(m.SettleMS)*time.Millisecond, m.HandshakesDone); err != nil {
 					reply.Error = err.Error()
 				}
 				ctl.Write(reply)
@@ -208,13 +208,36 @@ func (a *App) steer(slots []int) error {
 }
 
 // quiesce waits until no handshake under way when the listeners were
-// steered away can still complete on them and then every accept queue has
-// stayed empty for settle, keeping them open: the Serve loops keep
-// accepting.
-func (a *App) quiesce(settle time.Duration) error {
+// steered away can still complete on them (unless handshakesDone: another
+// worker waited for them) and then every accept queue has stayed empty
+// for settle, keeping them open: the Serve loops keep accepting.
+func (a *App) quiesce(settle time.Duration, handshakesDone bool) error {
 	return a.eachListener(func(ctx context.Context, ln *net.TCPListener) error {
-		return reuseport.Quiesce(ctx, ln, a.quietOptions(ln, settle))
+		opts := a.quietOptions(ln, settle, handshakesDone)
+		err := reuseport.Quiesce(ctx, ln, opts)
+		a.logHandshakes(ln, opts.Handshakes, false)
+		return err
 	})
+}
+
+// logHandshakes says what the wait for hs found on ln: at debug level how
+// many handshakes were under way and how long listing them took, and
+// whether some were left (when closed, their clients may be reset) or
+// sock_diag failed.
+func (a *App) logHandshakes(ln *net.TCPListener, hs *reuseport.Handshakes, closed bool) {
+	if hs == nil {
+		return
+	}
+	n, took := hs.Snapshot()
+	left := hs.Left()
+	a.log.Debug("handshakes in flight waited for", "addr", ln.Addr(), "handshakes", n, "listed_in", took, "left", left)
+	switch err := hs.Err(); {
+	case err != nil:
+		a.log.Warn("handshakes in flight unknown: waited for the accept queue only", "addr", ln.Addr(), "err", err)
+	case left > 0 && closed:
+		a.log.Info("closed with handshakes still under way: their clients may be reset",
+			"addr", ln.Addr(), "handshakes", left, "after", time.Since(hs.Created()).Round(time.Millisecond))
+	}
 }
 
 // quietOptions says when ln, steered away from, is quiet. The first
@@ -224,8 +247,12 @@ func (a *App) quiesce(settle time.Duration) error {
 // after a quiesce need not wait for the handshakes of the new
 // generation's sockets, which share the port. The wait for them is
 // reuseport.DefaultHandshakeWait, or the drain timeout when that is
-// shorter: it bounds everything an old generation still does.
-func (a *App) quietOptions(ln *net.TCPListener, settle time.Duration) reuseport.QuiesceOptions {
+// shorter: it bounds everything an old generation still does. With
+// handshakesDone only the accept queue is waited for.
+func (a *App) quietOptions(ln *net.TCPListener, settle time.Duration, handshakesDone bool) reuseport.QuiesceOptions {
+	if handshakesDone {
+		return reuseport.QuiesceOptions{Settle: settle, QueueOnly: true}
+	}
 	wait := reuseport.DefaultHandshakeWait
 	if ms := a.drainTimeout.Load(); ms > 0 {
 		wait = min(wait, time.Duration(ms)*time.Millisecond)
@@ -271,23 +298,18 @@ func (a *App) eachListener(f func(context.Context, *net.TCPListener) error) erro
 }
 
 // release stops accepting without losing a connection: each listener's
-// accept queue is emptied (the Serve loops keep accepting) and then it is
+// handshakes under way are waited for (unless handshakesDone) and its
+// accept queue emptied (the Serve loops keep accepting), and then it is
 // closed. naive closes at once, as a plain Shutdown-based server does. The
 // caller then starts the drain with markStopping.
-func (a *App) release(settle time.Duration, naive bool) error {
+func (a *App) release(settle time.Duration, naive, handshakesDone bool) error {
 	err := a.eachListener(func(ctx context.Context, ln *net.TCPListener) error {
 		if naive {
 			return ln.Close()
 		}
-		opts := a.quietOptions(ln, settle)
+		opts := a.quietOptions(ln, settle, handshakesDone)
 		err := reuseport.Drain(ctx, ln, opts)
-		hs := opts.Handshakes
-		if herr := hs.Err(); herr != nil {
-			a.log.Warn("handshakes under way unknown: waited for the accept queue only", "addr", ln.Addr(), "err", herr)
-		} else if n := hs.Left(); n > 0 && err == nil {
-			a.log.Info("closed with handshakes still under way: their clients may be reset",
-				"addr", ln.Addr(), "handshakes", n, "waited", opts.HandshakeWait)
-		}
+		a.logHandshakes(ln, opts.Handshakes, true)
 		return err
 	})
 	if err != nil && !errors.Is(err, net.ErrClosed) {

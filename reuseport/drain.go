@@ -51,6 +51,10 @@ type QuiesceOptions struct {
 	// given up on (Handshakes.Left says how many): if they complete on
 	// the listener after it closes, their clients are reset.
 	HandshakeWait time.Duration
+	// QueueOnly waits for the accept queue alone, for a caller that knows
+	// the handshakes are done (another socket's quiesce on the same port
+	// waited for them all). Handshakes is then ignored.
+	QueueOnly bool
 }
 
 // Drain quiesces ln (see [Quiesce]), then closes it. The caller must keep
@@ -89,6 +93,9 @@ func Quiesce(ctx context.Context, ln *net.TCPListener, opts QuiesceOptions) erro
 		hs = NewHandshakes(ln)
 	}
 	giveUp := hs.Created().Add(wait)
+	if opts.QueueOnly {
+		giveUp = time.Time{}
+	}
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
 	// The snapshot, taken by the first Refresh, counts toward the settle:

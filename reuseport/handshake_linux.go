@@ -64,6 +64,7 @@ type Handshakes struct {
 	// about each request socket left only while that is cheaper, at
 	// lookupCost each.
 	dumpCost, lookupCost time.Duration
+	snapN                int // request sockets in the snapshot
 	err                  error
 }
 
@@ -180,7 +181,16 @@ func (h *Handshakes) snapshot(c *netlink.Conn) error {
 	for cookie, id := range socks {
 		h.left[cookie] = &requestSock{id: id}
 	}
+	h.snapN = len(h.left)
 	return nil
+}
+
+// Snapshot returns how many handshakes the snapshot found and how long
+// taking it took (0, 0 before the first Refresh).
+func (h *Handshakes) Snapshot() (n int, took time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.snapN, h.dumpCost
 }
 
 // redump forgets the request sockets that dumps keep missing.

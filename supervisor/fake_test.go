@@ -41,6 +41,7 @@ type behaviour struct {
 	// most control.CollectWait) before it exits.
 	finalMetrics bool
 	scrapeFails  bool // its admin socket answers no scrape
+	noHandshakes bool // a library without control.CapHandshakes
 }
 
 // fakeProc is a fake worker process.
@@ -121,11 +122,15 @@ type fakeEffects struct {
 	pidAt     map[string]int   // admin socket → pid
 	traces    map[int][]string // pid → drained, scraped, collected, exited in order
 	forgotten []int            // generations removeGeneration was called for
+	// handshakesDone: pid → HandshakesDone of each quiesce and release
+	// it got, as "quiesce:true" and so on.
+	handshakesDone map[int][]string
 }
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{}}
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
+		handshakesDone: map[int][]string{}}
 }
 
 func envOf(env []string, name string) string {
@@ -168,10 +173,20 @@ func (fx *fakeEffects) adopt(pid int, token string, gen int) (process, bool) {
 	return p, true
 }
 
-func (fx *fakeEffects) record(pid int, typ string) {
+func (fx *fakeEffects) record(pid int, m control.Message) {
 	fx.mu.Lock()
-	fx.msgs[pid] = append(fx.msgs[pid], typ)
-	fx.mu.Unlock()
+	defer fx.mu.Unlock()
+	fx.msgs[pid] = append(fx.msgs[pid], m.Type)
+	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
+		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
+	}
+}
+
+// gotHandshakesDone returns what fx.handshakesDone holds for pid.
+func (fx *fakeEffects) gotHandshakesDone(pid int) []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.handshakesDone[pid]...)
 }
 
 // trace records what happened to pid's final metrics.
@@ -207,8 +222,12 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	if v == 0 {
 		v = control.Version
 	}
+	caps := []string{control.CapQuiesce, control.CapHandshakes}
+	if b.noHandshakes {
+		caps = []string{control.CapQuiesce}
+	}
 	hello := control.Message{Type: control.TypeHello, Version: v, Role: control.RoleWorker, Token: envOf(env, control.EnvToken),
-		Caps: []string{control.CapQuiesce}, Rejoin: rejoin, Listening: rejoin, Ready: rejoin}
+		Caps: caps, Rejoin: rejoin, Listening: rejoin, Ready: rejoin}
 	if b.finalMetrics {
 		hello.Caps = append(hello.Caps, control.CapFinalMetrics)
 	}
@@ -250,7 +269,7 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		if err != nil {
 			return
 		}
-		fx.record(p.id, m.Type)
+		fx.record(p.id, m)
 		switch m.Type {
 		case control.TypeSteer, control.TypeQuiesce:
 			switch {

@@ -366,3 +366,51 @@ func TestStopAnswersTheCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestOneQuiesceWaitsForHandshakes checks that of an old generation's
+// quiesces exactly one waits for the handshakes in flight on the port
+// (they are the same for all its workers), and that the releases after
+// them do not wait again; a single worker, which is not quiesced, and
+// workers of a library that does not know of handshakes are told nothing.
+func TestOneQuiesceWaitsForHandshakes(t *testing.T) {
+	tests := []struct {
+		name        string
+		workers     int
+		old         behaviour // of generation 1's workers
+		waiting     int       // quiesces without HandshakesDone
+		releaseDone bool      // releases with HandshakesDone
+	}{
+		{"3 workers", 3, behaviour{}, 1, true},
+		{"1 worker", 1, behaviour{}, 0, false},
+		{"a library without handshakes", 3, behaviour{noHandshakes: true}, 3, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.behave["v1"] = tt.old
+			r := startRig(t, Config{Workers: tt.workers, Probation: NoProbation}, fx, nil)
+			r.waitStarted()
+			old := r.gen(1).PIDs
+			if _, err := r.upgrade("v2", true); err != nil {
+				t.Fatal(err)
+			}
+			waiting := 0
+			for _, pid := range old {
+				got := fx.gotHandshakesDone(pid)
+				for _, m := range got {
+					switch m {
+					case "quiesce:false":
+						waiting++
+					case "release:true", "release:false":
+						if done := m == "release:true"; done != tt.releaseDone {
+							t.Errorf("old worker %d got %v; want releases with HandshakesDone %v", pid, got, tt.releaseDone)
+						}
+					}
+				}
+			}
+			if waiting != tt.waiting {
+				t.Errorf("%d quiesces wait for handshakes; want %d", waiting, tt.waiting)
+			}
+		})
+	}
+}

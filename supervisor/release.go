@@ -157,8 +157,11 @@ func (l *loop) desiredSlots() []int {
 type releaseJob struct {
 	w        *worker
 	quiesced bool // its queues stayed empty for --settle already
-	stable   bool // the program avoids the slots its close moves
-	then     func(*loop)
+	// handshakesDone: the handshakes under way on the port when its
+	// generation was steered away from are waited for already.
+	handshakesDone bool
+	stable         bool // the program avoids the slots its close moves
+	then           func(*loop)
 }
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
@@ -177,7 +180,11 @@ const drainKillGrace = time.Second
 // queues (--settle) runs for all of them at once first (quiesce); then
 // each close needs only a short settle, with the program pointed for that
 // moment at the slots the close does not move (Group.StableSlots), so that
-// no connection meets a listener about to close.
+// no connection meets a listener about to close. The TCP handshakes still
+// under way on the port when the generation was steered away from are
+// the same for all its workers: one worker's quiesce waits for them
+// (control.CapHandshakes), the others' and every release after it only
+// for their queues, so the port's sockets are listed once, not by each.
 func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Duration)) {
 	if g.state != StateFailed {
 		g.state = StateDraining
@@ -195,12 +202,22 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 		}
 	}
 	quiesced := map[*worker]bool{}
+	// handshakesBy is the worker whose quiesce waits for the port's
+	// handshakes in flight; handshakesDone, that it did.
+	var handshakesBy *worker
+	for _, w := range todo {
+		if w.can(control.CapHandshakes) {
+			handshakesBy = w
+			break
+		}
+	}
+	handshakesDone := false
 	left := len(todo)
 	enqueue := func(l *loop) {
 		remaining := len(workers)
 		dw := l.watchDrain(g, workers, then)
 		for _, w := range workers {
-			l.releaseQ = append(l.releaseQ, &releaseJob{w: w, quiesced: quiesced[w], then: func(l *loop) {
+			l.releaseQ = append(l.releaseQ, &releaseJob{w: w, quiesced: quiesced[w], handshakesDone: handshakesDone && quiesced[w], then: func(l *loop) {
 				if remaining--; remaining == 0 {
 					l.startDrainClock(dw)
 				}
@@ -212,11 +229,13 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 		enqueue(l)
 		return
 	}
-	msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.cfg.Settle.Milliseconds()}
 	for _, w := range todo {
+		msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.cfg.Settle.Milliseconds(),
+			HandshakesDone: handshakesBy != nil && w != handshakesBy}
 		l.request(w, msg, control.TypeQuiesced, l.cfg.Settle+10*time.Second, func(l *loop, _ control.Message, err error) {
 			if err == nil {
 				quiesced[w] = true
+				handshakesDone = handshakesDone || w == handshakesBy
 			} else if !w.exited {
 				l.workerLog(w).Warn("quiesce worker; it will settle on release", "err", err)
 			}
@@ -240,6 +259,7 @@ func (l *loop) nextRelease() {
 	msg := control.Message{
 		Type: control.TypeRelease, SettleMS: l.cfg.Settle.Milliseconds(),
 		DrainMS: l.cfg.DrainTimeout.Milliseconds(), Naive: l.cfg.Handover != HandoverSteer,
+		HandshakesDone: job.handshakesDone,
 	}
 	if !job.quiesced || len(l.group.StableSlots(w, func(o *worker) bool { return o.gen == l.active && o.ready })) == 0 {
 		l.sendRelease(job, msg)

@@ -86,7 +86,10 @@ func (w *worker) String() string {
 }
 
 // canQuiesce reports whether w's library understands TypeQuiesce.
-func (w *worker) canQuiesce() bool { return control.HasCap(w.caps, control.CapQuiesce) }
+func (w *worker) canQuiesce() bool { return w.can(control.CapQuiesce) }
+
+// can reports whether w's hello listed capability c.
+func (w *worker) can(c string) bool { return control.HasCap(w.caps, c) }
 
 func newToken() string {
 	b := make([]byte, 16)

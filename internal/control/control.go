@@ -114,6 +114,12 @@ type Message struct {
 	SettleMS int64 `json:"settle_ms,omitempty"`
 	DrainMS  int64 `json:"drain_ms,omitempty"`
 	Naive    bool  `json:"naive,omitempty"`
+	// HandshakesDone, in a quiesce or release, says that the TCP
+	// handshakes under way on the port when the worker was steered away
+	// from are waited for already (by another worker's quiesce, see
+	// CapHandshakes): it waits for its accept queues only. Without it a
+	// worker that knows of handshakes waits for them itself.
+	HandshakesDone bool `json:"handshakes_done,omitempty"`
 
 	// Worker → supervisor: requests cut by a drain deadline.
 	Cut int64 `json:"cut,omitempty"`
@@ -292,6 +298,13 @@ const (
 	// The supervisor serves those final values after the worker exits, so
 	// its counters do not lose the requests of its last scrape interval.
 	CapFinalMetrics = "final-metrics"
+	// CapHandshakes in a worker's hello says its quiesce and release also
+	// wait for the TCP handshakes under way on its ports when it was
+	// steered away from (request sockets, which the accept queue does not
+	// show yet), and that it understands Message.HandshakesDone. The
+	// handshakes are those of the whole port, so one worker's quiesce
+	// covers all the workers of its generation.
+	CapHandshakes = "handshakes"
 )
 
 // CollectWait bounds how long a drained worker waits for TypeCollected.
@@ -300,7 +313,7 @@ const (
 const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
-func WorkerCaps() []string { return []string{CapQuiesce, CapFinalMetrics} }
+func WorkerCaps() []string { return []string{CapQuiesce, CapFinalMetrics, CapHandshakes} }
 
 // HasCap reports whether caps lists c.
 func HasCap(caps []string, c string) bool {
