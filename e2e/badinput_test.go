@@ -140,3 +140,25 @@ func TestListenHeld(t *testing.T) {
 		t.Errorf("pid file left: %v", err)
 	}
 }
+
+// TestSecondSupervisorOnTheSamePortRefused: a supervisor started on
+// another state dir but the same --listen would share the port's
+// reuseport group and steer the first one's traffic to its own service;
+// it is refused, and the first serves on.
+func TestSecondSupervisorOnTheSamePortRefused(t *testing.T) {
+	s := startSup(t)
+	dir := filepath.Join(shortTempDir(t), "s")
+	_, stderr, code := runCLI(t, "start", "--listen", s.addr, "--state-dir", dir, "--", filepath.Join(bins.releases, "v2", "hello"))
+	last := strings.TrimSpace(stderr[strings.LastIndex(strings.TrimRight(stderr, "\n"), "\n")+1:])
+	if code != 1 || !strings.Contains(last, "something already listens there") {
+		t.Errorf("second start: exit %d, %q; want 1 and refused", code, last)
+	}
+	if out, errOut, code := s.cli("upgrade", "--wait", "v3"); code != 0 {
+		t.Fatalf("upgrade of the first: exit %d\n%s%s", code, out, errOut)
+	}
+	for range 20 {
+		if b := mustGet(t, s.addr, "/"); b != "hello from v3" {
+			t.Fatalf("GET / = %q; want the first supervisor's v3", b)
+		}
+	}
+}

@@ -200,6 +200,9 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	cmd := exec.Command(bins.launcher, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	// A `start` that should have been refused runs on; killed, its
+	// workers would hold its output open.
+	cmd.WaitDelay = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	go func() { <-ctx.Done(); cmd.Process.Kill() }()

@@ -37,7 +37,7 @@ func (c cmdStart) apply(l *loop) {
 	}
 	if st == nil {
 		l.removeStaleAdminSockets(nil)
-		l.beginUpgrade(c.first, c.req)
+		l.startFirst(c)
 		return
 	}
 	type found struct {
@@ -70,7 +70,7 @@ func (c cmdStart) apply(l *loop) {
 	l.removeStaleAdminSockets(keep)
 	if len(live) == 0 {
 		l.log.Info("state file of a killed supervisor: none of its workers is left", "supervisor_pid", st.Supervisor)
-		l.beginUpgrade(c.first, c.req)
+		l.startFirst(c)
 		return
 	}
 	if !slices.Equal(st.Listen, l.cfg.Listen) {
@@ -122,6 +122,19 @@ func (c cmdStart) apply(l *loop) {
 	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil}
 	l.adopting.stopTimer = l.after(rejoinWait, evFunc(func(l *loop) { l.finishAdoption() }))
 	l.checkAdoption()
+}
+
+// startFirst starts the first generation, unless something this
+// supervisor does not know already listens on a --listen address: a
+// second supervisor on the same port (another state dir), or workers left
+// without a state file. Its SO_REUSEPORT sockets would share the port,
+// and the steering of either would send the other's traffic astray.
+func (l *loop) startFirst(c cmdStart) {
+	if a := l.fx.listened(l.cfg.Listen); a != "" {
+		l.abandon(c.req, fmt.Errorf("--listen %s: something already listens there (another supervisor with another state dir, workers left without a state file, or a server without SO_REUSEPORT): stop it first, or start on its state dir", a))
+		return
+	}
+	l.beginUpgrade(c.first, c.req)
 }
 
 // abandon ends a start that must not touch the state directory's workers:

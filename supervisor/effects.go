@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
@@ -48,6 +50,9 @@ type effects interface {
 	notify(assignments ...string)
 	// removeAdmin removes a worker's admin socket once it has exited.
 	removeAdmin(path string)
+	// listened returns the first of addrs that something already accepts
+	// connections on, or "".
+	listened(addrs []string) string
 }
 
 // procSpec is what a worker process is started with.
@@ -122,6 +127,30 @@ func (fx *osEffects) removeState() { os.Remove(statePath(fx.dir.path)) }
 func (fx *osEffects) loadState() (*savedState, error) { return loadState(fx.dir.path) }
 
 func (fx *osEffects) removeAdmin(path string) { os.Remove(path) }
+
+// listened dials each address (an unspecified host as loopback) for at
+// most 300 ms: a connection accepted there means a listener this
+// supervisor knows nothing of.
+func (fx *osEffects) listened(addrs []string) string {
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			host = "127.0.0.1"
+			if ip != nil && ip.To4() == nil {
+				host = "::1"
+			}
+		}
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return a
+		}
+	}
+	return ""
+}
 
 func (fx *osEffects) notify(assignments ...string) {
 	if err := fx.notifier.send(assignments...); err != nil {

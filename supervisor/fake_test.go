@@ -109,6 +109,7 @@ type fakeEffects struct {
 	adoptable map[int]string       // pid → token of processes a killed supervisor left
 	saved     *savedState          // loadState's answer
 	control   string               // the control socket, for adopted workers
+	taken     string               // listened's answer: a --listen address already served
 	wg        sync.WaitGroup
 
 	mu        sync.Mutex
@@ -372,6 +373,12 @@ func (fx *fakeEffects) repoint(rel release) error {
 
 func (fx *fakeEffects) notify(...string)        {}
 func (fx *fakeEffects) removeAdmin(path string) {}
+
+func (fx *fakeEffects) listened(addrs []string) string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return fx.taken
+}
 
 // removeGeneration checks that gen is over, and is forgotten once.
 func (fx *fakeEffects) removeGeneration(gen int) {

@@ -414,3 +414,23 @@ func TestOneQuiesceWaitsForHandshakes(t *testing.T) {
 		})
 	}
 }
+
+// TestStartRefusedWhereSomethingListens: a second supervisor on the same
+// port (another state dir) would share the reuseport group and steer
+// the first one's traffic to itself: it is refused, starting nothing.
+func TestStartRefusedWhereSomethingListens(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.taken = "127.0.0.1:1"
+	r := startRig(t, Config{}, fx, nil)
+	select {
+	case err := <-r.run:
+		if err == nil || !strings.Contains(err.Error(), "something already listens there") {
+			t.Errorf("Run: %v; want refused", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if n := fx.started(); n != 0 {
+		t.Errorf("%d processes started; want none", n)
+	}
+}
