@@ -41,7 +41,7 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 		{"two arguments", []string{"upgrade", "--state-dir", s.stateDir, "v1", "v2"}, 2, "one VERSION or PATH at most"},
 		{"second start on a live state dir", []string{"start", "--listen", freeAddr(t), "--state-dir", s.stateDir, "--", filepath.Join(bins.releases, "v1", "hello")}, 1, "a supervisor is already running on"},
 		{"workers 0", []string{"start", "--listen", freeAddr(t), "--workers", "0", "--state-dir", s.stateDir, "--", "x"}, 2, "--workers 0"},
-		{"malformed listen", []string{"start", "--listen", "127.0.0.1", "--state-dir", s.stateDir, "--", filepath.Join(bins.releases, "v1", "hello")}, 1, "missing port"},
+		{"malformed listen", []string{"start", "--listen", "127.0.0.1", "--state-dir", s.stateDir, "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "missing port"},
 		{"start without command", []string{"start", "--listen", freeAddr(t), "--state-dir", s.stateDir}, 2, "no COMMAND"},
 		{"rollback with nothing to roll back to", []string{"rollback", "--state-dir", s.stateDir}, 1, "no previous release"},
 	}

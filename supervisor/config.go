@@ -148,8 +148,20 @@ func (c *Config) check() error {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 30 * time.Second
 	}
-	if c.ReadyTimeout < 0 || c.DrainTimeout < 0 {
-		return errors.New("timeouts must be positive")
+	if c.ReadyTimeout < 0 {
+		return fmt.Errorf("--ready-timeout %s: want more than 0", c.ReadyTimeout)
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("--drain-timeout %s: want more than 0", c.DrainTimeout)
+	}
+	if c.Settle < 0 {
+		return fmt.Errorf("--settle %s: want 0 (the default) or more", c.Settle)
+	}
+	if c.MetricsAddr != "" {
+		_, port, err := net.SplitHostPort(c.MetricsAddr)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("--metrics %q: want HOST:PORT with a port from 0 to 65535", c.MetricsAddr)
+		}
 	}
 	if c.MaxDraining == 0 {
 		c.MaxDraining = 4
@@ -219,3 +231,10 @@ func checkListen(addr string) error {
 	}
 	return nil
 }
+
+// ConfigError is a Config that New refuses: a bad value of one of
+// `launcher start`'s flags. Its message names the flag.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -173,10 +174,10 @@ type cmdRollback struct {
 func (c cmdRollback) apply(l *loop) {
 	switch {
 	case l.stop != nil:
-		c.req.finish(Progress{}, errStopped)
+		c.req.finish(Progress{}, errors.New("rollback: the supervisor is stopping"))
 		return
 	case l.op != nil:
-		c.req.finish(Progress{}, ErrUpgradeInProgress)
+		c.req.finish(Progress{}, fmt.Errorf("rollback: %w", ErrUpgradeInProgress))
 		return
 	}
 	if g := l.active; g != nil {

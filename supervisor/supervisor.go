@@ -51,7 +51,7 @@ func New(cfg Config) (*Supervisor, error) {
 // newSupervisor is New with the effects given (nil: the real ones).
 func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 	if err := cfg.check(); err != nil {
-		return nil, err
+		return nil, &ConfigError{Err: err}
 	}
 	s := &Supervisor{
 		cfg:      cfg,

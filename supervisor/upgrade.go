@@ -44,7 +44,7 @@ func (c cmdUpgrade) apply(l *loop) {
 		c.req.finish(Progress{}, errors.New("upgrade: the supervisor is stopping"))
 		return
 	case l.op != nil:
-		c.req.finish(Progress{}, ErrUpgradeInProgress)
+		c.req.finish(Progress{}, fmt.Errorf("upgrade: %w", ErrUpgradeInProgress))
 		return
 	}
 	draining := 0
@@ -165,6 +165,9 @@ func (l *loop) endFailedOp() {
 	} else {
 		l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err)
 		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, op.old.num, op.old.release.Version)
+		if l.stop != nil {
+			err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) drains with the rest", rel.Version, op.err, op.old.num, op.old.release.Version)
+		}
 	}
 	if !op.first {
 		l.fx.notify("READY=1", "STATUS="+l.statusLine())
@@ -192,7 +195,10 @@ func (l *loop) activate(op *upgradeOp) {
 	op.req.emit(Progress{Step: StepReady, Generation: g.num, Version: g.release.Version, ReadyAfter: readyAfter})
 	l.active = g
 	g.state = StateActive
-	l.history = append(l.history, g.release)
+	// A restart of the same release is no step to roll back over.
+	if n := len(l.history); n == 0 || l.history[n-1] != g.release {
+		l.history = append(l.history, g.release)
+	}
 	if len(l.history) > keepHistory {
 		l.history = l.history[len(l.history)-keepHistory:]
 	}

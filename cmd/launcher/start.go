@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -95,6 +96,9 @@ func (c *cli) runStart(cfg supervisor.Config, verbose bool) error {
 	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = log
 	s, err := supervisor.New(cfg)
+	if ce := (*supervisor.ConfigError)(nil); errors.As(err, &ce) {
+		return usagef("start: %v", err) // a bad flag value: exit 2
+	}
 	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
