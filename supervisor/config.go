@@ -116,10 +116,15 @@ func (c *Config) check() error {
 	if len(c.Listen) == 0 {
 		return errors.New("no listen address: give --listen ADDR")
 	}
+	seen := map[string]bool{}
 	for _, a := range c.Listen {
 		if err := checkListen(a); err != nil {
 			return err
 		}
+		if seen[a] {
+			return fmt.Errorf("--listen %q given twice", a)
+		}
+		seen[a] = true
 	}
 	if c.Dir == "" {
 		wd, err := os.Getwd()
@@ -226,7 +231,8 @@ func checkListen(addr string) error {
 	if err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("--listen %q: port %q: want a number from 1 to 65535", addr, port)
 	}
-	if host != "" && net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+	// All digits and dots is meant as an IPv4 address (256.1.1.1 is not one).
+	if host != "" && net.ParseIP(host) == nil && (!hostnameRE.MatchString(host) || strings.Trim(host, "0123456789.") == "") {
 		return fmt.Errorf("--listen %q: host %q is neither an IP address nor a host name", addr, host)
 	}
 	return nil

@@ -142,7 +142,13 @@ standby, draining, exited, failed), the time left of a probation, pids,
 in-flight requests and open connections, read live from the workers.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.status(cmd.Context(), o) }),
+		RunE: c.act(func(cmd *cobra.Command, _ []string) error {
+			// Each refresh reads every worker live: not a busy loop.
+			if o.interval < 100*time.Millisecond {
+				return usagef("status: --interval %s: want 100ms or more", o.interval)
+			}
+			return c.status(cmd.Context(), o)
+		}),
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&o.watch, "watch", false, "refresh every second until interrupted")
