@@ -15,16 +15,6 @@ import (
 	"github.com/launcherd/launcher/internal/control"
 )
 
-// report tells the supervisor, if any, about this process; best effort.
-func (a *App) report(m control.Message) {
-	a.mu.Lock()
-	ctl := a.ctl
-	a.mu.Unlock()
-	if ctl != nil {
-		ctl.Write(m)
-	}
-}
-
 // Stop stops accepting without losing a queued connection (each
 // listener's accept queue is emptied first; keep accepting meanwhile) and
 // closes [App.Stopping], so the app drains. Run calls it on SIGTERM; an app

@@ -136,9 +136,6 @@ func readAnswer(br *bufio.Reader) (*http.Response, []byte, error) {
 	return resp, body, nil
 }
 
-// Len returns the number of connections.
-func (p *IdlePool) Len() int { return len(p.conns) }
-
 // Close closes every connection.
 func (p *IdlePool) Close() {
 	for _, ic := range p.conns {
