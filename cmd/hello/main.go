@@ -6,10 +6,12 @@
 //
 // Run it under the supervisor (launcher start -- releases/v1/hello) or
 // alone (hello -addr :8080 -pidfile hello.pid; kill -HUP $(cat hello.pid)).
+// With -tls-cert FILE -tls-key FILE it serves HTTPS, HTTP/2 included.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +32,13 @@ func main() {
 	pidfile := flag.String("pidfile", "", "write the serving process's pid here (standalone)")
 	plain := flag.Bool("plain", false, "serve with plain net/http, without the launcher (a baseline for benchmarks)")
 	unhealthy := flag.Bool("unhealthy", false, "fail the supervisor's health check (shows a refused upgrade)")
+	tlsCert := flag.String("tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain; needs -tls-key")
+	tlsKey := flag.String("tls-key", "", "the PEM private key of -tls-cert")
 	flag.Parse()
+	if (*tlsCert == "") != (*tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "hello: -tls-cert and -tls-key go together")
+		os.Exit(2)
+	}
 
 	if *plain {
 		// The same server settings as launcher.App.Run, so a benchmark
@@ -53,6 +61,16 @@ func main() {
 	reg.MustRegister(slept)
 
 	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg}
+	if *tlsCert != "" {
+		// Loaded once at start: a new certificate ships with the next
+		// release or restart, as any other configuration.
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hello:", err)
+			os.Exit(1)
+		}
+		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	if *unhealthy {
 		opts.Health = func() error { return errors.New("database unreachable (-unhealthy)") }
 	}
