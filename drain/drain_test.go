@@ -775,3 +775,59 @@ func TestKeepAlivesDisabledAndEnabledAgain(t *testing.T) {
 		t.Errorf("disabling keep-alives started a drain")
 	}
 }
+
+// TestSwitchingProtocolsKeepsConnectionUpgrade: a handler that answers an
+// upgrade with WriteHeader(101) and then hijacks (as coder/websocket's
+// Accept does) must send "Connection: Upgrade" also on a generation on
+// standby (keep-alives disabled) or draining, for a request on a
+// connection accepted before: "Connection: close" in its place makes a
+// WebSocket client fail the handshake (RFC 6455, section 4.1), so that the
+// app cannot even tell it 1001 "going away".
+func TestSwitchingProtocolsKeepsConnectionUpgrade(t *testing.T) {
+	for _, phase := range []string{"serving", "standby", "draining"} {
+		t.Run(phase, func(t *testing.T) {
+			ws := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Connection", "Upgrade")
+				w.Header().Set("Upgrade", "echo")
+				w.WriteHeader(http.StatusSwitchingProtocols)
+				conn, brw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Errorf("Hijack after 101: %v", err)
+					return
+				}
+				brw.Flush()
+				conn.Close() // at once, so that a drain ends
+			})
+			s := &drain.Server{HTTP: &http.Server{Handler: ws}, Tracker: drain.NewTracker(), IdleGrace: safety}
+			c := dial(t, startServer(t, s))
+			eventually(t, time.Second, "connection accepted", func() bool { return s.Tracker.Stats().OpenConnections == 1 })
+			var drained <-chan error
+			switch phase {
+			case "standby":
+				s.Tracker.SetKeepAlivesEnabled(false)
+			case "draining":
+				_, drained = startDrain(s, safety)
+				eventually(t, time.Second, "tracker draining", s.Tracker.IsDraining)
+			}
+			c.c.SetDeadline(time.Now().Add(safety))
+			fmt.Fprintf(c.c, "GET /ws HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+			head, err := c.br.ReadString('\n')
+			for err == nil && !strings.HasSuffix(head, "\r\n\r\n") {
+				var line string
+				line, err = c.br.ReadString('\n')
+				head += line
+			}
+			if err != nil {
+				t.Fatalf("upgrade: %q, %v", head, err)
+			}
+			if !strings.HasPrefix(head, "HTTP/1.1 101 ") || !strings.Contains(head, "\r\nConnection: Upgrade\r\n") {
+				t.Errorf("response head:\n%s\nwant 101 with Connection: Upgrade", head)
+			}
+			if drained != nil {
+				if err := waitErr(t, drained, safety); err != nil {
+					t.Errorf("Drain = %v; want nil", err)
+				}
+			}
+		})
+	}
+}

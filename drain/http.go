@@ -210,10 +210,14 @@ func (s *Server) putRecorder(r *recorder) {
 	s.pool.Put(r)
 }
 
-// start runs once, before the header is written.
+// start runs once, before the header is written. A 101 Switching
+// Protocols is left alone: it hands the connection to another protocol (a
+// WebSocket), whose "Connection: Upgrade" a "close" would replace, and the
+// client would then fail the handshake (RFC 6455, section 4.1); the app
+// ends such a connection itself (see [Tracker.Draining]).
 func (r *recorder) start(code int) {
 	r.code = code
-	if r.http1 && (r.t.draining.Load() || r.t.noKeepAlive.Load()) {
+	if r.http1 && code != http.StatusSwitchingProtocols && (r.t.draining.Load() || r.t.noKeepAlive.Load()) {
 		r.ResponseWriter.Header().Set("Connection", "close")
 	}
 }
