@@ -163,6 +163,7 @@ func TestClientsFollowUpgrades(t *testing.T) {
 	stopped = true
 
 	var sent, answered uint64
+	resent := 0
 	for i, rep := range reps {
 		sent += rep.Sent
 		answered += rep.Answered
@@ -177,8 +178,13 @@ func TestClientsFollowUpgrades(t *testing.T) {
 			t.Errorf("client %d: %d connections, want %d (one per generation): %+v", i, len(rep.Sessions), upgrades+1, rep.Sessions)
 		}
 		for j, s := range rep.Sessions {
-			if s.Generation != j+1 {
-				t.Errorf("client %d: connection %d to generation %d, want %d", i, j+1, s.Generation, j+1)
+			resent += s.Resent
+			wantV := "v1" // generations 1, 3, 5
+			if (j+1)%2 == 0 {
+				wantV = "v2"
+			}
+			if s.Generation != j+1 || s.Version != wantV {
+				t.Errorf("client %d: connection %d to generation %d (%s), want %d (%s)", i, j+1, s.Generation, s.Version, j+1, wantV)
 			}
 			last := j == len(rep.Sessions)-1
 			if !last && s.Close != websocket.StatusGoingAway {
@@ -193,6 +199,6 @@ func TestClientsFollowUpgrades(t *testing.T) {
 	if sent == 0 {
 		t.Fatal("no message sent")
 	}
-	t.Logf("%d clients, %d upgrades (upgrade --wait took %v), %d messages echoed of %d sent, in %v",
-		clients, upgrades, took, answered, sent, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d clients, %d upgrades (upgrade --wait took %v), %d messages echoed of %d sent (%d sent again after a 1001), in %v",
+		clients, upgrades, took, answered, sent, resent, time.Since(start).Round(time.Millisecond))
 }
