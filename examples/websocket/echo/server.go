@@ -30,7 +30,7 @@ type Server struct {
 }
 
 // NewServer returns a Server whose echoes carry generation and version
-// (from [launcher.App.Generation] and [launcher.App.Version]); log may be
+// (from launcher.App.Generation and launcher.App.Version); log may be
 // nil.
 func NewServer(generation int, version string, log *slog.Logger) *Server {
 	if log == nil {
@@ -44,7 +44,7 @@ func NewServer(generation int, version string, log *slog.Logger) *Server {
 }
 
 // Run owns the set of open sockets until ctx ends. Once draining is
-// closed (pass [launcher.App.Stopping]: the listeners are released and the
+// closed (pass launcher.App.Stopping: the listeners are released and the
 // process must drain), it closes each socket with 1001 "going away", and
 // any socket opened after that at once (an upgrade request that was in
 // flight on a kept-alive connection). Sockets still open when ctx ends are
