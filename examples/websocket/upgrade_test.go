@@ -118,12 +118,13 @@ func TestClientsFollowUpgrades(t *testing.T) {
 		}
 	}()
 
+	var wg sync.WaitGroup
+	defer wg.Wait() // after stopClients, even on a failure: no client outlives the test
 	cctx, stopClients := context.WithCancel(ctx)
 	defer stopClients()
 	cs := make([]*echo.Client, clients)
 	reps := make([]echo.Report, clients)
 	errs := make([]error, clients)
-	var wg sync.WaitGroup
 	for i := range cs {
 		cs[i] = &echo.Client{URL: "ws://" + addr + "/echo", Name: fmt.Sprintf("c%d", i), Interval: 2 * time.Millisecond}
 		wg.Go(func() { reps[i], errs[i] = cs[i].Run(cctx) }) // ends after stopClients
