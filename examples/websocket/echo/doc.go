@@ -7,7 +7,7 @@
 // it until the drain's deadline, then cuts it, which the client sees as a
 // reset (close code 1006). [Server] does better: it keeps its open sockets
 // in a set owned by one goroutine, and when the generation starts draining
-// ([launcher.App.Stopping] is closed) it sends each a close frame with
+// (launcher.App.Stopping is closed) it sends each a close frame with
 // status 1001 "going away" (RFC 6455, section 7.4.1). The handlers
 // return, the drain completes, and the clients reconnect to the same
 // address, where the reuseport steering has already sent new connections
@@ -18,6 +18,4 @@
 // every message is echoed, and exactly once when connections end with a
 // close frame: the server writes an echo before its close frame or not at
 // all, and TCP delivers them in that order.
-//
-// [launcher.App.Stopping]: https://pkg.go.dev/github.com/launcherd/launcher/launcher#App.Stopping
 package echo
