@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/launcherd/launcher/drain"
 	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/internal/ticketkeys"
 	"github.com/launcherd/launcher/metrics"
 	"github.com/launcherd/launcher/reuseport"
 )
@@ -73,6 +75,10 @@ type App struct {
 	admin      io.Closer
 	ready      bool
 	closed     bool
+	// tickets are the TLS session-ticket keys (the supervisor's, or this
+	// process's own when standalone), applied to ticketCfgs.
+	tickets    ticketkeys.Ring
+	ticketCfgs []*tls.Config
 }
 
 // New returns an App configured from opts and, under a supervisor, from
@@ -128,7 +134,10 @@ func New(opts Options) (*App, error) {
 		}
 	} else {
 		close(a.readerEnd)
+		a.makeTicketKeys()
 	}
+	// After connect: the supervisor's keys may be in already.
+	a.shareTicketKeys(opts.TLS)
 	if a.adminPath != "" {
 		closer, err := a.serveAdmin(a.adminPath)
 		if err != nil {

@@ -372,7 +372,7 @@ func TestHandoffParentAcceptsVersions(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			pc, err := acceptChild(ctx, l, "tok", &exitWatch{done: make(chan struct{})})
+			pc, err := acceptChild(ctx, l, "tok", &exitWatch{done: make(chan struct{})}, nil)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("acceptChild: got %v; want error %v", err, tt.wantErr)
 			}

@@ -64,7 +64,7 @@ func (a *App) handover(ctx context.Context) error {
 
 	ctx, cancel := context.WithTimeout(ctx, a.opts.ReadyTimeout)
 	defer cancel()
-	child, err := acceptChild(ctx, l, token, exited)
+	child, err := acceptChild(ctx, l, token, exited, a.handoffTicketKeys())
 	if err == nil {
 		defer child.Close()
 		err = a.awaitChildReady(ctx, child, exited)
@@ -106,8 +106,10 @@ func watchExit(cmd *exec.Cmd) *exitWatch {
 	return w
 }
 
-// acceptChild waits for the new process's handshake.
-func acceptChild(ctx context.Context, l net.Listener, token string, exited *exitWatch) (*control.Conn, error) {
+// acceptChild waits for the new process's handshake, and hands it the
+// TLS session-ticket keys if its library takes them, so that tickets this
+// process issued resume there.
+func acceptChild(ctx context.Context, l net.Listener, token string, exited *exitWatch, keys []control.TicketKey) (*control.Conn, error) {
 	type result struct {
 		c   net.Conn
 		err error
@@ -142,6 +144,9 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited *exit
 	default:
 		// Speak the child's version: it may be an older release.
 		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version})
+		if err == nil && len(keys) > 0 && control.HasCap(m.Caps, control.CapTicketKeys) {
+			err = c.Write(control.Message{Type: control.TypeTicketKeys, TicketKeys: keys})
+		}
 	}
 	if err != nil {
 		c.Close()

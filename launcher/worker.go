@@ -95,6 +95,8 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			a.log.Info("resumed: traffic is back")
 		case control.TypeCollected:
 			a.collectedOnce.Do(func() { close(a.collected) })
+		case control.TypeTicketKeys:
+			a.receiveTicketKeys(m)
 		case control.TypeHandoffDone:
 			a.finishHandoff(ctl)
 			return false
@@ -148,6 +150,9 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	hello.Rejoin = true
 	hello.Listening = len(a.lns) > 0 && !a.released
 	hello.Ready, hello.Released = a.ready, a.released
+	// The ring goes back to whichever supervisor adopts this worker, so
+	// that tickets issued before its predecessor died still resume.
+	hello.TicketKeys = a.tickets.Wire()
 	a.mu.Unlock()
 	var (
 		ctl    *control.Conn
@@ -281,5 +286,6 @@ func (a *App) finishHandoff(ctl *control.Conn) {
 	if err := a.writePIDFile(); err != nil {
 		a.log.Warn("after handoff", "err", err)
 	}
+	a.makeTicketKeys() // the parent's library may have sent none
 	a.log.Info("handoff complete; serving alone")
 }

@@ -37,6 +37,12 @@ type Supervisor struct {
 	DrainCutRequests prometheus.Counter
 	// ScrapeErrors counts worker admin scrapes that failed or timed out.
 	ScrapeErrors prometheus.Counter
+	// TicketKeys is the number of TLS session-ticket keys the supervisor
+	// hands its workers (0 until a worker that applies them joins).
+	TicketKeys prometheus.Gauge
+	// TicketKeyCreated is when the current ticket key was made (or read
+	// from the operator's file), in Unix seconds; 0 without one.
+	TicketKeyCreated prometheus.Gauge
 
 	handover    string
 	generations func() []GenerationInfo
@@ -75,6 +81,14 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			Name: "launcher_scrape_errors_total",
 			Help: "Worker admin-socket scrapes that failed or timed out.",
 		}),
+		TicketKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "launcher_tls_ticket_keys",
+			Help: "TLS session-ticket keys handed to the workers: the current one encrypts new tickets, all decrypt.",
+		}),
+		TicketKeyCreated: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "launcher_tls_ticket_key_created_timestamp_seconds",
+			Help: "When the current TLS session-ticket key was made or read from --tls-ticket-key-file, in Unix seconds; 0 without one.",
+		}),
 		handover:    handover,
 		generations: generations,
 		infoDesc: prometheus.NewDesc("launcher_generation_info",
@@ -98,6 +112,8 @@ func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
 	s.DrainTimeouts.Describe(ch)
 	s.DrainCutRequests.Describe(ch)
 	s.ScrapeErrors.Describe(ch)
+	s.TicketKeys.Describe(ch)
+	s.TicketKeyCreated.Describe(ch)
 	ch <- s.infoDesc
 	ch <- s.countDesc
 	ch <- s.handDesc
@@ -113,6 +129,8 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 	s.DrainTimeouts.Collect(ch)
 	s.DrainCutRequests.Collect(ch)
 	s.ScrapeErrors.Collect(ch)
+	s.TicketKeys.Collect(ch)
+	s.TicketKeyCreated.Collect(ch)
 	counts := map[string]int{}
 	for _, g := range s.generations() {
 		counts[g.State]++

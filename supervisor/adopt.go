@@ -30,6 +30,7 @@ type adoption struct {
 }
 
 func (c cmdStart) apply(l *loop) {
+	l.ticketMetrics()
 	st, err := l.fx.loadState()
 	if err != nil {
 		l.abandon(c.req, err)

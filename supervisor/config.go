@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/launcherd/launcher/internal/ticketkeys"
 	"github.com/launcherd/launcher/reuseport"
 )
 
@@ -101,8 +102,25 @@ type Config struct {
 	// NoKeepExited (any negative value) drops them at exit. Only with
 	// MetricsAddr.
 	KeepExited time.Duration
+	// TicketRotate is how often the supervisor makes a new TLS
+	// session-ticket key for its workers (see package
+	// internal/ticketkeys); at least a second. Default
+	// ticketkeys.DefaultRotate (24h), as crypto/tls's own keys.
+	TicketRotate time.Duration
+	// TicketLifetime is how long a ticket key is accepted: older ones are
+	// dropped. At least TicketRotate. Default ticketkeys.DefaultLifetime
+	// (7 days), as crypto/tls's own keys.
+	TicketLifetime time.Duration
+	// TicketKeyFile, if set, is the operator's ticket keys (the format of
+	// ticketkeys.ParseFile), used instead of made ones and never rotated
+	// by the supervisor: it is read again at every upgrade. New refuses a
+	// file that group or others may access, or a malformed one.
+	TicketKeyFile string
 	// Logger receives the supervisor's log. Default: text on stderr.
 	Logger *slog.Logger
+
+	// ticketFile is TicketKeyFile as read by New.
+	ticketFile ticketkeys.Ring
 }
 
 // collectsFinal reports whether the supervisor reads the final metrics of
@@ -208,6 +226,25 @@ func (c *Config) check() error {
 		// Without steering a standby generation's listeners would keep
 		// taking new connections.
 		c.Probation = 0
+	}
+	if c.TicketRotate == 0 {
+		c.TicketRotate = ticketkeys.DefaultRotate
+	}
+	if c.TicketLifetime == 0 {
+		c.TicketLifetime = ticketkeys.DefaultLifetime
+	}
+	if c.TicketRotate < time.Second {
+		return fmt.Errorf("--tls-ticket-rotate %s: want 1s or more", c.TicketRotate)
+	}
+	if c.TicketLifetime < c.TicketRotate {
+		return fmt.Errorf("--tls-ticket-lifetime %s: want at least --tls-ticket-rotate (%s)", c.TicketLifetime, c.TicketRotate)
+	}
+	if c.TicketKeyFile != "" {
+		r, err := ticketkeys.ParseFile(c.TicketKeyFile, time.Now())
+		if err != nil {
+			return fmt.Errorf("--tls-ticket-key-file: %w", err)
+		}
+		c.ticketFile = r
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

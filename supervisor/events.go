@@ -28,6 +28,9 @@ func (e evHello) apply(l *loop) {
 	w.conn = e.wc
 	w.protocol = e.hello.Version
 	w.caps = e.hello.Caps
+	// Queued now, sent after the welcome: the connection's writer starts
+	// once the welcome is out.
+	l.ticketsJoin(w, e.hello)
 	e.reply <- w
 }
 

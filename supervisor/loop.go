@@ -63,6 +63,8 @@ type loop struct {
 	kept    []*keptSeries // final series of drained workers, oldest first
 	maxKept int
 
+	tickets tickets // TLS session-ticket keys for the workers
+
 	dirty       bool // the state file needs writing
 	stateClosed bool // everything stopped: no state file any more
 }
@@ -80,6 +82,7 @@ func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adm
 		byToken: map[string]*worker{},
 		pending: map[uint64]*pendingRequest{},
 		maxKept: defaultMaxKept,
+		tickets: tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/launcherd/launcher/internal/ticketkeys"
 	"github.com/launcherd/launcher/metrics"
 	"github.com/launcherd/launcher/reuseport"
 )
@@ -248,11 +249,21 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
 	}
-	req := newRequest(wait)
-	if !s.loop.post(cmdUpgrade{rel: rel, req: req}) {
+	cmd := cmdUpgrade{rel: rel, req: newRequest(wait)}
+	if s.cfg.TicketKeyFile != "" {
+		// Read here, off the loop: an operator rotates the keys by editing
+		// the file, and a bad one refuses the upgrade, changing nothing.
+		r, err := ticketkeys.ParseFile(s.cfg.TicketKeyFile, time.Now())
+		if err != nil {
+			s.metrics.Upgrades.WithLabelValues("refused").Inc()
+			return Progress{}, fmt.Errorf("upgrade: --tls-ticket-key-file: %w", err)
+		}
+		cmd.ticketFile = &r
+	}
+	if !s.loop.post(cmd) {
 		return Progress{}, errStopped
 	}
-	return req.await(ctx, s.loop.done, progress)
+	return cmd.req.await(ctx, s.loop.done, progress)
 }
 
 // Rollback goes back to the release that was active before the current

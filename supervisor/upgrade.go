@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/internal/ticketkeys"
 )
 
 // ErrUpgradeInProgress is returned when an upgrade or rollback is asked
@@ -36,6 +37,9 @@ type cmdUpgrade struct {
 	rel      release
 	req      *opRequest
 	rollback bool // a rollback that starts the previous release again
+	// ticketFile is --tls-ticket-key-file read again for this upgrade;
+	// nil without one.
+	ticketFile *ticketkeys.Ring
 }
 
 func (c cmdUpgrade) apply(l *loop) {
@@ -58,6 +62,9 @@ func (c cmdUpgrade) apply(l *loop) {
 		l.m.Upgrades.WithLabelValues("refused").Inc()
 		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, l.cfg.MaxDraining))
 		return
+	}
+	if c.ticketFile != nil {
+		l.setTicketFile(*c.ticketFile)
 	}
 	if c.rollback {
 		c.req.emit(Progress{Step: StepRollingBack, Version: c.rel.Version})

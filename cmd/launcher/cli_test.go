@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/launcherd/launcher/internal/ticketkeys"
 	"github.com/launcherd/launcher/supervisor"
 )
 
@@ -68,6 +69,7 @@ func startConfig(set func(*supervisor.Config)) supervisor.Config {
 		Workers: 1, DrainTimeout: 30 * time.Second, ReadyTimeout: 30 * time.Second,
 		Handover: supervisor.HandoverSteer, MaxDraining: 4, Settle: 50 * time.Millisecond,
 		Probation: supervisor.DefaultProbation, KeepExited: supervisor.DefaultKeepExited,
+		TicketRotate: ticketkeys.DefaultRotate, TicketLifetime: ticketkeys.DefaultLifetime,
 	}
 	if set != nil {
 		set(&cfg)
@@ -118,6 +120,10 @@ func TestParse(t *testing.T) {
 				c.StateDir, c.Probation, c.Releases, c.Current, c.MetricsAddr = "/s", 2*time.Second, "/r", "/c", ":9100"
 				c.DrainTimeout, c.ReadyTimeout, c.MaxDraining, c.Settle = time.Minute, 5*time.Second, 2, 1500*time.Millisecond
 				c.KeepExited = 90 * time.Second
+			})}},
+		{[]string{"start", "--listen", "127.0.0.1:8080", "--tls-ticket-rotate", "1h", "--tls-ticket-lifetime", "12h", "--tls-ticket-key-file", "/k", "--", "/srv/hello"},
+			call{action: "start", cfg: startConfig(func(c *supervisor.Config) {
+				c.TicketRotate, c.TicketLifetime, c.TicketKeyFile = time.Hour, 12*time.Hour, "/k"
 			})}},
 	}
 	for _, tt := range tests {

@@ -29,7 +29,7 @@ const (
 // Message types. Worker → supervisor: Hello, Listen, Listening, Ready,
 // Steered, Released, Quiesced, Fail, Drained (with Cut when the drain was
 // cut). Supervisor → worker: Welcome, Grant, Steer, Release, Quiesce,
-// Standby, Resume, Collected, HandoffDone. Client ↔ supervisor: Hello
+// Standby, Resume, Collected, HandoffDone, TicketKeys. Client ↔ supervisor: Hello
 // with Cmd, then Progress messages and one Result.
 //
 // The supervisor's requests Steer, Release and Quiesce are answered by
@@ -71,9 +71,24 @@ const (
 	// A worker waits for it (at most CollectWait) only when the welcome of
 	// its connection lists CapFinalMetrics, and its hello did too.
 	TypeCollected = "collected"
-	TypeProgress  = "progress"
-	TypeResult    = "result"
+	// TypeTicketKeys carries the TLS session-ticket keys (TicketKeys,
+	// current first) from the supervisor to a worker whose hello lists
+	// CapTicketKeys: once after the welcome and again after every change
+	// (a rotation, an operator's new key file, an adoption's merge). A
+	// standalone parent sends it to the process it hands over to. It has
+	// no reply.
+	TypeTicketKeys = "ticket-keys"
+	TypeProgress   = "progress"
+	TypeResult     = "result"
 )
+
+// TicketKey is one TLS session-ticket key on the wire: its 32 bytes
+// (base64 in JSON) and its creation time in Unix seconds, which an
+// adopting supervisor needs to keep the rotation schedule.
+type TicketKey struct {
+	Secret  []byte `json:"secret"`
+	Created int64  `json:"created"`
+}
 
 // Message is every message of the protocol; each type uses a few fields.
 type Message struct {
@@ -123,6 +138,12 @@ type Message struct {
 
 	// Worker → supervisor: requests cut by a drain deadline.
 	Cut int64 `json:"cut,omitempty"`
+
+	// TicketKeys are TLS session-ticket keys, current first: in a
+	// TypeTicketKeys message, and in the hello of a worker that rejoins,
+	// so that the adopting supervisor takes the ring over. Secret: never
+	// log a Message that may carry them.
+	TicketKeys []TicketKey `json:"ticket_keys,omitempty"`
 
 	// Replies.
 	OK    bool            `json:"ok,omitempty"`
@@ -305,6 +326,11 @@ const (
 	// handshakes are those of the whole port, so one worker's quiesce
 	// covers all the workers of its generation.
 	CapHandshakes = "handshakes"
+	// CapTicketKeys in a worker's hello says it applies the TLS
+	// session-ticket keys of TypeTicketKeys to its TLS configs, and that
+	// a rejoin hello carries the keys it has. Only such workers are sent
+	// them: an older one keeps crypto/tls's own keys.
+	CapTicketKeys = "ticket-keys"
 )
 
 // CollectWait bounds how long a drained worker waits for TypeCollected.
@@ -313,7 +339,9 @@ const (
 const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
-func WorkerCaps() []string { return []string{CapQuiesce, CapFinalMetrics, CapHandshakes} }
+func WorkerCaps() []string {
+	return []string{CapQuiesce, CapFinalMetrics, CapHandshakes, CapTicketKeys}
+}
 
 // HasCap reports whether caps lists c.
 func HasCap(caps []string, c string) bool {
