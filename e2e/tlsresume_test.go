@@ -221,3 +221,35 @@ func TestTLSResumptionWithOpenSSL(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSResumptionAcrossAdoption: the supervisor is SIGKILLed; the one
+// that adopts its workers takes the ticket keys back from them (nothing
+// was written to disk), so a session from before resumes on the
+// generation it starts next.
+func TestTLSResumptionAcrossAdoption(t *testing.T) {
+	certFile, keyFile, pool := tlsFiles(t, shortTempDir(t))
+	s := startTLSSup(t, certFile, keyFile)
+	c := newResumer(pool, tls.VersionTLS13)
+	if body, _, err := c.get(s.addr); err != nil || body != "hello from v1" {
+		t.Fatalf("first GET: %q, %v", body, err)
+	}
+	s.Kill()
+	if b, err := os.ReadFile(filepath.Join(s.stateDir, "state.json")); err != nil || strings.Contains(string(b), "ticket") {
+		t.Errorf("state file: %v; ticket keys in it: %v", err, strings.Contains(string(b), "ticket"))
+	}
+	s2 := startSupAt(t, s.addr, s.stateDir, "--probation", "0",
+		"--", filepath.Join(bins.releases, "v1", "hello"), "-tls-cert", certFile, "-tls-key", keyFile)
+	if out, errOut, code := s2.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade after adoption: exit %d\n%s%s", code, out, errOut)
+	}
+	body, resumed, err := c.get(s.addr)
+	if err != nil || body != "hello from v2" {
+		t.Fatalf("GET after the adoption and upgrade: %q, %v", body, err)
+	}
+	if !resumed {
+		t.Errorf("the session from before the supervisor's death did not resume on the generation its successor started")
+	}
+	if !strings.Contains(s2.log.String(), "TLS session-ticket keys taken over from the adopted workers") {
+		t.Errorf("the new supervisor's log does not say it took the keys over")
+	}
+}

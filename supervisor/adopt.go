@@ -176,6 +176,10 @@ func (l *loop) finishAdoption() {
 	}
 	l.adopting = nil
 	a.stopTimer()
+	if l.tickets.ring.Len() > 0 {
+		// The ring the adopted workers brought back, merged, to all.
+		l.refreshTickets("taken over from the adopted workers", true)
+	}
 	if a.noActive {
 		l.promoteReady(a.gens)
 	}

@@ -42,6 +42,9 @@ type behaviour struct {
 	finalMetrics bool
 	scrapeFails  bool // its admin socket answers no scrape
 	noHandshakes bool // a library without control.CapHandshakes
+	// ticketKeys: like this library, it lists CapTicketKeys; the keys it
+	// gets are recorded (fakeEffects.gotTickets).
+	ticketKeys bool
 }
 
 // fakeProc is a fake worker process.
@@ -126,12 +129,16 @@ type fakeEffects struct {
 	// handshakesDone: pid → HandshakesDone of each quiesce and release
 	// it got, as "quiesce:true" and so on.
 	handshakesDone map[int][]string
+	tickets        map[int][][]control.TicketKey // pid → each ring it got
+	// adoptKeys: pid → the ring an adoptable worker brings back when it
+	// rejoins (it then lists CapTicketKeys).
+	adoptKeys map[int][]control.TicketKey
 }
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
 		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
-		handshakesDone: map[int][]string{}}
+		handshakesDone: map[int][]string{}, tickets: map[int][][]control.TicketKey{}, adoptKeys: map[int][]control.TicketKey{}}
 }
 
 func envOf(env []string, name string) string {
@@ -170,7 +177,8 @@ func (fx *fakeEffects) adopt(pid int, token string, gen int) (process, bool) {
 	// and listening.
 	env := []string{control.EnvControl + "=" + fx.control, control.EnvToken + "=" + token}
 	fx.wg.Add(1)
-	go func() { defer fx.wg.Done(); fx.runWorker(p, behaviour{}, env, true) }()
+	b := behaviour{ticketKeys: fx.adoptKeys[pid] != nil}
+	go func() { defer fx.wg.Done(); fx.runWorker(p, b, env, true) }()
 	return p, true
 }
 
@@ -178,6 +186,9 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
 	fx.msgs[pid] = append(fx.msgs[pid], m.Type)
+	if m.Type == control.TypeTicketKeys {
+		fx.tickets[pid] = append(fx.tickets[pid], m.TicketKeys)
+	}
 	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
 		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
 	}
@@ -201,6 +212,13 @@ func (fx *fakeEffects) traced(pid int) []string {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
 	return append([]string(nil), fx.traces[pid]...)
+}
+
+// gotTickets returns each ring pid got, in order.
+func (fx *fakeEffects) gotTickets(pid int) [][]control.TicketKey {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([][]control.TicketKey(nil), fx.tickets[pid]...)
 }
 
 func (fx *fakeEffects) got(pid int) []string {
@@ -232,6 +250,14 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	if b.finalMetrics {
 		hello.Caps = append(hello.Caps, control.CapFinalMetrics)
 	}
+	if b.ticketKeys {
+		hello.Caps = append(hello.Caps, control.CapTicketKeys)
+		if rejoin {
+			fx.mu.Lock()
+			hello.TicketKeys = fx.adoptKeys[p.id]
+			fx.mu.Unlock()
+		}
+	}
 	if conn.Write(hello) != nil {
 		return
 	}
@@ -245,7 +271,12 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	}
 	if !rejoin {
 		conn.Write(control.Message{Type: control.TypeListen})
-		if m, err := conn.Read(time.Now().Add(5 * time.Second)); err != nil || m.Type != control.TypeGrant {
+		m, err := conn.Read(time.Now().Add(5 * time.Second))
+		for err == nil && m.Type == control.TypeTicketKeys { // sent after the welcome
+			fx.record(p.id, m)
+			m, err = conn.Read(time.Now().Add(5 * time.Second))
+		}
+		if err != nil || m.Type != control.TypeGrant {
 			return
 		}
 		conn.Write(control.Message{Type: control.TypeListening})

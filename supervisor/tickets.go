@@ -24,7 +24,11 @@ type tickets struct {
 
 // ticketsJoin hands the ring to w, which just said hello, if its library
 // applies it. A rejoining worker brings the ring of the supervisor it
-// lost: it is merged first, and everyone gets the result.
+// lost, which is merged in: while an adoption waits for its workers, each
+// keeps serving with its own keys, and all get the merged ring when it
+// ends (finishAdoption), so that a worker that missed a rotation, were it
+// first to rejoin, does not make the ring look due for one; after that,
+// at once.
 func (l *loop) ticketsJoin(w *worker, hello control.Message) {
 	if !w.can(control.CapTicketKeys) {
 		return
@@ -36,9 +40,14 @@ func (l *loop) ticketsJoin(w *worker, hello control.Message) {
 			l.workerLog(w).Warn("rejoin: ignoring the TLS ticket keys it brought", "err", err)
 		} else if merged := ticketkeys.Merge(t.ring, r); !merged.Equal(t.ring) {
 			t.ring = merged
-			l.refreshTickets("taken over from an adopted worker", true)
+			if l.adopting == nil {
+				l.refreshTickets("taken over from a rejoining worker", true)
+			}
 			return
 		}
+	}
+	if hello.Rejoin && l.adopting != nil {
+		return // finishAdoption hands the ring over
 	}
 	if t.ring.Len() == 0 {
 		l.refreshTickets("made", true)
@@ -76,16 +85,18 @@ func (l *loop) refreshTickets(why string, changed bool) {
 	}
 }
 
-// scheduleTicketRotation sets the timer of the next change of the ring:
-// its current key's rotation or its oldest key's expiry, whichever comes
-// first.
+// scheduleTicketRotation sets the timer of the next rotation. Expired
+// keys are dropped then, as crypto/tls drops its own: a key is kept
+// until the first rotation at which it is TicketLifetime old, exactly
+// that long when the lifetime is a multiple of the period (7 days of
+// 24 h by default).
 func (l *loop) scheduleTicketRotation() {
 	t := &l.tickets
 	if t.stopTimer != nil {
 		t.stopTimer()
 		t.stopTimer = nil
 	}
-	next := t.ring.NextChange(l.cfg.TicketRotate, l.cfg.TicketLifetime)
+	next := t.ring.NextRotation(l.cfg.TicketRotate)
 	if next.IsZero() {
 		return
 	}

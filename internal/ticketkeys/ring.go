@@ -159,16 +159,3 @@ func FromWire(keys []control.TicketKey) (Ring, error) {
 	}
 	return r, nil
 }
-
-// NextChange returns when Rotate next changes the ring: the current key's
-// rotation or the expiry of its oldest other key, whichever comes first.
-// The zero time if the ring is empty.
-func (r Ring) NextChange(every, lifetime time.Duration) time.Time {
-	next := r.NextRotation(every)
-	for _, k := range r.Keys[min(1, len(r.Keys)):] {
-		if exp := k.Created.Add(lifetime); exp.Before(next) {
-			next = exp
-		}
-	}
-	return next
-}
