@@ -253,3 +253,38 @@ func TestTLSResumptionAcrossAdoption(t *testing.T) {
 		t.Errorf("the new supervisor's log does not say it took the keys over")
 	}
 }
+
+// TestTLSResumptionStandaloneSIGHUP: without a supervisor, a hello that
+// hands over on kill -HUP passes its ticket keys to the new process over
+// the handoff's control connection: sessions resume there too.
+func TestTLSResumptionStandaloneSIGHUP(t *testing.T) {
+	certFile, keyFile, pool := tlsFiles(t, shortTempDir(t))
+	c := newResumer(pool, tls.VersionTLS13)
+	getter := func(addr, _ string) (string, error) { b, _, err := c.get(addr); return b, err }
+	sa := startStandaloneWith(t, "v1", getter, "-tls-cert", certFile, "-tls-key", keyFile)
+	resumed := 0
+	const handovers = 3
+	for i := 1; i <= handovers; i++ {
+		v := []string{"v1", "v2"}[i%2]
+		sa.point(filepath.Join(bins.releases, v))
+		old := sa.hup()
+		eventually(t, 10*time.Second, "the new process wrote the pid file", func() error {
+			if p := readPID(sa.pidFile); p == old || p == 0 {
+				return fmt.Errorf("pid file still %d", p)
+			}
+			return nil
+		})
+		sa.onPID(readPID(sa.pidFile))
+		body, ok, err := c.get(sa.addr)
+		if err != nil || body != "hello from "+v {
+			t.Fatalf("after handover %d: %q, %v", i, body, err)
+		}
+		if ok {
+			resumed++
+		}
+	}
+	t.Logf("%d of %d reconnections after a standalone handover resumed", resumed, handovers)
+	if resumed < handovers {
+		t.Errorf("%d of %d reconnections after a standalone handover resumed; want all", resumed, handovers)
+	}
+}

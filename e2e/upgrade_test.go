@@ -166,6 +166,13 @@ type standalone struct {
 // file named.
 func startStandalone(t *testing.T, version string) *standalone {
 	t.Helper()
+	return startStandaloneWith(t, version, get)
+}
+
+// startStandaloneWith is startStandalone with hello's extra args, whose
+// serving is checked with getter.
+func startStandaloneWith(t *testing.T, version string, getter func(addr, path string) (string, error), args ...string) *standalone {
+	t.Helper()
 	root := shortTempDir(t)
 	sa := &standalone{t: t, root: root, current: filepath.Join(root, "current"),
 		pidFile: filepath.Join(root, "hello.pid"), addr: freeAddr(t), exited: make(chan struct{})}
@@ -177,7 +184,7 @@ func startStandalone(t *testing.T, version string) *standalone {
 		t.Fatal(err)
 	}
 	sa.log = log
-	sa.cmd = exec.Command(filepath.Join(sa.current, "hello"), "-addr", sa.addr, "-pidfile", sa.pidFile)
+	sa.cmd = exec.Command(filepath.Join(sa.current, "hello"), append([]string{"-addr", sa.addr, "-pidfile", sa.pidFile}, args...)...)
 	sa.cmd.Stdout, sa.cmd.Stderr = log, log
 	if err := sa.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -206,7 +213,7 @@ func startStandalone(t *testing.T, version string) *standalone {
 		log.Close()
 	})
 	eventually(t, 10*time.Second, "standalone "+version+" serves", func() error {
-		if b, err := get(sa.addr, "/"); err != nil || b != "hello from "+version {
+		if b, err := getter(sa.addr, "/"); err != nil || b != "hello from "+version {
 			return fmt.Errorf("got %q, %v", b, err)
 		}
 		if readPID(sa.pidFile) != sa.cmd.Process.Pid {
