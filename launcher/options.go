@@ -44,6 +44,14 @@ type Options struct {
 	// TLS, if set, makes Run serve HTTPS (and HTTP/2) with this config on
 	// every address; TLS sits above the tracked connections, so drains see
 	// every connection.
+	//
+	// Its session-ticket keys are the supervisor's (or, standalone, this
+	// process's, handed on at a SIGHUP handover), set by New and after
+	// every rotation with SetSessionTicketKeys, so that clients resume
+	// their sessions on the next generation. Unless WrapSession or
+	// UnwrapSession is set, New sets both to encrypt and decrypt tickets
+	// with this config's keys: the clones http.Server serves then follow
+	// every rotation too.
 	TLS *tls.Config
 
 	// Logger receives the launcher's log lines. Default: text to stderr.
