@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -286,5 +287,69 @@ func TestTLSResumptionStandaloneSIGHUP(t *testing.T) {
 	t.Logf("%d of %d reconnections after a standalone handover resumed", resumed, handovers)
 	if resumed < handovers {
 		t.Errorf("%d of %d reconnections after a standalone handover resumed; want all", resumed, handovers)
+	}
+}
+
+// TestTicketKeyFileRefused: a key file group or others may read, or a
+// malformed one, refuses the start: exit 2, one line, nothing started,
+// and the line does not quote the file.
+func TestTicketKeyFileRefused(t *testing.T) {
+	dir := shortTempDir(t)
+	key := "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3I=\n" // 32 bytes
+	tests := []struct {
+		name, text string
+		mode       os.FileMode
+		want       string
+	}{
+		{"readable by others", key, 0o644, "mode 0644"},
+		{"malformed", key + "not-a-key\n", 0o600, "line 2: want the base64 of 32 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(dir, "keys")
+			os.Remove(file)
+			if err := os.WriteFile(file, []byte(tt.text), tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			stateDir := filepath.Join(dir, "s")
+			_, errOut, code := runCLI(t, "start", "--listen", freeAddr(t), "--state-dir", stateDir, "--tls-ticket-key-file", file,
+				"--", filepath.Join(bins.releases, "v1", "hello"))
+			if code != 2 || !strings.HasPrefix(errOut, "launcher: start: --tls-ticket-key-file: ") || !strings.Contains(errOut, tt.want) ||
+				strings.Count(errOut, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 2 and one line with %q", code, errOut, tt.want)
+			}
+			if strings.Contains(errOut, "c2VjcmV0") || strings.Contains(errOut, "not-a-key") {
+				t.Errorf("the refusal quotes the key file: %q", errOut)
+			}
+			if _, err := os.Stat(filepath.Join(stateDir, "launcher.pid")); err == nil {
+				t.Errorf("a refused start wrote a pid file")
+			}
+		})
+	}
+}
+
+// TestTicketKeyFileSharedBetweenSupervisors: two supervisors (two hosts
+// behind one name, say) given the same --tls-ticket-key-file resume each
+// other's sessions; without it they would not.
+func TestTicketKeyFileSharedBetweenSupervisors(t *testing.T) {
+	dir := shortTempDir(t)
+	certFile, keyFile, pool := tlsFiles(t, dir)
+	file := filepath.Join(dir, "ticket-keys")
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(file, []byte("# current first\n"+base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startTLSSup(t, certFile, keyFile, "--tls-ticket-key-file", file)
+	b := startTLSSup(t, certFile, keyFile, "--tls-ticket-key-file", file)
+	c := newResumer(pool, tls.VersionTLS13)
+	if _, _, err := c.get(a.addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, resumed, err := c.get(b.addr); err != nil || !resumed {
+		t.Errorf("a session of one supervisor's worker on the other's: resumed %v, %v; want resumed", resumed, err)
+	}
+	if strings.Contains(a.log.String(), base64.StdEncoding.EncodeToString(key)) {
+		t.Errorf("the supervisor's log holds the key")
 	}
 }
