@@ -54,5 +54,7 @@
 // only when the other side lists it too, whatever the version: a worker
 // is sent TypeQuiesce only if its hello lists [CapQuiesce], and waits for
 // TypeCollected after TypeDrained only if both its hello and the welcome
-// list [CapFinalMetrics]. A peer ignores capabilities it does not know.
+// list [CapFinalMetrics]; TypeTicketKeys goes only to a worker whose hello
+// lists [CapTicketKeys], and only such a worker's rejoin hello carries its
+// keys. A peer ignores capabilities it does not know.
 package control

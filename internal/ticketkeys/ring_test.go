@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/internal/control"
 )
 
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
@@ -142,5 +144,22 @@ func TestWireRoundTrip(t *testing.T) {
 	w[1].Secret = w[1].Secret[:31]
 	if _, err := FromWire(w); err == nil {
 		t.Errorf("FromWire accepted a 31-byte key")
+	}
+}
+
+// TestWireFromJSON: the keys of a control message decoded from JSON (the
+// secret in base64) make a ring; a message of a wrong size is refused.
+func TestWireFromJSON(t *testing.T) {
+	m, err := control.Decode([]byte(`{"type":"ticket-keys","ticket_keys":[{"secret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","created":1764460800}]}` + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := FromWire(m.TicketKeys)
+	if err != nil || r.Len() != 1 || r.Keys[0].Secret[31] != 31 || r.Keys[0].Created.Unix() != 1764460800 {
+		t.Fatalf("FromWire = %d keys, %v", r.Len(), err)
+	}
+	m.TicketKeys = append(m.TicketKeys, control.TicketKey{Secret: []byte("short")})
+	if _, err := FromWire(m.TicketKeys); err == nil {
+		t.Errorf("FromWire accepted a 5-byte key")
 	}
 }
