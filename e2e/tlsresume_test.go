@@ -129,6 +129,11 @@ func TestTLSResumptionAcrossUpgrades(t *testing.T) {
 		if body, _, err := c.get(s.addr); err != nil || body != "hello from v1" {
 			t.Fatalf("%s: first GET: %q, %v", c.name, body, err)
 		}
+		// The control: without an upgrade in between, the client resumes
+		// (it did before the supervisor owned the keys too).
+		if _, resumed, err := c.get(s.addr); err != nil || !resumed {
+			t.Fatalf("%s: a reconnection without an upgrade: resumed %v, %v; want resumed", c.name, resumed, err)
+		}
 	}
 	const upgrades = 20
 	resumed := make([]int, len(clients))
