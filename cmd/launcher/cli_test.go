@@ -175,6 +175,8 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"start", "--listen", "a:1", "--workers", "0", "--", "x"}, code: 2, stderr: "launcher: start: --workers 0: want at least 1\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--probation", "-1s", "--", "x"}, code: 2, stderr: "launcher: start: --probation -1s: want 0 (off) or more\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--keep-exited", "-1m", "--", "x"}, code: 2, stderr: "launcher: start: --keep-exited -1m0s: want 0 (off) or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--tls-ticket-rotate", "0", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-rotate 0s: want 1s or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--tls-ticket-lifetime", "1h", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-lifetime 1h0m0s: want at least --tls-ticket-rotate (24h0m0s)\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1"}, code: 2, stderr: "launcher: start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]\n", noAction: true},
 		{args: []string{"start", "--", "x"}, code: 2, stderr: "launcher: start: no listen address: give --listen ADDR\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--bogus", "x"}, code: 2, stderr: "*", noAction: true},

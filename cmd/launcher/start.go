@@ -55,6 +55,12 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.KeepExited == 0 {
 				cfg.KeepExited = supervisor.NoKeepExited // in Config, zero is the default
 			}
+			if cfg.TicketRotate < time.Second {
+				return usagef("start: --tls-ticket-rotate %s: want 1s or more", cfg.TicketRotate)
+			}
+			if cfg.TicketLifetime < cfg.TicketRotate {
+				return usagef("start: --tls-ticket-lifetime %s: want at least --tls-ticket-rotate (%s)", cfg.TicketLifetime, cfg.TicketRotate)
+			}
 			if cfg.Workers < 1 {
 				return usagef("start: --workers %d: want at least 1", cfg.Workers)
 			}
