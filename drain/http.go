@@ -45,8 +45,11 @@ type Server struct {
 	once sync.Once
 	pool sync.Pool // *recorder, so the request path does not allocate
 
+	initErr error // of configureHTTP2
+
 	mu        sync.Mutex
 	listeners []*Listener
+	h2        map[*h2Conn]struct{} // HTTP/2 connections being served
 }
 
 func (s *Server) init() {
@@ -58,8 +61,17 @@ func (s *Server) init() {
 			s.IdleGrace = DefaultIdleGrace
 		}
 		s.HTTP.Handler = s.wrap(s.HTTP.Handler)
+		s.initErr = s.configureHTTP2()
 		prev := s.HTTP.ConnState
 		s.HTTP.ConnState = func(c net.Conn, st http.ConnState) {
+			// HTTP/2 connections are reported as net/http would report
+			// them, not as the frame-aware connection that wraps them.
+			switch h2 := c.(type) {
+			case *h2Conn:
+				c = h2.Conn
+			case *h2TLSConn:
+				c = h2.Conn
+			}
 			raw := c
 			if tlsConn, ok := c.(*tls.Conn); ok {
 				raw = tlsConn.NetConn()
@@ -96,6 +108,9 @@ func (s *Server) init() {
 // returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
+	if s.initErr != nil {
+		return fmt.Errorf("drain: serve: %w", s.initErr)
+	}
 	err := s.HTTP.Serve(s.track(ln))
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
@@ -108,6 +123,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // keyFile may be empty when HTTP.TLSConfig has the certificates.
 func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	s.init()
+	if s.initErr != nil {
+		return fmt.Errorf("drain: serve: %w", s.initErr)
+	}
 	tl := s.track(ln)
 	err := s.HTTP.ServeTLS(tl, certFile, keyFile)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
@@ -132,10 +150,13 @@ func (s *Server) track(ln net.Listener) *Listener {
 // Drain stops the server gracefully. Listeners should already be closed
 // (the launcher closes them after emptying their accept queues); Drain
 // closes any left. Responses from now on carry "Connection: close", idle
-// HTTP/1 connections are closed once idle for IdleGrace, and when none is
-// left, HTTP/2 connections get GOAWAY through http.Server.Shutdown, which
-// waits for their streams. When ctx ends first, what is left is closed and
-// the error wraps [ErrCut] with the counts.
+// HTTP/1 connections are closed once idle for IdleGrace, and HTTP/2
+// connections get the first GOAWAY of two at once (see the package
+// documentation). When no HTTP/1 connection is left and every HTTP/2
+// client has answered the first GOAWAY's PING (or had [GoAwayAckTimeout]
+// to), http.Server.Shutdown sends the final GOAWAY and waits for the
+// streams. When ctx ends first, what is left is closed and the error wraps
+// [ErrCut] with the counts.
 func (s *Server) Drain(ctx context.Context) error {
 	s.init()
 	s.Tracker.StartDrain()
@@ -144,7 +165,8 @@ func (s *Server) Drain(ctx context.Context) error {
 		l.Close()
 	}
 	s.mu.Unlock()
-	if err := waitConns(ctx, s.Tracker, s.IdleGrace, nil); err != nil {
+	s.goAwayHTTP2()
+	if err := waitConns(ctx, s.Tracker, s.IdleGrace, s.http2Settled); err != nil {
 		s.HTTP.Close()
 		return err
 	}

@@ -1,6 +1,7 @@
 package drain_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,12 +9,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/launcherd/launcher/drain"
 )
@@ -105,5 +110,165 @@ func TestDrainHTTP2(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("ServeTLS = %v; want nil after a drain", err)
+	}
+}
+
+// TestDrainHTTP2StreamOpenedDuringGOAWAY opens a stream while the drain's
+// first GOAWAY travels (the client reads nothing for a while after the
+// drain begins), as a client on a real network does: the stream must be
+// answered, over TLS and over h2c. With a one-phase GOAWAY, as Go's
+// servers send, its frames are ignored and the client sees it refused.
+// The first GOAWAY names stream 2^31-1 and comes with a PING; only after
+// the client's ACK does the final GOAWAY name the last stream served.
+func TestDrainHTTP2StreamOpenedDuringGOAWAY(t *testing.T) {
+	for _, useTLS := range []bool{true, false} {
+		name := map[bool]string{true: "tls", false: "h2c"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "%s tls=%v", r.URL.Path, r.TLS != nil)
+			})}
+			srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
+			served := make(chan error, 1)
+			var conn net.Conn
+			if useTLS {
+				hs.TLSConfig = selfSigned(t)
+				go func() { served <- srv.ServeTLS(ln, "", "") }()
+				conn, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+			} else {
+				hs.Protocols = new(http.Protocols)
+				hs.Protocols.SetHTTP1(true)
+				hs.Protocols.SetUnencryptedHTTP2(true)
+				go func() { served <- srv.Serve(ln) }()
+				conn, err = net.Dial("tcp", ln.Addr().String())
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			c := newRawH2(t, conn, ln.Addr().String(), useTLS)
+			c.get(1, "/a")
+			if body, _ := c.until(1); body != fmt.Sprintf("/a tls=%v", useTLS) {
+				t.Fatalf("stream 1: body %q", body)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			drained := make(chan error, 1)
+			go func() { drained <- srv.Drain(ctx) }()
+			time.Sleep(300 * time.Millisecond) // the first GOAWAY is on its way, unread
+			c.get(3, "/b")
+			body, err := c.until(3)
+			if err != nil {
+				t.Fatalf("stream 3, opened while the first GOAWAY travelled: %v (GOAWAYs %v)", err, c.goAways)
+			}
+			if body != fmt.Sprintf("/b tls=%v", useTLS) {
+				t.Errorf("stream 3: body %q", body)
+			}
+			if len(c.goAways) == 0 || c.goAways[0] != 1<<31-1 {
+				t.Errorf("GOAWAYs name last streams %v; want 2147483647 first", c.goAways)
+			}
+			// The final GOAWAY, then the server closes the connection.
+			c.until(0)
+			if n := len(c.goAways); n != 2 || c.goAways[1] != 3 {
+				t.Errorf("GOAWAYs name last streams %v; want [2147483647 3]", c.goAways)
+			}
+			if err := <-drained; err != nil {
+				t.Errorf("Drain = %v; want nil", err)
+			}
+			if err := <-served; err != nil {
+				t.Errorf("Serve = %v; want nil after a drain", err)
+			}
+		})
+	}
+}
+
+// rawH2 is an HTTP/2 client on the frame level (x/net's Framer), which
+// answers SETTINGS and PING and records the GOAWAYs it gets.
+type rawH2 struct {
+	t         *testing.T
+	fr        *http2.Framer
+	authority string
+	scheme    string
+	goAways   []uint32 // last stream IDs, in order
+	bodies    map[uint32]*bytes.Buffer
+}
+
+func newRawH2(t *testing.T, conn net.Conn, authority string, useTLS bool) *rawH2 {
+	t.Helper()
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	c := &rawH2{t: t, fr: http2.NewFramer(conn, conn), authority: authority, scheme: "http", bodies: map[uint32]*bytes.Buffer{}}
+	if useTLS {
+		c.scheme = "https"
+	}
+	if err := c.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// get opens stream id with GET path.
+func (c *rawH2) get(id uint32, path string) {
+	c.t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", c.scheme}, {":authority", c.authority}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// until reads frames until stream id ends and returns its body; id 0
+// reads until the connection ends.
+func (c *rawH2) until(id uint32) (string, error) {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			if id == 0 {
+				return "", nil
+			}
+			return "", err
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				c.fr.WritePing(true, f.Data)
+			}
+		case *http2.GoAwayFrame:
+			c.goAways = append(c.goAways, f.LastStreamID)
+			if f.ErrCode != http2.ErrCodeNo {
+				return "", fmt.Errorf("GOAWAY %v", f.ErrCode)
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return "", fmt.Errorf("stream %d reset: %v", id, f.ErrCode)
+			}
+		case *http2.DataFrame:
+			b := c.bodies[f.StreamID]
+			if b == nil {
+				b = new(bytes.Buffer)
+				c.bodies[f.StreamID] = b
+			}
+			b.Write(f.Data())
+			if f.StreamEnded() && f.StreamID == id {
+				return b.String(), nil
+			}
+		case *http2.HeadersFrame:
+			if f.StreamEnded() && f.StreamID == id {
+				return "", nil
+			}
+		}
 	}
 }

@@ -54,6 +54,13 @@ type Options struct {
 	// every rotation too.
 	TLS *tls.Config
 
+	// H2C, without TLS, makes Run serve HTTP/2 over cleartext with prior
+	// knowledge (RFC 9113, section 3.3) beside HTTP/1.1 on the same
+	// port: a connection that starts with the HTTP/2 preface is HTTP/2.
+	// The Upgrade: h2c dance of RFC 7540 is not offered. Drains give its
+	// connections the two-phase GOAWAY that TLS ones get.
+	H2C bool
+
 	// Logger receives the launcher's log lines. Default: text to stderr.
 	Logger *slog.Logger
 }

@@ -59,6 +59,15 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 	if a.opts.TLS != nil {
 		srv.HTTP.TLSConfig = a.opts.TLS
 	}
+	if a.opts.H2C {
+		// net/http's documented switch for h2c with prior knowledge; the
+		// drain package serves such connections with its own GOAWAY.
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.HTTP.Protocols = p
+	}
 	for _, ln := range lns {
 		go func() {
 			if a.opts.TLS != nil {

@@ -6,7 +6,8 @@
 //
 // Run it under the supervisor (launcher start -- releases/v1/hello) or
 // alone (hello -addr :8080 -pidfile hello.pid; kill -HUP $(cat hello.pid)).
-// With -tls-cert FILE -tls-key FILE it serves HTTPS, HTTP/2 included.
+// With -tls-cert FILE -tls-key FILE it serves HTTPS, HTTP/2 included;
+// with -h2c, HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1.
 package main
 
 import (
@@ -34,6 +35,7 @@ func main() {
 	unhealthy := flag.Bool("unhealthy", false, "fail the supervisor's health check (shows a refused upgrade)")
 	tlsCert := flag.String("tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain; needs -tls-key")
 	tlsKey := flag.String("tls-key", "", "the PEM private key of -tls-cert")
+	h2c := flag.Bool("h2c", false, "serve HTTP/2 over cleartext with prior knowledge (h2c) beside HTTP/1.1")
 	flag.Parse()
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(os.Stderr, "hello: -tls-cert and -tls-key go together")
@@ -60,7 +62,7 @@ func main() {
 	})
 	reg.MustRegister(slept)
 
-	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg}
+	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg, H2C: *h2c}
 	if *tlsCert != "" {
 		// Loaded once at start: a new certificate ships with the next
 		// release or restart, as any other configuration.
