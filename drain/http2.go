@@ -3,7 +3,7 @@ package drain
 import (
 	"context"
 	"crypto/tls"
-	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -13,20 +13,22 @@ import (
 )
 
 // GoAwayAckTimeout bounds how long a drain waits for a client to answer
-// the PING sent with the first GOAWAY before it sends the final one
-// anyway: a client further away than a round trip of this much can see
-// the streams it opens meanwhile refused, as with a one-phase GOAWAY.
+// the PINGs of the first GOAWAY before it sends the final one anyway: a
+// client further away than a round trip of this much can see the
+// streams it opens meanwhile refused, as with a one-phase GOAWAY.
 const GoAwayAckTimeout = 2 * time.Second
 
-// HTTP/2 frame layout and types (RFC 9113, sections 4.1, 6.5, 6.7, 6.8).
+// HTTP/2 frame layout and types (RFC 9113, sections 4.1, 6.7, 6.8).
 const (
 	frameHeaderLen = 9
 	framePing      = 0x6
 	frameGoAway    = 0x7
 	flagAck        = 0x1
 	maxStreamID    = 1<<31 - 1
-	// goAwayPing is the opaque data of the drain's PING: the client's ACK
-	// echoes it (RFC 9113, section 6.7).
+	// The opaque data of the drain's two PINGs, which the client's ACKs
+	// echo (RFC 9113, section 6.7): the one before the first GOAWAY and
+	// the one after it.
+	quietPing  = "drain q0"
 	goAwayPing = "drain h2"
 )
 
@@ -76,7 +78,7 @@ func (s *Server) configureHTTP2() error {
 // serveHTTP2 serves one HTTP/2 connection: tlsConn over raw, or raw alone
 // for h2c, whose preface net/http has read.
 func (s *Server) serveHTTP2(h2s *http2.Server, hs *http.Server, tlsConn *tls.Conn, raw net.Conn, h http.Handler, sawPreface bool) {
-	c := &h2Conn{Conn: raw, settled: make(chan struct{})}
+	c := newH2Conn(raw)
 	var served net.Conn = c
 	if tlsConn != nil {
 		c.Conn = tlsConn
@@ -137,10 +139,11 @@ func (s *Server) http2Settled() bool {
 
 // The phases of an h2Conn's first GOAWAY.
 const (
-	h2Serving = iota // no drain yet
-	h2Pending        // to be sent at the next frame boundary
-	h2Sent           // sent, with the PING
-	h2Skipped        // the server sent a GOAWAY of its own first
+	h2Serving   = iota // no drain yet
+	h2Pending          // to be sent at the next frame boundary
+	h2Quiescing        // the first PING is sent; the server's writes wait for its ACK
+	h2Sent             // the GOAWAY is sent, with the second PING
+	h2Skipped          // the server sent a GOAWAY of its own first
 )
 
 // h2Conn is the connection an HTTP/2 server serves, seen frame by frame,
@@ -160,11 +163,22 @@ const (
 // reads the next (x/net's readFrames): the Read after the one that
 // returned the ACK's last byte comes after those streams are registered,
 // which is when the ACK counts (settle).
+//
+// One more round trip goes first. A client may queue a request in
+// answer to a response (h2load, nghttp2, does) and send it only after it
+// has processed all it read at once: when a GOAWAY follows responses in
+// one read, the requests queued for them are never sent, and the client
+// fails them itself (nghttp2 refuses a new stream once it has a GOAWAY).
+// So the first GOAWAY is preceded by a PING of its own, and the server's
+// writes wait for that PING's ACK (a round trip, at most
+// GoAwayAckTimeout): the client has then sent what it queued, and the
+// GOAWAY is the first frame it reads next.
 type h2Conn struct {
 	net.Conn // the *tls.Conn, or the tracked connection for h2c
 
 	// wmu serialises the injected frames with the server's writes, so
-	// they go in at a frame boundary. The server writes one frame batch
+	// they go in at a frame boundary, and holds the server's writes for
+	// the round trip of the first PING. The server writes one frame batch
 	// at a time itself, so it contends only with the drain's injection;
 	// it is held across the write for that reason.
 	wmu   sync.Mutex
@@ -172,10 +186,16 @@ type h2Conn struct {
 	phase int         // h2Serving...; guarded by wmu
 
 	in    frameCursor // the frames the server reads; owned by its reader
-	acked bool        // the ACK has been read; owned by the reader
+	acked bool        // the second PING's ACK has been read; owned by the reader
 
+	quietOnce  sync.Once
+	quiet      chan struct{} // closed when the first PING's ACK is read
 	settleOnce sync.Once
 	settled    chan struct{} // closed once the ACK counts, or it will not come
+}
+
+func newH2Conn(c net.Conn) *h2Conn {
+	return &h2Conn{Conn: c, quiet: make(chan struct{}), settled: make(chan struct{})}
 }
 
 // h2TLSConn is an h2Conn over TLS: x/net's server checks the TLS state
@@ -187,8 +207,8 @@ func (c *h2TLSConn) ConnectionState() tls.ConnectionState {
 	return c.Conn.(*tls.Conn).ConnectionState()
 }
 
-// Read reads for the server, following the frames to find the ACK of the
-// drain's PING.
+// Read reads for the server, following the frames to find the ACKs of
+// the drain's PINGs.
 func (c *h2Conn) Read(b []byte) (int, error) {
 	if c.acked {
 		c.settle()
@@ -197,15 +217,20 @@ func (c *h2Conn) Read(b []byte) (int, error) {
 	for k := 0; k < n; {
 		m, end := c.in.step(b[k:n])
 		k += m
-		if end && c.in.hdr[3] == framePing && c.in.hdr[4]&flagAck != 0 && c.in.npay == 8 && string(c.in.pay[:]) == goAwayPing {
-			c.acked = true
+		if end && c.in.hdr[3] == framePing && c.in.hdr[4]&flagAck != 0 && c.in.npay == 8 {
+			switch string(c.in.pay[:]) {
+			case quietPing:
+				c.quietOnce.Do(func() { close(c.quiet) })
+			case goAwayPing:
+				c.acked = true
+			}
 		}
 	}
 	return n, err
 }
 
-// Write writes for the server, with the drain's GOAWAY and PING at the
-// first frame boundary once one is pending.
+// Write writes for the server, with the drain's frames at the first frame
+// boundary once they are pending.
 func (c *h2Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -236,7 +261,7 @@ func (c *h2Conn) Close() error {
 }
 
 // scanOut follows b, bytes the server writes, and returns how many come
-// before the point where the pending GOAWAY goes, or len(b). Called with
+// before the point where the pending frames go, or len(b). Called with
 // wmu held.
 func (c *h2Conn) scanOut(b []byte) int {
 	n := 0
@@ -256,16 +281,17 @@ func (c *h2Conn) scanOut(b []byte) int {
 	return n
 }
 
-// canInject reports whether the GOAWAY is pending and may go now: at a
-// frame boundary after the server's first frame, its SETTINGS (the
-// server's connection preface, RFC 9113, section 3.4). Called with wmu
-// held.
+// canInject reports whether the drain's frames are pending and may go
+// now: at a frame boundary after the server's first frame, its SETTINGS
+// (the server's connection preface, RFC 9113, section 3.4). Called with
+// wmu held.
 func (c *h2Conn) canInject() bool {
 	return c.phase == h2Pending && c.out.atBoundary() && c.out.frames > 0
 }
 
-// goAway starts the first phase: GOAWAY and PING now, if the server is
-// between frames, else at its next frame boundary.
+// goAway starts the first phase: the frames go now, if the server is
+// between frames, else at its next frame boundary. The whole phase is
+// bounded by GoAwayAckTimeout.
 func (c *h2Conn) goAway() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -281,26 +307,38 @@ func (c *h2Conn) goAway() {
 	}
 }
 
-// inject writes GOAWAY(2^31-1, NO_ERROR) and the PING in one write.
-// Called with wmu held.
+// inject writes the first PING, waits for its ACK, and writes
+// GOAWAY(2^31-1, NO_ERROR) and the second PING. Called with wmu held, so
+// the server's writes wait meanwhile.
 func (c *h2Conn) inject() error {
+	c.phase = h2Quiescing
+	var f [2 * (frameHeaderLen + 8)]byte
+	ping := func(p []byte, data string) {
+		p[2], p[3] = 8, framePing // length 8, type PING, no flags, stream 0
+		copy(p[frameHeaderLen:], data)
+	}
+	ping(f[:], quietPing)
+	if _, err := c.Conn.Write(f[:frameHeaderLen+8]); err != nil {
+		return fmt.Errorf("drain: PING before the first GOAWAY: %w", err)
+	}
+	select {
+	case <-c.quiet:
+	case <-c.settled: // closed, or out of time
+	}
 	c.phase = h2Sent
-	var f [2*frameHeaderLen + 8 + 8]byte
-	// GOAWAY: length 8, type 7, no flags, stream 0; last stream ID, code 0.
+	f = [len(f)]byte{}
+	// GOAWAY: length 8, type GOAWAY, no flags, stream 0; last stream ID,
+	// error code 0 (NO_ERROR).
 	f[2], f[3] = 8, frameGoAway
 	f[9], f[10], f[11], f[12] = maxStreamID>>24, 0xff, 0xff, 0xff
-	// PING: length 8, type 6, no flags, stream 0; opaque data.
-	p := f[17:]
-	p[2], p[3] = 8, framePing
-	copy(p[frameHeaderLen:], goAwayPing)
-	_, err := c.Conn.Write(f[:])
-	if err != nil {
-		err = errors.Join(errors.New("drain: first GOAWAY"), err)
+	ping(f[frameHeaderLen+8:], goAwayPing)
+	if _, err := c.Conn.Write(f[:]); err != nil {
+		return fmt.Errorf("drain: first GOAWAY: %w", err)
 	}
-	return err
+	return nil
 }
 
-// settle ends the wait for the ACK.
+// settle ends the wait for the ACKs.
 func (c *h2Conn) settle() {
 	c.settleOnce.Do(func() { close(c.settled) })
 }
@@ -311,8 +349,8 @@ func (c *h2Conn) settle() {
 type frameCursor struct {
 	skip   int // bytes before the first frame: the client preface
 	hdr    [frameHeaderLen]byte
-	nhdr   int    // header bytes seen of the current frame
-	left   int    // payload bytes left of the current frame
+	nhdr   int     // header bytes seen of the current frame
+	left   int     // payload bytes left of the current frame
 	pay    [8]byte // the first payload bytes of the current frame
 	npay   int
 	frames int // frames complete

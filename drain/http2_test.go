@@ -272,3 +272,82 @@ func (c *rawH2) until(id uint32) (string, error) {
 		}
 	}
 }
+
+// TestDrainHTTP2GoClientLargeBodies drains while Go's HTTP/2 client reads
+// large responses, written in many frames, on one connection: the drain's
+// GOAWAY and PING go in between the server's frames, and every body
+// arrives whole, over TLS and over h2c.
+func TestDrainHTTP2GoClientLargeBodies(t *testing.T) {
+	const chunk, chunks, streams = 48 << 10, 12, 6
+	for _, useTLS := range []bool{true, false} {
+		name := map[bool]string{true: "tls", false: "h2c"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			started := make(chan struct{}, streams)
+			hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				started <- struct{}{}
+				b := bytes.Repeat([]byte{'x'}, chunk)
+				for range chunks {
+					w.Write(b)
+					w.(http.Flusher).Flush()
+					time.Sleep(15 * time.Millisecond)
+				}
+			})}
+			srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
+			served := make(chan error, 1)
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			defer tr.CloseIdleConnections()
+			url := "https://" + ln.Addr().String()
+			if useTLS {
+				hs.TLSConfig = selfSigned(t)
+				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				tr.Protocols.SetHTTP2(true)
+				go func() { served <- srv.ServeTLS(ln, "", "") }()
+			} else {
+				hs.Protocols = new(http.Protocols)
+				hs.Protocols.SetHTTP1(true)
+				hs.Protocols.SetUnencryptedHTTP2(true)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+				url = "http://" + ln.Addr().String()
+				go func() { served <- srv.Serve(ln) }()
+			}
+			client := &http.Client{Transport: tr}
+			errs := make(chan error, streams)
+			for range streams {
+				go func() {
+					resp, err := client.Get(url)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer resp.Body.Close()
+					n, err := io.Copy(io.Discard, resp.Body)
+					if err == nil && (n != chunk*chunks || resp.ProtoMajor != 2) {
+						err = fmt.Errorf("%s, %d bytes; want HTTP/2, %d", resp.Proto, n, chunk*chunks)
+					}
+					errs <- err
+				}()
+			}
+			for range streams {
+				<-started
+			}
+			time.Sleep(30 * time.Millisecond) // bodies are being written
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			if err := srv.Drain(ctx); err != nil {
+				t.Errorf("Drain = %v; want nil", err)
+			}
+			for range streams {
+				if err := <-errs; err != nil {
+					t.Errorf("stream in flight during the drain: %v", err)
+				}
+			}
+			if err := <-served; err != nil {
+				t.Errorf("Serve = %v; want nil after a drain", err)
+			}
+		})
+	}
+}
