@@ -12,7 +12,8 @@
 //     and idle means that nothing has arrived on it (below);
 //   - idle connections are closed a few at a time (at most 5,000 a second),
 //     not in one sweep;
-//   - HTTP/2 connections get GOAWAY through http.Server.Shutdown at the end;
+//   - HTTP/2 connections get two GOAWAYs (below), the final one through
+//     http.Server.Shutdown at the end;
 //   - hijacked connections (WebSocket-style) stay open, the app is told
 //     through [Tracker.Draining], and they are force-closed only at the
 //     drain deadline.
@@ -72,6 +73,34 @@
 // it busy (else every connection a browser opens ahead of use would be
 // kept until the deadline); the receive-queue and byte-count checks still
 // apply. From its first request on it is tracked as above.
+//
+// # HTTP/2: two GOAWAYs
+//
+// Go's HTTP/2 server shuts down gracefully with one GOAWAY naming the last
+// stream it has seen, and then ignores frames of any later stream (RFC
+// 9113, section 6.8): a stream the client opens while the GOAWAY travels
+// is refused. A [Server] therefore serves HTTP/2 (over TLS, and h2c with
+// prior knowledge when its http.Server's Protocols allow unencrypted
+// HTTP/2) through golang.org/x/net/http2 on a connection that follows the
+// frames both ways, and a drain begins with these steps on each HTTP/2
+// connection, at a frame boundary after the server's SETTINGS:
+//
+//  1. a PING, and the server's writes wait for its ACK, so that the
+//     client has sent what it queued and reads what follows afresh
+//     (nghttp2 fails by itself the requests it queued before a GOAWAY it
+//     read in the same read);
+//  2. GOAWAY naming stream 2^31-1 with NO_ERROR, which stops new streams
+//     and refuses none, and a second PING;
+//  3. once the server has read the second PING's ACK, which the client
+//     sent after every stream it opened before seeing the GOAWAY, and has
+//     processed it (the server reads the next frame only after processing
+//     one), http.Server.Shutdown sends the final GOAWAY, naming the last
+//     of those streams, and waits for them.
+//
+// Each ACK is awaited at most [GoAwayAckTimeout]; a connection the server
+// itself sent a GOAWAY on (its last stream ID may not rise) skips the
+// steps. An app that sets TLSNextProto serves HTTP/2 its own way and gets
+// Go's one-phase GOAWAY.
 //
 // A plain TCP server marks its connections with [Conn.SetIdle]; an
 // unmarked connection is busy, and one marked idle becomes busy again

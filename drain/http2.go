@@ -51,6 +51,11 @@ func (s *Server) configureHTTP2() error {
 	if p := hs.Protocols; p != nil && !p.HTTP2() && !p.UnencryptedHTTP2() {
 		return nil
 	}
+	if hs.TLSConfig != nil {
+		// ConfigureServer adds "h2" to its NextProtos: not to the
+		// caller's copy, which may be shared.
+		hs.TLSConfig = hs.TLSConfig.Clone()
+	}
 	h2s := &http2.Server{}
 	if err := http2.ConfigureServer(hs, h2s); err != nil {
 		return err
