@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -62,7 +63,7 @@ func TestHTTP2UpgradesFailNoStreamOnASlowLink(t *testing.T) {
 				}
 			})
 			addr := slowServerAddr.Addr().String() + ":8080"
-			h2loadUpgrades(t, mode, pair, addr, 6, 1500*time.Millisecond, 700*time.Millisecond)
+			h2loadUpgrades(t, mode, pair, addr, 4, 1500*time.Millisecond, 700*time.Millisecond)
 		})
 	}
 }
@@ -102,27 +103,15 @@ func h2loadUpgrades(t *testing.T, mode string, pair *delaylink.Pair, addr string
 		argv := append(clientWrap[:len(clientWrap):len(clientWrap)], h2load,
 			"-c", "8", "-m", "16", "-t", "2", "-D", fmt.Sprintf("%dms", run.Milliseconds()),
 			scheme+"://"+addr+"/")
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.WaitDelay = 2 * time.Second
-		done := make(chan []byte, 1)
-		go func() { // ends with h2load, after run
-			b, err := cmd.CombinedOutput()
-			if err != nil {
-				b = append(b, fmt.Sprintf("\nh2load: %v", err)...)
+		var upgradeErr string
+		out := runDuring(t, argv, run+10*time.Second, func() {
+			time.Sleep(upgradeAt)
+			if _, errOut, code := s.cli("upgrade", version); code != 0 {
+				upgradeErr = fmt.Sprintf("exit %d: %s", code, errOut)
 			}
-			done <- b
-		}()
-		time.Sleep(upgradeAt)
-		if _, errOut, code := s.cli("upgrade", version); code != 0 {
-			cmd.Process.Kill()
-			t.Fatalf("upgrade %d to %s: exit %d: %s", i+1, version, code, errOut)
-		}
-		var out []byte
-		select {
-		case out = <-done:
-		case <-time.After(run + 10*time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("h2load still running after %v", run+10*time.Second)
+		})
+		if upgradeErr != "" {
+			t.Fatalf("upgrade %d to %s: %s", i+1, version, upgradeErr)
 		}
 		r, err := parseH2load(out)
 		if err != nil {
@@ -138,6 +127,26 @@ func h2loadUpgrades(t *testing.T, mode string, pair *delaylink.Pair, addr string
 	if sum.succeeded < int64(n)*128 {
 		t.Errorf("only %d requests succeeded; want at least %d", sum.succeeded, n*128)
 	}
+}
+
+// runDuring runs argv and, meanwhile, during; it returns argv's output
+// (with its error, if any) once it exits, and kills it after timeout.
+func runDuring(t *testing.T, argv []string, timeout time.Duration, during func()) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", argv[0], err)
+	}
+	timer := time.AfterFunc(timeout, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	defer cmd.Process.Kill() // if during fails the test
+	during()
+	if err := cmd.Wait(); err != nil {
+		fmt.Fprintf(&out, "\n%s: %v", argv[0], err)
+	}
+	return out.Bytes()
 }
 
 // h2loadSummary is what h2load prints at its end.
