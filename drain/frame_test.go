@@ -99,3 +99,31 @@ func raceEnabled() bool {
 	}
 	return false
 }
+
+// BenchmarkHTTP2Conn measures what following the frames adds to the
+// reads and writes of two frames (HEADERS and DATA), against the same
+// calls on the connection underneath.
+func BenchmarkHTTP2Conn(b *testing.B) {
+	frames := append([]byte{0, 0, 10, 1, 4, 0, 0, 0, 1}, make([]byte, 10)...)
+	frames = append(frames, 0, 0, 30, 0, 1, 0, 0, 0, 1)
+	frames = append(frames, make([]byte, 30)...)
+	hdr, pay := make([]byte, 9), make([]byte, 30)
+	for _, bc := range []struct {
+		name string
+		conn net.Conn
+	}{
+		{"raw", &frameConn{frames: frames}},
+		{"h2Conn", newH2Conn(&frameConn{frames: frames})},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := bc.conn
+			for b.Loop() {
+				c.Read(hdr)
+				c.Read(pay[:10])
+				c.Read(hdr)
+				c.Read(pay)
+				c.Write(frames)
+			}
+		})
+	}
+}

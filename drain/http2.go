@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +38,9 @@ const (
 // knowledge when s.HTTP.Protocols allows it) through golang.org/x/net's
 // server on a frame-aware connection (h2Conn), so that a drain can send
 // the first GOAWAY of a two-phase shutdown, which Go's servers do not
-// (see h2Conn). It leaves alone a server whose TLSNextProto is set: the
-// app then serves HTTP/2 itself, or disabled it.
+// (see h2Conn). It leaves alone a server whose TLSNextProto is set (the
+// app then serves HTTP/2 itself, or disabled it) and one whose HTTP/2 is
+// off through Protocols or GODEBUG=http2server=0.
 //
 // x/net's Server.ServeConn is deprecated in favour of net/http's own
 // HTTP/2, but it is the one API that serves HTTP/2 on a net.Conn of the
@@ -50,6 +53,9 @@ func (s *Server) configureHTTP2() error {
 	}
 	if p := hs.Protocols; p != nil && !p.HTTP2() && !p.UnencryptedHTTP2() {
 		return nil
+	}
+	if strings.Contains(os.Getenv("GODEBUG"), "http2server=0") {
+		return nil // net/http's switch to turn its HTTP/2 server off
 	}
 	if hs.TLSConfig != nil {
 		// ConfigureServer adds "h2" to its NextProtos: not to the
