@@ -77,8 +77,7 @@ func (s *Server) configureHTTP2() error {
 	hs.TLSNextProto["unencrypted_http2"] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
 		u, ok := c.NetConn().(interface{ UnencryptedNetConn() net.Conn })
 		if !ok {
-			c.Close()
-			return
+			return // not from net/http, which closes its connection on return
 		}
 		nc := u.UnencryptedNetConn()
 		s.serveHTTP2(h2s, hs, nil, nc, h, true)
@@ -113,7 +112,7 @@ func (s *Server) serveHTTP2(h2s *http2.Server, hs *http.Server, tlsConn *tls.Con
 		c.settle()
 	}()
 	if s.Tracker.IsDraining() { // a connection accepted just before the drain
-		go c.goAway() // ends once the GOAWAY is written or the connection fails
+		go c.goAway() // ends once the GOAWAY is written (see goAway) or the connection fails
 	}
 	// net/http passes its per-connection context by this method of h, as
 	// to its bundled HTTP/2 server; h also sets Request.TLS.
@@ -128,7 +127,7 @@ func (s *Server) serveHTTP2(h2s *http2.Server, hs *http.Server, tlsConn *tls.Con
 func (s *Server) goAwayHTTP2() {
 	s.mu.Lock()
 	for c := range s.h2 {
-		go c.goAway() // ends once the GOAWAY is written or the connection fails
+		go c.goAway() // ends once the GOAWAY is written (see goAway) or the connection fails
 	}
 	s.mu.Unlock()
 }
@@ -301,8 +300,10 @@ func (c *h2Conn) canInject() bool {
 }
 
 // goAway starts the first phase: the frames go now, if the server is
-// between frames, else at its next frame boundary. The whole phase is
-// bounded by GoAwayAckTimeout.
+// between frames (goAway then returns after the first PING's round trip,
+// at most GoAwayAckTimeout later, and the GOAWAY's write), else at its
+// next frame boundary. The wait for the ACKs is bounded by
+// GoAwayAckTimeout in all.
 func (c *h2Conn) goAway() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
