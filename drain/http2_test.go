@@ -351,3 +351,46 @@ func TestDrainHTTP2GoClientLargeBodies(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainHTTP2SilentClient: a client that answers no PING holds the
+// drain up for GoAwayAckTimeout at most, not until its deadline.
+func TestDrainHTTP2SilentClient(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
+	hs.Protocols = new(http.Protocols)
+	hs.Protocols.SetHTTP1(true)
+	hs.Protocols.SetUnencryptedHTTP2(true)
+	srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	c := newRawH2(t, conn, ln.Addr().String(), false)
+	c.get(1, "/")
+	if _, err := c.until(1); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Drain(ctx); err != nil { // the client reads nothing meanwhile
+		t.Errorf("Drain = %v; want nil", err)
+	}
+	if d := time.Since(start); d < drain.GoAwayAckTimeout || d > drain.GoAwayAckTimeout+3*time.Second {
+		t.Errorf("Drain took %v; want about GoAwayAckTimeout (%v) and the server's close", d, drain.GoAwayAckTimeout)
+	}
+	c.until(0)
+	if len(c.goAways) != 2 || c.goAways[0] != 1<<31-1 || c.goAways[1] != 1 {
+		t.Errorf("GOAWAYs name last streams %v; want [2147483647 1]", c.goAways)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v; want nil after a drain", err)
+	}
+}
