@@ -29,6 +29,13 @@ import (
 // ErrNotListening is returned by [App.Ready] before [App.Listen] succeeded.
 var ErrNotListening = errors.New("launcher: Ready before Listen")
 
+// ErrNotSupported is returned, wrapped, by [New] and [App.Listen] on
+// systems other than Linux: the launcher steers the kernel's reuseport
+// group and reads its accept queues, which only Linux offers. The package
+// builds on macOS and Windows so that an app importing it builds on a
+// developer's laptop; test with errors.Is. It is [reuseport.ErrNotSupported].
+var ErrNotSupported = reuseport.ErrNotSupported
+
 // App is one process of a service run by the launcher (or alone). Create
 // it with [New]; it is safe for concurrent use.
 type App struct {
@@ -83,8 +90,12 @@ type App struct {
 
 // New returns an App configured from opts and, under a supervisor, from
 // the environment it set. Under a supervisor it connects to the control
-// socket at once, so a broken setup fails here.
+// socket at once, so a broken setup fails here. On systems other than
+// Linux it returns [ErrNotSupported].
 func New(opts Options) (*App, error) {
+	if err := checkPlatform("New"); err != nil {
+		return nil, err
+	}
 	opts.setDefaults()
 	a := &App{
 		opts:      opts,
@@ -244,8 +255,12 @@ func (a *App) hello() control.Message {
 
 // Listen binds every listen address with SO_REUSEPORT. Under a supervisor
 // it first waits for the supervisor's grant, so that the supervisor knows
-// each socket's place in the kernel's reuseport group.
+// each socket's place in the kernel's reuseport group. On systems other
+// than Linux it returns [ErrNotSupported].
 func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
+	if err := checkPlatform("Listen"); err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	ctl := a.ctl
 	if len(a.lns) > 0 {

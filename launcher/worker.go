@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/launcherd/launcher/internal/control"
 	"github.com/launcherd/launcher/reuseport"
 )
@@ -188,7 +186,7 @@ func (a *App) dialRejoin() (*control.Conn, error) {
 	if stderr != nil {
 		// The old stderr was a pipe to the dead supervisor: log to the new
 		// one's from now on.
-		if err := unix.Dup3(int(stderr.Fd()), 2, 0); err != nil {
+		if err := redirectStderr(stderr); err != nil {
 			a.log.Warn("take the new supervisor's stderr", "err", err)
 		}
 		stderr.Close()

@@ -15,6 +15,12 @@ import (
 // to add a socket to the group.
 var ErrAddrHeld = errors.New("address in use by a socket without SO_REUSEPORT or of another user")
 
+// ErrNotSupported is returned on systems other than Linux by what needs
+// the Linux kernel: steering ([Steer]), the accept queue's length
+// ([QueueLen]), half-open handshakes ([Handshakes]). The package builds
+// everywhere so that apps importing it build on macOS and Windows too.
+var ErrNotSupported = errors.New("not supported on this system (the launcher needs Linux)")
+
 // Listen binds a TCP listener on addr with SO_REUSEPORT set.
 //
 // Multipath TCP is turned off: since Go 1.24 the default listener may be an

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // MaxMessage bounds one encoded message. Larger input is an error and the
@@ -176,7 +174,11 @@ func SendFile(c *net.UnixConn, m Message, f *os.File) error {
 	if err := c.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		return err
 	}
-	_, _, err = c.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil)
+	oob, err := rights(f)
+	if err != nil {
+		return fmt.Errorf("control: send %s: %w", m.Type, err)
+	}
+	_, _, err = c.WriteMsgUnix(append(b, '\n'), oob, nil)
 	return err
 }
 
@@ -189,27 +191,12 @@ func ReadFile(c *net.UnixConn, deadline time.Time) (Message, *os.File, *Conn, er
 		return m, nil, nil, err
 	}
 	buf := make([]byte, MaxMessage+1)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, rightsSpace)
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return m, nil, nil, err
 	}
-	var f *os.File
-	if cmsgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-		for _, cm := range cmsgs {
-			fds, err := unix.ParseUnixRights(&cm)
-			if err != nil {
-				continue
-			}
-			for _, fd := range fds {
-				if f == nil {
-					f = os.NewFile(uintptr(fd), "control-file")
-				} else {
-					unix.Close(fd) // more than asked for
-				}
-			}
-		}
-	}
+	f := parseRights(oob[:oobn])
 	line, rest, ok := bytes.Cut(buf[:n], []byte{'\n'})
 	if !ok {
 		// The kernel delivers an attached file with the data sent with
