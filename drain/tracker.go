@@ -71,6 +71,15 @@ func (t *Tracker) StartDrain() {
 	})
 }
 
+// RequestStarted counts a request in flight for a server that is not a
+// [Server] (a gRPC server's interceptor, a raw TCP protocol):
+// Stats.InflightRequests and launcher_inflight_requests include it until
+// the matching RequestDone. Both are one atomic add.
+func (t *Tracker) RequestStarted() { t.inflight.Add(1) }
+
+// RequestDone ends a request counted by RequestStarted.
+func (t *Tracker) RequestDone() { t.inflight.Add(-1) }
+
 // SetKeepAlivesEnabled controls whether HTTP/1 responses may keep their
 // connection open (the default). Disabled, every response carries
 // Connection: close, as during a drain, but nothing else changes: the

@@ -78,7 +78,8 @@ type App struct {
 	// handshakes under way on each listener's port when it was first
 	// quiesced or released, i.e. steered away from; see quietOptions.
 	handshakes map[*net.TCPListener]*reuseport.Handshakes
-	released   bool // the listeners are closed: the drain has begun
+	released   bool      // the listeners are closed: the drain has begun
+	stoppedAt  time.Time // when Stopping was closed: the drain deadline counts from then
 	admin      io.Closer
 	ready      bool
 	closed     bool
@@ -371,7 +372,14 @@ func (a *App) Close() error {
 	return nil
 }
 
-func (a *App) markStopping() { a.stopOnce.Do(func() { close(a.stopping) }) }
+func (a *App) markStopping() {
+	a.stopOnce.Do(func() {
+		a.mu.Lock()
+		a.stoppedAt = time.Now()
+		a.mu.Unlock()
+		close(a.stopping)
+	})
+}
 
 func (a *App) listeners() []*net.TCPListener {
 	a.mu.Lock()

@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,8 @@ import (
 // Stop stops accepting without losing a queued connection (each
 // listener's accept queue is emptied first; keep accepting meanwhile) and
 // closes [App.Stopping], so the app drains. Run calls it on SIGTERM; an app
-// that does not use Run calls it from its own signal handling.
+// that does not use Run calls it from its own signal handling, or lets
+// [App.Wait] do so.
 func (a *App) Stop() {
 	a.release(0, false, false)
 	a.markStopping()
@@ -28,7 +30,8 @@ func (a *App) Stop() {
 // (the supervisor releases it, a signal, or ctx ends), then drains and
 // returns. It listens, reports ready, and handles signals: SIGTERM and
 // SIGINT drain and return; SIGHUP, when no supervisor runs the process,
-// starts the executable again and hands the port over to it.
+// starts the executable again and hands the port over to it. It serves
+// HTTPS when [Options.TLS] is set.
 //
 // Run returns nil once the drain is over, also when the drain was cut at
 // its deadline (the supervisor's --drain-timeout, else
@@ -39,25 +42,15 @@ func (a *App) Stop() {
 // returns once it has read them after the drain, at most 2 s later.
 // Run returns an error when listening, reporting ready or serving fails,
 // or when the drain fails otherwise.
+//
+// Run is [App.Serve] with an http.Server that has h, a 30 s
+// ReadHeaderTimeout, Options.TLS and, with Options.H2C, h2c; use Serve to
+// set more.
 func (a *App) Run(ctx context.Context, h http.Handler) error {
-	defer a.Close()
-	lns, err := a.Listen(ctx)
-	if err != nil {
-		return err
-	}
-	srv := &drain.Server{
-		HTTP: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: 30 * time.Second,
-			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-		},
-		Tracker:   a.tracker,
-		IdleGrace: a.opts.IdleGrace,
-		Observer:  a.metrics,
-	}
-	serveErr := make(chan error, len(lns))
-	if a.opts.TLS != nil {
-		srv.HTTP.TLSConfig = a.opts.TLS
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		TLSConfig:         a.opts.TLS,
 	}
 	if a.opts.H2C {
 		// net/http's documented switch for h2c with prior knowledge; the
@@ -66,71 +59,64 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 		p.SetHTTP1(true)
 		p.SetHTTP2(true)
 		p.SetUnencryptedHTTP2(true)
-		srv.HTTP.Protocols = p
+		srv.Protocols = p
 	}
+	return a.Serve(ctx, srv)
+}
+
+// Serve is [App.Run] with a server the caller configured: its Handler,
+// timeouts, ErrorLog (nil means the App's logger, at level WARN), TLSConfig
+// (when set, Serve serves TLS, and HTTP/2 unless TLSConfig.NextProtos
+// says otherwise), ConnContext, BaseContext and so on are kept. Its Addr
+// is not used: the App's listen addresses are. Serve wraps the server's
+// Handler and ConnState to count requests and connections (as
+// [drain.Server] does), so srv must not be started elsewhere or reused.
+// Options.TLS does not apply to Serve.
+//
+// It listens, reports ready, handles signals as Run does, drains the
+// server when the process must stop, reports the drain, and returns;
+// its errors are Run's.
+func (a *App) Serve(ctx context.Context, srv *http.Server) error {
+	defer a.Close()
+	if srv.ErrorLog == nil {
+		srv.ErrorLog = slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)
+	}
+	tlsConfig := a.tlsConfigFor(srv)
+	lns, err := a.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	ds := &drain.Server{
+		HTTP:      srv,
+		Tracker:   a.tracker,
+		IdleGrace: a.opts.IdleGrace,
+		Observer:  a.metrics,
+	}
+	serveErr := make(chan error, len(lns))
 	for _, ln := range lns {
-		go func() {
-			if a.opts.TLS != nil {
-				serveErr <- srv.ServeTLS(ln, "", "")
+		go func() { // owned by Serve: ends when the drain closes ln, and is waited for below
+			if tlsConfig != nil {
+				serveErr <- ds.ServeTLS(ln, "", "")
 				return
 			}
-			serveErr <- srv.Serve(ln)
+			serveErr <- ds.Serve(ln)
 		}()
 	}
 	if err := a.Ready(); err != nil {
 		return err
 	}
+	served, err := a.wait(ctx, serveErr)
+	if err != nil {
+		return fmt.Errorf("launcher: serve: %w", err)
+	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	handover := make(chan error, 1)
-	handing := false
-	served := 0
-	done := ctx.Done()
-loop:
-	for {
-		select {
-		case <-a.Stopping():
-			break loop
-		case <-done:
-			done = nil
-			go a.Stop()
-		case sig := <-sigs:
-			switch {
-			case sig != syscall.SIGHUP:
-				a.log.Info("signal: draining", "signal", sig.String())
-				go a.Stop()
-			case a.Supervised():
-				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
-			case handing:
-				a.log.Info("SIGHUP ignored: a handover is in progress")
-			default:
-				handing = true
-				go func() { handover <- a.handover(ctx) }()
-			}
-		case err := <-handover:
-			handing = false
-			if err != nil {
-				a.log.Error("handover failed; still serving", "err", err)
-			}
-		case err := <-serveErr:
-			served++
-			if err != nil {
-				return fmt.Errorf("launcher: serve: %w", err)
-			}
-		}
-	}
-	timeout := a.opts.DrainTimeout
-	if ms := a.drainTimeout.Load(); ms > 0 {
-		timeout = time.Duration(ms) * time.Millisecond
-	}
 	start := time.Now()
 	st := a.tracker.Stats()
-	a.log.Info("draining", "inflight", st.InflightRequests, "connections", st.OpenConnections, "timeout", timeout)
-	dctx, cancel := context.WithTimeout(context.Background(), timeout)
+	dctx, cancel := a.DrainContext(context.Background())
 	defer cancel()
-	err = srv.Drain(dctx)
+	deadline, _ := dctx.Deadline()
+	a.log.Info("draining", "inflight", st.InflightRequests, "connections", st.OpenConnections, "timeout", time.Until(deadline).Round(time.Millisecond))
+	err = ds.Drain(dctx)
 	for ; served < len(lns); served++ {
 		<-serveErr
 	}
@@ -146,6 +132,113 @@ loop:
 	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	a.reportDrained(control.Message{Type: control.TypeDrained})
 	return nil
+}
+
+// tlsConfigFor returns the TLS config srv is to serve with, nil for plain
+// HTTP. It is the single place where the App adds to a server's TLS
+// config: the supervisor's shared session-ticket keys go in here.
+func (a *App) tlsConfigFor(srv *http.Server) *tls.Config {
+	if srv.TLSConfig == nil {
+		return nil
+	}
+	a.shareTicketKeys(srv.TLSConfig)
+	return srv.TLSConfig
+}
+
+// Wait handles signals as [App.Run] does until this process must drain,
+// for a server that is not Run's: SIGTERM and SIGINT, or ctx ending, call
+// [App.Stop]; SIGHUP, when no supervisor runs the process, starts the
+// executable again and hands the listeners over to it. It returns when
+// [App.Stopping] is closed (the supervisor released the listeners, or
+// Stop or a handover did); the server then drains within
+// [App.DrainContext] and reports with [App.Drained]. Call it after
+// [App.Ready].
+func (a *App) Wait(ctx context.Context) {
+	a.wait(ctx, nil)
+}
+
+// wait is Wait, returning early with the first error from serveErr (a
+// nil error counts as a server that returned, as its listener closed).
+// It returns how many values it took from serveErr.
+func (a *App) wait(ctx context.Context, serveErr <-chan error) (served int, err error) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	handover := make(chan error, 1)
+	handing := false
+	done := ctx.Done()
+	for {
+		select {
+		case <-a.Stopping():
+			return served, nil
+		case <-done:
+			done = nil
+			go a.Stop() // ends with Stopping closed
+		case sig := <-sigs:
+			switch {
+			case sig != syscall.SIGHUP:
+				a.log.Info("signal: draining", "signal", sig.String())
+				go a.Stop() // ends with Stopping closed
+			case a.Supervised():
+				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
+			case handing:
+				a.log.Info("SIGHUP ignored: a handover is in progress")
+			default:
+				handing = true
+				go func() { handover <- a.handover(ctx) }() // bounded by ReadyTimeout; read by this loop or dropped in the buffer
+			}
+		case err := <-handover:
+			handing = false
+			if err != nil {
+				a.log.Error("handover failed; still serving", "err", err)
+			}
+		case err := <-serveErr:
+			served++
+			if err != nil {
+				return served, err
+			}
+		}
+	}
+}
+
+// DrainContext returns a context, derived from ctx, that ends at this
+// process's drain deadline: the supervisor's --drain-timeout (else
+// [Options.DrainTimeout]) after [App.Stopping] was closed, or after now
+// if it is not yet. A server that is not Run's drains within it (a gRPC
+// server calls GracefulStop, and Stop when the context ends), and then
+// reports what it had to cut with [App.Drained].
+func (a *App) DrainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	timeout := a.opts.DrainTimeout
+	if ms := a.drainTimeout.Load(); ms > 0 {
+		timeout = time.Duration(ms) * time.Millisecond
+	}
+	a.mu.Lock()
+	from := a.stoppedAt
+	a.mu.Unlock()
+	if from.IsZero() {
+		from = time.Now()
+	}
+	return context.WithDeadline(ctx, from.Add(timeout))
+}
+
+// Drained reports that this process's drain is over, for a server that is
+// not Run's: cut is how many requests (calls, streams, connections busy
+// with a request) were cut at the drain deadline, 0 when none was. The
+// supervisor adds cut to launcher_drain_cut_requests_total and logs it.
+// Under a supervisor that collects the final metrics of exited workers,
+// Drained returns once it has read them, at most 2 s later, so that the
+// counts of the last requests outlive the process; call it after the last
+// request finished or was cut and before [App.Close]. Standalone, it only
+// logs. Call it once.
+func (a *App) Drained(cut int64) {
+	m := control.Message{Type: control.TypeDrained}
+	if cut > 0 {
+		m.Cut, m.Error = cut, "drain deadline"
+		a.log.Warn("drain cut at its deadline", "requests_cut", cut)
+	} else {
+		a.log.Info("drained")
+	}
+	a.reportDrained(m)
 }
 
 // reportDrained tells the supervisor, if any, that the drain is over:
