@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/launcherd/launcher/internal/rig"
+)
+
+// TestUpgradesUnderGRPC runs the example under a real supervisor (two
+// workers, no probation), with unary callers that never retry and one
+// server stream started before the upgrades, and upgrades it three times.
+// Every call must succeed; the stream must end well on the generation it
+// started on (each message names its generation); the supervisor's
+// launcher_requests_total must count every call, the exited generations'
+// included.
+func TestUpgradesUnderGRPC(t *testing.T) {
+	t.Setenv("GORACE", rig.GORACE) // the workers inherit it: a race exits 66 with a report
+	dir := t.TempDir()
+	launcherBin, releases := buildAll(t, dir, "v1", "v2", "v3", "v4")
+
+	state, err := os.MkdirTemp("", "lg") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, maddr := freeAddr(t), freeAddr(t)
+	log := &rig.LogBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sup, err := rig.StartProc(ctx, []string{launcherBin, "start", "--listen", addr, "--state-dir", state,
+		"--releases", releases, "--workers", "2", "--probation", "0", "--metrics", maddr,
+		"--", filepath.Join(releases, "v1", "echo")}, nil, state, log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	t.Cleanup(func() {
+		sup.Shutdown(15 * time.Second) // kills every worker it saw, too
+		if r := sup.RaceReport(); r != "" {
+			t.Errorf("data race in the supervisor or its workers:\n%s", r)
+		}
+		if t.Failed() {
+			t.Logf("supervisor log:\n%s", log)
+		}
+		os.RemoveAll(state)
+	})
+
+	// One server stream over the upgrades: 80 messages, 8 s.
+	const streamLen = 80
+	type streamResult struct {
+		msgs []string
+		err  error
+		end  time.Time
+	}
+	streamDone := make(chan streamResult, 1)
+	sconn := dial(t, addr)
+	stream, err := sconn.NewStream(ctx, &EchoDesc.Streams[0], MethodCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(wrapperspb.UInt32(streamLen)); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // ends with the stream, bounded by ctx
+		var r streamResult
+		for {
+			m := new(wrapperspb.StringValue)
+			if err := stream.RecvMsg(m); err != nil {
+				if !errors.Is(err, io.EOF) {
+					r.err = err
+				}
+				break
+			}
+			r.msgs = append(r.msgs, m.GetValue())
+		}
+		r.end = time.Now()
+		streamDone <- r
+	}()
+
+	// Unary callers, each with its own connection, until stop (at most
+	// 20,000 calls each).
+	var (
+		calls, failed atomic.Int64
+		mu            sync.Mutex
+		byGen         = map[int]int{}
+		firstErr      error
+		wg            sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for c := range 4 {
+		conn := dial(t, addr)
+		wg.Add(1)
+		go func() { // ends at stop, or after 20,000 calls
+			defer wg.Done()
+			for i := 0; i < 20000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				out := new(wrapperspb.StringValue)
+				err := conn.Invoke(cctx, MethodSay, wrapperspb.String(fmt.Sprint(c, i)), out)
+				ccancel()
+				calls.Add(1)
+				mu.Lock()
+				if err != nil {
+					failed.Add(1)
+					if firstErr == nil {
+						firstErr = err
+					}
+				} else {
+					byGen[generationOf(t, out.GetValue())]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	time.Sleep(500 * time.Millisecond)
+	for _, v := range []string{"v2", "v3", "v4"} {
+		start := time.Now()
+		out, err := exec.CommandContext(ctx, launcherBin, "upgrade", "--state-dir", state, v).CombinedOutput()
+		if err != nil {
+			t.Fatalf("upgrade %s: %v\n%s", v, err, out)
+		}
+		t.Logf("upgrade to %s: serving after %s", v, time.Since(start).Round(time.Millisecond))
+		sup.Status(ctx) // remember the new workers, for the cleanup
+		time.Sleep(500 * time.Millisecond)
+	}
+	upgraded := time.Now()
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	t.Logf("%d unary calls, %d failed; answered by generation: %v", calls.Load(), failed.Load(), byGen)
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d calls failed; first: %v", failed.Load(), calls.Load(), firstErr)
+	}
+	if byGen[1] == 0 || byGen[4] == 0 {
+		t.Errorf("calls by generation %v: want some on the first (1) and the last (4)", byGen)
+	}
+	mu.Unlock()
+
+	r := <-streamDone
+	if r.err != nil {
+		t.Errorf("stream: %v after %d messages", r.err, len(r.msgs))
+	}
+	if len(r.msgs) != streamLen {
+		t.Errorf("stream: %d messages; want %d", len(r.msgs), streamLen)
+	}
+	for i, m := range r.msgs {
+		if want := fmt.Sprintf("generation 1: %d", i); m != want {
+			t.Errorf("stream message %d = %q; want %q", i, m, want)
+			break
+		}
+	}
+	if !r.end.After(upgraded) {
+		t.Errorf("the stream ended %s before the last upgrade: it did not span them", upgraded.Sub(r.end))
+	}
+
+	// Every call, and the stream, is in launcher_requests_total{code="200"}
+	// once generation 1 has exited and its final counts are collected.
+	want := calls.Load() + 1
+	var got int64
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = requestsOK(t, maddr); got == want {
+			break
+		}
+	}
+	if got != want {
+		t.Errorf("launcher_requests_total{code=\"200\"} = %d; want %d (the calls and the stream)", got, want)
+	}
+}
+
+// buildAll builds the launcher (from the repository's root) and this
+// example, with -race, and installs the example as each release.
+func buildAll(t *testing.T, dir string, versions ...string) (launcherBin, releases string) {
+	t.Helper()
+	launcherBin, releases = filepath.Join(dir, "launcher"), filepath.Join(dir, "releases")
+	echoBin := filepath.Join(dir, "echo")
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, b := range []struct{ dir, out, pkg string }{
+		{"../..", launcherBin, "./cmd/launcher"},
+		{".", echoBin, "."},
+	} {
+		wg.Add(1)
+		go func() { // ends with go build
+			defer wg.Done()
+			cmd := exec.Command("go", "build", "-race", "-o", b.out, b.pkg)
+			cmd.Dir = b.dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(echoBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range versions {
+		if err := os.MkdirAll(filepath.Join(releases, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(releases, v, "echo"), bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return launcherBin, releases
+}
+
+// dial returns a client that never retries a call (retries off; a call
+// made while no connection is ready fails rather than waits, as
+// WaitForReady is false by default). grpc-go still replays a call the
+// server's GOAWAY says it never processed: that is the protocol, not a
+// retry.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// generationOf reads G from "generation G: ...".
+func generationOf(t *testing.T, s string) int {
+	rest, ok := strings.CutPrefix(s, "generation ")
+	g, _, _ := strings.Cut(rest, ":")
+	n, err := strconv.Atoi(g)
+	if !ok || err != nil {
+		t.Errorf("answer %q names no generation", s)
+	}
+	return n
+}
+
+// requestsOK sums launcher_requests_total{code="200"} on the supervisor's
+// /metrics at addr.
+func requestsOK(t *testing.T, addr string) int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum int64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "launcher_requests_total{") || !strings.Contains(line, `code="200"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += int64(v)
+	}
+	return sum
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	addr, err := rig.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
