@@ -38,5 +38,17 @@
 //	if err != nil { log.Fatal(err) }
 //	err = app.Run(ctx, mux)
 //
-// Other servers use [App.Listen], [App.Ready] and [App.Stopping].
+// [App.Serve] does the same with an http.Server configured by the caller
+// (timeouts, ErrorLog, TLSConfig).
+//
+// Other servers (plain TCP, gRPC) take the same steps one call each:
+// [App.Listen], [App.Ready], [App.Wait] (signals; returns once
+// [App.Stopping] is closed), a drain within [App.DrainContext], and
+// [App.Drained] with the count cut at the deadline; [App.Begin] and
+// [Request.End] count their requests in the launcher's metrics. See
+// ExampleApp_Drained, and examples/grpc in the repository.
+//
+// The launcher runs on Linux only. The package builds on macOS and
+// Windows, where [New] returns [ErrNotSupported], so that an app that
+// imports it builds on a developer's laptop.
 package launcher

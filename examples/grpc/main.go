@@ -6,6 +6,7 @@
 // reported. Interceptors count every call in the launcher's per-generation
 // metrics (launcher_inflight_requests, launcher_requests_total).
 //
+//	mkdir -p releases/v1 releases/v2
 //	go build -o releases/v1/echo . && cp releases/v1/echo releases/v2/
 //	launcher start --listen 127.0.0.1:9090 --releases releases -- releases/v1/echo
 //	launcher upgrade v2
