@@ -4,7 +4,8 @@
 // grpc.Server.GracefulStop (grpc-go sends GOAWAY twice, so that no call
 // races the close), cut with Stop at the supervisor's --drain-timeout and
 // reported. Interceptors count every call in the launcher's per-generation
-// metrics (launcher_inflight_requests, launcher_requests_total).
+// metrics (launcher_inflight_requests, launcher_requests_total), and a
+// drain.Listener its connections (launcher_open_connections).
 //
 //	mkdir -p releases/v1 releases/v2
 //	go build -o releases/v1/echo . && cp releases/v1/echo releases/v2/
@@ -26,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/launcherd/launcher/drain"
 	"github.com/launcherd/launcher/launcher"
 )
 
@@ -63,7 +65,9 @@ func run(ctx context.Context, app *launcher.App) error {
 		go func() { // owned by run: ends when the launcher closes ln, or Stop
 			// The launcher closes ln once its accept queue is empty: that
 			// ends Serve with net.ErrClosed, which is the drain, not a failure.
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+			// drain.NewListener counts the connections, in
+			// launcher_open_connections and launcher status.
+			if err := srv.Serve(drain.NewListener(ln, app.Tracker())); err != nil && !errors.Is(err, net.ErrClosed) {
 				cancel(fmt.Errorf("serve %s: %w", ln.Addr(), err)) // Wait then stops the App
 			}
 		}()

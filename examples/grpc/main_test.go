@@ -148,6 +148,11 @@ func TestUpgradesUnderGRPC(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	upgraded := time.Now()
+	// Generation 1 drains with the stream's connection open, counted by
+	// its drain.Listener.
+	if n := sumMetric(t, maddr, "launcher_open_connections", `generation="1"`); n < 1 {
+		t.Errorf("launcher_open_connections{generation=\"1\"} = %d while its stream runs; want at least 1", n)
+	}
 	close(stop)
 	wg.Wait()
 
@@ -183,7 +188,7 @@ func TestUpgradesUnderGRPC(t *testing.T) {
 	want := calls.Load() + 1
 	var got int64
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if got = requestsOK(t, maddr); got == want {
+		if got = sumMetric(t, maddr, "launcher_requests_total", `code="200"`); got == want {
 			break
 		}
 	}
@@ -259,9 +264,9 @@ func generationOf(t *testing.T, s string) int {
 	return n
 }
 
-// requestsOK sums launcher_requests_total{code="200"} on the supervisor's
-// /metrics at addr.
-func requestsOK(t *testing.T, addr string) int64 {
+// sumMetric sums the series of name whose labels contain label on the
+// supervisor's /metrics at addr.
+func sumMetric(t *testing.T, addr, name, label string) int64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -272,7 +277,7 @@ func requestsOK(t *testing.T, addr string) int64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "launcher_requests_total{") || !strings.Contains(line, `code="200"`) {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
 			continue
 		}
 		f := strings.Fields(line)
