@@ -32,34 +32,10 @@ import (
 // launcher_requests_total must count every call, the exited generations'
 // included.
 func TestUpgradesUnderGRPC(t *testing.T) {
-	t.Setenv("GORACE", rig.GORACE) // the workers inherit it: a race exits 66 with a report
-	dir := t.TempDir()
-	launcherBin, releases := buildAll(t, dir, "v1", "v2", "v3", "v4")
-
-	state, err := os.MkdirTemp("", "lg") // short: unix socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, maddr := freeAddr(t), freeAddr(t)
-	log := &rig.LogBuffer{}
+	sup := startSup(t, "--workers", "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sup, err := rig.StartProc(ctx, []string{launcherBin, "start", "--listen", addr, "--state-dir", state,
-		"--releases", releases, "--workers", "2", "--probation", "0", "--metrics", maddr,
-		"--", filepath.Join(releases, "v1", "echo")}, nil, state, log)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log)
-	}
-	t.Cleanup(func() {
-		sup.Shutdown(15 * time.Second) // kills every worker it saw, too
-		if r := sup.RaceReport(); r != "" {
-			t.Errorf("data race in the supervisor or its workers:\n%s", r)
-		}
-		if t.Failed() {
-			t.Logf("supervisor log:\n%s", log)
-		}
-		os.RemoveAll(state)
-	})
+	addr, maddr := sup.addr, sup.maddr
 
 	// One server stream over the upgrades: 80 messages, 8 s.
 	const streamLen = 80
@@ -138,13 +114,7 @@ func TestUpgradesUnderGRPC(t *testing.T) {
 
 	time.Sleep(500 * time.Millisecond)
 	for _, v := range []string{"v2", "v3", "v4"} {
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, launcherBin, "upgrade", "--state-dir", state, v).CombinedOutput()
-		if err != nil {
-			t.Fatalf("upgrade %s: %v\n%s", v, err, out)
-		}
-		t.Logf("upgrade to %s: serving after %s", v, time.Since(start).Round(time.Millisecond))
-		sup.Status(ctx) // remember the new workers, for the cleanup
+		sup.upgrade(t, v)
 		time.Sleep(500 * time.Millisecond)
 	}
 	upgraded := time.Now()
@@ -197,16 +167,40 @@ func TestUpgradesUnderGRPC(t *testing.T) {
 	}
 }
 
+// bins are built once for all tests by TestMain.
+var bins struct {
+	launcher, releases string
+}
+
+func TestMain(m *testing.M) {
+	// Every process the tests start inherits it (workers their
+	// supervisor's): a data race ends the process with status 66 after
+	// its report, which fails the test (see startSup).
+	os.Setenv("GORACE", rig.GORACE)
+	dir, err := os.MkdirTemp("", "launcher-grpc-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := buildAll(dir, "v1", "v2", "v3", "v4"); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // buildAll builds the launcher (from the repository's root) and this
 // example, with -race, and installs the example as each release.
-func buildAll(t *testing.T, dir string, versions ...string) (launcherBin, releases string) {
-	t.Helper()
-	launcherBin, releases = filepath.Join(dir, "launcher"), filepath.Join(dir, "releases")
+func buildAll(dir string, versions ...string) error {
+	bins.launcher, bins.releases = filepath.Join(dir, "launcher"), filepath.Join(dir, "releases")
 	echoBin := filepath.Join(dir, "echo")
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, b := range []struct{ dir, out, pkg string }{
-		{"../..", launcherBin, "./cmd/launcher"},
+		{"../..", bins.launcher, "./cmd/launcher"},
 		{".", echoBin, "."},
 	} {
 		wg.Add(1)
@@ -221,21 +215,74 @@ func buildAll(t *testing.T, dir string, versions ...string) (launcherBin, releas
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	bin, err := os.ReadFile(echoBin)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	for _, v := range versions {
-		if err := os.MkdirAll(filepath.Join(releases, v), 0o755); err != nil {
-			t.Fatal(err)
+		if err := os.MkdirAll(filepath.Join(bins.releases, v), 0o755); err != nil {
+			return err
 		}
-		if err := os.WriteFile(filepath.Join(releases, v, "echo"), bin, 0o755); err != nil {
-			t.Fatal(err)
+		if err := os.WriteFile(filepath.Join(bins.releases, v, "echo"), bin, 0o755); err != nil {
+			return err
 		}
 	}
-	return launcherBin, releases
+	return nil
+}
+
+// sup is a running launcher start of release v1, with no probation.
+type sup struct {
+	*rig.Proc
+	addr, maddr string // the service's and the supervisor's /metrics
+}
+
+// startSup starts a supervisor with extra flags and waits until it
+// serves. The cleanup stops it, kills what is left of its workers, and
+// fails the test on a data race.
+func startSup(t *testing.T, flags ...string) *sup {
+	t.Helper()
+	state, err := os.MkdirTemp("", "lg") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sup{addr: freeAddr(t), maddr: freeAddr(t)}
+	log := &rig.LogBuffer{}
+	args := append([]string{bins.launcher, "start", "--listen", s.addr, "--state-dir", state,
+		"--releases", bins.releases, "--probation", "0", "--metrics", s.maddr}, flags...)
+	args = append(args, "--", filepath.Join(bins.releases, "v1", "echo"))
+	s.Proc, err = rig.StartProc(context.Background(), args, nil, state, log)
+	if err != nil {
+		os.RemoveAll(state)
+		t.Fatalf("%v\n%s", err, log)
+	}
+	t.Cleanup(func() {
+		s.Shutdown(15 * time.Second) // kills every worker it saw, too
+		if r := s.RaceReport(); r != "" {
+			t.Errorf("data race in the supervisor or its workers:\n%s", r)
+		}
+		if t.Failed() {
+			t.Logf("supervisor log:\n%s", log)
+		}
+		os.RemoveAll(state)
+	})
+	return s
+}
+
+// upgrade runs launcher upgrade VERSION, which returns once the new
+// generation serves, and remembers the new workers for the cleanup.
+func (s *sup) upgrade(t *testing.T, version string) {
+	t.Helper()
+	start := time.Now()
+	out, err := exec.Command(bins.launcher, "upgrade", "--state-dir", s.StateDir, version).CombinedOutput()
+	if err != nil {
+		t.Fatalf("upgrade %s: %v\n%s", version, err, out)
+	}
+	t.Logf("upgrade to %s: serving after %s", version, time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Status(ctx)
 }
 
 // dial returns a client that never retries a call (retries off; a call
@@ -277,7 +324,7 @@ func sumMetric(t *testing.T, addr, name, label string) int64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") || !strings.Contains(line, label) {
 			continue
 		}
 		f := strings.Fields(line)
@@ -297,4 +344,44 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// TestDrainCutReported: a stream still running at --drain-timeout is cut
+// by Stop, and the example reports it with Drained: the supervisor counts
+// it in launcher_drain_cut_requests_total.
+func TestDrainCutReported(t *testing.T) {
+	sup := startSup(t, "--drain-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := dial(t, sup.addr).NewStream(ctx, &EchoDesc.Streams[0], MethodCount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(wrapperspb.UInt32(300)); err != nil { // 30 s
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	if err := stream.RecvMsg(new(wrapperspb.StringValue)); err != nil {
+		t.Fatal(err)
+	}
+	sup.upgrade(t, "v2")
+	start := time.Now()
+	for {
+		if err = stream.RecvMsg(new(wrapperspb.StringValue)); err != nil {
+			break
+		}
+	}
+	t.Logf("stream ended %s after the upgrade: %v", time.Since(start).Round(time.Millisecond), err)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the stream was cut %s after the upgrade; want about the 1s drain timeout", took.Round(time.Millisecond))
+	}
+	var got int64
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if got = sumMetric(t, sup.maddr, "launcher_drain_cut_requests_total", ""); got == 1 {
+			break
+		}
+	}
+	if got != 1 {
+		t.Errorf("launcher_drain_cut_requests_total = %d; want 1 (the stream)", got)
+	}
 }
