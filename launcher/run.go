@@ -67,7 +67,8 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 // Serve is [App.Run] with a server the caller configured: its Handler,
 // timeouts, ErrorLog (nil means the App's logger, at level WARN), TLSConfig
 // (when set, Serve serves TLS, and HTTP/2 unless TLSConfig.NextProtos
-// says otherwise), ConnContext, BaseContext and so on are kept. Its Addr
+// says otherwise; it must hold the certificate: Certificates or
+// GetCertificate), ConnContext, BaseContext and so on are kept. Its Addr
 // is not used: the App's listen addresses are. Serve wraps the server's
 // Handler and ConnState to count requests and connections (as
 // [drain.Server] does), so srv must not be started elsewhere or reused.
