@@ -40,7 +40,7 @@ func TestServeKeepsTheServersSettings(t *testing.T) {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, r.Proto)
 		}),
-		TLSConfig:         selfSigned(t),
+		TLSConfig:         serveCert(t),
 		ErrorLog:          log.New(errLog, "", 0),
 		ReadHeaderTimeout: 200 * time.Millisecond,
 	}
@@ -215,9 +215,9 @@ func requestsWithCode(t *testing.T, app *App, code string) float64 {
 	return 0
 }
 
-// selfSigned returns a TLS config with a fresh certificate for 127.0.0.1
+// serveCert returns a TLS config with a fresh certificate for 127.0.0.1
 // (its Leaf set).
-func selfSigned(t *testing.T) *tls.Config {
+func serveCert(t *testing.T) *tls.Config {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
