@@ -37,7 +37,8 @@ func TestUpgradesUnderGRPC(t *testing.T) {
 	defer cancel()
 	addr, maddr := sup.addr, sup.maddr
 
-	// One server stream over the upgrades: 100 messages, 10 s: the three upgrades take 1–3 s here, under -race on a loaded machine up to twice that.
+	// One server stream over the upgrades: 100 messages, 10 s. The three
+	// upgrades and their pauses take 2–4 s here (-race, a loaded machine).
 	const streamLen = 100
 	type streamResult struct {
 		msgs []string
