@@ -36,11 +36,12 @@ func TestServeKeepsTheServersSettings(t *testing.T) {
 	}
 	c := f.conn(t)
 	errLog := &syncBuffer{}
+	tlsConfig := serveCert(t)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, r.Proto)
 		}),
-		TLSConfig:         serveCert(t),
+		TLSConfig:         tlsConfig,
 		ErrorLog:          log.New(errLog, "", 0),
 		ReadHeaderTimeout: 200 * time.Millisecond,
 	}
@@ -55,7 +56,7 @@ func TestServeKeepsTheServersSettings(t *testing.T) {
 	addr := app.listeners()[0].Addr().String()
 
 	pool := x509.NewCertPool()
-	pool.AddCert(srv.TLSConfig.Certificates[0].Leaf)
+	pool.AddCert(tlsConfig.Certificates[0].Leaf) // not srv's: Serve owns srv now
 	client := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: pool},
 		ForceAttemptHTTP2: true,
