@@ -3,15 +3,9 @@ package drain_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"testing"
@@ -21,26 +15,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/launcherd/launcher/drain"
+	"github.com/launcherd/launcher/internal/testcert"
 )
-
-// selfSigned returns a TLS config with a fresh certificate for 127.0.0.1.
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
 
 // TestDrainHTTP2 serves HTTP/2 over TLS on a tracked listener: a stream in
 // flight when the drain begins completes, the connection is counted and is
@@ -53,7 +29,7 @@ func TestDrainHTTP2(t *testing.T) {
 	}
 	started := make(chan struct{}, 1)
 	srv := &drain.Server{
-		HTTP: &http.Server{TLSConfig: selfSigned(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		HTTP: &http.Server{TLSConfig: testcert.New(t).ServerConfig(), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/slow" {
 				started <- struct{}{}
 				time.Sleep(600 * time.Millisecond)
@@ -135,7 +111,7 @@ func TestDrainHTTP2StreamOpenedDuringGOAWAY(t *testing.T) {
 			served := make(chan error, 1)
 			var conn net.Conn
 			if useTLS {
-				hs.TLSConfig = selfSigned(t)
+				hs.TLSConfig = testcert.New(t).ServerConfig()
 				go func() { served <- srv.ServeTLS(ln, "", "") }()
 				conn, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 			} else {
@@ -302,7 +278,7 @@ func TestDrainHTTP2GoClientLargeBodies(t *testing.T) {
 			defer tr.CloseIdleConnections()
 			url := "https://" + ln.Addr().String()
 			if useTLS {
-				hs.TLSConfig = selfSigned(t)
+				hs.TLSConfig = testcert.New(t).ServerConfig()
 				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 				tr.Protocols.SetHTTP2(true)
 				go func() { served <- srv.ServeTLS(ln, "", "") }()

@@ -3,14 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +14,7 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/internal/delaylink"
+	"github.com/launcherd/launcher/internal/testcert"
 )
 
 // TestHTTP2UpgradesFailNoStream drives h2load (nghttp2), 8 connections of
@@ -79,7 +73,7 @@ func h2loadUpgrades(t *testing.T, mode string, pair *delaylink.Pair, addr string
 	scheme := "http"
 	switch mode {
 	case "tls":
-		cert, key := writeCert(t, dir, net.ParseIP(hostOf(t, addr)))
+		cert, key := testcert.New(t, net.ParseIP(hostOf(t, addr))).Write(t, dir)
 		args = append(args, "-tls-cert", cert, "-tls-key", key)
 		scheme = "https"
 	case "h2c":
@@ -212,35 +206,4 @@ func hostOf(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return h
-}
-
-// writeCert writes a fresh self-signed certificate for ip and its key to
-// dir as PEM files and returns their paths.
-func writeCert(t *testing.T, dir string, ip net.IP) (cert, key string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: ip.String()},
-		IPAddresses: []net.IP{ip},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
 }

@@ -2,18 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,48 +15,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// tlsFiles writes a self-signed certificate for 127.0.0.1 and localhost,
-// and its key, into dir (0600), and returns their paths and a pool that
-// trusts it.
-func tlsFiles(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA:         true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
-}
+	"github.com/launcherd/launcher/internal/testcert"
+)
 
 // startTLSSup starts a supervisor of hello v1 serving HTTPS, without a
 // probation, with extra flags.
@@ -122,7 +77,9 @@ func (r *resumer) get(addr string) (body string, resumed bool, err error) {
 // supervisor owned the keys, each process had crypto/tls's own, and none
 // resumed.
 func TestTLSResumptionAcrossUpgrades(t *testing.T) {
-	certFile, keyFile, pool := tlsFiles(t, shortTempDir(t))
+	tc := testcert.New(t)
+	certFile, keyFile := tc.Write(t, shortTempDir(t))
+	pool := tc.Pool
 	s := startTLSSup(t, certFile, keyFile)
 	clients := []*resumer{newResumer(pool, tls.VersionTLS13), newResumer(pool, tls.VersionTLS12)}
 	for _, c := range clients {
@@ -173,7 +130,7 @@ func TestTLSResumptionWithOpenSSL(t *testing.T) {
 		t.Skip("no openssl")
 	}
 	dir := shortTempDir(t)
-	certFile, keyFile, _ := tlsFiles(t, dir)
+	certFile, keyFile := testcert.New(t).Write(t, dir)
 	s := startTLSSup(t, certFile, keyFile)
 	// sClient connects once, sends a request and reads the answer (a TLS
 	// 1.3 ticket comes after the handshake), and saves the session.
@@ -233,7 +190,9 @@ func TestTLSResumptionWithOpenSSL(t *testing.T) {
 // was written to disk), so a session from before resumes on the
 // generation it starts next.
 func TestTLSResumptionAcrossAdoption(t *testing.T) {
-	certFile, keyFile, pool := tlsFiles(t, shortTempDir(t))
+	tc := testcert.New(t)
+	certFile, keyFile := tc.Write(t, shortTempDir(t))
+	pool := tc.Pool
 	s := startTLSSup(t, certFile, keyFile)
 	c := newResumer(pool, tls.VersionTLS13)
 	if body, _, err := c.get(s.addr); err != nil || body != "hello from v1" {
@@ -264,7 +223,9 @@ func TestTLSResumptionAcrossAdoption(t *testing.T) {
 // hands over on kill -HUP passes its ticket keys to the new process over
 // the handoff's control connection: sessions resume there too.
 func TestTLSResumptionStandaloneSIGHUP(t *testing.T) {
-	certFile, keyFile, pool := tlsFiles(t, shortTempDir(t))
+	tc := testcert.New(t)
+	certFile, keyFile := tc.Write(t, shortTempDir(t))
+	pool := tc.Pool
 	c := newResumer(pool, tls.VersionTLS13)
 	getter := func(addr, _ string) (string, error) { b, _, err := c.get(addr); return b, err }
 	sa := startStandaloneWith(t, "v1", getter, "-tls-cert", certFile, "-tls-key", keyFile)
@@ -338,7 +299,9 @@ func TestTicketKeyFileRefused(t *testing.T) {
 // other's sessions; without it they would not.
 func TestTicketKeyFileSharedBetweenSupervisors(t *testing.T) {
 	dir := shortTempDir(t)
-	certFile, keyFile, pool := tlsFiles(t, dir)
+	tc := testcert.New(t)
+	certFile, keyFile := tc.Write(t, dir)
+	pool := tc.Pool
 	file := filepath.Join(dir, "ticket-keys")
 	key := make([]byte, 32)
 	rand.Read(key)

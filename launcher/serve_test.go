@@ -3,15 +3,10 @@ package launcher
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -20,6 +15,7 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/internal/testcert"
 )
 
 // TestServeKeepsTheServersSettings: Serve runs the caller's http.Server as
@@ -36,7 +32,7 @@ func TestServeKeepsTheServersSettings(t *testing.T) {
 	}
 	c := f.conn(t)
 	errLog := &syncBuffer{}
-	tlsConfig := serveCert(t)
+	tlsConfig := testcert.New(t).ServerConfig()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, r.Proto)
@@ -214,33 +210,6 @@ func requestsWithCode(t *testing.T, app *App, code string) float64 {
 		}
 	}
 	return 0
-}
-
-// serveCert returns a TLS config with a fresh certificate for 127.0.0.1
-// (its Leaf set).
-func serveCert(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}}}
 }
 
 // syncBuffer is a bytes.Buffer safe for the server's goroutines.

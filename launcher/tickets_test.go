@@ -1,40 +1,17 @@
 package launcher
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/launcherd/launcher/internal/testcert"
 	"github.com/launcherd/launcher/internal/ticketkeys"
 )
-
-// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
-}
 
 // serveTLS serves cfg with http.Server.ServeTLS, which serves a clone of
 // it, as App.Run does; it returns the address.
@@ -67,7 +44,8 @@ func ring(t *testing.T, r ticketkeys.Ring, at time.Time) ticketkeys.Ring {
 // started serving reaches the clones: a ticket of keys no longer in the
 // ring does not resume, one of a key still in it does.
 func TestShareTicketKeys(t *testing.T) {
-	cert, pool := selfSigned(t)
+	tc := testcert.New(t)
+	cert, pool := tc.TLS, tc.Pool
 	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
 		t.Run(tls.VersionName(version), func(t *testing.T) {
 			apps := []*App{{}, {}}
