@@ -25,6 +25,10 @@ type Tracker struct {
 	// a drain: a generation on standby hands its clients to the new one
 	// but keeps its listeners, so it can take traffic back.
 	noKeepAlive atomic.Bool
+	// first is the wall-clock time of the first connection, in Unix
+	// nanoseconds (0: none yet): an upgrade's report says when the new
+	// generation took its first connection.
+	first atomic.Int64
 
 	drainOnce sync.Once
 	drainCh   chan struct{}
@@ -54,6 +58,15 @@ func (t *Tracker) Stats() Stats {
 	}
 	t.mu.Unlock()
 	return s
+}
+
+// FirstConnection returns when the tracker saw its first connection
+// (wall clock); the zero time before any.
+func (t *Tracker) FirstConnection() time.Time {
+	if ns := t.first.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // Draining returns a channel closed when the drain begins. Handlers of
@@ -90,6 +103,9 @@ func (t *Tracker) SetKeepAlivesEnabled(v bool) { t.noKeepAlive.Store(!v) }
 
 func (t *Tracker) add(c *Conn) {
 	t.open.Add(1)
+	if t.first.Load() == 0 {
+		t.first.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	t.mu.Lock()
 	t.conns[c] = struct{}{}
 	t.mu.Unlock()

@@ -33,6 +33,8 @@ func printFamilies(mfs []*dto.MetricFamily) {
 			switch {
 			case m.Counter != nil:
 				fmt.Println(name, m.Counter.GetValue())
+			case strings.HasSuffix(name, "_timestamp_seconds"):
+				fmt.Println(name, "set") // a time: differs at each run
 			case m.Gauge != nil:
 				fmt.Println(name, m.Gauge.GetValue())
 			case m.Histogram != nil:
@@ -86,6 +88,7 @@ func ExampleNewWorker() {
 	}
 	printFamilies(mfs)
 	// Output:
+	// launcher_first_connection_timestamp_seconds set
 	// launcher_inflight_requests 0
 	// launcher_open_connections 0
 	// launcher_request_duration_seconds count 3

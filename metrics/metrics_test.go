@@ -297,33 +297,33 @@ func TestSupervisorGenerations(t *testing.T) {
 		},
 		{
 			name:       "one active",
-			gens:       []metrics.GenerationInfo{{1, "v1", "active"}},
+			gens:       []metrics.GenerationInfo{{Generation: 1, Version: "v1", State: "active"}},
 			wantInfo:   []string{`generation="1",state="active",version="v1"`},
 			wantCounts: map[string]float64{"active": 1},
 		},
 		{
 			name:       "upgrading",
-			gens:       []metrics.GenerationInfo{{1, "v1", "active"}, {2, "v2", "starting"}},
+			gens:       []metrics.GenerationInfo{{Generation: 1, Version: "v1", State: "active"}, {Generation: 2, Version: "v2", State: "starting"}},
 			wantInfo:   []string{`generation="1",state="active",version="v1"`, `generation="2",state="starting",version="v2"`},
 			wantCounts: map[string]float64{"active": 1, "starting": 1},
 		},
 		{
 			name:       "on probation",
-			gens:       []metrics.GenerationInfo{{1, "v1", "standby"}, {2, "v2", "active"}},
+			gens:       []metrics.GenerationInfo{{Generation: 1, Version: "v1", State: "standby"}, {Generation: 2, Version: "v2", State: "active"}},
 			wantInfo:   []string{`generation="1",state="standby",version="v1"`, `generation="2",state="active",version="v2"`},
 			wantCounts: map[string]float64{"standby": 1, "active": 1},
 		},
 		{
 			name: "draining, exited and failed",
 			gens: []metrics.GenerationInfo{
-				{1, "v1", "exited"}, {2, "v2", "failed"}, {3, "v2", "exited"}, {4, "v3", "draining"}, {5, "v4", "active"},
+				{Generation: 1, Version: "v1", State: "exited"}, {Generation: 2, Version: "v2", State: "failed"}, {Generation: 3, Version: "v2", State: "exited"}, {Generation: 4, Version: "v3", State: "draining"}, {Generation: 5, Version: "v4", State: "active"},
 			},
 			wantInfo:   []string{`generation="4",state="draining",version="v3"`, `generation="5",state="active",version="v4"`},
 			wantCounts: map[string]float64{"exited": 2, "failed": 1, "draining": 1, "active": 1},
 		},
 		{
 			name:       "stopped",
-			gens:       []metrics.GenerationInfo{{1, "v1", "exited"}, {2, "v2", "exited"}},
+			gens:       []metrics.GenerationInfo{{Generation: 1, Version: "v1", State: "exited"}, {Generation: 2, Version: "v2", State: "exited"}},
 			wantInfo:   nil,
 			wantCounts: map[string]float64{"exited": 2},
 		},
@@ -398,7 +398,7 @@ func TestLint(t *testing.T) {
 	wreg.MustRegister(w)
 
 	s := metrics.NewSupervisor("steer", func() []metrics.GenerationInfo {
-		return []metrics.GenerationInfo{{1, "v1", "draining"}, {2, "v2", "active"}}
+		return []metrics.GenerationInfo{{Generation: 1, Version: "v1", State: "draining"}, {Generation: 2, Version: "v2", State: "active"}}
 	})
 	s.Upgrades.WithLabelValues("success").Inc()
 	s.UpgradeDuration.Observe(0.3)

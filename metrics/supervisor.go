@@ -11,7 +11,14 @@ type GenerationInfo struct {
 	Generation int
 	Version    string
 	State      string
+	// Weight is the percentage of new connections steered to it: 100 for
+	// the active generation, its share during a canary, and 0 for the
+	// others.
+	Weight int
 }
+
+// Rollback reasons, the values of launcher_rollbacks_total's reason label.
+var rollbackReasons = []string{"crashed", "errors", "latency", "requested"}
 
 // Upgrade results, the values of launcher_upgrades_total's result label.
 var upgradeResults = []string{"success", "failed", "refused", "aborted", "rolled_back"}
@@ -35,6 +42,10 @@ type Supervisor struct {
 	DrainTimeouts prometheus.Counter
 	// DrainCutRequests counts requests in flight when a drain was cut.
 	DrainCutRequests prometheus.Counter
+	// Rollbacks counts upgrades rolled back during their canary or
+	// probation, by reason: crashed, errors (5xx ratio), latency (p99),
+	// requested (launcher rollback).
+	Rollbacks *prometheus.CounterVec
 	// ScrapeErrors counts worker admin scrapes that failed or timed out.
 	ScrapeErrors prometheus.Counter
 	// TicketKeys is the number of TLS session-ticket keys the supervisor
@@ -49,6 +60,7 @@ type Supervisor struct {
 	infoDesc    *prometheus.Desc
 	countDesc   *prometheus.Desc
 	handDesc    *prometheus.Desc
+	weightDesc  *prometheus.Desc
 }
 
 // NewSupervisor returns the supervisor's collectors. generations is called
@@ -77,6 +89,10 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			Name: "launcher_drain_cut_requests_total",
 			Help: "Requests in flight when a drain was cut at --drain-timeout.",
 		}),
+		Rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "launcher_rollbacks_total",
+			Help: "Upgrades rolled back to the generation standing by, by reason: crashed, errors (its 5xx ratio breached --max-error-ratio), latency (its p99 breached --max-latency-ratio), requested (launcher rollback). Each is also counted in launcher_upgrades_total{result=\"rolled_back\"}.",
+		}, []string{"reason"}),
 		ScrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "launcher_scrape_errors_total",
 			Help: "Worker admin-socket scrapes that failed or timed out.",
@@ -97,6 +113,11 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			"Number of generations in each state.", []string{"state"}, nil),
 		handDesc: prometheus.NewDesc("launcher_handover_info",
 			"Always 1: the handover strategy in use.", []string{"strategy"}, nil),
+		weightDesc: prometheus.NewDesc("launcher_generation_weight",
+			"Percentage of new connections steered to a generation: 100 for the active one, its share during a canary (the rest goes to the one standing by).", []string{"generation", "version"}, nil),
+	}
+	for _, r := range rollbackReasons {
+		s.Rollbacks.WithLabelValues(r)
 	}
 	for _, r := range upgradeResults {
 		s.Upgrades.WithLabelValues(r) // present at 0, so the first increase shows
@@ -111,9 +132,11 @@ func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
 	s.DrainDuration.Describe(ch)
 	s.DrainTimeouts.Describe(ch)
 	s.DrainCutRequests.Describe(ch)
+	s.Rollbacks.Describe(ch)
 	s.ScrapeErrors.Describe(ch)
 	s.TicketKeys.Describe(ch)
 	s.TicketKeyCreated.Describe(ch)
+	ch <- s.weightDesc
 	ch <- s.infoDesc
 	ch <- s.countDesc
 	ch <- s.handDesc
@@ -128,6 +151,7 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 	s.DrainDuration.Collect(ch)
 	s.DrainTimeouts.Collect(ch)
 	s.DrainCutRequests.Collect(ch)
+	s.Rollbacks.Collect(ch)
 	s.ScrapeErrors.Collect(ch)
 	s.TicketKeys.Collect(ch)
 	s.TicketKeyCreated.Collect(ch)
@@ -138,6 +162,9 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(s.infoDesc, prometheus.GaugeValue, 1, strconv.Itoa(g.Generation), g.Version, g.State)
+		if g.Weight > 0 {
+			ch <- prometheus.MustNewConstMetric(s.weightDesc, prometheus.GaugeValue, float64(g.Weight), strconv.Itoa(g.Generation), g.Version)
+		}
 	}
 	for _, st := range generationStates {
 		ch <- prometheus.MustNewConstMetric(s.countDesc, prometheus.GaugeValue, float64(counts[st]), st)

@@ -135,7 +135,7 @@ func (l *loop) startFirst(c cmdStart) {
 		l.abandon(c.req, fmt.Errorf("--listen %s: something already listens there (another supervisor with another state dir, workers left without a state file, or a server without SO_REUSEPORT): stop it first, or start on its state dir", a))
 		return
 	}
-	l.beginUpgrade(c.first, c.req)
+	l.beginUpgrade(c.first, c.req, UpgradeOptions{})
 }
 
 // abandon ends a start that must not touch the state directory's workers:
@@ -225,7 +225,7 @@ func (l *loop) finishAdoption() {
 	active := l.active
 	if active == nil {
 		l.log.Warn("no active generation left to adopt: starting one")
-		l.beginUpgrade(a.first, a.req)
+		l.beginUpgrade(a.first, a.req, UpgradeOptions{})
 		return
 	}
 	l.resteer(func(l *loop, err error) {

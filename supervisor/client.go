@@ -59,6 +59,31 @@ func (c Client) Upgrade(ctx context.Context, arg string, wait bool, progress fun
 	return c.progressCall(ctx, "upgrade", arg, wait, progress)
 }
 
+// UpgradeWith is [Client.Upgrade] with options (a canary). A supervisor
+// older than the canary ignores opts.Canary: check its steps.
+func (c Client) UpgradeWith(ctx context.Context, arg string, opts UpgradeOptions, progress func(Progress)) (Progress, error) {
+	if err := checkCanary(opts.Canary, opts.CanaryInterval); err != nil {
+		return Progress{}, fmt.Errorf("upgrade: %w", err)
+	}
+	hello := control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: "upgrade", Arg: arg,
+		Wait: opts.Wait, Canary: opts.Canary, CanaryMS: opts.CanaryInterval.Milliseconds()}
+	var each func(control.Message)
+	if progress != nil {
+		each = func(m control.Message) { progress(decodeProgress(m)) }
+	}
+	m, err := c.callHello(ctx, hello, each)
+	if err != nil {
+		return Progress{}, err
+	}
+	return decodeProgress(m), nil
+}
+
+// Promote ends the running canary: all new connections go to the new
+// generation and its probation begins.
+func (c Client) Promote(ctx context.Context) (Progress, error) {
+	return c.progressCall(ctx, "promote", "", false, nil)
+}
+
 // Rollback goes back to the previous release (during a probation: to the
 // standby generation), as [Client.Upgrade] does.
 func (c Client) Rollback(ctx context.Context, wait bool, progress func(Progress)) (Progress, error) {
@@ -125,7 +150,11 @@ func decodeProgress(m control.Message) Progress {
 // client refuses its hello naming the version it speaks: the client then
 // says hello again at that version (see package control).
 func (c Client) call(ctx context.Context, cmd, arg string, wait bool, progress func(control.Message)) (control.Message, error) {
-	hello := control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: cmd, Arg: arg, Wait: wait}
+	return c.callHello(ctx, control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: cmd, Arg: arg, Wait: wait}, progress)
+}
+
+// callHello is call with the whole hello.
+func (c Client) callHello(ctx context.Context, hello control.Message, progress func(control.Message)) (control.Message, error) {
 	for {
 		m, err := c.send(ctx, hello, progress)
 		if v, ok := control.Fallback(m, hello.Version); ok && err != nil {

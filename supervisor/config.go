@@ -94,6 +94,22 @@ type Config struct {
 	// Zero means DefaultProbation; NoProbation (any negative value)
 	// disables it. Only the steer handover has it.
 	Probation time.Duration
+	// MaxErrorRatio is how far the new generation's ratio of 5xx answers
+	// may exceed the previous generation's, over the same window, during
+	// a canary or probation (0.05: by 5 percentage points); beyond it
+	// traffic goes back at once. Zero means DefaultMaxErrorRatio; NoJudge
+	// (any negative value) turns the check off.
+	MaxErrorRatio float64
+	// MaxLatencyRatio is how many times the previous generation's p99
+	// latency the new generation's may be (both counted as at least 10 ms).
+	// Zero means DefaultMaxLatencyRatio; NoJudge (negative) turns it off.
+	MaxLatencyRatio float64
+	// MinRequests is how many requests the new generation must have served
+	// in the window before it is judged. Zero means DefaultMinRequests.
+	MinRequests int
+	// JudgeEvery is how often the judge reads both generations' metrics.
+	// Zero means DefaultJudgeEvery.
+	JudgeEvery time.Duration
 	// KeepExited is how long /metrics keeps serving the series of a worker
 	// that has exited, frozen at their final values (counters, histograms
 	// and summaries; gauges go at once), so that scrapes see the requests
@@ -197,6 +213,34 @@ func (c *Config) check() error {
 		c.Probation = DefaultProbation
 	case c.Probation < 0:
 		c.Probation = 0
+	}
+	switch {
+	case c.MaxErrorRatio == 0:
+		c.MaxErrorRatio = DefaultMaxErrorRatio
+	case c.MaxErrorRatio < 0:
+		c.MaxErrorRatio = NoJudge
+	case c.MaxErrorRatio > 1:
+		return fmt.Errorf("--max-error-ratio %g: want a fraction from 0 to 1 (0.05: 5 points more 5xx than the old generation)", c.MaxErrorRatio)
+	}
+	switch {
+	case c.MaxLatencyRatio == 0:
+		c.MaxLatencyRatio = DefaultMaxLatencyRatio
+	case c.MaxLatencyRatio < 0:
+		c.MaxLatencyRatio = NoJudge
+	case c.MaxLatencyRatio < 1:
+		return fmt.Errorf("--max-latency-ratio %g: want 1 or more (2: twice the old generation's p99)", c.MaxLatencyRatio)
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = DefaultMinRequests
+	}
+	if c.MinRequests < 0 {
+		return fmt.Errorf("--min-requests %d: want 1 or more", c.MinRequests)
+	}
+	if c.JudgeEvery == 0 {
+		c.JudgeEvery = DefaultJudgeEvery
+	}
+	if c.JudgeEvery < 0 {
+		return fmt.Errorf("judge interval %s: want more than 0", c.JudgeEvery)
 	}
 	switch {
 	case c.KeepExited == 0:

@@ -250,7 +250,14 @@ func (sv *server) handleClient(ctx context.Context, conn *control.Conn, m contro
 	case "upgrade":
 		// Every step, the summing-up one too, is streamed: the result
 		// carries only the outcome.
-		_, err = sv.s.Upgrade(ctx, m.Arg, m.Wait, progress)
+		opts := UpgradeOptions{Wait: m.Wait, Canary: m.Canary, CanaryInterval: time.Duration(m.CanaryMS) * time.Millisecond}
+		_, err = sv.s.UpgradeWith(ctx, m.Arg, opts, progress)
+	case "promote":
+		var p Progress
+		p, err = sv.s.Promote(ctx)
+		if err == nil {
+			progress(p)
+		}
 	case "rollback":
 		_, err = sv.s.Rollback(ctx, m.Wait, progress)
 	case "stop":

@@ -39,7 +39,8 @@ type loop struct {
 	gens    []*generation
 	lastGen int
 	active  *generation
-	history []release // releases that became active, oldest first
+	history []release        // releases that became active, oldest first
+	reports []*UpgradeReport // the last upgrades' reports, oldest first
 	byToken map[string]*worker
 	group   reuseport.Group[*worker]
 

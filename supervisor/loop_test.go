@@ -34,7 +34,7 @@ func TestUpgradeHandsOverAndDrains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := []Step{StepStarting, StepReady, StepServes, StepDraining, StepDrained}
+			want := []Step{StepStarting, StepReady, StepServes, StepDraining, StepDrained, StepReport}
 			if got := st.String(); got != fmt.Sprint(want) {
 				t.Errorf("steps = %s; want %v", got, want)
 			}
@@ -116,7 +116,7 @@ func TestProbationCrashRollsBack(t *testing.T) {
 	if d := time.Since(started); d > 2*time.Second {
 		t.Errorf("rollback after %s; want it at the crash, not at the probation's end", d)
 	}
-	if want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepStandby}); st.String() != want {
+	if want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepStandby, StepReport}); st.String() != want {
 		t.Errorf("steps = %s; want %s", st, want)
 	}
 	if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {

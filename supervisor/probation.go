@@ -14,6 +14,7 @@ const (
 	probationPassed     = "passed"
 	probationCrashed    = "crashed"
 	probationRolledBack = "rollback requested"
+	probationJudged     = "judged"
 	probationSuperseded = "superseded by a newer upgrade"
 	probationStopped    = "stopped"
 )
@@ -28,8 +29,19 @@ type probation struct {
 	until     time.Time
 	stopTimer func()
 	cause     string     // "" while it runs
-	crash     string     // what crashed, for the log and the error
+	crash     string     // what crashed, or the judge's reason, for the log and the error
+	breach    string     // breachErrors or breachLatency when judged
 	follower  *opRequest // an `upgrade --wait` following it, or nil
+
+	// A canary: the weights asked for, how many have begun, the current
+	// one (percent of new connections to the new generation; 100 once the
+	// canary is over, or without one) and how long each holds.
+	canary      []int
+	step        int
+	weight      int
+	interval    time.Duration
+	stepStarted time.Time
+	judge       *judge // nil when judging is off
 }
 
 // canStandBy reports whether workers can take traffic back at once: each
@@ -52,16 +64,34 @@ func (g *generation) runningProbation() *probation {
 }
 
 // startProbation puts old on standby behind g for --probation; old's
-// workers are about to be steered away from.
-func (l *loop) startProbation(g, old *generation) *probation {
+// workers are about to be steered away from. With a canary, g gets the
+// first weight now and the probation begins after the last (see
+// nextCanaryStep).
+func (l *loop) startProbation(g, old *generation, opts UpgradeOptions) *probation {
 	p := &probation{
 		standby: old,
 		workers: append([]*worker(nil), old.workers...),
 		until:   time.Now().Add(l.cfg.Probation),
+		weight:  100,
+		canary:  opts.Canary,
 	}
 	old.state = StateStandby
 	g.probation = p
-	p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.endProbation(g, probationPassed) }))
+	rep := l.report(g)
+	if len(p.canary) > 0 {
+		p.interval = opts.CanaryInterval
+		if p.interval <= 0 {
+			p.interval = DefaultCanaryInterval
+		}
+		p.weight, p.step, p.stepStarted = p.canary[0], 1, time.Now()
+		p.stopTimer = l.after(p.interval, evFunc(func(l *loop) { l.nextCanaryStep(g, p) }))
+	} else {
+		p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.endProbation(g, probationPassed) }))
+	}
+	rep.stepAt(p.weight, time.Since(rep.Command))
+	if l.cfg.MaxErrorRatio >= 0 || l.cfg.MaxLatencyRatio > 0 {
+		l.startJudge(g, old, p)
+	}
 	return p
 }
 
@@ -74,12 +104,14 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 	}
 	p.cause = cause
 	p.stopTimer()
+	p.stopJudge()
 	req := p.follower
 	switch cause {
-	case probationCrashed, probationRolledBack:
+	case probationCrashed, probationRolledBack, probationJudged:
 		l.rollBackTo(g, p)
 	case probationStopped:
 		// Stop drains every generation, the standby one too.
+		l.decide(g, p, VerdictStopped, "the supervisor stopped during the probation")
 		req.finish(Progress{}, nil)
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
@@ -91,9 +123,19 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 			step.Step, step.Reason = StepProbationEnded, cause
 		}
 		req.emit(step)
+		verdict, why := VerdictPassed, "probation passed"
+		if j := p.judge; j != nil && j.reason != "" {
+			why += "; " + j.reason
+		}
+		if cause != probationPassed {
+			verdict, why = VerdictSuperseded, cause
+		}
+		rep := l.decide(g, p, verdict, why)
 		old := p.standby
 		l.retire(old, old.live(), func(l *loop, d time.Duration) {
 			req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+			rep.gone()
+			req.emitReport(rep)
 			req.finish(Progress{}, nil)
 		})
 	}
@@ -119,7 +161,8 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	l.active = old
 	old.state = StateActive
 	g.state = StateDraining
-	if p.cause == probationCrashed {
+	failed := p.cause == probationCrashed || p.cause == probationJudged
+	if failed {
 		g.state = StateFailed
 	}
 	for _, w := range g.workers {
@@ -127,7 +170,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	}
 	// Like any rollback, a requested one makes the next rollback go
 	// forward again; a crashed release is forgotten instead.
-	if n := len(l.history); p.cause == probationCrashed && n > 0 && l.history[n-1] == g.release {
+	if n := len(l.history); failed && n > 0 && l.history[n-1] == g.release {
 		l.history = l.history[:n-1]
 	} else {
 		l.history = append(l.history, old.release)
@@ -144,15 +187,36 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	for _, w := range p.workers {
 		l.send(w, control.Message{Type: control.TypeResume})
 	}
-	if p.cause == probationCrashed {
-		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) crashed during its probation; generation %d (%s) serves again", g.num, g.release.Version, old.num, old.release.Version),
+	phase := "probation"
+	if p.weight < 100 {
+		phase = fmt.Sprintf("canary (%d%% of new connections)", p.weight)
+	}
+	var rep *UpgradeReport
+	switch p.cause {
+	case probationCrashed:
+		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) crashed during its %s; generation %d (%s) serves again", g.num, g.release.Version, phase, old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version, "crash", p.crash,
 			"restored_generation", old.num, "restored_version", old.release.Version)
-		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: generation %d crashed during its probation (%s); rolled back: generation %d (%s) serves again",
-			g.release.Version, g.num, p.crash, old.num, old.release.Version))
-	} else {
+		l.m.Rollbacks.WithLabelValues("crashed").Inc()
+		rep = l.decide(g, p, VerdictRolledBack, "crashed: "+p.crash)
+		p.follower.emitReport(rep)
+		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again",
+			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version))
+	case probationJudged:
+		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) breached its judged %s: %s; generation %d (%s) serves again", g.num, g.release.Version, phase, p.crash, old.num, old.release.Version),
+			"generation", g.num, "version", g.release.Version, "breach", p.breach,
+			"restored_generation", old.num, "restored_version", old.release.Version)
+		l.m.Rollbacks.WithLabelValues(p.breach).Inc()
+		rep = l.decide(g, p, VerdictRolledBack, p.breach+": "+p.crash)
+		p.follower.emitReport(rep)
+		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again",
+			g.release.Version, phase, p.crash, old.num, old.release.Version))
+	default:
 		l.log.Warn(fmt.Sprintf("rolled back on request: generation %d (%s) serves again", old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version)
+		l.m.Rollbacks.WithLabelValues("requested").Inc()
+		rep = l.decide(g, p, VerdictRolledBack, "rollback requested during the "+phase)
+		p.follower.emitReport(rep)
 		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again", g.release.Version, old.num, old.release.Version))
 	}
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
@@ -161,7 +225,9 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	}
 	l.fx.notify("STATUS=" + l.statusLine())
 	if live := g.live(); len(live) > 0 {
-		l.retire(g, live, nil)
+		l.retire(g, live, func(*loop, time.Duration) { rep.gone() })
+	} else {
+		rep.gone()
 	}
 }
 

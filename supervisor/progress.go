@@ -25,6 +25,13 @@ const (
 	StepRolledBack      Step = "rolled-back"      // traffic went back to Generation (on standby); Reason says why
 	StepDrained         Step = "drained"          // Generation has exited, DrainedAfter after it stopped accepting
 	StepStopped         Step = "stopped"          // every generation has drained; the supervisor exits
+	// StepCanary: Generation gets Weight percent of new connections for
+	// Interval; Other (on standby) the rest. Weight 100 ends the canary
+	// (Reason "promoted" when cut short).
+	StepCanary Step = "canary"
+	// StepReport carries the upgrade's Report, once it has a verdict (and,
+	// when it passed, once the old generation is gone).
+	StepReport Step = "report"
 )
 
 // Progress is one step of an upgrade, a rollback or a stop, as the
@@ -51,6 +58,11 @@ type Progress struct {
 	// Same is set on StepStarting when the release is the file the active
 	// generation already runs: a restart of the same release.
 	Same bool `json:"same,omitempty"`
+	// Weight and Interval are a canary step's (StepCanary).
+	Weight   int           `json:"weight,omitempty"`
+	Interval time.Duration `json:"interval_ns,omitempty"`
+	// Report is StepReport's.
+	Report *UpgradeReport `json:"report,omitempty"`
 	// Line is the text of a step from a supervisor too old to send typed
 	// steps; Step is then empty.
 	Line string `json:"-"`
@@ -89,6 +101,20 @@ func (p Progress) String() string {
 		return fmt.Sprintf("generation %d drained after %d ms", p.Generation, ms(p.DrainedAfter))
 	case StepStopped:
 		return "stopped"
+	case StepCanary:
+		if p.Weight >= 100 {
+			s := fmt.Sprintf("generation %d (%s) gets all new connections", p.Generation, p.Version)
+			if p.Reason != "" {
+				s += " (" + p.Reason + ")"
+			}
+			return s
+		}
+		return fmt.Sprintf("canary: generation %d (%s) gets %d%% of new connections for %s; generation %d (%s) the rest",
+			p.Generation, p.Version, p.Weight, p.Interval, p.Other, p.OtherVersion)
+	case StepReport:
+		if p.Report != nil {
+			return p.Report.String()
+		}
 	}
 	if p.Step == "" {
 		return p.Line

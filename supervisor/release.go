@@ -142,14 +142,27 @@ func (l *loop) issueSteer() {
 	})
 }
 
-// desiredSlots are the slots new connections should go to now.
+// desiredSlots are the slots new connections should go to now: the
+// active generation's, or during a canary step its weight's share of them
+// and the rest to the standby generation's (see weightedSlots).
 func (l *loop) desiredSlots() []int {
 	active := l.active
-	keep := func(w *worker) bool { return w.gen == active && w.ready && !w.exited }
-	if r := l.releasing; r != nil && r.stable {
-		return l.group.StableSlots(r.w, keep)
+	slots := func(keep func(*worker) bool) []int {
+		if r := l.releasing; r != nil && r.stable {
+			return l.group.StableSlots(r.w, keep)
+		}
+		return l.group.Slots(keep)
 	}
-	return l.group.Slots(keep)
+	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited })
+	p := active.runningProbation()
+	if p == nil || p.weight >= 100 {
+		return cur
+	}
+	standby := p.standby
+	prev := slots(func(w *worker) bool {
+		return w.gen == standby && w.ready && w.listening && !w.exited && !w.stopping
+	})
+	return weightedSlots(cur, prev, p.weight)
 }
 
 // releaseJob is one worker's release: it empties its accept queues and

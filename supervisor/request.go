@@ -43,6 +43,16 @@ func (r *opRequest) emit(p Progress) {
 	}
 }
 
+// emitReport streams an upgrade's report as a StepReport, if there is
+// one.
+func (r *opRequest) emitReport(rep *UpgradeReport) {
+	if rep == nil {
+		return
+	}
+	c := *rep
+	r.emit(Progress{Step: StepReport, Generation: c.Generation, Version: c.Version, Report: &c})
+}
+
 // finish sends the result, once. Called on the loop.
 func (r *opRequest) finish(p Progress, err error) {
 	if r == nil || r.done {

@@ -18,6 +18,8 @@ type Status struct {
 	// Releases is --releases, for completing version names; "" if unset.
 	Releases    string             `json:"releases,omitempty"`
 	Generations []GenerationStatus `json:"generations"`
+	// History are the reports of the last upgrades, oldest first.
+	History []UpgradeReport `json:"history"`
 }
 
 // GenerationStatus describes one generation.
@@ -34,12 +36,16 @@ type GenerationStatus struct {
 	// ProbationUntil is set on the active generation while the previous
 	// one stands by for it.
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
+	// Weight is the percentage of new connections steered to it: 100 for
+	// the active generation, its share during a canary, 0 for the others.
+	Weight int `json:"weight"`
 }
 
 // statusView is the loop's part of a status: the generations, and the
 // admin sockets of the connected workers to read counts from.
 type statusView struct {
 	gens    []GenerationStatus
+	history []UpgradeReport
 	sockets []statusSocket
 }
 
@@ -49,11 +55,20 @@ type statusSocket struct {
 }
 
 func (l *loop) statusView() statusView {
-	var v statusView
+	v := statusView{history: l.upgradeHistory()}
+	weights := map[*generation]int{}
+	for _, gi := range l.generationInfo() {
+		for _, g := range l.gens {
+			if g.num == gi.Generation {
+				weights[g] = gi.Weight
+			}
+		}
+	}
 	for _, g := range l.gens {
 		gs := GenerationStatus{Generation: g.num, Version: g.release.Version, State: g.state, Path: g.release.Path,
-			Started: g.started, PIDs: []int{}, Restarts: g.restarts.restarts}
-		if p := g.runningProbation(); p != nil && g == l.active {
+			Started: g.started, PIDs: []int{}, Restarts: g.restarts.restarts, Weight: weights[g]}
+		// During a canary step the probation has no end yet.
+		if p := g.runningProbation(); p != nil && g == l.active && p.weight >= 100 {
 			until := p.until
 			gs.ProbationUntil = &until
 		}
@@ -77,6 +92,7 @@ func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 		return st, err
 	}
 	st.Generations = v.gens
+	st.History = v.history
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -147,7 +163,13 @@ func (s *Supervisor) usage() []metrics.GenerationUsage {
 func (l *loop) generationInfo() []metrics.GenerationInfo {
 	out := make([]metrics.GenerationInfo, 0, len(l.gens))
 	for _, g := range l.gens {
-		out = append(out, metrics.GenerationInfo{Generation: g.num, Version: g.release.Version, State: g.state})
+		gi := metrics.GenerationInfo{Generation: g.num, Version: g.release.Version, State: g.state}
+		if a := l.active; g == a {
+			gi.Weight = a.canaryWeight()
+		} else if p := a.runningProbation(); p != nil && p.standby == g {
+			gi.Weight = 100 - a.canaryWeight()
+		}
+		out = append(out, gi)
 	}
 	return out
 }

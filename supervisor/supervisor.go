@@ -241,6 +241,18 @@ func (s *Supervisor) waitStarted(ctx context.Context) error {
 // [ErrBadRelease]; an upgrade while another starts is
 // [ErrUpgradeInProgress].
 func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progress func(Progress)) (Progress, error) {
+	return s.UpgradeWith(ctx, arg, UpgradeOptions{Wait: wait}, progress)
+}
+
+// UpgradeWith is [Supervisor.Upgrade] with options: a canary (the new
+// generation gets opts.Canary percent of new connections in turn, each
+// for opts.CanaryInterval, before all of them and the probation). Bad
+// canary options wrap [ErrBadCanary] and change nothing. Without
+// opts.Wait a canary upgrade returns at its first step ([StepCanary]).
+func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOptions, progress func(Progress)) (Progress, error) {
+	if err := checkCanary(opts.Canary, opts.CanaryInterval); err != nil {
+		return Progress{}, fmt.Errorf("upgrade: %w", err)
+	}
 	if err := s.waitStarted(ctx); err != nil {
 		return Progress{}, err
 	}
@@ -249,7 +261,7 @@ func (s *Supervisor) Upgrade(ctx context.Context, arg string, wait bool, progres
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
 	}
-	cmd := cmdUpgrade{rel: rel, req: newRequest(wait)}
+	cmd := cmdUpgrade{rel: rel, req: newRequest(opts.Wait), opts: opts}
 	if s.cfg.TicketKeyFile != "" {
 		// Read here, off the loop: an operator rotates the keys by editing
 		// the file, and a bad one refuses the upgrade, changing nothing.
@@ -278,6 +290,20 @@ func (s *Supervisor) Rollback(ctx context.Context, wait bool, progress func(Prog
 		return Progress{}, errStopped
 	}
 	return req.await(ctx, s.loop.done, progress)
+}
+
+// Promote ends the running canary: all new connections go to the new
+// generation, and its probation begins. It is an error when no canary
+// runs.
+func (s *Supervisor) Promote(ctx context.Context) (Progress, error) {
+	if err := s.waitStarted(ctx); err != nil {
+		return Progress{}, err
+	}
+	req := newRequest(false)
+	if !s.loop.post(cmdPromote{req}) {
+		return Progress{}, errStopped
+	}
+	return req.await(ctx, s.loop.done, nil)
 }
 
 // Stop drains every generation (an upgrade that is starting is aborted)

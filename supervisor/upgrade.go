@@ -30,6 +30,7 @@ type upgradeOp struct {
 	result    string
 	first     bool // the start's first generation: Run tells systemd
 	activated bool // its generation is the active one; the steer is under way
+	opts      UpgradeOptions
 }
 
 // cmdUpgrade asks for a new generation of rel.
@@ -40,6 +41,7 @@ type cmdUpgrade struct {
 	// ticketFile is --tls-ticket-key-file read again for this upgrade;
 	// nil without one.
 	ticketFile *ticketkeys.Ring
+	opts       UpgradeOptions
 }
 
 func (c cmdUpgrade) apply(l *loop) {
@@ -63,6 +65,16 @@ func (c cmdUpgrade) apply(l *loop) {
 		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, l.cfg.MaxDraining))
 		return
 	}
+	if len(c.opts.Canary) > 0 {
+		switch {
+		case l.active == nil:
+			c.req.finish(Progress{}, errors.New("upgrade --canary: no active generation to share traffic with"))
+			return
+		case l.cfg.Handover != HandoverSteer:
+			c.req.finish(Progress{}, fmt.Errorf("upgrade --canary: needs --handover %s (the weights are a steering program)", HandoverSteer))
+			return
+		}
+	}
 	if c.ticketFile != nil {
 		l.setTicketFile(*c.ticketFile)
 	}
@@ -70,12 +82,12 @@ func (c cmdUpgrade) apply(l *loop) {
 		c.req.emit(Progress{Step: StepRollingBack, Version: c.rel.Version})
 	}
 	l.fx.notify(reloading()...)
-	l.beginUpgrade(c.rel, c.req)
+	l.beginUpgrade(c.rel, c.req, c.opts)
 }
 
 // beginUpgrade starts a generation of rel, with the active one (if any)
 // serving on until it is ready.
-func (l *loop) beginUpgrade(rel release, req *opRequest) {
+func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 	// Moving on ends the running probation: its standby generation is
 	// retired, the current one becomes the one to come back to.
 	if a := l.active; a != nil && a.probation != nil && a.probation.cause == "" {
@@ -88,8 +100,9 @@ func (l *loop) beginUpgrade(rel release, req *opRequest) {
 	l.lastGen++
 	g := &generation{num: l.lastGen, release: rel, state: StateStarting, started: time.Now()}
 	l.gens = append(l.pruned(), g)
-	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now(), first: !l.started}
+	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now(), first: !l.started, opts: opts}
 	l.op = op
+	l.newReport(g, op.old, op.start, opts)
 	same := l.active != nil && l.active.release.Path == rel.Path
 	l.genLog(g).Info("starting generation", "path", rel.Path, "workers", l.cfg.Workers, "same_release", same)
 	req.emit(Progress{Step: StepStarting, Generation: g.num, Version: rel.Version, Path: rel.Path, Workers: l.cfg.Workers, Same: same})
@@ -179,6 +192,10 @@ func (l *loop) endFailedOp() {
 	if !op.first {
 		l.fx.notify("READY=1", "STATUS="+l.statusLine())
 	}
+	if rep := l.decide(g, nil, VerdictFailed, op.err.Error()); rep != nil {
+		rep.gone()
+		op.req.emitReport(rep)
+	}
 	op.req.finish(Progress{}, err)
 	l.checkStop()
 }
@@ -200,6 +217,9 @@ func (l *loop) activate(op *upgradeOp) {
 	g, old := op.g, op.old
 	readyAfter := time.Since(g.started)
 	op.req.emit(Progress{Step: StepReady, Generation: g.num, Version: g.release.Version, ReadyAfter: readyAfter})
+	if g.report != nil {
+		g.report.ReadyAfter = time.Since(op.start)
+	}
 	l.active = g
 	g.state = StateActive
 	// A restart of the same release is no step to roll back over.
@@ -212,9 +232,13 @@ func (l *loop) activate(op *upgradeOp) {
 	var p *probation
 	if old != nil {
 		// A standby needs every old worker ready: traffic may come back.
-		if l.cfg.Probation > 0 && canStandBy(old.workers) {
-			p = l.startProbation(g, old)
+		canary := len(op.opts.Canary) > 0
+		if (l.cfg.Probation > 0 || canary) && canStandBy(old.workers) {
+			p = l.startProbation(g, old, op.opts)
 		} else {
+			if canary {
+				l.genLog(g).Warn("no canary: the previous generation cannot stand by (a worker is not ready or listening); all new connections go to the new one")
+			}
 			old.state = StateDraining
 		}
 	}
@@ -257,6 +281,19 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		if req.wait {
 			p.follower = req
 		}
+		if p.weight < 100 {
+			// A canary: the old generation keeps its keep-alive clients
+			// and its share of new connections until the last step.
+			step := Progress{Step: StepCanary, Generation: g.num, Version: g.release.Version, Weight: p.weight,
+				Interval: p.interval, Other: old.num, OtherVersion: old.release.Version}
+			l.genLog(g).Info("canary step", "weight_percent", p.weight, "for", p.interval,
+				"standby_generation", old.num, "standby_version", old.release.Version)
+			follower.emit(step)
+			if !follower.wait {
+				follower.finish(step, nil)
+			}
+			break
+		}
 		for _, w := range p.workers {
 			l.send(w, control.Message{Type: control.TypeStandby})
 		}
@@ -270,6 +307,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		l.m.Upgrades.WithLabelValues("success").Inc()
 		workers := old.live()
 		follower := req
+		rep := l.decide(g, nil, VerdictPassed, "no probation")
 		l.countInflight(old, func(l *loop, n int64) {
 			follower.emit(Progress{Step: StepDraining, Generation: old.num, Version: old.release.Version, Inflight: n})
 			if !follower.wait {
@@ -277,6 +315,8 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 			}
 			l.retire(old, workers, func(l *loop, d time.Duration) {
 				follower.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+				rep.gone()
+				follower.emitReport(rep)
 				follower.finish(Progress{}, nil)
 			})
 		})

@@ -34,8 +34,9 @@ type generation struct {
 	state     string
 	workers   []*worker
 	started   time.Time
-	drainCut  bool       // its drain hit --drain-timeout (counted once)
-	probation *probation // while the previous generation stands by for it
+	drainCut  bool           // its drain hit --drain-timeout (counted once)
+	probation *probation     // while the previous generation stands by for it
+	report    *UpgradeReport // the upgrade that started it; nil for the first
 	restarts  backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone

@@ -121,6 +121,11 @@ type Message struct {
 	Cmd  string `json:"cmd,omitempty"`
 	Arg  string `json:"arg,omitempty"`
 	Wait bool   `json:"wait,omitempty"`
+	// Canary (upgrade): the new generation's weights in turn, percent of
+	// new connections, each held CanaryMS. A supervisor before them
+	// ignores both: the upgrade is then not a canary.
+	Canary   []int `json:"canary,omitempty"`
+	CanaryMS int64 `json:"canary_ms,omitempty"`
 
 	// Supervisor → worker.
 	Slots    []int `json:"slots,omitempty"`

@@ -1,0 +1,248 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/launcherd/launcher/metrics"
+)
+
+// The judge watches a generation during its canary and its probation and
+// compares it with the generation standing by for it, over the same
+// window (from the moment traffic began to move to now): the ratio of 5xx
+// answers and the p99 latency, read from both generations' own
+// launcher_requests_total and launcher_request_duration_seconds every
+// Config.JudgeEvery. A breach rolls back at once.
+
+// Judge defaults: Config's zero values mean these.
+const (
+	// DefaultMaxErrorRatio: the new generation's 5xx ratio may exceed the
+	// old one's by 5 percentage points.
+	DefaultMaxErrorRatio = 0.05
+	// DefaultMaxLatencyRatio: its p99 may be twice the old one's.
+	DefaultMaxLatencyRatio = 2.0
+	// DefaultMinRequests: no judgement on fewer requests of the new
+	// generation in the window.
+	DefaultMinRequests = 100
+	// DefaultJudgeEvery is how often the judge reads the workers' metrics.
+	DefaultJudgeEvery = time.Second
+)
+
+// NoJudge as Config.MaxErrorRatio or Config.MaxLatencyRatio turns that
+// judgement off.
+const NoJudge = -1.0
+
+// latencyFloor: p99s below it count as it. Below a few milliseconds a p99
+// is scheduling noise (a loaded machine, a cold start), not the release's.
+const latencyFloor = 10 * time.Millisecond
+
+// Why a judged probation rolled back: the reason label of
+// launcher_rollbacks_total (with "crashed" and "requested").
+const (
+	breachErrors  = "errors"
+	breachLatency = "latency"
+)
+
+// WindowFigures are one generation's requests in a judged window.
+type WindowFigures struct {
+	Generation int    `json:"generation"`
+	Version    string `json:"version"`
+	Requests   int64  `json:"requests"`
+	// Errors are the answers with a 5xx status code.
+	Errors int64 `json:"errors"`
+	// P99 is estimated from the duration histogram's buckets (see
+	// metrics.RequestSample.Quantile): 0 without requests.
+	P99 time.Duration `json:"p99_ns"`
+	// Window is the window's length.
+	Window time.Duration `json:"window_ns"`
+	// Lifetime is set when the window held too few of its requests to
+	// compare with, and the figures are those of its whole life instead.
+	Lifetime bool `json:"lifetime,omitempty"`
+}
+
+func (f WindowFigures) ratio() float64 {
+	if f.Requests <= 0 {
+		return 0
+	}
+	return float64(f.Errors) / float64(f.Requests)
+}
+
+func (f WindowFigures) String() string {
+	s := fmt.Sprintf("generation %d (%s): %d requests, %d 5xx (%.1f%%), p99 %s", f.Generation, f.Version,
+		f.Requests, f.Errors, 100*f.ratio(), f.P99.Round(100*time.Microsecond))
+	if f.Lifetime {
+		s += " over its whole life"
+	}
+	return s
+}
+
+// judgeLimits are Config's judge settings.
+type judgeLimits struct {
+	maxErrorRatio, maxLatencyRatio float64 // < 0: off
+	minRequests                    int64
+}
+
+// verdict judges the new generation's window nw against the old one's,
+// ow, or, when ow has fewer than minRequests, against the old one's whole
+// life (olife). It returns the breach ("" for none, else breachErrors or
+// breachLatency) with its reason, and whether it judged at all: not
+// before the new generation has minRequests. Without a baseline of
+// minRequests, errors are judged against none and latency not at all.
+func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason string, judged bool) {
+	if nw.Requests < lim.minRequests || nw.Requests <= 0 {
+		return "", fmt.Sprintf("not judged: %d of the %d requests it needs", max(nw.Requests, 0), lim.minRequests), false
+	}
+	base := ow
+	if base.Requests < lim.minRequests {
+		base = olife
+		base.Lifetime = true
+	}
+	baseOK := base.Requests >= lim.minRequests && base.Requests > 0
+	oldRatio := 0.0
+	if baseOK {
+		oldRatio = base.ratio()
+	}
+	if lim.maxErrorRatio >= 0 && nw.ratio() > oldRatio+lim.maxErrorRatio {
+		return breachErrors, fmt.Sprintf("5xx ratio %.1f%% (%d of %d) against %.1f%% on generation %d (limit: +%.1f points); %s; %s",
+			100*nw.ratio(), nw.Errors, nw.Requests, 100*oldRatio, base.Generation, 100*lim.maxErrorRatio, nw, base), true
+	}
+	if lim.maxLatencyRatio > 0 && baseOK {
+		np, op := max(nw.P99, latencyFloor), max(base.P99, latencyFloor)
+		if float64(np) > lim.maxLatencyRatio*float64(op) {
+			return breachLatency, fmt.Sprintf("p99 latency %s against %s on generation %d (×%.1f; limit ×%.1f); %s; %s",
+				nw.P99.Round(100*time.Microsecond), base.P99.Round(100*time.Microsecond), base.Generation,
+				float64(np)/float64(op), lim.maxLatencyRatio, nw, base), true
+		}
+	}
+	return "", fmt.Sprintf("healthy: %s; %s", nw, base), true
+}
+
+// judge is the judge of one probation. It belongs to the loop.
+type judge struct {
+	g, old  *generation
+	start   time.Time
+	known   map[*worker]bool // the workers live when it began
+	base    map[*worker]metrics.RequestSample
+	last    map[*worker]metrics.RequestSample
+	began   bool // the first reading is in: the window starts there
+	stopped bool
+	// The latest reading: both windows, and the judgement.
+	nw, ow, olife WindowFigures
+	judged        bool
+	reason        string
+	first         float64 // the new generation's first connection, Unix seconds
+}
+
+func (l *loop) limits() judgeLimits {
+	return judgeLimits{maxErrorRatio: l.cfg.MaxErrorRatio, maxLatencyRatio: l.cfg.MaxLatencyRatio, minRequests: int64(l.cfg.MinRequests)}
+}
+
+// startJudge starts judging g against old during p; the first reading
+// starts the window.
+func (l *loop) startJudge(g, old *generation, p *probation) {
+	j := &judge{g: g, old: old, known: map[*worker]bool{}, base: map[*worker]metrics.RequestSample{}, last: map[*worker]metrics.RequestSample{}}
+	for _, w := range append(g.live(), old.live()...) {
+		j.known[w] = true
+	}
+	p.judge = j
+	l.readJudge(g, p)
+}
+
+// readJudge reads the metrics of both generations' workers, off the loop,
+// and judges; then again after JudgeEvery while p runs.
+func (l *loop) readJudge(g *generation, p *probation) {
+	j := p.judge
+	if j == nil || j.stopped || g.runningProbation() != p {
+		return
+	}
+	type target struct {
+		w     *worker
+		admin string
+	}
+	var targets []target
+	for _, w := range append(g.live(), j.old.live()...) {
+		if w.conn != nil {
+			targets = append(targets, target{w, w.admin})
+		}
+	}
+	fx := l.fx
+	async(l, func() map[*worker]metrics.RequestSample {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		out := map[*worker]metrics.RequestSample{}
+		for _, t := range targets {
+			if mfs, err := fx.scrape(ctx, t.admin); err == nil {
+				out[t.w] = metrics.SampleRequests(mfs)
+			}
+		}
+		return out
+	}, func(l *loop, read map[*worker]metrics.RequestSample) {
+		if j.stopped || g.runningProbation() != p {
+			return
+		}
+		l.judgeReading(g, p, read)
+		if g.runningProbation() == p && !j.stopped {
+			l.after(l.cfg.JudgeEvery, evFunc(func(l *loop) { l.readJudge(g, p) }))
+		}
+	})
+}
+
+// judgeReading takes one reading in and rolls back on a breach.
+func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metrics.RequestSample) {
+	j := p.judge
+	now := time.Now()
+	if !j.began {
+		j.began, j.start = true, now
+	}
+	for w, s := range read {
+		if _, ok := j.base[w]; !ok {
+			// The new generation had no traffic before and a worker
+			// started since (a restart) none either: they count from
+			// zero. An old worker counts from its first reading.
+			if w.gen == j.g || !j.known[w] {
+				s0 := metrics.RequestSample{Bounds: s.Bounds, Counts: make([]float64, len(s.Counts))}
+				j.base[w] = s0
+			} else {
+				j.base[w] = s
+			}
+		}
+		j.last[w] = s
+	}
+	sum := func(gen *generation, life bool) (metrics.RequestSample, WindowFigures) {
+		var tot metrics.RequestSample
+		for w, s := range j.last {
+			if w.gen != gen {
+				continue
+			}
+			if !life {
+				s = s.Sub(j.base[w])
+			}
+			tot = tot.Add(s)
+		}
+		return tot, WindowFigures{Generation: gen.num, Version: gen.release.Version, Requests: int64(tot.Requests),
+			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start)}
+	}
+	ns, nw := sum(g, false)
+	_, ow := sum(j.old, false)
+	_, olife := sum(j.old, true)
+	j.nw, j.ow, j.olife = nw, ow, olife
+	if ns.FirstConnection > 0 {
+		j.first = ns.FirstConnection
+	}
+	breach, reason, judged := verdict(nw, ow, olife, l.limits())
+	j.judged, j.reason = judged, reason
+	if breach != "" {
+		p.breach, p.crash = breach, reason
+		l.endProbation(g, probationJudged)
+	}
+}
+
+// stopJudge ends p's judge, if any.
+func (p *probation) stopJudge() {
+	if p.judge != nil {
+		p.judge.stopped = true
+	}
+}
+
+func itoa(n int) string { return fmt.Sprint(n) }
