@@ -45,6 +45,11 @@ type behaviour struct {
 	// ticketKeys: like this library, it lists CapTicketKeys; the keys it
 	// gets are recorded (fakeEffects.gotTickets).
 	ticketKeys bool
+	// rps > 0: its scrapes count rps requests a second since it started,
+	// errorRatio of them answered 500, all taking latency.
+	rps        float64
+	errorRatio float64
+	latency    time.Duration
 }
 
 // fakeProc is a fake worker process.
@@ -58,6 +63,7 @@ type fakeProc struct {
 	signals  []syscall.Signal
 	killed   bool // its tree was killed
 	released bool // its listeners were released
+	started  time.Time
 }
 
 func (p *fakeProc) pid() int              { return p.id }
@@ -123,6 +129,7 @@ type fakeEffects struct {
 	removed   bool
 	repointed []string
 	msgs      map[int][]string // pid → message types the worker got
+	steers    [][]int          // the slots of every steer, in order
 	pidAt     map[string]int   // admin socket → pid
 	traces    map[int][]string // pid → drained, scraped, collected, exited in order
 	forgotten []int            // generations removeGeneration was called for
@@ -154,7 +161,7 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.mu.Lock()
 	b := fx.behave[filepath.Base(filepath.Dir(spec.path))]
 	fx.nextPID++
-	p := &fakeProc{id: fx.nextPID, gen: spec.gen, fx: fx, exit: make(chan struct{})}
+	p := &fakeProc{id: fx.nextPID, gen: spec.gen, fx: fx, exit: make(chan struct{}), started: time.Now()}
 	fx.procs = append(fx.procs, p)
 	admin := envOf(spec.env, control.EnvAdmin)
 	fx.byAdmin[admin] = b
@@ -188,6 +195,9 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	fx.msgs[pid] = append(fx.msgs[pid], m.Type)
 	if m.Type == control.TypeTicketKeys {
 		fx.tickets[pid] = append(fx.tickets[pid], m.TicketKeys)
+	}
+	if m.Type == control.TypeSteer {
+		fx.steers = append(fx.steers, m.Slots)
 	}
 	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
 		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
@@ -372,6 +382,9 @@ func (fx *fakeEffects) scrape(ctx context.Context, admin string) (map[string]*dt
 		return nil, ctx.Err()
 	}
 	fx.trace(pid, "scraped")
+	if b.rps > 0 {
+		return fakeTraffic(b, time.Since(p.started)), nil
+	}
 	return map[string]*dto.MetricFamily{
 		"launcher_requests_total": {Name: proto.String("launcher_requests_total"), Help: proto.String("Requests."), Type: dto.MetricType_COUNTER.Enum(),
 			Metric: []*dto.Metric{{Label: []*dto.LabelPair{{Name: proto.String("code"), Value: proto.String("200")}}, Counter: &dto.Counter{Value: proto.Float64(float64(pid))}}}},
@@ -638,4 +651,36 @@ func (s *steps) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return fmt.Sprint(s.l)
+}
+
+// fakeTraffic is the scrape of a worker of behaviour b after up.
+func fakeTraffic(b behaviour, up time.Duration) map[string]*dto.MetricFamily {
+	n := float64(int64(b.rps * up.Seconds()))
+	errs := float64(int64(n * b.errorRatio))
+	code := func(c string, v float64) *dto.Metric {
+		return &dto.Metric{Label: []*dto.LabelPair{{Name: proto.String("code"), Value: proto.String(c)}}, Counter: &dto.Counter{Value: proto.Float64(v)}}
+	}
+	h := &dto.Histogram{SampleCount: proto.Uint64(uint64(n))}
+	for _, le := range metrics.DurationBuckets {
+		c := 0.0
+		if b.latency.Seconds() <= le {
+			c = n
+		}
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(le), CumulativeCount: proto.Uint64(uint64(c))})
+	}
+	return map[string]*dto.MetricFamily{
+		"launcher_requests_total": {Name: proto.String("launcher_requests_total"), Type: dto.MetricType_COUNTER.Enum(),
+			Metric: []*dto.Metric{code("200", n-errs), code("500", errs)}},
+		"launcher_request_duration_seconds": {Name: proto.String("launcher_request_duration_seconds"), Type: dto.MetricType_HISTOGRAM.Enum(),
+			Metric: []*dto.Metric{{Histogram: h}}},
+		"launcher_inflight_requests": {Name: proto.String("launcher_inflight_requests"), Type: dto.MetricType_GAUGE.Enum(),
+			Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(0)}}}},
+	}
+}
+
+// steered returns the slots of every steer so far.
+func (fx *fakeEffects) steered() [][]int {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([][]int(nil), fx.steers...)
 }

@@ -1,0 +1,321 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestWeightedSlots(t *testing.T) {
+	tests := []struct {
+		newSlots, oldSlots []int
+		weight             int
+		wantLen            int
+	}{
+		{[]int{1}, []int{0}, 10, 100},
+		{[]int{4, 5, 6, 7}, []int{0, 1, 2, 3}, 10, 200},
+		{[]int{4, 5, 6, 7}, []int{0, 1, 2, 3}, 50, 200},
+		{[]int{3, 4, 5}, []int{0, 1, 2}, 1, 300},
+		{[]int{7}, []int{0, 1, 2, 3, 4, 5, 6}, 33, 700},
+		{[]int{2, 3}, nil, 10, 2},
+		{nil, []int{0, 1}, 10, 2},
+	}
+	for _, tt := range tests {
+		got := weightedSlots(tt.newSlots, tt.oldSlots, tt.weight)
+		if len(got) != tt.wantLen {
+			t.Errorf("weightedSlots(%v, %v, %d) has %d slots; want %d", tt.newSlots, tt.oldSlots, tt.weight, len(got), tt.wantLen)
+			continue
+		}
+		if len(tt.newSlots) == 0 || len(tt.oldSlots) == 0 {
+			continue
+		}
+		per := map[int]int{}
+		for _, s := range got {
+			per[s]++
+		}
+		newN := 0
+		for _, s := range tt.newSlots {
+			newN += per[s]
+		}
+		if share := 100 * newN / len(got); share != tt.weight {
+			t.Errorf("weightedSlots(%v, %v, %d): new share %d%%; want %d%%", tt.newSlots, tt.oldSlots, tt.weight, share, tt.weight)
+		}
+		// Each side's sockets get the same number of entries.
+		for _, side := range [][]int{tt.newSlots, tt.oldSlots} {
+			for _, s := range side {
+				if per[s] != per[side[0]] {
+					t.Errorf("weightedSlots(%v, %v, %d): slot %d has %d entries, slot %d %d; want even", tt.newSlots, tt.oldSlots, tt.weight, s, per[s], side[0], per[side[0]])
+				}
+			}
+		}
+	}
+	// The bound of the kernel program holds with many sockets.
+	if got := weightedSlots([]int{0, 1, 2, 3, 4, 5, 6}, []int{7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, 13); len(got) > maxWeightedSlots {
+		t.Errorf("%d slots; want at most %d", len(got), maxWeightedSlots)
+	}
+}
+
+func TestCheckCanary(t *testing.T) {
+	tests := []struct {
+		weights []int
+		ok      bool
+	}{
+		{nil, true}, {[]int{10}, true}, {[]int{1, 50, 99}, true},
+		{[]int{0}, false}, {[]int{100}, false}, {[]int{50, 10}, false}, {[]int{10, 10}, false},
+	}
+	for _, tt := range tests {
+		err := checkCanary(tt.weights, 0)
+		if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrBadCanary)) {
+			t.Errorf("checkCanary(%v) = %v; want ok %v", tt.weights, err, tt.ok)
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	lim := judgeLimits{maxErrorRatio: 0.05, maxLatencyRatio: 2, minRequests: 100}
+	ms := time.Millisecond
+	fig := func(gen int, req, errs int64, p99 time.Duration) WindowFigures {
+		return WindowFigures{Generation: gen, Version: fmt.Sprint("v", gen), Requests: req, Errors: errs, P99: p99}
+	}
+	tests := []struct {
+		name       string
+		nw, ow, ol WindowFigures
+		lim        judgeLimits
+		breach     string
+		judged     bool
+	}{
+		{"too few", fig(2, 99, 99, ms), fig(1, 1000, 0, ms), fig(1, 1000, 0, ms), lim, "", false},
+		{"healthy", fig(2, 1000, 10, ms), fig(1, 9000, 50, ms), fig(1, 9000, 50, ms), lim, "", true},
+		{"30% errors", fig(2, 1000, 300, ms), fig(1, 9000, 0, ms), fig(1, 9000, 0, ms), lim, breachErrors, true},
+		{"errors like the old", fig(2, 1000, 300, ms), fig(1, 9000, 2700, ms), fig(1, 9000, 2700, ms), lim, "", true},
+		{"3x slower", fig(2, 1000, 0, 45*ms), fig(1, 9000, 0, 15*ms), fig(1, 9000, 0, 15*ms), lim, breachLatency, true},
+		{"1.5x slower", fig(2, 1000, 0, 22*ms), fig(1, 9000, 0, 15*ms), fig(1, 9000, 0, 15*ms), lim, "", true},
+		{"noise under the floor", fig(2, 1000, 0, 3*ms), fig(1, 9000, 0, ms/2), fig(1, 9000, 0, ms/2), lim, "", true},
+		{"old idle: its life", fig(2, 1000, 0, 45*ms), fig(1, 3, 0, 0), fig(1, 50000, 0, 15*ms), lim, breachLatency, true},
+		{"no baseline: errors alone", fig(2, 1000, 300, 45*ms), fig(1, 0, 0, 0), fig(1, 0, 0, 0), lim, breachErrors, true},
+		{"no baseline: no latency", fig(2, 1000, 0, 45*ms), fig(1, 0, 0, 0), fig(1, 0, 0, 0), lim, "", true},
+		{"latency off", fig(2, 1000, 0, 450*ms), fig(1, 9000, 0, 15*ms), fig(1, 9000, 0, 15*ms), judgeLimits{maxErrorRatio: 0.05, maxLatencyRatio: NoJudge, minRequests: 100}, "", true},
+	}
+	for _, tt := range tests {
+		breach, reason, judged := verdict(tt.nw, tt.ow, tt.ol, tt.lim)
+		if breach != tt.breach || judged != tt.judged {
+			t.Errorf("%s: verdict = %q, judged %v (%s); want %q, judged %v", tt.name, breach, judged, reason, tt.breach, tt.judged)
+		}
+	}
+}
+
+// upgradeWith runs a canary upgrade and returns its steps and report.
+func (r *rig) upgradeWith(version string, opts UpgradeOptions) (*steps, *UpgradeReport, error) {
+	st := &steps{}
+	var rep *UpgradeReport
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := r.s.UpgradeWith(ctx, version, opts, func(p Progress) {
+		st.add(p)
+		if p.Report != nil {
+			rep = p.Report
+		}
+	})
+	return st, rep, err
+}
+
+// share returns the percentage of slots among newSlots.
+func share(slots []int, newSlots ...int) int {
+	n := 0
+	for _, s := range slots {
+		for _, ns := range newSlots {
+			if s == ns {
+				n++
+			}
+		}
+	}
+	if len(slots) == 0 {
+		return 0
+	}
+	return 100 * n / len(slots)
+}
+
+// lastShare waits for the last program to give want percent to slots.
+func lastShare(t *testing.T, fx *fakeEffects, want int, slots ...int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("a program with %d%% to %v", want, slots), func() error {
+		all := fx.steered()
+		if last := all[len(all)-1]; share(last, slots...) != want {
+			return fmt.Errorf("last program %v", last)
+		}
+		return nil
+	})
+}
+
+func TestCanaryStepsWeights(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	before := len(fx.steered())
+	start := time.Now()
+	st, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10, 50}, CanaryInterval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepCanary, StepCanary, StepCanary, StepStandby, StepProbationPassed, StepDrained, StepReport})
+	if st.String() != want {
+		t.Errorf("steps = %s; want %s", st, want)
+	}
+	// Generation 1's workers hold slots 0 and 1, generation 2's 2 and 3:
+	// the shares of generation 2 in the programs, in order.
+	var shares []int
+	for _, slots := range fx.steered()[before:] {
+		if s := share(slots, 2, 3); len(shares) == 0 || shares[len(shares)-1] != s {
+			shares = append(shares, s)
+		}
+	}
+	// Before: generation 1's alone (0); once generation 1 has gone,
+	// generation 2's workers move to slots 0 and 1.
+	if got := fmt.Sprint(shares); !strings.HasPrefix(got, "[10 50 100") && !strings.HasPrefix(got, "[0 10 50 100") {
+		t.Errorf("new generation's shares of the programs = %v; want 0, 10, 50, 100 in turn", shares)
+	}
+	if took < 900*time.Millisecond || took > 5*time.Second {
+		t.Errorf("upgrade took %s; want 2 steps of 300 ms and a 300 ms probation", took)
+	}
+	if rep == nil || rep.Verdict != VerdictPassed || len(rep.Weights) != 3 || rep.GoneAfter == 0 {
+		t.Fatalf("report = %+v; want passed with 3 weights and the old generation gone", rep)
+	}
+	if at := rep.Weights[1].At - rep.Weights[0].At; at < 250*time.Millisecond || at > 1500*time.Millisecond {
+		t.Errorf("50%% came %s after 10%%; want 300 ms", at)
+	}
+	if h := r.status().History; len(h) != 1 || h[0].Verdict != VerdictPassed {
+		t.Errorf("status history = %+v; want one passed upgrade", h)
+	}
+}
+
+func TestCanaryPromote(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 200 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	if _, _, err := r.upgradeWith("v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if g1, g2 := r.gen(1), r.gen(2); g2.Weight != 10 || g1.Weight != 90 || g1.State != StateStandby {
+		t.Fatalf("during the canary: generation 1 %+v, 2 %+v; want weights 90 and 10", g1, g2)
+	}
+	p, err := r.s.Promote(context.Background())
+	if err != nil || p.Weight != 100 {
+		t.Fatalf("promote = %+v, %v; want weight 100", p, err)
+	}
+	if g := r.gen(2); g.Weight != 100 {
+		t.Errorf("generation 2 after promote = %+v; want weight 100", g)
+	}
+	lastShare(t, fx, 100, 2, 3)
+	eventually(t, "generation 1 drained after the probation", func() error {
+		if g := r.gen(1); g.State != StateExited {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	if _, err := r.s.Promote(context.Background()); err == nil || !strings.Contains(err.Error(), "no canary") {
+		t.Errorf("second promote = %v; want no canary under way", err)
+	}
+	if h := r.status().History; len(h) != 1 || !h[0].Promoted {
+		t.Errorf("history = %+v; want one promoted upgrade", h)
+	}
+}
+
+func TestCanaryRollback(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2}, fx, nil)
+	r.waitStarted()
+	old := r.gen(1).PIDs
+	if _, _, err := r.upgradeWith("v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) || g.Weight != 100 {
+		t.Errorf("generation 1 = %+v; want active with the same pids %v", g, old)
+	}
+	lastShare(t, fx, 100, 0, 1)
+	if n := testutil.ToFloat64(r.s.metrics.Rollbacks.WithLabelValues("requested")); n != 1 {
+		t.Errorf("rollbacks{requested} = %v; want 1", n)
+	}
+}
+
+func TestCanaryJudgedBreach(t *testing.T) {
+	tests := []struct {
+		name   string
+		v2     behaviour
+		reason string
+	}{
+		{"errors", behaviour{rps: 2000, errorRatio: 0.3, latency: time.Millisecond}, breachErrors},
+		{"latency", behaviour{rps: 2000, latency: 40 * time.Millisecond}, breachLatency},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 2, JudgeEvery: 100 * time.Millisecond}, fx, nil)
+			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+			r.behave("v2", tt.v2)
+			r.waitStarted()
+			old := r.gen(1).PIDs
+			start := time.Now()
+			_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: 10 * time.Second})
+			if err == nil || !strings.Contains(err.Error(), "rolled back during its canary") {
+				t.Fatalf("upgrade: %v; want a judged rollback", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("rolled back after %s; want within the step", d)
+			}
+			if rep == nil || rep.Verdict != VerdictRolledBack || !strings.HasPrefix(rep.Reason, tt.reason) || rep.New == nil || rep.New.Requests < 100 {
+				t.Errorf("report = %+v; want rolled back for %s with figures", rep, tt.reason)
+			}
+			if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {
+				t.Errorf("generation 1 = %+v; want active with the same pids %v", g, old)
+			}
+			if n := testutil.ToFloat64(r.s.metrics.Rollbacks.WithLabelValues(tt.reason)); n != 1 {
+				t.Errorf("rollbacks{%s} = %v; want 1", tt.reason, n)
+			}
+			if !strings.Contains(r.log.String(), "ROLLED BACK") {
+				t.Errorf("no ROLLED BACK log line")
+			}
+		})
+	}
+}
+
+func TestProbationJudgedWithoutCanary(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 5 * time.Second, JudgeEvery: 100 * time.Millisecond}, fx, nil)
+	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.5, latency: time.Millisecond})
+	r.waitStarted()
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+	if err == nil || !strings.Contains(err.Error(), "5xx ratio") {
+		t.Fatalf("upgrade: %v; want a judged rollback during the probation", err)
+	}
+	if rep == nil || rep.Verdict != VerdictRolledBack {
+		t.Errorf("report = %+v; want rolled back", rep)
+	}
+}
+
+func TestCanaryHealthyPasses(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 300 * time.Millisecond, JudgeEvery: 100 * time.Millisecond}, fx, nil)
+	r.behave("v1", behaviour{rps: 2000, errorRatio: 0.01, latency: 2 * time.Millisecond})
+	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.01, latency: 2 * time.Millisecond})
+	r.waitStarted()
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10, 50}, CanaryInterval: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep == nil || rep.Verdict != VerdictPassed || rep.New == nil || rep.New.Requests < 100 || rep.Old == nil {
+		t.Fatalf("report = %+v; want passed, with both generations' figures", rep)
+	}
+	if !strings.Contains(rep.String(), "weights: 10% at") {
+		t.Errorf("report text:\n%s\nwant the weights", rep)
+	}
+}
