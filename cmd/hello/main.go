@@ -8,6 +8,8 @@
 // alone (hello -addr :8080 -pidfile hello.pid; kill -HUP $(cat hello.pid)).
 // With -tls-cert FILE -tls-key FILE it serves HTTPS, HTTP/2 included;
 // with -h2c, HTTP/2 over cleartext (prior knowledge) beside HTTP/1.1.
+// To show a bad release to a canary upgrade, -fail-ratio R answers 500 to
+// that fraction of requests and -delay D adds D to each.
 package main
 
 import (
@@ -16,8 +18,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,16 +40,23 @@ func main() {
 	tlsCert := flag.String("tls-cert", "", "serve HTTPS (and HTTP/2) with this PEM certificate chain; needs -tls-key")
 	tlsKey := flag.String("tls-key", "", "the PEM private key of -tls-cert")
 	h2c := flag.Bool("h2c", false, "serve HTTP/2 over cleartext with prior knowledge (h2c) beside HTTP/1.1")
+	failRatio := flag.Float64("fail-ratio", 0, "answer 500 to this fraction of requests, evenly spread (a bad release, for canary upgrades)")
+	delay := flag.Duration("delay", 0, "add this latency to every request (a slow release)")
 	flag.Parse()
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(os.Stderr, "hello: -tls-cert and -tls-key go together")
 		os.Exit(2)
 	}
+	if *failRatio < 0 || *failRatio > 1 || *delay < 0 {
+		fmt.Fprintln(os.Stderr, "hello: -fail-ratio wants 0..1 and -delay 0 or more")
+		os.Exit(2)
+	}
+	bad := fault{ratio: *failRatio, delay: *delay}
 
 	if *plain {
 		// The same server settings as launcher.App.Run, so a benchmark
 		// compares the launcher, not the settings.
-		srv := &http.Server{Addr: *addr, Handler: newMux(version, nil), ReadHeaderTimeout: 30 * time.Second}
+		srv := &http.Server{Addr: *addr, Handler: bad.wrap(newMux(version, nil)), ReadHeaderTimeout: 30 * time.Second}
 		if err := srv.ListenAndServe(); err != nil {
 			fmt.Fprintln(os.Stderr, "hello:", err)
 			os.Exit(1)
@@ -82,7 +93,7 @@ func main() {
 		os.Exit(1)
 	}
 	onSleep := func(d time.Duration) { slept.Add(d.Seconds()) }
-	if err := app.Run(context.Background(), newMux(version, onSleep)); err != nil {
+	if err := app.Run(context.Background(), bad.wrap(newMux(version, onSleep))); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		os.Exit(1)
 	}
@@ -118,4 +129,33 @@ func newMux(version string, onSleep func(time.Duration)) *http.ServeMux {
 func reply(w http.ResponseWriter, s string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write([]byte(s))
+}
+
+// fault makes a release bad on purpose: a fraction of 500s, added latency.
+type fault struct {
+	ratio float64
+	delay time.Duration
+	n     atomic.Uint64
+}
+
+// wrap returns h with f's faults. The n-th request fails when
+// floor(n·ratio) steps up, so exactly that fraction fails, evenly spread.
+func (f *fault) wrap(h http.Handler) http.Handler {
+	if f.ratio == 0 && f.delay == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f.delay > 0 {
+			select {
+			case <-time.After(f.delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if n := float64(f.n.Add(1)); math.Floor(n*f.ratio) > math.Floor((n-1)*f.ratio) {
+			http.Error(w, "failing on purpose (-fail-ratio)", http.StatusInternalServerError)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

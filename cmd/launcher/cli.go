@@ -28,7 +28,8 @@ type cli struct {
 	releaseSignals func()
 
 	start    func(cfg supervisor.Config, verbose bool) error
-	upgrade  func(ctx context.Context, arg string, wait bool) error
+	upgrade  func(ctx context.Context, arg string, o upgradeOptions) error
+	promote  func(ctx context.Context) error
 	rollback func(ctx context.Context, wait bool) error
 	stop     func(ctx context.Context) error
 	status   func(ctx context.Context, o statusOptions) error
@@ -44,6 +45,7 @@ func newCLI(stdout, stderr io.Writer) *cli {
 	c.start = c.runStart
 	c.upgrade = c.runUpgrade
 	c.rollback = c.runRollback
+	c.promote = c.runPromote
 	c.stop = c.runStop
 	c.status = c.runStatus
 	c.demo = func(ctx context.Context, o demoOptions) error { return cmdDemo(ctx, o, c.stdout, c.stderr) }
@@ -98,7 +100,7 @@ func (c *cli) command() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.stateDir, "state-dir", "",
 		"state directory `DIR` of the supervisor (default: env LAUNCHER_STATE_DIR, else /run/launcher for root, else $XDG_RUNTIME_DIR/launcher, else /tmp/launcher-UID)")
 	root.MarkPersistentFlagDirname("state-dir")
-	root.AddCommand(c.startCommand(), c.upgradeCommand(), c.rollbackCommand(), c.statusCommand(),
+	root.AddCommand(c.startCommand(), c.upgradeCommand(), c.promoteCommand(), c.rollbackCommand(), c.statusCommand(),
 		c.stopCommand(), c.demoCommand(), c.completionCommand(), c.manCommand())
 	return root
 }
@@ -157,8 +159,15 @@ in-flight requests and open connections, read live from the workers.`,
 	return cmd
 }
 
+// upgradeOptions are upgrade's flags.
+type upgradeOptions struct {
+	wait, json bool
+	canary     []int
+	interval   time.Duration
+}
+
 func (c *cli) upgradeCommand() *cobra.Command {
-	var wait bool
+	var o upgradeOptions
 	cmd := &cobra.Command{
 		Use:   "upgrade [--wait] [VERSION|PATH]",
 		Short: "start a new generation and hand traffic to it",
@@ -167,8 +176,18 @@ COMMAND's target), or of PATH, or with no argument of COMMAND re-resolved
 (a current symlink is followed again): the same as
 kill -HUP $(cat STATE_DIR/launcher.pid). It prints each step and exits 0
 once the new generation serves; --wait also waits for its probation (exit
-1 if it crashed and was rolled back) and for the old generation to exit.`,
-		Example: "  launcher upgrade v2 --wait\n  launcher upgrade ./build/hello",
+1 with the reason and the figures if it crashed or breached the judge's
+limits and was rolled back) and for the old generation to exit, and
+prints the upgrade's report.
+
+With --canary 10,50 the new generation first gets 10% of new connections,
+then 50%, each for --canary-interval, then all of them and the usual
+probation; the old generation stays listening and takes the rest, and its
+keep-alive connections stay where they are until the last step. Every
+step is judged against the old generation (see start's --max-error-ratio,
+--max-latency-ratio, --min-requests). launcher promote skips to 100%,
+launcher rollback gives everything back at once.`,
+		Example: "  launcher upgrade v2 --wait\n  launcher upgrade ./build/hello\n  launcher upgrade --canary 10,50 --canary-interval 1m --wait v3",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("upgrade: one VERSION or PATH at most, got %q", args)
@@ -177,15 +196,63 @@ once the new generation serves; --wait also waits for its probation (exit
 		},
 		ValidArgsFunction: c.completeRelease,
 		RunE: c.act(func(cmd *cobra.Command, args []string) error {
+			if err := checkCanaryFlags(cmd, o); err != nil {
+				return err
+			}
 			arg, err := upgradeArg(args)
 			if err != nil {
 				return err
 			}
-			return c.upgrade(cmd.Context(), arg, wait)
+			return c.upgrade(cmd.Context(), arg, o)
 		}),
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "also wait until the old generation has drained and exited")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "also wait for the probation's verdict and until the old generation has drained and exited; print the upgrade's report")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print each step as a line of JSON (the report is the step \"report\")")
+	cmd.Flags().IntSliceVar(&o.canary, "canary", nil, "`percentages` of new connections the new generation gets in turn (increasing, 1..99) before all of them")
+	cmd.Flags().DurationVar(&o.interval, "canary-interval", supervisor.DefaultCanaryInterval, "how long each --canary weight holds")
+	noFiles(cmd, "canary", "canary-interval")
 	return cmd
+}
+
+// checkCanaryFlags refuses canary weights that are not increasing
+// percentages of 1..99, and a --canary-interval without --canary.
+func checkCanaryFlags(cmd *cobra.Command, o upgradeOptions) error {
+	if cmd.Flags().Changed("canary-interval") && len(o.canary) == 0 {
+		return usagef("upgrade: --canary-interval needs --canary")
+	}
+	if o.interval <= 0 {
+		return usagef("upgrade: --canary-interval %s: want more than 0", o.interval)
+	}
+	for i, w := range o.canary {
+		if w < 1 || w > 99 {
+			return usagef("upgrade: --canary %d: want percentages from 1 to 99", w)
+		}
+		if i > 0 && w <= o.canary[i-1] {
+			return usagef("upgrade: --canary %s: want increasing weights", joinInts(o.canary))
+		}
+	}
+	return nil
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (c *cli) promoteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "promote",
+		Short: "end a canary: all new connections to the new generation",
+		Long: `During a canary upgrade (launcher upgrade --canary), skip the remaining
+steps: the new generation gets all new connections at once, and its
+probation begins. Exit 1 if no canary is under way.`,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.promote(cmd.Context()) }),
+	}
 }
 
 func (c *cli) rollbackCommand() *cobra.Command {
@@ -193,8 +260,8 @@ func (c *cli) rollbackCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback [--wait]",
 		Short: "go back to the previous release",
-		Long: `During a probation: traffic goes straight back to the standby generation
-(no start, a few ms). Otherwise an upgrade back to the release that was
+		Long: `During a probation or a canary: traffic goes straight back to the standby
+generation (no start, a few ms). Otherwise an upgrade back to the release that was
 active before the current one.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,

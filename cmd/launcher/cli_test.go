@@ -33,6 +33,7 @@ type call struct {
 	verbose  bool
 	arg      string
 	wait     bool
+	upgrade  upgradeOptions
 	status   statusOptions
 	demo     demoOptions
 }
@@ -50,9 +51,10 @@ func fakeCLI(got *call, err error) func(stdout, stderr io.Writer) *cli {
 		c.start = func(cfg supervisor.Config, verbose bool) error {
 			return record(call{action: "start", cfg: cfg, verbose: verbose})
 		}
-		c.upgrade = func(_ context.Context, arg string, wait bool) error {
-			return record(call{action: "upgrade", arg: arg, wait: wait})
+		c.upgrade = func(_ context.Context, arg string, o upgradeOptions) error {
+			return record(call{action: "upgrade", arg: arg, wait: o.wait, upgrade: o})
 		}
+		c.promote = func(context.Context) error { return record(call{action: "promote"}) }
 		c.rollback = func(_ context.Context, wait bool) error { return record(call{action: "rollback", wait: wait}) }
 		c.stop = func(context.Context) error { return record(call{action: "stop"}) }
 		c.status = func(_ context.Context, o statusOptions) error { return record(call{action: "status", status: o}) }
@@ -60,6 +62,11 @@ func fakeCLI(got *call, err error) func(stdout, stderr io.Writer) *cli {
 		c.releases = func(context.Context) (string, error) { return "", supervisor.ErrNotRunning }
 		return c
 	}
+}
+
+// upOpts is upgrade's options with the flags' defaults.
+func upOpts(wait bool) upgradeOptions {
+	return upgradeOptions{wait: wait, interval: supervisor.DefaultCanaryInterval}
 }
 
 // startConfig is start's Config with the flags' defaults, changed by set.
@@ -70,6 +77,7 @@ func startConfig(set func(*supervisor.Config)) supervisor.Config {
 		Handover: supervisor.HandoverSteer, MaxDraining: 4, Settle: 50 * time.Millisecond,
 		Probation: supervisor.DefaultProbation, KeepExited: supervisor.DefaultKeepExited,
 		TicketRotate: ticketkeys.DefaultRotate, TicketLifetime: ticketkeys.DefaultLifetime,
+		MaxErrorRatio: supervisor.DefaultMaxErrorRatio, MaxLatencyRatio: supervisor.DefaultMaxLatencyRatio, MinRequests: supervisor.DefaultMinRequests,
 	}
 	if set != nil {
 		set(&cfg)
@@ -88,13 +96,20 @@ func TestParse(t *testing.T) {
 		args []string
 		want call
 	}{
-		{[]string{"upgrade", "v2", "--wait"}, call{action: "upgrade", arg: "v2", wait: true}},
-		{[]string{"upgrade", "--wait", "v2"}, call{action: "upgrade", arg: "v2", wait: true}},
-		{[]string{"upgrade"}, call{action: "upgrade"}},
-		{[]string{"upgrade", "v2", "--state-dir", "/s"}, call{action: "upgrade", arg: "v2", stateDir: "/s"}},
-		{[]string{"--state-dir", "/s", "upgrade", "v2"}, call{action: "upgrade", arg: "v2", stateDir: "/s"}},
-		{[]string{"upgrade", "/abs/hello"}, call{action: "upgrade", arg: "/abs/hello"}},
-		{[]string{"upgrade", "build/hello"}, call{action: "upgrade", arg: filepath.Join(wd, "build/hello")}},
+		{[]string{"upgrade", "v2", "--wait"}, call{action: "upgrade", arg: "v2", wait: true, upgrade: upOpts(true)}},
+		{[]string{"upgrade", "--wait", "v2"}, call{action: "upgrade", arg: "v2", wait: true, upgrade: upOpts(true)}},
+		{[]string{"upgrade"}, call{action: "upgrade", upgrade: upOpts(false)}},
+		{[]string{"upgrade", "v2", "--state-dir", "/s"}, call{action: "upgrade", arg: "v2", stateDir: "/s", upgrade: upOpts(false)}},
+		{[]string{"--state-dir", "/s", "upgrade", "v2"}, call{action: "upgrade", arg: "v2", stateDir: "/s", upgrade: upOpts(false)}},
+		{[]string{"upgrade", "/abs/hello"}, call{action: "upgrade", arg: "/abs/hello", upgrade: upOpts(false)}},
+		{[]string{"upgrade", "build/hello"}, call{action: "upgrade", arg: filepath.Join(wd, "build/hello"), upgrade: upOpts(false)}},
+		{[]string{"upgrade", "--canary", "10,50", "--canary-interval", "2s", "--json", "v2"}, call{action: "upgrade", arg: "v2",
+			upgrade: upgradeOptions{canary: []int{10, 50}, interval: 2 * time.Second, json: true}}},
+		{[]string{"promote"}, call{action: "promote"}},
+		{[]string{"start", "--listen", "a:1", "--max-error-ratio", "0.1", "--max-latency-ratio", "0", "--min-requests", "20", "--", "/srv/hello"},
+			call{action: "start", cfg: startConfig(func(c *supervisor.Config) {
+				c.Listen, c.MaxErrorRatio, c.MaxLatencyRatio, c.MinRequests = []string{"a:1"}, 0.1, supervisor.NoJudge, 20
+			})}},
 		{[]string{"rollback", "--wait"}, call{action: "rollback", wait: true}},
 		{[]string{"stop", "--state-dir=/s"}, call{action: "stop", stateDir: "/s"}},
 		{[]string{"status"}, call{action: "status", status: statusOptions{interval: time.Second}}},
@@ -167,6 +182,13 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"upgrdae"}, code: 2, stderr: `launcher: unknown command "upgrdae" (see launcher --help); did you mean "upgrade"?` + "\n", noAction: true},
 		{args: []string{"--bogus"}, code: 2, stderr: "launcher: unknown flag: --bogus (see launcher --help)\n", noAction: true},
 		{args: []string{"upgrade", "--bogus"}, code: 2, stderr: "launcher: upgrade: unknown flag: --bogus (see launcher upgrade --help)\n", noAction: true},
+		{args: []string{"upgrade", "--canary", "50,10", "v2"}, code: 2, stderr: "launcher: upgrade: --canary 50,10: want increasing weights\n", noAction: true},
+		{args: []string{"upgrade", "--canary", "100", "v2"}, code: 2, stderr: "launcher: upgrade: --canary 100: want percentages from 1 to 99\n", noAction: true},
+		{args: []string{"upgrade", "--canary", "ten", "v2"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"upgrade", "--canary-interval", "2s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval needs --canary\n", noAction: true},
+		{args: []string{"upgrade", "--canary", "10", "--canary-interval", "0s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval 0s: want more than 0\n", noAction: true},
+		{args: []string{"promote", "now"}, code: 2, stderr: "*", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--max-error-ratio", "-1", "--", "x"}, code: 2, stderr: "launcher: start: --max-error-ratio -1: want 0 (off) or more\n", noAction: true},
 		{args: []string{"upgrade", "v2", "v3"}, code: 2, stderr: `launcher: upgrade: one VERSION or PATH at most, got ["v2" "v3"]` + "\n", noAction: true},
 		{args: []string{"status", "now"}, code: 2, stderr: "*", noAction: true},
 		{args: []string{"rollback", "v1"}, code: 2, stderr: "*", noAction: true},

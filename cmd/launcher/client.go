@@ -12,13 +12,27 @@ import (
 	"github.com/launcherd/launcher/supervisor"
 )
 
-func (c *cli) runUpgrade(ctx context.Context, arg string, wait bool) error {
+func (c *cli) runUpgrade(ctx context.Context, arg string, o upgradeOptions) error {
 	pr := newPrinter(c.stdout)
-	sum, err := c.client().Upgrade(ctx, arg, wait, pr.print)
+	pr.json = o.json
+	opts := supervisor.UpgradeOptions{Wait: o.wait, Canary: o.canary}
+	if len(o.canary) > 0 {
+		opts.CanaryInterval = o.interval
+	}
+	sum, err := c.client().UpgradeWith(ctx, arg, opts, pr.print)
 	if err != nil {
 		return err // the supervisor's message already names the command
 	}
 	pr.summary(sum)
+	return nil
+}
+
+func (c *cli) runPromote(ctx context.Context) error {
+	sum, err := c.client().Promote(ctx)
+	if err != nil {
+		return err
+	}
+	newPrinter(c.stdout).print(sum)
 	return nil
 }
 
@@ -43,6 +57,7 @@ type printer struct {
 	w     io.Writer
 	start time.Time
 	last  string
+	json  bool // one JSON object per step
 }
 
 func newPrinter(w io.Writer) *printer { return &printer{w: w, start: time.Now()} }
@@ -50,6 +65,15 @@ func newPrinter(w io.Writer) *printer { return &printer{w: w, start: time.Now()}
 func (pr *printer) print(p supervisor.Progress) {
 	line := p.String()
 	if line == "" {
+		return
+	}
+	if pr.json {
+		if p.Step == "" {
+			return // an older supervisor's line: no JSON to give
+		}
+		b, _ := json.Marshal(p)
+		fmt.Fprintf(pr.w, "%s\n", b)
+		pr.last = line
 		return
 	}
 	secs := time.Since(pr.start).Seconds()
@@ -113,6 +137,9 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			pids = []string{"-"}
 		}
 		state := g.State
+		if g.Weight > 0 && g.Weight < 100 {
+			state += fmt.Sprintf(" (canary: %d%% of new connections)", g.Weight)
+		}
 		if g.ProbationUntil != nil {
 			state += fmt.Sprintf(" (probation %s left)", time.Until(*g.ProbationUntil).Round(100*time.Millisecond))
 		}

@@ -61,6 +61,20 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.TicketLifetime < cfg.TicketRotate {
 				return usagef("start: --tls-ticket-lifetime %s: want at least --tls-ticket-rotate (%s)", cfg.TicketLifetime, cfg.TicketRotate)
 			}
+			for _, f := range []struct {
+				name string
+				v    *float64
+			}{{"max-error-ratio", &cfg.MaxErrorRatio}, {"max-latency-ratio", &cfg.MaxLatencyRatio}} {
+				if *f.v < 0 {
+					return usagef("start: --%s %g: want 0 (off) or more", f.name, *f.v)
+				}
+				if *f.v == 0 {
+					*f.v = supervisor.NoJudge // in Config, zero is the default
+				}
+			}
+			if cfg.MinRequests < 1 {
+				return usagef("start: --min-requests %d: want at least 1", cfg.MinRequests)
+			}
 			if cfg.Workers < 1 {
 				return usagef("start: --workers %d: want at least 1", cfg.Workers)
 			}
@@ -84,6 +98,9 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
 	f.DurationVar(&cfg.Settle, "settle", 50*time.Millisecond, "an old accept queue must stay empty this long before it closes")
 	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
+	f.Float64Var(&cfg.MaxErrorRatio, "max-error-ratio", supervisor.DefaultMaxErrorRatio, "during a canary or probation, roll back if the new generation's ratio of 5xx answers exceeds the old one's, over the same window, by more than this (0.05: 5 points; 0 disables)")
+	f.Float64Var(&cfg.MaxLatencyRatio, "max-latency-ratio", supervisor.DefaultMaxLatencyRatio, "during a canary or probation, roll back if the new generation's p99 latency exceeds this many times the old one's (both counted as at least 10ms; 0 disables)")
+	f.IntVar(&cfg.MinRequests, "min-requests", supervisor.DefaultMinRequests, "requests the new generation must have served in the window before it is judged")
 	f.DurationVar(&cfg.KeepExited, "keep-exited", supervisor.DefaultKeepExited, "with --metrics: keep serving an exited worker's counters and histograms, frozen at their final values, this long, so scrapes see its last requests (0: drop them at exit)")
 	f.DurationVar(&cfg.TicketRotate, "tls-ticket-rotate", ticketkeys.DefaultRotate, "make a new TLS session-ticket key for the workers this often (new tickets use it; older keys still decrypt)")
 	f.DurationVar(&cfg.TicketLifetime, "tls-ticket-lifetime", ticketkeys.DefaultLifetime, "drop TLS session-ticket keys this old: their tickets no longer resume")
@@ -93,7 +110,8 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	cmd.RegisterFlagCompletionFunc("handover", cobra.FixedCompletions(
 		[]cobra.Completion{supervisor.HandoverSteer, supervisor.HandoverMigrate, supervisor.HandoverClose},
 		cobra.ShellCompDirectiveNoFileComp))
-	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation", "keep-exited", "tls-ticket-rotate", "tls-ticket-lifetime")
+	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation", "keep-exited",
+		"max-error-ratio", "max-latency-ratio", "min-requests", "tls-ticket-rotate", "tls-ticket-lifetime")
 	return cmd
 }
 
