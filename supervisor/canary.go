@@ -112,7 +112,6 @@ func (l *loop) nextCanaryStep(g *generation, p *probation) {
 	}
 	p.weight = p.canary[p.step]
 	p.step++
-	p.stepStarted = time.Now()
 	rep := l.report(g)
 	rep.stepAt(p.weight, time.Since(rep.Command))
 	l.genLog(g).Info("canary step", "weight_percent", p.weight, "for", p.interval,
@@ -124,7 +123,14 @@ func (l *loop) nextCanaryStep(g *generation, p *probation) {
 			l.genLog(g).Warn("steer canary weight", "weight_percent", p.weight, "err", err)
 		}
 	})
-	p.stopTimer = l.after(p.interval, evFunc(func(l *loop) { l.nextCanaryStep(g, p) }))
+	p.stopTimer = l.after(p.nextStepIn(), evFunc(func(l *loop) { l.nextCanaryStep(g, p) }))
+}
+
+// nextStepIn is the time left until the next canary step: each is due
+// interval after the previous one was due, not after it came, so a late
+// timer (a loaded machine) does not push the schedule back.
+func (p *probation) nextStepIn() time.Duration {
+	return max(time.Until(p.canaryStart.Add(time.Duration(p.step)*p.interval)), 0)
 }
 
 // fullWeight ends g's canary: all new connections go to g, the previous
@@ -150,12 +156,12 @@ func (l *loop) fullWeight(g *generation, p *probation, why string) {
 		l.send(w, control.Message{Type: control.TypeStandby})
 	}
 	if l.cfg.Probation <= 0 {
-		l.endProbation(g, probationPassed)
+		l.passProbation(g, p)
 		return
 	}
 	p.until = time.Now().Add(l.cfg.Probation)
 	p.follower.emit(Progress{Step: StepStandby, Generation: p.standby.num, Version: p.standby.release.Version, Probation: l.cfg.Probation, Other: g.num})
-	p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.endProbation(g, probationPassed) }))
+	p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.passProbation(g, p) }))
 }
 
 // cmdPromote skips the running canary to all new connections.

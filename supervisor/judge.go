@@ -127,6 +127,7 @@ type judge struct {
 	last    map[*worker]metrics.RequestSample
 	began   bool // the first reading is in: the window starts there
 	stopped bool
+	last1   bool // the probation is over: this reading is the last
 	// The latest reading: both windows, and the judgement.
 	nw, ow, olife WindowFigures
 	judged        bool
@@ -182,8 +183,16 @@ func (l *loop) readJudge(g *generation, p *probation) {
 			return
 		}
 		l.judgeReading(g, p, read)
-		if g.runningProbation() == p && !j.stopped {
-			l.after(l.cfg.JudgeEvery, evFunc(func(l *loop) { l.readJudge(g, p) }))
+		switch {
+		case g.runningProbation() != p || j.stopped:
+		case j.last1:
+			l.endProbation(g, probationPassed)
+		default:
+			l.after(l.cfg.JudgeEvery, evFunc(func(l *loop) {
+				if !j.last1 { // the last reading is under way
+					l.readJudge(g, p)
+				}
+			}))
 		}
 	})
 }

@@ -40,7 +40,7 @@ type probation struct {
 	step        int
 	weight      int
 	interval    time.Duration
-	stepStarted time.Time
+	canaryStart time.Time // when the first step began
 	judge       *judge // nil when judging is off
 }
 
@@ -83,16 +83,31 @@ func (l *loop) startProbation(g, old *generation, opts UpgradeOptions) *probatio
 		if p.interval <= 0 {
 			p.interval = DefaultCanaryInterval
 		}
-		p.weight, p.step, p.stepStarted = p.canary[0], 1, time.Now()
-		p.stopTimer = l.after(p.interval, evFunc(func(l *loop) { l.nextCanaryStep(g, p) }))
+		p.weight, p.step, p.canaryStart = p.canary[0], 1, time.Now()
+		p.stopTimer = l.after(p.nextStepIn(), evFunc(func(l *loop) { l.nextCanaryStep(g, p) }))
 	} else {
-		p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.endProbation(g, probationPassed) }))
+		p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.passProbation(g, p) }))
 	}
 	rep.stepAt(p.weight, time.Since(rep.Command))
 	if l.cfg.MaxErrorRatio >= 0 || l.cfg.MaxLatencyRatio > 0 {
 		l.startJudge(g, old, p)
 	}
 	return p
+}
+
+// passProbation ends p, g's probation, as passed once the judge, if any,
+// has read both generations one last time and found no breach: the
+// verdict and the report cover the whole probation.
+func (l *loop) passProbation(g *generation, p *probation) {
+	if g.runningProbation() != p {
+		return
+	}
+	if p.judge == nil || !p.judge.began {
+		l.endProbation(g, probationPassed)
+		return
+	}
+	p.judge.last1 = true
+	l.readJudge(g, p)
 }
 
 // endProbation ends g's probation for cause, unless it has already ended,

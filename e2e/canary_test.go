@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/launcherd/launcher/internal/loadgen"
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// The canary's targets, with real processes and the launcher's own load
+// client. Intervals are short where the test waits for them; the judge's
+// rollbacks come at its first reading with enough requests, whatever the
+// interval.
+
+// jsonSteps decodes `upgrade --json`'s lines and returns its report.
+func jsonSteps(t *testing.T, out string) ([]supervisor.Progress, *supervisor.UpgradeReport) {
+	t.Helper()
+	var steps []supervisor.Progress
+	var rep *supervisor.UpgradeReport
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var p supervisor.Progress
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatalf("upgrade --json line %q: %v", line, err)
+		}
+		steps = append(steps, p)
+		if p.Report != nil {
+			rep = p.Report
+		}
+	}
+	return steps, rep
+}
+
+// newConnLoad runs new-connection clients against addr until ctx ends or
+// max requests.
+func newConnLoad(ctx context.Context, addr string, workers int, max int64) func() *loadgen.Result {
+	var wg sync.WaitGroup
+	var res *loadgen.Result
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, _ = loadgen.Run(ctx, loadgen.Config{Addr: addr, Mode: loadgen.NewConn, Workers: workers, Duration: time.Minute, MaxRequests: max})
+	}()
+	return func() *loadgen.Result { wg.Wait(); return res }
+}
+
+// connErrors counts the failures that are not HTTP answers.
+func connErrors(r *loadgen.Result) int64 { return r.Failures() - r.Count[loadgen.Non2xx] }
+
+// TestCanaryWeightShare: the new generation's share of new connections is
+// its weight, with 1 and 4 workers per generation: 10% over 20,000 new
+// connections within ±2 points, 50% over 6,000 within ±3 (4.6 standard deviations). Each weight is
+// a canary upgrade held for an hour, measured, then rolled back (at once:
+// the old generation stood by).
+func TestCanaryWeightShare(t *testing.T) {
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
+			s := startSup(t, "--workers", fmt.Sprint(workers), "--probation", "1m")
+			for _, tt := range []struct {
+				weight int
+				conns  int64
+				margin float64
+			}{{10, 20_000, 2}, {50, 6_000, 3}} {
+				out, errOut, code := s.cli("upgrade", "--canary", fmt.Sprint(tt.weight), "--canary-interval", "1h", "v2")
+				if code != 0 {
+					t.Fatalf("upgrade --canary %d: exit %d\n%s%s", tt.weight, code, out, errOut)
+				}
+				t0 := time.Now()
+				res := newConnLoad(context.Background(), s.addr, 16, tt.conns)()
+				t.Logf("load: %s", time.Since(t0))
+				if res.Requests != tt.conns || res.Failures() != 0 {
+					t.Errorf("weight %d%%: %d requests, %d failed (%v); want %d, none failed", tt.weight, res.Requests, res.Failures(), res.Samples, tt.conns)
+				}
+				share := 100 * float64(res.Versions["v2"]) / float64(res.Requests)
+				t.Logf("weight %d%%, %d workers: v2 got %.2f%% of %d new connections (v1 %d, v2 %d)", tt.weight, workers, share, res.Requests, res.Versions["v1"], res.Versions["v2"])
+				if math.Abs(share-float64(tt.weight)) > tt.margin {
+					t.Errorf("weight %d%%: v2's share %.2f%%; want %d ± %.0f%%", tt.weight, share, tt.weight, tt.margin)
+				}
+				if out, errOut, code := s.cli("rollback"); code != 0 {
+					t.Fatalf("rollback: exit %d\n%s%s", code, out, errOut)
+				}
+				eventually(t, 10*time.Second, "the canary generation gone", func() error {
+					for _, g := range s.status().Generations {
+						if g.Version == "v2" && len(g.PIDs) > 0 {
+							return fmt.Errorf("generation %d still has %v", g.Generation, g.PIDs)
+						}
+					}
+					return nil
+				})
+			}
+		})
+	}
+}
+
+// canaryBreach runs load, a canary upgrade to version that the judge
+// rolls back, and checks what clients saw: 5xx at most 1.5 × what the
+// weight and failRatio give over the requests until the rollback, no
+// connection error, the old generation serving on with the same pids.
+func canaryBreach(t *testing.T, s *sup, maddr, version string, weight, failRatio float64, loadWorkers int, reason string) {
+	t.Helper()
+	v1 := activeGen(s.status())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := newConnLoad(ctx, s.addr, loadWorkers, 2_000_000)
+	time.Sleep(300 * time.Millisecond)
+	out, errOut, code := s.cli("upgrade", "--wait", "--json", "--canary", fmt.Sprint(weight), "--canary-interval", "20s", version)
+	if code != 1 || !strings.Contains(errOut, "rolled back during its canary") || !strings.Contains(errOut, "generation 1 (v1) serves again") {
+		t.Fatalf("upgrade --canary: exit %d, stderr %q; want exit 1 naming the breach\n%s", code, errOut, out)
+	}
+	_, rep := jsonSteps(t, out)
+	if rep == nil || rep.Verdict != supervisor.VerdictRolledBack || !strings.HasPrefix(rep.Reason, reason) || rep.New == nil || len(rep.Weights) == 0 {
+		t.Fatalf("report = %+v; want rolled back for %s, with figures", rep, reason)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	res := wait()
+
+	stepAt := rep.Command.Add(rep.Weights[0].At)
+	backAt := rep.Command.Add(rep.VerdictAfter)
+	var during, fiveXX int64
+	for r := range res.Records() {
+		at := res.Start.Add(r.Start)
+		if !at.Before(stepAt) && !at.After(backAt) {
+			during++
+		}
+	}
+	fiveXX = res.Count[loadgen.Non2xx]
+	bound := 1.5 * weight / 100 * failRatio * float64(during)
+	t.Logf("%s: rolled back %s after the canary step (%s after the command): %d requests meanwhile, %d answered 5xx (bound %.0f); report: %s",
+		reason, backAt.Sub(stepAt).Round(time.Millisecond), rep.VerdictAfter.Round(time.Millisecond), during, fiveXX, bound, rep)
+	if backAt.Sub(stepAt) > 20*time.Second {
+		t.Errorf("rolled back %s after the step; want within the 20s step", backAt.Sub(stepAt))
+	}
+	if float64(fiveXX) > bound {
+		t.Errorf("clients saw %d 5xx; want at most %.0f (1.5 × %.0f%% × %.0f%% × %d)", fiveXX, bound, weight, 100*failRatio, during)
+	}
+	if n := connErrors(res); n != 0 {
+		t.Errorf("%d connection errors (%v); want 0", n, res.Samples)
+	}
+	st := s.status()
+	if g := activeGen(st); g == nil || g.Generation != v1.Generation || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) || g.Weight != 100 {
+		t.Errorf("active = %+v; want generation %d with the same pids %v, all new connections", g, v1.Generation, v1.PIDs)
+	}
+	if h := st.History; len(h) == 0 || h[len(h)-1].Verdict != supervisor.VerdictRolledBack {
+		t.Errorf("status history = %+v; want the rollback last", h)
+	}
+	if n := metricValue(t, maddr, `launcher_rollbacks_total{reason="`+reason+`"}`); n != 1 {
+		t.Errorf("launcher_rollbacks_total{reason=%q} = %v; want 1", reason, n)
+	}
+}
+
+// TestCanaryRollsBackFailingRelease: a release answering 500 to 30% of
+// requests, under --canary 10 --canary-interval 20s, is rolled back within
+// the step.
+func TestCanaryRollsBackFailingRelease(t *testing.T) {
+	addRelease(t, "vfail30", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@" -fail-ratio 0.3`)
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr, "--workers", "2")
+	canaryBreach(t, s, maddr, "vfail30", 10, 0.3, 8, "errors")
+}
+
+// TestCanaryRollsBackSlowRelease: a release 3× slower at p99 (45 ms
+// against 15 ms) is rolled back the same way.
+func TestCanaryRollsBackSlowRelease(t *testing.T) {
+	addRelease(t, "vslow", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@" -delay 45ms`)
+	maddr := freeAddr(t)
+	// 8 clients at ~15 ms each: ~500 requests a second, 10% to the
+	// canary: --min-requests 50 is reached within 1–2 s. More load would
+	// make the p99s the loaded machine's rather than the releases'.
+	s := startSup(t, "--metrics", maddr, "--workers", "2", "--min-requests", "50",
+		"--", filepath.Join(bins.releases, "v1", "hello"), "-delay", "15ms")
+	canaryBreach(t, s, maddr, "vslow", 10, 0, 8, "latency")
+}
+
+// TestCanaryHealthyBackToBack: ten healthy canary upgrades in a row under
+// load (new connections and keep-alive), each 20% then 60% for 300 ms,
+// then all and a 200 ms probation: no request fails, and each reaches
+// 100% on schedule (600 ms after its first step, ± 10%).
+func TestCanaryHealthyBackToBack(t *testing.T) {
+	s := startSup(t, "--workers", "2", "--probation", "200ms")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := probationLoad(ctx, s.addr)
+	time.Sleep(200 * time.Millisecond)
+	const interval = 300 * time.Millisecond
+	var late []time.Duration
+	for i := 0; i < 10; i++ {
+		version := []string{"v2", "v1"}[i%2]
+		out, errOut, code := s.cli("upgrade", "--wait", "--json", "--canary", "20,60", "--canary-interval", interval.String(), version)
+		if code != 0 {
+			t.Fatalf("canary upgrade %d to %s: exit %d\n%s%s", i+1, version, code, out, errOut)
+		}
+		_, rep := jsonSteps(t, out)
+		if rep == nil || rep.Verdict != supervisor.VerdictPassed || len(rep.Weights) != 3 || rep.Weights[2].Weight != 100 {
+			t.Fatalf("upgrade %d: report %+v; want passed, weights 20, 60, 100", i+1, rep)
+		}
+		full := rep.Weights[2].At - rep.Weights[0].At
+		late = append(late, full)
+		if want := 2 * interval; full < want*9/10 || full > want*11/10 {
+			t.Errorf("upgrade %d: 100%% came %s after the first step; want %s ± 10%%", i+1, full, want)
+		}
+		if i == 0 {
+			t.Logf("report of the first:\n%s", rep)
+		}
+	}
+	cancel()
+	var total, failed int64
+	for _, r := range wait() {
+		total += r.Requests
+		failed += r.Failures()
+		if r.Failures() > 0 {
+			t.Errorf("%s load: %d of %d failed: %v", r.Config.Mode, r.Failures(), r.Requests, r.Samples)
+		}
+	}
+	t.Logf("10 canary upgrades: %d requests, %d failed; first step to 100%%: %v", total, failed, late)
+}
