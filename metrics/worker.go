@@ -39,8 +39,8 @@ func NewWorker(t *drain.Tracker) *Worker {
 	return &Worker{
 		tracker: t,
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "launcher_request_duration_seconds",
-			Help: "Time from the start of a request's handler to its return.",
+			Name:    "launcher_request_duration_seconds",
+			Help:    "Time from the start of a request's handler to its return.",
 			Buckets: DurationBuckets,
 		}),
 		inflightDesc: prometheus.NewDesc("launcher_inflight_requests",

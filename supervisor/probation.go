@@ -41,7 +41,7 @@ type probation struct {
 	weight      int
 	interval    time.Duration
 	canaryStart time.Time // when the first step began
-	judge       *judge // nil when judging is off
+	judge       *judge    // nil when judging is off
 }
 
 // canStandBy reports whether workers can take traffic back at once: each
