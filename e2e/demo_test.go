@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// TestDemos runs the README's first command, and its --faults variant, as
-// a user would: each must exit 0 and say that nothing failed (beyond what
-// a deliberate crash takes). As everything the tests run, the processes
+// TestDemos runs the README's first command, and its --faults and --canary
+// variants, as a user would: each must exit 0 and say that nothing failed
+// (beyond what a deliberate crash, or a bad release's own 500s, takes). As everything the tests run, the processes
 // of the demo are built with -race here: GOFLAGS reaches the go build of
 // the demo's own releases and launcher (a user's demo builds without it),
 // and -v puts their logs, with any race report, in the output.
@@ -22,6 +22,7 @@ func TestDemos(t *testing.T) {
 	}{
 		{[]string{"demo", "-v"}, []string{"0 failed, over 2 upgrades", `long request: "hello from v1"`}},
 		{[]string{"demo", "-v", "--faults"}, []string{"crashed during its probation", "adopted generation 1", "0 other failures", "passed its 3s probation"}},
+		{[]string{"demo", "-v", "--canary"}, []string{"gets 50% of new connections", "passed its 2s probation", "rolled back during its canary", "rolled_back (errors", "0 other failures"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -102,7 +102,7 @@ func TestVerdict(t *testing.T) {
 		{"latency off", fig(2, 1000, 0, 450*ms), fig(1, 9000, 0, 15*ms), fig(1, 9000, 0, 15*ms), judgeLimits{maxErrorRatio: 0.05, maxLatencyRatio: NoJudge, minRequests: 100}, "", true},
 	}
 	for _, tt := range tests {
-		breach, reason, judged := verdict(tt.nw, tt.ow, tt.ol, tt.lim)
+		breach, reason, _, judged := verdict(tt.nw, tt.ow, tt.ol, tt.lim)
 		if breach != tt.breach || judged != tt.judged {
 			t.Errorf("%s: verdict = %q, judged %v (%s); want %q, judged %v", tt.name, breach, judged, reason, tt.breach, tt.judged)
 		}

@@ -89,9 +89,10 @@ type judgeLimits struct {
 // breachLatency) with its reason, and whether it judged at all: not
 // before the new generation has minRequests. Without a baseline of
 // minRequests, errors are judged against none and latency not at all.
-func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason string, judged bool) {
+// figures are both generations' figures as judged.
+func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason, figures string, judged bool) {
 	if nw.Requests < lim.minRequests || nw.Requests <= 0 {
-		return "", fmt.Sprintf("not judged: %d of the %d requests it needs", max(nw.Requests, 0), lim.minRequests), false
+		return "", fmt.Sprintf("not judged: %d of the %d requests it needs", max(nw.Requests, 0), lim.minRequests), "", false
 	}
 	base := ow
 	if base.Requests < lim.minRequests {
@@ -103,19 +104,20 @@ func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason strin
 	if baseOK {
 		oldRatio = base.ratio()
 	}
+	figures = fmt.Sprintf("%s; %s", nw, base)
 	if lim.maxErrorRatio >= 0 && nw.ratio() > oldRatio+lim.maxErrorRatio {
-		return breachErrors, fmt.Sprintf("5xx ratio %.1f%% (%d of %d) against %.1f%% on generation %d (limit: +%.1f points); %s; %s",
-			100*nw.ratio(), nw.Errors, nw.Requests, 100*oldRatio, base.Generation, 100*lim.maxErrorRatio, nw, base), true
+		return breachErrors, fmt.Sprintf("5xx ratio %.1f%% (%d of %d) against %.1f%% on generation %d (limit: +%.1f points)",
+			100*nw.ratio(), nw.Errors, nw.Requests, 100*oldRatio, base.Generation, 100*lim.maxErrorRatio), figures, true
 	}
 	if lim.maxLatencyRatio > 0 && baseOK {
 		np, op := max(nw.P99, latencyFloor), max(base.P99, latencyFloor)
 		if float64(np) > lim.maxLatencyRatio*float64(op) {
-			return breachLatency, fmt.Sprintf("p99 latency %s against %s on generation %d (×%.1f; limit ×%.1f); %s; %s",
+			return breachLatency, fmt.Sprintf("p99 latency %s against %s on generation %d (×%.1f, both counted as at least %s; limit ×%.1f)",
 				nw.P99.Round(100*time.Microsecond), base.P99.Round(100*time.Microsecond), base.Generation,
-				float64(np)/float64(op), lim.maxLatencyRatio, nw, base), true
+				float64(np)/float64(op), latencyFloor, lim.maxLatencyRatio), figures, true
 		}
 	}
-	return "", fmt.Sprintf("healthy: %s; %s", nw, base), true
+	return "", "healthy", figures, true
 }
 
 // judge is the judge of one probation. It belongs to the loop.
@@ -239,10 +241,10 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 	if ns.FirstConnection > 0 {
 		j.first = ns.FirstConnection
 	}
-	breach, reason, judged := verdict(nw, ow, olife, l.limits())
+	breach, reason, figures, judged := verdict(nw, ow, olife, l.limits())
 	j.judged, j.reason = judged, reason
 	if breach != "" {
-		p.breach, p.crash = breach, reason
+		p.breach, p.crash, p.figures = breach, reason, figures
 		l.endProbation(g, probationJudged)
 	}
 }

@@ -31,6 +31,7 @@ type probation struct {
 	cause     string     // "" while it runs
 	crash     string     // what crashed, or the judge's reason, for the log and the error
 	breach    string     // breachErrors or breachLatency when judged
+	figures   string     // both generations' figures when judged
 	follower  *opRequest // an `upgrade --wait` following it, or nil
 
 	// A canary: the weights asked for, how many have begun, the current
@@ -140,7 +141,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		req.emit(step)
 		verdict, why := VerdictPassed, "probation passed"
 		if j := p.judge; j != nil && j.reason != "" {
-			why += "; " + j.reason
+			why += " (judged " + j.reason + ")"
 		}
 		if cause != probationPassed {
 			verdict, why = VerdictSuperseded, cause
@@ -219,13 +220,13 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version))
 	case probationJudged:
 		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) breached its judged %s: %s; generation %d (%s) serves again", g.num, g.release.Version, phase, p.crash, old.num, old.release.Version),
-			"generation", g.num, "version", g.release.Version, "breach", p.breach,
+			"generation", g.num, "version", g.release.Version, "breach", p.breach, "figures", p.figures,
 			"restored_generation", old.num, "restored_version", old.release.Version)
 		l.m.Rollbacks.WithLabelValues(p.breach).Inc()
 		rep = l.decide(g, p, VerdictRolledBack, p.breach+": "+p.crash)
 		p.follower.emitReport(rep)
-		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again",
-			g.release.Version, phase, p.crash, old.num, old.release.Version))
+		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again; figures: %s",
+			g.release.Version, phase, p.crash, old.num, old.release.Version, p.figures))
 	default:
 		l.log.Warn(fmt.Sprintf("rolled back on request: generation %d (%s) serves again", old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version)

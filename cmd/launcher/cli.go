@@ -287,12 +287,13 @@ type demoOptions struct {
 	verbose bool
 	workers int
 	faults  bool
+	canary  bool
 }
 
 func (c *cli) demoCommand() *cobra.Command {
 	var o demoOptions
 	cmd := &cobra.Command{
-		Use:   "demo [-v] [--workers N] [--faults]",
+		Use:   "demo [-v] [--workers N] [--faults|--canary]",
 		Short: "build hello v1/v2, upgrade under load, print the result",
 		Long: `Build hello v1 and v2, serve them under a supervisor of its own (in a
 temporary state directory: --state-dir does not apply), send steady load,
@@ -302,7 +303,12 @@ version. Exit 1 if any request failed.
 
 With --faults: an upgrade to a release that crashes during its probation
 (rolled back), then kill -9 of the supervisor under load, a new supervisor
-adopting the workers, and an upgrade of them.`,
+adopting the workers, and an upgrade of them.
+
+With --canary: a healthy canary upgrade (10%, then 50% of new connections,
+2s each) promoted on schedule, then a release answering 500 to 30% of its
+requests rolled back by the judge within its 10% step, under load, with
+each upgrade's report.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.demo(cmd.Context(), o) }),
@@ -310,6 +316,7 @@ adopting the workers, and an upgrade of them.`,
 	cmd.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "show the supervisor's log")
 	cmd.Flags().IntVar(&o.workers, "workers", 2, "worker processes per generation")
 	cmd.Flags().BoolVar(&o.faults, "faults", false, "instead: a release that crashes during its probation, and a SIGKILLed supervisor whose workers are adopted")
+	cmd.Flags().BoolVar(&o.canary, "canary", false, "instead: a healthy canary promoted and a failing one rolled back by the judge, under load")
 	noFiles(cmd, "workers")
 	return cmd
 }

@@ -34,6 +34,9 @@ func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	if o.workers < 1 {
 		return usagef("demo: --workers %d: want at least 1", o.workers)
 	}
+	if o.faults && o.canary {
+		return usagef("demo: --faults and --canary are two demos: give one")
+	}
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 	dir, err := os.MkdirTemp("", "launcher-demo-")
 	if err != nil {
@@ -52,6 +55,9 @@ func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 	}
 	if o.faults {
 		return demoFaults(ctx, r, o.workers, log, say)
+	}
+	if o.canary {
+		return demoCanary(ctx, r, o.workers, log, say)
 	}
 	// A probation shorter than the default, so the timeline shows it end.
 	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: o.workers, Log: log, Extra: []string{"--probation", demoProbation.String()}})
