@@ -11,10 +11,11 @@ import (
 
 // TestDemos runs the README's first command, and its --faults and --canary
 // variants, as a user would: each must exit 0 and say that nothing failed
-// (beyond what a deliberate crash, or a bad release's own 500s, takes). As everything the tests run, the processes
-// of the demo are built with -race here: GOFLAGS reaches the go build of
-// the demo's own releases and launcher (a user's demo builds without it),
-// and -v puts their logs, with any race report, in the output.
+// (beyond what a deliberate crash, or a bad release's own 500s, takes). As
+// everything the tests run, the processes of the demo are built with
+// -race here: GOFLAGS reaches the go build of the demo's own releases and
+// launcher (a user's demo builds without it), and -v puts their logs, with
+// any race report, in the output.
 func TestDemos(t *testing.T) {
 	tests := []struct {
 		args []string
