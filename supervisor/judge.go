@@ -130,6 +130,7 @@ type judge struct {
 	began   bool // the first reading is in: the window starts there
 	stopped bool
 	last1   bool // the probation is over: this reading is the last
+	warned  bool // a breach with no standby to roll back to was logged
 	// The latest reading: both windows, and the judgement.
 	nw, ow, olife WindowFigures
 	judged        bool
@@ -243,7 +244,15 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 	}
 	breach, reason, figures, judged := verdict(nw, ow, olife, l.limits())
 	j.judged, j.reason = judged, reason
-	if breach != "" {
+	switch {
+	case breach == "":
+	case !canStandBy(p.workers):
+		// The old generation lost a worker: nothing to roll back to.
+		if !j.warned {
+			j.warned = true
+			l.genLog(g).Warn("breach, but the standby generation cannot take traffic back", "breach", breach, "reason", reason, "figures", figures)
+		}
+	default:
 		p.breach, p.crash, p.figures = breach, reason, figures
 		l.endProbation(g, probationJudged)
 	}
