@@ -202,6 +202,8 @@ func TestDashboardModel(t *testing.T) {
 		"CPU by generation",
 		"Memory by generation",
 		"CPU per request by generation",
+		"New-connection weight by generation",
+		"Rollbacks by reason",
 	} {
 		if !titles[want] {
 			t.Errorf("no panel titled %q", want)

@@ -44,6 +44,7 @@ type sampleSupervisor struct {
 	drainTimeouts    prometheus.Counter
 	drainCutRequests prometheus.Counter
 	scrapeErrors     prometheus.Counter
+	rollbacks        *prometheus.CounterVec
 	cpuSeconds       *prometheus.CounterVec
 }
 
@@ -104,9 +105,21 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 	memory := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "launcher_generation_memory_bytes", Help: "Memory of a generation's processes.",
 	}, genLabels)
+	weight := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "launcher_generation_weight", Help: "Percent of new connections steered to a generation.",
+	}, genLabels)
+	firstConn := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "launcher_first_connection_timestamp_seconds", Help: "Unix time of a worker's first connection.",
+	}, genLabels)
+	s.rollbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "launcher_rollbacks_total", Help: "Upgrades rolled back, by reason.",
+	}, []string{"reason"})
 	s.reg.MustRegister(inflight, connections, s.requests, s.requestDuration, info, s.upgrades,
 		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors,
-		generations, handover, s.cpuSeconds, memory)
+		generations, handover, s.cpuSeconds, memory, weight, firstConn, s.rollbacks)
+	// No canary in the sample: the active generation gets every new
+	// connection.
+	weight.WithLabelValues("4", "v4").Set(100)
 
 	for _, g := range s.gens {
 		info.WithLabelValues(g.generation, g.version, g.state).Set(1)
@@ -115,10 +128,14 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 			inflight.WithLabelValues(g.generation, g.version).Set(g.inflight)
 			connections.WithLabelValues(g.generation, g.version).Set(g.connections)
 			memory.WithLabelValues(g.generation, g.version).Set(20e6 + 1e6*g.connections)
+			firstConn.WithLabelValues(g.generation, g.version).Set(1.8e9)
 		}
 	}
 	for _, result := range []string{"success", "failed", "aborted", "rolled_back"} {
 		s.upgrades.WithLabelValues(result) // exported at 0, as increase() needs
+	}
+	for _, reason := range []string{"crashed", "errors", "latency", "requested"} {
+		s.rollbacks.WithLabelValues(reason)
 	}
 	handover.WithLabelValues("steer").Set(1)
 	s.tick() // so that every series exists from the first gathering on
@@ -143,6 +160,7 @@ func (s *sampleSupervisor) tick() {
 		s.requestDuration.WithLabelValues(g.generation, g.version).Observe(0.02 * g.inflight)
 	}
 	s.upgrades.WithLabelValues("success").Inc()
+	s.rollbacks.WithLabelValues("errors").Inc()
 	s.upgradeDuration.Observe(3.2)
 	s.drainDuration.Observe(1.4)
 	s.drainTimeouts.Inc()
