@@ -224,3 +224,38 @@ func TestCanaryHealthyBackToBack(t *testing.T) {
 	}
 	t.Logf("10 canary upgrades: %d requests, %d failed; first step to 100%%: %v", total, failed, late)
 }
+
+// TestProbationRollsBackFailingRelease: without --canary, a release that
+// answers 500 to 30% of requests is judged during its probation (all new
+// connections on it) and rolled back, where before only a crash was.
+func TestProbationRollsBackFailingRelease(t *testing.T) {
+	addRelease(t, "vfail30p", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@" -fail-ratio 0.3`)
+	s := startSup(t, "--workers", "2", "--probation", "10s")
+	v1 := activeGen(s.status())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := newConnLoad(ctx, s.addr, 8, 2_000_000)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	out, errOut, code := s.cli("upgrade", "--wait", "vfail30p")
+	took := time.Since(start)
+	cancel()
+	res := wait()
+	t.Logf("upgrade --wait: exit %d after %s; %d requests, %d answered 5xx, %d other failures\n%s%s",
+		code, took.Round(time.Millisecond), res.Requests, res.Count[loadgen.Non2xx], connErrors(res), out, errOut)
+	if code != 1 || !strings.Contains(errOut, "rolled back during its probation: 5xx ratio") {
+		t.Fatalf("upgrade --wait: exit %d, stderr %q; want exit 1, rolled back for its 5xx ratio", code, errOut)
+	}
+	if took > 8*time.Second {
+		t.Errorf("rolled back after %s; want at the judge's first readings, not the probation's end", took)
+	}
+	if !strings.Contains(out, "upgrade report: generation 2 (vfail30p) from generation 1 (v1): rolled_back") {
+		t.Errorf("stdout lacks the report:\n%s", out)
+	}
+	if g := activeGen(s.status()); g == nil || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {
+		t.Errorf("active = %+v; want generation 1 with the same pids %v", g, v1.PIDs)
+	}
+	if n := connErrors(res); n != 0 {
+		t.Errorf("%d connection errors (%v); want 0", n, res.Samples)
+	}
+}

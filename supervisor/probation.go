@@ -140,8 +140,12 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		}
 		req.emit(step)
 		verdict, why := VerdictPassed, "probation passed"
-		if j := p.judge; j != nil && j.reason != "" {
-			why += " (judged " + j.reason + ")"
+		switch j := p.judge; {
+		case j == nil || j.reason == "":
+		case j.judged:
+			why += ", judged " + j.reason
+		default:
+			why += "; " + j.reason
 		}
 		if cause != probationPassed {
 			verdict, why = VerdictSuperseded, cause

@@ -6,9 +6,10 @@ import (
 )
 
 // Step says what a [Progress] event reports. An upgrade's steps come in
-// causal order: Starting, Ready, Serves, then either Standby (with a
+// causal order: Starting, Ready, Serves, then with a canary one Canary per
+// weight and one for all new connections, then either Standby (with a
 // probation) followed by ProbationPassed, RolledBack or ProbationEnded,
-// or Draining at once; Drained last.
+// or Draining at once; Drained, then Report last.
 type Step string
 
 // Steps of an upgrade, a rollback and a stop.
