@@ -10,11 +10,14 @@
 // last time and serves what of them outlives it ([Freeze]: counters,
 // histograms and summaries, with the same labels) as a [Target]'s Final,
 // for a while after the worker has exited, so that no scrape misses the
-// requests of its last moments.
+// requests of its last moments. During an upgrade's canary and probation
+// the supervisor's judge reads the same series as [RequestSample]s, whose
+// differences are windows and whose sums are generations.
 //
 // Names follow the contract in the README: launcher_inflight_requests,
 // launcher_open_connections, launcher_requests_total{code},
 // launcher_request_duration_seconds, launcher_generation_info{state},
-// launcher_upgrades_total{result}, launcher_upgrade_duration_seconds,
+// launcher_upgrades_total{result}, launcher_rollbacks_total{reason},
+// launcher_generation_weight, launcher_upgrade_duration_seconds,
 // launcher_drain_duration_seconds and a few more.
 package metrics
