@@ -65,7 +65,8 @@ func connErrors(r *loadgen.Result) int64 { return r.Failures() - r.Count[loadgen
 func TestCanaryWeightShare(t *testing.T) {
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
-			s := startSup(t, "--workers", fmt.Sprint(workers), "--probation", "1m")
+			maddr := freeAddr(t)
+			s := startSup(t, "--workers", fmt.Sprint(workers), "--probation", "1m", "--metrics", maddr)
 			for _, tt := range []struct {
 				weight int
 				conns  int64
@@ -74,6 +75,12 @@ func TestCanaryWeightShare(t *testing.T) {
 				out, errOut, code := s.cli("upgrade", "--canary", fmt.Sprint(tt.weight), "--canary-interval", "1h", "v2")
 				if code != 0 {
 					t.Fatalf("upgrade --canary %d: exit %d\n%s%s", tt.weight, code, out, errOut)
+				}
+				st := s.status()
+				g := activeGen(st)
+				series := fmt.Sprintf(`launcher_generation_weight{generation="%d",version="v2"}`, g.Generation)
+				if w := metricValue(t, maddr, series); w != float64(tt.weight) || g.Weight != tt.weight {
+					t.Errorf("%s = %v, status weight %d; want %d", series, w, g.Weight, tt.weight)
 				}
 				t0 := time.Now()
 				res := newConnLoad(context.Background(), s.addr, 16, tt.conns)()
