@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"reflect"
@@ -250,5 +253,34 @@ func TestStatusJSON(t *testing.T) {
 		if _, ok := g[k]; !ok {
 			t.Errorf("a generation in status --json has no %q: %s", k, stdout)
 		}
+	}
+}
+
+func TestClientUpgradeCanary(t *testing.T) {
+	canary := supervisor.Progress{Step: supervisor.StepCanary, Elapsed: 15 * time.Millisecond, Generation: 2, Version: "v2", Weight: 10, Interval: 2 * time.Second, Other: 1, OtherVersion: "v1"}
+	rep := &supervisor.UpgradeReport{Generation: 2, Version: "v2", From: 1, FromVersion: "v1", Verdict: supervisor.VerdictPassed}
+	report := supervisor.Progress{Step: supervisor.StepReport, Generation: 2, Version: "v2", Report: rep}
+	dir, hellos := fakeSupervisor(t, []control.Message{
+		progressMsg(t, control.TypeProgress, canary),
+		progressMsg(t, control.TypeProgress, report),
+		{Type: control.TypeResult, OK: true}, // as handleClient sends it: every step was streamed
+	})
+	var out bytes.Buffer
+	c := newCLI(&out, io.Discard)
+	c.stateDir = dir
+	if err := c.runUpgrade(context.Background(), "v2", upgradeOptions{wait: true, json: true, canary: []int{10, 50}, interval: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h := <-hellos
+	if h.Cmd != "upgrade" || fmt.Sprint(h.Canary) != "[10 50]" || h.CanaryMS != 2000 || !h.Wait {
+		t.Errorf("hello = %+v; want an upgrade with canary [10 50] of 2000 ms each, wait", h)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("--json printed %q; want two lines, the canary step and the report", out.String())
+	}
+	var got supervisor.Progress
+	if err := json.Unmarshal([]byte(lines[1]), &got); err != nil || got.Report == nil || got.Report.Verdict != supervisor.VerdictPassed {
+		t.Errorf("second line %q (%v); want the report", lines[1], err)
 	}
 }
