@@ -266,3 +266,30 @@ func TestProbationRollsBackFailingRelease(t *testing.T) {
 		t.Errorf("%d connection errors (%v); want 0", n, res.Samples)
 	}
 }
+
+// TestCanaryPromote: launcher promote ends a canary at once (all new
+// connections to the new generation, then its probation); with no canary
+// under way it exits 1 and changes nothing.
+func TestCanaryPromote(t *testing.T) {
+	s := startSup(t, "--probation", "300ms")
+	if out, errOut, code := s.cli("upgrade", "--canary", "10", "--canary-interval", "1h", "v2"); code != 0 || !strings.Contains(out, "gets 10% of new connections for 1h0m0s") {
+		t.Fatalf("upgrade --canary 10: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code := s.cli("promote")
+	if code != 0 || !strings.Contains(out, "generation 2 (v2) gets all new connections (promoted)") {
+		t.Fatalf("promote: exit %d, stdout %q, stderr %q; want the step", code, out, errOut)
+	}
+	if g := activeGen(s.status()); g == nil || g.Version != "v2" || g.Weight != 100 {
+		t.Errorf("active after promote = %+v; want v2 with all new connections", g)
+	}
+	eventually(t, 10*time.Second, "v1 drained after the probation", func() error {
+		st := s.status()
+		if h := st.History; len(h) != 1 || h[0].Verdict != supervisor.VerdictPassed || !h[0].Promoted || h[0].GoneAfter == 0 {
+			return fmt.Errorf("history %+v", h)
+		}
+		return nil
+	})
+	if _, errOut, code := s.cli("promote"); code != 1 || errOut != "launcher: promote: no canary under way\n" {
+		t.Errorf("second promote: exit %d, stderr %q; want exit 1, no canary under way", code, errOut)
+	}
+}

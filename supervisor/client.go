@@ -79,9 +79,10 @@ func (c Client) UpgradeWith(ctx context.Context, arg string, opts UpgradeOptions
 }
 
 // Promote ends the running canary: all new connections go to the new
-// generation and its probation begins.
-func (c Client) Promote(ctx context.Context) (Progress, error) {
-	return c.progressCall(ctx, "promote", "", false, nil)
+// generation and its probation begins. progress (may be nil) receives the
+// step ([StepCanary] with Weight 100).
+func (c Client) Promote(ctx context.Context, progress func(Progress)) (Progress, error) {
+	return c.progressCall(ctx, "promote", "", false, progress)
 }
 
 // Rollback goes back to the previous release (during a probation: to the

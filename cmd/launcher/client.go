@@ -28,11 +28,12 @@ func (c *cli) runUpgrade(ctx context.Context, arg string, o upgradeOptions) erro
 }
 
 func (c *cli) runPromote(ctx context.Context) error {
-	sum, err := c.client().Promote(ctx)
+	pr := newPrinter(c.stdout)
+	sum, err := c.client().Promote(ctx, pr.print)
 	if err != nil {
 		return err
 	}
-	newPrinter(c.stdout).print(sum)
+	pr.summary(sum)
 	return nil
 }
 
