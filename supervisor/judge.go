@@ -13,7 +13,8 @@ import (
 // window (from the moment traffic began to move to now): the ratio of 5xx
 // answers and the p99 latency, read from both generations' own
 // launcher_requests_total and launcher_request_duration_seconds every
-// Config.JudgeEvery. A breach rolls back at once.
+// Config.JudgeEvery. A breach found by two readings in a row rolls back at
+// once.
 
 // Judge defaults: Config's zero values mean these.
 const (
@@ -32,6 +33,10 @@ const (
 // NoJudge as Config.MaxErrorRatio or Config.MaxLatencyRatio turns that
 // judgement off.
 const NoJudge = -1.0
+
+// judgeConfirm is how many readings in a row must find a breach before
+// the judge rolls back (the probation's last reading acts on its own).
+const judgeConfirm = 2
 
 // latencyFloor: p99s below it count as it. Below a few milliseconds a p99
 // is scheduling noise (a loaded machine, a cold start), not the release's.
@@ -131,6 +136,8 @@ type judge struct {
 	stopped bool
 	last1   bool // the probation is over: this reading is the last
 	warned  bool // a breach with no standby to roll back to was logged
+	// breaches counts the readings in a row that found a breach.
+	breaches int
 	// The latest reading: both windows, and the judgement.
 	nw, ow, olife WindowFigures
 	judged        bool
@@ -244,8 +251,17 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 	}
 	breach, reason, figures, judged := verdict(nw, ow, olife, l.limits())
 	j.judged, j.reason = judged, reason
+	if breach == "" {
+		j.breaches = 0
+	} else {
+		j.breaches++
+	}
 	switch {
 	case breach == "":
+	case j.breaches < judgeConfirm && !j.last1:
+		// One reading can be a cold start's or a loaded machine's
+		// moment: the next one, a JudgeEvery later, confirms it.
+		l.genLog(g).Info("judge: breach, to be confirmed at the next reading", "breach", breach, "reason", reason)
 	case !canStandBy(p.workers):
 		// The old generation lost a worker: nothing to roll back to.
 		if !j.warned {
