@@ -30,8 +30,8 @@ func TestSoakUpgradesWithFaults(t *testing.T) {
 	addRelease(t, "vhang", `exec sleep 60`)
 	addRelease(t, "vnoexec", `exit 0`)
 	os.Chmod(filepath.Join(bins.releases, "vnoexec", "hello"), 0o644)
-	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 1.5; kill -9 $child; wait $child; exit 1`)
-	flags := []string{"--workers", "2", "--ready-timeout", "1s"}
+	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 3; kill -9 $child; wait $child; exit 1`)
+	flags := []string{"--workers", "2", "--ready-timeout", "2s"} // race-built hello on a loaded 2-core machine can take over 1 s
 	s := startSup(t, flags...)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
