@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,6 +52,18 @@ type config struct {
 	throughput  bool
 	upgradeRuns bool
 	verbose     bool
+	floorRuns   int      // starts of the exec floor
+	idleRuns    int      // upgrades with nothing in flight, per --workers value
+	startFlags  []string // more flags for launcher start
+	jsonFile    string
+	plotFile    string
+}
+
+// supervisorFlags are the flags of launcher start for every run. No
+// probation: the old generation is released at once, so "old gone" times
+// the handover and drain themselves.
+func (c config) supervisorFlags() []string {
+	return append([]string{"--drain-timeout", "20s", "--probation", "0"}, c.startFlags...)
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -66,9 +79,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
 	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
+	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
+	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
+	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
+	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
+	fs.StringVar(&c.plotFile, "plot", "", "draw requests/s and in-flight requests per version over time, upgrades and failures marked, of the first load run to this SVG or PNG file (needs the Go toolchain: the plot is drawn by tools/upgradeplot)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	c.startFlags = strings.Fields(*startFlags)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -108,10 +127,18 @@ type runResult struct {
 	timings  []rig.Timing
 	failed   int // upgrades that failed
 	samples  []string
+	start    time.Time   // of the load
+	starts   []time.Time // of each upgrade in timings
+	windows  []loadgen.Window
+	series   loadgen.Series
+	capacity loadgen.Capacity
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0, nil
+	}
 	if err != nil {
 		return 2, err
 	}
@@ -124,6 +151,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	r, err := rig.Build(ctx, dir, "v1", "v2")
 	if err != nil {
 		return 1, err
+	}
+	var floor time.Duration
+	var idle []idleRun
+	if cfg.floorRuns > 0 {
+		fmt.Fprintf(stdout, "exec floor: %d starts of the release alone ...\n", cfg.floorRuns)
+		ds, err := execFloor(ctx, r, cfg.floorRuns)
+		if err != nil {
+			return 1, err
+		}
+		floor = median(ds)
+	}
+	if cfg.idleRuns > 0 {
+		for _, w := range cfg.workers {
+			fmt.Fprintf(stdout, "workers %d: %d upgrades with nothing in flight ...\n", w, cfg.idleRuns)
+			ir, err := idleUpgrades(ctx, r, cfg, w, cfg.idleRuns, stderr)
+			if err != nil {
+				return 1, fmt.Errorf("workers %d: %w", w, err)
+			}
+			idle = append(idle, ir)
+		}
 	}
 	var results []runResult
 	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
@@ -145,12 +192,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 	}
 	fmt.Fprintln(stdout)
+	if cfg.floorRuns > 0 {
+		printFloor(stdout, floor, cfg.floorRuns, idle)
+	}
 	if len(results) > 0 {
-		printTables(stdout, cfg, results)
+		printTables(stdout, cfg, floor, results)
 	}
 	if cfg.throughput {
 		if err := compareThroughput(ctx, r, cfg, stdout); err != nil {
 			fmt.Fprintf(stdout, "throughput comparison: %v\n", err)
+		}
+	}
+	rep := newReport(cfg, floor, idle, results)
+	if cfg.jsonFile != "" {
+		if err := rep.write(cfg.jsonFile); err != nil {
+			return 1, err
+		}
+	}
+	if cfg.plotFile != "" {
+		if err := plot(ctx, rep, cfg.plotFile, stderr); err != nil {
+			return 1, err
 		}
 	}
 	code := 0
@@ -171,10 +232,7 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 	if cfg.verbose {
 		log = stderr
 	}
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log,
-		// No probation: the old generation is released at once, so "old
-		// gone" times the handover and drain themselves.
-		Extra: []string{"--drain-timeout", "20s", "--probation", "0"}})
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log, Extra: cfg.supervisorFlags()})
 	if err != nil {
 		return res, err
 	}
@@ -216,19 +274,27 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 			continue
 		}
 		res.timings = append(res.timings, t)
+		res.starts = append(res.starts, start)
 	}
 	d := <-done
 	if d.err != nil {
 		return res, d.err
 	}
-	res.summary = d.res.Summarize(windows.Windows())
+	res.windows = windows.Windows()
+	res.summary = d.res.Summarize(res.windows)
+	res.start = d.res.Start
+	res.series = d.res.Series(bucket)
+	res.capacity = res.series.Capacity(res.start, res.windows)
 	for _, s := range d.res.Samples {
 		res.samples = append(res.samples, s...)
 	}
 	return res, nil
 }
 
-func printTables(w io.Writer, cfg config, results []runResult) {
+// bucket is the width of the capacity windows and of the plot's steps.
+const bucket = 100 * time.Millisecond
+
+func printTables(w io.Writer, cfg config, floor time.Duration, results []runResult) {
 	for _, mode := range cfg.modes {
 		var rows []loadgen.Row
 		for _, r := range results {
@@ -240,29 +306,21 @@ func printTables(w io.Writer, cfg config, results []runResult) {
 		loadgen.WriteTable(w, rows)
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w, "== upgrade times (command -> new generation serving; command -> old generation gone) ==")
+	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; × the exec floor of %s) and capacity per %s window ==\n", msf(floor), bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\tserving max\told gone p50\told gone max")
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tp99 upgrade / steady")
 	for _, r := range results {
 		var serve, gone []time.Duration
 		for _, t := range r.timings {
 			serve = append(serve, t.Serving)
 			gone = append(gone, t.OldGone)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
-			ms(median(serve)), ms(maxOf(serve)), ms(median(gone)), ms(maxOf(gone)))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
+			ms(median(serve)), ratio(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), ratio(median(gone), floor), ms(maxOf(gone)),
+			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
-}
-
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func maxOf(ds []time.Duration) time.Duration {

@@ -184,6 +184,9 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 type Timing struct {
 	Serving time.Duration // command → new generation serving
 	OldGone time.Duration // command → old generation exited
+	// Steps are the upgrade's progress steps as they arrived, each with
+	// the supervisor's time since it received the command.
+	Steps []supervisor.Progress
 }
 
 // Upgrade runs `launcher upgrade --wait VERSION` through the control
@@ -191,12 +194,14 @@ type Timing struct {
 func (s *Supervisor) Upgrade(ctx context.Context, version string, progress func(string)) (Timing, error) {
 	var t Timing
 	start := time.Now()
-	_, err := supervisor.Call(ctx, s.StateDir, "upgrade", version, true, func(line string) {
-		if strings.Contains(line, " serves;") {
+	c := supervisor.Client{StateDir: s.StateDir}
+	_, err := c.Upgrade(ctx, version, true, func(p supervisor.Progress) {
+		if p.Step == supervisor.StepServes || (p.Step == "" && strings.Contains(p.Line, " serves;")) {
 			t.Serving = time.Since(start)
 		}
+		t.Steps = append(t.Steps, p)
 		if progress != nil {
-			progress(line)
+			progress(p.String())
 		}
 	})
 	t.OldGone = time.Since(start)

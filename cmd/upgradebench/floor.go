@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"slices"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/launcherd/launcher/internal/rig"
+	"github.com/launcherd/launcher/supervisor"
+)
+
+// pollGap is how long the floor's and the idle upgrades' poller waits
+// between two refused dials: short against a start of a few ms, long
+// enough that the poller leaves the CPUs to the process it waits for.
+const pollGap = 200 * time.Microsecond
+
+// execFloor starts release v1 alone (no supervisor) n times and returns
+// each start's time from exec to its first 200 OK: the least an upgrade
+// that starts a new process can take on this machine now.
+func execFloor(ctx context.Context, r *rig.Rig, n int) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		addr, err := rig.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(r.Release("v1"), "-addr", addr)
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		err = waitOK(ctx, addr, 10*time.Second)
+		d := time.Since(start)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if err != nil {
+			return nil, fmt.Errorf("exec floor, start %d: %w", i+1, err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// waitOK dials addr until a GET / on a new connection answers 200 OK.
+func waitOK(ctx context.Context, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok, err := getOK(addr); ok {
+			return nil
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("no 200 OK from %s within %s: %v", addr, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pollGap):
+		}
+	}
+}
+
+// getOK sends one GET / with Connection: close.
+func getOK(addr string) (bool, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+		return false, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// idleRun is the upgrades of one --workers value without load.
+type idleRun struct {
+	workers int
+	timings []rig.Timing
+}
+
+// idleUpgrades starts a supervisor with workers and upgrades it n times
+// with nothing in flight, one upgrade after the other, for the upgrade's
+// own cost against the exec floor.
+func idleUpgrades(ctx context.Context, r *rig.Rig, cfg config, workers, n int, stderr io.Writer) (idleRun, error) {
+	res := idleRun{workers: workers}
+	var log io.Writer = io.Discard
+	if cfg.verbose {
+		log = stderr
+	}
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: log, Extra: cfg.supervisorFlags()})
+	if err != nil {
+		return res, err
+	}
+	defer sup.Stop()
+	version := "v1"
+	for k := 0; k < n; k++ {
+		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
+		t, err := sup.Upgrade(ctx, version, nil)
+		if err != nil {
+			return res, fmt.Errorf("idle upgrade %d: %w", k+1, err)
+		}
+		res.timings = append(res.timings, t)
+		// A pause, so that one upgrade's exits and reaping are over
+		// before the next one's starts.
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	return res, nil
+}
+
+// traceSteps are the steps of an upgrade with --probation 0, in order.
+var traceSteps = []supervisor.Step{supervisor.StepStarting, supervisor.StepReady, supervisor.StepServes, supervisor.StepDraining, supervisor.StepDrained}
+
+// stepMedians returns, per step of traceSteps, the median of the
+// supervisor's time from the command to it over timings.
+func stepMedians(timings []rig.Timing) map[supervisor.Step]time.Duration {
+	at := map[supervisor.Step][]time.Duration{}
+	for _, t := range timings {
+		for _, p := range t.Steps {
+			at[p.Step] = append(at[p.Step], p.Elapsed)
+		}
+	}
+	out := map[supervisor.Step]time.Duration{}
+	for s, ds := range at {
+		out[s] = median(ds)
+	}
+	return out
+}
+
+// printFloor writes the floor and the idle upgrades as multiples of it.
+func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
+	fmt.Fprintf(w, "== exec floor: release started alone, exec -> first 200 OK, median of %d: %s ==\n", n, msf(floor))
+	if len(idle) == 0 {
+		fmt.Fprintln(w)
+		return
+	}
+	fmt.Fprintln(w, "== upgrades with nothing in flight (--probation 0), medians, as multiples of the floor ==")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "workers\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor's steps (ms since the command)")
+	for _, r := range idle {
+		var serve, gone []time.Duration
+		for _, t := range r.timings {
+			serve = append(serve, t.Serving)
+			gone = append(gone, t.OldGone)
+		}
+		steps := stepMedians(r.timings)
+		trace := ""
+		for _, s := range traceSteps {
+			if d, ok := steps[s]; ok {
+				trace += fmt.Sprintf("%s %.1f  ", s, ms64(d))
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\n", r.workers, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
+			msf(median(gone)), ratio(median(gone), floor), trace)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func ms64(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func msf(d time.Duration) string { return fmt.Sprintf("%.1f ms", ms64(d)) }
+
+// ratio is d as a multiple of floor (0 without a floor).
+func ratio(d, floor time.Duration) float64 {
+	if floor <= 0 {
+		return 0
+	}
+	return float64(d) / float64(floor)
+}
+
+// median returns the median of ds, interpolated for an even count.
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+)
+
+// report is what --json writes: every figure of the run, for machines,
+// and what tools/upgradeplot draws. Times are in milliseconds.
+type report struct {
+	ExecFloorMS     float64    `json:"exec_floor_ms"`
+	ExecFloorStarts int        `json:"exec_floor_starts"`
+	Idle            []idleJSON `json:"idle_upgrades"`
+	Runs            []runJSON  `json:"runs"`
+	Bucket          float64    `json:"bucket_ms"`
+	Flags           []string   `json:"start_flags,omitempty"`
+	Clients         int        `json:"clients"`
+	Duration        float64    `json:"duration_s"`
+	Time            time.Time  `json:"time"`
+	Steps           []string   `json:"trace_steps"`
+}
+
+// idleJSON is the upgrades of one --workers value with nothing in flight.
+type idleJSON struct {
+	Workers      int                `json:"workers"`
+	Upgrades     int                `json:"upgrades"`
+	ServingP50   float64            `json:"serving_ms_p50"`
+	OldGoneP50   float64            `json:"old_gone_ms_p50"`
+	ServingFloor float64            `json:"serving_x_floor"`
+	OldGoneFloor float64            `json:"old_gone_x_floor"`
+	StepMedianMS map[string]float64 `json:"step_ms_p50"`
+	ServingMS    []float64          `json:"serving_ms"`
+	OldGoneMS    []float64          `json:"old_gone_ms"`
+}
+
+// runJSON is one (mode, handover, workers) run under load.
+type runJSON struct {
+	Mode              string  `json:"mode"`
+	Handover          string  `json:"handover"`
+	Workers           int     `json:"workers"`
+	Requests          int64   `json:"requests"`
+	Failed            int64   `json:"failed"`
+	FailedUpgrades    int     `json:"failed_upgrades"`
+	ServingP50        float64 `json:"serving_ms_p50"`
+	OldGoneP50        float64 `json:"old_gone_ms_p50"`
+	ServingFloor      float64 `json:"serving_x_floor"`
+	OldGoneFloor      float64 `json:"old_gone_x_floor"`
+	MinWindowCapacity float64 `json:"min_window_capacity"`
+	WindowsBelow95    int     `json:"windows_below_95"`
+	WindowBuckets     int     `json:"window_buckets"`
+	SteadyPerBucket   float64 `json:"steady_ok_per_bucket_p50"`
+	P99Steady         float64 `json:"p99_steady_ms"`
+	P99Upgrade        float64 `json:"p99_upgrade_ms"`
+	// Upgrades are the windows, from the load's start.
+	Upgrades []upgradeJSON `json:"upgrades"`
+	Series   seriesJSON    `json:"series"`
+}
+
+type upgradeJSON struct {
+	StartMS   float64 `json:"start_ms"`
+	ServingMS float64 `json:"serving_ms"`
+	OldGoneMS float64 `json:"old_gone_ms"`
+}
+
+// seriesJSON is the run per bucket: OK responses and mean requests in
+// flight per version, failures.
+type seriesJSON struct {
+	OK       map[string][]int64   `json:"ok"`
+	Inflight map[string][]float64 `json:"inflight"`
+	Failed   []int64              `json:"failed"`
+}
+
+func newReport(cfg config, floor time.Duration, idle []idleRun, results []runResult) report {
+	rep := report{ExecFloorMS: ms64(floor), ExecFloorStarts: cfg.floorRuns, Bucket: ms64(bucket), Flags: cfg.supervisorFlags(),
+		Clients: cfg.clients, Duration: cfg.duration.Seconds(), Time: time.Now().UTC(), Idle: []idleJSON{}, Runs: []runJSON{}}
+	for _, s := range traceSteps {
+		rep.Steps = append(rep.Steps, string(s))
+	}
+	for _, r := range idle {
+		var serve, gone []time.Duration
+		j := idleJSON{Workers: r.workers, Upgrades: len(r.timings), StepMedianMS: map[string]float64{}}
+		for _, t := range r.timings {
+			serve = append(serve, t.Serving)
+			gone = append(gone, t.OldGone)
+			j.ServingMS = append(j.ServingMS, ms64(t.Serving))
+			j.OldGoneMS = append(j.OldGoneMS, ms64(t.OldGone))
+		}
+		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
+		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		for s, d := range stepMedians(r.timings) {
+			j.StepMedianMS[string(s)] = ms64(d)
+		}
+		rep.Idle = append(rep.Idle, j)
+	}
+	for _, r := range results {
+		var serve, gone []time.Duration
+		j := runJSON{Mode: string(r.mode), Handover: r.handover, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
+			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
+			SteadyPerBucket: r.capacity.SteadyMedian, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
+			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
+		for i, t := range r.timings {
+			serve = append(serve, t.Serving)
+			gone = append(gone, t.OldGone)
+			u := upgradeJSON{ServingMS: ms64(t.Serving), OldGoneMS: ms64(t.OldGone)}
+			u.StartMS = ms64(r.starts[i].Sub(r.start))
+			j.Upgrades = append(j.Upgrades, u)
+		}
+		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
+		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		for i, v := range r.series.Versions {
+			name := v
+			if name == "" {
+				name = "?"
+			}
+			j.Series.OK[name] = r.series.OK[i]
+			j.Series.Inflight[name] = r.series.Inflight[i]
+		}
+		rep.Runs = append(rep.Runs, j)
+	}
+	return rep
+}
+
+func (r report) write(file string) error {
+	b, err := json.MarshalIndent(r, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("--json: %w", err)
+	}
+	return nil
+}
