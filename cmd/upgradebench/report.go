@@ -51,6 +51,10 @@ type runJSON struct {
 	WindowsBelow95    int     `json:"windows_below_95"`
 	WindowBuckets     int     `json:"window_buckets"`
 	SteadyPerBucket   float64 `json:"steady_ok_per_bucket_p50"`
+	// The steady state's own spread: the machine's noise.
+	SteadyMinCapacity float64 `json:"steady_min_capacity"`
+	SteadyBelow95     int     `json:"steady_windows_below_95"`
+	SteadyBuckets     int     `json:"steady_buckets"`
 	P99Steady         float64 `json:"p99_steady_ms"`
 	P99Upgrade        float64 `json:"p99_upgrade_ms"`
 	// Upgrades are the windows, from the load's start.
@@ -98,7 +102,8 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		var serve, gone []time.Duration
 		j := runJSON{Mode: string(r.mode), Handover: r.handover, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
 			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
-			SteadyPerBucket: r.capacity.SteadyMedian, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
+			SteadyPerBucket:   r.capacity.SteadyMedian,
+			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
 		for i, t := range r.timings {
 			serve = append(serve, t.Serving)

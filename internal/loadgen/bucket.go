@@ -23,12 +23,15 @@ type Series struct {
 	Inflight [][]float64
 	// Failed[i] counts the failed requests that ended in bucket i.
 	Failed []int64
+	// Full is the number of buckets that lie wholly within the run's
+	// Duration: later ones hold only its tail.
+	Full int
 }
 
 // Series returns r cut into buckets of width (> 0), up to the end of the
 // last request.
 func (r *Result) Series(width time.Duration) Series {
-	s := Series{Width: width}
+	s := Series{Width: width, Full: int(r.Config.Duration / width)}
 	index := map[string]int{}
 	for name := range r.Versions {
 		s.Versions = append(s.Versions, name)
@@ -83,8 +86,8 @@ func (s Series) Total() []int64 {
 }
 
 // Capacity compares the buckets that overlap an upgrade window with the
-// steady state. The first and the last bucket of the run (a partial start
-// and tail) count as neither.
+// steady state. The first bucket and those from the last whole one on (a
+// start and a tail) count as neither.
 type Capacity struct {
 	// SteadyMedian is the median of OK responses per bucket outside every
 	// window.
@@ -97,6 +100,11 @@ type Capacity struct {
 	// Below counts the window buckets under 95% of SteadyMedian, of
 	// WindowBuckets.
 	Below, WindowBuckets int
+	// SteadyBelow counts the steady buckets under 95% of SteadyMedian, of
+	// SteadyBuckets: the noise of the machine, which upgrades meet too.
+	SteadyBelow, SteadyBuckets int
+	// SteadyMin is the smallest steady bucket over SteadyMedian.
+	SteadyMin float64
 }
 
 // Capacity returns how the upgrade windows (offsets from the run's start
@@ -106,7 +114,7 @@ func (s Series) Capacity(start time.Time, windows []Window) Capacity {
 	total := s.Total()
 	w := s.Width.Microseconds()
 	var steady, upgrade []int64
-	for i := 1; i < len(total)-1; i++ {
+	for i := 1; i < min(len(total), s.Full)-1; i++ {
 		lo, hi := int64(i)*w, int64(i+1)*w
 		if overlaps(ss, lo, hi) {
 			upgrade = append(upgrade, total[i])
@@ -114,7 +122,7 @@ func (s Series) Capacity(start time.Time, windows []Window) Capacity {
 			steady = append(steady, total[i])
 		}
 	}
-	c := Capacity{MinRatio: 1, WindowBuckets: len(upgrade)}
+	c := Capacity{MinRatio: 1, WindowBuckets: len(upgrade), SteadyBuckets: len(steady)}
 	first := true
 	if len(steady) == 0 {
 		c.MinRatio = 0
@@ -127,6 +135,12 @@ func (s Series) Capacity(start time.Time, windows []Window) Capacity {
 	}
 	if c.SteadyMedian == 0 {
 		return c
+	}
+	c.SteadyMin = float64(steady[0]) / c.SteadyMedian
+	for _, n := range steady {
+		if float64(n) < 0.95*c.SteadyMedian {
+			c.SteadyBelow++
+		}
 	}
 	for _, n := range upgrade {
 		r := float64(n) / c.SteadyMedian

@@ -24,7 +24,9 @@ func TestSeriesAndCapacity(t *testing.T) {
 			recs = append(recs, Record{Start: time.Duration(b)*100*ms + time.Duration(i)*10*ms, Latency: 5 * ms, Class: OK, Version: v})
 		}
 	}
-	s := synthetic(start, recs).Series(100 * ms)
+	res := synthetic(start, recs)
+	res.Config.Duration = time.Second
+	s := res.Series(100 * ms)
 	if got, want := len(s.Failed), 10; got != want {
 		t.Fatalf("buckets = %d; want %d", got, want)
 	}
