@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -88,7 +91,12 @@ func getOK(addr string) (bool, error) {
 // idleRun is the upgrades of one --workers value without load.
 type idleRun struct {
 	workers int
+	conns   int // idle keep-alive connections open on each old generation
 	timings []rig.Timing
+	// cpu is the supervisor's CPU time (user + system) over the upgrades,
+	// rss its resident set at the end and hwm its peak.
+	cpu      time.Duration
+	rss, hwm int64 // bytes
 }
 
 // idleUpgrades starts a supervisor with workers and upgrades it n times
@@ -105,10 +113,22 @@ func idleUpgrades(ctx context.Context, r *rig.Rig, cfg config, workers, n int, s
 		return res, err
 	}
 	defer sup.Stop()
+	res.conns = cfg.idleConns
+	cpu0, err := procCPU(sup.Pid())
+	if err != nil {
+		return res, err
+	}
 	version := "v1"
 	for k := 0; k < n; k++ {
 		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
+		conns, err := openIdle(sup.Addr, cfg.idleConns)
+		if err != nil {
+			return res, fmt.Errorf("idle upgrade %d: %w", k+1, err)
+		}
 		t, err := sup.Upgrade(ctx, version, nil)
+		for _, c := range conns {
+			c.Close()
+		}
 		if err != nil {
 			return res, fmt.Errorf("idle upgrade %d: %w", k+1, err)
 		}
@@ -121,7 +141,86 @@ func idleUpgrades(ctx context.Context, r *rig.Rig, cfg config, workers, n int, s
 			return res, ctx.Err()
 		}
 	}
+	cpu1, err := procCPU(sup.Pid())
+	if err != nil {
+		return res, err
+	}
+	res.cpu = cpu1 - cpu0
+	res.rss, res.hwm = procMem(sup.Pid())
 	return res, nil
+}
+
+// openIdle opens n keep-alive connections to addr, each with one request
+// answered, and leaves them idle.
+func openIdle(addr string, n int) ([]net.Conn, error) {
+	var out []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("idle connection %d: %w", i+1, err)
+		}
+		out = append(out, c)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("idle connection %d: %w", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		c.SetDeadline(time.Time{})
+	}
+	return out, nil
+}
+
+func closeAll(cs []net.Conn) {
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// procCPU returns the CPU time (utime + stime) of process pid so far, from
+// /proc/PID/stat (proc(5)), whose clock ticks are USER_HZ: 100 a second
+// on Linux.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: fields count from its ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// procMem returns the resident set and its peak (VmRSS, VmHWM of
+// /proc/PID/status) in bytes; 0 when unknown.
+func procMem(pid int) (rss, hwm int64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "VmRSS":
+			rss = kb << 10
+		case "VmHWM":
+			hwm = kb << 10
+		}
+	}
+	return rss, hwm
 }
 
 // traceSteps are the steps of an upgrade with --probation 0, in order.
@@ -152,7 +251,7 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 	}
 	fmt.Fprintln(w, "== upgrades with nothing in flight (--probation 0), medians, as multiples of the floor ==")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "workers\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor's steps (ms since the command)")
+	fmt.Fprintln(tw, "workers\tidle conns\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
 	for _, r := range idle {
 		var serve, gone []time.Duration
 		for _, t := range r.timings {
@@ -166,8 +265,9 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 				trace += fmt.Sprintf("%s %.1f  ", s, ms64(d))
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\n", r.workers, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
-			msf(median(gone)), ratio(median(gone), floor), trace)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.workers, r.conns, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
+			msf(median(gone)), ratio(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
+			float64(r.rss)/(1<<20), float64(r.hwm)/(1<<20), trace)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

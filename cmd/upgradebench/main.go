@@ -55,6 +55,7 @@ type config struct {
 	floorRuns   int      // starts of the exec floor
 	idleRuns    int      // upgrades with nothing in flight, per --workers value
 	startFlags  []string // more flags for launcher start
+	idleConns   int      // idle keep-alive connections on the old generation of each idle upgrade
 	jsonFile    string
 	plotFile    string
 }
@@ -81,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
 	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
 	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
+	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&c.plotFile, "plot", "", "draw requests/s and in-flight requests per version over time, upgrades and failures marked, of the first load run to this SVG or PNG file (needs the Go toolchain: the plot is drawn by tools/upgradeplot)")

@@ -25,6 +25,10 @@ type report struct {
 // idleJSON is the upgrades of one --workers value with nothing in flight.
 type idleJSON struct {
 	Workers      int                `json:"workers"`
+	IdleConns    int                `json:"idle_conns"`
+	SupCPUMS     float64            `json:"supervisor_cpu_ms_per_upgrade"`
+	SupRSS       int64              `json:"supervisor_rss_bytes"`
+	SupHWM       int64              `json:"supervisor_rss_peak_bytes"`
 	Upgrades     int                `json:"upgrades"`
 	ServingP50   float64            `json:"serving_ms_p50"`
 	OldGoneP50   float64            `json:"old_gone_ms_p50"`
@@ -84,7 +88,8 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	}
 	for _, r := range idle {
 		var serve, gone []time.Duration
-		j := idleJSON{Workers: r.workers, Upgrades: len(r.timings), StepMedianMS: map[string]float64{}}
+		j := idleJSON{Workers: r.workers, IdleConns: r.conns, Upgrades: len(r.timings), StepMedianMS: map[string]float64{},
+			SupCPUMS: ms64(r.cpu) / float64(max(len(r.timings), 1)), SupRSS: r.rss, SupHWM: r.hwm}
 		for _, t := range r.timings {
 			serve = append(serve, t.Serving)
 			gone = append(gone, t.OldGone)
