@@ -190,7 +190,7 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 	t := s.Tracker
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.inflight.Add(1)
-		defer t.inflight.Add(-1)
+		defer t.requestDone()
 		var start time.Time
 		if s.Observer != nil {
 			start = time.Now()

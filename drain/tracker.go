@@ -32,7 +32,11 @@ type Tracker struct {
 
 	drainOnce sync.Once
 	drainCh   chan struct{}
-	epoch     time.Time // the clock of connections' idle times starts here
+	// wake tells a drain's wait that a connection closed or a request
+	// ended, so that it sees the count reach zero at once rather than at
+	// its next poll. Buffered (1): a wake-up is never lost, never blocks.
+	wake  chan struct{}
+	epoch time.Time // the clock of connections' idle times starts here
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
@@ -40,7 +44,7 @@ type Tracker struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker() *Tracker {
-	return &Tracker{drainCh: make(chan struct{}), conns: make(map[*Conn]struct{}), epoch: time.Now()}
+	return &Tracker{drainCh: make(chan struct{}), wake: make(chan struct{}, 1), conns: make(map[*Conn]struct{}), epoch: time.Now()}
 }
 
 // clock returns the time since the tracker was made, from the monotonic
@@ -118,6 +122,25 @@ func (t *Tracker) remove(c *Conn) {
 	t.mu.Unlock()
 	if ok {
 		t.open.Add(-1)
+		t.poke()
+	}
+}
+
+// requestDone counts a request out of the handler.
+func (t *Tracker) requestDone() {
+	if t.inflight.Add(-1) == 0 {
+		t.poke()
+	}
+}
+
+// poke wakes a drain waiting for the counts, if one is.
+func (t *Tracker) poke() {
+	if !t.draining.Load() {
+		return
+	}
+	select {
+	case t.wake <- struct{}{}:
+	default:
 	}
 }
 

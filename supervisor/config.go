@@ -86,7 +86,11 @@ type Config struct {
 	// that would make more is refused. Default 4.
 	MaxDraining int
 	// Settle is how long an old listener's accept queue must stay empty
-	// before it closes. Default 50ms; raise it for small backlogs.
+	// before it closes, once the handshakes in flight on it are done.
+	// Zero (the default) means 5ms for workers that wait for those
+	// handshakes themselves (control.CapHandshakes) and 50ms for older
+	// ones, for which the settle is all the wait there is; raise it for
+	// small backlogs.
 	Settle time.Duration
 	// Probation is how long the previous generation stays on standby
 	// after an upgrade: steered away from, listening and ready, so that if
@@ -247,9 +251,6 @@ func (c *Config) check() error {
 		c.KeepExited = DefaultKeepExited
 	case c.KeepExited < 0:
 		c.KeepExited = 0
-	}
-	if c.Settle <= 0 {
-		c.Settle = 50 * time.Millisecond
 	}
 	switch c.Handover {
 	case "":

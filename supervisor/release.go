@@ -181,6 +181,30 @@ type releaseJob struct {
 // before it closes: nothing is steered to it by then.
 const quickSettle = 5 * time.Millisecond
 
+// The default --settle. A worker that waits for the handshakes in flight
+// on its port (control.CapHandshakes) needs the settle only to see a
+// connection that completed its handshake enter the accept queue, which
+// the kernel does in the same softirq that removes the request socket:
+// microseconds, so handshakeSettle is a few of the worker's 2 ms polls.
+// For a worker of an older library the settle is all the wait there is
+// for those handshakes, so it stays at the round trip of a distant client.
+const (
+	handshakeSettle = 5 * time.Millisecond
+	legacySettle    = 50 * time.Millisecond
+)
+
+// settleFor is the settle of w's quiesce or release: --settle, or its
+// default for w's library.
+func (l *loop) settleFor(w *worker) time.Duration {
+	switch {
+	case l.cfg.Settle > 0:
+		return l.cfg.Settle
+	case w.can(control.CapHandshakes):
+		return handshakeSettle
+	}
+	return legacySettle
+}
+
 // drainKillGrace is how long after --drain-timeout the supervisor kills an
 // old worker that has not exited: the worker cuts its own drain at the
 // timeout and reports it, which takes a moment.
@@ -243,9 +267,9 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 		return
 	}
 	for _, w := range todo {
-		msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.cfg.Settle.Milliseconds(),
+		msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.settleFor(w).Milliseconds(),
 			HandshakesDone: handshakesBy != nil && w != handshakesBy}
-		l.request(w, msg, control.TypeQuiesced, l.cfg.Settle+10*time.Second, func(l *loop, _ control.Message, err error) {
+		l.request(w, msg, control.TypeQuiesced, l.settleFor(w)+10*time.Second, func(l *loop, _ control.Message, err error) {
 			if err == nil {
 				quiesced[w] = true
 				handshakesDone = handshakesDone || w == handshakesBy
@@ -270,7 +294,7 @@ func (l *loop) nextRelease() {
 	l.releasing = job
 	w := job.w
 	msg := control.Message{
-		Type: control.TypeRelease, SettleMS: l.cfg.Settle.Milliseconds(),
+		Type: control.TypeRelease, SettleMS: l.settleFor(w).Milliseconds(),
 		DrainMS: l.cfg.DrainTimeout.Milliseconds(), Naive: l.cfg.Handover != HandoverSteer,
 		HandshakesDone: job.handshakesDone,
 	}

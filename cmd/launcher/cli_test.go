@@ -74,7 +74,7 @@ func startConfig(set func(*supervisor.Config)) supervisor.Config {
 	cfg := supervisor.Config{
 		Command: []string{"/srv/hello"}, Listen: []string{"127.0.0.1:8080"}, StateDir: "/env/state",
 		Workers: 1, DrainTimeout: 30 * time.Second, ReadyTimeout: 30 * time.Second,
-		Handover: supervisor.HandoverSteer, MaxDraining: 4, Settle: 50 * time.Millisecond,
+		Handover: supervisor.HandoverSteer, MaxDraining: 4,
 		Probation: supervisor.DefaultProbation, KeepExited: supervisor.DefaultKeepExited,
 		TicketRotate: ticketkeys.DefaultRotate, TicketLifetime: ticketkeys.DefaultLifetime,
 		MaxErrorRatio: supervisor.DefaultMaxErrorRatio, MaxLatencyRatio: supervisor.DefaultMaxLatencyRatio, MinRequests: supervisor.DefaultMinRequests,
