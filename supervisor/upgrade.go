@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -347,11 +348,21 @@ func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
 	async(l, func() int64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
+		// All at once: the drain waits for this sum, and asked one after
+		// the other, each worker's round trip would add to it.
+		counts := make([]int64, len(admins))
+		var wg sync.WaitGroup
+		for i, a := range admins {
+			wg.Go(func() { // ends within ctx's second
+				if c, err := fx.counts(ctx, a); err == nil {
+					counts[i] = c.InflightRequests
+				}
+			})
+		}
+		wg.Wait()
 		var n int64
-		for _, a := range admins {
-			if c, err := fx.counts(ctx, a); err == nil {
-				n += c.InflightRequests
-			}
+		for _, c := range counts {
+			n += c
 		}
 		return n
 	}, then)
