@@ -90,6 +90,7 @@ func getOK(addr string) (bool, error) {
 
 // idleRun is the upgrades of one --workers value without load.
 type idleRun struct {
+	label   string // "before" for the --before binaries
 	workers int
 	conns   int // idle keep-alive connections open on each old generation
 	timings []rig.Timing
@@ -99,54 +100,62 @@ type idleRun struct {
 	rss, hwm int64 // bytes
 }
 
-// idleUpgrades starts a supervisor with workers and upgrades it n times
-// with nothing in flight, one upgrade after the other, for the upgrade's
-// own cost against the exec floor.
-func idleUpgrades(ctx context.Context, r *rig.Rig, cfg config, workers, n int, stderr io.Writer) (idleRun, error) {
-	res := idleRun{workers: workers}
+// idleUpgrades starts a supervisor with workers from each of rigs and
+// upgrades each n times with nothing in flight, taking turns (one
+// upgrade of the first, one of the second, ...), so that the load of the
+// machine meets them alike: for the upgrade's own cost against the exec
+// floor, and for a side-by-side comparison with --before.
+func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n int, stderr io.Writer) ([]idleRun, error) {
 	var log io.Writer = io.Discard
 	if cfg.verbose {
 		log = stderr
 	}
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: log, Extra: cfg.supervisorFlags()})
-	if err != nil {
-		return res, err
-	}
-	defer sup.Stop()
-	res.conns = cfg.idleConns
-	cpu0, err := procCPU(sup.Pid())
-	if err != nil {
-		return res, err
+	res := make([]idleRun, len(rigs))
+	sups := make([]*rig.Supervisor, len(rigs))
+	cpu0 := make([]time.Duration, len(rigs))
+	for i, r := range rigs {
+		res[i] = idleRun{workers: workers, conns: cfg.idleConns}
+		sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: log, Extra: cfg.supervisorFlags()})
+		if err != nil {
+			return nil, err
+		}
+		defer sup.Stop()
+		sups[i] = sup
+		if cpu0[i], err = procCPU(sup.Pid()); err != nil {
+			return nil, err
+		}
 	}
 	version := "v1"
 	for k := 0; k < n; k++ {
 		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
-		conns, err := openIdle(sup.Addr, cfg.idleConns)
-		if err != nil {
-			return res, fmt.Errorf("idle upgrade %d: %w", k+1, err)
-		}
-		t, err := sup.Upgrade(ctx, version, nil)
-		for _, c := range conns {
-			c.Close()
-		}
-		if err != nil {
-			return res, fmt.Errorf("idle upgrade %d: %w", k+1, err)
-		}
-		res.timings = append(res.timings, t)
-		// A pause, so that one upgrade's exits and reaping are over
-		// before the next one's starts.
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
-			return res, ctx.Err()
+		for i, sup := range sups {
+			conns, err := openIdle(sup.Addr, cfg.idleConns)
+			if err != nil {
+				return nil, fmt.Errorf("idle upgrade %d: %w", k+1, err)
+			}
+			t, err := sup.Upgrade(ctx, version, nil)
+			closeAll(conns)
+			if err != nil {
+				return nil, fmt.Errorf("idle upgrade %d: %w", k+1, err)
+			}
+			res[i].timings = append(res[i].timings, t)
+			// A pause, so that one upgrade's exits and reaping are over
+			// before the next one's starts.
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 		}
 	}
-	cpu1, err := procCPU(sup.Pid())
-	if err != nil {
-		return res, err
+	for i, sup := range sups {
+		cpu1, err := procCPU(sup.Pid())
+		if err != nil {
+			return nil, err
+		}
+		res[i].cpu = cpu1 - cpu0[i]
+		res[i].rss, res[i].hwm = procMem(sup.Pid())
 	}
-	res.cpu = cpu1 - cpu0
-	res.rss, res.hwm = procMem(sup.Pid())
 	return res, nil
 }
 
@@ -251,7 +260,7 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 	}
 	fmt.Fprintln(w, "== upgrades with nothing in flight (--probation 0), medians, as multiples of the floor ==")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "workers\tidle conns\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
+	fmt.Fprintln(tw, "binaries\tworkers\tidle conns\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
 	for _, r := range idle {
 		var serve, gone []time.Duration
 		for _, t := range r.timings {
@@ -265,7 +274,7 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 				trace += fmt.Sprintf("%s %.1f  ", s, ms64(d))
 			}
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.workers, r.conns, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
 			msf(median(gone)), ratio(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
 			float64(r.rss)/(1<<20), float64(r.hwm)/(1<<20), trace)
 	}

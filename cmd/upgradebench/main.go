@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +57,7 @@ type config struct {
 	idleRuns    int      // upgrades with nothing in flight, per --workers value
 	startFlags  []string // more flags for launcher start
 	idleConns   int      // idle keep-alive connections on the old generation of each idle upgrade
+	before      string   // a directory with launcher and releases/v1,v2/hello of another build
 	jsonFile    string
 	plotFile    string
 }
@@ -82,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
 	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
 	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
+	fs.StringVar(&c.before, "before", "", "a directory with launcher and releases/{v1,v2}/hello built from another commit: its idle upgrades run in turn with this build's, for a side-by-side comparison")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
@@ -154,6 +157,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	if err != nil {
 		return 1, err
 	}
+	var before *rig.Rig
+	if cfg.before != "" {
+		before = &rig.Rig{Dir: cfg.before, Launcher: filepath.Join(cfg.before, "launcher"), Releases: filepath.Join(cfg.before, "releases")}
+		for _, f := range []string{before.Launcher, before.Release("v1"), before.Release("v2")} {
+			if _, err := os.Stat(f); err != nil {
+				return 2, fmt.Errorf("--before: %w", err)
+			}
+		}
+	}
 	var floor time.Duration
 	var idle []idleRun
 	if cfg.floorRuns > 0 {
@@ -167,11 +179,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	if cfg.idleRuns > 0 {
 		for _, w := range cfg.workers {
 			fmt.Fprintf(stdout, "workers %d: %d upgrades with nothing in flight ...\n", w, cfg.idleRuns)
-			ir, err := idleUpgrades(ctx, r, cfg, w, cfg.idleRuns, stderr)
+			rigs := []*rig.Rig{r}
+			if before != nil {
+				rigs = append(rigs, before)
+			}
+			runs, err := idleUpgrades(ctx, rigs, cfg, w, cfg.idleRuns, stderr)
 			if err != nil {
 				return 1, fmt.Errorf("workers %d: %w", w, err)
 			}
-			idle = append(idle, ir)
+			runs[0].label = "this"
+			if before != nil {
+				runs[1].label = "before"
+			}
+			idle = append(idle, runs...)
 		}
 	}
 	var results []runResult

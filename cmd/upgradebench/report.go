@@ -24,6 +24,7 @@ type report struct {
 
 // idleJSON is the upgrades of one --workers value with nothing in flight.
 type idleJSON struct {
+	Binaries     string             `json:"binaries"`
 	Workers      int                `json:"workers"`
 	IdleConns    int                `json:"idle_conns"`
 	SupCPUMS     float64            `json:"supervisor_cpu_ms_per_upgrade"`
@@ -88,7 +89,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	}
 	for _, r := range idle {
 		var serve, gone []time.Duration
-		j := idleJSON{Workers: r.workers, IdleConns: r.conns, Upgrades: len(r.timings), StepMedianMS: map[string]float64{},
+		j := idleJSON{Binaries: r.label, Workers: r.workers, IdleConns: r.conns, Upgrades: len(r.timings), StepMedianMS: map[string]float64{},
 			SupCPUMS: ms64(r.cpu) / float64(max(len(r.timings), 1)), SupRSS: r.rss, SupHWM: r.hwm}
 		for _, t := range r.timings {
 			serve = append(serve, t.Serving)
