@@ -201,7 +201,9 @@ func draw1(in, out string, index int, from, to float64) error {
 			}
 		}
 	}
+	// Headroom above the data for the legend.
 	rate.Y.Min, inflight.Y.Min = 0, 0
+	rate.Y.Max, inflight.Y.Max = max(top, 1)*1.5, float64(max(rep.Clients, 1))*1.3
 	if to > 0 {
 		rate.X.Min, rate.X.Max = from, to
 	}
