@@ -100,6 +100,10 @@ func (l *loop) post(ev event) bool {
 
 // run applies events until one sets exit (the stop is complete) or ctx
 // ends. It then stops its timers and waits for the actors it started.
+// maxBatch bounds the events applied between two writes of the state
+// file.
+const maxBatch = 64
+
 func (l *loop) run(ctx context.Context) {
 	defer func() {
 		for t := range l.timers {
@@ -112,6 +116,21 @@ func (l *loop) run(ctx context.Context) {
 		select {
 		case ev := <-l.events:
 			ev.apply(l)
+			// The events queued meanwhile go first: a burst (a
+			// generation's workers connecting, reporting, exiting) is one
+			// write of the state file, not one per event, which with many
+			// workers made the writes grow with their square. The
+			// transitions a restart must see are written at once anyway
+			// (flushState).
+			for n := 1; n < maxBatch && !l.exit; n++ {
+				select {
+				case ev := <-l.events:
+					ev.apply(l)
+					continue
+				default:
+				}
+				break
+			}
 			l.flushIfDirty()
 		case <-ctx.Done():
 			return

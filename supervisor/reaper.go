@@ -2,10 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +18,10 @@ import (
 // reapEvery is how often, besides on SIGCHLD, the reaper looks for
 // orphaned zombies.
 const reapEvery = 5 * time.Second
+
+// reapCoalesce is how long the reaper lets SIGCHLDs gather before it
+// looks: an orphan stays a zombie that much longer, harmlessly.
+const reapCoalesce = 20 * time.Millisecond
 
 // reaper does the duty of PID 1 in a container, and of a child subreaper
 // elsewhere: orphaned processes (a worker's children whose parent died)
@@ -48,6 +55,17 @@ func (r reaper) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-sig:
+			// A generation's workers exit in a burst: one walk for the
+			// burst, not one per exit.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(reapCoalesce):
+			}
+			select {
+			case <-sig:
+			default:
+			}
 		case <-t.C:
 		}
 		r.reapOrphans()
@@ -58,8 +76,7 @@ func (r reaper) run(ctx context.Context) {
 func (r reaper) reapOrphans() {
 	me := os.Getpid()
 	var zombies []int
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, path := range stats {
+	for _, path := range childStats() {
 		if pid, ppid, state, ok := readStat(path); ok && ppid == me && state == "Z" {
 			zombies = append(zombies, pid)
 		}
@@ -73,6 +90,40 @@ func (r reaper) reapOrphans() {
 			r.log.Debug("reaped orphan", "pid", pid)
 		}
 	}
+}
+
+// childStats returns the /proc/PID/stat paths of this process's children,
+// read from each thread's /proc/self/task/TID/children (proc(5), Linux
+// 3.5 with CONFIG_PROC_CHILDREN): a walk of our children only, where a
+// walk of /proc reads every process on the host, at every SIGCHLD (each
+// worker's exit). Without those files it falls back to every process's.
+// proc(5) warns that the lists may miss a child created or re-parented
+// during the read; such a zombie is reaped at the next SIGCHLD or tick.
+func childStats() []string {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return allStats()
+	}
+	var out []string
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return allStats()
+			}
+			continue // the thread exited meanwhile
+		}
+		for _, pid := range strings.Fields(string(b)) {
+			out = append(out, "/proc/"+pid+"/stat")
+		}
+	}
+	return out
+}
+
+// allStats returns the /proc/PID/stat paths of every process.
+func allStats() []string {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	return stats
 }
 
 // readStat returns pid, parent pid and state from /proc/PID/stat.
