@@ -98,6 +98,9 @@ type idleRun struct {
 	// rss its resident set at the end and hwm its peak.
 	cpu      time.Duration
 	rss, hwm int64 // bytes
+	// trace holds, per phase of phases, its duration in each upgrade
+	// (with --trace).
+	trace [][]time.Duration
 }
 
 // idleUpgrades starts a supervisor with workers from each of rigs and
@@ -113,9 +116,15 @@ func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n i
 	res := make([]idleRun, len(rigs))
 	sups := make([]*rig.Supervisor, len(rigs))
 	cpu0 := make([]time.Duration, len(rigs))
+	logs := make([]*rig.LogBuffer, len(rigs))
 	for i, r := range rigs {
 		res[i] = idleRun{workers: workers, conns: cfg.idleConns}
-		sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: log, Extra: cfg.supervisorFlags()})
+		flags, out := cfg.supervisorFlags(), log
+		if cfg.trace {
+			logs[i] = &rig.LogBuffer{}
+			flags, out = append(flags, "-v"), io.MultiWriter(log, logs[i])
+		}
+		sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: out, Extra: flags})
 		if err != nil {
 			return nil, err
 		}
@@ -155,6 +164,9 @@ func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n i
 		}
 		res[i].cpu = cpu1 - cpu0[i]
 		res[i].rss, res[i].hwm = procMem(sup.Pid())
+		if logs[i] != nil {
+			res[i].trace = tracePhases(parseLog(strings.NewReader(logs[i].String())))
+		}
 	}
 	return res, nil
 }

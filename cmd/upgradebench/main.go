@@ -57,6 +57,7 @@ type config struct {
 	idleRuns    int      // upgrades with nothing in flight, per --workers value
 	startFlags  []string // more flags for launcher start
 	idleConns   int      // idle keep-alive connections on the old generation of each idle upgrade
+	trace       bool     // split the idle upgrades into phases from the logs
 	before      string   // a directory with launcher and releases/v1,v2/hello of another build
 	jsonFile    string
 	plotFile    string
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
 	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
 	fs.StringVar(&c.before, "before", "", "a directory with launcher and releases/{v1,v2}/hello built from another commit: its idle upgrades run in turn with this build's, for a side-by-side comparison")
+	fs.BoolVar(&c.trace, "trace", false, "split each idle upgrade into phases (fork/exec to listening, ready, release, drain, exit) from the supervisor's and workers' -v log lines")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
@@ -216,6 +218,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fmt.Fprintln(stdout)
 	if cfg.floorRuns > 0 {
 		printFloor(stdout, floor, cfg.floorRuns, idle)
+	}
+	if cfg.trace && len(idle) > 0 {
+		printTrace(stdout, idle)
 	}
 	if len(results) > 0 {
 		printTables(stdout, cfg, floor, results)

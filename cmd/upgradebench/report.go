@@ -20,6 +20,7 @@ type report struct {
 	Duration        float64    `json:"duration_s"`
 	Time            time.Time  `json:"time"`
 	Steps           []string   `json:"trace_steps"`
+	Phases          []string   `json:"trace_phases"`
 }
 
 // idleJSON is the upgrades of one --workers value with nothing in flight.
@@ -38,6 +39,8 @@ type idleJSON struct {
 	StepMedianMS map[string]float64 `json:"step_ms_p50"`
 	ServingMS    []float64          `json:"serving_ms"`
 	OldGoneMS    []float64          `json:"old_gone_ms"`
+	// TracePhaseMS are the medians of the --trace phases, in order.
+	TracePhaseMS []float64 `json:"trace_phase_ms_p50,omitempty"`
 }
 
 // runJSON is one (mode, handover, workers) run under load.
@@ -87,6 +90,9 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	for _, s := range traceSteps {
 		rep.Steps = append(rep.Steps, string(s))
 	}
+	for _, p := range phases {
+		rep.Phases = append(rep.Phases, p.name)
+	}
 	for _, r := range idle {
 		var serve, gone []time.Duration
 		j := idleJSON{Binaries: r.label, Workers: r.workers, IdleConns: r.conns, Upgrades: len(r.timings), StepMedianMS: map[string]float64{},
@@ -99,6 +105,9 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		}
 		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
 		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		for _, ds := range r.trace {
+			j.TracePhaseMS = append(j.TracePhaseMS, ms64(median(ds)))
+		}
 		for s, d := range stepMedians(r.timings) {
 			j.StepMedianMS[string(s)] = ms64(d)
 		}
