@@ -84,7 +84,12 @@ func (e *CutError) Unwrap() error { return e.Err }
 // tracker checks only the counts, so that thousands of connections
 // closing cost no walk of them each.
 func waitConns(ctx context.Context, t *Tracker, grace time.Duration, done func() bool) error {
-	tick := time.NewTicker(pollInterval)
+	return waitConnsEvery(ctx, t, grace, done, pollInterval)
+}
+
+// waitConnsEvery is waitConns looking for idle connections every poll.
+func waitConnsEvery(ctx context.Context, t *Tracker, grace time.Duration, done func() bool, poll time.Duration) error {
+	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	over := func(open int64) bool {
 		return open == 0 && t.inflight.Load() == 0 && (done == nil || done())

@@ -130,6 +130,7 @@ type fakeEffects struct {
 	repointed []string
 	msgs      map[int][]string // pid → message types the worker got
 	steers    [][]int          // the slots of every steer, in order
+	settles   map[int][]string // pid → "type:settle" of its quiesces and releases
 	pidAt     map[string]int   // admin socket → pid
 	traces    map[int][]string // pid → drained, scraped, collected, exited in order
 	forgotten []int            // generations removeGeneration was called for
@@ -144,7 +145,7 @@ type fakeEffects struct {
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, settles: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
 		handshakesDone: map[int][]string{}, tickets: map[int][][]control.TicketKey{}, adoptKeys: map[int][]control.TicketKey{}}
 }
 
@@ -201,7 +202,16 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	}
 	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
 		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
+		fx.settles[pid] = append(fx.settles[pid], fmt.Sprintf("%s:%dms", m.Type, m.SettleMS))
 	}
+}
+
+// gotSettles returns the settles of the quiesces and releases pid got, as
+// "quiesce:5ms".
+func (fx *fakeEffects) gotSettles(pid int) []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.settles[pid]...)
 }
 
 // gotHandshakesDone returns what fx.handshakesDone holds for pid.

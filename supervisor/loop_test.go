@@ -415,6 +415,42 @@ func TestOneQuiesceWaitsForHandshakes(t *testing.T) {
 	}
 }
 
+// TestSettleByLibrary: the accept queue's settle is short for workers
+// that wait for the handshakes in flight themselves, and one poll for a
+// quiesced worker's release; a worker of an older library keeps the long
+// one, and --settle overrides both.
+func TestSettleByLibrary(t *testing.T) {
+	tests := []struct {
+		name    string
+		workers int
+		settle  time.Duration
+		old     behaviour
+		want    []string // per old worker, in order
+	}{
+		{"1 worker", 1, 0, behaviour{}, []string{"release:5ms"}},
+		{"3 workers", 3, 0, behaviour{}, []string{"quiesce:5ms", "release:2ms"}},
+		{"a library without handshakes", 1, 0, behaviour{noHandshakes: true}, []string{"release:50ms"}},
+		{"--settle", 1, 20 * time.Millisecond, behaviour{}, []string{"release:20ms"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.behave["v1"] = tt.old
+			r := startRig(t, Config{Workers: tt.workers, Probation: NoProbation, Settle: tt.settle}, fx, nil)
+			r.waitStarted()
+			old := r.gen(1).PIDs
+			if _, err := r.upgrade("v2", true); err != nil {
+				t.Fatal(err)
+			}
+			for _, pid := range old {
+				if got := fx.gotSettles(pid); !slices.Equal(got, tt.want) {
+					t.Errorf("old worker %d got %v; want %v", pid, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
 // TestStartRefusedWhereSomethingListens: a second supervisor on the same
 // port (another state dir) would share the reuseport group and steer
 // the first one's traffic to itself: it is refused, starting nothing.
