@@ -98,6 +98,9 @@ type idleRun struct {
 	// rss its resident set at the end and hwm its peak.
 	cpu      time.Duration
 	rss, hwm int64 // bytes
+	// firstAnswer is, per upgrade, the time from the command until the
+	// poller (--poll) got its first answer from the new version.
+	firstAnswer []time.Duration
 	// trace holds, per phase of phases, its duration in each upgrade
 	// (with --trace).
 	trace [][]time.Duration
@@ -142,7 +145,24 @@ func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n i
 			if err != nil {
 				return nil, fmt.Errorf("idle upgrade %d: %w", k+1, err)
 			}
+			var polled chan time.Time
+			stop := make(chan struct{})
+			start := time.Now()
+			if cfg.poll {
+				polled = make(chan time.Time, 1)
+				go func() { polled <- pollFor(sup.Addr, version, 10*time.Second, stop) }() // ends with stop
+			}
 			t, err := sup.Upgrade(ctx, version, nil)
+			if polled != nil {
+				select {
+				case at := <-polled:
+					if !at.IsZero() {
+						res[i].firstAnswer = append(res[i].firstAnswer, at.Sub(start))
+					}
+				case <-time.After(time.Second):
+				}
+			}
+			close(stop)
 			closeAll(conns)
 			if err != nil {
 				return nil, fmt.Errorf("idle upgrade %d: %w", k+1, err)
@@ -272,7 +292,7 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 	}
 	fmt.Fprintln(w, "== upgrades with nothing in flight (--probation 0), medians, as multiples of the floor ==")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "binaries\tworkers\tidle conns\tupgrades\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
+	fmt.Fprintln(tw, "binaries\tworkers\tidle conns\tupgrades\tfirst answer (poller)\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
 	for _, r := range idle {
 		var serve, gone []time.Duration
 		for _, t := range r.timings {
@@ -286,7 +306,11 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 				trace += fmt.Sprintf("%s %.1f  ", s, ms64(d))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), msf(median(serve)), ratio(median(serve), floor),
+		first := "-"
+		if len(r.firstAnswer) > 0 {
+			first = fmt.Sprintf("%s (%.1f×)", msf(median(r.firstAnswer)), ratio(median(r.firstAnswer), floor))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), first, msf(median(serve)), ratio(median(serve), floor),
 			msf(median(gone)), ratio(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
 			float64(r.rss)/(1<<20), float64(r.hwm)/(1<<20), trace)
 	}

@@ -58,6 +58,8 @@ type config struct {
 	startFlags  []string // more flags for launcher start
 	idleConns   int      // idle keep-alive connections on the old generation of each idle upgrade
 	trace       bool     // split the idle upgrades into phases from the logs
+	poll        bool     // time the idle upgrades' first answer from the new version with a poller
+	sighups     int      // standalone SIGHUP handovers to time
 	before      string   // a directory with launcher and releases/v1,v2/hello of another build
 	jsonFile    string
 	plotFile    string
@@ -87,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
 	fs.StringVar(&c.before, "before", "", "a directory with launcher and releases/{v1,v2}/hello built from another commit: its idle upgrades run in turn with this build's, for a side-by-side comparison")
 	fs.BoolVar(&c.trace, "trace", false, "split each idle upgrade into phases (fork/exec to listening, ready, release, drain, exit) from the supervisor's and workers' -v log lines")
+	fs.BoolVar(&c.poll, "poll", false, "during each idle upgrade, poll GET / on new connections (every 0.2 ms) and time the command -> first answer from the new version")
+	fs.IntVar(&c.sighups, "sighup", 0, "also time this many standalone handovers (kill -HUP to hello run alone through a symlink): SIGHUP -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
@@ -196,6 +200,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			idle = append(idle, runs...)
 		}
 	}
+	var sighup []time.Duration
+	if cfg.sighups > 0 {
+		fmt.Fprintf(stdout, "%d standalone SIGHUP handovers ...\n", cfg.sighups)
+		if sighup, err = standaloneSIGHUP(ctx, r, cfg.sighups); err != nil {
+			return 1, fmt.Errorf("--sighup: %w", err)
+		}
+	}
 	var results []runResult
 	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
 	if !cfg.upgradeRuns {
@@ -219,6 +230,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	if cfg.floorRuns > 0 {
 		printFloor(stdout, floor, cfg.floorRuns, idle)
 	}
+	if len(sighup) > 0 {
+		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s (%.1f× the floor) ==\n\n",
+			len(sighup), msf(median(sighup)), ratio(median(sighup), floor))
+	}
 	if cfg.trace && len(idle) > 0 {
 		printTrace(stdout, idle)
 	}
@@ -231,6 +246,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 	}
 	rep := newReport(cfg, floor, idle, results)
+	if len(sighup) > 0 {
+		rep.SIGHUPFirstAnswerMS = ms64(median(sighup))
+	}
 	if cfg.jsonFile != "" {
 		if err := rep.write(cfg.jsonFile); err != nil {
 			return 1, err

@@ -13,32 +13,36 @@ type report struct {
 	ExecFloorMS     float64    `json:"exec_floor_ms"`
 	ExecFloorStarts int        `json:"exec_floor_starts"`
 	Idle            []idleJSON `json:"idle_upgrades"`
-	Runs            []runJSON  `json:"runs"`
-	Bucket          float64    `json:"bucket_ms"`
-	Flags           []string   `json:"start_flags,omitempty"`
-	Clients         int        `json:"clients"`
-	Duration        float64    `json:"duration_s"`
-	Time            time.Time  `json:"time"`
-	Steps           []string   `json:"trace_steps"`
-	Phases          []string   `json:"trace_phases"`
+	// SIGHUPFirstAnswerMS is the median of --sighup's standalone
+	// handovers, SIGHUP -> first answer from the new version.
+	SIGHUPFirstAnswerMS float64   `json:"sighup_first_answer_ms_p50,omitempty"`
+	Runs                []runJSON `json:"runs"`
+	Bucket              float64   `json:"bucket_ms"`
+	Flags               []string  `json:"start_flags,omitempty"`
+	Clients             int       `json:"clients"`
+	Duration            float64   `json:"duration_s"`
+	Time                time.Time `json:"time"`
+	Steps               []string  `json:"trace_steps"`
+	Phases              []string  `json:"trace_phases"`
 }
 
 // idleJSON is the upgrades of one --workers value with nothing in flight.
 type idleJSON struct {
-	Binaries     string             `json:"binaries"`
-	Workers      int                `json:"workers"`
-	IdleConns    int                `json:"idle_conns"`
-	SupCPUMS     float64            `json:"supervisor_cpu_ms_per_upgrade"`
-	SupRSS       int64              `json:"supervisor_rss_bytes"`
-	SupHWM       int64              `json:"supervisor_rss_peak_bytes"`
-	Upgrades     int                `json:"upgrades"`
-	ServingP50   float64            `json:"serving_ms_p50"`
-	OldGoneP50   float64            `json:"old_gone_ms_p50"`
-	ServingFloor float64            `json:"serving_x_floor"`
-	OldGoneFloor float64            `json:"old_gone_x_floor"`
-	StepMedianMS map[string]float64 `json:"step_ms_p50"`
-	ServingMS    []float64          `json:"serving_ms"`
-	OldGoneMS    []float64          `json:"old_gone_ms"`
+	Binaries       string             `json:"binaries"`
+	Workers        int                `json:"workers"`
+	IdleConns      int                `json:"idle_conns"`
+	SupCPUMS       float64            `json:"supervisor_cpu_ms_per_upgrade"`
+	SupRSS         int64              `json:"supervisor_rss_bytes"`
+	SupHWM         int64              `json:"supervisor_rss_peak_bytes"`
+	Upgrades       int                `json:"upgrades"`
+	FirstAnswerP50 float64            `json:"first_answer_ms_p50,omitempty"`
+	ServingP50     float64            `json:"serving_ms_p50"`
+	OldGoneP50     float64            `json:"old_gone_ms_p50"`
+	ServingFloor   float64            `json:"serving_x_floor"`
+	OldGoneFloor   float64            `json:"old_gone_x_floor"`
+	StepMedianMS   map[string]float64 `json:"step_ms_p50"`
+	ServingMS      []float64          `json:"serving_ms"`
+	OldGoneMS      []float64          `json:"old_gone_ms"`
 	// TracePhaseMS are the medians of the --trace phases, in order.
 	TracePhaseMS []float64 `json:"trace_phase_ms_p50,omitempty"`
 }
@@ -105,6 +109,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		}
 		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
 		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		j.FirstAnswerP50 = ms64(median(r.firstAnswer))
 		for _, ds := range r.trace {
 			j.TracePhaseMS = append(j.TracePhaseMS, ms64(median(ds)))
 		}
