@@ -145,7 +145,7 @@ type fakeEffects struct {
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, settles: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
 		handshakesDone: map[int][]string{}, tickets: map[int][][]control.TicketKey{}, adoptKeys: map[int][]control.TicketKey{}}
 }
 
@@ -202,6 +202,9 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	}
 	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
 		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
+		if fx.settles == nil {
+			fx.settles = map[int][]string{}
+		}
 		fx.settles[pid] = append(fx.settles[pid], fmt.Sprintf("%s:%dms", m.Type, m.SettleMS))
 	}
 }
