@@ -331,11 +331,27 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 		}
 		l.releasing = nil
 		l.markDirty()
-		l.resteer(nil)
+		// The program for this close named only slots the close did not
+		// move, so it is still exact; when the next release points it at
+		// its own stable slots right away, a re-steer to every slot in
+		// between would only add a round trip per worker.
+		if !(err == nil && job.stable && l.nextSteersStably()) {
+			l.resteer(nil)
+		}
 		job.then(l)
 		l.nextGrant()
 		l.nextRelease()
 	})
+}
+
+// nextSteersStably reports whether nextRelease will start the queued
+// release next, with a steer to the slots its close does not move.
+func (l *loop) nextSteersStably() bool {
+	if l.granting != nil || len(l.grantQ) > 0 || len(l.releaseQ) == 0 || !l.releaseQ[0].quiesced {
+		return false
+	}
+	w := l.releaseQ[0].w
+	return len(l.group.StableSlots(w, func(o *worker) bool { return o.gen == l.active && o.ready })) > 0
 }
 
 // drainWatch follows a generation's drain: its released workers exit, or
