@@ -143,6 +143,9 @@ type runResult struct {
 	windows  []loadgen.Window
 	series   loadgen.Series
 	capacity loadgen.Capacity
+	// coldRatios and switchRatios are the capacity of the windows that
+	// overlap only an upgrade's cold start, or only its switch.
+	coldRatios, switchRatios []float64
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
@@ -330,10 +333,28 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 	res.start = d.res.Start
 	res.series = d.res.Series(bucket)
 	res.capacity = res.series.Capacity(res.start, res.windows)
+	// The two phases of each upgrade apart: the new generation's cold
+	// start (command -> serving) and the switch (serving -> old gone).
+	var cold, switching []loadgen.Window
+	for i, t := range res.timings {
+		s := res.starts[i]
+		cold = append(cold, loadgen.Window{Start: s, End: s.Add(t.Serving)})
+		switching = append(switching, loadgen.Window{Start: s.Add(t.Serving), End: s.Add(t.OldGone)})
+	}
+	res.coldRatios = res.series.Ratios(res.start, cold, switching, res.capacity.SteadyMedian)
+	res.switchRatios = res.series.Ratios(res.start, switching, cold, res.capacity.SteadyMedian)
 	for _, s := range d.res.Samples {
 		res.samples = append(res.samples, s...)
 	}
 	return res, nil
+}
+
+// pctSpread formats ratios as "median% (min%)", or "-".
+func pctSpread(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%% (%.0f%%)", 100*med(xs), 100*slices.Min(xs))
 }
 
 // bucket is the width of the capacity windows and of the plot's steps.
@@ -353,16 +374,16 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	}
 	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; × the exec floor of %s) and capacity per %s window ==\n", msf(floor), bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tsteady min\tsteady < 95%\tp99 upgrade / steady")
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
 	for _, r := range results {
 		var serve, gone []time.Duration
 		for _, t := range r.timings {
 			serve = append(serve, t.Serving)
 			gone = append(gone, t.OldGone)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
 			ms(median(serve)), ratio(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), ratio(median(gone), floor), ms(maxOf(gone)),
-			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets,
+			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
 			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99))
 	}
 	tw.Flush()

@@ -63,6 +63,9 @@ type runJSON struct {
 	WindowsBelow95    int     `json:"windows_below_95"`
 	WindowBuckets     int     `json:"window_buckets"`
 	SteadyPerBucket   float64 `json:"steady_ok_per_bucket_p50"`
+	// The windows of the cold starts alone and of the switches alone.
+	ColdStartCapacity []float64 `json:"cold_start_window_capacity"`
+	SwitchCapacity    []float64 `json:"switch_window_capacity"`
 	// The steady state's own spread: the machine's noise.
 	SteadyMinCapacity float64 `json:"steady_min_capacity"`
 	SteadyBelow95     int     `json:"steady_windows_below_95"`

@@ -163,3 +163,22 @@ func overlaps(ss []span, lo, hi int64) bool {
 	}
 	return false
 }
+
+// Ratios returns, for each bucket that overlaps one of windows and none
+// of others, its OK responses over median (the first bucket and those
+// from the last whole one on left out, as in Capacity): to tell apart
+// the phases of an upgrade, e.g. its new generation's cold start and the
+// switch to it.
+func (s Series) Ratios(start time.Time, windows, others []Window, median float64) []float64 {
+	ss, os := spans(start, windows), spans(start, others)
+	total := s.Total()
+	w := s.Width.Microseconds()
+	var out []float64
+	for i := 1; i < min(len(total), s.Full)-1; i++ {
+		lo, hi := int64(i)*w, int64(i+1)*w
+		if median > 0 && overlaps(ss, lo, hi) && !overlaps(os, lo, hi) {
+			out = append(out, float64(total[i])/median)
+		}
+	}
+	return out
+}

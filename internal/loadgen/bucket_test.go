@@ -50,6 +50,14 @@ func TestSeriesAndCapacity(t *testing.T) {
 	if c.SteadyMedian != 10 || c.WindowBuckets != 1 || c.Below != 1 || c.MinRatio != 0.5 {
 		t.Errorf("capacity = %+v; want median 10, 1 window bucket, 1 below, min ratio 0.5", c)
 	}
+	cold := []Window{{Start: start.Add(520 * ms), End: start.Add(530 * ms)}}
+	switching := []Window{{Start: start.Add(530 * ms), End: start.Add(650 * ms)}}
+	if got := s.Ratios(start, switching, cold, 10); len(got) != 1 || got[0] != 1 {
+		t.Errorf("switch-only ratios = %v; want [1] (bucket 6 alone)", got)
+	}
+	if got := s.Ratios(start, cold, switching, 10); len(got) != 0 {
+		t.Errorf("cold-only ratios = %v; want none (bucket 5 has both)", got)
+	}
 	if c := s.Capacity(start, nil); c.MinRatio != 1 || c.WindowBuckets != 0 {
 		t.Errorf("capacity without windows = %+v; want min ratio 1", c)
 	}
