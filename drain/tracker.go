@@ -94,8 +94,9 @@ func (t *Tracker) StartDrain() {
 // the matching RequestDone. Both are one atomic add.
 func (t *Tracker) RequestStarted() { t.inflight.Add(1) }
 
-// RequestDone ends a request counted by RequestStarted.
-func (t *Tracker) RequestDone() { t.inflight.Add(-1) }
+// RequestDone ends a request counted by RequestStarted; the last one
+// during a drain wakes the drain's wait at once.
+func (t *Tracker) RequestDone() { t.requestDone() }
 
 // SetKeepAlivesEnabled controls whether HTTP/1 responses may keep their
 // connection open (the default). Disabled, every response carries

@@ -10,13 +10,17 @@ import (
 // connection closes or its last request ends, not at its next poll for
 // idle connections (here an hour away).
 func TestDrainEndsWhenCountsReachZero(t *testing.T) {
-	for _, last := range []string{"connection", "request"} {
+	for _, last := range []string{"connection", "request", "RequestDone"} {
 		t.Run(last, func(t *testing.T) {
 			c, _ := tcpPair(t)
 			tr := c.t
 			c.busy() // a handler runs on it: not idle
-			if last == "request" {
+			switch last {
+			case "request":
 				tr.inflight.Add(1)
+				tr.remove(c) // the connection is gone, its request not yet
+			case "RequestDone": // counted by a server that is not a Server
+				tr.RequestStarted()
 				tr.remove(c) // the connection is gone, its request not yet
 			}
 			tr.StartDrain()
@@ -26,9 +30,12 @@ func TestDrainEndsWhenCountsReachZero(t *testing.T) {
 			go func() { errc <- waitConnsEvery(ctx, tr, time.Hour, nil, time.Hour) }()
 			time.Sleep(20 * time.Millisecond) // the drain has looked once and waits
 			start := time.Now()
-			if last == "request" {
+			switch last {
+			case "request":
 				tr.requestDone()
-			} else {
+			case "RequestDone":
+				tr.RequestDone()
+			default:
 				tr.remove(c)
 			}
 			if err := <-errc; err != nil {
