@@ -58,7 +58,8 @@ type Options struct {
 	// knowledge (RFC 9113, section 3.3) beside HTTP/1.1 on the same
 	// port: a connection that starts with the HTTP/2 preface is HTTP/2.
 	// The Upgrade: h2c dance of RFC 7540 is not offered. Drains give its
-	// connections the two-phase GOAWAY that TLS ones get.
+	// connections the two-phase GOAWAY that TLS ones get. [App.Serve]
+	// ignores it: set the server's Protocols instead.
 	H2C bool
 
 	// Logger receives the launcher's log lines. Default: text to stderr.

@@ -72,7 +72,9 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 // is not used: the App's listen addresses are. Serve wraps the server's
 // Handler and ConnState to count requests and connections (as
 // [drain.Server] does), so srv must not be started elsewhere or reused.
-// Options.TLS does not apply to Serve.
+// Options.TLS and Options.H2C are Run's and do not apply to Serve: set
+// srv.TLSConfig, or srv.Protocols with SetUnencryptedHTTP2 for h2c; the
+// drain gives those connections the same two-phase GOAWAY.
 //
 // It listens, reports ready, handles signals as Run does, drains the
 // server when the process must stop, reports the drain, and returns;

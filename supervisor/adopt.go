@@ -177,8 +177,13 @@ func (l *loop) finishAdoption() {
 	l.adopting = nil
 	a.stopTimer()
 	if l.tickets.ring.Len() > 0 {
-		// The ring the adopted workers brought back, merged, to all.
-		l.refreshTickets("taken over from the adopted workers", true)
+		// The ring the adopted workers brought back, merged, to all; with
+		// --tls-ticket-key-file the file's keys instead (they win).
+		why := "taken over from the adopted workers"
+		if l.tickets.fixed {
+			why = "from --tls-ticket-key-file, handed to the adopted workers (their own keys are dropped)"
+		}
+		l.refreshTickets(why, true)
 	}
 	if a.noActive {
 		l.promoteReady(a.gens)

@@ -47,6 +47,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hello: -tls-cert and -tls-key go together")
 		os.Exit(2)
 	}
+	if *h2c && *tlsCert != "" {
+		fmt.Fprintln(os.Stderr, "hello: -h2c is HTTP/2 without TLS; with -tls-cert HTTP/2 is negotiated by TLS already")
+		os.Exit(2)
+	}
 	if *failRatio < 0 || *failRatio > 1 || *delay < 0 {
 		fmt.Fprintln(os.Stderr, "hello: -fail-ratio wants 0..1 and -delay 0 or more")
 		os.Exit(2)

@@ -104,7 +104,7 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.DurationVar(&cfg.KeepExited, "keep-exited", supervisor.DefaultKeepExited, "with --metrics: keep serving an exited worker's counters and histograms, frozen at their final values, this long, so scrapes see its last requests (0: drop them at exit)")
 	f.DurationVar(&cfg.TicketRotate, "tls-ticket-rotate", ticketkeys.DefaultRotate, "make a new TLS session-ticket key for the workers this often (new tickets use it; older keys still decrypt)")
 	f.DurationVar(&cfg.TicketLifetime, "tls-ticket-lifetime", ticketkeys.DefaultLifetime, "drop TLS session-ticket keys this old: their tickets no longer resume")
-	f.StringVar(&cfg.TicketKeyFile, "tls-ticket-key-file", "", "use the operator's TLS session-ticket keys from `FILE` (one base64 32-byte key a line, the current first; mode 0600), read again at every upgrade, instead of made ones")
+	f.StringVar(&cfg.TicketKeyFile, "tls-ticket-key-file", "", "use the operator's TLS session-ticket keys from `FILE` (one base64 32-byte key a line, the current first; mode 0600 or 0400), read again at every upgrade, instead of made ones")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	cmd.MarkFlagDirname("releases")
 	cmd.RegisterFlagCompletionFunc("handover", cobra.FixedCompletions(

@@ -11,6 +11,7 @@
 //	go build -o releases/v1/echo . && cp releases/v1/echo releases/v2/
 //	launcher start --listen 127.0.0.1:9090 --releases releases -- releases/v1/echo
 //	launcher upgrade v2
+//	releases/v1/echo -say hello   # a client: one Say call to -addr
 package main
 
 import (
@@ -22,18 +23,29 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/launcherd/launcher/drain"
 	"github.com/launcherd/launcher/launcher"
 )
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:9090", "listen address when no supervisor runs the service")
+	addr := flag.String("addr", "127.0.0.1:9090", "listen address when no supervisor runs the service (with -say: the server's)")
+	say := flag.String("say", "", "be a client: call Say with this text on -addr, print the answer and exit")
 	flag.Parse()
+	if *say != "" {
+		if err := callSay(context.Background(), *addr, *say); err != nil {
+			fmt.Fprintln(os.Stderr, "echo:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	app, err := launcher.New(launcher.Options{Addr: *addr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echo:", err)
@@ -150,4 +162,22 @@ func httpStatus(c codes.Code) int {
 	default: // Unknown, Internal, DataLoss
 		return http.StatusInternalServerError
 	}
+}
+
+// callSay makes one Say call to addr (plaintext, no retry) and prints the
+// answer, which names the generation that served it.
+func callSay(ctx context.Context, addr, text string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
+	if err != nil {
+		return fmt.Errorf("say to %s: %w", addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out := new(wrapperspb.StringValue)
+	if err := conn.Invoke(ctx, MethodSay, wrapperspb.String(text), out); err != nil {
+		return fmt.Errorf("say to %s: %w", addr, err)
+	}
+	fmt.Println(out.GetValue())
+	return nil
 }

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"log"
 
 	"github.com/labstack/echo/v4"
@@ -11,6 +12,7 @@ import (
 )
 
 func main() {
+	flag.Parse() // no flags of its own; -h prints the usage
 	e := echo.New()
 	e.GET("/", func(c echo.Context) error { return c.String(200, "hello\n") })
 

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"log"
 
 	"github.com/gin-gonic/gin"
@@ -11,6 +12,7 @@ import (
 )
 
 func main() {
+	flag.Parse() // no flags of its own; -h prints the usage
 	r := gin.New()
 	r.GET("/", func(c *gin.Context) { c.String(200, "hello\n") })
 
