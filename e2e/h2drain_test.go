@@ -40,8 +40,10 @@ func TestHTTP2UpgradesFailNoStream(t *testing.T) {
 // a round trip of 100 ms on the wire.
 func TestHTTP2UpgradesFailNoStreamOnASlowLink(t *testing.T) {
 	needNetns(t)
+	t.Parallel() // as TestHandshakesInFlightOnASlowLink
 	for _, mode := range []string{"tls", "h2c"} {
 		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			pair, err := delaylink.NewPair(ctx, delaylink.PairConfig{

@@ -80,6 +80,9 @@ func (res *slowResult) add(r *loadgen.Result) {
 // With 2 workers per generation the old ones quiesce at once before each
 // closes in turn; with 1 it is closed right away.
 func TestHandshakesInFlightOnASlowLink(t *testing.T) {
+	// Parallel, with the other delayed-link tests: they mostly wait on
+	// the link's delay, and each has namespaces of its own.
+	t.Parallel()
 	for _, tc := range []struct {
 		delay   time.Duration
 		workers int
@@ -89,6 +92,7 @@ func TestHandshakesInFlightOnASlowLink(t *testing.T) {
 		{100 * time.Millisecond, 2},
 	} {
 		t.Run(fmt.Sprintf("delay=%v,workers=%d", tc.delay, tc.workers), func(t *testing.T) {
+			t.Parallel()
 			testSlowLinkUpgrades(t, tc.delay, tc.workers)
 		})
 	}
