@@ -132,6 +132,7 @@ func ExampleNewSupervisor() {
 	// launcher_generations{state="standby"} 0
 	// launcher_generations{state="starting"} 0
 	// launcher_upgrades_total{result="aborted"} 0
+	// launcher_upgrades_total{result="breached"} 0
 	// launcher_upgrades_total{result="failed"} 0
 	// launcher_upgrades_total{result="refused"} 0
 	// launcher_upgrades_total{result="rolled_back"} 0

@@ -366,7 +366,7 @@ func TestSupervisorUpgradesPreinitialised(t *testing.T) {
 	s := metrics.NewSupervisor("close", func() []metrics.GenerationInfo { return nil })
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(s)
-	want := map[string]float64{`result="success"`: 0, `result="failed"`: 0, `result="refused"`: 0, `result="aborted"`: 0, `result="rolled_back"`: 0}
+	want := map[string]float64{`result="success"`: 0, `result="failed"`: 0, `result="refused"`: 0, `result="aborted"`: 0, `result="rolled_back"`: 0, `result="breached"`: 0}
 	if got := series(gather(t, reg)["launcher_upgrades_total"]); !eqMaps(got, want) {
 		t.Fatalf("launcher_upgrades_total before any upgrade = %v; want %v", got, want)
 	}

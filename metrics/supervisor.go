@@ -21,7 +21,7 @@ type GenerationInfo struct {
 var rollbackReasons = []string{"crashed", "errors", "latency", "requested"}
 
 // Upgrade results, the values of launcher_upgrades_total's result label.
-var upgradeResults = []string{"success", "failed", "refused", "aborted", "rolled_back"}
+var upgradeResults = []string{"success", "failed", "refused", "aborted", "rolled_back", "breached"}
 
 // Generation states, the values of launcher_generations' state label.
 var generationStates = []string{"starting", "active", "standby", "draining", "exited", "failed"}
@@ -30,7 +30,7 @@ var generationStates = []string{"starting", "active", "standby", "draining", "ex
 // registry; the supervisor updates the exported fields.
 type Supervisor struct {
 	// Upgrades counts upgrades by result: success, failed, refused, aborted,
-	// rolled_back.
+	// rolled_back, breached.
 	Upgrades *prometheus.CounterVec
 	// UpgradeDuration is the time from the upgrade command to the new
 	// generation serving.
@@ -69,7 +69,7 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 	s := &Supervisor{
 		Upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_upgrades_total",
-			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile), rolled_back (crashed during --probation, or rolled back then: the previous generation serves again). With a probation, success is counted when it passes.",
+			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile), rolled_back (crashed during --probation, or rolled back then: the previous generation serves again), breached (the judge found a breach when no worker of the previous generation was left to take traffic back: the new one serves on). With a probation, success is counted when it passes.",
 		}, []string{"result"}),
 		UpgradeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "launcher_upgrade_duration_seconds",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,5 +318,86 @@ func TestCanaryHealthyPasses(t *testing.T) {
 	}
 	if !strings.Contains(rep.String(), "weights: 10% at") {
 		t.Errorf("report text:\n%s\nwant the weights", rep)
+	}
+}
+
+// A breach rolls back to the standby generation's workers still alive;
+// only with none left does the canary go on, and then it does not pass.
+func TestCanaryBreachWithStandbyWorkersLost(t *testing.T) {
+	tests := []struct {
+		name    string
+		kill    int // of generation 1's 2 workers
+		wantErr string
+		verdict string
+	}{
+		{"one of two lost", 1, "rolled back during its", VerdictRolledBack},
+		{"all lost", 2, "no rollback possible", VerdictBreached},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			// 400 requests a second on generation 2: judged after about
+			// 0.75 s, once the standby's workers are killed.
+			r := startRig(t, Config{Workers: 2, Probation: time.Second, JudgeEvery: 100 * time.Millisecond, MinRequests: 300}, fx, nil)
+			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+			r.behave("v2", behaviour{rps: 200, errorRatio: 0.3, latency: time.Millisecond})
+			r.waitStarted()
+			old := r.gen(1).PIDs
+			type result struct {
+				rep *UpgradeReport
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Second})
+				done <- result{rep, err}
+			}()
+			eventually(t, "the canary step", func() error {
+				if g := r.gen(2); g.Weight != 10 {
+					return fmt.Errorf("generation 2 = %+v", g)
+				}
+				return nil
+			})
+			for _, pid := range old[:tt.kill] {
+				fx.proc(pid).die()
+			}
+			var res result
+			select {
+			case res = <-done:
+			case <-time.After(15 * time.Second):
+				t.Fatal("upgrade --wait did not end")
+			}
+			if res.err == nil || !strings.Contains(res.err.Error(), tt.wantErr) {
+				t.Fatalf("upgrade --wait: %v; want an error with %q", res.err, tt.wantErr)
+			}
+			if res.rep == nil || res.rep.Verdict != tt.verdict || !strings.Contains(res.rep.Reason, "errors: 5xx ratio") {
+				t.Fatalf("report = %+v; want %s for errors", res.rep, tt.verdict)
+			}
+			if tt.kill == 1 {
+				if g := r.gen(1); g.State != StateActive || !slices.Contains(g.PIDs, old[1]) {
+					t.Errorf("generation 1 = %+v; want active with pid %d", g, old[1])
+				}
+				lastShare(t, fx, 100, 0, 1, 2, 3) // generation 1's survivor (its slot moves) and its restart
+				eventually(t, "the lost worker restarted", func() error {
+					if g := r.gen(1); len(g.PIDs) != 2 || g.State != StateActive {
+						return fmt.Errorf("generation 1 = %+v", g)
+					}
+					return nil
+				})
+				if n := testutil.ToFloat64(r.s.metrics.Rollbacks.WithLabelValues(breachErrors)); n != 1 {
+					t.Errorf("rollbacks{errors} = %v; want 1", n)
+				}
+				return
+			}
+			if g := r.gen(2); g.State != StateActive {
+				t.Errorf("generation 2 = %+v; want active: nothing to roll back to", g)
+			}
+			if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("breached")); n != 1 {
+				t.Errorf("upgrades{breached} = %v; want 1", n)
+			}
+			if h := r.status().History; len(h) != 1 || h[0].Verdict != VerdictBreached {
+				t.Errorf("history = %+v; want one breached upgrade", h)
+			}
+		})
 	}
 }

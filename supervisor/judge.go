@@ -135,7 +135,7 @@ type judge struct {
 	began   bool // the first reading is in: the window starts there
 	stopped bool
 	last1   bool // the probation is over: this reading is the last
-	warned  bool // a breach with no standby to roll back to was logged
+	warned  bool // a breach with no standby worker to roll back to was logged
 	// breaches counts the readings in a row that found a breach.
 	breaches int
 	// The latest reading: both windows, and the judgement.
@@ -262,11 +262,15 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 		// One reading can be a cold start's or a loaded machine's
 		// moment: the next one, a JudgeEvery later, confirms it.
 		l.genLog(g).Info("judge: breach, to be confirmed at the next reading", "breach", breach, "reason", reason)
-	case !canStandBy(p.workers):
-		// The old generation lost a worker: nothing to roll back to.
+	case len(takeBack(p.workers)) == 0:
+		// The old generation has no worker left to take traffic back:
+		// the new one serves on, and the verdict says so (see
+		// VerdictBreached).
 		if !j.warned {
 			j.warned = true
-			l.genLog(g).Warn("breach, but the standby generation cannot take traffic back", "breach", breach, "reason", reason, "figures", figures)
+			p.unrolled = breach + ": " + reason
+			p.figures = figures
+			l.genLog(g).Error("breach, but no worker of the standby generation is left to take traffic back: the new generation serves on", "breach", breach, "reason", reason, "figures", figures)
 		}
 	default:
 		p.breach, p.crash, p.figures = breach, reason, figures

@@ -28,11 +28,14 @@ type probation struct {
 	workers   []*worker // the standby's workers, all ready when it began
 	until     time.Time
 	stopTimer func()
-	cause     string     // "" while it runs
-	crash     string     // what crashed, or the judge's reason, for the log and the error
-	breach    string     // breachErrors or breachLatency when judged
-	figures   string     // both generations' figures when judged
-	follower  *opRequest // an `upgrade --wait` following it, or nil
+	cause     string // "" while it runs
+	crash     string // what crashed, or the judge's reason, for the log and the error
+	breach    string // breachErrors or breachLatency when judged
+	figures   string // both generations' figures when judged
+	// unrolled is the breach the judge found when no standby worker was
+	// left to take traffic back: the upgrade goes on, but does not pass.
+	unrolled string
+	follower *opRequest // an `upgrade --wait` following it, or nil
 
 	// A canary: the weights asked for, how many have begun, the current
 	// one (percent of new connections to the new generation; 100 once the
@@ -45,6 +48,15 @@ type probation struct {
 	judge       *judge    // nil when judging is off
 }
 
+// phase names where p stands, for messages: "probation", or "canary (10%
+// of new connections)".
+func (p *probation) phase() string {
+	if p.weight < 100 {
+		return fmt.Sprintf("canary (%d%% of new connections)", p.weight)
+	}
+	return "probation"
+}
+
 // canStandBy reports whether workers can take traffic back at once: each
 // runs, listens and is ready, and none is being released.
 func canStandBy(workers []*worker) bool {
@@ -54,6 +66,20 @@ func canStandBy(workers []*worker) bool {
 		}
 	}
 	return len(workers) > 0
+}
+
+// takeBack returns those of workers that can take traffic back at once:
+// running, listening, ready and not being released. A standby generation
+// that lost a worker still takes traffic back on the others: fewer
+// workers of a known release beat a release judged or seen failing.
+func takeBack(workers []*worker) []*worker {
+	var out []*worker
+	for _, w := range workers {
+		if !w.exited && w.ready && w.listening && !w.stopping {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // runningProbation returns g's probation if it has not ended.
@@ -132,13 +158,8 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
 			"standby_generation", p.standby.num, "standby_version", p.standby.release.Version)
-		l.m.Upgrades.WithLabelValues("success").Inc()
 		step := Progress{Step: StepProbationPassed, Generation: g.num, Version: g.release.Version, Probation: l.cfg.Probation,
 			Other: p.standby.num, OtherVersion: p.standby.release.Version}
-		if cause != probationPassed {
-			step.Step, step.Reason = StepProbationEnded, cause
-		}
-		req.emit(step)
 		verdict, why := VerdictPassed, "probation passed"
 		switch j := p.judge; {
 		case j == nil || j.reason == "":
@@ -147,17 +168,40 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		default:
 			why += "; " + j.reason
 		}
-		if cause != probationPassed {
+		var err error
+		switch {
+		case cause != probationPassed:
+			step.Step, step.Reason = StepProbationEnded, cause
 			verdict, why = VerdictSuperseded, cause
+			l.m.Upgrades.WithLabelValues("success").Inc()
+		case p.unrolled != "":
+			why = fmt.Sprintf("%s; no rollback possible: no worker of generation %d was left to take traffic back", p.unrolled, p.standby.num)
+			step.Step, step.Reason = StepProbationEnded, "breached, with no standby worker left to roll back to"
+			verdict = VerdictBreached
+			l.m.Upgrades.WithLabelValues("breached").Inc()
+			err = fmt.Errorf("upgrade to %s: generation %d breached its judged %s (%s); no rollback possible: no worker of generation %d (%s) was left to take traffic back; generation %d serves on; figures: %s",
+				g.release.Version, g.num, p.phase(), why, p.standby.num, p.standby.release.Version, g.num, p.figures)
+		default:
+			l.m.Upgrades.WithLabelValues("success").Inc()
 		}
+		req.emit(step)
 		rep := l.decide(g, p, verdict, why)
 		old := p.standby
-		l.retire(old, old.live(), func(l *loop, d time.Duration) {
+		gone := func(l *loop, d time.Duration) {
 			req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
 			rep.gone()
 			req.emitReport(rep)
-			req.finish(Progress{}, nil)
-		})
+			req.finish(Progress{}, err)
+		}
+		if live := old.live(); len(live) > 0 {
+			l.retire(old, live, gone)
+		} else {
+			// Its workers all died on standby: nothing to drain.
+			old.state = StateExited
+			l.markDirty()
+			l.forgetIfOver(old)
+			gone(l, 0)
+		}
 	}
 	return true
 }
@@ -167,7 +211,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 func (l *loop) crashInProbation(w *worker) bool {
 	g := w.gen
 	p := g.runningProbation()
-	if p == nil || l.active != g || !canStandBy(p.workers) {
+	if p == nil || l.active != g || len(takeBack(p.workers)) == 0 {
 		return false
 	}
 	p.crash = fmt.Sprintf("worker %d (pid %d) %v; stderr: %s", w.index, w.pid, w.exitErr, w.tail.last(3))
@@ -206,11 +250,14 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	})
 	for _, w := range p.workers {
 		l.send(w, control.Message{Type: control.TypeResume})
+		// A standby worker is not restarted when it dies (see evExited);
+		// the generation it belongs to serves again, so it is now.
+		if w.exited && !w.stopping {
+			l.workerLog(w).Warn("worker of the restored generation died on standby; restarting", "err", w.exitErr)
+			l.scheduleRestart(old, w.index)
+		}
 	}
-	phase := "probation"
-	if p.weight < 100 {
-		phase = fmt.Sprintf("canary (%d%% of new connections)", p.weight)
-	}
+	phase := p.phase()
 	var rep *UpgradeReport
 	switch p.cause {
 	case probationCrashed:
@@ -267,7 +314,7 @@ func (c cmdRollback) apply(l *loop) {
 		return
 	}
 	if g := l.active; g != nil {
-		if p := g.runningProbation(); p != nil && canStandBy(p.workers) {
+		if p := g.runningProbation(); p != nil && len(takeBack(p.workers)) > 0 {
 			// The previous generation is still listening: no restart.
 			l.endProbation(g, probationRolledBack)
 			old := p.standby

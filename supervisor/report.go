@@ -13,6 +13,9 @@ const (
 	VerdictFailed     = "failed"      // the new generation never served
 	VerdictSuperseded = "superseded"  // a newer upgrade ended its probation
 	VerdictStopped    = "stopped"     // the supervisor stopped meanwhile
+	// VerdictBreached: the judge found a breach when no worker of the old
+	// generation was left to take traffic back; the new one serves on.
+	VerdictBreached = "breached"
 )
 
 // keepReports is how many upgrade reports status keeps.
