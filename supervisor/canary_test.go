@@ -235,8 +235,13 @@ func TestCanaryRollback(t *testing.T) {
 	if _, _, err := r.upgradeWith("v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+	st := &steps{}
+	if _, err := r.s.Rollback(context.Background(), true, st.add); err != nil {
 		t.Fatalf("rollback: %v", err)
+	}
+	// --wait: until the generation rolled back from has exited.
+	if g := r.gen(2); len(g.PIDs) > 0 || st.String() != fmt.Sprint([]Step{StepRolledBack, StepDrained}) {
+		t.Errorf("after rollback --wait: generation 2 = %+v, steps %s; want it exited and drained", g, st)
 	}
 	if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) || g.Weight != 100 {
 		t.Errorf("generation 1 = %+v; want active with the same pids %v", g, old)
@@ -274,6 +279,10 @@ func TestCanaryJudgedBreach(t *testing.T) {
 			}
 			if rep == nil || rep.Verdict != VerdictRolledBack || !strings.HasPrefix(rep.Reason, tt.reason) || rep.New == nil || rep.New.Requests < 100 {
 				t.Errorf("report = %+v; want rolled back for %s with figures", rep, tt.reason)
+			}
+			// --wait follows the generation rolled back from to its exit.
+			if g := r.gen(2); len(g.PIDs) > 0 || rep == nil || rep.GoneAfter == 0 || strings.Contains(rep.String(), "gone ?") {
+				t.Errorf("after upgrade --wait: generation 2 = %+v, report %+v; want it gone, and when", g, rep)
 			}
 			if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {
 				t.Errorf("generation 1 = %+v; want active with the same pids %v", g, old)

@@ -36,6 +36,9 @@ type probation struct {
 	// left to take traffic back: the upgrade goes on, but does not pass.
 	unrolled string
 	follower *opRequest // an `upgrade --wait` following it, or nil
+	// requester is a `rollback --wait` that ended it, answered once the
+	// generation rolled back from has exited; nil otherwise.
+	requester *opRequest
 
 	// A canary: the weights asked for, how many have begun, the current
 	// one (percent of new connections to the new generation; 100 once the
@@ -259,6 +262,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	}
 	phase := p.phase()
 	var rep *UpgradeReport
+	var err error
 	switch p.cause {
 	case probationCrashed:
 		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) crashed during its %s; generation %d (%s) serves again", g.num, g.release.Version, phase, old.num, old.release.Version),
@@ -266,35 +270,42 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 			"restored_generation", old.num, "restored_version", old.release.Version)
 		l.m.Rollbacks.WithLabelValues("crashed").Inc()
 		rep = l.decide(g, p, VerdictRolledBack, "crashed: "+p.crash)
-		p.follower.emitReport(rep)
-		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again",
-			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version))
+		err = fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again",
+			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version)
 	case probationJudged:
 		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) breached its judged %s: %s; generation %d (%s) serves again", g.num, g.release.Version, phase, p.crash, old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version, "breach", p.breach, "figures", p.figures,
 			"restored_generation", old.num, "restored_version", old.release.Version)
 		l.m.Rollbacks.WithLabelValues(p.breach).Inc()
 		rep = l.decide(g, p, VerdictRolledBack, p.breach+": "+p.crash)
-		p.follower.emitReport(rep)
-		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again; figures: %s",
-			g.release.Version, phase, p.crash, old.num, old.release.Version, p.figures))
+		err = fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again; figures: %s",
+			g.release.Version, phase, p.crash, old.num, old.release.Version, p.figures)
 	default:
 		l.log.Warn(fmt.Sprintf("rolled back on request: generation %d (%s) serves again", old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version)
 		l.m.Rollbacks.WithLabelValues("requested").Inc()
 		rep = l.decide(g, p, VerdictRolledBack, "rollback requested during the "+phase)
-		p.follower.emitReport(rep)
-		p.follower.finish(Progress{}, fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again", g.release.Version, old.num, old.release.Version))
+		err = fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again", g.release.Version, old.num, old.release.Version)
 	}
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 	if err := l.fx.repoint(old.release); err != nil {
 		l.log.Warn("repoint current symlink", "err", err)
 	}
 	l.fx.notify("STATUS=" + l.statusLine())
-	if live := g.live(); len(live) > 0 {
-		l.retire(g, live, func(*loop, time.Duration) { rep.gone() })
-	} else {
+	// `upgrade --wait` (and `rollback --wait`) follow the generation
+	// rolled back from to its exit, as they follow the old one otherwise:
+	// the report then says when it was gone.
+	gone := func(l *loop, d time.Duration) {
 		rep.gone()
+		p.follower.emitReport(rep)
+		p.follower.finish(Progress{}, err)
+		p.requester.emit(Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d})
+		p.requester.finish(Progress{}, nil)
+	}
+	if live := g.live(); len(live) > 0 {
+		l.retire(g, live, gone)
+	} else {
+		gone(l, 0)
 	}
 }
 
@@ -316,12 +327,20 @@ func (c cmdRollback) apply(l *loop) {
 	if g := l.active; g != nil {
 		if p := g.runningProbation(); p != nil && len(takeBack(p.workers)) > 0 {
 			// The previous generation is still listening: no restart.
-			l.endProbation(g, probationRolledBack)
 			old := p.standby
 			back := Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
 				Reason: "it was on standby, traffic went straight back", Other: g.num, OtherVersion: g.release.Version}
 			c.req.emit(back)
-			c.req.finish(back, nil)
+			c.req.sum = back
+			if c.req.wait {
+				// Answered once g has exited (see rollBackTo), as a
+				// rollback that starts a release waits for the drain.
+				p.requester = c.req
+			}
+			l.endProbation(g, probationRolledBack)
+			if !c.req.wait {
+				c.req.finish(back, nil)
+			}
 			return
 		}
 	}
