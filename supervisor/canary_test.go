@@ -410,3 +410,38 @@ func TestCanaryBreachWithStandbyWorkersLost(t *testing.T) {
 		})
 	}
 }
+
+// A stop during a canary ends `upgrade --wait` with the report, verdict
+// stopped, and an error: the upgrade did not complete.
+func TestStopDuringCanaryReports(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2}, fx, nil)
+	r.waitStarted()
+	type result struct {
+		rep *UpgradeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: 20 * time.Second})
+		done <- result{rep, err}
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.s.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	res := <-done
+	if res.err == nil || !strings.Contains(res.err.Error(), "stopped during the canary") {
+		t.Errorf("upgrade --wait: %v; want an error: stopped during the canary", res.err)
+	}
+	if res.rep == nil || res.rep.Verdict != VerdictStopped {
+		t.Errorf("report = %+v; want verdict stopped", res.rep)
+	}
+}

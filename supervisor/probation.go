@@ -156,8 +156,12 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		l.rollBackTo(g, p)
 	case probationStopped:
 		// Stop drains every generation, the standby one too.
-		l.decide(g, p, VerdictStopped, "the supervisor stopped during the probation")
-		req.finish(Progress{}, nil)
+		// The upgrade did not complete: its report says so, and
+		// `upgrade --wait` exits 1.
+		phase := p.phase()
+		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
+		req.emitReport(rep)
+		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains", g.release.Version, phase, g.num))
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
 			"standby_generation", p.standby.num, "standby_version", p.standby.release.Version)
