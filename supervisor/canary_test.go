@@ -445,3 +445,33 @@ func TestStopDuringCanaryReports(t *testing.T) {
 		t.Errorf("report = %+v; want verdict stopped", res.rep)
 	}
 }
+
+// After a requested rollback during a canary, the next rollback goes to
+// the release before the restored one, not to the one just rejected.
+func TestRollbackAfterCanaryRollbackSkipsTheRejected(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 200 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.upgradeWith("v3", UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.Rollback(context.Background(), true, nil); err != nil {
+		t.Fatalf("rollback during the canary: %v", err)
+	}
+	st := &steps{}
+	var to string
+	if _, err := r.s.Rollback(context.Background(), true, func(p Progress) {
+		st.add(p)
+		if p.Step == StepRollingBack {
+			to = p.Version
+		}
+	}); err != nil {
+		t.Fatalf("second rollback: %v", err)
+	}
+	if to != "v1" {
+		t.Errorf("second rollback went to %q (steps %s); want v1, not v3 just rolled back from", to, st)
+	}
+}

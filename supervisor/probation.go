@@ -239,9 +239,10 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	for _, w := range g.workers {
 		w.stopping = true
 	}
-	// Like any rollback, a requested one makes the next rollback go
-	// forward again; a crashed release is forgotten instead.
-	if n := len(l.history); failed && n > 0 && l.history[n-1] == g.release {
+	// The release rolled back from, crashed, judged or rejected on
+	// request, is forgotten: the next rollback goes to the release before
+	// the restored one, not forward to it again.
+	if n := len(l.history); n > 0 && l.history[n-1] == g.release {
 		l.history = l.history[:n-1]
 	} else {
 		l.history = append(l.history, old.release)
