@@ -119,6 +119,9 @@ func (c cmdStart) apply(l *loop) {
 	for _, r := range st.History {
 		l.history = append(l.history, release(r))
 	}
+	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
+		l.reports = append(l.reports, &r)
+	}
 	l.markDirty()
 	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil}
 	l.adopting.stopTimer = l.after(rejoinWait, evFunc(func(l *loop) { l.finishAdoption() }))

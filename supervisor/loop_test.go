@@ -288,9 +288,14 @@ func TestAdoptsStateFile(t *testing.T) {
 			},
 			Group:   []string{"c", "a", "b"},
 			History: []savedRelease{{Version: "v1", Path: r.path("v1")}, {Version: "v2", Path: r.path("v2")}},
+			Reports: []UpgradeReport{{Generation: 3, Version: "v2", From: 2, FromVersion: "v1", Verdict: VerdictRolledBack}},
 		}
 	})
 	r.waitStarted()
+	// The upgrade reports survive the supervisor's death.
+	if h := r.status().History; len(h) != 1 || h[0].Generation != 3 || h[0].Verdict != VerdictRolledBack {
+		t.Errorf("history after adoption = %+v; want the state file's report", h)
+	}
 	if g := r.gen(3); g.State != StateActive || fmt.Sprint(g.PIDs) != "[501 502]" {
 		t.Errorf("generation 3 = %+v; want active with the adopted pids", g)
 	}
@@ -313,6 +318,14 @@ func TestAdoptsStateFile(t *testing.T) {
 	if g := r.gen(4); g.State != StateActive || g.Version != "v1" {
 		t.Errorf("generation 4 = %+v; want v1 active (numbers go on from the state file's)", g)
 	}
+	eventually(t, "both reports in the state file", func() error {
+		fx.mu.Lock()
+		defer fx.mu.Unlock()
+		if n := len(fx.state.Reports); n != 2 {
+			return fmt.Errorf("%d reports in the state file", n)
+		}
+		return nil
+	})
 }
 
 // TestRepliesMatchedByID: two requests in flight to one worker, answered

@@ -23,6 +23,9 @@ type savedState struct {
 	Gens       []savedGen     `json:"generations"`
 	Group      []string       `json:"reuseport_group"` // worker tokens, by slot in the kernel's group
 	History    []savedRelease `json:"history"`
+	// Reports are the last upgrades' reports (status's history, at most
+	// keepReports of about 1 KB each), kept across an adoption.
+	Reports []UpgradeReport `json:"reports,omitempty"`
 }
 
 type savedRelease struct {
@@ -70,6 +73,7 @@ func (l *loop) snapshot() savedState {
 	for _, r := range l.history {
 		st.History = append(st.History, savedRelease(r))
 	}
+	st.Reports = l.upgradeHistory()
 	return st
 }
 
