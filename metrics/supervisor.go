@@ -33,7 +33,8 @@ type Supervisor struct {
 	// rolled_back, breached.
 	Upgrades *prometheus.CounterVec
 	// UpgradeDuration is the time from the upgrade command to the new
-	// generation serving.
+	// generation serving, of successful upgrades (and the first start):
+	// with a probation, observed when it passes.
 	UpgradeDuration prometheus.Histogram
 	// DrainDuration is the time from an old generation's drain start to
 	// its last process exiting.
@@ -73,7 +74,7 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 		}, []string{"result"}),
 		UpgradeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "launcher_upgrade_duration_seconds",
-			Help:    "Time from an upgrade command to the new generation serving.",
+			Help:    "Time from an upgrade command to the new generation serving, of successful upgrades (those counted in launcher_upgrades_total{result=\"success\"}, with the first start); with a probation, observed when it passes.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),
 		DrainDuration: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestWeightedSlots(t *testing.T) {
@@ -193,6 +195,9 @@ func TestCanaryStepsWeights(t *testing.T) {
 	if h := r.status().History; len(h) != 1 || h[0].Verdict != VerdictPassed {
 		t.Errorf("status history = %+v; want one passed upgrade", h)
 	}
+	if n := histCount(t, r.s.metrics.UpgradeDuration); n != 2 {
+		t.Errorf("upgrade_duration_seconds counts %d upgrades; want 2, the first start and the canary", n)
+	}
 }
 
 func TestCanaryPromote(t *testing.T) {
@@ -292,6 +297,10 @@ func TestCanaryJudgedBreach(t *testing.T) {
 			}
 			if !strings.Contains(r.log.String(), "ROLLED BACK") {
 				t.Errorf("no ROLLED BACK log line")
+			}
+			// The first start alone was a successful upgrade.
+			if n := histCount(t, r.s.metrics.UpgradeDuration); n != 1 {
+				t.Errorf("upgrade_duration_seconds counts %d upgrades; want 1, the first start (not the rolled back)", n)
 			}
 		})
 	}
@@ -474,4 +483,14 @@ func TestRollbackAfterCanaryRollbackSkipsTheRejected(t *testing.T) {
 	if to != "v1" {
 		t.Errorf("second rollback went to %q (steps %s); want v1, not v3 just rolled back from", to, st)
 	}
+}
+
+// histCount returns the number of observations of h.
+func histCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }

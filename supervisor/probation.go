@@ -49,6 +49,9 @@ type probation struct {
 	interval    time.Duration
 	canaryStart time.Time // when the first step began
 	judge       *judge    // nil when judging is off
+	// servedAfter is the time from the upgrade command to the new
+	// generation serving, for launcher_upgrade_duration_seconds.
+	servedAfter time.Duration
 }
 
 // phase names where p stands, for messages: "probation", or "canary (10%
@@ -181,6 +184,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 			step.Step, step.Reason = StepProbationEnded, cause
 			verdict, why = VerdictSuperseded, cause
 			l.m.Upgrades.WithLabelValues("success").Inc()
+			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		case p.unrolled != "":
 			why = fmt.Sprintf("%s; no rollback possible: no worker of generation %d was left to take traffic back", p.unrolled, p.standby.num)
 			step.Step, step.Reason = StepProbationEnded, "breached, with no standby worker left to roll back to"
@@ -190,6 +194,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 				g.release.Version, g.num, p.phase(), why, p.standby.num, p.standby.release.Version, g.num, p.figures)
 		default:
 			l.m.Upgrades.WithLabelValues("success").Inc()
+			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		}
 		req.emit(step)
 		rep := l.decide(g, p, verdict, why)

@@ -263,7 +263,12 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 	if err := l.fx.repoint(g.release); err != nil {
 		l.genLog(g).Warn("repoint current symlink", "err", err)
 	}
-	l.m.UpgradeDuration.Observe(time.Since(op.start).Seconds())
+	// launcher_upgrade_duration_seconds counts successful upgrades: with
+	// a probation, observed once it passes (see endProbation).
+	servedAfter := time.Since(op.start)
+	if p != nil {
+		p.servedAfter = servedAfter
+	}
 	l.genLog(g).Info("generation active", "ready_ms", readyAfter.Milliseconds())
 	if !op.first {
 		l.fx.notify("READY=1", "STATUS="+l.statusLine())
@@ -306,6 +311,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		})
 	case old != nil:
 		l.m.Upgrades.WithLabelValues("success").Inc()
+		l.m.UpgradeDuration.Observe(servedAfter.Seconds())
 		workers := old.live()
 		follower := req
 		rep := l.decide(g, nil, VerdictPassed, "no probation")
@@ -323,6 +329,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		})
 	default:
 		l.m.Upgrades.WithLabelValues("success").Inc()
+		l.m.UpgradeDuration.Observe(servedAfter.Seconds())
 		req.finish(Progress{}, nil)
 	}
 	l.checkStop()
