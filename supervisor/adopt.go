@@ -27,6 +27,7 @@ type adoption struct {
 	gens      []*generation
 	noActive  bool // no generation was active: one that rejoins ready may be
 	stopTimer func()
+	canary    int // the canary's weight when the previous supervisor died in one, else 0
 }
 
 func (c cmdStart) apply(l *loop) {
@@ -123,7 +124,7 @@ func (c cmdStart) apply(l *loop) {
 		l.reports = append(l.reports, &r)
 	}
 	l.markDirty()
-	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil}
+	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil, canary: st.Canary}
 	l.adopting.stopTimer = l.after(rejoinWait, evFunc(func(l *loop) { l.finishAdoption() }))
 	l.checkAdoption()
 }
@@ -207,7 +208,11 @@ func (l *loop) finishAdoption() {
 				w.proc.kill()
 			}
 		case g.state == StateStandby:
-			l.genLog(g).Info("retiring the standby generation: its probation ended with the previous supervisor")
+			phase := "probation"
+			if a.canary > 0 {
+				phase = fmt.Sprintf("canary (at %d%% of new connections)", a.canary)
+			}
+			l.genLog(g).Info("retiring the standby generation: its " + phase + " ended with the previous supervisor")
 			l.retire(g, live, nil)
 		default:
 			// Killed mid-release, the previous supervisor may have left

@@ -160,7 +160,7 @@ func (l *loop) fullWeight(g *generation, p *probation, why string) {
 		return
 	}
 	p.until = time.Now().Add(l.cfg.Probation)
-	p.follower.emit(Progress{Step: StepStandby, Generation: p.standby.num, Version: p.standby.release.Version, Probation: l.cfg.Probation, Other: g.num})
+	p.follower.emit(Progress{Step: StepStandby, Generation: p.standby.num, Version: p.standby.release.Version, Probation: l.cfg.Probation, Other: g.num, Judged: p.judge != nil})
 	p.stopTimer = l.after(l.cfg.Probation, evFunc(func(l *loop) { l.passProbation(g, p) }))
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -493,4 +494,56 @@ func histCount(t *testing.T, h prometheus.Histogram) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// What ends a canary says canary, not probation.
+func TestCanaryEndedSaysCanary(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: time.Second}, fx, nil)
+	r.waitStarted()
+	var mu sync.Mutex
+	var lines []string
+	collect := func(p Progress) {
+		mu.Lock()
+		lines = append(lines, p.String())
+		mu.Unlock()
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: 20 * time.Second}, collect)
+		done <- err
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	// A restarted supervisor learns it was a canary, for its log.
+	fx.mu.Lock()
+	saved := fx.state.Canary
+	fx.mu.Unlock()
+	if saved != 10 {
+		t.Errorf("state file's canary weight = %d; want 10", saved)
+	}
+	if _, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, collect); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	all := strings.Join(lines, "\n")
+	mu.Unlock()
+	for _, want := range []string{
+		"previous canary ended (at 10% of new connections): its standby generation 1 (v1) drains",
+		"generation 2's canary (at 10% of new connections) ended (superseded by a newer upgrade)",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("steps:\n%s\nwant %q", all, want)
+		}
+	}
+	if s := (Progress{Step: StepStandby, Generation: 1, Other: 2, Judged: true}).String(); !strings.Contains(s, "crashes or the judge finds it worse") {
+		t.Errorf("standby line %q; want the judge named", s)
+	}
 }

@@ -182,6 +182,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		switch {
 		case cause != probationPassed:
 			step.Step, step.Reason = StepProbationEnded, cause
+			step.Weight = p.weight
 			verdict, why = VerdictSuperseded, cause
 			l.m.Upgrades.WithLabelValues("success").Inc()
 			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())

@@ -59,7 +59,12 @@ type Progress struct {
 	// Same is set on StepStarting when the release is the file the active
 	// generation already runs: a restart of the same release.
 	Same bool `json:"same,omitempty"`
-	// Weight and Interval are a canary step's (StepCanary).
+	// Judged is set on StepStandby when the judge watches the new
+	// generation: a breach gives traffic back too.
+	Judged bool `json:"judged,omitempty"`
+	// Weight and Interval are a canary step's (StepCanary). On
+	// StepSuperseded and StepProbationEnded a Weight below 100 says that
+	// what ended was a canary, at that weight.
 	Weight   int           `json:"weight,omitempty"`
 	Interval time.Duration `json:"interval_ns,omitempty"`
 	// Report is StepReport's.
@@ -74,6 +79,9 @@ func (p Progress) String() string {
 	ms := func(d time.Duration) int64 { return d.Milliseconds() }
 	switch p.Step {
 	case StepSuperseded:
+		if p.Weight > 0 && p.Weight < 100 {
+			return fmt.Sprintf("previous canary ended (at %d%% of new connections): its standby generation %d (%s) drains", p.Weight, p.Generation, p.Version)
+		}
 		return fmt.Sprintf("previous probation ended: its standby generation %d (%s) drains", p.Generation, p.Version)
 	case StepRollingBack:
 		return fmt.Sprintf("rolling back to %s", p.Version)
@@ -88,6 +96,10 @@ func (p Progress) String() string {
 	case StepServes:
 		return fmt.Sprintf("generation %d (%s) serves; ready after %d ms", p.Generation, p.Version, ms(p.ReadyAfter))
 	case StepStandby:
+		if p.Judged {
+			return fmt.Sprintf("generation %d (%s) on standby for the %s probation: %d request(s) in flight there complete; traffic comes back to it if generation %d crashes or the judge finds it worse meanwhile",
+				p.Generation, p.Version, p.Probation, p.Inflight, p.Other)
+		}
 		return fmt.Sprintf("generation %d (%s) on standby for the %s probation: %d request(s) in flight there complete; traffic comes back to it if generation %d crashes meanwhile",
 			p.Generation, p.Version, p.Probation, p.Inflight, p.Other)
 	case StepDraining:
@@ -95,7 +107,11 @@ func (p Progress) String() string {
 	case StepProbationPassed:
 		return fmt.Sprintf("generation %d passed its %s probation: generation %d (%s) draining", p.Generation, p.Probation, p.Other, p.OtherVersion)
 	case StepProbationEnded:
-		return fmt.Sprintf("generation %d's probation ended (%s): generation %d (%s) draining", p.Generation, p.Reason, p.Other, p.OtherVersion)
+		phase := "probation"
+		if p.Weight > 0 && p.Weight < 100 {
+			phase = fmt.Sprintf("canary (at %d%% of new connections)", p.Weight)
+		}
+		return fmt.Sprintf("generation %d's %s ended (%s): generation %d (%s) draining", p.Generation, phase, p.Reason, p.Other, p.OtherVersion)
 	case StepRolledBack:
 		return fmt.Sprintf("generation %d (%s) serves again: %s", p.Generation, p.Version, p.Reason)
 	case StepDrained:

@@ -26,6 +26,9 @@ type savedState struct {
 	// Reports are the last upgrades' reports (status's history, at most
 	// keepReports of about 1 KB each), kept across an adoption.
 	Reports []UpgradeReport `json:"reports,omitempty"`
+	// Canary is the new generation's weight (percent of new connections)
+	// during a canary step, else 0: for the log of an adoption.
+	Canary int `json:"canary_weight,omitempty"`
 }
 
 type savedRelease struct {
@@ -74,6 +77,9 @@ func (l *loop) snapshot() savedState {
 		st.History = append(st.History, savedRelease(r))
 	}
 	st.Reports = l.upgradeHistory()
+	if w := l.active.canaryWeight(); w < 100 {
+		st.Canary = w
+	}
 	return st
 }
 

@@ -92,9 +92,9 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 	// Moving on ends the running probation: its standby generation is
 	// retired, the current one becomes the one to come back to.
 	if a := l.active; a != nil && a.probation != nil && a.probation.cause == "" {
-		standby := a.probation.standby
+		standby, weight := a.probation.standby, a.probation.weight
 		l.endProbation(a, probationSuperseded)
-		req.emit(Progress{Step: StepSuperseded, Generation: standby.num, Version: standby.release.Version})
+		req.emit(Progress{Step: StepSuperseded, Generation: standby.num, Version: standby.release.Version, Weight: weight})
 	}
 	// Numbers are never reused, even those of generations forgotten since
 	// (and, across an adoption, those the state file leaves out).
@@ -304,7 +304,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 			l.send(w, control.Message{Type: control.TypeStandby})
 		}
 		l.countInflight(old, func(l *loop, n int64) {
-			follower.emit(Progress{Step: StepStandby, Generation: old.num, Version: old.release.Version, Probation: l.cfg.Probation, Inflight: n, Other: g.num})
+			follower.emit(Progress{Step: StepStandby, Generation: old.num, Version: old.release.Version, Probation: l.cfg.Probation, Inflight: n, Other: g.num, Judged: p.judge != nil})
 			if !follower.wait {
 				follower.finish(Progress{}, nil)
 			}
