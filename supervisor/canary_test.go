@@ -547,3 +547,9 @@ func TestCanaryEndedSaysCanary(t *testing.T) {
 		t.Errorf("standby line %q; want the judge named", s)
 	}
 }
+
+func TestWindowFiguresWithoutRequests(t *testing.T) {
+	if s := (WindowFigures{Generation: 1, Version: "v1"}).String(); s != "generation 1 (v1): no requests" {
+		t.Errorf("figures without requests = %q; want no requests (not p99 0s)", s)
+	}
+}

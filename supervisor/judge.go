@@ -74,6 +74,13 @@ func (f WindowFigures) ratio() float64 {
 }
 
 func (f WindowFigures) String() string {
+	if f.Requests <= 0 {
+		s := fmt.Sprintf("generation %d (%s): no requests", f.Generation, f.Version)
+		if f.Lifetime {
+			s += " in its whole life"
+		}
+		return s
+	}
 	s := fmt.Sprintf("generation %d (%s): %d requests, %d 5xx (%.1f%%), p99 %s", f.Generation, f.Version,
 		f.Requests, f.Errors, 100*f.ratio(), f.P99.Round(100*time.Microsecond))
 	if f.Lifetime {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -140,8 +141,11 @@ func (c *cli) statusCommand() *cobra.Command {
 		Use:   "status [--json] [--watch]",
 		Short: "show generations, versions, pids, in-flight work",
 		Long: `Show the supervisor's generations with version, state (starting, active,
-standby, draining, exited, failed), the time left of a probation, pids,
-in-flight requests and open connections, read live from the workers.`,
+standby, draining, exited, failed), during a canary each one's share of new
+connections, the time left of a probation, pids, in-flight requests and
+open connections, read live from the workers, and the verdict of the last
+upgrade. --json also holds the history: the reports of the last 20
+upgrades (as upgrade --wait prints them; kept across an adoption).`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: c.act(func(cmd *cobra.Command, _ []string) error {
@@ -169,7 +173,7 @@ type upgradeOptions struct {
 func (c *cli) upgradeCommand() *cobra.Command {
 	var o upgradeOptions
 	cmd := &cobra.Command{
-		Use:   "upgrade [--wait] [VERSION|PATH]",
+		Use:   "upgrade [--wait] [--json] [--canary W[,W...] [--canary-interval D]] [VERSION|PATH]",
 		Short: "start a new generation and hand traffic to it",
 		Long: `Start a new generation of RELEASES/VERSION/NAME (NAME = file name of
 COMMAND's target), or of PATH, or with no argument of COMMAND re-resolved
@@ -208,7 +212,7 @@ launcher rollback gives everything back at once.`,
 	}
 	cmd.Flags().BoolVar(&o.wait, "wait", false, "also wait for the probation's verdict and until the old generation has drained and exited; print the upgrade's report")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print each step as a line of JSON (the report is the step \"report\")")
-	cmd.Flags().IntSliceVar(&o.canary, "canary", nil, "`percentages` of new connections the new generation gets in turn (increasing, 1..99) before all of them")
+	cmd.Flags().Var((*canaryFlag)(&o.canary), "canary", "percentages of new connections the new generation gets in turn (increasing, 1..99, such as 10,50) before all of them")
 	cmd.Flags().DurationVar(&o.interval, "canary-interval", supervisor.DefaultCanaryInterval, "how long each --canary weight holds")
 	noFiles(cmd, "canary", "canary-interval")
 	return cmd
@@ -231,6 +235,29 @@ func checkCanaryFlags(cmd *cobra.Command, o upgradeOptions) error {
 			return usagef("upgrade: --canary %s: want increasing weights", joinInts(o.canary))
 		}
 	}
+	return nil
+}
+
+// canaryFlag is --canary's value: percentages separated by commas, each
+// with spaces around it and a trailing % allowed ("10, 50%").
+type canaryFlag []int
+
+func (f *canaryFlag) String() string { return joinInts(*f) }
+
+// Type names the value in --help.
+func (f *canaryFlag) Type() string { return "percentages" }
+
+func (f *canaryFlag) Set(s string) error {
+	var ws []int
+	for _, part := range strings.Split(s, ",") {
+		p := strings.TrimSuffix(strings.TrimSpace(part), "%")
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return fmt.Errorf("want percentages from 1 to 99 separated by commas, such as 10,50")
+		}
+		ws = append(ws, n)
+	}
+	*f = append(*f, ws...)
 	return nil
 }
 

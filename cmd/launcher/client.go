@@ -149,4 +149,12 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			time.Since(g.Started).Round(time.Second))
 	}
 	tw.Flush()
+	if n := len(st.History); n > 0 {
+		r := st.History[n-1]
+		fmt.Fprintf(w, "\nlast upgrade: generation %d (%s) from generation %d (%s): %s", r.Generation, r.Version, r.From, r.FromVersion, r.Verdict)
+		if r.Reason != "" {
+			fmt.Fprintf(w, " (%s)", r.Reason)
+		}
+		fmt.Fprintf(w, "; status --json has the last %d reports\n", n)
+	}
 }

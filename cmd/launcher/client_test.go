@@ -284,3 +284,13 @@ func TestClientUpgradeCanary(t *testing.T) {
 		t.Errorf("second line %q (%v); want the report", lines[1], err)
 	}
 }
+
+func TestStatusShowsTheLastUpgrade(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, supervisor.Status{History: []supervisor.UpgradeReport{
+		{Generation: 2, Version: "v2", From: 1, FromVersion: "v1", Verdict: supervisor.VerdictRolledBack, Reason: "errors: 5xx ratio 30%"},
+	}})
+	if want := "last upgrade: generation 2 (v2) from generation 1 (v1): rolled_back (errors: 5xx ratio 30%)"; !strings.Contains(b.String(), want) {
+		t.Errorf("status:\n%s\nwant %q", b.String(), want)
+	}
+}

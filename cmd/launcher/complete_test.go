@@ -148,3 +148,15 @@ func TestCompleteUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// Flag descriptions in completions show no backticks: in --help they
+// name a flag's value.
+func TestCompleteFlagsWithoutBackticks(t *testing.T) {
+	for _, args := range [][]string{{"upgrade", "--"}, {"start", "--"}} {
+		var none call
+		_, stdout, _ := runCLI(t, fakeCLI(&none, nil), append([]string{cobra.ShellCompRequestCmd}, args...)...)
+		if strings.Contains(stdout, "`") || !strings.Contains(stdout, "--state-dir\t") {
+			t.Errorf("__complete %q:\n%s\nwant descriptions without backticks", args, stdout)
+		}
+	}
+}

@@ -23,7 +23,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/launcherd/launcher/supervisor"
 )
@@ -52,6 +56,9 @@ func (c *cli) run(args []string) int {
 	if args == nil {
 		args = []string{} // nil makes cobra read os.Args
 	}
+	if len(args) > 0 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) {
+		plainUsages(root)
+	}
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -69,6 +76,18 @@ func (c *cli) run(args []string) int {
 	default:
 		fmt.Fprintf(c.stderr, "launcher: %v\n", err)
 		return 1
+	}
+}
+
+// plainUsages drops the backticks from every flag's usage under cmd: in
+// --help they name the flag's value (`DIR`), but a completion shows the
+// usage as it is.
+func plainUsages(cmd *cobra.Command) {
+	strip := func(f *pflag.Flag) { f.Usage = strings.ReplaceAll(f.Usage, "`", "") }
+	cmd.Flags().VisitAll(strip)
+	cmd.PersistentFlags().VisitAll(strip)
+	for _, sub := range cmd.Commands() {
+		plainUsages(sub)
 	}
 }
 

@@ -61,6 +61,9 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.TicketLifetime < cfg.TicketRotate {
 				return usagef("start: --tls-ticket-lifetime %s: want at least --tls-ticket-rotate (%s)", cfg.TicketLifetime, cfg.TicketRotate)
 			}
+			if r := cfg.MaxErrorRatio; r < 0 || r > 1 {
+				return usagef("start: --max-error-ratio %g: want 0 (off) to 1 (a share of requests: 0.05 is 5 points)", r)
+			}
 			for _, f := range []struct {
 				name string
 				v    *float64
