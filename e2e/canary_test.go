@@ -3,11 +3,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,4 +317,62 @@ func TestCanaryPromote(t *testing.T) {
 	if _, errOut, code := s.cli("promote"); code != 1 || errOut != "launcher: promote: no canary under way\n" {
 		t.Errorf("second promote: exit %d, stderr %q; want exit 1, no canary under way", code, errOut)
 	}
+}
+
+// TestCanaryRollsBackWithAStandbyWorkerLost: kill -9 of one of the old
+// generation's two workers during the canary of a failing release; the
+// breach still rolls back, to the worker left (its lost one started
+// again), and upgrade --wait exits 1 with the report once the canary's
+// generation is gone. Before, the breach was only logged and the canary
+// passed with exit 0.
+func TestCanaryRollsBackWithAStandbyWorkerLost(t *testing.T) {
+	addRelease(t, "vfail30k", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@" -fail-ratio 0.3`)
+	s := startSup(t, "--workers", "2", "--probation", "1s", "--min-requests", "50")
+	v1 := activeGen(s.status())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := newConnLoad(ctx, s.addr, 8, 2_000_000)
+	defer func() { cancel(); wait() }()
+	time.Sleep(300 * time.Millisecond)
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() { // ends with the CLI, within runCLI's 60 s
+		out, errOut, code := s.cli("upgrade", "--wait", "--canary", "10", "--canary-interval", "20s", "vfail30k")
+		done <- result{out, errOut, code}
+	}()
+	eventually(t, 10*time.Second, "the canary step", func() error {
+		for _, g := range s.status().Generations {
+			if g.Version == "vfail30k" && g.Weight == 10 {
+				return nil
+			}
+		}
+		return errors.New("no canary at 10% yet")
+	})
+	if err := syscall.Kill(v1.PIDs[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("upgrade --wait did not end within 30s")
+	}
+	t.Logf("upgrade --wait: exit %d after %s\n%s%s", r.code, time.Since(start).Round(time.Millisecond), r.out, r.errOut)
+	if r.code != 1 || !strings.Contains(r.errOut, "rolled back during its canary") {
+		t.Fatalf("exit %d, stderr %q; want 1, rolled back during its canary", r.code, r.errOut)
+	}
+	if !strings.Contains(r.out, "rolled_back (errors") || strings.Contains(r.out, "gone ?") {
+		t.Errorf("report:\n%s\nwant rolled back for errors, with when the canary's generation was gone", r.out)
+	}
+	eventually(t, 10*time.Second, "generation 1 active again, its lost worker restarted", func() error {
+		g := activeGen(s.status())
+		if g == nil || g.Generation != v1.Generation || len(g.PIDs) != 2 || !slices.Contains(g.PIDs, v1.PIDs[1]) {
+			return fmt.Errorf("active = %+v", g)
+		}
+		return nil
+	})
 }
