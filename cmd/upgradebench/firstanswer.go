@@ -64,86 +64,140 @@ func pollFor(addr, version string, timeout time.Duration, stop <-chan struct{}) 
 	return time.Time{}
 }
 
-// standaloneSIGHUP starts release v1 alone through a "current" symlink,
-// and n times points the symlink at the other release and sends SIGHUP
-// to the serving process (the launcher's standalone handover, as
-// tableflip's users do it), timing SIGHUP → first answer from the new
-// version. The pid file says which process serves.
-func standaloneSIGHUP(ctx context.Context, r *rig.Rig, n int) ([]time.Duration, error) {
+// sighupService is a service run alone through a "current" symlink and
+// upgraded the way tableflip's users do it: point the symlink at the
+// other release, send SIGHUP to the serving process. The process
+// re-executes the path it was started with (the symlink), hands over its
+// listener and writes the pid file once the new process serves; the pid
+// file says which process serves.
+type sighupService struct {
+	dir, addr, current, pidFile string
+	release                     func(version string) string
+	pids                        map[int]bool // every process started, to kill at stop
+}
+
+// startSIGHUP starts release("v1") alone and waits for its first answer.
+// Stop it with stop.
+func startSIGHUP(ctx context.Context, release func(version string) string) (*sighupService, error) {
 	dir, err := os.MkdirTemp("", "upgradebench-hup-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	addr, err := rig.FreeAddr()
-	if err != nil {
+	s := &sighupService{dir: dir, current: filepath.Join(dir, "current"), pidFile: filepath.Join(dir, "hello.pid"), release: release, pids: map[int]bool{}}
+	if s.addr, err = rig.FreeAddr(); err != nil {
+		s.stop()
 		return nil, err
 	}
-	current := filepath.Join(dir, "current")
-	point := func(v string) error {
-		tmp := current + ".tmp"
-		os.Remove(tmp)
-		if err := os.Symlink(filepath.Dir(r.Release(v)), tmp); err != nil {
-			return err
-		}
-		return os.Rename(tmp, current)
-	}
-	if err := point("v1"); err != nil {
+	if err := s.point("v1"); err != nil {
+		s.stop()
 		return nil, err
 	}
-	pidFile := filepath.Join(dir, "hello.pid")
-	cmd := exec.Command(filepath.Join(current, "hello"), "-addr", addr, "-pidfile", pidFile)
+	cmd := exec.Command(filepath.Join(s.current, filepath.Base(release("v1"))), "-addr", s.addr, "-pidfile", s.pidFile)
 	if err := cmd.Start(); err != nil {
+		s.stop()
 		return nil, err
 	}
 	go cmd.Wait() // reaps the first process once it has handed over
-	pids := map[int]bool{cmd.Process.Pid: true}
-	defer func() {
-		for pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}()
-	if pollFor(addr, "v1", 10*time.Second, ctx.Done()).IsZero() {
-		return nil, fmt.Errorf("standalone hello: no answer from v1")
+	s.pids[cmd.Process.Pid] = true
+	if pollFor(s.addr, "v1", 10*time.Second, ctx.Done()).IsZero() {
+		s.stop()
+		return nil, fmt.Errorf("standalone %s: no answer from v1", release("v1"))
 	}
+	return s, nil
+}
+
+// point makes the current symlink name version's release directory.
+func (s *sighupService) point(version string) error {
+	tmp := s.current + ".tmp"
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Dir(s.release(version)), tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.current)
+}
+
+// upgrade points the symlink at version, sends SIGHUP to the serving
+// process and returns the time SIGHUP -> first answer from version. It
+// returns once the old process has exited, so that the next upgrade
+// starts from one process (tableflip refuses an upgrade while the
+// parent of the serving process lives).
+func (s *sighupService) upgrade(ctx context.Context, version string) (time.Duration, error) {
+	pid, err := readPID(s.pidFile)
+	if err != nil {
+		return 0, err
+	}
+	s.pids[pid] = true
+	if err := s.point(version); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		return 0, err
+	}
+	at := pollFor(s.addr, version, 10*time.Second, ctx.Done())
+	if at.IsZero() {
+		return 0, fmt.Errorf("SIGHUP to %d: no answer from %s", pid, version)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if p, err := readPID(s.pidFile); err == nil && p != pid {
+			s.pids[p] = true
+			if gone(pid) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("SIGHUP to %d: not handed over and gone within 5s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return at.Sub(start), nil
+}
+
+// stop kills every process the service started and removes its files.
+func (s *sighupService) stop() {
+	for pid := range s.pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	os.RemoveAll(s.dir)
+}
+
+// gone reports whether process pid has exited: no /proc entry, or a
+// zombie its new parent has not reaped yet (proc(5): state Z).
+func gone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
+}
+
+// standaloneSIGHUP starts release v1 alone and n times upgrades it by
+// SIGHUP (the launcher's standalone handover), timing SIGHUP -> first
+// answer from the new version.
+func standaloneSIGHUP(ctx context.Context, r *rig.Rig, n int) ([]time.Duration, error) {
+	s, err := startSIGHUP(ctx, r.Release)
+	if err != nil {
+		return nil, err
+	}
+	defer s.stop()
 	var out []time.Duration
 	version := "v1"
 	for k := 0; k < n; k++ {
-		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
-		pid, err := readPID(pidFile)
+		version = otherVersion(version)
+		d, err := s.upgrade(ctx, version)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("SIGHUP %d: %w", k+1, err)
 		}
-		pids[pid] = true
-		if err := point(version); err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-			return nil, err
-		}
-		at := pollFor(addr, version, 10*time.Second, ctx.Done())
-		if at.IsZero() {
-			return nil, fmt.Errorf("SIGHUP %d: no answer from %s", k+1, version)
-		}
-		out = append(out, at.Sub(start))
-		// The new process writes the pid file once it serves alone; the
-		// old one drains meanwhile.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			if p, err := readPID(pidFile); err == nil && p != pid {
-				pids[p] = true
-				break
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("SIGHUP %d: the pid file still names %d", k+1, pid)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		out = append(out, d)
 		time.Sleep(50 * time.Millisecond)
 	}
 	return out, nil
 }
+
+func otherVersion(v string) string { return map[string]string{"v1": "v2", "v2": "v1"}[v] }
 
 func readPID(file string) (int, error) {
 	b, err := os.ReadFile(file)

@@ -60,6 +60,7 @@ type config struct {
 	trace       bool     // split the idle upgrades into phases from the logs
 	poll        bool     // time the idle upgrades' first answer from the new version with a poller
 	sighups     int      // standalone SIGHUP handovers to time
+	peers       int      // upgrades each of launcher, standalone and tableflip, in turns
 	before      string   // a directory with launcher and releases/v1,v2/hello of another build
 	jsonFile    string
 	plotFile    string
@@ -91,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.trace, "trace", false, "split each idle upgrade into phases (fork/exec to listening, ready, release, drain, exit) from the supervisor's and workers' -v log lines")
 	fs.BoolVar(&c.poll, "poll", false, "during each idle upgrade, poll GET / on new connections (every 0.2 ms) and time the command -> first answer from the new version")
 	fs.IntVar(&c.sighups, "sighup", 0, "also time this many standalone handovers (kill -HUP to hello run alone through a symlink): SIGHUP -> first answer from the new version, with the same poller")
+	fs.IntVar(&c.peers, "peers", 0, "time this many upgrades each of a launcher supervisor (1 worker, launcher upgrade), hello alone (SIGHUP) and the tableflip peer (tools/peers/tableflip, SIGHUP), taking turns: trigger -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
@@ -210,6 +212,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			return 1, fmt.Errorf("--sighup: %w", err)
 		}
 	}
+	var peers peerRun
+	if cfg.peers > 0 {
+		fmt.Fprintf(stdout, "%d upgrades each of launcher upgrade, standalone SIGHUP and tableflip SIGHUP, in turns ...\n", cfg.peers)
+		if peers, err = comparePeers(ctx, r, dir, cfg, cfg.peers, stderr); err != nil {
+			return 1, fmt.Errorf("--peers: %w", err)
+		}
+	}
 	var results []runResult
 	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
 	if !cfg.upgradeRuns {
@@ -237,6 +246,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s (%.1f× the floor) ==\n\n",
 			len(sighup), msf(median(sighup)), ratio(median(sighup), floor))
 	}
+	if cfg.peers > 0 {
+		printPeers(stdout, floor, peers)
+	}
 	if cfg.trace && len(idle) > 0 {
 		printTrace(stdout, idle)
 	}
@@ -251,6 +263,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	rep := newReport(cfg, floor, idle, results)
 	if len(sighup) > 0 {
 		rep.SIGHUPFirstAnswerMS = ms64(median(sighup))
+	}
+	if cfg.peers > 0 {
+		rep.Peers = map[string]float64{}
+		for i, name := range peerTriggers {
+			rep.Peers[name] = ms64(median(peers.firstAnswer[i]))
+		}
 	}
 	if cfg.jsonFile != "" {
 		if err := rep.write(cfg.jsonFile); err != nil {

@@ -15,15 +15,18 @@ type report struct {
 	Idle            []idleJSON `json:"idle_upgrades"`
 	// SIGHUPFirstAnswerMS is the median of --sighup's standalone
 	// handovers, SIGHUP -> first answer from the new version.
-	SIGHUPFirstAnswerMS float64   `json:"sighup_first_answer_ms_p50,omitempty"`
-	Runs                []runJSON `json:"runs"`
-	Bucket              float64   `json:"bucket_ms"`
-	Flags               []string  `json:"start_flags,omitempty"`
-	Clients             int       `json:"clients"`
-	Duration            float64   `json:"duration_s"`
-	Time                time.Time `json:"time"`
-	Steps               []string  `json:"trace_steps"`
-	Phases              []string  `json:"trace_phases"`
+	SIGHUPFirstAnswerMS float64 `json:"sighup_first_answer_ms_p50,omitempty"`
+	// Peers are the medians of --peers, trigger -> first answer from the
+	// new version, per trigger.
+	Peers    map[string]float64 `json:"peers_first_answer_ms_p50,omitempty"`
+	Runs     []runJSON          `json:"runs"`
+	Bucket   float64            `json:"bucket_ms"`
+	Flags    []string           `json:"start_flags,omitempty"`
+	Clients  int                `json:"clients"`
+	Duration float64            `json:"duration_s"`
+	Time     time.Time          `json:"time"`
+	Steps    []string           `json:"trace_steps"`
+	Phases   []string           `json:"trace_phases"`
 }
 
 // idleJSON is the upgrades of one --workers value with nothing in flight.
