@@ -56,6 +56,7 @@ type config struct {
 	floorRuns   int      // starts of the exec floor
 	idleRuns    int      // upgrades with nothing in flight, per --workers value
 	startFlags  []string // more flags for launcher start
+	abFlags     []string // with them, each load run again, in turn (an A/B of a setting)
 	idleConns   int      // idle keep-alive connections on the old generation of each idle upgrade
 	trace       bool     // split the idle upgrades into phases from the logs
 	poll        bool     // time the idle upgrades' first answer from the new version with a poller
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sighups, "sighup", 0, "also time this many standalone handovers (kill -HUP to hello run alone through a symlink): SIGHUP -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.peers, "peers", 0, "time this many upgrades each of a launcher supervisor (1 worker, launcher upgrade), hello alone (SIGHUP) and the tableflip peer (tools/peers/tableflip, SIGHUP), taking turns: trigger -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
+	abFlags := fs.String("ab-start-flags", "", "run each load run twice in turn, the second with these more flags for launcher start, space-separated (e.g. \"--start-nice 10\"): an A/B of a setting under the same machine load")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&c.plotFile, "plot", "", "draw requests/s and in-flight requests per version over time, upgrades and failures marked, of the first load run to this SVG or PNG file (needs the Go toolchain: the plot is drawn by tools/upgradeplot)")
@@ -101,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, err
 	}
 	c.startFlags = strings.Fields(*startFlags)
+	c.abFlags = strings.Fields(*abFlags)
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -135,6 +138,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 type runResult struct {
 	mode     loadgen.Mode
 	handover string
+	variant  string // the --ab-start-flags of the run's B side, "" for A
 	workers  int
 	summary  loadgen.Summary
 	timings  []rig.Timing
@@ -220,7 +224,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 	}
 	var results []runResult
-	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers)
+	variants := [][]string{nil}
+	if len(cfg.abFlags) > 0 {
+		variants = append(variants, cfg.abFlags)
+	}
+	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers) * len(variants)
 	if !cfg.upgradeRuns {
 		cfg.modes = nil
 	}
@@ -228,13 +236,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	for _, mode := range cfg.modes {
 		for _, w := range cfg.workers {
 			for _, h := range cfg.handovers {
-				i++
-				fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s, workers %d: %s of load, %d upgrades ...\n", i, total, mode, h, w, cfg.duration, cfg.upgrades)
-				res, err := benchOne(ctx, r, cfg, mode, h, w, stderr)
-				if err != nil {
-					return 1, fmt.Errorf("%s/%s/%d: %w", mode, h, w, err)
+				for _, extra := range variants {
+					i++
+					fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s %s, workers %d: %s of load, %d upgrades ...\n", i, total, mode, h, strings.Join(extra, " "), w, cfg.duration, cfg.upgrades)
+					res, err := benchOne(ctx, r, cfg, mode, h, extra, w, stderr)
+					if err != nil {
+						return 1, fmt.Errorf("%s/%s/%d: %w", mode, h, w, err)
+					}
+					results = append(results, res)
 				}
-				results = append(results, res)
 			}
 		}
 	}
@@ -292,13 +302,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 }
 
 // benchOne starts a supervisor, loads it, upgrades it K times, stops it.
-func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, handover string, workers int, stderr io.Writer) (runResult, error) {
-	res := runResult{mode: mode, handover: handover, workers: workers}
+func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, handover string, extra []string, workers int, stderr io.Writer) (runResult, error) {
+	res := runResult{mode: mode, handover: handover, variant: strings.Join(extra, " "), workers: workers}
 	var log io.Writer = io.Discard
 	if cfg.verbose {
 		log = stderr
 	}
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log, Extra: cfg.supervisorFlags()})
+	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log, Extra: append(cfg.supervisorFlags(), extra...)})
 	if err != nil {
 		return res, err
 	}
@@ -367,6 +377,14 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 	return res, nil
 }
 
+// label is the run's handover, with its --ab-start-flags if any.
+func (r runResult) label() string {
+	if r.variant == "" {
+		return r.handover
+	}
+	return r.handover + " " + r.variant
+}
+
 // pctSpread formats ratios as "median% (min%)", or "-".
 func pctSpread(xs []float64) string {
 	if len(xs) == 0 {
@@ -383,7 +401,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 		var rows []loadgen.Row
 		for _, r := range results {
 			if r.mode == mode {
-				rows = append(rows, loadgen.Row{Handover: fmt.Sprintf("%s w=%d", r.handover, r.workers), Summary: r.summary})
+				rows = append(rows, loadgen.Row{Handover: fmt.Sprintf("%s w=%d", r.label(), r.workers), Summary: r.summary})
 			}
 		}
 		fmt.Fprintf(w, "== mode %s: %d clients, %s, %d upgrades per run ==\n", mode, cfg.clients, cfg.duration, cfg.upgrades)
@@ -399,7 +417,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 			serve = append(serve, t.Serving)
 			gone = append(gone, t.OldGone)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.handover, r.workers, len(r.timings), r.failed,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
 			ms(median(serve)), ratio(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), ratio(median(gone), floor), ms(maxOf(gone)),
 			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
 			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99))

@@ -54,6 +54,7 @@ type idleJSON struct {
 type runJSON struct {
 	Mode              string  `json:"mode"`
 	Handover          string  `json:"handover"`
+	ABFlags           string  `json:"ab_start_flags,omitempty"`
 	Workers           int     `json:"workers"`
 	Requests          int64   `json:"requests"`
 	Failed            int64   `json:"failed"`
@@ -126,7 +127,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	}
 	for _, r := range results {
 		var serve, gone []time.Duration
-		j := runJSON{Mode: string(r.mode), Handover: r.handover, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
+		j := runJSON{Mode: string(r.mode), Handover: r.handover, ABFlags: r.variant, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
 			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
 			SteadyPerBucket:   r.capacity.SteadyMedian,
 			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
