@@ -96,7 +96,9 @@ func Quiesce(ctx context.Context, ln *net.TCPListener, opts QuiesceOptions) erro
 	if opts.QueueOnly {
 		giveUp = time.Time{}
 	}
-	t := time.NewTicker(pollEvery)
+	// A settle shorter than the poll is read at its own pace: the quick
+	// settle of a listener already quiesced is one look at an empty queue.
+	t := time.NewTicker(min(pollEvery, settle))
 	defer t.Stop()
 	// The snapshot, taken by the first Refresh, counts toward the settle:
 	// the accept loop goes on meanwhile.

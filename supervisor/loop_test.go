@@ -441,7 +441,7 @@ func TestSettleByLibrary(t *testing.T) {
 		want    []string // per old worker, in order
 	}{
 		{"1 worker", 1, 0, behaviour{}, []string{"release:5ms"}},
-		{"3 workers", 3, 0, behaviour{}, []string{"quiesce:5ms", "release:2ms"}},
+		{"3 workers", 3, 0, behaviour{}, []string{"quiesce:5ms", "release:1ms"}},
 		{"a library without handshakes", 1, 0, behaviour{noHandshakes: true}, []string{"release:50ms"}},
 		{"--settle", 1, 20 * time.Millisecond, behaviour{}, []string{"release:20ms"}},
 	}
@@ -481,5 +481,38 @@ func TestStartRefusedWhereSomethingListens(t *testing.T) {
 	}
 	if n := fx.started(); n != 0 {
 		t.Errorf("%d processes started; want none", n)
+	}
+}
+
+// TestNoResteerBetweenReleases: the old workers' closes each steer to
+// the slots they do not move, with no steer to every slot in between,
+// also when a worker exits (nothing to drain) before its release's reply
+// is read, as the fake workers do.
+func TestNoResteerBetweenReleases(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 3, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	before := len(fx.steered())
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
+	steers := fx.steered()[before:]
+	first, last := -1, -1
+	for i, s := range steers {
+		if len(s) < 3 {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		t.Fatalf("steers %v: no stable steer for a release", steers)
+	}
+	for _, s := range steers[first : last+1] {
+		if len(s) == 3 {
+			t.Errorf("steers %v: a steer to every slot between two releases", steers)
+			break
+		}
 	}
 }

@@ -179,10 +179,11 @@ type releaseJob struct {
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
 // before it closes: nothing is steered to it by then (the program that
-// avoids it is in place before the release goes out), so one of the
-// worker's 2 ms polls of the queue is enough. The releases go one after
-// the other, so this adds up over the workers.
-const quickSettle = 2 * time.Millisecond
+// avoids it is in place before the release goes out) and the handshakes
+// under way were waited for by the quiesce, so one more look at the queue
+// is enough (a library that polls every 2 ms looks at its next poll). The
+// releases go one after the other, so this adds up over the workers.
+const quickSettle = time.Millisecond
 
 // The default --settle. A worker that waits for the handshakes in flight
 // on its port (control.CapHandshakes) needs the settle only to see a
@@ -334,8 +335,10 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 		// The program for this close named only slots the close did not
 		// move, so it is still exact; when the next release points it at
 		// its own stable slots right away, a re-steer to every slot in
-		// between would only add a round trip per worker.
-		if !(err == nil && job.stable && l.nextSteersStably()) {
+		// between would only add a round trip per worker. A worker that
+		// exited before its reply was read (nothing to drain: it exits
+		// at once) closed the same sockets, and moved the same slots.
+		if !((err == nil || w.exited) && job.stable && l.nextSteersStably()) {
 			l.resteer(nil)
 		}
 		job.then(l)

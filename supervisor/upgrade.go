@@ -315,17 +315,31 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		workers := old.live()
 		follower := req
 		rep := l.decide(g, nil, VerdictPassed, "no probation")
+		// The count of requests in flight is for the draining line only:
+		// the release does not wait for its round trip to the workers,
+		// but the drained line waits for the draining one.
+		var drained func(*loop)
+		counted := false
 		l.countInflight(old, func(l *loop, n int64) {
 			follower.emit(Progress{Step: StepDraining, Generation: old.num, Version: old.release.Version, Inflight: n})
 			if !follower.wait {
 				follower.finish(Progress{}, nil)
 			}
-			l.retire(old, workers, func(l *loop, d time.Duration) {
+			counted = true
+			if drained != nil {
+				drained(l)
+			}
+		})
+		l.retire(old, workers, func(l *loop, d time.Duration) {
+			drained = func(l *loop) {
 				follower.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
 				rep.gone()
 				follower.emitReport(rep)
 				follower.finish(Progress{}, nil)
-			})
+			}
+			if counted {
+				drained(l)
+			}
 		})
 	default:
 		l.m.Upgrades.WithLabelValues("success").Inc()
