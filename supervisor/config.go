@@ -92,13 +92,6 @@ type Config struct {
 	// ones, for which the settle is all the wait there is; raise it for
 	// small backlogs.
 	Settle time.Duration
-	// StartNice, when above 0, stages a new worker's cold start: it starts
-	// at this much more nice(2) value than the supervisor's, and gets the
-	// supervisor's back once it is ready (healthy), so that its start
-	// takes less CPU from the generation serving meanwhile. Raising the
-	// priority again needs CAP_SYS_NICE: without it the supervisor logs
-	// that and starts workers at the normal priority. Range 0..19.
-	StartNice int
 	// Probation is how long the previous generation stays on standby
 	// after an upgrade: steered away from, listening and ready, so that if
 	// the new generation crashes in that time traffic goes straight back.
@@ -203,9 +196,6 @@ func (c *Config) check() error {
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("--drain-timeout %s: want more than 0", c.DrainTimeout)
-	}
-	if c.StartNice < 0 || c.StartNice > 19 {
-		return fmt.Errorf("--start-nice %d: want 0..19", c.StartNice)
 	}
 	if c.Settle < 0 {
 		return fmt.Errorf("--settle %s: want 0 (the default) or more", c.Settle)

@@ -64,9 +64,6 @@ type procSpec struct {
 	args  []string
 	env   []string
 	tail  *tailBuffer // receives its stderr
-	// staged starts the process at Config.StartNice, until it is ready
-	// (process.unstage).
-	staged bool
 }
 
 // process is a running worker: a child, or one adopted from a killed
@@ -84,9 +81,6 @@ type process interface {
 	exitErr() error
 	// release lets go of a process this supervisor will not watch.
 	release()
-	// unstage gives a process started staged (procSpec.staged) the
-	// normal CPU priority; nothing for any other.
-	unstage()
 }
 
 // osEffects are the real effects.
@@ -96,24 +90,11 @@ type osEffects struct {
 	notifier *notifier
 	cg       *cgroups
 	log      *slog.Logger
-	// startNice is the nice value staged workers start at, 0 for none;
-	// baseNice the supervisor's own, which they are raised back to.
-	startNice, baseNice int
 }
 
-func newOSEffects(dir *stateDir, current string, startNice int, log *slog.Logger) *osEffects {
+func newOSEffects(dir *stateDir, current string, log *slog.Logger) *osEffects {
 	cg := openCgroups(dir.path, os.Getenv(EnvProcessGroups) == "1", log)
-	fx := &osEffects{dir: dir, current: current, notifier: newNotifier(), cg: cg, log: log}
-	if startNice > 0 {
-		base, err := probeNice(startNice)
-		if err != nil {
-			log.Info("new workers start at the normal priority (--start-nice ignored)", "reason", err)
-		} else {
-			fx.startNice, fx.baseNice = base+startNice, base
-			log.Info("new workers start at a lower priority until ready", "nice", fx.startNice)
-		}
-	}
-	return fx
+	return &osEffects{dir: dir, current: current, notifier: newNotifier(), cg: cg, log: log}
 }
 
 // close removes the supervisor's cgroup, if it is empty.

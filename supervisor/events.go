@@ -137,7 +137,6 @@ func (l *loop) checkReady(w *worker) {
 			return
 		}
 		w.ready = true
-		w.proc.unstage()
 		l.markDirty()
 		l.checkOp()
 		if w.gen == l.active && w.gen.state == StateActive {

@@ -70,7 +70,6 @@ func (p *fakeProc) pid() int              { return p.id }
 func (p *fakeProc) done() <-chan struct{} { return p.exit }
 func (p *fakeProc) exitErr() error        { return errors.New("exit status 1") }
 func (p *fakeProc) release()              {}
-func (p *fakeProc) unstage()              {}
 func (p *fakeProc) signal(sig syscall.Signal) {
 	if sig == syscall.SIGKILL {
 		// SIGKILL to the worker alone leaves its children running.

@@ -33,31 +33,12 @@ type childProc struct {
 
 	mu     sync.Mutex
 	reaped bool // its pid, and its process group's number, may be reused
-
-	log *slog.Logger
-	// staged: started at a lower priority, raised to baseNice by unstage.
-	staged   bool
-	baseNice int
 }
 
 func (p *childProc) pid() int              { return p.cmd.Process.Pid }
 func (p *childProc) done() <-chan struct{} { return p.exit }
 func (p *childProc) exitErr() error        { <-p.exit; return p.err }
 func (p *childProc) release()              {}
-
-// unstage raises a staged process's threads to the supervisor's nice
-// value; threads it creates later inherit their creator's.
-func (p *childProc) unstage() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.staged || p.reaped {
-		return
-	}
-	p.staged = false
-	if err := renice(p.cmd.Process.Pid, p.baseNice); err != nil {
-		p.log.Warn("raise a new worker's priority", "pid", p.cmd.Process.Pid, "err", err)
-	}
-}
 func (p *childProc) signal(sig syscall.Signal) {
 	select {
 	case <-p.exit:
@@ -119,11 +100,7 @@ func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error)
 	if dir != "" {
 		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, fd
 	}
-	if spec.staged && fx.startNice > 0 {
-		err = startNiced(fx.startNice, fx.baseNice, cmd.Start)
-	} else {
-		err = cmd.Start()
-	}
+	err = cmd.Start()
 	pw.Close()
 	if err != nil {
 		pr.Close()
@@ -133,10 +110,7 @@ func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error)
 	if dir != "" {
 		tr = cgroupTree{dir: dir}
 	}
-	p := &childProc{cmd: cmd, tree: tr, exit: make(chan struct{}), log: fx.log}
-	if spec.staged && fx.startNice > 0 {
-		p.staged, p.baseNice = true, fx.baseNice
-	}
+	p := &childProc{cmd: cmd, tree: tr, exit: make(chan struct{})}
 	copied := make(chan struct{})
 	go func() { // owned by the process: ends at its stderr's EOF
 		defer close(copied)
@@ -198,7 +172,6 @@ func (p *adoptedProc) release() {
 	}
 }
 func (p *adoptedProc) exitErr() error { return errAdoptedExit }
-func (p *adoptedProc) unstage()       {}
 func (p *adoptedProc) kill() {
 	p.signal(syscall.SIGKILL)
 	if p.tree != nil {

@@ -79,7 +79,7 @@ func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 		return nil, err
 	}
 	if fx == nil {
-		s.os = newOSEffects(s.dir, cfg.Current, cfg.StartNice, s.log)
+		s.os = newOSEffects(s.dir, cfg.Current, s.log)
 		fx = s.os
 	}
 	s.fx = fx

@@ -432,7 +432,7 @@ func (l *loop) startWorker(g *generation, index int) (*worker, error) {
 		control.EnvWorker+"="+strconv.Itoa(index),
 		control.EnvToken+"="+w.token,
 	)
-	proc, err := l.fx.start(procSpec{dir: l.cfg.Dir, gen: g.num, index: index, path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail, staged: l.cfg.StartNice > 0})
+	proc, err := l.fx.start(procSpec{dir: l.cfg.Dir, gen: g.num, index: index, path: g.release.Path, args: l.cfg.Command[1:], env: env, tail: w.tail})
 	if err != nil {
 		return nil, err
 	}

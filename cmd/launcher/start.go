@@ -99,7 +99,6 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
 	f.StringVar(&cfg.Handover, "handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
 	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
-	f.IntVar(&cfg.StartNice, "start-nice", 0, "start new workers this much nicer (lower CPU priority) than the supervisor until they are ready, so that their cold start takes less from the serving generation (0: off; needs CAP_SYS_NICE)")
 	f.DurationVar(&cfg.Settle, "settle", 0, "an old accept queue must stay empty this long before it closes (0: 5ms, 50ms for workers of an older library)")
 	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes or the judge finds it worse (see --max-error-ratio, --max-latency-ratio) meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
 	f.Float64Var(&cfg.MaxErrorRatio, "max-error-ratio", supervisor.DefaultMaxErrorRatio, "during a canary or probation, roll back if the new generation's ratio of 5xx answers exceeds the old one's, over the same window, by more than this (0.05: 5 points; 0 disables)")
@@ -114,7 +113,7 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	cmd.RegisterFlagCompletionFunc("handover", cobra.FixedCompletions(
 		[]cobra.Completion{supervisor.HandoverSteer, supervisor.HandoverMigrate, supervisor.HandoverClose},
 		cobra.ShellCompDirectiveNoFileComp))
-	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "start-nice", "probation", "keep-exited",
+	noFiles(cmd, "listen", "metrics", "workers", "drain-timeout", "ready-timeout", "max-draining", "settle", "probation", "keep-exited",
 		"max-error-ratio", "max-latency-ratio", "min-requests", "tls-ticket-rotate", "tls-ticket-lifetime")
 	return cmd
 }
