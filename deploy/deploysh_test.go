@@ -188,12 +188,19 @@ func TestDeployScript(t *testing.T) {
 		t.Fatalf("active generation %s after a failed upgrade, want v2", v)
 	}
 
-	// Rolling back twice undoes the rollback: the supervisor goes back to
-	// the release that served before the current one.
-	d.run(nil, "rollback")
+	// v3 was rolled back from during its probation, so it is no step a
+	// later rollback goes back to: the next one goes on back, to v1, which
+	// KEEP=1 pruned; it fails and v2 serves on. An explicit version still
+	// goes to any installed release.
+	out = d.fail("rollback")
+	if !strings.Contains(out, "v1") {
+		t.Errorf("second rollback does not go on back to v1:\n%s", out)
+	}
+	wantHello(t, addr, "v2")
+	d.wantCurrent("v2")
+	d.run(nil, "rollback", "v3")
 	wantHello(t, addr, "v3")
 	d.wantCurrent("v3")
-	// Explicit version.
 	d.run(nil, "rollback", "v2")
 	wantHello(t, addr, "v2")
 	d.wantCurrent("v2")
