@@ -122,6 +122,9 @@ func (c cmdStart) apply(l *loop) {
 	}
 	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
 		l.reports = append(l.reports, &r)
+		for _, g := range gens {
+			g.breached = g.breached || (g.num == r.Generation && r.Verdict == VerdictBreached)
+		}
 	}
 	l.markDirty()
 	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil, canary: st.Canary}

@@ -92,9 +92,10 @@ func weightedSlots(newSlots, oldSlots []int, weight int) []int {
 }
 
 // canaryWeight is the percentage of new connections g gets now: below 100
-// only during a canary step.
+// only during a canary step with a standby worker to take the rest (with
+// none, the program steers all to g: see desiredSlots).
 func (g *generation) canaryWeight() int {
-	if p := g.runningProbation(); p != nil && p.weight < 100 {
+	if p := g.runningProbation(); p != nil && p.weight < 100 && len(takeBack(p.workers)) > 0 {
 		return p.weight
 	}
 	return 100

@@ -142,7 +142,6 @@ type judge struct {
 	began   bool // the first reading is in: the window starts there
 	stopped bool
 	last1   bool // the probation is over: this reading is the last
-	warned  bool // a breach with no standby worker to roll back to was logged
 	// breaches counts the readings in a row that found a breach.
 	breaches int
 	// The latest reading: both windows, and the judgement.
@@ -271,14 +270,10 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 		l.genLog(g).Info("judge: breach, to be confirmed at the next reading", "breach", breach, "reason", reason)
 	case len(takeBack(p.workers)) == 0:
 		// The old generation has no worker left to take traffic back:
-		// the new one serves on, and the verdict says so (see
-		// VerdictBreached).
-		if !j.warned {
-			j.warned = true
-			p.unrolled = breach + ": " + reason
-			p.figures = figures
-			l.genLog(g).Error("breach, but no worker of the standby generation is left to take traffic back: the new generation serves on", "breach", breach, "reason", reason, "figures", figures)
-		}
+		// the new one serves on, and the verdict says so at once (see
+		// serveOnBreached).
+		p.breach, p.crash, p.figures = breach, reason, figures
+		l.endProbation(g, probationBreached)
 	default:
 		p.breach, p.crash, p.figures = breach, reason, figures
 		l.endProbation(g, probationJudged)

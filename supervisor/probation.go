@@ -8,13 +8,15 @@ import (
 	"github.com/launcherd/launcher/internal/control"
 )
 
-// Why a probation ended. A crash or a rollback request gives traffic back
-// to the generation on standby; the others retire it.
+// Why a probation ended. A crash, a rollback request or a judged breach
+// gives traffic back to the generation on standby; the others retire it
+// (a breach too when no standby worker is left: see serveOnBreached).
 const (
 	probationPassed     = "passed"
 	probationCrashed    = "crashed"
 	probationRolledBack = "rollback requested"
 	probationJudged     = "judged"
+	probationBreached   = "breached"
 	probationSuperseded = "superseded by a newer upgrade"
 	probationStopped    = "stopped"
 )
@@ -28,14 +30,11 @@ type probation struct {
 	workers   []*worker // the standby's workers, all ready when it began
 	until     time.Time
 	stopTimer func()
-	cause     string // "" while it runs
-	crash     string // what crashed, or the judge's reason, for the log and the error
-	breach    string // breachErrors or breachLatency when judged
-	figures   string // both generations' figures when judged
-	// unrolled is the breach the judge found when no standby worker was
-	// left to take traffic back: the upgrade goes on, but does not pass.
-	unrolled string
-	follower *opRequest // an `upgrade --wait` following it, or nil
+	cause     string     // "" while it runs
+	crash     string     // what crashed, or the judge's reason, for the log and the error
+	breach    string     // breachErrors or breachLatency when judged
+	figures   string     // both generations' figures when judged
+	follower  *opRequest // an `upgrade --wait` following it, or nil
 	// requester is a `rollback --wait` that ended it, answered once the
 	// generation rolled back from has exited; nil otherwise.
 	requester *opRequest
@@ -157,6 +156,8 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 	switch cause {
 	case probationCrashed, probationRolledBack, probationJudged:
 		l.rollBackTo(g, p)
+	case probationBreached:
+		l.serveOnBreached(g, p)
 	case probationStopped:
 		// Stop drains every generation, the standby one too.
 		// The upgrade did not complete: its report says so, and
@@ -178,45 +179,38 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		default:
 			why += "; " + j.reason
 		}
-		var err error
-		switch {
-		case cause != probationPassed:
+		if cause != probationPassed {
 			step.Step, step.Reason = StepProbationEnded, cause
 			step.Weight = p.weight
 			verdict, why = VerdictSuperseded, cause
-			l.m.Upgrades.WithLabelValues("success").Inc()
-			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
-		case p.unrolled != "":
-			why = fmt.Sprintf("%s; no rollback possible: no worker of generation %d was left to take traffic back", p.unrolled, p.standby.num)
-			step.Step, step.Reason = StepProbationEnded, "breached, with no standby worker left to roll back to"
-			verdict = VerdictBreached
-			l.m.Upgrades.WithLabelValues("breached").Inc()
-			err = fmt.Errorf("upgrade to %s: generation %d breached its judged %s (%s); no rollback possible: no worker of generation %d (%s) was left to take traffic back; generation %d serves on; figures: %s",
-				g.release.Version, g.num, p.phase(), why, p.standby.num, p.standby.release.Version, g.num, p.figures)
-		default:
-			l.m.Upgrades.WithLabelValues("success").Inc()
-			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		}
+		l.m.Upgrades.WithLabelValues("success").Inc()
+		l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		req.emit(step)
-		rep := l.decide(g, p, verdict, why)
-		old := p.standby
-		gone := func(l *loop, d time.Duration) {
-			req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
-			rep.gone()
-			req.emitReport(rep)
-			req.finish(Progress{}, err)
-		}
-		if live := old.live(); len(live) > 0 {
-			l.retire(old, live, gone)
-		} else {
-			// Its workers all died on standby: nothing to drain.
-			old.state = StateExited
-			l.markDirty()
-			l.forgetIfOver(old)
-			gone(l, 0)
-		}
+		l.retireStandby(p, l.decide(g, p, verdict, why), nil)
 	}
 	return true
+}
+
+// retireStandby drains p's standby generation, whose upgrade ended with
+// the report rep, and then ends `upgrade --wait` (p's follower) with err.
+func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
+	req, old := p.follower, p.standby
+	gone := func(l *loop, d time.Duration) {
+		req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+		rep.gone()
+		req.emitReport(rep)
+		req.finish(Progress{}, err)
+	}
+	if live := old.live(); len(live) > 0 {
+		l.retire(old, live, gone)
+	} else {
+		// Its workers all died on standby: nothing to drain.
+		old.state = StateExited
+		l.markDirty()
+		l.forgetIfOver(old)
+		gone(l, 0)
+	}
 }
 
 // crashInProbation reports whether w's exit ends a probation of its
@@ -355,8 +349,13 @@ func (c cmdRollback) apply(l *loop) {
 			return
 		}
 	}
+	// The release before the active one: the history's last but one, or
+	// its last when the active release left the history (a breached one:
+	// see serveOnBreached).
 	var prev release
-	if n := len(l.history); n >= 2 {
+	if n := len(l.history); n >= 1 && l.active != nil && l.history[n-1] != l.active.release {
+		prev = l.history[n-1]
+	} else if n >= 2 {
 		prev = l.history[n-2]
 	}
 	if prev.Path == "" {

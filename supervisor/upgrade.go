@@ -233,11 +233,15 @@ func (l *loop) activate(op *upgradeOp) {
 	var p *probation
 	if old != nil {
 		// A standby needs every old worker ready: traffic may come back.
+		// A breached generation is no rollback target: it drains.
 		canary := len(op.opts.Canary) > 0
-		if (l.cfg.Probation > 0 || canary) && canStandBy(old.workers) {
+		if (l.cfg.Probation > 0 || canary) && canStandBy(old.workers) && !old.breached {
 			p = l.startProbation(g, old, op.opts)
 		} else {
-			if canary {
+			switch {
+			case canary && old.breached:
+				l.genLog(g).Warn("no canary: the previous generation breached its judged upgrade and does not stand by; all new connections go to the new one")
+			case canary:
 				l.genLog(g).Warn("no canary: the previous generation cannot stand by (a worker is not ready or listening); all new connections go to the new one")
 			}
 			old.state = StateDraining

@@ -40,6 +40,9 @@ type generation struct {
 	restarts  backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
+	// breached: the judge found it in breach with no standby to roll back
+	// to; it serves on, but never stands by for a later upgrade.
+	breached bool
 }
 
 // live returns g's workers that have not exited.
