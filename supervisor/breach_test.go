@@ -1,0 +1,198 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// generationWeights gathers launcher_generation_weight by generation.
+func generationWeights(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "launcher_generation_weight" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "generation" {
+					out[lp.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// A canary whose standby generation lost all its workers gets all new
+// connections (the program has nothing else to steer to): status and
+// launcher_generation_weight say 100 for it and 0 for the standby, not the
+// step's weight.
+func TestCanaryWeightWithNoStandbyWorker(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: time.Second}, fx, nil)
+	r.waitStarted()
+	old := r.gen(1).PIDs
+	if _, _, err := r.upgradeWith("v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if g := r.gen(2); g.Weight != 10 {
+		t.Fatalf("generation 2 = %+v; want weight 10", g)
+	}
+	for _, pid := range old {
+		fx.proc(pid).die()
+	}
+	eventually(t, "weights 100 and 0", func() error {
+		g1, g2 := r.gen(1), r.gen(2)
+		if len(g1.PIDs) > 0 || g1.Weight != 0 || g2.Weight != 100 {
+			return fmt.Errorf("generation 1 = %+v, generation 2 = %+v", g1, g2)
+		}
+		if w := generationWeights(t, r.s.metrics); w["1"] != 0 || w["2"] != 100 {
+			return fmt.Errorf("launcher_generation_weight = %v", w)
+		}
+		return nil
+	})
+	lastShare(t, fx, 100, 0, 1) // generation 2's sockets, renumbered as the standby's left the group
+}
+
+// breachNoStandby starts v1 (2 workers), upgrades to v2 (30% 5xx) with a
+// long canary step and a long probation, kills v1's workers and returns
+// what `upgrade --wait` returned and how long it took after the kill.
+func breachNoStandby(t *testing.T) (*rig, *steps, *UpgradeReport, error, time.Duration) {
+	t.Helper()
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, JudgeEvery: 100 * time.Millisecond, MinRequests: 300}, fx, nil)
+	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+	r.behave("v2", behaviour{rps: 200, errorRatio: 0.3, latency: time.Millisecond})
+	r.waitStarted()
+	old := r.gen(1).PIDs
+	type result struct {
+		st  *steps
+		rep *UpgradeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: 20 * time.Second})
+		done <- result{st, rep, err}
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	killed := time.Now()
+	for _, pid := range old {
+		fx.proc(pid).die()
+	}
+	select {
+	case res := <-done:
+		return r, res.st, res.rep, res.err, time.Since(killed)
+	case <-time.After(10 * time.Second):
+		// The canary step and the probation last 40 s: the verdict did
+		// not come at the breach.
+		t.Fatalf("upgrade --wait did not end within 10 s of the standby's loss (a breach at about 1 s)")
+	}
+	return nil, nil, nil, nil, 0
+}
+
+// A judged breach with no standby worker left ends the upgrade at once:
+// verdict breached, exit 1, a step saying so, a BREACHED log line (no
+// "probation over … passed"), counted as breached only.
+func TestCanaryBreachWithNoStandbyEndsAtOnce(t *testing.T) {
+	r, st, rep, err, after := breachNoStandby(t)
+	t.Logf("upgrade --wait ended %s after the standby's loss", after.Round(time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), "no rollback possible") {
+		t.Errorf("upgrade --wait: %v; want an error: no rollback possible", err)
+	}
+	if rep == nil || rep.Verdict != VerdictBreached || !strings.Contains(rep.Reason, "errors: 5xx ratio") {
+		t.Errorf("report = %+v; want breached for errors", rep)
+	}
+	if !strings.Contains(st.String(), string(StepProbationEnded)) {
+		t.Errorf("steps %s; want a %s step at the breach", st, StepProbationEnded)
+	}
+	log := r.log.String()
+	if !strings.Contains(log, "BREACHED: generation 2 (v2) breached its judged canary") || strings.Contains(log, "outcome=passed") {
+		t.Errorf("log: want a BREACHED line and no probation passed:\n%s", log)
+	}
+	if g := r.gen(2); g.State != StateActive || g.Weight != 100 || g.ProbationUntil != nil {
+		t.Errorf("generation 2 = %+v; want active at 100, no probation", g)
+	}
+	for res, want := range map[string]float64{"breached": 1, "success": 1} { // success: the first start
+		if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues(res)); n != want {
+			t.Errorf("upgrades{%s} = %v; want %v", res, n, want)
+		}
+	}
+}
+
+// After a breach with no standby, a rollback starts the previous release
+// and drains the breached generation at once (it does not stand by for
+// the rollback's probation); a second rollback does not go forward to
+// the breached release. The breach stays breached in the history.
+func TestRollbackAfterBreachWithNoStandby(t *testing.T) {
+	r, _, _, _, _ := breachNoStandby(t)
+	if _, err := r.s.Rollback(context.Background(), true, nil); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	g3 := r.gen(3)
+	if g3.Version != "v1" || g3.State != StateActive || g3.Weight != 100 {
+		t.Errorf("generation 3 = %+v; want v1 active", g3)
+	}
+	if g := r.gen(2); len(g.PIDs) > 0 || g.State == StateStandby {
+		t.Errorf("generation 2 = %+v; want drained, not on standby", g)
+	}
+	if _, err := r.s.Rollback(context.Background(), true, nil); err == nil || !strings.Contains(err.Error(), "no previous release") {
+		t.Errorf("second rollback: %v; want no previous release (not v2, the breached one)", err)
+	}
+	if g := r.gen(4); g.Generation != 0 {
+		t.Errorf("generation 4 = %+v; want none", g)
+	}
+	h := r.status().History
+	if len(h) < 1 || h[0].Generation != 2 || h[0].Verdict != VerdictBreached {
+		t.Errorf("history = %+v; want generation 2 breached first", h)
+	}
+	for _, rep := range h {
+		if rep.Verdict == VerdictSuperseded {
+			t.Errorf("history has a superseded upgrade: %+v", rep)
+		}
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("breached")); n != 1 {
+		t.Errorf("upgrades{breached} = %v; want 1", n)
+	}
+}
+
+// An upgrade from a breached generation drains it at once, even with a
+// probation configured; a rollback then skips the breached release.
+func TestUpgradeFromBreachedDrainsIt(t *testing.T) {
+	r, _, _, _, _ := breachNoStandby(t)
+	st := &steps{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := r.s.UpgradeWith(ctx, "v3", UpgradeOptions{Wait: true}, st.add); err != nil {
+		t.Fatalf("upgrade v3: %v", err)
+	}
+	if slices.Contains(st.l, StepStandby) || !slices.Contains(st.l, StepDraining) {
+		t.Errorf("upgrade v3 steps %s; want generation 2 draining, not on standby", st)
+	}
+	// Not --wait: the rollback's probation (20 s) is not the subject.
+	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if g := r.gen(4); g.Version != "v1" || g.State != StateActive {
+		t.Errorf("generation 4 = %+v; want v1 (the release before the breached v2) active", g)
+	}
+}
