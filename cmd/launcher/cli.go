@@ -181,8 +181,9 @@ COMMAND's target), or of PATH, or with no argument of COMMAND re-resolved
 kill -HUP $(cat STATE_DIR/launcher.pid). It prints each step and exits 0
 once the new generation serves; --wait also waits for its probation (exit
 1 with the reason and the figures if it crashed or breached the judge's
-limits and was rolled back) and for the old generation to exit, and
-prints the upgrade's report.
+limits and was rolled back, or breached them with no old worker left to
+roll back to: then at once, and the new generation serves on) and for the
+old generation to exit, and prints the upgrade's report.
 
 With --canary 10,50 the new generation first gets 10% of new connections,
 then 50%, each for --canary-interval, then all of them and the usual
@@ -289,7 +290,8 @@ func (c *cli) rollbackCommand() *cobra.Command {
 		Short: "go back to the previous release",
 		Long: `During a probation or a canary: traffic goes straight back to the standby
 generation (no start, a few ms). Otherwise an upgrade back to the release that was
-active before the current one.`,
+active before the current one, never to a release judged in breach with no
+standby left to roll back to (that generation drains at once).`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.rollback(cmd.Context(), wait) }),
