@@ -162,8 +162,9 @@ func TestRollbackAfterBreachWithNoStandby(t *testing.T) {
 		t.Errorf("generation 4 = %+v; want none", g)
 	}
 	h := r.status().History
-	if len(h) < 1 || h[0].Generation != 2 || h[0].Verdict != VerdictBreached {
-		t.Errorf("history = %+v; want generation 2 breached first", h)
+	if len(h) != 2 || h[0].Generation != 2 || h[0].Verdict != VerdictBreached ||
+		h[1].Generation != 3 || h[1].Verdict != VerdictPassed || !strings.Contains(h[1].Reason, "stands by for none") {
+		t.Errorf("history = %+v; want generation 2 breached, then generation 3 passed with no probation", h)
 	}
 	for _, rep := range h {
 		if rep.Verdict == VerdictSuperseded {

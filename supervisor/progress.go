@@ -9,7 +9,9 @@ import (
 // causal order: Starting, Ready, Serves, then with a canary one Canary per
 // weight and one for all new connections, then either Standby (with a
 // probation) followed by ProbationPassed, RolledBack or ProbationEnded,
-// or Draining at once; Drained, then Report last.
+// or Draining at once; Drained, then Report last. A breach with no
+// standby worker left ends a canary or a probation at once with
+// ProbationEnded (Reason "breached: …").
 type Step string
 
 // Steps of an upgrade, a rollback and a stop.

@@ -318,7 +318,11 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		l.m.UpgradeDuration.Observe(servedAfter.Seconds())
 		workers := old.live()
 		follower := req
-		rep := l.decide(g, nil, VerdictPassed, "no probation")
+		why := "no probation"
+		if old.breached {
+			why = fmt.Sprintf("no probation: generation %d breached its judged upgrade and stands by for none", old.num)
+		}
+		rep := l.decide(g, nil, VerdictPassed, why)
 		// The count of requests in flight is for the draining line only:
 		// the release does not wait for its round trip to the workers,
 		// but the drained line waits for the draining one.
