@@ -115,7 +115,7 @@ func breachNoStandby(t *testing.T) (*rig, *steps, *UpgradeReport, error, time.Du
 // "probation over … passed"), counted as breached only.
 func TestCanaryBreachWithNoStandbyEndsAtOnce(t *testing.T) {
 	r, st, rep, err, after := breachNoStandby(t)
-	t.Logf("upgrade --wait ended %s after the standby's loss", after.Round(time.Millisecond))
+	t.Logf("upgrade --wait ended %s after the standby's loss: %v", after.Round(time.Millisecond), err)
 	if err == nil || !strings.Contains(err.Error(), "no rollback possible") {
 		t.Errorf("upgrade --wait: %v; want an error: no rollback possible", err)
 	}
