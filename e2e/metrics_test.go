@@ -49,6 +49,9 @@ func one(f func(v float64) bool) func([]promtest.Sample) bool {
 // show per generation, both generations at once during the drain, then
 // generation 2 alone; the upgrade counts as exactly one success.
 func TestMetricsPerGeneration(t *testing.T) {
+	// Parallel with the delayed-link tests: it mostly waits on
+	// Prometheus's scrapes, on a port and state dir of its own.
+	t.Parallel()
 	start := time.Now()
 	maddr := freeAddr(t)
 	s := startSup(t, "--metrics", maddr)
