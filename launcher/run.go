@@ -105,10 +105,15 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 			serveErr <- ds.Serve(ln)
 		}()
 	}
+	// Signals are caught from before Ready writes the pid file: a kill
+	// -HUP by a script that read it must not meet SIGHUP's default action
+	// (exit) in the moment before wait.
+	sigs := notifySignals()
+	defer signal.Stop(sigs)
 	if err := a.Ready(); err != nil {
 		return err
 	}
-	served, err := a.wait(ctx, serveErr)
+	served, err := a.wait(ctx, sigs, serveErr)
 	if err != nil {
 		return fmt.Errorf("launcher: serve: %w", err)
 	}
@@ -154,19 +159,26 @@ func (a *App) tlsConfigFor(srv *http.Server) *tls.Config {
 // executable again and hands the listeners over to it. It returns when
 // [App.Stopping] is closed (the supervisor released the listeners, or
 // Stop or a handover did); the server then drains within
-// [App.DrainContext] and reports with [App.Drained]. Call it after
-// [App.Ready].
+// [App.DrainContext] and reports with [App.Drained]. Call it right after
+// [App.Ready]: until Wait runs, the signals keep their default actions.
 func (a *App) Wait(ctx context.Context) {
-	a.wait(ctx, nil)
+	sigs := notifySignals()
+	defer signal.Stop(sigs)
+	a.wait(ctx, sigs, nil)
 }
 
-// wait is Wait, returning early with the first error from serveErr (a
-// nil error counts as a server that returned, as its listener closed).
-// It returns how many values it took from serveErr.
-func (a *App) wait(ctx context.Context, serveErr <-chan error) (served int, err error) {
+// notifySignals returns a channel that receives the signals wait handles;
+// the caller stops it (signal.Stop) when done.
+func notifySignals() chan os.Signal {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
+	return sigs
+}
+
+// wait is Wait on sigs, returning early with the first error from
+// serveErr (a nil error counts as a server that returned, as its listener
+// closed). It returns how many values it took from serveErr.
+func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan error) (served int, err error) {
 	handover := make(chan error, 1)
 	handing := false
 	done := ctx.Done()
