@@ -2,8 +2,9 @@ package drain
 
 import (
 	"net"
-	"runtime/debug"
 	"testing"
+
+	"github.com/launcherd/launcher/internal/race"
 )
 
 // TestFrameCursorSplits feeds the same frames split in every way into
@@ -62,7 +63,7 @@ func (c *frameConn) Write(b []byte) (int, error) { return len(b), nil }
 // TestHTTP2ConnDoesNotAllocate: following the frames an HTTP/2 server
 // reads and writes costs no allocation.
 func TestHTTP2ConnDoesNotAllocate(t *testing.T) {
-	if raceEnabled() {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under -race; scripts/test runs this test without it")
 	}
 	// A HEADERS frame of 10 bytes and a DATA frame of 30, read as the
@@ -84,20 +85,6 @@ func TestHTTP2ConnDoesNotAllocate(t *testing.T) {
 	if c.in.frames != c.out.frames || c.in.frames == 0 || !c.in.atBoundary() || !c.out.atBoundary() {
 		t.Errorf("frames read %d, written %d; want equal, at a boundary", c.in.frames, c.out.frames)
 	}
-}
-
-// raceEnabled reports whether the test binary was built with -race.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // BenchmarkHTTP2Conn measures what following the frames adds to the

@@ -4,10 +4,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime/debug"
 	"testing"
 
 	"github.com/launcherd/launcher/drain"
+	"github.com/launcherd/launcher/internal/race"
 	"github.com/launcherd/launcher/metrics"
 )
 
@@ -101,26 +101,10 @@ func BenchmarkRequestPathParallel(b *testing.B) {
 	}
 }
 
-// raceEnabled reports whether the test binary was built with -race, under
-// which sync.Pool drops items on purpose and allocation counts mean
-// nothing.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
 // TestRequestPathDoesNotAllocate: the wrapper, with metrics, adds no
 // allocation per request (the status recorder is pooled).
 func TestRequestPathDoesNotAllocate(t *testing.T) {
-	if raceEnabled() {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under -race (sync.Pool drops items); scripts/test runs this test without it")
 	}
 	for _, bc := range benchCases {
