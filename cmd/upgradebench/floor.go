@@ -267,6 +267,16 @@ func procMem(pid int) (rss, hwm int64) {
 // traceSteps are the steps of an upgrade with --probation 0, in order.
 var traceSteps = []supervisor.Step{supervisor.StepStarting, supervisor.StepReady, supervisor.StepServes, supervisor.StepDraining, supervisor.StepDrained}
 
+// servingAndGone splits timings into their command → serving and
+// command → old generation gone times, in order.
+func servingAndGone(timings []rig.Timing) (serve, gone []time.Duration) {
+	for _, t := range timings {
+		serve = append(serve, t.Serving)
+		gone = append(gone, t.OldGone)
+	}
+	return serve, gone
+}
+
 // stepMedians returns, per step of traceSteps, the median of the
 // supervisor's time from the command to it over timings.
 func stepMedians(timings []rig.Timing) map[supervisor.Step]time.Duration {
@@ -294,11 +304,7 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "binaries\tworkers\tidle conns\tupgrades\tfirst answer (poller)\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
 	for _, r := range idle {
-		var serve, gone []time.Duration
-		for _, t := range r.timings {
-			serve = append(serve, t.Serving)
-			gone = append(gone, t.OldGone)
-		}
+		serve, gone := servingAndGone(r.timings)
 		steps := stepMedians(r.timings)
 		trace := ""
 		for _, s := range traceSteps {

@@ -412,11 +412,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
 	for _, r := range results {
-		var serve, gone []time.Duration
-		for _, t := range r.timings {
-			serve = append(serve, t.Serving)
-			gone = append(gone, t.OldGone)
-		}
+		serve, gone := servingAndGone(r.timings)
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
 			ms(median(serve)), ratio(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), ratio(median(gone), floor), ms(maxOf(gone)),
 			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),

@@ -105,12 +105,10 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		rep.Phases = append(rep.Phases, p.name)
 	}
 	for _, r := range idle {
-		var serve, gone []time.Duration
+		serve, gone := servingAndGone(r.timings)
 		j := idleJSON{Binaries: r.label, Workers: r.workers, IdleConns: r.conns, Upgrades: len(r.timings), StepMedianMS: map[string]float64{},
 			SupCPUMS: ms64(r.cpu) / float64(max(len(r.timings), 1)), SupRSS: r.rss, SupHWM: r.hwm}
 		for _, t := range r.timings {
-			serve = append(serve, t.Serving)
-			gone = append(gone, t.OldGone)
 			j.ServingMS = append(j.ServingMS, ms64(t.Serving))
 			j.OldGoneMS = append(j.OldGoneMS, ms64(t.OldGone))
 		}
@@ -126,15 +124,13 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		rep.Idle = append(rep.Idle, j)
 	}
 	for _, r := range results {
-		var serve, gone []time.Duration
+		serve, gone := servingAndGone(r.timings)
 		j := runJSON{Mode: string(r.mode), Handover: r.handover, ABFlags: r.variant, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
 			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
 			SteadyPerBucket:   r.capacity.SteadyMedian,
 			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
 		for i, t := range r.timings {
-			serve = append(serve, t.Serving)
-			gone = append(gone, t.OldGone)
 			u := upgradeJSON{ServingMS: ms64(t.Serving), OldGoneMS: ms64(t.OldGone)}
 			u.StartMS = ms64(r.starts[i].Sub(r.start))
 			j.Upgrades = append(j.Upgrades, u)
