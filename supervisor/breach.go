@@ -17,11 +17,7 @@ func (l *loop) serveOnBreached(g *generation, p *probation) {
 	old := p.standby
 	phase := p.phase()
 	g.breached = true
-	// Forgotten as a release rolled back from is (see rollBackTo): the
-	// next rollback goes to the release before it, not to it again.
-	if n := len(l.history); n > 0 && l.history[n-1] == g.release {
-		l.history = l.history[:n-1]
-	}
+	l.forgetRelease(g.release)
 	l.markDirty()
 	// A canary's program already left the standby out (it has no ready
 	// socket); steering again makes sure it is all g's.

@@ -225,6 +225,17 @@ func (l *loop) crashInProbation(w *worker) bool {
 	return l.endProbation(g, probationCrashed)
 }
 
+// forgetRelease takes rel off the end of the rollback history, if it is
+// there, and reports whether it was: a release rolled back from, or
+// judged in breach, is no step a later rollback goes back to.
+func (l *loop) forgetRelease(rel release) bool {
+	if n := len(l.history); n > 0 && l.history[n-1] == rel {
+		l.history = l.history[:n-1]
+		return true
+	}
+	return false
+}
+
 // rollBackTo gives traffic back to the generation on standby behind g and
 // drains what is left of g.
 func (l *loop) rollBackTo(g *generation, p *probation) {
@@ -242,9 +253,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	// The release rolled back from, crashed, judged or rejected on
 	// request, is forgotten: the next rollback goes to the release before
 	// the restored one, not forward to it again.
-	if n := len(l.history); n > 0 && l.history[n-1] == g.release {
-		l.history = l.history[:n-1]
-	} else {
+	if !l.forgetRelease(g.release) {
 		l.history = append(l.history, old.release)
 	}
 	// Steer at once: every moment counts while a crashed worker's slot may
