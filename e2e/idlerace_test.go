@@ -81,12 +81,16 @@ func TestUpgradeRacingIdleKeepAlive(t *testing.T) {
 	res := <-sent
 	t.Logf("%d answered, %d not sent (closed by the drain first), %d sent and not answered\n%s",
 		res.Answered, res.NotSent, len(res.Failed), out)
+	// The keep-alive race (see loadgen.RaceBound) may take a request or
+	// two; anything else is the server's.
 	for i, f := range res.Failed {
+		t.Logf("request sent %+.3fs from v1's drain not answered (empty: %v): %s: %v", f.Sent.Sub(drainAt).Seconds(), f.Empty, f.Class, f.Err)
 		if i == 10 {
-			t.Errorf("… and %d more", len(res.Failed)-i)
 			break
 		}
-		t.Errorf("request sent %+.3fs from v1's drain not answered: %s: %v", f.Sent.Sub(drainAt).Seconds(), f.Class, f.Err)
+	}
+	if bad := res.Unexplained(conns); len(bad) > 0 {
+		t.Errorf("%d request(s) sent on an open connection not answered; the keep-alive race explains at most %d, ended with nothing of an answer read", len(res.Failed), loadgen.RaceBound(conns))
 	}
 	if got := res.Answered + res.NotSent + len(res.Failed); got != conns {
 		t.Errorf("%d outcomes; want %d", got, conns)

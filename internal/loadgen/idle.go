@@ -40,12 +40,42 @@ type IdleResult struct {
 	Failed   []IdleFailure // sent on an open connection and not answered
 }
 
+// RaceBound is the number of failures of a SendSpread over n connections
+// that the keep-alive race explains: one in 1,000. A request the client
+// writes while the server's FIN is on its way (after the server's last
+// look at the socket, before the client's own look sees the FIN) cannot
+// be answered by any server (RFC 9112, section 9.3.1, leaves it to the
+// client to retry). Both looks are two system calls back to back, but
+// either thread can be preempted between them, on a loaded 2-core machine
+// for milliseconds: CI saw 1 in 5,000. The server's side of it (its
+// look at the receive queue and at the bytes counted) is tested one state
+// at a time in package drain; a test under load can only bound the rest.
+func RaceBound(n int) int { return n / 1000 }
+
+// Unexplained returns the failures that the keep-alive race cannot
+// explain: any beyond RaceBound(n), and any that received part of a
+// response or timed out rather than meeting the connection's end (EOF or
+// a reset) with nothing read.
+func (r IdleResult) Unexplained(n int) []IdleFailure {
+	var out []IdleFailure
+	raced := 0
+	for _, f := range r.Failed {
+		if f.Empty && (f.Class == EOF || f.Class == Reset) && raced < RaceBound(n) {
+			raced++
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // IdleFailure is one request of [IdlePool.SendSpread] that was sent and not
 // answered.
 type IdleFailure struct {
 	Sent  time.Time // when the request was written
 	Class Class
 	Err   error
+	Empty bool // not a byte of a response arrived
 }
 
 // OpenIdle dials n connections to addr, dialers at a time, and sends one
@@ -167,13 +197,13 @@ func (p *IdlePool) SendSpread(ctx context.Context, from time.Time, spread time.D
 		go func() { // ends when jobs is closed
 			defer wg.Done()
 			for j := range jobs {
-				sent, err := j.ic.send(p.addr)
+				sent, empty, err := j.ic.send(p.addr)
 				mu.Lock()
 				switch {
 				case sent.IsZero():
 					res.NotSent++
 				case err != nil:
-					res.Failed = append(res.Failed, IdleFailure{Sent: sent, Class: Classify(err), Err: err})
+					res.Failed = append(res.Failed, IdleFailure{Sent: sent, Class: Classify(err), Err: err, Empty: empty})
 				default:
 					res.Answered++
 				}
@@ -199,20 +229,24 @@ func (p *IdlePool) SendSpread(ctx context.Context, from time.Time, spread time.D
 }
 
 // send sends GET / unless the server has closed the connection, and
-// reads the answer. sent is zero when nothing was sent.
-func (ic *idleConn) send(host string) (sent time.Time, err error) {
+// reads the answer. sent is zero when nothing was sent; empty reports
+// that not a byte of an answer arrived.
+func (ic *idleConn) send(host string) (sent time.Time, empty bool, err error) {
 	req := getRequest(host)
 	ic.c.SetDeadline(time.Now().Add(DefaultTimeout))
 	sent = time.Now()
 	ok, err := writeIfOpen(ic.c, req)
 	switch {
 	case !ok:
-		return time.Time{}, nil
+		return time.Time{}, false, nil
 	case err != nil:
-		return sent, fmt.Errorf("write request: %w", err)
+		return sent, true, fmt.Errorf("write request: %w", err)
+	}
+	if _, err := ic.br.Peek(1); err != nil {
+		return sent, true, fmt.Errorf("read response: %w", err)
 	}
 	_, _, err = readAnswer(ic.br)
-	return sent, err
+	return sent, false, err
 }
 
 // SlowRequest sends GET path on c one line at a time, waiting every

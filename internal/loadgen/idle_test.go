@@ -60,3 +60,33 @@ func TestSlowRequest(t *testing.T) {
 		t.Errorf("took %s; want at least 4 waits of 20ms", d)
 	}
 }
+
+// TestUnexplained: up to one in 1,000 requests that met the connection's
+// end with nothing read are the keep-alive race; more, or one that read
+// part of an answer or timed out, are not.
+func TestUnexplained(t *testing.T) {
+	raced := IdleFailure{Class: EOF, Empty: true}
+	reset := IdleFailure{Class: Reset, Empty: true}
+	partial := IdleFailure{Class: EOF}
+	timeout := IdleFailure{Class: Timeout, Empty: true}
+	tests := []struct {
+		name   string
+		n      int
+		failed []IdleFailure
+		want   int
+	}{
+		{"none", 5000, nil, 0},
+		{"within the bound", 5000, []IdleFailure{raced, reset, raced, raced, raced}, 0},
+		{"over the bound", 5000, []IdleFailure{raced, raced, raced, raced, raced, raced}, 1},
+		{"too few connections for any", 999, []IdleFailure{raced}, 1},
+		{"part of an answer", 5000, []IdleFailure{partial}, 1},
+		{"timed out", 5000, []IdleFailure{timeout}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := len(IdleResult{Failed: tt.failed}.Unexplained(tt.n)); got != tt.want {
+				t.Errorf("Unexplained(%d) of %d failures = %d; want %d", tt.n, len(tt.failed), got, tt.want)
+			}
+		})
+	}
+}
