@@ -1,5 +1,7 @@
 package reuseport
 
+import "slices"
+
 // Group models the socket order of a kernel reuseport group, so that a
 // steering program can name sockets by index. The kernel appends a socket
 // at listen(); when one leaves, the last socket moves into its slot. The
@@ -48,25 +50,28 @@ func (g *Group[K]) Len() int { return len(g.socks) }
 func (g *Group[K]) Members() []K { return append([]K(nil), g.socks...) }
 
 // StableSlots returns the indices of the sockets whose owner satisfies
-// keep and whose index stays the same when k leaves: all but k's own and,
-// unless k is last, the last one, which the kernel moves into k's slot. A
-// program steering to them is exact both before and after k's socket
-// closes, so no connection falls back to the kernel's own choice (which
-// could be another socket about to close) in between.
-func (g *Group[K]) StableSlots(k K, keep func(K) bool) []int {
-	idx := -1
-	for i, s := range g.socks {
-		if s == k {
-			idx = i
+// keep and whose index stays the same while the sockets of leaving close,
+// one after the other in any order: of a group of n with m of them
+// leaving, every other socket below index n-m (each close moves the last
+// socket into the freed slot, and only a socket that is last at some
+// close can move; all those at n-m and above must, as the group shrinks
+// to n-m). A program steering to them is exact before, during and after
+// those closes, so no connection falls back to the kernel's own choice
+// (which could be another socket about to close) in between, and the
+// closes need no re-steer between them. Owners of leaving not in the
+// group are ignored.
+func (g *Group[K]) StableSlots(leaving []K, keep func(K) bool) []int {
+	m := 0
+	for _, s := range g.socks {
+		if slices.Contains(leaving, s) {
+			m++
 		}
 	}
-	last := len(g.socks) - 1
 	var out []int
-	for i, s := range g.socks {
-		if i == idx || (i == last && idx != last && idx >= 0) || !keep(s) {
-			continue
+	for i, s := range g.socks[:len(g.socks)-m] {
+		if keep(s) && !slices.Contains(leaving, s) {
+			out = append(out, i)
 		}
-		out = append(out, i)
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package reuseport_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"sync"
@@ -294,14 +295,17 @@ func TestGroupStableSlots(t *testing.T) {
 	tests := []struct {
 		name    string
 		members []string
-		leave   string
+		leave   []string
 		want    []int
 	}{
-		{"old first, new last: the last moves", []string{"o0", "o1", "n0", "n1"}, "o0", []int{2}},
-		{"leaving the last moves nothing", []string{"n0", "n1", "o0"}, "o0", []int{0, 1}},
-		{"a single new socket that moves", []string{"o0", "n0"}, "o0", nil},
-		{"a starting socket is last", []string{"o0", "n0", "n1", "s0"}, "o0", []int{1, 2}},
-		{"not in the group", []string{"n0", "n1"}, "x", []int{0, 1}},
+		{"old first, new last: the last moves", []string{"o0", "o1", "n0", "n1"}, []string{"o0"}, []int{2}},
+		{"leaving the last moves nothing", []string{"n0", "n1", "o0"}, []string{"o0"}, []int{0, 1}},
+		{"a single new socket that moves", []string{"o0", "n0"}, []string{"o0"}, nil},
+		{"a starting socket is last", []string{"o0", "n0", "n1", "s0"}, []string{"o0"}, []int{1, 2}},
+		{"not in the group", []string{"n0", "n1"}, []string{"x"}, []int{0, 1}},
+		{"three of four old leave: one new socket stays", []string{"n3", "o1", "o2", "o3", "n0", "n1", "n2"}, []string{"o1", "o2", "o3"}, []int{0}},
+		{"all old leave, new last: every new socket moves", []string{"o0", "o1", "n0", "n1"}, []string{"o0", "o1"}, nil},
+		{"the leaving are last: nothing else moves", []string{"n0", "n1", "o0", "o1"}, []string{"o1", "o0"}, []int{0, 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,7 +329,7 @@ func TestStableSlotsAcrossAClose(t *testing.T) {
 	for i := range lns {
 		g.Join(i)
 	}
-	slots := g.StableSlots(0, func(k int) bool { return k >= 2 })
+	slots := g.StableSlots([]int{0}, func(k int) bool { return k >= 2 })
 	if err := reuseport.Steer(lns[1], slots); err != nil {
 		t.Fatal(err)
 	}
@@ -342,5 +346,47 @@ func TestStableSlotsAcrossAClose(t *testing.T) {
 	wait()
 	if o1, n := counts[0].Load(), counts[1].Load()+counts[2].Load(); o1 != 0 || n != 100 {
 		t.Errorf("old socket still open accepted %d, new sockets %d of 100", o1, n)
+	}
+}
+
+// TestStableSlotsAcrossCloses: steered once to the slots that no close
+// of two leaving sockets moves, in either order, new connections reach
+// only the steady socket before, between and after the closes, never a
+// leaving socket still open or one that moved.
+func TestStableSlotsAcrossCloses(t *testing.T) {
+	for _, order := range [][]int{{1, 2}, {2, 1}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			lns := listenGroup(t, 5) // n, o1, o2, n, n
+			var g reuseport.Group[int]
+			for i := range lns {
+				g.Join(i)
+			}
+			slots := g.StableSlots([]int{1, 2}, func(k int) bool { return k == 0 || k >= 3 })
+			if !slices.Equal(slots, []int{0}) {
+				t.Fatalf("StableSlots = %v; want [0]", slots)
+			}
+			if err := reuseport.Steer(lns[0], slots); err != nil {
+				t.Fatal(err)
+			}
+			counts, wait := countAccepts(lns)
+			addr := lns[0].Addr().String()
+			dialN(t, addr, 30)
+			lns[order[0]].Close()
+			dialN(t, addr, 30)
+			lns[order[1]].Close()
+			dialN(t, addr, 30)
+			time.Sleep(50 * time.Millisecond)
+			for _, i := range []int{0, 3, 4} {
+				lns[i].Close()
+			}
+			wait()
+			var got []int64
+			for i := range lns {
+				got = append(got, counts[i].Load())
+			}
+			if !slices.Equal(got, []int64{90, 0, 0, 0, 0}) {
+				t.Errorf("accepts per socket %v; want all 90 on socket 0", got)
+			}
+		})
 	}
 }

@@ -98,6 +98,7 @@ func (p *fakeProc) wasKilled() bool {
 
 func (p *fakeProc) die() {
 	p.once.Do(func() {
+		p.fx.closeSockets(p.id)
 		p.fx.trace(p.id, "exited")
 		close(p.exit)
 	})
@@ -141,6 +142,93 @@ type fakeEffects struct {
 	// adoptKeys: pid → the ring an adoptable worker brings back when it
 	// rejoins (it then lists CapTicketKeys).
 	adoptKeys map[int][]control.TicketKey
+	// kernel, when a test sets it, models the kernel's reuseport group of
+	// the fake workers' sockets and checks every program against it.
+	kernel *kernelGroup
+}
+
+// kernelGroup is the kernel's side of a reuseport group, as the fake
+// workers' sockets would make it: a socket joins at listen() (the
+// worker's TypeListening), and when one closes (its release, or its
+// process's end) the last moves into its slot. At each close it checks
+// the program in place, before and after: every slot it names exists and
+// holds a socket that no quiesce or release has stepped away from, so no
+// new connection can meet a socket about to close, nor fall back to the
+// kernel's own choice.
+//
+// A slot past the group's end makes the kernel choose by hash among all
+// its sockets, which is harmless only when none of them is stepped away
+// from.
+type kernelGroup struct {
+	socks      []int // pids, in slot order
+	away       map[int]bool
+	program    []int
+	violations []string
+	events     []string // "steer" and "close", in order
+}
+
+func (k *kernelGroup) check(when string) {
+	anyAway := slices.ContainsFunc(k.socks, func(pid int) bool { return k.away[pid] })
+	for _, slot := range k.program {
+		if (slot >= len(k.socks) && anyAway) || (slot < len(k.socks) && k.away[k.socks[slot]]) {
+			k.violations = append(k.violations, fmt.Sprintf("%s: program %v, group %v (stepped away: %v)", when, k.program, k.socks, k.away))
+			return
+		}
+	}
+}
+
+// steersAmidCloses counts the steers between the first and the last
+// close among events.
+func steersAmidCloses(events []string) int {
+	first, last := slices.Index(events, "close"), -1
+	for i, e := range events {
+		if e == "close" {
+			last = i
+		}
+	}
+	n := 0
+	for i := first + 1; first >= 0 && i < last; i++ {
+		if events[i] == "steer" {
+			n++
+		}
+	}
+	return n
+}
+
+// kernelEvents returns the kernel model's steers and closes so far.
+func (fx *fakeEffects) kernelEvents() []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.kernel.events...)
+}
+
+func (k *kernelGroup) close(pid int) {
+	i := slices.Index(k.socks, pid)
+	if i < 0 {
+		return
+	}
+	k.events = append(k.events, "close")
+	k.check(fmt.Sprintf("before pid %d closes", pid))
+	last := len(k.socks) - 1
+	k.socks[i] = k.socks[last]
+	k.socks = k.socks[:last]
+	k.check(fmt.Sprintf("after pid %d closed", pid))
+}
+
+// closeSockets closes pid's sockets in the kernel model, if any.
+func (fx *fakeEffects) closeSockets(pid int) {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	if fx.kernel != nil {
+		fx.kernel.close(pid)
+	}
+}
+
+// kernelViolations returns the checks of the kernel model that failed.
+func (fx *fakeEffects) kernelViolations() []string {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([]string(nil), fx.kernel.violations...)
 }
 
 func newFakeEffects(t *testing.T) *fakeEffects {
@@ -199,6 +287,16 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	}
 	if m.Type == control.TypeSteer {
 		fx.steers = append(fx.steers, m.Slots)
+		if fx.kernel != nil {
+			fx.kernel.program = m.Slots
+			fx.kernel.events = append(fx.kernel.events, "steer")
+		}
+	}
+	if k := fx.kernel; k != nil && (m.Type == control.TypeQuiesce || m.Type == control.TypeRelease) {
+		if k.away == nil {
+			k.away = map[int]bool{}
+		}
+		k.away[pid] = true
 	}
 	if m.Type == control.TypeQuiesce || m.Type == control.TypeRelease {
 		fx.handshakesDone[pid] = append(fx.handshakesDone[pid], fmt.Sprintf("%s:%v", m.Type, m.HandshakesDone))
@@ -302,6 +400,11 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		if err != nil || m.Type != control.TypeGrant {
 			return
 		}
+		fx.mu.Lock()
+		if fx.kernel != nil {
+			fx.kernel.socks = append(fx.kernel.socks, p.id)
+		}
+		fx.mu.Unlock()
 		conn.Write(control.Message{Type: control.TypeListening})
 		if !b.neverReady {
 			conn.Write(control.Message{Type: control.TypeReady})
@@ -338,6 +441,7 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 				held = nil
 			}
 		case control.TypeRelease:
+			fx.closeSockets(p.id)
 			reply(m, control.TypeReleased)
 			p.mu.Lock()
 			p.released = true

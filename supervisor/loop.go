@@ -56,6 +56,7 @@ type loop struct {
 	grantQ    []*worker
 	releaseQ  []*releaseJob
 	releasing *releaseJob
+	quick     *releaseRun // the run of quick releases under way, if any
 
 	steer   steerState
 	pending map[uint64]*pendingRequest

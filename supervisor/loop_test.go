@@ -484,35 +484,33 @@ func TestStartRefusedWhereSomethingListens(t *testing.T) {
 	}
 }
 
-// TestNoResteerBetweenReleases: the old workers' closes each steer to
-// the slots they do not move, with no steer to every slot in between,
-// also when a worker exits (nothing to drain) before its release's reply
-// is read, as the fake workers do.
-func TestNoResteerBetweenReleases(t *testing.T) {
-	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 3, Probation: NoProbation}, fx, nil)
-	r.waitStarted()
-	before := len(fx.steered())
-	if _, err := r.upgrade("v2", true); err != nil {
-		t.Fatal(err)
-	}
-	steers := fx.steered()[before:]
-	first, last := -1, -1
-	for i, s := range steers {
-		if len(s) < 3 {
-			if first < 0 {
-				first = i
+// TestReleasesUnderStablePrograms: the old workers' closes go in runs
+// under one program each, which names only sockets that no close of the
+// run moves, checked against a model of the kernel's group at every
+// close. With 2 old workers or more, one steer comes between their first
+// close and their last, whatever their number: a run of all but the last
+// under one program, then the last under its own. Before runs, each close
+// but the first had a steer of its own.
+func TestReleasesUnderStablePrograms(t *testing.T) {
+	for _, workers := range []int{1, 2, 3, 4, 6} {
+		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.kernel = &kernelGroup{}
+			r := startRig(t, Config{Workers: workers, Probation: NoProbation}, fx, nil)
+			r.waitStarted()
+			for _, v := range []string{"v2", "v1", "v2"} {
+				before := len(fx.kernelEvents())
+				if _, err := r.upgrade(v, true); err != nil {
+					t.Fatal(err)
+				}
+				events := fx.kernelEvents()[before:]
+				if got, want := steersAmidCloses(events), min(workers-1, 1); got != want {
+					t.Errorf("upgrade to %s: %d steers amid the old workers' closes (%v); want %d", v, got, events, want)
+				}
 			}
-			last = i
-		}
-	}
-	if first < 0 {
-		t.Fatalf("steers %v: no stable steer for a release", steers)
-	}
-	for _, s := range steers[first : last+1] {
-		if len(s) == 3 {
-			t.Errorf("steers %v: a steer to every slot between two releases", steers)
-			break
-		}
+			for _, v := range fx.kernelViolations() {
+				t.Error(v)
+			}
+		})
 	}
 }

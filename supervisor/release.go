@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 	"time"
 
@@ -148,8 +149,8 @@ func (l *loop) issueSteer() {
 func (l *loop) desiredSlots() []int {
 	active := l.active
 	slots := func(keep func(*worker) bool) []int {
-		if r := l.releasing; r != nil && r.stable {
-			return l.group.StableSlots(r.w, keep)
+		if l.quick != nil {
+			return l.group.StableSlots(l.quick.leaving, keep)
 		}
 		return l.group.Slots(keep)
 	}
@@ -173,9 +174,22 @@ type releaseJob struct {
 	// handshakesDone: the handshakes under way on the port when its
 	// generation was steered away from are waited for already.
 	handshakesDone bool
-	stable         bool // the program avoids the slots its close moves
 	then           func(*loop)
 }
+
+// releaseRun is a run of quiesced workers' releases under one program:
+// it steers to the slots that none of their closes moves (see
+// Group.StableSlots), so the closes go one after the other with no steer
+// between them, and the model stays exact since they are still serial.
+// While a run lasts, desiredSlots names only those slots: a worker that
+// becomes ready meanwhile is steered to once the run ends.
+type releaseRun struct {
+	leaving []*worker // released or to be, in the group still
+}
+
+// activeReady reports whether w is a ready worker of the active
+// generation: the sockets a release steers to.
+func (l *loop) activeReady(w *worker) bool { return w.gen == l.active && w.ready }
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
 // before it closes: nothing is steered to it by then (the program that
@@ -288,7 +302,9 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 }
 
 // nextRelease starts the next queued release, unless a grant or another
-// close is under way.
+// close is under way. A quiesced worker's release starts a run with the
+// quiesced releases queued behind it (releaseRun), or goes on with the
+// run it belongs to.
 func (l *loop) nextRelease() {
 	if l.releasing != nil || l.granting != nil || len(l.releaseQ) == 0 {
 		return
@@ -302,20 +318,49 @@ func (l *loop) nextRelease() {
 		DrainMS: l.cfg.DrainTimeout.Milliseconds(), Naive: l.cfg.Handover != HandoverSteer,
 		HandshakesDone: job.handshakesDone,
 	}
-	if !job.quiesced || len(l.group.StableSlots(w, func(o *worker) bool { return o.gen == l.active && o.ready })) == 0 {
+	if !job.quiesced {
 		l.sendRelease(job, msg)
 		return
 	}
-	job.stable = true
+	if l.quick != nil && slices.Contains(l.quick.leaving, w) {
+		msg.SettleMS = quickSettle.Milliseconds()
+		l.sendRelease(job, msg)
+		return
+	}
+	run := l.newRun(job)
+	if run == nil {
+		l.sendRelease(job, msg)
+		return
+	}
+	l.quick = run
 	l.resteer(func(l *loop, err error) {
 		if err != nil {
 			l.log.Debug("no stable steering for a quick release; full settle", "worker", w.index, "err", err)
-			job.stable = false
+			l.quick = nil
 		} else {
 			msg.SettleMS = quickSettle.Milliseconds()
 		}
 		l.sendRelease(job, msg)
 	})
+}
+
+// newRun returns the longest run of quiesced releases, job's and those
+// queued right behind it, that leaves a ready socket of the active
+// generation to steer to; nil if not even job's alone does.
+func (l *loop) newRun(job *releaseJob) *releaseRun {
+	leaving := []*worker{job.w}
+	for _, next := range l.releaseQ {
+		if !next.quiesced || !next.w.listening {
+			break
+		}
+		leaving = append(leaving, next.w)
+	}
+	for ; len(leaving) > 0; leaving = leaving[:len(leaving)-1] {
+		if len(l.group.StableSlots(leaving, l.activeReady)) > 0 {
+			return &releaseRun{leaving: leaving}
+		}
+	}
+	return nil
 }
 
 func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
@@ -326,35 +371,53 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 			w.proc.signal(syscall.SIGTERM)
 		}
 		// Released or exited, its sockets have left the group either way.
-		if w.listening && (err == nil || w.exited) {
+		// A worker that exited before its reply was read (nothing to
+		// drain: it exits at once) closed the same sockets, and moved the
+		// same slots.
+		left := w.listening && (err == nil || w.exited)
+		if left {
 			l.group.Leave(w)
 			w.listening = false
 		}
 		l.releasing = nil
 		l.markDirty()
-		// The program for this close named only slots the close did not
-		// move, so it is still exact; when the next release points it at
-		// its own stable slots right away, a re-steer to every slot in
-		// between would only add a round trip per worker. A worker that
-		// exited before its reply was read (nothing to drain: it exits
-		// at once) closed the same sockets, and moved the same slots.
-		if !((err == nil || w.exited) && job.stable && l.nextSteersStably()) {
-			l.resteer(nil)
-		}
+		l.endRunFor(w, left)
 		job.then(l)
 		l.nextGrant()
 		l.nextRelease()
 	})
 }
 
-// nextSteersStably reports whether nextRelease will start the queued
-// release next, with a steer to the slots its close does not move.
-func (l *loop) nextSteersStably() bool {
+// endRunFor takes w out of the run once its sockets have left (left), and
+// ends the run when none is left to close or its program may no longer
+// hold: w's sockets may still be in the group, or a grant is to come
+// (which appends a socket). Ending a run steers to every slot, unless the
+// next release starts a run of its own at once: its steer replaces the
+// program, and one in between would only add a round trip.
+func (l *loop) endRunFor(w *worker, left bool) {
+	run := l.quick
+	if run == nil {
+		l.resteer(nil)
+		return
+	}
+	run.leaving = slices.DeleteFunc(run.leaving, func(o *worker) bool { return o == w })
+	if left && len(run.leaving) > 0 && l.granting == nil && len(l.grantQ) == 0 &&
+		len(l.releaseQ) > 0 && l.releaseQ[0].w == run.leaving[0] {
+		return // the program stays exact for the rest of the run
+	}
+	l.quick = nil
+	if !(left && l.nextStartsRun()) {
+		l.resteer(nil)
+	}
+}
+
+// nextStartsRun reports whether nextRelease will start the queued
+// release next, with a steer to the slots its run does not move.
+func (l *loop) nextStartsRun() bool {
 	if l.granting != nil || len(l.grantQ) > 0 || len(l.releaseQ) == 0 || !l.releaseQ[0].quiesced {
 		return false
 	}
-	w := l.releaseQ[0].w
-	return len(l.group.StableSlots(w, func(o *worker) bool { return o.gen == l.active && o.ready })) > 0
+	return l.newRun(l.releaseQ[0]) != nil
 }
 
 // drainWatch follows a generation's drain: its released workers exit, or
