@@ -138,9 +138,12 @@ func (l *loop) checkReady(w *worker) {
 		}
 		w.ready = true
 		l.markDirty()
+		// A restarted worker of the active generation is steered to
+		// here; the last worker of a starting one makes it active
+		// (checkOp), which steers to all of them: once is enough.
+		restarted := w.gen == l.active && w.gen.state == StateActive
 		l.checkOp()
-		if w.gen == l.active && w.gen.state == StateActive {
-			// A restarted worker of the active generation: steer to it.
+		if restarted {
 			l.resteer(nil)
 		}
 	})

@@ -195,6 +195,30 @@ func steersAmidCloses(events []string) int {
 	return n
 }
 
+// steersBeforeCloses counts the steers before the first close among
+// events (all of them if there is none).
+func steersBeforeCloses(events []string) int {
+	first := slices.Index(events, "close")
+	if first < 0 {
+		first = len(events)
+	}
+	return strings.Count(strings.Join(events[:first], " "), "steer")
+}
+
+// kernelSettled waits until no steer or close has come for 50 ms and
+// returns how many there were.
+func (fx *fakeEffects) kernelSettled() int {
+	n := len(fx.kernelEvents())
+	for {
+		time.Sleep(50 * time.Millisecond)
+		m := len(fx.kernelEvents())
+		if m == n {
+			return n
+		}
+		n = m
+	}
+}
+
 // kernelEvents returns the kernel model's steers and closes so far.
 func (fx *fakeEffects) kernelEvents() []string {
 	fx.mu.Lock()
@@ -308,7 +332,7 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 }
 
 // gotSettles returns the settles of the quiesces and releases pid got, as
-// "quiesce:5ms".
+// "quiesce:2ms".
 func (fx *fakeEffects) gotSettles(pid int) []string {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()

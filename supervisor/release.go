@@ -203,11 +203,14 @@ const quickSettle = time.Millisecond
 // on its port (control.CapHandshakes) needs the settle only to see a
 // connection that completed its handshake enter the accept queue, which
 // the kernel does in the same softirq that removes the request socket:
-// microseconds, so handshakeSettle is a few of the worker's 2 ms polls.
+// microseconds, so handshakeSettle is one of the worker's 2 ms polls
+// (it was 5 ms, a few polls, for no case that needed them: its snapshot
+// of the handshakes is taken a round trip after the steer is in place,
+// when a SYN that met the old program has long made its request socket).
 // For a worker of an older library the settle is all the wait there is
 // for those handshakes, so it stays at the round trip of a distant client.
 const (
-	handshakeSettle = 5 * time.Millisecond
+	handshakeSettle = 2 * time.Millisecond
 	legacySettle    = 50 * time.Millisecond
 )
 
