@@ -320,7 +320,9 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 }
 
 // Ready tells the supervisor this process serves; call it after Listen and
-// any warm-up. Standalone, it writes the pid file.
+// any warm-up. Under a supervisor it runs Options.Health first and reports
+// a failure with the ready, and the supervisor does not steer to this
+// generation. Standalone, it writes the pid file.
 func (a *App) Ready() error {
 	a.mu.Lock()
 	if len(a.lns) == 0 {
@@ -328,13 +330,21 @@ func (a *App) Ready() error {
 		return ErrNotListening
 	}
 	a.ready = true
-	ctl, handoff, supervised := a.ctl, a.handoff, a.supervised
+	ctl, handoff, supervised, caps := a.ctl, a.handoff, a.supervised, a.supCaps
 	a.mu.Unlock()
 	if supervised && ctl == nil {
 		return errors.New("launcher: the supervisor went away before this process was ready")
 	}
 	if ctl != nil {
-		if err := ctl.Write(control.Message{Type: control.TypeReady}); err != nil {
+		ready := control.Message{Type: control.TypeReady}
+		// The supervisor takes this ready as checked: check first, as
+		// /healthz would (a failure ends the upgrade, as there).
+		if h := a.opts.Health; h != nil && control.HasCap(caps, control.CapReadyHealth) {
+			if err := h(); err != nil {
+				ready.Error = err.Error()
+			}
+		}
+		if err := ctl.Write(ready); err != nil {
 			return fmt.Errorf("launcher: report ready: %w", err)
 		}
 		return nil

@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -382,6 +383,61 @@ func TestHandoffParentAcceptsVersions(t *testing.T) {
 			m, _ := cc.Read(time.Now().Add(5 * time.Second))
 			if m.Type != tt.want.Type || m.Version != tt.want.Version || m.Error != tt.want.Error {
 				t.Errorf("child got %+v; want %+v", m, tt.want)
+			}
+		})
+	}
+}
+
+// TestReadyCarriesHealth: under a supervisor whose welcome lists
+// CapReadyHealth, Ready runs Options.Health and reports its failure with
+// the ready; under one that does not, it leaves the check to /healthz.
+func TestReadyCarriesHealth(t *testing.T) {
+	tests := []struct {
+		name      string
+		caps      []string
+		health    error
+		wantError string
+	}{
+		{"healthy", []string{control.CapReadyHealth}, nil, ""},
+		{"unhealthy", []string{control.CapReadyHealth}, errors.New("database down"), "database down"},
+		{"a supervisor that asks /healthz", nil, errors.New("database down"), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startFakeSupervisor(t, 1, control.Version, "")
+			f.caps.Store(&tt.caps)
+			supervisedEnv(t, f.path, false)
+			opts := quietOptions()
+			calls := 0
+			opts.Health = func() error { calls++; return tt.health }
+			app, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			c := f.conn(t)
+			listened := make(chan error, 1)
+			go func() { // ends once the grant below arrives, or at the timeout
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_, err := app.Listen(ctx)
+				listened <- err
+			}()
+			read(t, c, control.TypeListen)
+			c.Write(control.Message{Type: control.TypeGrant})
+			read(t, c, control.TypeListening)
+			if err := <-listened; err != nil {
+				t.Fatal(err)
+			}
+			if err := app.Ready(); err != nil {
+				t.Fatalf("Ready: %v", err)
+			}
+			m := read(t, c, control.TypeReady)
+			if m.Error != tt.wantError {
+				t.Errorf("ready's error %q; want %q", m.Error, tt.wantError)
+			}
+			if want := len(tt.caps); calls != want {
+				t.Errorf("Health called %d times by Ready; want %d", calls, want)
 			}
 		})
 	}

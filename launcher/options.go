@@ -37,8 +37,9 @@ type Options struct {
 	// launcher's on the admin socket and keep working across upgrades.
 	Registry *prometheus.Registry
 
-	// Health, if set, is called by /healthz on the admin socket; an error
-	// makes the supervisor refuse to hand traffic to this generation.
+	// Health, if set, is called by Ready under a supervisor (which then
+	// need not ask) and by /healthz on the admin socket; an error makes
+	// the supervisor refuse to hand traffic to this generation.
 	Health func() error
 
 	// TLS, if set, makes Run serve HTTPS (and HTTP/2) with this config on

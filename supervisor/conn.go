@@ -168,9 +168,9 @@ func (sv *server) handleWorker(ctx context.Context, conn *control.Conn, hello co
 		conn.Write(control.Message{Type: control.TypeResult, Error: "unknown worker"})
 		return
 	}
-	welcome := control.Message{Type: control.TypeWelcome, Version: hello.Version}
+	welcome := control.Message{Type: control.TypeWelcome, Version: hello.Version, Caps: []string{control.CapReadyHealth}}
 	if sv.l.cfg.collectsFinal() { // cfg never changes
-		welcome.Caps = []string{control.CapFinalMetrics}
+		welcome.Caps = append(welcome.Caps, control.CapFinalMetrics)
 	}
 	var err error
 	if hello.Rejoin && w.adoptedStderr() {

@@ -104,7 +104,14 @@ func (e evWorkerMsg) apply(l *loop) {
 		l.endGrant(w)
 		l.workerFailed(w, errors.New(m.Error))
 	case control.TypeReady:
-		l.checkReady(w)
+		switch {
+		case !w.can(control.CapReadyHealth):
+			l.checkReady(w)
+		case m.Error != "":
+			l.workerFailed(w, fmt.Errorf("health check: %s", m.Error))
+		case !w.ready && !w.checking:
+			l.becameReady(w)
+		}
 	case control.TypeDrained:
 		if m.Error != "" {
 			l.drainCut(w, m.Cut)
@@ -116,7 +123,8 @@ func (e evWorkerMsg) apply(l *loop) {
 }
 
 // checkReady checks the health of a worker that reported ready, on its
-// admin socket, before it counts as ready.
+// admin socket, before it counts as ready: a worker of a library that does
+// not check itself before its ready (control.CapReadyHealth).
 func (l *loop) checkReady(w *worker) {
 	if w.ready || w.checking {
 		return
@@ -136,17 +144,22 @@ func (l *loop) checkReady(w *worker) {
 			l.workerFailed(w, fmt.Errorf("health check: %w", err))
 			return
 		}
-		w.ready = true
-		l.markDirty()
-		// A restarted worker of the active generation is steered to
-		// here; the last worker of a starting one makes it active
-		// (checkOp), which steers to all of them: once is enough.
-		restarted := w.gen == l.active && w.gen.state == StateActive
-		l.checkOp()
-		if restarted {
-			l.resteer(nil)
-		}
+		l.becameReady(w)
 	})
+}
+
+// becameReady counts w as ready: it said so, and its health check passed.
+func (l *loop) becameReady(w *worker) {
+	w.ready = true
+	l.markDirty()
+	// A restarted worker of the active generation is steered to here;
+	// the last worker of a starting one makes it active (checkOp), which
+	// steers to all of them: once is enough.
+	restarted := w.gen == l.active && w.gen.state == StateActive
+	l.checkOp()
+	if restarted {
+		l.resteer(nil)
+	}
 }
 
 // evExited: w's process has exited. Its sockets left the reuseport group;

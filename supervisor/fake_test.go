@@ -32,6 +32,7 @@ type behaviour struct {
 	exitBeforeReady bool          // exit right after hello
 	neverReady      bool          // listen, never report ready
 	unhealthy       bool          // fail the health check
+	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
 	crashAfter      time.Duration // exit this long after ready (0: never)
 	drainFor        time.Duration // after a release, exit this much later
 	protocol        int           // hello version; 0 means control.Version
@@ -145,6 +146,8 @@ type fakeEffects struct {
 	// kernel, when a test sets it, models the kernel's reuseport group of
 	// the fake workers' sockets and checks every program against it.
 	kernel *kernelGroup
+	// healthAsked counts the /healthz checks asked of workers.
+	healthAsked int
 }
 
 // kernelGroup is the kernel's side of a reuseport group, as the fake
@@ -390,6 +393,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	if b.noHandshakes {
 		caps = []string{control.CapQuiesce}
 	}
+	if !b.adminHealth {
+		caps = append(caps, control.CapReadyHealth)
+	}
 	hello := control.Message{Type: control.TypeHello, Version: v, Role: control.RoleWorker, Token: envOf(env, control.EnvToken),
 		Caps: caps, Rejoin: rejoin, Listening: rejoin, Ready: rejoin}
 	if b.finalMetrics {
@@ -431,7 +437,11 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		fx.mu.Unlock()
 		conn.Write(control.Message{Type: control.TypeListening})
 		if !b.neverReady {
-			conn.Write(control.Message{Type: control.TypeReady})
+			ready := control.Message{Type: control.TypeReady}
+			if b.unhealthy && control.HasCap(welcome.Caps, control.CapReadyHealth) && !b.adminHealth {
+				ready.Error = "database down"
+			}
+			conn.Write(ready)
 		}
 		if b.crashAfter > 0 {
 			time.AfterFunc(b.crashAfter, p.die)
@@ -493,6 +503,7 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 func (fx *fakeEffects) health(ctx context.Context, admin string) error {
 	fx.mu.Lock()
 	b := fx.byAdmin[admin]
+	fx.healthAsked++
 	fx.mu.Unlock()
 	if b.unhealthy {
 		return errors.New("/healthz answered 503 Service Unavailable: database down")

@@ -61,6 +61,38 @@ func TestUpgradeHandsOverAndDrains(t *testing.T) {
 	}
 }
 
+// TestReadyChecksItself: a worker that checks its own health before its
+// ready (control.CapReadyHealth) is taken as ready without a /healthz
+// round trip; one of an older library is asked, each of its workers.
+func TestReadyChecksItself(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		b     behaviour
+		asked int
+	}{
+		{"checks itself", behaviour{}, 0},
+		{"an older library", behaviour{adminHealth: true}, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, nil)
+			r.waitStarted()
+			r.behave("v2", tt.b)
+			fx.mu.Lock()
+			fx.healthAsked = 0
+			fx.mu.Unlock()
+			if _, err := r.upgrade("v2", true); err != nil {
+				t.Fatal(err)
+			}
+			fx.mu.Lock()
+			defer fx.mu.Unlock()
+			if fx.healthAsked != tt.asked {
+				t.Errorf("/healthz asked %d times; want %d", fx.healthAsked, tt.asked)
+			}
+		})
+	}
+}
+
 func TestFailedStartLeavesOldServing(t *testing.T) {
 	tests := []struct {
 		name string
@@ -69,7 +101,8 @@ func TestFailedStartLeavesOldServing(t *testing.T) {
 	}{
 		{"exits before ready", behaviour{exitBeforeReady: true}, "before ready"},
 		{"never ready", behaviour{neverReady: true}, "not ready within --ready-timeout 300ms"},
-		{"fails its health check", behaviour{unhealthy: true}, "health check: /healthz answered 503 Service Unavailable: database down"},
+		{"fails its own health check", behaviour{unhealthy: true}, "health check: database down"},
+		{"fails /healthz (an older library)", behaviour{unhealthy: true, adminHealth: true}, "health check: /healthz answered 503 Service Unavailable: database down"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -323,6 +323,14 @@ const (
 	// a rejoin hello carries the keys it has. Only such workers are sent
 	// them: an older one keeps crypto/tls's own keys.
 	CapTicketKeys = "ticket-keys"
+	// CapReadyHealth in a worker's hello says its TypeReady comes after
+	// its own health check, the one /healthz on its admin socket runs:
+	// passed, or failed with the reason in Message.Error. In a
+	// supervisor's welcome it says the supervisor takes such a ready as
+	// checked, without asking /healthz (a round trip of about half a
+	// millisecond on the way to serving). A worker checks itself only
+	// when both list it.
+	CapReadyHealth = "ready-health"
 )
 
 // CollectWait bounds how long a drained worker waits for TypeCollected.
@@ -332,7 +340,7 @@ const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
 func WorkerCaps() []string {
-	return []string{CapQuiesce, CapFinalMetrics, CapHandshakes, CapTicketKeys}
+	return []string{CapQuiesce, CapFinalMetrics, CapHandshakes, CapTicketKeys, CapReadyHealth}
 }
 
 // HasCap reports whether caps lists c.
