@@ -68,7 +68,11 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 			}
 			go func() { // bounded by releaseTimeout
 				reply := control.Message{Type: control.TypeReleased, ID: m.ID}
-				if err := a.release(time.Duration(m.SettleMS)*time.Millisecond, m.Naive, m.HandshakesDone); err != nil {
+				settle := time.Duration(m.SettleMS) * time.Millisecond
+				if m.Quick {
+					settle = reuseport.OneLook
+				}
+				if err := a.release(settle, m.Naive, m.HandshakesDone); err != nil {
 					reply.Error = err.Error()
 				}
 				// Reply before draining starts: a drain with nothing in flight

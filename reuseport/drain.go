@@ -27,6 +27,17 @@ const DefaultHandshakeWait = 3 * time.Second
 // pollEvery is how often Quiesce reads the accept-queue length.
 const pollEvery = 2 * time.Millisecond
 
+// minPoll bounds how often Quiesce reads the accept-queue length when the
+// settle is shorter than pollEvery and the queue is not empty (the
+// accept loop is taking a connection): it does not spin.
+const minPoll = 100 * time.Microsecond
+
+// OneLook, as a QuiesceOptions.Settle, makes Quiesce return at the first
+// look that finds the accept queue empty (and no handshake left): for a
+// listener already quiesced and steered away from since, where nothing
+// can enter the queue any more.
+const OneLook = time.Nanosecond
+
 // handshakePollEvery is how often at most Quiesce asks the kernel which
 // handshakes are left; it asks less often when asking takes longer than a
 // quarter of that (see Handshakes.Refresh).
@@ -37,7 +48,8 @@ const handshakePollEvery = 10 * time.Millisecond
 // Quiesce starts, at most DefaultHandshakeWait.
 type QuiesceOptions struct {
 	// Settle is how long the accept queue must stay empty after the last
-	// handshake waited for is gone. 0 means DefaultSettle.
+	// handshake waited for is gone. 0 means DefaultSettle; OneLook, one
+	// look at an empty queue.
 	Settle time.Duration
 	// Handshakes are the handshakes to wait for: those under way on the
 	// port once new connections were steered away from the listener
@@ -98,7 +110,7 @@ func Quiesce(ctx context.Context, ln *net.TCPListener, opts QuiesceOptions) erro
 	}
 	// A settle shorter than the poll is read at its own pace: the quick
 	// settle of a listener already quiesced is one look at an empty queue.
-	t := time.NewTicker(min(pollEvery, settle))
+	t := time.NewTicker(max(min(pollEvery, settle), minPoll))
 	defer t.Stop()
 	// The snapshot, taken by the first Refresh, counts toward the settle:
 	// the accept loop goes on meanwhile.

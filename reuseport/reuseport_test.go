@@ -166,6 +166,12 @@ func TestListenErrors(t *testing.T) {
 }
 
 func TestDrainWaitsForQueue(t *testing.T) {
+	for _, settle := range []time.Duration{20 * time.Millisecond, reuseport.OneLook} {
+		t.Run(settle.String(), func(t *testing.T) { testDrainWaitsForQueue(t, settle) })
+	}
+}
+
+func testDrainWaitsForQueue(t *testing.T, settle time.Duration) {
 	lns := listenGroup(t, 1)
 	ln := lns[0]
 	// Queue three connections without accepting them.
@@ -194,7 +200,7 @@ func TestDrainWaitsForQueue(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- reuseport.Drain(context.Background(), ln, reuseport.QuiesceOptions{Settle: 20 * time.Millisecond})
+		done <- reuseport.Drain(context.Background(), ln, reuseport.QuiesceOptions{Settle: settle, QueueOnly: true})
 	}()
 	select {
 	case err := <-done:
@@ -213,6 +219,25 @@ func TestDrainWaitsForQueue(t *testing.T) {
 	}
 	if _, err := ln.Accept(); err == nil {
 		t.Fatal("listener still open after Drain")
+	}
+}
+
+// TestQuiesceOneLook: with the OneLook settle, a quiesce of an empty
+// queue returns at its first look, not after a poll (the 1 ms settle of a
+// quick release took a poll each).
+func TestQuiesceOneLook(t *testing.T) {
+	ln := listenGroup(t, 1)[0]
+	var took []time.Duration
+	for range 21 {
+		start := time.Now()
+		if err := reuseport.Quiesce(context.Background(), ln, reuseport.QuiesceOptions{Settle: reuseport.OneLook, QueueOnly: true}); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	if med := took[len(took)/2]; med >= time.Millisecond {
+		t.Errorf("median quiesce %s; want the first look (well under 1ms)", med)
 	}
 }
 

@@ -330,7 +330,11 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 		if fx.settles == nil {
 			fx.settles = map[int][]string{}
 		}
-		fx.settles[pid] = append(fx.settles[pid], fmt.Sprintf("%s:%dms", m.Type, m.SettleMS))
+		quick := ""
+		if m.Quick {
+			quick = " quick"
+		}
+		fx.settles[pid] = append(fx.settles[pid], fmt.Sprintf("%s:%dms%s", m.Type, m.SettleMS, quick))
 	}
 }
 

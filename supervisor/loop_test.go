@@ -474,7 +474,7 @@ func TestSettleByLibrary(t *testing.T) {
 		want    []string // per old worker, in order
 	}{
 		{"1 worker", 1, 0, behaviour{}, []string{"release:2ms"}},
-		{"3 workers", 3, 0, behaviour{}, []string{"quiesce:2ms", "release:1ms"}},
+		{"3 workers", 3, 0, behaviour{}, []string{"quiesce:2ms", "release:1ms quick"}},
 		{"a library without handshakes", 1, 0, behaviour{noHandshakes: true}, []string{"release:50ms"}},
 		{"--settle", 1, 20 * time.Millisecond, behaviour{}, []string{"release:20ms"}},
 	}

@@ -192,11 +192,13 @@ type releaseRun struct {
 func (l *loop) activeReady(w *worker) bool { return w.gen == l.active && w.ready }
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
-// before it closes: nothing is steered to it by then (the program that
-// avoids it is in place before the release goes out) and the handshakes
-// under way were waited for by the quiesce, so one more look at the queue
-// is enough (a library that polls every 2 ms looks at its next poll). The
-// releases go one after the other, so this adds up over the workers.
+// before it closes, for a worker that does not know control.Message.Quick
+// (which makes a worker close at its first look at an empty queue):
+// nothing is steered to it by then (the program that avoids it is in place
+// before the release goes out) and the handshakes under way were waited
+// for by the quiesce, so one more look at the queue is enough (a library
+// that polls every 2 ms looks at its next poll). The releases go one after
+// the other, so this adds up over the workers.
 const quickSettle = time.Millisecond
 
 // The default --settle. A worker that waits for the handshakes in flight
@@ -326,7 +328,7 @@ func (l *loop) nextRelease() {
 		return
 	}
 	if l.quick != nil && slices.Contains(l.quick.leaving, w) {
-		msg.SettleMS = quickSettle.Milliseconds()
+		msg.SettleMS, msg.Quick = quickSettle.Milliseconds(), true
 		l.sendRelease(job, msg)
 		return
 	}
@@ -341,7 +343,7 @@ func (l *loop) nextRelease() {
 			l.log.Debug("no stable steering for a quick release; full settle", "worker", w.index, "err", err)
 			l.quick = nil
 		} else {
-			msg.SettleMS = quickSettle.Milliseconds()
+			msg.SettleMS, msg.Quick = quickSettle.Milliseconds(), true
 		}
 		l.sendRelease(job, msg)
 	})

@@ -138,6 +138,13 @@ type Message struct {
 	// CapHandshakes): it waits for its accept queues only. Without it a
 	// worker that knows of handshakes waits for them itself.
 	HandshakesDone bool `json:"handshakes_done,omitempty"`
+	// Quick, in a release, says that the worker's listeners were
+	// quiesced and nothing has been steered to them since (the program
+	// in place names only sockets this close does not move): one look at
+	// an empty accept queue is enough, and the settle is not waited for.
+	// A worker that does not know it settles SettleMS, which the
+	// supervisor keeps at a millisecond for it.
+	Quick bool `json:"quick,omitempty"`
 
 	// Worker → supervisor: requests cut by a drain deadline.
 	Cut int64 `json:"cut,omitempty"`
