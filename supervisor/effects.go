@@ -119,10 +119,13 @@ func (fx *osEffects) saveState(st savedState) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(statePath(fx.dir.path), string(b)+"\n")
+	return swapFile(statePath(fx.dir.path), b)
 }
 
-func (fx *osEffects) removeState() { os.Remove(statePath(fx.dir.path)) }
+func (fx *osEffects) removeState() {
+	os.Remove(statePath(fx.dir.path))
+	os.Remove(statePath(fx.dir.path) + swapSuffix)
+}
 
 func (fx *osEffects) loadState() (*savedState, error) { return loadState(fx.dir.path) }
 
