@@ -178,7 +178,8 @@ func (c *cli) upgradeCommand() *cobra.Command {
 		Long: `Start a new generation of RELEASES/VERSION/NAME (NAME = file name of
 COMMAND's target), or of PATH, or with no argument of COMMAND re-resolved
 (a current symlink is followed again): the same as
-kill -HUP $(cat STATE_DIR/launcher.pid). It prints each step and exits 0
+kill -HUP $(cat STATE_DIR/launcher.pid). An empty argument ('') is
+refused, not taken for none. It prints each step and exits 0
 once the new generation serves; --wait also waits for its probation (exit
 1 with the reason and the figures if it crashed or breached the judge's
 limits and was rolled back, or breached them with no old worker left to
@@ -196,6 +197,11 @@ launcher rollback gives everything back at once.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("upgrade: one VERSION or PATH at most, got %q", args)
+			}
+			// No argument re-resolves COMMAND; an empty one is more likely
+			// an unset shell variable ("$VERSION") than that wish.
+			if len(args) == 1 && strings.TrimSpace(args[0]) == "" {
+				return usagef("upgrade: empty VERSION or PATH %q: give one, or none to re-resolve COMMAND", args[0])
 			}
 			return nil
 		},

@@ -136,6 +136,11 @@ func TestParse(t *testing.T) {
 				c.DrainTimeout, c.ReadyTimeout, c.MaxDraining, c.Settle = time.Minute, 5*time.Second, 2, 1500*time.Millisecond
 				c.KeepExited = 90 * time.Second
 			})}},
+		// --settle 0 is the default, documented; --probation 0 is off.
+		{[]string{"start", "--listen", "a:1", "--settle", "0", "--probation", "0", "--", "/srv/hello"},
+			call{action: "start", cfg: startConfig(func(c *supervisor.Config) {
+				c.Listen, c.Probation = []string{"a:1"}, supervisor.NoProbation
+			})}},
 		{[]string{"start", "--listen", "127.0.0.1:8080", "--tls-ticket-rotate", "1h", "--tls-ticket-lifetime", "12h", "--tls-ticket-key-file", "/k", "--", "/srv/hello"},
 			call{action: "start", cfg: startConfig(func(c *supervisor.Config) {
 				c.TicketRotate, c.TicketLifetime, c.TicketKeyFile = time.Hour, 12*time.Hour, "/k"
@@ -202,6 +207,20 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"start", "--listen", "a:1", "--keep-exited", "-1m", "--", "x"}, code: 2, stderr: "launcher: start: --keep-exited -1m0s: want 0 (off) or more\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--tls-ticket-rotate", "0", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-rotate 0s: want 1s or more\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--tls-ticket-lifetime", "1h", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-lifetime 1h0m0s: want at least --tls-ticket-rotate (24h0m0s)\n", noAction: true},
+		// A zero timeout used to mean the default silently; a negative
+		// --settle or --max-draining 0 likewise reached the supervisor.
+		{args: []string{"start", "--listen", "a:1", "--ready-timeout", "0", "--", "x"}, code: 2, stderr: "launcher: start: --ready-timeout 0s: want more than 0\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--ready-timeout", "-5s", "--", "x"}, code: 2, stderr: "launcher: start: --ready-timeout -5s: want more than 0\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--drain-timeout", "0", "--", "x"}, code: 2, stderr: "launcher: start: --drain-timeout 0s: want more than 0\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--drain-timeout", "-1m", "--", "x"}, code: 2, stderr: "launcher: start: --drain-timeout -1m0s: want more than 0\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--settle", "-1ms", "--", "x"}, code: 2, stderr: "launcher: start: --settle -1ms: want 0 (the default) or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--max-draining", "0", "--", "x"}, code: 2, stderr: "launcher: start: --max-draining 0: want at least 1\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--tls-ticket-rotate", "-1h", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-rotate -1h0m0s: want 1s or more\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--tls-ticket-lifetime", "-1h", "--", "x"}, code: 2, stderr: "launcher: start: --tls-ticket-lifetime -1h0m0s: want at least --tls-ticket-rotate (24h0m0s)\n", noAction: true},
+		{args: []string{"upgrade", "--canary", "10", "--canary-interval", "-1s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval -1s: want more than 0\n", noAction: true},
+		// An empty VERSION used to re-resolve COMMAND, as no argument does.
+		{args: []string{"upgrade", ""}, code: 2, stderr: "launcher: upgrade: empty VERSION or PATH \"\": give one, or none to re-resolve COMMAND\n", noAction: true},
+		{args: []string{"upgrade", " \t", "--wait"}, code: 2, stderr: "launcher: upgrade: empty VERSION or PATH \" \\t\": give one, or none to re-resolve COMMAND\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1"}, code: 2, stderr: "launcher: start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]\n", noAction: true},
 		{args: []string{"start", "--", "x"}, code: 2, stderr: "launcher: start: no listen address: give --listen ADDR\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--bogus", "x"}, code: 2, stderr: "*", noAction: true},

@@ -43,6 +43,22 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			return nil
 		},
 		RunE: c.act(func(cmd *cobra.Command, args []string) error {
+			// In Config zero means the default; on the command line a
+			// zero timeout is a mistake, not a request for 30s.
+			for _, f := range []struct {
+				name string
+				v    time.Duration
+			}{{"ready-timeout", cfg.ReadyTimeout}, {"drain-timeout", cfg.DrainTimeout}} {
+				if f.v <= 0 {
+					return usagef("start: --%s %s: want more than 0", f.name, f.v)
+				}
+			}
+			if cfg.Settle < 0 {
+				return usagef("start: --settle %s: want 0 (the default) or more", cfg.Settle)
+			}
+			if cfg.MaxDraining < 1 {
+				return usagef("start: --max-draining %d: want at least 1", cfg.MaxDraining)
+			}
 			if cfg.Probation < 0 {
 				return usagef("start: --probation %s: want 0 (off) or more", cfg.Probation)
 			}
@@ -95,10 +111,10 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.StringVar(&cfg.Releases, "releases", "", "releases directory: DIR/VERSION/NAME, NAME = file name of COMMAND's target")
 	f.StringVar(&cfg.Current, "current", "", "symlink repointed to the release directory after a good upgrade")
 	f.IntVar(&cfg.Workers, "workers", 1, "worker processes per generation")
-	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there")
-	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there (more than 0)")
+	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this (more than 0)")
 	f.StringVar(&cfg.Handover, "handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
-	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once")
+	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once (at least 1)")
 	f.DurationVar(&cfg.Settle, "settle", 0, "an old accept queue must stay empty this long before it closes (0: 2ms, 50ms for workers of an older library)")
 	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes or the judge finds it worse (see --max-error-ratio, --max-latency-ratio) meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
 	f.Float64Var(&cfg.MaxErrorRatio, "max-error-ratio", supervisor.DefaultMaxErrorRatio, "during a canary or probation, roll back if the new generation's ratio of 5xx answers exceeds the old one's, over the same window, by more than this (0.05: 5 points; 0 disables)")
