@@ -83,6 +83,9 @@ type App struct {
 	admin      io.Closer
 	ready      bool
 	closed     bool
+	// pidFileOwned: this process wrote the pid file and has not handed it
+	// on to a new process by a SIGHUP handover; see removePIDFile.
+	pidFileOwned bool
 	// tickets are the TLS session-ticket keys (the supervisor's, or this
 	// process's own when standalone), applied to ticketCfgs.
 	tickets    ticketkeys.Ring
@@ -410,5 +413,40 @@ func (a *App) writePIDFile() error {
 	if err := os.Rename(tmp, a.opts.PIDFile); err != nil {
 		return fmt.Errorf("launcher: pid file: %w", err)
 	}
+	a.mu.Lock()
+	a.pidFileOwned = true
+	a.mu.Unlock()
 	return nil
+}
+
+// disownPIDFile marks the pid file as the new process's: a SIGHUP
+// handover calls it before it tells that process the port is its own,
+// whereupon the new process rewrites the file.
+func (a *App) disownPIDFile() {
+	a.mu.Lock()
+	a.pidFileOwned = false
+	a.mu.Unlock()
+}
+
+// removePIDFile removes the pid file at the end of a clean drain if this
+// process wrote it, did not hand it on, and it still holds this process's
+// pid: a stale pid would leave kill -HUP $(cat PIDFILE) to a dead process
+// or, once the kernel reuses the pid, to another one. The contents are
+// checked too, since anyone (another instance, an operator) may have
+// written the file since. A handover cannot complete once this process
+// has stopped accepting (its listeners are closed), so none races this.
+func (a *App) removePIDFile() {
+	a.mu.Lock()
+	owned := a.pidFileOwned
+	a.mu.Unlock()
+	if !owned || a.opts.PIDFile == "" {
+		return
+	}
+	b, err := os.ReadFile(a.opts.PIDFile)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(os.Getpid()) {
+		return
+	}
+	if err := os.Remove(a.opts.PIDFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("remove pid file", "err", err)
+	}
 }

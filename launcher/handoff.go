@@ -83,6 +83,7 @@ func (a *App) handover(ctx context.Context) error {
 	if err := a.release(0, false, false); err != nil {
 		a.log.Warn("handover: release", "err", err)
 	}
+	a.disownPIDFile() // the child writes it once told
 	if err := child.Write(control.Message{Type: control.TypeHandoffDone}); err != nil {
 		a.log.Warn("handover: tell new process", "err", err)
 	}

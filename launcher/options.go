@@ -18,7 +18,10 @@ type Options struct {
 
 	// PIDFile, when set and no supervisor runs the app, receives this
 	// process's pid once it serves, so that kill -HUP $(cat PIDFILE)
-	// reaches the current process after every handover.
+	// reaches the current process after every handover. At the end of a
+	// drain that is not a handover's (SIGTERM, SIGINT, ctx ending) the
+	// file is removed if it still holds this process's pid; after a
+	// handover it is the new process's.
 	PIDFile string
 
 	// DrainTimeout bounds a standalone drain; under a supervisor its

@@ -135,10 +135,12 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 	if errors.As(err, &cut) {
 		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
 		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, Error: "drain deadline"})
+		a.removePIDFile()
 		return nil
 	}
 	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
 	a.reportDrained(control.Message{Type: control.TypeDrained})
+	a.removePIDFile()
 	return nil
 }
 
@@ -243,8 +245,9 @@ func (a *App) DrainContext(ctx context.Context) (context.Context, context.Cancel
 // Under a supervisor that collects the final metrics of exited workers,
 // Drained returns once it has read them, at most 2 s later, so that the
 // counts of the last requests outlive the process; call it after the last
-// request finished or was cut and before [App.Close]. Standalone, it only
-// logs. Call it once.
+// request finished or was cut and before [App.Close]. Standalone, it logs
+// and removes [Options.PIDFile] if it still holds this process's pid.
+// Call it once.
 func (a *App) Drained(cut int64) {
 	m := control.Message{Type: control.TypeDrained}
 	if cut > 0 {
@@ -254,6 +257,7 @@ func (a *App) Drained(cut int64) {
 		a.log.Info("drained")
 	}
 	a.reportDrained(m)
+	a.removePIDFile()
 }
 
 // reportDrained tells the supervisor, if any, that the drain is over:
