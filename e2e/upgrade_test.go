@@ -275,7 +275,8 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		t.Fatalf("pid file %d after handover (old %d); want the new live process", newPID, oldPID)
 	}
 	sa.onPID(newPID)
-	// The new process is standalone now: SIGTERM drains and exits.
+	// The new process is standalone now: SIGTERM drains and exits, and it
+	// removes the pid file it took over.
 	syscall.Kill(newPID, syscall.SIGTERM)
 	eventually(t, 5*time.Second, "new process exits on SIGTERM", func() error {
 		if alive(newPID) {
@@ -283,6 +284,30 @@ func TestStandaloneSIGHUP(t *testing.T) {
 		}
 		return nil
 	})
+	if _, err := os.Stat(sa.pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left after the new process's clean exit (holds %d): %v", readPID(sa.pidFile), err)
+	}
+}
+
+// TestStandaloneSIGTERMRemovesPIDFile: a standalone hello stopped by
+// SIGTERM drains, exits 0 and leaves no pid file behind for a later
+// kill -HUP $(cat hello.pid) to miss or, once the pid is reused, to hit
+// another process. (TestStandaloneSIGHUP checks that the process that
+// handed over leaves the file to the new one.)
+func TestStandaloneSIGTERMRemovesPIDFile(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	syscall.Kill(sa.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-sa.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("hello still running 10s after SIGTERM")
+	}
+	if code := sa.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit status %d after SIGTERM; want 0", code)
+	}
+	if _, err := os.Stat(sa.pidFile); !os.IsNotExist(err) {
+		t.Errorf("pid file left after a clean exit (holds %d): %v", readPID(sa.pidFile), err)
+	}
 }
 
 // TestStandaloneSIGHUPAfterAFailedRelease: kill -HUP to a standalone hello
