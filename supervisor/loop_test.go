@@ -520,15 +520,15 @@ func TestStartRefusedWhereSomethingListens(t *testing.T) {
 // TestReleasesUnderStablePrograms: the old workers' closes go in runs
 // under one program each, which names only sockets that no close of the
 // run moves, checked against a model of the kernel's group at every
-// close. The switch steers once (the last new worker's health check used
-// to steer a second time, a round trip the first release waited for);
-// with 2 old workers or more, a run's program comes before the first
-// close, and one steer between their first close and their last,
-// whatever their number: a run of all but the last under one program,
-// then the last under its own. Before runs, each close but the first had
+// close, and keeps at least half of the new sockets (never one of many
+// alone). The switch steers once (the last new worker's health check
+// used to steer a second time, a round trip the first release waited
+// for); with 2 old workers or more, a run's program comes before the
+// first close, and one steer between their first close and their last
+// for these numbers (two runs). Before runs, each close but the first had
 // a steer of its own.
 func TestReleasesUnderStablePrograms(t *testing.T) {
-	for _, workers := range []int{1, 2, 3, 4, 6} {
+	for _, workers := range []int{1, 2, 3, 4, 6, 8} {
 		t.Run(fmt.Sprintf("%d workers", workers), func(t *testing.T) {
 			fx := newFakeEffects(t)
 			fx.kernel = &kernelGroup{}
@@ -538,8 +538,14 @@ func TestReleasesUnderStablePrograms(t *testing.T) {
 				// The steer to every slot after the last close may
 				// come after the upgrade's end: let it.
 				before := fx.kernelSettled()
+				steersBefore := len(fx.steered())
 				if _, err := r.upgrade(v, true); err != nil {
 					t.Fatal(err)
+				}
+				for _, slots := range fx.steered()[steersBefore:] {
+					if want := max(1, workers/2); len(slots) < want {
+						t.Errorf("upgrade to %s: a program of %d socket(s) %v; want at least %d of the %d new ones", v, len(slots), slots, want, workers)
+					}
 				}
 				events := fx.kernelEvents()[before:]
 				if got, want := steersBeforeCloses(events), 1+min(workers-1, 1); got != want {

@@ -350,8 +350,13 @@ func (l *loop) nextRelease() {
 }
 
 // newRun returns the longest run of quiesced releases, job's and those
-// queued right behind it, that leaves a ready socket of the active
-// generation to steer to; nil if not even job's alone does.
+// queued right behind it, whose program keeps at least half of the active
+// generation's ready sockets: the longer a run, the fewer the sockets no
+// close of it moves (with k old and k new workers, a run of m keeps k-m
+// of the new ones), and while it lasts they take every new connection.
+// Half keeps two runs for any even k (one steer between the closes)
+// without leaving one worker of many to take all. Failing that, job's
+// release alone, if it leaves one socket to steer to; else nil.
 func (l *loop) newRun(job *releaseJob) *releaseRun {
 	leaving := []*worker{job.w}
 	for _, next := range l.releaseQ {
@@ -360,10 +365,14 @@ func (l *loop) newRun(job *releaseJob) *releaseRun {
 		}
 		leaving = append(leaving, next.w)
 	}
-	for ; len(leaving) > 0; leaving = leaving[:len(leaving)-1] {
-		if len(l.group.StableSlots(leaving, l.activeReady)) > 0 {
+	need := max(1, len(l.group.Slots(l.activeReady))/2)
+	for ; len(leaving) > 1; leaving = leaving[:len(leaving)-1] {
+		if len(l.group.StableSlots(leaving, l.activeReady)) >= need {
 			return &releaseRun{leaving: leaving}
 		}
+	}
+	if len(l.group.StableSlots(leaving, l.activeReady)) > 0 {
+		return &releaseRun{leaving: leaving}
 	}
 	return nil
 }
