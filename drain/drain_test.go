@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -829,5 +831,50 @@ func TestSwitchingProtocolsKeepsConnectionUpgrade(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// observed records what a Server reports to its Observer.
+type observed struct {
+	mu    sync.Mutex
+	codes []int
+	durs  []time.Duration
+}
+
+func (o *observed) ObserveRequest(code int, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.codes, o.durs = append(o.codes, code), append(o.durs, d)
+}
+
+// TestObserverGetsStatusAndDuration: each request is reported once with
+// its status (200 when the handler wrote none) and how long its handler
+// took, from the tracker's clock.
+func TestObserverGetsStatusAndDuration(t *testing.T) {
+	const sleep = 30 * time.Millisecond
+	obs := &observed{}
+	s := &drain.Server{HTTP: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(sleep)
+		if r.URL.Path == "/teapot" {
+			w.WriteHeader(http.StatusTeapot)
+		}
+	})}, Tracker: drain.NewTracker(), Observer: obs}
+	addr := startServer(t, s)
+	for _, path := range []string{"/", "/teapot"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if !slices.Equal(obs.codes, []int{200, 418}) {
+		t.Errorf("codes %v; want [200 418]", obs.codes)
+	}
+	for _, d := range obs.durs {
+		if d < sleep || d > 5*time.Second {
+			t.Errorf("duration %s; want the handler's %s or a little more", d, sleep)
+		}
 	}
 }
