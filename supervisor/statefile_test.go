@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -14,7 +15,8 @@ import (
 func TestSwapFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), stateName)
 	inodes := map[uint64]bool{}
-	for i, content := range []string{`{"n":1}`, `{"n":2}`, `{"n":3}`, `{"n":4}`} {
+	// Each write shorter than the one before: nothing of it may remain.
+	for i, content := range []string{`{"n":1, "pad": "xxxxxxxx"}`, `{"n":2, "pad": "xxxx"}`, `{"n":3}`, `{"n":4}`} {
 		if err := swapFile(path, []byte(content)); err != nil {
 			t.Fatal(err)
 		}
@@ -27,7 +29,7 @@ func TestSwapFile(t *testing.T) {
 		}
 		if i > 0 {
 			prev, err := os.ReadFile(path + swapSuffix)
-			if err != nil || string(prev) != fmt.Sprintf(`{"n":%d}`, i)+"\n" {
+			if err != nil || !strings.HasPrefix(string(prev), fmt.Sprintf(`{"n":%d`, i)) {
 				t.Errorf("write %d: swap file %q, %v; want the write before", i, prev, err)
 			}
 		}
