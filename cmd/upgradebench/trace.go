@@ -32,11 +32,11 @@ type event struct {
 var phases = []phase{
 	{"command → last new worker listening: fork/exec, runtime start, control handshake, listen grant (one worker at a time), listen",
 		event{msg: "starting generation"}, event{msg: "listening", last: true}},
-	{"→ active: ready, health check, state file, steer to the new sockets",
+	{"→ active: ready (with its health check), state file, steer to the new sockets",
 		event{msg: "listening", last: true}, event{msg: "generation active"}},
 	{"→ first old worker stopped accepting: in-flight count, quiesce (handshakes in flight, settle), close",
 		event{msg: "generation active"}, event{msg: "stopped accepting", old: true}},
-	{"→ last old worker stopped accepting: the other releases, one at a time (re-steer, settle, close)",
+	{"→ last old worker stopped accepting: the other releases, in runs (a steer a run, a look at the queue, close)",
 		event{msg: "stopped accepting", old: true}, event{msg: "stopped accepting", old: true, last: true}},
 	{"→ last old worker drained: the drain",
 		event{msg: "stopped accepting", old: true, last: true}, event{msg: "drained", old: true, last: true}},
