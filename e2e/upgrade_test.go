@@ -316,13 +316,24 @@ func TestStandaloneSIGTERMRemovesPIDFile(t *testing.T) {
 // failure used to leave the process ignoring every later SIGHUP: "a
 // handover is in progress".)
 func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
+	hello := filepath.Join(bins.releases, "v2", "hello")
+	for _, tt := range []struct{ name, script, log string }{
+		{"exits at start", "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n", "exited before"},
+		// Ready, but its health check fails: a supervisor refuses it,
+		// and so does a standalone handover.
+		{"fails its health check", "#!/bin/sh\nexec " + hello + " -unhealthy \"$@\"\n", "database unreachable (-unhealthy)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testStandaloneSIGHUPAfterAFailedRelease(t, tt.script, tt.log) })
+	}
+}
+
+func testStandaloneSIGHUPAfterAFailedRelease(t *testing.T, script, why string) {
 	sa := startStandalone(t, "v1")
 	oldPID := sa.cmd.Process.Pid
-	bad := filepath.Join(sa.root, "releases", "vexit")
+	bad := filepath.Join(sa.root, "releases", "vbad")
 	if err := os.MkdirAll(bad, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n"
 	if err := os.WriteFile(filepath.Join(bad, "hello"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +344,9 @@ func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
 		b, _ := os.ReadFile(sa.log.Name())
 		if !strings.Contains(string(b), "handover failed; still serving") {
 			return errors.New("no \"handover failed\" line yet")
+		}
+		if !strings.Contains(string(b), why) {
+			return fmt.Errorf("the log does not say why (%q)", why)
 		}
 		return nil
 	})

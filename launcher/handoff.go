@@ -143,8 +143,10 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited *exit
 		c.Write(control.Refusal(control.Version))
 		err = fmt.Errorf("bad handshake: hello version %d", m.Version)
 	default:
-		// Speak the child's version: it may be an older release.
-		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version})
+		// Speak the child's version: it may be an older release. A child
+		// of this library checks its health before its ready and says
+		// how it went (an older one is handed over unchecked, as before).
+		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version, Caps: []string{control.CapReadyHealth}})
 		if err == nil && len(keys) > 0 && control.HasCap(m.Caps, control.CapTicketKeys) {
 			err = c.Write(control.Message{Type: control.TypeTicketKeys, TicketKeys: keys})
 		}
@@ -189,6 +191,9 @@ func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited *exit
 			case control.TypeFail:
 				return fmt.Errorf("new process failed: %s", m.Error)
 			case control.TypeReady:
+				if m.Error != "" {
+					return fmt.Errorf("new process failed its health check: %s", m.Error)
+				}
 				return nil
 			}
 		case err := <-errc:
