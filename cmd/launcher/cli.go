@@ -358,11 +358,16 @@ each upgrade's report.`,
 
 // upgradeArg returns upgrade's argument: a path made absolute, since it is
 // the caller's, relative to the caller's directory, not the supervisor's.
+// A version with a trailing slash ("v2/", as a shell completes a release
+// directory) is the version: a directory is no release to start.
 func upgradeArg(args []string) (string, error) {
 	if len(args) == 0 {
 		return "", nil
 	}
 	arg := args[0]
+	if v, ok := strings.CutSuffix(arg, "/"); ok && v != "" && !strings.Contains(v, "/") {
+		return v, nil
+	}
 	if !strings.Contains(arg, "/") || filepath.IsAbs(arg) {
 		return arg, nil // a VERSION, or an absolute path
 	}

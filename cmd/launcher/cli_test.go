@@ -291,3 +291,24 @@ func TestDefaultStateDir(t *testing.T) {
 		t.Errorf("defaultStateDir() = %q; want %q", got, "/x")
 	}
 }
+
+// TestUpgradeArg: a version stays a version (with the trailing slash a
+// shell completes a release directory with), a relative path becomes
+// absolute against the caller's directory, an absolute one stays.
+func TestUpgradeArg(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ arg, want string }{
+		{"v2", "v2"},
+		{"v2/", "v2"},
+		{"/srv/app/releases/v2/hello", "/srv/app/releases/v2/hello"},
+		{"releases/v2/hello", filepath.Join(wd, "releases/v2/hello")},
+		{"v1/../v2", filepath.Join(wd, "v2")},
+	} {
+		if got, err := upgradeArg([]string{tt.arg}); err != nil || got != tt.want {
+			t.Errorf("upgradeArg(%q) = %q, %v; want %q", tt.arg, got, err, tt.want)
+		}
+	}
+}
