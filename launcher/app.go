@@ -266,7 +266,7 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	ctl := a.ctl
+	ctl, handoff := a.ctl, a.handoff
 	if len(a.lns) > 0 {
 		a.mu.Unlock()
 		return nil, errors.New("launcher: Listen called twice")
@@ -318,7 +318,9 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 	for i, ln := range lns {
 		out[i] = ln
 	}
-	a.log.Info("listening", "addrs", a.addrs, "supervised", ctl != nil)
+	// A process started by a standalone parent's SIGHUP talks to that
+	// parent, not to a supervisor.
+	a.log.Info("listening", "addrs", a.addrs, "supervised", ctl != nil && !handoff, "handoff", handoff)
 	return out, nil
 }
 
