@@ -21,6 +21,8 @@
 //     way and leaves it open.
 //
 // The launcher supervisor uses them in this order: steer to the new
-// generation, drain and close each old listener in turn, re-steer after
-// each close. See the launcher package for the whole flow.
+// generation, quiesce the old listeners at once, then close them in turn,
+// in runs under a program that names only sockets no close of the run
+// moves ([Group.StableSlots]), and steer to every new socket after each
+// run. See the launcher package for the whole flow.
 package reuseport
