@@ -87,11 +87,16 @@ type Config struct {
 	MaxDraining int
 	// Settle is how long an old listener's accept queue must stay empty
 	// before it closes, once the handshakes in flight on it are done.
-	// Zero (the default) means 5ms for workers that wait for those
+	// Zero (the default) means 2ms for workers that wait for those
 	// handshakes themselves (control.CapHandshakes) and 50ms for older
 	// ones, for which the settle is all the wait there is; raise it for
 	// small backlogs.
 	Settle time.Duration
+	// StartInTurn starts a new generation's workers one after the other,
+	// each once the one before has said hello (its process has started
+	// and initialised), instead of all at once: their cold starts do not
+	// pile onto the cores the serving generation needs.
+	StartInTurn bool
 	// Probation is how long the previous generation stays on standby
 	// after an upgrade: steered away from, listening and ready, so that if
 	// the new generation crashes in that time traffic goes straight back.

@@ -32,6 +32,7 @@ func (e evHello) apply(l *loop) {
 	// once the welcome is out.
 	l.ticketsJoin(w, e.hello)
 	e.reply <- w
+	l.startNextInTurn(w)
 }
 
 // evRejoined: a worker that lost its supervisor dialed again and was

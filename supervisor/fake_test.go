@@ -65,6 +65,8 @@ type fakeProc struct {
 	killed   bool // its tree was killed
 	released bool // its listeners were released
 	started  time.Time
+	// saidHello: it has said hello (guarded by fx.mu).
+	saidHello bool
 }
 
 func (p *fakeProc) pid() int              { return p.id }
@@ -148,6 +150,9 @@ type fakeEffects struct {
 	kernel *kernelGroup
 	// healthAsked counts the /healthz checks asked of workers.
 	healthAsked int
+	// helloBefore: for each process started, how many workers of its
+	// generation had said hello by then.
+	helloBefore []int
 }
 
 // kernelGroup is the kernel's side of a reuseport group, as the fake
@@ -275,6 +280,15 @@ func envOf(env []string, name string) string {
 
 func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.mu.Lock()
+	// How many of this generation's workers had said hello when this one
+	// started (see startNextInTurn).
+	said := 0
+	for _, p := range fx.procs {
+		if p.gen == spec.gen && p.saidHello {
+			said++
+		}
+	}
+	fx.helloBefore = append(fx.helloBefore, said)
 	b := fx.behave[filepath.Base(filepath.Dir(spec.path))]
 	fx.nextPID++
 	p := &fakeProc{id: fx.nextPID, gen: spec.gen, fx: fx, exit: make(chan struct{}), started: time.Now()}
@@ -413,6 +427,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			fx.mu.Unlock()
 		}
 	}
+	fx.mu.Lock()
+	p.saidHello = true // before the write: the supervisor may start the next worker on reading it
+	fx.mu.Unlock()
 	if conn.Write(hello) != nil {
 		return
 	}

@@ -61,6 +61,38 @@ func TestUpgradeHandsOverAndDrains(t *testing.T) {
 	}
 }
 
+// TestStartInTurn: with Config.StartInTurn each worker of a new
+// generation starts once the one before has said hello, and the
+// generation is activated only when all of them are ready; without it
+// they all start at once.
+func TestStartInTurn(t *testing.T) {
+	for _, inTurn := range []bool{false, true} {
+		t.Run(fmt.Sprint(inTurn), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 4, Probation: NoProbation, StartInTurn: inTurn}, fx, nil)
+			r.waitStarted()
+			fx.mu.Lock()
+			fx.helloBefore = nil
+			fx.mu.Unlock()
+			if _, err := r.upgrade("v2", true); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(r.gen(2).PIDs); got != 4 {
+				t.Fatalf("generation 2 has %d workers; want 4", got)
+			}
+			fx.mu.Lock()
+			defer fx.mu.Unlock()
+			want := []int{0, 0, 0, 0}
+			if inTurn {
+				want = []int{0, 1, 2, 3}
+			}
+			if !slices.Equal(fx.helloBefore, want) {
+				t.Errorf("workers said hello before each start: %v; want %v", fx.helloBefore, want)
+			}
+		})
+	}
+}
+
 // TestReadyChecksItself: a worker that checks its own health before its
 // ready (control.CapReadyHealth) is taken as ready without a /healthz
 // round trip; one of an older library is asked, each of its workers.

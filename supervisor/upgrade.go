@@ -107,7 +107,11 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 	same := l.active != nil && l.active.release.Path == rel.Path
 	l.genLog(g).Info("starting generation", "path", rel.Path, "workers", l.cfg.Workers, "same_release", same)
 	req.emit(Progress{Step: StepStarting, Generation: g.num, Version: rel.Version, Path: rel.Path, Workers: l.cfg.Workers, Same: same})
-	for i := 0; i < l.cfg.Workers; i++ {
+	first := l.cfg.Workers
+	if l.cfg.StartInTurn {
+		first = 1 // the others follow in startNextInTurn
+	}
+	for i := 0; i < first; i++ {
 		w, err := l.startWorker(g, i)
 		if err != nil {
 			l.failOp(err)
@@ -123,15 +127,37 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 					return
 				}
 			}
+			if n := len(g.workers); n < l.cfg.Workers {
+				l.failOp(fmt.Errorf("worker %d not started within --ready-timeout %s (--start-in-turn: worker %d said no hello)", n, l.cfg.ReadyTimeout, n-1))
+			}
 		}
 	}))
+}
+
+// startNextInTurn starts the next worker of a generation started in turn
+// (Config.StartInTurn) once w, the last one started, has said hello.
+func (l *loop) startNextInTurn(w *worker) {
+	op := l.op
+	if op == nil || op.err != nil || op.g != w.gen || !l.cfg.StartInTurn {
+		return
+	}
+	g := op.g
+	if n := len(g.workers); n >= l.cfg.Workers || g.workers[n-1] != w {
+		return
+	}
+	next, err := l.startWorker(g, len(g.workers))
+	if err != nil {
+		l.failOp(err)
+		return
+	}
+	g.workers = append(g.workers, next)
 }
 
 // checkOp hands traffic to the starting generation once all its workers
 // are ready.
 func (l *loop) checkOp() {
 	op := l.op
-	if op == nil || op.err != nil || op.activated {
+	if op == nil || op.err != nil || op.activated || len(op.g.workers) < l.cfg.Workers {
 		return
 	}
 	for _, w := range op.g.workers {

@@ -115,6 +115,7 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this (more than 0)")
 	f.StringVar(&cfg.Handover, "handover", supervisor.HandoverSteer, "how the old generation stops accepting: steer (lossless, unprivileged), migrate (close, with the kernel's net.ipv4.tcp_migrate_req=1) or close (naive, for comparison)")
 	f.IntVar(&cfg.MaxDraining, "max-draining", 4, "refuse an upgrade that would leave more generations than this draining at once (at least 1)")
+	f.BoolVar(&cfg.StartInTurn, "start-in-turn", false, "start a new generation's workers one after the other, each once the one before has initialised, rather than all at once")
 	f.DurationVar(&cfg.Settle, "settle", 0, "an old accept queue must stay empty this long before it closes (0: 2ms, 50ms for workers of an older library)")
 	f.DurationVar(&cfg.Probation, "probation", supervisor.DefaultProbation, "after an upgrade, keep the previous generation on standby this long: if the new one crashes or the judge finds it worse (see --max-error-ratio, --max-latency-ratio) meanwhile, traffic goes back to it at once (0 disables; steer handover only)")
 	f.Float64Var(&cfg.MaxErrorRatio, "max-error-ratio", supervisor.DefaultMaxErrorRatio, "during a canary or probation, roll back if the new generation's ratio of 5xx answers exceeds the old one's, over the same window, by more than this (0.05: 5 points; 0 disables)")
