@@ -475,3 +475,22 @@ func TestWorkerCrashRestarted(t *testing.T) {
 		t.Errorf("status lacks the restarts column:\n%s", out)
 	}
 }
+
+// TestStartInTurn: with --start-in-turn, generations of 3 real workers
+// start, serve with all 3, upgraded and back (the order of the starts is
+// checked with fake workers in supervisor's TestStartInTurn).
+func TestStartInTurn(t *testing.T) {
+	s := startSup(t, "--workers", "3", "--start-in-turn", "--probation", "0")
+	for _, v := range []string{"v2", "v1"} {
+		if _, errOut, code := s.cli("upgrade", "--wait", v); code != 0 {
+			t.Fatalf("upgrade --wait %s: exit %d: %s", v, code, errOut)
+		}
+		g := activeGen(s.status())
+		if g.Version != v || len(g.PIDs) != 3 {
+			t.Fatalf("active generation %s with pids %v; want %s with 3", g.Version, g.PIDs, v)
+		}
+		if b := mustGet(t, s.addr, "/"); b != "hello from "+v {
+			t.Fatalf("GET / = %q; want hello from %s", b, v)
+		}
+	}
+}
