@@ -235,9 +235,10 @@ func TestQuiesceOneLook(t *testing.T) {
 		}
 		took = append(took, time.Since(start))
 	}
-	slices.Sort(took)
-	if med := took[len(took)/2]; med >= time.Millisecond {
-		t.Errorf("median quiesce %s; want the first look (well under 1ms)", med)
+	// The fastest of them: a settle of a poll (1ms) could not go under it
+	// however idle the machine, a look under load can be slow now and then.
+	if fastest := slices.Min(took); fastest >= time.Millisecond {
+		t.Errorf("fastest quiesce %s; want the first look (well under 1ms)", fastest)
 	}
 }
 
