@@ -213,12 +213,13 @@ func steersBeforeCloses(events []string) int {
 	return strings.Count(strings.Join(events[:first], " "), "steer")
 }
 
-// kernelSettled waits until no steer or close has come for 50 ms and
+// kernelSettled waits until no steer or close has come for 150 ms (a
+// loaded machine may be slow to run a fake worker's goroutine) and
 // returns how many there were.
 func (fx *fakeEffects) kernelSettled() int {
 	n := len(fx.kernelEvents())
 	for {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(150 * time.Millisecond)
 		m := len(fx.kernelEvents())
 		if m == n {
 			return n
