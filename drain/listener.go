@@ -22,8 +22,13 @@ type Listener struct {
 // NewListener wraps ln; connections it accepts are counted by t.
 func NewListener(ln net.Listener, t *Tracker) *Listener { return &Listener{Listener: ln, t: t} }
 
-// Accept waits for and returns the next connection, tracked.
+// Accept waits for and returns the next connection, tracked. While it
+// waits, a drain does not end: a connection the kernel hands it as the
+// listener closes is tracked before the call returns (after the close,
+// the call returns at once, with net.ErrClosed).
 func (l *Listener) Accept() (net.Conn, error) {
+	l.t.accepting.Add(1)
+	defer l.t.acceptDone()
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
@@ -79,7 +84,8 @@ func (e *CutError) Is(target error) bool { return target == ErrCut }
 func (e *CutError) Unwrap() error { return e.Err }
 
 // waitConns closes idle connections as they pass grace and returns when
-// none is open (and done, if given, reports true). It looks for idle
+// none is open and no Accept is under way on a Listener (the caller has
+// closed them: see Listener.Accept), and done, if given, reports true. It looks for idle
 // connections every pollInterval; between two looks, a wake-up from the
 // tracker checks only the counts, so that thousands of connections
 // closing cost no walk of them each.
@@ -92,7 +98,7 @@ func waitConnsEvery(ctx context.Context, t *Tracker, grace time.Duration, done f
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	over := func(open int64) bool {
-		return open == 0 && t.inflight.Load() == 0 && (done == nil || done())
+		return open == 0 && t.inflight.Load() == 0 && t.accepting.Load() == 0 && (done == nil || done())
 	}
 	for {
 		if over(int64(t.closeIdle(grace, idleClosesPerPoll))) {

@@ -20,7 +20,12 @@ type Stats struct {
 type Tracker struct {
 	inflight atomic.Int64
 	open     atomic.Int64
-	draining atomic.Bool
+	// accepting counts Accept calls under way on its Listeners. A
+	// connection the kernel has handed to an accept is counted here until
+	// it is tracked (open): a drain that began just then, its listeners
+	// closed, must not end with it uncounted and exit under it.
+	accepting atomic.Int64
+	draining  atomic.Bool
 	// noKeepAlive asks HTTP/1 responses to close their connection without
 	// a drain: a generation on standby hands its clients to the new one
 	// but keeps its listeners, so it can take traffic back.
@@ -128,6 +133,14 @@ func (t *Tracker) remove(c *Conn) {
 }
 
 // requestDone counts a request out of the handler.
+// acceptDone ends an Accept call of a Listener (its connection, if any,
+// tracked already).
+func (t *Tracker) acceptDone() {
+	if t.accepting.Add(-1) == 0 {
+		t.poke()
+	}
+}
+
 func (t *Tracker) requestDone() {
 	if t.inflight.Add(-1) == 0 {
 		t.poke()
