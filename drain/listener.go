@@ -85,10 +85,10 @@ func (e *CutError) Unwrap() error { return e.Err }
 
 // waitConns closes idle connections as they pass grace and returns when
 // none is open and no Accept is under way on a Listener (the caller has
-// closed them: see Listener.Accept), and done, if given, reports true. It looks for idle
-// connections every pollInterval; between two looks, a wake-up from the
-// tracker checks only the counts, so that thousands of connections
-// closing cost no walk of them each.
+// closed them: see Listener.Accept), and done, if given, reports true.
+// It looks for idle connections every pollInterval; between two looks, a
+// wake-up from the tracker checks only the counts, so that thousands of
+// connections closing cost no walk of them each.
 func waitConns(ctx context.Context, t *Tracker, grace time.Duration, done func() bool) error {
 	return waitConnsEvery(ctx, t, grace, done, pollInterval)
 }
