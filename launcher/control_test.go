@@ -163,8 +163,8 @@ func read(t *testing.T, c *control.Conn, want string) control.Message {
 	return m
 }
 
-// listenAndReady grants the App's listen on c and waits for its ready.
-func listenAndReady(t *testing.T, app *App, c *control.Conn) {
+// listenAndReady grants the App's listen on c and returns its ready.
+func listenAndReady(t *testing.T, app *App, c *control.Conn) control.Message {
 	t.Helper()
 	listened := make(chan error, 1)
 	go func() { // ends once the grant below arrives, or at the timeout
@@ -184,7 +184,7 @@ func listenAndReady(t *testing.T, app *App, c *control.Conn) {
 	if err := app.Ready(); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	read(t, c, control.TypeReady)
+	return read(t, c, control.TypeReady)
 }
 
 // TestHelloVersions: an App says hello at version 2 and, refused by a
@@ -415,24 +415,7 @@ func TestReadyCarriesHealth(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer app.Close()
-			c := f.conn(t)
-			listened := make(chan error, 1)
-			go func() { // ends once the grant below arrives, or at the timeout
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_, err := app.Listen(ctx)
-				listened <- err
-			}()
-			read(t, c, control.TypeListen)
-			c.Write(control.Message{Type: control.TypeGrant})
-			read(t, c, control.TypeListening)
-			if err := <-listened; err != nil {
-				t.Fatal(err)
-			}
-			if err := app.Ready(); err != nil {
-				t.Fatalf("Ready: %v", err)
-			}
-			m := read(t, c, control.TypeReady)
+			m := listenAndReady(t, app, f.conn(t))
 			if m.Error != tt.wantError {
 				t.Errorf("ready's error %q; want %q", m.Error, tt.wantError)
 			}

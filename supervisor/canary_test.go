@@ -442,11 +442,7 @@ func TestStopDuringCanaryReports(t *testing.T) {
 		}
 		return nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := r.s.Stop(ctx); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
+	r.stop()
 	res := <-done
 	if res.err == nil || !strings.Contains(res.err.Error(), "stopped during the canary") {
 		t.Errorf("upgrade --wait: %v; want an error: stopped during the canary", res.err)

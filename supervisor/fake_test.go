@@ -781,6 +781,16 @@ func (r *rig) status() Status {
 	return st
 }
 
+// stop stops the supervisor, which must be done within 10 s.
+func (r *rig) stop() {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.s.Stop(ctx); err != nil {
+		r.t.Fatalf("Stop: %v", err)
+	}
+}
+
 // gen returns generation n's status; its Generation is 0 if there is no
 // such generation.
 func (r *rig) gen(n int) GenerationStatus {

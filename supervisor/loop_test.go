@@ -262,11 +262,7 @@ func TestStopDuringUpgrade(t *testing.T) {
 		}
 		return nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := r.s.Stop(ctx); err != nil {
-		t.Fatalf("Stop: %v", err)
-	}
+	r.stop()
 	if err := <-upgraded; err == nil || !strings.Contains(err.Error(), "aborted") {
 		t.Errorf("upgrade: %v; want aborted", err)
 	}
@@ -297,11 +293,7 @@ func TestStopDuringRestartBackoff(t *testing.T) {
 		}
 		return nil
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := r.s.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r.stop()
 	time.Sleep(400 * time.Millisecond) // past the restart's time
 	if alive := fx.alive(); len(alive) > 0 {
 		t.Errorf("processes %v outlived the supervisor", alive)

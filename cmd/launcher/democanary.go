@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -31,11 +29,7 @@ const (
 // other than by the bad release's own 500s.
 func demoCanary(ctx context.Context, r *rig.Rig, workers int, log io.Writer, say func(string, ...any)) error {
 	script := fmt.Sprintf("#!/bin/sh\nexec %q \"$@\" -fail-ratio %g\n", r.Release("v2"), canaryFailRatio)
-	dir := filepath.Join(r.Releases, badRelease)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, filepath.Base(r.Release("v2"))), []byte(script), 0o755); err != nil {
+	if err := r.AddScript(badRelease, script); err != nil {
 		return err
 	}
 	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Log: log, Extra: []string{"--probation", canaryProbation.String()}})

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -38,11 +36,7 @@ func demoFaults(ctx context.Context, r *rig.Rig, workers int, log io.Writer, say
 	// "hello from v2" until then.
 	script := fmt.Sprintf("#!/bin/sh\n%q \"$@\" & child=$!\nsleep %g\nkill -9 $child\nwait $child\nexit 1\n",
 		r.Release("v2"), faultsCrashAfter.Seconds())
-	dir := filepath.Join(r.Releases, crashedRelease)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, filepath.Base(r.Release("v2"))), []byte(script), 0o755); err != nil {
+	if err := r.AddScript(crashedRelease, script); err != nil {
 		return err
 	}
 	opts := rig.Options{Version: "v1", Workers: workers, Log: log, Extra: []string{"--probation", faultsProbation.String()}}

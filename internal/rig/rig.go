@@ -102,6 +102,21 @@ func (r *Rig) Release(version string) string {
 	return filepath.Join(r.Releases, version, "hello")
 }
 
+// AddScript makes a release of version that is the shell script script
+// (its first line "#!/bin/sh"), executable, where Release(version) says.
+// A script release stands for a faulty one: one that crashes, fails, or
+// wraps a built release with other flags.
+func (r *Rig) AddScript(version, script string) error {
+	path := r.Release(version)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("release %s: %w", version, err)
+	}
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		return fmt.Errorf("release %s: %w", version, err)
+	}
+	return nil
+}
+
 // moduleRoot finds the directory of this module's go.mod, so Build works
 // from anywhere inside the repository.
 func moduleRoot(ctx context.Context) (string, error) {
