@@ -61,7 +61,7 @@ type config struct {
 	trace       bool     // split the idle upgrades into phases from the logs
 	poll        bool     // time the idle upgrades' first answer from the new version with a poller
 	sighups     int      // standalone SIGHUP handovers to time
-	peers       int      // upgrades each of launcher, standalone and tableflip, in turns
+	peers       int      // upgrades each of launcher, standalone and tableflip (as is, with metrics), in turns
 	before      string   // a directory with launcher and releases/v1,v2/hello of another build
 	jsonFile    string
 	plotFile    string
@@ -93,7 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.trace, "trace", false, "split each idle upgrade into phases (fork/exec to listening, ready, release, drain, exit) from the supervisor's and workers' -v log lines")
 	fs.BoolVar(&c.poll, "poll", false, "during each idle upgrade, poll GET / on new connections (every 0.2 ms) and time the command -> first answer from the new version")
 	fs.IntVar(&c.sighups, "sighup", 0, "also time this many standalone handovers (kill -HUP to hello run alone through a symlink): SIGHUP -> first answer from the new version, with the same poller")
-	fs.IntVar(&c.peers, "peers", 0, "time this many upgrades each of a launcher supervisor (1 worker, launcher upgrade), hello alone (SIGHUP) and the tableflip peer (tools/peers/tableflip, SIGHUP), taking turns: trigger -> first answer from the new version, with the same poller")
+	fs.IntVar(&c.peers, "peers", 0, "time this many upgrades each of a launcher supervisor (1 worker, launcher upgrade), hello alone (SIGHUP) and the tableflip peer (tools/peers/tableflip, SIGHUP; as is and built with the Prometheus client hello links), taking turns: trigger -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
 	abFlags := fs.String("ab-start-flags", "", "run each load run twice in turn, the second with these more flags for launcher start, space-separated (e.g. \"--start-nice 10\"): an A/B of a setting under the same machine load")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
@@ -218,7 +218,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	}
 	var peers peerRun
 	if cfg.peers > 0 {
-		fmt.Fprintf(stdout, "%d upgrades each of launcher upgrade, standalone SIGHUP and tableflip SIGHUP, in turns ...\n", cfg.peers)
+		fmt.Fprintf(stdout, "%d upgrades each of launcher upgrade, standalone SIGHUP, tableflip SIGHUP and tableflip with metrics, in turns ...\n", cfg.peers)
 		if peers, err = comparePeers(ctx, r, dir, cfg, cfg.peers, stderr); err != nil {
 			return 1, fmt.Errorf("--peers: %w", err)
 		}

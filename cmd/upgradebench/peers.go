@@ -19,23 +19,28 @@ import (
 // upgraded by SIGHUP. The three triggers take turns, one upgrade each,
 // with the same poller, so the machine's load meets them alike.
 
-// peerTriggers name the rows of the --peers table, in turn order.
-var peerTriggers = []string{"launcher upgrade", "launcher standalone SIGHUP", "tableflip SIGHUP"}
+// peerTriggers name the rows of the --peers table, in turn order. The
+// last two are the same peer built twice: as is, and with -tags metrics,
+// linking the Prometheus client and serving /metrics as hello does (the
+// client's package initialisation, its Go and process collectors, is
+// milliseconds of every start, so the two binaries then start alike).
+var peerTriggers = []string{"launcher upgrade", "launcher standalone SIGHUP", "tableflip SIGHUP", "tableflip SIGHUP, with Prometheus metrics"}
 
 // buildTableflip builds the tableflip peer of hello for each version into
-// dir/peers/tableflip/VERSION/hello and returns the release function.
-func buildTableflip(ctx context.Context, dir string, versions ...string) (func(string) string, error) {
+// dir/peers/NAME/VERSION/hello, with the build tags tags (a
+// comma-separated list, "" for none), and returns the release function.
+func buildTableflip(ctx context.Context, dir, name, tags string, versions ...string) (func(string) string, error) {
 	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return nil, fmt.Errorf("go env GOMOD: %w", err)
 	}
 	src := filepath.Join(filepath.Dir(strings.TrimSpace(string(root))), "tools", "peers", "tableflip")
-	release := func(v string) string { return filepath.Join(dir, "peers", "tableflip", v, "hello") }
+	release := func(v string) string { return filepath.Join(dir, "peers", name, v, "hello") }
 	for _, v := range versions {
-		cmd := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version="+v, "-o", release(v), ".")
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", tags, "-ldflags", "-X main.version="+v, "-o", release(v), ".")
 		cmd.Dir = src
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build tools/peers/tableflip %s: %w: %s", v, err, strings.TrimSpace(string(out)))
+			return nil, fmt.Errorf("build tools/peers/tableflip %s (tags %q): %w: %s", v, tags, err, strings.TrimSpace(string(out)))
 		}
 	}
 	return release, nil
@@ -53,7 +58,11 @@ type peerRun struct {
 // poller (a GET on a new connection every pollGap).
 func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int, stderr io.Writer) (peerRun, error) {
 	res := peerRun{firstAnswer: make([][]time.Duration, len(peerTriggers))}
-	tableflip, err := buildTableflip(ctx, dir, "v1", "v2")
+	tableflip, err := buildTableflip(ctx, dir, "tableflip", "", "v1", "v2")
+	if err != nil {
+		return res, err
+	}
+	tableflipMetrics, err := buildTableflip(ctx, dir, "tableflip-metrics", "metrics", "v1", "v2")
 	if err != nil {
 		return res, err
 	}
@@ -76,6 +85,11 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		return res, err
 	}
 	defer tf.stop()
+	tfm, err := startSIGHUP(ctx, tableflipMetrics)
+	if err != nil {
+		return res, err
+	}
+	defer tfm.stop()
 
 	upgrades := []func(version string) (time.Duration, error){
 		func(version string) (time.Duration, error) {
@@ -100,6 +114,7 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		},
 		func(version string) (time.Duration, error) { return alone.upgrade(ctx, version) },
 		func(version string) (time.Duration, error) { return tf.upgrade(ctx, version) },
+		func(version string) (time.Duration, error) { return tfm.upgrade(ctx, version) },
 	}
 	version := "v1"
 	for k := 0; k < n; k++ {
@@ -123,15 +138,15 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 }
 
 // printPeers writes the --peers table: medians, multiples of the floor
-// and of tableflip's median.
+// and of the medians of tableflip as is and with the Prometheus client.
 func printPeers(w io.Writer, floor time.Duration, p peerRun) {
-	tf := median(p.firstAnswer[len(p.firstAnswer)-1])
+	tf, tfm := median(p.firstAnswer[2]), median(p.firstAnswer[3])
 	fmt.Fprintf(w, "== trigger -> first answer from the new version, one poller, no load, %d upgrades each in turns ==\n", len(p.firstAnswer[0]))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "trigger\tp50\t× floor\t× tableflip\tmin\tmax")
+	fmt.Fprintln(tw, "trigger\tp50\t× floor\t× tableflip\t× tableflip with metrics\tmin\tmax")
 	for i, name := range peerTriggers {
 		ds := p.firstAnswer[i]
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f\t%s\t%s\n", name, msf(median(ds)), ratio(median(ds), floor), ratio(median(ds), tf), msf(minOf(ds)), msf(maxOf(ds)))
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f\t%.2f\t%s\t%s\n", name, msf(median(ds)), ratio(median(ds), floor), ratio(median(ds), tf), ratio(median(ds), tfm), msf(minOf(ds)), msf(maxOf(ds)))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

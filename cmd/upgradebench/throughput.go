@@ -51,25 +51,31 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	}
 	defer sup.Stop()
 
+	st, err := sup.Status(ctx)
+	if err != nil || len(st.Generations) == 0 || len(st.Generations[0].PIDs) == 0 {
+		return fmt.Errorf("launcher's worker: %v", err)
+	}
+	worker := st.Generations[0].PIDs[0]
+
 	wrkPath, _ := exec.LookPath("wrk")
 	clients := []struct {
 		name string
-		run  func(addr string, d time.Duration) (float64, error)
-	}{{"loadgen keepalive", func(addr string, d time.Duration) (float64, error) {
+		run  func(addr string, d time.Duration) (round, error)
+	}{{"loadgen keepalive", func(addr string, d time.Duration) (round, error) {
 		res, err := loadgen.Run(ctx, loadgen.Config{Addr: addr, Mode: loadgen.KeepAlive, Workers: cfg.clients, Duration: d})
 		if err != nil {
-			return 0, err
+			return round{}, err
 		}
 		if res.Failures() > 0 {
-			return 0, fmt.Errorf("%d failed requests", res.Failures())
+			return round{}, fmt.Errorf("%d failed requests", res.Failures())
 		}
-		return float64(res.Requests) / res.Elapsed.Seconds(), nil
+		return round{rate: float64(res.Requests) / res.Elapsed.Seconds(), requests: res.Requests}, nil
 	}}}
 	if wrkPath != "" {
 		clients = append([]struct {
 			name string
-			run  func(addr string, d time.Duration) (float64, error)
-		}{{"wrk", func(addr string, d time.Duration) (float64, error) {
+			run  func(addr string, d time.Duration) (round, error)
+		}{{"wrk", func(addr string, d time.Duration) (round, error) {
 			return runWrk(ctx, clientCPU, wrkPath, addr, cfg.clients, d)
 		}}}, clients...)
 	} else {
@@ -80,6 +86,7 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 		pinned = "servers on CPU 0, wrk on CPU 1; loadgen not pinned"
 	}
 	fmt.Fprintf(w, "== throughput: same handler, plain net/http vs launcher (%d rounds of %s, A/B alternating, medians; %s) ==\n", rounds, roundLoad, pinned)
+	fmt.Fprintln(w, "req/s is what the client got; req/CPU-s is requests per second of the server process's own CPU time (utime + stime), which the machine's other jobs do not take from it")
 	for _, c := range clients {
 		if _, err := c.run(plainAddr, warmupLoad); err != nil {
 			return fmt.Errorf("%s warm-up: %w", c.name, err)
@@ -87,29 +94,68 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 		if _, err := c.run(sup.Addr, warmupLoad); err != nil {
 			return fmt.Errorf("%s warm-up: %w", c.name, err)
 		}
-		var a, b, ratios []float64
+		var a, b, ratios, ea, eb, eratios []float64
 		for i := 0; i < rounds; i++ {
-			pa, err := c.run(plainAddr, roundLoad)
+			pa, err := measureRound(plain.Process.Pid, func() (round, error) { return c.run(plainAddr, roundLoad) })
 			if err != nil {
 				return fmt.Errorf("%s on plain: %w", c.name, err)
 			}
-			pb, err := c.run(sup.Addr, roundLoad)
+			pb, err := measureRound(worker, func() (round, error) { return c.run(sup.Addr, roundLoad) })
 			if err != nil {
 				return fmt.Errorf("%s on launcher: %w", c.name, err)
 			}
-			a, b, ratios = append(a, pa), append(b, pb), append(ratios, pb/pa)
+			a, b, ratios = append(a, pa.rate), append(b, pb.rate), append(ratios, pb.rate/pa.rate)
+			ea, eb, eratios = append(ea, pa.perCPU()), append(eb, pb.perCPU()), append(eratios, pb.perCPU()/pa.perCPU())
 		}
 		fmt.Fprintf(w, "%-18s plain %8.0f req/s   launcher %8.0f req/s   ratio %.1f%% (per round: %s)\n",
 			c.name, med(a), med(b), 100*med(ratios), pct(ratios))
+		fmt.Fprintf(w, "%-18s plain %8.0f req/CPU-s launcher %8.0f req/CPU-s ratio %.1f%% (per round: %s)\n",
+			"", med(ea), med(eb), 100*med(eratios), pct(eratios))
 	}
 	fmt.Fprintln(w)
 	return nil
 }
 
+// round is one client run against one server.
+type round struct {
+	rate     float64       // requests/s the client got
+	requests int64         // requests answered
+	cpu      time.Duration // the server process's CPU time meanwhile
+}
+
+// perCPU is requests per second of the server's CPU time: unlike the
+// rate, the machine's other jobs do not take it from the server (a
+// pinned server that waits for its CPU serves fewer requests a second,
+// not fewer per CPU-second), so it is the steadier figure of what the
+// server spends on a request.
+func (r round) perCPU() float64 { return float64(r.requests) / r.cpu.Seconds() }
+
+// measureRound runs one round and adds the CPU time process pid spent
+// during it.
+func measureRound(pid int, run func() (round, error)) (round, error) {
+	before, err := procCPU(pid)
+	if err != nil {
+		return round{}, err
+	}
+	r, err := run()
+	if err != nil {
+		return r, err
+	}
+	after, err := procCPU(pid)
+	if err != nil {
+		return r, err
+	}
+	if r.cpu = after - before; r.cpu <= 0 || r.requests <= 0 {
+		return r, fmt.Errorf("no CPU time or no request measured (%s, %d requests)", r.cpu, r.requests)
+	}
+	return r, nil
+}
+
 var wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+var wrkRequests = regexp.MustCompile(`(\d+) requests in `)
 var wrkErrors = regexp.MustCompile(`Socket errors: (.*)|Non-2xx or 3xx responses: (\d+)`)
 
-func runWrk(ctx context.Context, wrap []string, wrk, addr string, conns int, d time.Duration) (float64, error) {
+func runWrk(ctx context.Context, wrap []string, wrk, addr string, conns int, d time.Duration) (round, error) {
 	threads := "-t2"
 	if len(wrap) > 0 {
 		threads = "-t1" // pinned to one CPU
@@ -117,16 +163,19 @@ func runWrk(ctx context.Context, wrap []string, wrk, addr string, conns int, d t
 	argv := append(append([]string(nil), wrap...), wrk, threads, fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())), "http://"+addr+"/")
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("wrk: %w: %s", err, out)
+		return round{}, fmt.Errorf("wrk: %w: %s", err, out)
 	}
 	if m := wrkErrors.FindSubmatch(out); m != nil {
-		return 0, fmt.Errorf("wrk reported errors: %s", m[0])
+		return round{}, fmt.Errorf("wrk reported errors: %s", m[0])
 	}
-	m := wrkRate.FindSubmatch(out)
-	if m == nil {
-		return 0, errors.New("wrk: no Requests/sec in output")
+	m, n := wrkRate.FindSubmatch(out), wrkRequests.FindSubmatch(out)
+	if m == nil || n == nil {
+		return round{}, errors.New("wrk: no Requests/sec or requests in its output")
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	var r round
+	r.rate, _ = strconv.ParseFloat(string(m[1]), 64)
+	r.requests, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	return r, nil
 }
 
 func med(xs []float64) float64 {

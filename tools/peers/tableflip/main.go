@@ -4,7 +4,10 @@
 // the listening socket, and the old process stops accepting and shuts
 // down once the new one is ready. It is the peer upgradebench --peers
 // measures the launcher against; a module of its own so that the
-// launcher's module does not depend on tableflip.
+// launcher's module does not depend on tableflip. Built with -tags
+// metrics it also links the Prometheus client and serves /metrics, as
+// hello does, so that the two binaries start alike (the client's package
+// initialisation is a millisecond of a start).
 //
 //	go build -ldflags "-X main.version=v2" -o releases/v2/hello-tableflip .
 //	hello-tableflip -addr 127.0.0.1:8080 -pidfile hello.pid; kill -HUP $(cat hello.pid)
@@ -61,10 +64,10 @@ func run(addr, pidfile string) error {
 	}
 	body := "hello from " + version + "\n"
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", instrument(mux, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(body))
-	})
+	})))
 	// The same server settings as hello's.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	// Owned by run: ends when Shutdown closes the listener.
