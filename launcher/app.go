@@ -114,6 +114,9 @@ func New(opts Options) (*App, error) {
 		collected: make(chan struct{}),
 		token:     os.Getenv(control.EnvToken),
 	}
+	if a.version == "" {
+		a.version = opts.Version
+	}
 	a.generation, _ = strconv.Atoi(os.Getenv(control.EnvGeneration))
 	if a.generation == 0 {
 		a.generation = 1 // standalone: the first process is generation 1
@@ -177,7 +180,8 @@ func (a *App) Supervised() bool {
 // handoff.
 func (a *App) Generation() int { return a.generation }
 
-// Version returns the release label the supervisor gave ("" standalone).
+// Version returns the release label the supervisor gave, or standalone
+// [Options.Version].
 func (a *App) Version() string { return a.version }
 
 // Logger returns the App's logger, with generation, version and pid fields.

@@ -16,6 +16,13 @@ type Options struct {
 	// given comma-separated. Default ":8080".
 	Addr string
 
+	// Version labels this release in the App's log lines and
+	// [App.Version] when no supervisor runs the app (under one, the
+	// supervisor's label, the release directory's name, wins), so that
+	// the logs of a standalone SIGHUP handover tell the old process from
+	// the new. Typically set at build time (-ldflags "-X main.version=v2").
+	Version string
+
 	// PIDFile, when set and no supervisor runs the app, receives this
 	// process's pid once it serves, so that kill -HUP $(cat PIDFILE)
 	// reaches the current process after every handover. At the end of a

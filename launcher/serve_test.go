@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -228,4 +229,35 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestVersion: standalone, the App is labelled with Options.Version, in
+// its log lines too; under a supervisor, the supervisor's label wins.
+func TestVersion(t *testing.T) {
+	var logs bytes.Buffer
+	opts := quietOptions()
+	opts.Version = "v9"
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	app, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if got := app.Version(); got != "v9" {
+		t.Errorf("standalone Version() = %q; want Options.Version v9", got)
+	}
+	app.Logger().Info("hi")
+	if !strings.Contains(logs.String(), "version=v9") {
+		t.Errorf("log line %q lacks version=v9", logs.String())
+	}
+
+	t.Setenv(control.EnvVersion, "v3") // as a supervisor sets it (no control socket: New stays standalone otherwise)
+	app2, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app2.Close()
+	if got := app2.Version(); got != "v3" {
+		t.Errorf("Version() with the supervisor's label = %q; want v3", got)
+	}
 }

@@ -77,7 +77,7 @@ func main() {
 	})
 	reg.MustRegister(slept)
 
-	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg, H2C: *h2c}
+	opts := launcher.Options{Addr: *addr, PIDFile: *pidfile, Registry: reg, H2C: *h2c, Version: version}
 	if *tlsCert != "" {
 		// Loaded once at start: a new certificate ships with the next
 		// release or restart, as any other configuration.
