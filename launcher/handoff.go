@@ -65,6 +65,12 @@ func (a *App) handover(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, a.opts.ReadyTimeout)
 	defer cancel()
 	child, err := acceptChild(ctx, l, token, exited, a.handoffTicketKeys())
+	// The socket served the child's one connection. Remove it now, not in
+	// a deferred call: after a handover the drain may end at once, and
+	// the process exit before this goroutine got to its defers (about one
+	// handover in three left the directory in TMPDIR).
+	l.Close()
+	os.RemoveAll(dir)
 	if err == nil {
 		defer child.Close()
 		err = a.awaitChildReady(ctx, child, exited)
