@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,10 +18,10 @@ import (
 
 // TestSoakUpgradesWithFaults performs 50 upgrades under continuous load,
 // about a third of them to a faulty release (exits before ready, never
-// ready, not executable, out of --releases, crashes during its
-// probation), and SIGKILLs the supervisor three times (once in the middle
-// of an upgrade that hangs), each time starting a new one that adopts the
-// workers. Then it checks: no failed request except those a crash in
+// ready, not executable, out of --releases, its workers SIGKILLed once it
+// serves on probation), and SIGKILLs the supervisor three times (once in
+// the middle of an upgrade that hangs), each time starting a new one that
+// adopts the workers. Then it checks: no failed request except those a crash in
 // probation takes itself, no process of a finished generation left, the
 // supervisor's descriptors, memory and state directory back where they
 // were.
@@ -30,7 +31,9 @@ func TestSoakUpgradesWithFaults(t *testing.T) {
 	addRelease(t, "vhang", `exec sleep 60`)
 	addRelease(t, "vnoexec", `exit 0`)
 	os.Chmod(filepath.Join(bins.releases, "vnoexec", "hello"), 0o644)
-	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 3; kill -9 $child; wait $child; exit 1`)
+	// v2 under another name: the test kills its workers once it is seen
+	// serving on probation (crashLate), rather than after a fixed time.
+	addRelease(t, "vcrashlate", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@"`)
 	flags := []string{"--workers", "2", "--ready-timeout", "2s"} // race-built hello on a loaded 2-core machine can take over 1 s
 	s := startSup(t, flags...)
 
@@ -106,7 +109,7 @@ func TestSoakUpgradesWithFaults(t *testing.T) {
 			good++
 		case "vcrashlate":
 			start := time.Now()
-			_, errOut, code := s.cli("upgrade", "--wait", fault)
+			errOut, code := s.crashLate(fault)
 			crashWindows = append(crashWindows, [2]time.Time{start, time.Now().Add(500 * time.Millisecond)})
 			if code == 0 || !strings.Contains(errOut, "crashed during its probation") {
 				t.Fatalf("upgrade %d to %s: exit %d, %q; want a rollback", i, fault, code, errOut)
@@ -193,6 +196,43 @@ func TestSoakUpgradesWithFaults(t *testing.T) {
 	if rss > rssAtBase*3/2+4096 {
 		t.Errorf("supervisor RSS grew from %d kB to %d kB", rssAtBase, rss)
 	}
+}
+
+// crashLate runs `upgrade --wait version` and, once the new generation
+// serves on its probation (the previous one standing by), SIGKILLs its
+// workers; it returns the upgrade's stderr and exit status.
+func (s *sup) crashLate(version string) (errOut string, code int) {
+	s.t.Helper()
+	type result struct {
+		errOut string
+		code   int
+	}
+	done := make(chan result, 1)
+	go func() { // ends with the CLI, within runCLI's 60 s
+		_, errOut, code := s.cli("upgrade", "--wait", version)
+		done <- result{errOut, code}
+	}()
+	var pids []int
+	deadline := time.After(30 * time.Second)
+	for pids == nil {
+		select {
+		case r := <-done:
+			s.t.Fatalf("upgrade --wait %s ended (exit %d, %q) before it was seen on probation", version, r.code, r.errOut)
+		case <-deadline:
+			s.t.Fatalf("generation of %s not seen on probation within 30s", version)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if g := activeGen(s.status()); g != nil && g.Version == version && g.ProbationUntil != nil {
+			pids = g.PIDs
+		}
+	}
+	for _, p := range pids {
+		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
+			s.t.Fatalf("kill worker %d of %s: %v", p, version, err)
+		}
+	}
+	r := <-done
+	return r.errOut, r.code
 }
 
 func countFDs(t *testing.T, pid int) int {
