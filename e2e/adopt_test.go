@@ -22,7 +22,10 @@ import (
 // new supervisor, their metrics too) and can upgrade it.
 func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 	maddr := freeAddr(t)
-	s := startSup(t, "--workers", "2", "--metrics", maddr)
+	// No probation: the upgrade after the adoption drains generation 1 at
+	// once, and upgrade --wait returns when it is gone, not 5 s later.
+	flags := []string{"--workers", "2", "--metrics", maddr, "--probation", "0"}
+	s := startSup(t, flags...)
 	v1 := activeGen(s.status())
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -52,7 +55,7 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 		t.Fatalf("after the refused start GET / = %q", b)
 	}
 
-	s2 := startSupAt(t, s.addr, s.stateDir, "--workers", "2", "--metrics", maddr)
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
 	st := s2.status()
 	g := activeGen(st)
 	if st.PID == 0 || g == nil || g.Generation != 1 || fmt.Sprint(g.PIDs) != fmt.Sprint(v1.PIDs) {

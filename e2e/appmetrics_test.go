@@ -18,7 +18,7 @@ import (
 func TestAppMetricsAcrossUpgrade(t *testing.T) {
 	const keep = 2 * time.Second
 	maddr := freeAddr(t)
-	s := startSup(t, "--metrics", maddr, "--keep-exited", keep.String())
+	s := startSup(t, "--metrics", maddr, "--keep-exited", keep.String(), "--probation", "0")
 	scrape := func() string {
 		resp, err := http.Get("http://" + maddr + "/metrics")
 		if err != nil {

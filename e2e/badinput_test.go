@@ -150,7 +150,7 @@ func TestListenHeld(t *testing.T) {
 // reuseport group and steer the first one's traffic to its own service;
 // it is refused, and the first serves on.
 func TestSecondSupervisorOnTheSamePortRefused(t *testing.T) {
-	s := startSup(t)
+	s := startSup(t, "--probation", "0")
 	dir := filepath.Join(shortTempDir(t), "s")
 	_, stderr, code := runCLI(t, "start", "--listen", s.addr, "--state-dir", dir, "--", filepath.Join(bins.releases, "v2", "hello"))
 	last := strings.TrimSpace(stderr[strings.LastIndex(strings.TrimRight(stderr, "\n"), "\n")+1:])

@@ -416,7 +416,7 @@ func testStandaloneSIGHUPAfterAFailedRelease(t *testing.T, script, why string) {
 
 // TestWorkersRollbackStop covers --workers, rollback and stop.
 func TestWorkersRollbackStop(t *testing.T) {
-	s := startSup(t, "--workers", "3")
+	s := startSup(t, "--workers", "3", "--probation", "0") // upgrade --wait returns once v1 is gone, not 5 s later
 	g := activeGen(s.status())
 	if len(g.PIDs) != 3 {
 		t.Fatalf("generation 1 pids %v; want 3", g.PIDs)
