@@ -14,14 +14,20 @@ import (
 	"github.com/launcherd/launcher/internal/loadgen"
 )
 
-// upgradeLoop runs n upgrades alternating v2 and v1, 300ms apart: each
-// ends the previous one's probation, so its standby generation drains
-// under load. The last one waits for its probation to pass and the
-// previous generation to drain.
+// upgradeLoop runs n upgrades alternating v2 and v1, 300ms apart: with a
+// probation (loopProbation) each ends the previous one's, so its standby
+// generation drains under load. The last one waits for its probation to
+// pass and the previous generation to drain.
 func (s *sup) upgradeLoop(n int) {
 	s.t.Helper()
 	s.upgradeLoopEvery(n, 300*time.Millisecond)
 }
+
+// loopProbation is the --probation of the services upgradeLoop drives:
+// longer than an upgrade under load (a few hundred ms) and the 300ms
+// between two, so that each upgrade ends the previous one's probation;
+// shorter than the default 5s, which the last upgrade would wait for.
+const loopProbation = 2 * time.Second
 
 // upgradeLoopEvery is upgradeLoop with gap between an upgrade's command
 // returning and the next one's. It returns how long the last one, which
@@ -55,7 +61,7 @@ func TestUpgradesUnderLoadLoseNothing(t *testing.T) {
 	const upgrades = 6
 	for _, workers := range []int{1, 4} {
 		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
-			s := startSup(t, "--workers", fmt.Sprint(workers))
+			s := startSup(t, "--workers", fmt.Sprint(workers), "--probation", loopProbation.String())
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cfgs := []loadgen.Config{
@@ -117,9 +123,10 @@ func TestWrkDuringUpgrades(t *testing.T) {
 		{"connection-close", []string{"-H", "Connection: close"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startSup(t, "--workers", "2")
-			// -d covers the upgrades and the last one's 5s probation.
-			args := append([]string{"-t2", "-c50", "-d9s", "--timeout", "5s"}, tc.args...)
+			s := startSup(t, "--workers", "2", "--probation", loopProbation.String())
+			// -d covers the upgrades (about 3 s) and the last one's
+			// probation and drain.
+			args := append([]string{"-t2", "-c50", "-d7s", "--timeout", "5s"}, tc.args...)
 			args = append(args, "http://"+s.addr+"/")
 			out := make(chan string, 1)
 			go func() {
