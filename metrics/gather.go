@@ -37,14 +37,62 @@ type Target struct {
 
 // WorkerGatherer gathers every worker's series from its admin socket at
 // each scrape, in parallel, adding generation, version and worker labels.
-// A worker that fails or does not answer within Timeout is skipped and
-// counted in Errors; it never fails nor blocks the whole scrape.
+// A worker that fails or does not answer within Timeout is counted in
+// Errors and never fails nor blocks the whole scrape; its series are left
+// out, or with a Cache served as last scraped.
 type WorkerGatherer struct {
 	Targets func() []Target
 	Errors  prometheus.Counter
 	Timeout time.Duration // zero means DefaultScrapeTimeout
 	// Scrape reads a worker's admin socket; nil means [Scrape].
 	Scrape func(ctx context.Context, socket string) (map[string]*dto.MetricFamily, error)
+	// Cache, if set, keeps each live worker's last scraped counters,
+	// histograms and summaries (see [Freeze]) and serves them in a scrape
+	// that worker misses. Without it a missed scrape drops the worker's
+	// counters for that scrape: a sum over workers goes down, and
+	// Prometheus takes the fall for a counter reset and counts the whole
+	// sum again in rate() and increase().
+	Cache *ScrapeCache
+}
+
+// ScrapeCache is a [WorkerGatherer]'s memory of the last series each live
+// worker gave, by admin socket; a worker leaves it once it is no longer a
+// live target. The zero value is ready; it is safe for concurrent scrapes.
+type ScrapeCache struct {
+	mu   sync.Mutex
+	last map[string]map[string]*dto.MetricFamily // socket → Freeze of its last scrape
+}
+
+// remember keeps socket's frozen series.
+func (c *ScrapeCache) remember(socket string, frozen map[string]*dto.MetricFamily) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		c.last = map[string]map[string]*dto.MetricFamily{}
+	}
+	c.last[socket] = frozen
+}
+
+// recall returns a copy of socket's last series, or nil.
+func (c *ScrapeCache) recall(socket string) map[string]*dto.MetricFamily {
+	c.mu.Lock()
+	last := c.last[socket]
+	c.mu.Unlock()
+	if last == nil {
+		return nil
+	}
+	return cloneFamilies(last) // the copy is changed by the merge
+}
+
+// keepOnly forgets every socket but those of live.
+func (c *ScrapeCache) keepOnly(live map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for socket := range c.last {
+		if !live[socket] {
+			delete(c.last, socket)
+		}
+	}
 }
 
 // Gather implements prometheus.Gatherer.
@@ -61,12 +109,14 @@ func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
 	}
 	targets := g.Targets()
 	results := make([]map[string]*dto.MetricFamily, len(targets))
+	live := map[string]bool{}
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		if t.Final != nil {
 			results[i] = cloneFamilies(t.Final)
 			continue
 		}
+		live[t.Socket] = true
 		wg.Add(1)
 		go func() { // bounded by ctx
 			defer wg.Done()
@@ -75,12 +125,21 @@ func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
 				if g.Errors != nil {
 					g.Errors.Inc()
 				}
+				if g.Cache != nil {
+					results[i] = g.Cache.recall(t.Socket)
+				}
 				return
+			}
+			if g.Cache != nil {
+				g.Cache.remember(t.Socket, Freeze(mfs))
 			}
 			results[i] = mfs
 		}()
 	}
 	wg.Wait()
+	if g.Cache != nil {
+		g.Cache.keepOnly(live)
+	}
 	merged := map[string]*dto.MetricFamily{}
 	for i, mfs := range results {
 		labels := []*dto.LabelPair{

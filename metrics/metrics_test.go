@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -653,6 +654,74 @@ func TestWorkerGathererSkipsBadWorkers(t *testing.T) {
 				t.Errorf("no series of the good worker; want them all")
 			}
 		})
+	}
+}
+
+// TestWorkerGathererCacheKeepsCounters: with a Cache, a live worker that
+// misses a scrape (fails, or hangs past the budget, as a loaded machine
+// makes it) keeps its counters and histograms at their last values, so a
+// sum over workers never goes down (Prometheus would take that for a
+// counter reset); its gauges are left out, as a frozen worker's are. A
+// worker that is no longer a target leaves the cache. Without a Cache the
+// series are left out, as before.
+func TestWorkerGathererCacheKeepsCounters(t *testing.T) {
+	dir := shortDir(t)
+	var failing atomic.Bool
+	good := workerHandler(t, []observation{{200, time.Millisecond}, {200, time.Millisecond}, {503, time.Millisecond}}, nil)
+	sock := fakeWorker(t, dir, "w", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		good.ServeHTTP(w, r)
+	}))
+	targets := []metrics.Target{{Socket: sock, Generation: 3, Version: "v2"}}
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "errs_total", Help: "x"})
+	g := metrics.WorkerGatherer{Targets: func() []metrics.Target { return targets }, Errors: errs, Cache: new(metrics.ScrapeCache)}
+	requests := func(mfs map[string]*dto.MetricFamily) (sum float64, n int) {
+		for _, m := range mfs["launcher_requests_total"].GetMetric() {
+			if labels(m)["generation"] != "3" {
+				t.Errorf("series labelled %v; want generation 3", labels(m))
+			}
+			sum += m.GetCounter().GetValue()
+			n++
+		}
+		return sum, n
+	}
+
+	first := gather(t, g)
+	if sum, _ := requests(first); sum != 3 {
+		t.Fatalf("first scrape: %v requests; want 3", sum)
+	}
+	failing.Store(true)
+	missed := gather(t, g)
+	if sum, n := requests(missed); sum != 3 || n != 2 {
+		t.Errorf("a missed scrape serves %v requests in %d series; want the last scrape's 3 in 2 (codes 200 and 503)", sum, n)
+	}
+	if c := missed["launcher_request_duration_seconds"].GetMetric(); len(c) != 1 || c[0].GetHistogram().GetSampleCount() != 3 {
+		t.Errorf("a missed scrape serves the duration histogram %v; want the last one, 3 observations", c)
+	}
+	if _, ok := missed["launcher_inflight_requests"]; ok {
+		t.Error("a missed scrape serves a gauge; want only counters, histograms and summaries")
+	}
+	if got := testValue(errs); got != 1 {
+		t.Errorf("scrape errors = %v; want 1", got)
+	}
+	again := gather(t, g) // the cache is not used up by serving it
+	if sum, _ := requests(again); sum != 3 {
+		t.Errorf("a second missed scrape serves %v requests; want 3", sum)
+	}
+
+	targets = nil // the worker is gone: it leaves the cache
+	gather(t, g)
+	targets = []metrics.Target{{Socket: sock, Generation: 3, Version: "v2"}}
+	if sum, n := requests(gather(t, g)); n != 0 {
+		t.Errorf("a worker back as a target after it left serves %v cached requests; want none", sum)
+	}
+
+	g.Cache = nil
+	if _, n := requests(gather(t, g)); n != 0 {
+		t.Errorf("without a Cache a missed scrape serves %d series; want none", n)
 	}
 }
 

@@ -34,13 +34,17 @@ type Supervisor struct {
 	releasesAbs  string // --releases, absolute
 	metrics      *metrics.Supervisor
 	registry     *prometheus.Registry
-	fx           effects
-	os           *osEffects // nil in tests that fake the effects
-	loop         *loop
-	first        release       // what the first generation runs
-	started      chan struct{} // closed once the first generation serves or is adopted
-	ran          chan struct{} // closed when Run has returned
-	runOnce      sync.Once
+	// scrapeCache serves a live worker's last counters in a scrape of
+	// /metrics it misses (metrics.WorkerGatherer.Cache); owned by the
+	// gatherer, which locks it.
+	scrapeCache metrics.ScrapeCache
+	fx          effects
+	os          *osEffects // nil in tests that fake the effects
+	loop        *loop
+	first       release       // what the first generation runs
+	started     chan struct{} // closed once the first generation serves or is adopted
+	ran         chan struct{} // closed when Run has returned
+	runOnce     sync.Once
 }
 
 // New checks cfg and takes the state directory. Close it with Run's return
@@ -374,5 +378,6 @@ func (s *Supervisor) workerGatherer(timeout time.Duration) metrics.WorkerGathere
 		Errors:  s.metrics.ScrapeErrors,
 		Timeout: timeout,
 		Scrape:  s.fx.scrape,
+		Cache:   &s.scrapeCache,
 	}
 }
