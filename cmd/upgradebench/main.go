@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -131,7 +132,45 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.upgrades < 1 || c.duration < time.Second || c.clients < 1 {
 		return c, fmt.Errorf("want --upgrades ≥ 1, --duration ≥ 1s, --clients ≥ 1")
 	}
+	// The output files are written at the end of a run of up to minutes:
+	// what would fail then is refused now.
+	if c.plotFile != "" {
+		if ext := filepath.Ext(c.plotFile); ext != ".svg" && ext != ".png" {
+			return c, fmt.Errorf("--plot %s: want a .svg or .png file", c.plotFile)
+		}
+		if !c.upgradeRuns {
+			return c, errors.New("--plot: no load run to draw (--upgrade-runs=false)")
+		}
+	}
+	for _, out := range []struct{ flag, file string }{{"--json", c.jsonFile}, {"--plot", c.plotFile}} {
+		if out.file == "" {
+			continue
+		}
+		if err := checkWritable(out.file); err != nil {
+			return c, fmt.Errorf("%s %s: %w", out.flag, out.file, err)
+		}
+	}
 	return c, nil
+}
+
+// checkWritable returns an error unless file can be written: it is not a
+// directory, and its directory exists and takes a new file (tried with a
+// temporary one, removed at once).
+func checkWritable(file string) error {
+	if fi, err := os.Stat(file); err == nil && fi.IsDir() {
+		return errors.New("is a directory")
+	}
+	dir := filepath.Dir(file)
+	f, err := os.CreateTemp(dir, ".upgradebench-*")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot create a file in %s: %w", dir, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // runResult is one (mode, handover, workers) run.
