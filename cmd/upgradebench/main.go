@@ -132,6 +132,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if c.upgrades < 1 || c.duration < time.Second || c.clients < 1 {
 		return c, fmt.Errorf("want --upgrades ≥ 1, --duration ≥ 1s, --clients ≥ 1")
 	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"--floor", c.floorRuns}, {"--idle-upgrades", c.idleRuns}, {"--idle-conns", c.idleConns}, {"--sighup", c.sighups}, {"--peers", c.peers}} {
+		if n.v < 0 {
+			return c, fmt.Errorf("%s %d: want 0 or more", n.flag, n.v)
+		}
+	}
 	// The output files are written at the end of a run of up to minutes:
 	// what would fail then is refused now.
 	if c.plotFile != "" {

@@ -26,6 +26,12 @@ func TestParseFlagsRefuses(t *testing.T) {
 		{[]string{"--json", "/nonexistent/dir/x.json"}, "--json /nonexistent/dir/x.json: cannot create a file in /nonexistent/dir: no such file or directory"},
 		{[]string{"--plot", "/nonexistent/dir/x.png"}, "--plot /nonexistent/dir/x.png: cannot create a file in /nonexistent/dir"},
 		{[]string{"--json", dir}, "is a directory"},
+		{[]string{"--peers", "-1"}, "--peers -1: want 0 or more"},
+		{[]string{"--idle-conns", "-5"}, "--idle-conns -5: want 0 or more"},
+		{[]string{"--sighup", "-2"}, "--sighup -2: want 0 or more"},
+		{[]string{"--floor", "-1"}, "--floor -1: want 0 or more"},
+		{[]string{"--idle-upgrades", "-1"}, "--idle-upgrades -1: want 0 or more"},
+		{[]string{"--floor", "0", "--idle-upgrades", "0", "--peers", "0"}, ""},
 		{[]string{"--json", file, "--plot", filepath.Join(dir, "x.svg")}, ""},
 		{[]string{"--json", filepath.Join(dir, "new.json")}, ""},
 	} {
