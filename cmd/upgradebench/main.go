@@ -96,7 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.sighups, "sighup", 0, "also time this many standalone handovers (kill -HUP to hello run alone through a symlink): SIGHUP -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.peers, "peers", 0, "time this many upgrades each of a launcher supervisor (1 worker, launcher upgrade), hello alone (SIGHUP) and the tableflip peer (tools/peers/tableflip, SIGHUP; as is and built with the Prometheus client hello links), taking turns: trigger -> first answer from the new version, with the same poller")
 	fs.IntVar(&c.idleConns, "idle-conns", 0, "idle keep-alive connections to open on the old generation before each upgrade with nothing in flight")
-	abFlags := fs.String("ab-start-flags", "", "run each load run twice in turn, the second with these more flags for launcher start, space-separated (e.g. \"--start-nice 10\"): an A/B of a setting under the same machine load")
+	abFlags := fs.String("ab-start-flags", "", "run each load run twice in turn, the second with these more flags for launcher start, space-separated (e.g. \"--start-in-turn\"): an A/B of a setting under the same machine load")
 	startFlags := fs.String("start-flags", "", "more flags for launcher start, space-separated (e.g. \"--settle 5ms\")")
 	fs.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
 	fs.StringVar(&c.plotFile, "plot", "", "draw requests/s and in-flight requests per version over time, upgrades and failures marked, of the first load run to this SVG or PNG file (needs the Go toolchain: the plot is drawn by tools/upgradeplot)")
