@@ -67,7 +67,9 @@ type runJSON struct {
 	WindowsBelow95    int     `json:"windows_below_95"`
 	WindowBuckets     int     `json:"window_buckets"`
 	SteadyPerBucket   float64 `json:"steady_ok_per_bucket_p50"`
-	// The windows of the cold starts alone and of the switches alone.
+	// The capacity of the windows of the cold starts alone and of the
+	// switches alone (the table's "cold start" and "switch" columns): OK
+	// responses over the steady median window, one per window.
 	ColdStartCapacity []float64 `json:"cold_start_window_capacity"`
 	SwitchCapacity    []float64 `json:"switch_window_capacity"`
 	// The steady state's own spread: the machine's noise.
@@ -127,7 +129,9 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		serve, gone := servingAndGone(r.timings)
 		j := runJSON{Mode: string(r.mode), Handover: r.handover, ABFlags: r.variant, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
 			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
-			SteadyPerBucket:   r.capacity.SteadyMedian,
+			SteadyPerBucket: r.capacity.SteadyMedian,
+			// Never null: a run without such windows has none.
+			ColdStartCapacity: append([]float64{}, r.coldRatios...), SwitchCapacity: append([]float64{}, r.switchRatios...),
 			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
 		for i, t := range r.timings {
