@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,7 +37,11 @@ func StartProc(ctx context.Context, argv, env []string, stateDir string, log io.
 	p := &Proc{StateDir: stateDir, done: make(chan struct{}), pids: map[int]bool{}}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), env...)
-	p.race = NewRaceDetector(log)
+	if log == nil {
+		log = io.Discard
+	}
+	tail := &outputTail{}
+	p.race = NewRaceDetector(io.MultiWriter(log, tail))
 	p.cmd.Stdout, p.cmd.Stderr = p.race, p.race
 	// Workers share its stdout: once it is killed, Wait must not wait for
 	// them to close it.
@@ -52,6 +57,9 @@ func StartProc(ctx context.Context, argv, env []string, stateDir string, log io.
 		}
 		select {
 		case <-p.done:
+			if line := tail.errLine(); line != "" {
+				return nil, fmt.Errorf("launcher start exited before serving (%v): %s", p.err, line)
+			}
 			return nil, fmt.Errorf("launcher start exited before serving: %v", p.err)
 		case <-ctx.Done():
 			p.Shutdown(5 * time.Second)
@@ -63,6 +71,42 @@ func StartProc(ctx context.Context, argv, env []string, stateDir string, log io.
 			return nil, errors.New("launcher start: not serving after 30s")
 		}
 	}
+}
+
+// tailBytes of a supervisor's output are kept for the error of one that
+// exits before serving.
+const tailBytes = 4 << 10
+
+// outputTail keeps the last tailBytes written to it; it is safe for
+// concurrent use.
+type outputTail struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *outputTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if len(t.b) > tailBytes {
+		t.b = append(t.b[:0], t.b[len(t.b)-tailBytes:]...)
+	}
+	return len(p), nil
+}
+
+// errLine returns the last line that starts "launcher:", the CLI's error
+// line (one line on stderr, see README), else the last non-empty line
+// (of a wrapper, say), else "".
+func (t *outputTail) errLine() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(t.b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], "launcher:") {
+			return lines[i]
+		}
+	}
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 func active(st supervisor.Status) bool {

@@ -164,10 +164,10 @@ type Supervisor struct {
 }
 
 // Start runs `launcher start` on a free loopback port and waits until it
-// serves. Stop it with [Supervisor.Stop].
-func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
+// serves. Stop it with [Supervisor.Stop]. If it does not serve, the error
+// carries its error line, and the state dir Start made is removed.
+func (r *Rig) Start(ctx context.Context, o Options) (_ *Supervisor, err error) {
 	addr, state := o.Addr, o.StateDir
-	var err error
 	if addr == "" {
 		if addr, err = FreeAddr(); err != nil {
 			return nil, err
@@ -177,6 +177,11 @@ func (r *Rig) Start(ctx context.Context, o Options) (*Supervisor, error) {
 		if state, err = os.MkdirTemp("", "lr"); err != nil {
 			return nil, err
 		}
+		defer func() {
+			if err != nil {
+				os.RemoveAll(state) // ours, and no supervisor runs on it
+			}
+		}()
 	}
 	args := []string{"start", "--listen", addr, "--state-dir", state, "--releases", r.Releases}
 	if o.Workers > 0 {
