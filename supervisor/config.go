@@ -262,12 +262,8 @@ func (c *Config) check() error {
 		c.Handover = HandoverSteer
 	case HandoverSteer, HandoverClose:
 	case HandoverMigrate:
-		on, err := reuseport.MigrateReq()
-		if err != nil {
-			return fmt.Errorf("--handover migrate: %w", err)
-		}
-		if !on {
-			return errors.New("--handover migrate needs net.ipv4.tcp_migrate_req=1 in this network namespace (sysctl -w net.ipv4.tcp_migrate_req=1; the launcher does not change it)")
+		if err := CheckMigrateReq(); err != nil {
+			return err
 		}
 	default:
 		return fmt.Errorf("--handover %q: want %s, %s or %s", c.Handover, HandoverSteer, HandoverMigrate, HandoverClose)
@@ -331,3 +327,17 @@ type ConfigError struct{ Err error }
 
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+// CheckMigrateReq returns nil if --handover migrate can work in this
+// process's network namespace (net.ipv4.tcp_migrate_req is 1, Linux ≥
+// 5.14), else an error that says how to set it: the launcher never does.
+func CheckMigrateReq() error {
+	on, err := reuseport.MigrateReq()
+	if err != nil {
+		return fmt.Errorf("--handover migrate: %w", err)
+	}
+	if !on {
+		return errors.New("--handover migrate needs net.ipv4.tcp_migrate_req=1 in this network namespace (sysctl -w net.ipv4.tcp_migrate_req=1; the launcher does not change it)")
+	}
+	return nil
+}

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -32,6 +34,7 @@ import (
 
 	"github.com/launcherd/launcher/internal/loadgen"
 	"github.com/launcherd/launcher/internal/rig"
+	"github.com/launcherd/launcher/supervisor"
 )
 
 func main() {
@@ -105,6 +108,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	c.startFlags = strings.Fields(*startFlags)
 	c.abFlags = strings.Fields(*abFlags)
+	for _, f := range [][]string{c.startFlags, c.abFlags} {
+		for _, tok := range f {
+			name, _, _ := strings.Cut(strings.TrimLeft(tok, "-"), "=")
+			if tok == "--" || strings.HasPrefix(tok, "-") && slices.Contains([]string{"listen", "state-dir", "releases"}, name) {
+				return c, fmt.Errorf("--start-flags, --ab-start-flags: %s is the benchmark's own", tok)
+			}
+		}
+	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
@@ -128,6 +139,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("--handover: unknown strategy %q (steer, migrate or close)", h)
 		}
 		c.handovers = append(c.handovers, h)
+	}
+	if slices.Contains(c.handovers, "migrate") {
+		if err := supervisor.CheckMigrateReq(); err != nil {
+			return c, err
+		}
 	}
 	if c.upgrades < 1 || c.duration < time.Second || c.clients < 1 {
 		return c, fmt.Errorf("want --upgrades ≥ 1, --duration ≥ 1s, --clients ≥ 1")
@@ -181,6 +197,28 @@ func checkWritable(file string) error {
 	return os.Remove(f.Name())
 }
 
+// checkStartFlags has r's launcher start parse flags, with --help after
+// them (parsing stops there, and nothing starts): a flag it does not know
+// or a bad value is refused with its own error line before the runs that
+// would pass it.
+func checkStartFlags(ctx context.Context, r *rig.Rig, flags []string) error {
+	if len(flags) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.Launcher, append(append([]string{"start"}, flags...), "--help")...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		if line, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n"); line != "" {
+			return errors.New(line)
+		}
+		return fmt.Errorf("launcher start --help: %w", err)
+	}
+	return nil
+}
+
 // runResult is one (mode, handover, workers) run.
 type runResult struct {
 	mode     loadgen.Mode
@@ -218,6 +256,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	r, err := rig.Build(ctx, dir, "v1", "v2")
 	if err != nil {
 		return 1, err
+	}
+	for _, f := range []struct {
+		flag  string
+		extra []string
+	}{{"--start-flags", cfg.startFlags}, {"--ab-start-flags", cfg.abFlags}} {
+		if err := checkStartFlags(ctx, r, f.extra); err != nil {
+			return 2, fmt.Errorf("%s %q: %w", f.flag, strings.Join(f.extra, " "), err)
+		}
 	}
 	var before *rig.Rig
 	if cfg.before != "" {

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/launcherd/launcher/internal/rig"
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // TestParseFlagsRefuses: a command line that could only fail at the end
@@ -16,6 +20,12 @@ func TestParseFlagsRefuses(t *testing.T) {
 	file := filepath.Join(dir, "exists.json")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// --handover migrate is refused where the kernel would not migrate,
+	// as launcher start refuses it.
+	migrate := ""
+	if err := supervisor.CheckMigrateReq(); err != nil {
+		migrate = err.Error()
 	}
 	for _, tc := range []struct {
 		args []string
@@ -32,6 +42,10 @@ func TestParseFlagsRefuses(t *testing.T) {
 		{[]string{"--floor", "-1"}, "--floor -1: want 0 or more"},
 		{[]string{"--idle-upgrades", "-1"}, "--idle-upgrades -1: want 0 or more"},
 		{[]string{"--floor", "0", "--idle-upgrades", "0", "--peers", "0"}, ""},
+		{[]string{"--start-flags", "--settle 5ms --listen=:80"}, "--listen=:80 is the benchmark's own"},
+		{[]string{"--ab-start-flags", "-- /bin/sh"}, "-- is the benchmark's own"},
+		{[]string{"--start-flags", "--start-in-turn", "--ab-start-flags", "--settle 5ms"}, ""},
+		{[]string{"--handover", "steer,migrate"}, migrate},
 		{[]string{"--json", file, "--plot", filepath.Join(dir, "x.svg")}, ""},
 		{[]string{"--json", filepath.Join(dir, "new.json")}, ""},
 	} {
@@ -46,5 +60,24 @@ func TestParseFlagsRefuses(t *testing.T) {
 	// The probe of the directory leaves nothing behind.
 	if names, _ := os.ReadDir(dir); len(names) != 1 {
 		t.Errorf("%s holds %d files; want only %s", dir, len(names), file)
+	}
+}
+
+// TestCheckStartFlags: launcher start's own error line for flags it
+// refuses (here from a script standing for it), nothing for good ones.
+func TestCheckStartFlags(t *testing.T) {
+	dir := t.TempDir()
+	r := &rig.Rig{Dir: dir, Launcher: filepath.Join(dir, "launcher")}
+	script := "#!/bin/sh\n[ \"$2\" = --bogus ] || exit 0\necho 'launcher: start: unknown flag: --bogus (see launcher start --help)' >&2\necho usage >&2\nexit 2\n"
+	if err := os.WriteFile(r.Launcher, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := checkStartFlags(ctx, r, []string{"--start-in-turn"}); err != nil {
+		t.Errorf("--start-in-turn: %v", err)
+	}
+	want := "launcher: start: unknown flag: --bogus (see launcher start --help)"
+	if err := checkStartFlags(ctx, r, []string{"--bogus"}); err == nil || err.Error() != want {
+		t.Errorf("--bogus: %v; want %q", err, want)
 	}
 }
