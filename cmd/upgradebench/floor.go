@@ -294,13 +294,20 @@ func stepMedians(timings []rig.Timing) map[supervisor.Step]time.Duration {
 }
 
 // printFloor writes the floor and the idle upgrades as multiples of it.
+// Without a floor (--floor 0) the multiples are "-".
 func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
-	fmt.Fprintf(w, "== exec floor: release started alone, exec -> first 200 OK, median of %d: %s ==\n", n, msf(floor))
+	if n > 0 {
+		fmt.Fprintf(w, "== exec floor: release started alone, exec -> first 200 OK, median of %d: %s ==\n", n, msf(floor))
+	}
 	if len(idle) == 0 {
 		fmt.Fprintln(w)
 		return
 	}
-	fmt.Fprintln(w, "== upgrades with nothing in flight (--probation 0), medians, as multiples of the floor ==")
+	of := "as multiples of the floor"
+	if floor <= 0 {
+		of = "no exec floor (--floor 0)"
+	}
+	fmt.Fprintf(w, "== upgrades with nothing in flight (--probation 0), medians, %s ==\n", of)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "binaries\tworkers\tidle conns\tupgrades\tfirst answer (poller)\tserving\t× floor\told gone\t× floor\tsupervisor CPU/upgrade\tsupervisor RSS (peak)\tsupervisor's steps (ms since the command)")
 	for _, r := range idle {
@@ -314,10 +321,13 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 		}
 		first := "-"
 		if len(r.firstAnswer) > 0 {
-			first = fmt.Sprintf("%s (%.1f×)", msf(median(r.firstAnswer)), ratio(median(r.firstAnswer), floor))
+			first = msf(median(r.firstAnswer))
+			if floor > 0 {
+				first += fmt.Sprintf(" (%s×)", xFloor(median(r.firstAnswer), floor))
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%.1f\t%s\t%.1f\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), first, msf(median(serve)), ratio(median(serve), floor),
-			msf(median(gone)), ratio(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), first, msf(median(serve)), xFloor(median(serve), floor),
+			msf(median(gone)), xFloor(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
 			float64(r.rss)/(1<<20), float64(r.hwm)/(1<<20), trace)
 	}
 	tw.Flush()
@@ -334,6 +344,14 @@ func ratio(d, floor time.Duration) float64 {
 		return 0
 	}
 	return float64(d) / float64(floor)
+}
+
+// xFloor formats d as a multiple of floor, "-" without a floor.
+func xFloor(d, floor time.Duration) string {
+	if floor <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", ratio(d, floor))
 }
 
 // median returns the median of ds, interpolated for an even count.

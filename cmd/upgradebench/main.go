@@ -342,12 +342,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 	}
 	fmt.Fprintln(stdout)
-	if cfg.floorRuns > 0 {
+	if cfg.floorRuns > 0 || len(idle) > 0 {
 		printFloor(stdout, floor, cfg.floorRuns, idle)
 	}
 	if len(sighup) > 0 {
-		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s (%.1f× the floor) ==\n\n",
-			len(sighup), msf(median(sighup)), ratio(median(sighup), floor))
+		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s (%s× the floor) ==\n\n",
+			len(sighup), msf(median(sighup)), xFloor(median(sighup), floor))
 	}
 	if cfg.peers > 0 {
 		printPeers(stdout, floor, peers)
@@ -501,13 +501,17 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 		loadgen.WriteTable(w, rows)
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; × the exec floor of %s) and capacity per %s window ==\n", msf(floor), bucket)
+	of := "× the exec floor of " + msf(floor)
+	if floor <= 0 {
+		of = "no exec floor (--floor 0)"
+	}
+	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; %s) and capacity per %s window ==\n", of, bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%.1f\t%s\t%s\t%.1f\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
-			ms(median(serve)), ratio(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), ratio(median(gone), floor), ms(maxOf(gone)),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
+			ms(median(serve)), xFloor(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), xFloor(median(gone), floor), ms(maxOf(gone)),
 			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
 			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99))
 	}
