@@ -239,7 +239,21 @@ type runResult struct {
 	coldRatios, switchRatios []float64
 }
 
+// errInterrupted is the error of a run whose context ended (SIGINT,
+// SIGTERM): whatever failed then, failed of it.
+var errInterrupted = errors.New("interrupted")
+
+// run runs the benchmark and returns its exit code: 130 (as a shell
+// reports a SIGINT) with errInterrupted once ctx has ended.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	code, err := bench(ctx, args, stdout, stderr)
+	if ctx.Err() != nil {
+		return 130, errInterrupted
+	}
+	return code, err
+}
+
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0, nil
@@ -360,6 +374,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	}
 	if cfg.throughput {
 		if err := compareThroughput(ctx, r, cfg, stdout); err != nil {
+			if ctx.Err() != nil {
+				return 1, err
+			}
 			fmt.Fprintf(stdout, "throughput comparison: %v\n", err)
 		}
 	}

@@ -81,3 +81,14 @@ func TestCheckStartFlags(t *testing.T) {
 		t.Errorf("--bogus: %v; want %q", err, want)
 	}
 }
+
+// TestInterrupted: a run whose context has ended (a SIGINT) exits 130
+// with one error, whatever step it was in (here the build).
+func TestInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	code, err := run(ctx, []string{"--floor", "0", "--idle-upgrades", "0", "--upgrade-runs=false", "--throughput=false"}, io.Discard, io.Discard)
+	if code != 130 || err != errInterrupted {
+		t.Errorf("run = %d, %v; want 130, %v", code, err, errInterrupted)
+	}
+}
