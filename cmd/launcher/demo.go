@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -46,6 +47,9 @@ func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 
 	say("1. building hello v1 and v2 into %s/releases ...", dir)
 	r, err := rig.Build(ctx, dir, "v1", "v2")
+	if errors.Is(err, rig.ErrOutsideRepo) {
+		return fmt.Errorf("demo: %w (go run ./cmd/launcher demo)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}

@@ -268,6 +268,9 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	defer os.RemoveAll(dir)
 	fmt.Fprintf(stdout, "building launcher and hello v1, v2 ...\n")
 	r, err := rig.Build(ctx, dir, "v1", "v2")
+	if errors.Is(err, rig.ErrOutsideRepo) {
+		return 1, fmt.Errorf("%w (go run ./cmd/upgradebench)", err)
+	}
 	if err != nil {
 		return 1, err
 	}

@@ -117,6 +117,11 @@ func (r *Rig) AddScript(version, script string) error {
 	return nil
 }
 
+// ErrOutsideRepo is the error of [Build] and [BuildWith] run outside the
+// launcher's repository, whose sources they build. A command adds how to
+// run it from a checkout.
+var ErrOutsideRepo = errors.New("not inside the launcher repository: run from its checkout")
+
 // moduleRoot finds the directory of this module's go.mod, so Build works
 // from anywhere inside the repository.
 func moduleRoot(ctx context.Context) (string, error) {
@@ -126,7 +131,7 @@ func moduleRoot(ctx context.Context) (string, error) {
 	}
 	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the launcher repository: run from its checkout (go run ./cmd/launcher demo)")
+		return "", ErrOutsideRepo
 	}
 	return filepath.Dir(gomod), nil
 }

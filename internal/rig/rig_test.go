@@ -2,6 +2,7 @@ package rig
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,5 +43,14 @@ func TestOutputTailErrLine(t *testing.T) {
 		if got := tail.errLine(); got != tc.want {
 			t.Errorf("errLine of %.20q = %q; want %q", tc.out, got, tc.want)
 		}
+	}
+}
+
+// TestBuildOutsideRepo: outside the repository Build says so, with an
+// error a command can tell and add its own way to run to.
+func TestBuildOutsideRepo(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if _, err := Build(context.Background(), t.TempDir(), "v1"); !errors.Is(err, ErrOutsideRepo) {
+		t.Errorf("Build = %v; want %v", err, ErrOutsideRepo)
 	}
 }
