@@ -12,6 +12,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"image/color"
@@ -52,7 +53,7 @@ type report struct {
 
 func main() {
 	out := flag.String("o", "upgrade.svg", "output file: .svg or .png")
-	run := flag.Int("run", 0, "index of the run in the JSON's runs to draw")
+	run := flag.Int("run", 0, "index of the run in the JSON's runs to draw, from 0")
 	from := flag.Float64("from", 0, "start of the time axis, seconds into the run")
 	to := flag.Float64("to", 0, "end of the time axis, seconds into the run (0: the end)")
 	flag.Parse()
@@ -62,8 +63,27 @@ func main() {
 	}
 	if err := draw1(flag.Arg(0), *out, *run, *from, *to); err != nil {
 		fmt.Fprintln(os.Stderr, "upgradeplot:", err)
+		if errors.As(err, new(usageError)) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
+}
+
+// usageError is a command line that asks for what the run does not have.
+type usageError struct{ error }
+
+// checkRange returns a usageError unless [from, to] (seconds into the
+// run; to 0 is the run's end) is a range that holds some of a run of end
+// seconds.
+func checkRange(from, to, end float64) error {
+	switch {
+	case from < 0 || to < 0 || (to > 0 && from >= to):
+		return usageError{fmt.Errorf("-from %g -to %g: want 0 ≤ from < to (to 0: the run's end)", from, to)}
+	case from >= end:
+		return usageError{fmt.Errorf("-from %g: the run ends at %.1f s", from, end)}
+	}
+	return nil
 }
 
 var palette = []color.Color{
@@ -85,10 +105,13 @@ func draw1(in, out string, index int, from, to float64) error {
 		return fmt.Errorf("%s: %w", in, err)
 	}
 	if index < 0 || index >= len(rep.Runs) {
-		return fmt.Errorf("%s has %d runs; no run %d", in, len(rep.Runs), index)
+		return usageError{fmt.Errorf("%s has %d runs; no run %d (-run counts from 0)", in, len(rep.Runs), index)}
 	}
 	r := rep.Runs[index]
 	width := rep.BucketMS / 1000 // seconds
+	if err := checkRange(from, to, float64(len(r.Series.Failed))*width); err != nil {
+		return err
+	}
 	inRange := func(t float64) bool { return t >= from && (to == 0 || t <= to) }
 	versions := make([]string, 0, len(r.Series.OK))
 	for v := range r.Series.OK {
@@ -145,6 +168,9 @@ func draw1(in, out string, index int, from, to float64) error {
 		}
 		total = append(total, plotter.XY{X: t, Y: float64(n) / width})
 		top = max(top, float64(n)/width)
+	}
+	if len(total) == 0 { // a range between two buckets' middles
+		return usageError{fmt.Errorf("-from %g -to %g: no %.0f ms bucket of the run's in that range", from, to, rep.BucketMS)}
 	}
 	if tl, err := plotter.NewLine(total); err == nil {
 		tl.LineStyle.Color, tl.LineStyle.Width = color.Black, vg.Points(0.5)
