@@ -241,8 +241,11 @@ func procCPU(pid int) (time.Duration, error) {
 	}
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+	return time.Duration(utime+stime) * cpuTick, nil
 }
+
+// cpuTick is the clock tick of /proc/PID/stat's times (USER_HZ = 100).
+const cpuTick = 10 * time.Millisecond
 
 // procMem returns the resident set and its peak (VmRSS, VmHWM of
 // /proc/PID/status) in bytes; 0 when unknown.
@@ -327,11 +330,21 @@ func printFloor(w io.Writer, floor time.Duration, n int, idle []idleRun) {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f MiB (%.1f)\t%s\n", r.label, r.workers, r.conns, len(r.timings), first, msf(median(serve)), xFloor(median(serve), floor),
-			msf(median(gone)), xFloor(median(gone), floor), msf(r.cpu/time.Duration(max(len(r.timings), 1))),
+			msf(median(gone)), xFloor(median(gone), floor), cpuPer(r.cpu, len(r.timings)),
 			float64(r.rss)/(1<<20), float64(r.hwm)/(1<<20), trace)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// cpuPer formats cpu, a CPU time read from /proc/PID/stat, per one of n
+// upgrades; below its 10 ms tick it says so rather than 0.0 ms.
+func cpuPer(cpu time.Duration, n int) string {
+	n = max(n, 1)
+	if cpu <= 0 {
+		return "< " + msf(cpuTick/time.Duration(n))
+	}
+	return msf(cpu / time.Duration(n))
 }
 
 func ms64(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -294,7 +294,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	var floor time.Duration
 	var idle []idleRun
 	if cfg.floorRuns > 0 {
-		fmt.Fprintf(stdout, "exec floor: %d starts of the release alone ...\n", cfg.floorRuns)
+		fmt.Fprintf(stdout, "exec floor: %s of the release alone ...\n", plural(cfg.floorRuns, "start"))
 		ds, err := execFloor(ctx, r, cfg.floorRuns)
 		if err != nil {
 			return 1, err
@@ -303,7 +303,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	}
 	if cfg.idleRuns > 0 {
 		for _, w := range cfg.workers {
-			fmt.Fprintf(stdout, "workers %d: %d upgrades with nothing in flight ...\n", w, cfg.idleRuns)
+			fmt.Fprintf(stdout, "workers %d: %s with nothing in flight ...\n", w, plural(cfg.idleRuns, "upgrade"))
 			rigs := []*rig.Rig{r}
 			if before != nil {
 				rigs = append(rigs, before)
@@ -321,14 +321,14 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	}
 	var sighup []time.Duration
 	if cfg.sighups > 0 {
-		fmt.Fprintf(stdout, "%d standalone SIGHUP handovers ...\n", cfg.sighups)
+		fmt.Fprintf(stdout, "%s ...\n", plural(cfg.sighups, "standalone SIGHUP handover"))
 		if sighup, err = standaloneSIGHUP(ctx, r, cfg.sighups); err != nil {
 			return 1, fmt.Errorf("--sighup: %w", err)
 		}
 	}
 	var peers peerRun
 	if cfg.peers > 0 {
-		fmt.Fprintf(stdout, "%d upgrades each of launcher upgrade, standalone SIGHUP, tableflip SIGHUP and tableflip with metrics, in turns ...\n", cfg.peers)
+		fmt.Fprintf(stdout, "%s each of launcher upgrade, standalone SIGHUP, tableflip SIGHUP and tableflip with metrics, in turns ...\n", plural(cfg.peers, "upgrade"))
 		if peers, err = comparePeers(ctx, r, dir, cfg, cfg.peers, stderr); err != nil {
 			return 1, fmt.Errorf("--peers: %w", err)
 		}
@@ -348,7 +348,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 			for _, h := range cfg.handovers {
 				for _, extra := range variants {
 					i++
-					fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s %s, workers %d: %s of load, %d upgrades ...\n", i, total, mode, h, strings.Join(extra, " "), w, cfg.duration, cfg.upgrades)
+					fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s, workers %d: %s of load, %s ...\n", i, total, mode, strings.Join(append([]string{h}, extra...), " "), w, cfg.duration, plural(cfg.upgrades, "upgrade"))
 					res, err := benchOne(ctx, r, cfg, mode, h, extra, w, stderr)
 					if err != nil {
 						return 1, fmt.Errorf("%s/%s/%d: %w", mode, h, w, err)
@@ -517,7 +517,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 				rows = append(rows, loadgen.Row{Handover: fmt.Sprintf("%s w=%d", r.label(), r.workers), Summary: r.summary})
 			}
 		}
-		fmt.Fprintf(w, "== mode %s: %d clients, %s, %d upgrades per run ==\n", mode, cfg.clients, cfg.duration, cfg.upgrades)
+		fmt.Fprintf(w, "== mode %s: %s, %s, %s per run ==\n", mode, plural(cfg.clients, "client"), cfg.duration, plural(cfg.upgrades, "upgrade"))
 		loadgen.WriteTable(w, rows)
 		fmt.Fprintln(w)
 	}
@@ -527,7 +527,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	}
 	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; %s) and capacity per %s window ==\n", of, bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
@@ -537,6 +537,15 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// plural returns n and noun, in the plural unless n is 1: "1 upgrade",
+// "20 upgrades".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func maxOf(ds []time.Duration) time.Duration {

@@ -31,3 +31,19 @@ func TestNoFloor(t *testing.T) {
 		t.Errorf("load table without a floor:\n%s", out)
 	}
 }
+
+func TestPluralAndCPU(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{plural(1, "upgrade"), "1 upgrade"},
+		{plural(0, "upgrade"), "0 upgrades"},
+		{plural(20, "start"), "20 starts"},
+		// /proc/PID/stat counts 10 ms ticks: none in 1 upgrade is < 10 ms.
+		{cpuPer(0, 1), "< 10.0 ms"},
+		{cpuPer(0, 20), "< 0.5 ms"},
+		{cpuPer(140*time.Millisecond, 20), "7.0 ms"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q; want %q", tc.got, tc.want)
+		}
+	}
+}

@@ -73,7 +73,7 @@ func ExampleWriteTable() {
 		fmt.Println(err)
 	}
 	// Output:
-	// mode       handover     requests   rate/s  refused  reset  eof  timeout  non2xx  other   fail%   steady p50/p99/max  upgrade p50/p99/max  versions
-	// keepalive  cbpf+drain  5,530,123  276,506        0      0    0        0       0      0       0  200µs/2.00ms/15.0ms   250µs/4.00ms/1.50s  v1=2,000,000 v2=3,530,123
-	// new-conn   close       1,330,000   66,500        0    300    7        0       0      0  0.0231   500µs/12.0ms/2.00s                    -  v1=1,329,693
+	// mode       handover     requests   rate/s  refused  reset  eof  timeout  non2xx  other   failed   steady p50/p99/max  upgrade p50/p99/max  versions
+	// keepalive  cbpf+drain  5,530,123  276,506        0      0    0        0       0      0       0%  200µs/2.00ms/15.0ms   250µs/4.00ms/1.50s  v1=2,000,000 v2=3,530,123
+	// new-conn   close       1,330,000   66,500        0    300    7        0       0      0  0.0231%   500µs/12.0ms/2.00s                    -  v1=1,329,693
 }

@@ -28,7 +28,7 @@ type Row struct {
 func WriteTable(w io.Writer, rows []Row) error {
 	lines := [][]string{{
 		"mode", "handover", "requests", "rate/s",
-		"refused", "reset", "eof", "timeout", "non2xx", "other", "fail%",
+		"refused", "reset", "eof", "timeout", "non2xx", "other", "failed",
 		"steady p50/p99/max", "upgrade p50/p99/max", "versions",
 	}}
 	for _, r := range rows {
@@ -84,14 +84,14 @@ func fmtCount(n int64) string {
 }
 
 // fmtPercent formats a failure rate as a percentage with three
-// significant digits; it is "0" only when nothing failed.
+// significant digits and a % sign; it is "0%" only when nothing failed.
 func fmtPercent(failures int64, rate float64) string {
 	if failures == 0 || rate <= 0 {
-		return "0"
+		return "0%"
 	}
 	pct := rate * 100
 	digits := max(0, 2-int(math.Floor(math.Log10(pct))))
-	return strconv.FormatFloat(pct, 'f', digits, 64)
+	return strconv.FormatFloat(pct, 'f', digits, 64) + "%"
 }
 
 // fmtPhase formats a phase's latencies as "p50/p99/max", or "-".
