@@ -363,8 +363,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 		printFloor(stdout, floor, cfg.floorRuns, idle)
 	}
 	if len(sighup) > 0 {
-		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s (%s× the floor) ==\n\n",
-			len(sighup), msf(median(sighup)), xFloor(median(sighup), floor))
+		of := ""
+		if floor > 0 {
+			of = fmt.Sprintf(" (%s× the floor)", xFloor(median(sighup), floor))
+		}
+		fmt.Fprintf(stdout, "== standalone handover: SIGHUP -> first answer from the new version, median of %d: %s%s ==\n\n",
+			len(sighup), msf(median(sighup)), of)
 	}
 	if cfg.peers > 0 {
 		printPeers(stdout, floor, peers)
