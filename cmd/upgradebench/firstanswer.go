@@ -103,6 +103,17 @@ func startSIGHUP(ctx context.Context, release func(version string) string) (*sig
 		s.stop()
 		return nil, fmt.Errorf("standalone %s: no answer from v1", release("v1"))
 	}
+	// The process may answer before it has written its pid file (Ready
+	// writes it after the server has started): the first SIGHUP needs it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := readPID(s.pidFile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.stop()
+			return nil, fmt.Errorf("standalone %s: no pid file %s 5s after its first answer", release("v1"), s.pidFile)
+		}
+	}
 	return s, nil
 }
 
