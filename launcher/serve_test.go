@@ -234,30 +234,28 @@ func (b *syncBuffer) String() string {
 // TestVersion: standalone, the App is labelled with Options.Version, in
 // its log lines too; under a supervisor, the supervisor's label wins.
 func TestVersion(t *testing.T) {
-	var logs bytes.Buffer
-	opts := quietOptions()
-	opts.Version = "v9"
-	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	app, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	if got := app.Version(); got != "v9" {
-		t.Errorf("standalone Version() = %q; want Options.Version v9", got)
-	}
-	app.Logger().Info("hi")
-	if !strings.Contains(logs.String(), "version=v9") {
-		t.Errorf("log line %q lacks version=v9", logs.String())
-	}
-
-	t.Setenv(control.EnvVersion, "v3") // as a supervisor sets it (no control socket: New stays standalone otherwise)
-	app2, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app2.Close()
-	if got := app2.Version(); got != "v3" {
-		t.Errorf("Version() with the supervisor's label = %q; want v3", got)
+	for _, tt := range []struct{ env, want string }{
+		{"", "v9"},
+		{"v3", "v3"}, // as a supervisor sets it (no control socket: New stays standalone otherwise)
+	} {
+		t.Run("env="+tt.env, func(t *testing.T) {
+			t.Setenv(control.EnvVersion, tt.env)
+			var logs bytes.Buffer
+			opts := quietOptions()
+			opts.Version = "v9"
+			opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			app, err := New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			if got := app.Version(); got != tt.want {
+				t.Errorf("Version() = %q; want %s", got, tt.want)
+			}
+			app.Logger().Info("hi")
+			if !strings.Contains(logs.String(), "version="+tt.want) {
+				t.Errorf("log line %q lacks version=%s", logs.String(), tt.want)
+			}
+		})
 	}
 }
