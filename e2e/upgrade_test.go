@@ -358,6 +358,9 @@ func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
 		// Ready, but its health check fails: a supervisor refuses it,
 		// and so does a standalone handover.
 		{"fails its health check", "#!/bin/sh\nexec " + hello + " -unhealthy \"$@\"\n", "database unreachable (-unhealthy)"},
+		// The same app run by a script without exec: the script is not all
+		// that must go (the app it started went on serving on the port).
+		{"fails its health check, run by a script", "#!/bin/sh\n" + hello + " -unhealthy \"$@\" &\necho $! > \"$(dirname \"$0\")/app.pid\"\nwait\n", "database unreachable (-unhealthy)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testStandaloneSIGHUPAfterAFailedRelease(t, tt.script, tt.log) })
 	}
@@ -386,6 +389,14 @@ func testStandaloneSIGHUPAfterAFailedRelease(t *testing.T, script, why string) {
 		}
 		return nil
 	})
+	if app := readPID(filepath.Join(bad, "app.pid")); app > 0 {
+		eventually(t, 5*time.Second, "the app the failed release's script started is gone", func() error {
+			if alive(app) {
+				return fmt.Errorf("pid %d alive", app)
+			}
+			return nil
+		})
+	}
 	for i := 0; i < 20; i++ {
 		if b := mustGet(t, sa.addr, "/"); b != "hello from v1" {
 			t.Fatalf("request %d after the failed handover: %q; want hello from v1", i, b)
@@ -411,6 +422,48 @@ func testStandaloneSIGHUPAfterAFailedRelease(t *testing.T, script, why string) {
 	case <-sa.exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("old process still running after the handover to v2")
+	}
+}
+
+// TestStandaloneStopDuringAHandover: SIGTERM to a standalone hello while
+// its kill -HUP handover waits for a new process that is slow to start
+// gives the handover up: the new process and what it started are killed
+// and the handover's temporary directory removed before the old process
+// exits. (They outlived it: a release script's children ran on, and the
+// directory stayed in TMPDIR.)
+func TestStandaloneStopDuringAHandover(t *testing.T) {
+	tmp := shortTempDir(t)
+	t.Setenv("TMPDIR", tmp) // inherited by hello and every process it starts
+	sa := startStandalone(t, "v1")
+	slow := filepath.Join(sa.root, "releases", "vslow")
+	if err := os.MkdirAll(slow, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nsleep 100 &\necho $! > \"$(dirname \"$0\")/app.pid\"\nwait\n"
+	if err := os.WriteFile(filepath.Join(slow, "hello"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sa.point(slow)
+	sa.hup()
+	var app int
+	eventually(t, 10*time.Second, "the slow release started", func() error {
+		if app = readPID(filepath.Join(slow, "app.pid")); app == 0 {
+			return errors.New("no app.pid yet")
+		}
+		return nil
+	})
+	syscall.Kill(sa.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-sa.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("hello still running 10 s after SIGTERM")
+	}
+	if alive(app) {
+		syscall.Kill(app, syscall.SIGKILL)
+		t.Errorf("the slow release's process %d outlived the process that gave its handover up", app)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "launcher-handoff-*")); len(left) > 0 {
+		t.Errorf("the handover's temporary directory outlived the process: %v", left)
 	}
 }
 

@@ -27,8 +27,11 @@ const handoffVersion = 1
 // (a "current" symlink resolves to the new release), let the new process
 // bind the same addresses with SO_REUSEPORT, wait until it is ready, steer
 // new connections to it, empty and close our listeners, and tell it the
-// port is its own. On any failure before the steer the new process is
-// killed and this one serves on untouched.
+// port is its own. On any failure before the steer, or when ctx ends
+// first (this process was told to stop), the new process is killed with
+// every process it started (its process group: a release may be a script
+// that runs the app without exec) and this one serves on untouched, or
+// goes on stopping.
 func (a *App) handover(ctx context.Context) error {
 	exe, err := selfPath()
 	if err != nil {
@@ -56,6 +59,7 @@ func (a *App) handover(ctx context.Context) error {
 		control.EnvGeneration+"="+strconv.Itoa(a.generation+1),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("handover: start %s: %w", exe, err)
 	}
@@ -76,13 +80,16 @@ func (a *App) handover(ctx context.Context) error {
 		err = a.awaitChildReady(ctx, child, exited)
 	}
 	if err != nil {
-		cmd.Process.Kill()
+		killProcessGroup(cmd)
 		<-exited.done
-		return fmt.Errorf("handover to %s: %w", exe, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%s, ReadyTimeout)", err, a.opts.ReadyTimeout)
+		}
+		return fmt.Errorf("handover to %s: %w; the new process was killed", exe, err)
 	}
 	// The group is [this process, child] on every address: steer to slot 1.
 	if err := a.steer([]int{1}); err != nil {
-		cmd.Process.Kill()
+		killProcessGroup(cmd)
 		<-exited.done
 		return fmt.Errorf("handover: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 )
 
@@ -20,3 +21,7 @@ func checkPlatform(what string) error {
 }
 
 func redirectStderr(f *os.File) error { return errors.ErrUnsupported }
+
+func ownProcessGroup(*exec.Cmd) {}
+
+func killProcessGroup(cmd *exec.Cmd) { cmd.Process.Kill() }

@@ -183,6 +183,19 @@ func notifySignals() chan os.Signal {
 func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan error) (served int, err error) {
 	handover := make(chan error, 1)
 	handing := false
+	// A handover under way when this process stops is given up: its new
+	// process (and what that started) is killed, and its files removed,
+	// before wait returns and the process drains and exits; otherwise they
+	// outlived it.
+	hctx, giveUp := context.WithCancel(ctx)
+	defer func() {
+		giveUp()
+		if handing {
+			if err := <-handover; err != nil {
+				a.log.Info("handover given up: this process stops", "err", err)
+			}
+		}
+	}()
 	done := ctx.Done()
 	for {
 		select {
@@ -202,7 +215,7 @@ func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan e
 				a.log.Info("SIGHUP ignored: a handover is in progress")
 			default:
 				handing = true
-				go func() { handover <- a.handover(ctx) }() // bounded by ReadyTimeout; read by this loop or dropped in the buffer
+				go func() { handover <- a.handover(hctx) }() // bounded by ReadyTimeout and hctx; read by this loop, or when it returns
 			}
 		case err := <-handover:
 			handing = false
