@@ -47,7 +47,7 @@ func (s *Supervisor) resolve(arg string) (release, error) {
 	case !versionRE.MatchString(arg):
 		return release{}, fmt.Errorf("%w: %q is not a version name (letters, digits, . _ + -)", ErrBadRelease, arg)
 	case s.cfg.Releases == "":
-		return release{}, fmt.Errorf("%w: upgrade to version %q needs --releases DIR", ErrBadRelease, arg)
+		return release{}, fmt.Errorf("%w: upgrade to version %q needs a supervisor started with --releases DIR (launcher start --releases DIR ...); this one has none: give the release's path instead", ErrBadRelease, arg)
 	default:
 		p := filepath.Join(s.cfg.Releases, arg, s.exeName)
 		if _, err := os.Stat(filepath.Join(s.cfg.Releases, arg)); err != nil {
