@@ -157,6 +157,10 @@ func TestSecondSupervisorOnTheSamePortRefused(t *testing.T) {
 	if code != 1 || !strings.Contains(last, "something already listens there") {
 		t.Errorf("second start: exit %d, %q; want 1 and refused", code, last)
 	}
+	// A refused start changes nothing: the state dir it made is gone.
+	if ents, err := os.ReadDir(dir); !os.IsNotExist(err) {
+		t.Errorf("the refused start left its new state dir %s (%v, %d entries)", dir, err, len(ents))
+	}
 	if out, errOut, code := s.cli("upgrade", "--wait", "v3"); code != 0 {
 		t.Fatalf("upgrade of the first: exit %d\n%s%s", code, out, errOut)
 	}

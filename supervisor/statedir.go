@@ -30,6 +30,10 @@ var ErrRunning = errors.New("a supervisor is already running")
 type stateDir struct {
 	path string
 	lock *os.File
+	// created: the directory did not exist before this supervisor; if it
+	// leaves it with nothing but its lock (a refused start), close
+	// removes it, so that a refused command changes nothing.
+	created bool
 }
 
 // ControlSocket returns the path of the control socket in dir.
@@ -43,6 +47,8 @@ func openStateDir(path string) (*stateDir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", path, err)
 	}
+	_, statErr := os.Stat(abs)
+	created := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(filepath.Join(abs, adminDir), 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
@@ -67,7 +73,7 @@ func openStateDir(path string) (*stateDir, error) {
 	// We hold the lock: the socket is stale. Admin sockets may belong to
 	// workers a killed supervisor left serving (see adopt).
 	os.Remove(ControlSocket(abs))
-	d := &stateDir{path: abs, lock: f}
+	d := &stateDir{path: abs, lock: f, created: created}
 	if err := writeFileAtomic(PIDFile(abs), strconv.Itoa(os.Getpid())+"\n"); err != nil {
 		d.close()
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -82,6 +88,15 @@ func (d *stateDir) adminSocket(gen, worker int) string {
 func (d *stateDir) close() {
 	os.Remove(PIDFile(d.path))
 	os.Remove(ControlSocket(d.path))
+	if d.created {
+		os.Remove(filepath.Join(d.path, adminDir)) // only if empty
+		if ents, err := os.ReadDir(d.path); err == nil && len(ents) == 1 && ents[0].Name() == lockName {
+			// Unlinked while locked: no other start can be waiting on it,
+			// as it would hold the lock (or have failed to take it).
+			os.Remove(filepath.Join(d.path, lockName))
+			os.Remove(d.path)
+		}
+	}
 	d.lock.Close()
 }
 
