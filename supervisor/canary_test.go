@@ -549,3 +549,27 @@ func TestWindowFiguresWithoutRequests(t *testing.T) {
 		t.Errorf("figures without requests = %q; want no requests (not p99 0s)", s)
 	}
 }
+
+// TestWindowFiguresSayTheirWindow: a report's figures say how long the
+// window they count was (a generation that crashed was last read before
+// its crash, so its count covers less than its life), except those of a
+// whole life; one request is one request.
+func TestWindowFiguresSayTheirWindow(t *testing.T) {
+	for _, tt := range []struct {
+		f    WindowFigures
+		want string
+	}{
+		{WindowFigures{Generation: 2, Version: "v2", Requests: 12, P99: 500 * time.Microsecond, Window: 4980 * time.Millisecond},
+			"generation 2 (v2): 12 requests in 5.0 s, 0 5xx (0.0%), p99 500µs"},
+		{WindowFigures{Generation: 2, Version: "v2", Requests: 1, Errors: 1, P99: time.Millisecond, Window: 300 * time.Millisecond},
+			"generation 2 (v2): 1 request in 0.3 s, 1 5xx (100.0%), p99 1ms"},
+		{WindowFigures{Generation: 1, Version: "v1", Requests: 31, P99: 500 * time.Microsecond, Window: time.Second, Lifetime: true},
+			"generation 1 (v1): 31 requests, 0 5xx (0.0%), p99 500µs over its whole life"},
+		{WindowFigures{Generation: 1, Version: "v1", Requests: 3}, // a report of an older supervisor: no window
+			"generation 1 (v1): 3 requests, 0 5xx (0.0%), p99 0s"},
+	} {
+		if got := tt.f.String(); got != tt.want {
+			t.Errorf("%+v:\n got %q\nwant %q", tt.f, got, tt.want)
+		}
+	}
+}

@@ -81,8 +81,18 @@ func (f WindowFigures) String() string {
 		}
 		return s
 	}
-	s := fmt.Sprintf("generation %d (%s): %d requests, %d 5xx (%.1f%%), p99 %s", f.Generation, f.Version,
-		f.Requests, f.Errors, 100*f.ratio(), f.P99.Round(100*time.Microsecond))
+	noun := "requests"
+	if f.Requests == 1 {
+		noun = "request"
+	}
+	// The window's length says how much of the generation's traffic the
+	// figures hold: a generation that crashed was last read before.
+	span := ""
+	if !f.Lifetime && f.Window > 0 {
+		span = fmt.Sprintf(" in %.1f s", f.Window.Seconds())
+	}
+	s := fmt.Sprintf("generation %d (%s): %d %s%s, %d 5xx (%.1f%%), p99 %s", f.Generation, f.Version,
+		f.Requests, noun, span, f.Errors, 100*f.ratio(), f.P99.Round(100*time.Microsecond))
 	if f.Lifetime {
 		s += " over its whole life"
 	}
