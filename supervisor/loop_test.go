@@ -249,6 +249,36 @@ func TestCrashLoopFailsTheGeneration(t *testing.T) {
 	}
 }
 
+// TestUpgradeAwayFromAGenerationWithNoWorkerLeft: an upgrade from a
+// generation whose workers all crashed and wait for their restart (a
+// crash-looping release) ends that generation at once: it has nothing to
+// release or drain. (It stayed "draining" for good, and upgrade --wait
+// waited forever for its drain.)
+func TestUpgradeAwayFromAGenerationWithNoWorkerLeft(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{crashAfter: 100 * time.Millisecond}
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: time.Minute, max: time.Minute, reset: time.Hour, loop: 10}
+	})
+	r.waitStarted()
+	eventually(t, "generation 1's workers crashed, restarts pending", func() error {
+		if g := r.gen(1); g.State != StateActive || len(g.PIDs) != 0 {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	st, err := r.upgrade("v2", true)
+	if err != nil {
+		t.Fatalf("upgrade --wait: %v (steps %s)", err, st)
+	}
+	if g := r.gen(1); g.State != StateExited {
+		t.Errorf("generation 1 = %+v after the upgrade; want exited", g)
+	}
+	if g := r.gen(2); g.State != StateActive {
+		t.Errorf("generation 2 = %+v; want active", g)
+	}
+}
+
 func TestStopDuringUpgrade(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 2}, fx, nil)

@@ -276,6 +276,16 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	enqueue := func(l *loop) {
 		remaining := len(workers)
 		dw := l.watchDrain(g, workers, then)
+		if remaining == 0 {
+			// Nothing of g is left to release (its workers crashed and
+			// wait for a restart that no longer comes): its drain is
+			// over now, unless an earlier retire's releases are under
+			// way (they start its clock).
+			if len(dw.workers) == 0 {
+				l.startDrainClock(dw)
+			}
+			return
+		}
 		for _, w := range workers {
 			l.releaseQ = append(l.releaseQ, &releaseJob{w: w, quiesced: quiesced[w], handshakesDone: handshakesDone && quiesced[w], then: func(l *loop) {
 				if remaining--; remaining == 0 {
