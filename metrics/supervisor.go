@@ -70,7 +70,7 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 	s := &Supervisor{
 		Upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_upgrades_total",
-			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile), rolled_back (crashed during --probation, or rolled back then: the previous generation serves again), breached (the judge found a breach when no worker of the previous generation was left to take traffic back: the new one serves on). With a probation, success is counted when it passes.",
+			Help: "Upgrades (including the first start and rollbacks) by result: success, failed (the new generation never served), refused (bad release, nothing started), aborted (stopped meanwhile), rolled_back (crashed during its canary or --probation, judged worse than the previous generation then, or rolled back by launcher rollback then: the previous generation serves again), breached (the judge found a breach when no worker of the previous generation was left to take traffic back: the new one serves on). With a probation, success is counted when it passes.",
 		}, []string{"result"}),
 		UpgradeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "launcher_upgrade_duration_seconds",
