@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/launcherd/launcher/supervisor"
 )
@@ -95,7 +98,8 @@ func (pr *printer) summary(p supervisor.Progress) {
 
 func (c *cli) runStatus(ctx context.Context, o statusOptions) error {
 	client := c.client()
-	for {
+	clear := o.watch && isTerminal(c.stdout)
+	for first := true; ; first = false {
 		st, err := client.Status(ctx)
 		if err != nil {
 			if o.watch && ctx.Err() != nil {
@@ -103,8 +107,11 @@ func (c *cli) runStatus(ctx context.Context, o statusOptions) error {
 			}
 			return err
 		}
-		if o.watch {
+		switch {
+		case clear:
 			fmt.Fprint(c.stdout, "\x1b[H\x1b[2J") // home and clear: refresh in place
+		case o.watch && !first:
+			fmt.Fprintln(c.stdout) // to a pipe or a file: one snapshot after the other
 		}
 		if o.json {
 			enc := json.NewEncoder(c.stdout)
@@ -157,4 +164,15 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		}
 		fmt.Fprintf(w, "; status --json has the last %d reports\n", n)
 	}
+}
+
+// isTerminal reports whether w is a terminal (its TCGETS ioctl answers),
+// where status --watch may clear the screen.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

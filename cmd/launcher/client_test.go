@@ -294,3 +294,28 @@ func TestStatusShowsTheLastUpgrade(t *testing.T) {
 		t.Errorf("status:\n%s\nwant %q", b.String(), want)
 	}
 }
+
+// TestStatusWatchToAPipe: status --watch clears the screen only on a
+// terminal; to a pipe or a file its snapshots follow each other, without
+// escape codes in the output (status --watch | tee log).
+func TestStatusWatchToAPipe(t *testing.T) {
+	st := supervisor.Status{PID: 42, StateDir: "/s", Listen: []string{"127.0.0.1:8080"}, Handover: "steer",
+		Generations: []supervisor.GenerationStatus{{Generation: 1, Version: "v1", State: "active", Path: "/srv/r/v1/hello", PIDs: []int{43}}}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := []control.Message{{Type: control.TypeResult, OK: true, Data: b}}
+	gone := []control.Message{{Type: control.TypeResult, Error: "supervisor stopping"}} // ends the watch
+	dir, _ := fakeSupervisor(t, ok, ok, gone)
+	code, stdout, stderr := runCLI(t, newCLI, "status", "--watch", "--interval", "100ms", "--state-dir", dir)
+	if code != 1 || !strings.Contains(stderr, "supervisor stopping") {
+		t.Errorf("exit %d, stderr %q; want 1 once the fake supervisor refuses the third status", code, stderr)
+	}
+	if strings.Contains(stdout, "\x1b[") {
+		t.Errorf("status --watch to a pipe wrote escape codes: %q", stdout)
+	}
+	if n := strings.Count(stdout, "supervisor pid 42"); n != 2 {
+		t.Errorf("status --watch printed %d snapshots; want 2:\n%s", n, stdout)
+	}
+}
