@@ -44,9 +44,15 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.stateDir, "state.json")); err != nil {
 		t.Fatalf("state file: %v", err)
 	}
+	// status says what is left and how to take it back.
+	_, errOut, code := runCLI(t, "status", "--state-dir", s.stateDir)
+	wantPIDs := fmt.Sprintf("pids %d, %d", v1.PIDs[0], v1.PIDs[1])
+	if code != 1 || !strings.Contains(errOut, "still serve ("+wantPIDs+")") || !strings.Contains(errOut, "adopts them") {
+		t.Errorf("status without the supervisor: exit %d, %q; want 1, the serving workers (%s) and how to adopt them", code, errOut, wantPIDs)
+	}
 
 	// Another address: refused, nothing changes.
-	_, errOut, code := runCLI(t, "start", "--listen", freeAddr(t), "--state-dir", s.stateDir, "--releases", bins.releases,
+	_, errOut, code = runCLI(t, "start", "--listen", freeAddr(t), "--state-dir", s.stateDir, "--releases", bins.releases,
 		"--", filepath.Join(bins.releases, "v1", "hello"))
 	if code == 0 || !strings.Contains(errOut, "workers of a killed supervisor still serve") {
 		t.Errorf("start with another --listen: exit %d, %q; want refused", code, errOut)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -176,6 +178,10 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 	cancel()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			if g, pids := servingOrphans(c.StateDir); len(pids) > 0 {
+				return control.Message{}, fmt.Errorf("%s: %w on %s, but the workers of its generation %d (%s) still serve (pids %s): launcher start --state-dir %s with the same --listen adopts them",
+					cmd, ErrNotRunning, c.StateDir, g.Num, g.Release.Version, joinInts(pids), c.StateDir)
+			}
 			return control.Message{}, fmt.Errorf("%s: %w on %s (start one with: launcher start --state-dir %s ...)", cmd, ErrNotRunning, c.StateDir, c.StateDir)
 		}
 		return control.Message{}, fmt.Errorf("connect to supervisor: %w", err)
@@ -232,4 +238,37 @@ func Call(ctx context.Context, stateDir, cmd, arg string, wait bool, progress fu
 // Deprecated: use [Client.Status].
 func GetStatus(ctx context.Context, stateDir string) (Status, error) {
 	return Client{StateDir: stateDir}.Status(ctx)
+}
+
+// servingOrphans returns the active generation of the state file in dir
+// and those of its workers' pids that still run its release (their
+// /proc/PID/exe is the release's path: a pid reused since is not one):
+// what a supervisor killed left serving, for a start to adopt.
+func servingOrphans(dir string) (savedGen, []int) {
+	st, err := loadState(dir)
+	if err != nil || st == nil {
+		return savedGen{}, nil
+	}
+	for _, g := range st.Gens {
+		if g.Num != st.Active {
+			continue
+		}
+		var pids []int
+		for _, w := range g.Workers {
+			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", w.PID)); err == nil && exe == g.Release.Path {
+				pids = append(pids, w.PID)
+			}
+		}
+		return g, pids
+	}
+	return savedGen{}, nil
+}
+
+// joinInts writes ns as "1, 2, 3".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
 }
