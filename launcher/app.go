@@ -263,7 +263,8 @@ func (a *App) hello() control.Message {
 
 // Listen binds every listen address with SO_REUSEPORT. Under a supervisor
 // it first waits for the supervisor's grant, so that the supervisor knows
-// each socket's place in the kernel's reuseport group. On systems other
+// each socket's place in the kernel's reuseport group (a standalone parent
+// handing over grants it in its welcome: control.CapListenFree). On systems other
 // than Linux it returns [ErrNotSupported].
 func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 	if err := checkPlatform("Listen"); err != nil {
@@ -271,12 +272,13 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 	}
 	a.mu.Lock()
 	ctl, handoff := a.ctl, a.handoff
+	ask := ctl != nil && !control.HasCap(a.supCaps, control.CapListenFree)
 	if len(a.lns) > 0 {
 		a.mu.Unlock()
 		return nil, errors.New("launcher: Listen called twice")
 	}
 	a.mu.Unlock()
-	if ctl != nil {
+	if ask {
 		if err := ctl.Write(control.Message{Type: control.TypeListen}); err != nil {
 			return nil, fmt.Errorf("launcher: ask to listen: %w", err)
 		}

@@ -158,8 +158,10 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited *exit
 	default:
 		// Speak the child's version: it may be an older release. A child
 		// of this library checks its health before its ready and says
-		// how it went (an older one is handed over unchecked, as before).
-		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version, Caps: []string{control.CapReadyHealth}})
+		// how it went (an older one is handed over unchecked, as before),
+		// and listens without asking: it is the only one to order (an
+		// older one asks, and is granted at once).
+		err = c.Write(control.Message{Type: control.TypeWelcome, Version: m.Version, Caps: []string{control.CapReadyHealth, control.CapListenFree}})
 		if err == nil && len(keys) > 0 && control.HasCap(m.Caps, control.CapTicketKeys) {
 			err = c.Write(control.Message{Type: control.TypeTicketKeys, TicketKeys: keys})
 		}
@@ -171,7 +173,8 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited *exit
 	return c, nil
 }
 
-// awaitChildReady grants the child's listen and waits for its ready.
+// awaitChildReady grants the child's listen, if it asks, and waits for
+// its ready.
 func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited *exitWatch) error {
 	msgs := make(chan control.Message)
 	errc := make(chan error, 1)

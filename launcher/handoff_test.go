@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,4 +59,90 @@ func TestHandoverToAnExitingRelease(t *testing.T) {
 			t.Fatalf("handover %d still running 10 s after its new process exited", i)
 		}
 	}
+}
+
+// TestHandoffListenFree: a process started by a standalone parent whose
+// welcome lists control.CapListenFree listens at once, without asking;
+// under a parent (or supervisor) that does not list it, it asks and waits
+// for the grant; and the parent still grants the listen of an older child
+// that asks.
+func TestHandoffListenFree(t *testing.T) {
+	t.Run("new child, new parent", func(t *testing.T) {
+		f := startFakeSupervisor(t, 1, control.Version, "")
+		f.caps.Store(&[]string{control.CapReadyHealth, control.CapListenFree})
+		supervisedEnv(t, f.path, true)
+		app, err := New(quietOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		c := f.conn(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		lns, err := app.Listen(ctx) // no grant is ever sent
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		defer func() {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}()
+		read(t, c, control.TypeListening) // not a TypeListen first
+		if err := app.Ready(); err != nil {
+			t.Fatal(err)
+		}
+		read(t, c, control.TypeReady)
+	})
+	t.Run("new child, old parent", func(t *testing.T) {
+		f := startFakeSupervisor(t, 1, 1, "")
+		f.caps.Store(&[]string{control.CapReadyHealth})
+		supervisedEnv(t, f.path, true)
+		app, err := New(quietOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		listenAndReady(t, app, f.conn(t)) // asks, and waits for the grant
+	})
+	t.Run("old child, new parent", func(t *testing.T) {
+		dir, err := os.MkdirTemp("", "lh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		l, err := net.Listen("unix", filepath.Join(dir, "s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		child, err := net.Dial("unix", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer child.Close()
+		cc := control.NewConn(child)
+		cc.Write(control.Message{Type: control.TypeHello, Version: 1, Token: "tok"})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		exited := &exitWatch{done: make(chan struct{})}
+		pc, err := acceptChild(ctx, l, "tok", exited, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if w := read(t, cc, control.TypeWelcome); !control.HasCap(w.Caps, control.CapListenFree) {
+			t.Errorf("the parent's welcome lists %v; want %s", w.Caps, control.CapListenFree)
+		}
+		a := &App{}
+		ready := make(chan error, 1)
+		go func() { ready <- a.awaitChildReady(ctx, pc, exited) }() // ends at the child's ready, or at ctx's end
+		cc.Write(control.Message{Type: control.TypeListen}) // as children before CapListenFree did
+		read(t, cc, control.TypeGrant)
+		cc.Write(control.Message{Type: control.TypeListening})
+		cc.Write(control.Message{Type: control.TypeReady})
+		if err := <-ready; err != nil {
+			t.Errorf("awaitChildReady: %v", err)
+		}
+	})
 }

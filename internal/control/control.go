@@ -338,6 +338,14 @@ const (
 	// millisecond on the way to serving). A worker checks itself only
 	// when both list it.
 	CapReadyHealth = "ready-health"
+	// CapListenFree in a welcome says every listen is granted: the peer
+	// has nothing to order (a standalone parent handing over to its one
+	// new process), so the worker listens at once and reports
+	// TypeListening without asking with TypeListen and waiting for
+	// TypeGrant, a round trip on its way to serving. A supervisor, which
+	// grants one worker at a time to know each socket's slot in the
+	// reuseport group, never lists it; without it a worker asks.
+	CapListenFree = "listen-free"
 )
 
 // CollectWait bounds how long a drained worker waits for TypeCollected.

@@ -56,5 +56,7 @@
 // TypeCollected after TypeDrained only if both its hello and the welcome
 // list [CapFinalMetrics]; TypeTicketKeys goes only to a worker whose hello
 // lists [CapTicketKeys], and only such a worker's rejoin hello carries its
-// keys. A peer ignores capabilities it does not know.
+// keys; a worker listens without asking only when the welcome lists
+// [CapListenFree] (a standalone parent's). A peer ignores capabilities it
+// does not know.
 package control
