@@ -137,7 +137,7 @@ func TestHandoffListenFree(t *testing.T) {
 		a := &App{}
 		ready := make(chan error, 1)
 		go func() { ready <- a.awaitChildReady(ctx, pc, exited) }() // ends at the child's ready, or at ctx's end
-		cc.Write(control.Message{Type: control.TypeListen}) // as children before CapListenFree did
+		cc.Write(control.Message{Type: control.TypeListen})         // as children before CapListenFree did
 		read(t, cc, control.TypeGrant)
 		cc.Write(control.Message{Type: control.TypeListening})
 		cc.Write(control.Message{Type: control.TypeReady})
