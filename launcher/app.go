@@ -140,6 +140,21 @@ func New(opts Options) (*App, error) {
 	a.reg = prometheus.NewRegistry()
 	a.reg.MustRegister(a.metrics)
 
+	// The admin socket is set up while the hello makes its round trip
+	// through the supervisor: both are on a new worker's way to serving,
+	// and neither needs the other.
+	type adminResult struct {
+		closer io.Closer
+		err    error
+	}
+	var admin chan adminResult
+	if a.adminPath != "" {
+		admin = make(chan adminResult, 1)
+		go func() { // owned by New: read below before it returns
+			closer, err := a.serveAdmin(a.adminPath)
+			admin <- adminResult{closer, err}
+		}()
+	}
 	if path := os.Getenv(control.EnvControl); path != "" {
 		a.controlPath = path
 		// stderr is a pipe to the supervisor. Should it be killed, a
@@ -148,6 +163,11 @@ func New(opts Options) (*App, error) {
 		a.sigpipe = make(chan os.Signal, 1)
 		signal.Notify(a.sigpipe, syscall.SIGPIPE)
 		if err := a.connect(path); err != nil {
+			if admin != nil {
+				if r := <-admin; r.closer != nil {
+					r.closer.Close()
+				}
+			}
 			return nil, err
 		}
 	} else {
@@ -156,13 +176,15 @@ func New(opts Options) (*App, error) {
 	}
 	// After connect: the supervisor's keys may be in already.
 	a.shareTicketKeys(opts.TLS)
-	if a.adminPath != "" {
-		closer, err := a.serveAdmin(a.adminPath)
-		if err != nil {
+	if admin != nil {
+		r := <-admin
+		if r.err != nil {
 			a.Close()
-			return nil, err
+			return nil, r.err
 		}
-		a.admin = closer
+		a.mu.Lock()
+		a.admin = r.closer
+		a.mu.Unlock()
 	}
 	return a, nil
 }
