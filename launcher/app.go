@@ -83,6 +83,9 @@ type App struct {
 	admin      io.Closer
 	ready      bool
 	closed     bool
+	// caught, when Serve reports ready before it catches the signals,
+	// is closed once it has caught them (see readyAndCatch).
+	caught chan struct{}
 	// pidFileOwned: this process wrote the pid file and has not handed it
 	// on to a new process by a SIGHUP handover; see removePIDFile.
 	pidFileOwned bool

@@ -3,9 +3,12 @@ package launcher
 import (
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,4 +148,48 @@ func TestHandoffListenFree(t *testing.T) {
 			t.Errorf("awaitChildReady: %v", err)
 		}
 	})
+}
+
+// TestHandoffPIDFileAfterSignalsCaught: a process started by a standalone
+// parent reports ready before it catches signals (Serve), but writes the
+// pid file it takes over only once it has: a SIGTERM sent as soon as the
+// file names it drains it, as one from a script that read the file would
+// (SIGTERM's default action would end the test binary instead).
+func TestHandoffPIDFileAfterSignalsCaught(t *testing.T) {
+	f := startFakeSupervisor(t, 1, control.Version, "")
+	f.caps.Store(&[]string{control.CapReadyHealth, control.CapListenFree})
+	supervisedEnv(t, f.path, true)
+	opts := quietOptions()
+	opts.PIDFile = filepath.Join(t.TempDir(), "app.pid")
+	app, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.conn(t)
+	ran := make(chan error, 1)
+	go func() { // ends when the SIGTERM below has drained it
+		ran <- app.Run(context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	}()
+	read(t, c, control.TypeListening)
+	read(t, c, control.TypeReady)
+	if err := c.Write(control.Message{Type: control.TypeHandoffDone}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+		if b, err := os.ReadFile(opts.PIDFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no pid file 10 s after the handoff")
+		}
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still running 10 s after SIGTERM")
+	}
 }

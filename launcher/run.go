@@ -105,12 +105,11 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 			serveErr <- ds.Serve(ln)
 		}()
 	}
-	// Signals are caught from before Ready writes the pid file: a kill
-	// -HUP by a script that read it must not meet SIGHUP's default action
-	// (exit) in the moment before wait.
-	sigs := notifySignals()
-	defer signal.Stop(sigs)
-	if err := a.Ready(); err != nil {
+	sigs, err := a.readyAndCatch()
+	if sigs != nil {
+		defer signal.Stop(sigs)
+	}
+	if err != nil {
 		return err
 	}
 	served, err := a.wait(ctx, sigs, serveErr)
@@ -142,6 +141,34 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 	a.reportDrained(control.Message{Type: control.TypeDrained})
 	a.removePIDFile()
 	return nil
+}
+
+// readyAndCatch reports ready and catches the signals wait handles, in
+// the order that keeps the ready off the signals' path: catching them
+// takes a round trip to the runtime's signal thread for each (0.1-0.3 ms
+// in all on a fresh process).
+//
+// Alone, the signals are caught first: Ready writes the pid file, and a
+// kill -HUP by a script that read it must not meet SIGHUP's default action
+// (exit) in the moment before wait. Under a supervisor, or a standalone
+// parent handing over, the ready goes out first; nobody signals such a
+// process before it was steered to, and the pid file that a handover
+// leaves it is written once these signals are caught (finishHandoff
+// waits for it).
+func (a *App) readyAndCatch() (chan os.Signal, error) {
+	if !a.Supervised() {
+		sigs := notifySignals()
+		return sigs, a.Ready()
+	}
+	a.mu.Lock()
+	caught := make(chan struct{})
+	a.caught = caught
+	a.mu.Unlock()
+	defer close(caught)
+	if err := a.Ready(); err != nil {
+		return nil, err
+	}
+	return notifySignals(), nil
 }
 
 // tlsConfigFor returns the TLS config srv is to serve with, nil for plain

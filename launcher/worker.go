@@ -280,10 +280,16 @@ func (a *App) finishHandoff(ctl *control.Conn) {
 	a.dropCtl(ctl)
 	a.handoff = false
 	a.supervised = false
+	caught := a.caught
 	a.mu.Unlock()
 	ctl.Close()
 	if err := a.steer([]int{0}); err != nil {
 		a.log.Warn("steer after handoff", "err", err)
+	}
+	// A script that reads the pid file may send SIGHUP at once: Serve
+	// catches it by then (it reported ready before catching signals).
+	if caught != nil {
+		<-caught
 	}
 	if err := a.writePIDFile(); err != nil {
 		a.log.Warn("after handoff", "err", err)
