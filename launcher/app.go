@@ -164,8 +164,18 @@ func New(opts Options) (*App, error) {
 		// write there must fail (EPIPE) rather than kill this process
 		// with SIGPIPE: the workers serve on without a supervisor.
 		a.sigpipe = make(chan os.Signal, 1)
-		signal.Notify(a.sigpipe, syscall.SIGPIPE)
-		if err := a.connect(path); err != nil {
+		// Caught, and the hello's codec built, while the hello is
+		// dialed: both are first-use costs of a fresh process (the first
+		// signal caught starts the runtime's signal thread, with a round
+		// trip to it; encoding/json builds a type's codec at its first
+		// use), and the dial is another one.
+		warm := make(chan struct{})
+		go func() { // owned by New: connect waits for it
+			defer close(warm)
+			signal.Notify(a.sigpipe, syscall.SIGPIPE)
+			control.Warm()
+		}()
+		if err := a.connect(path, warm); err != nil {
 			if admin != nil {
 				if r := <-admin; r.closer != nil {
 					r.closer.Close()
@@ -221,7 +231,10 @@ func (a *App) Observer() drain.Observer { return a.metrics }
 
 // connect dials the control socket and says hello, again at an older
 // version if the supervisor speaks only that (see [control.Negotiate]).
-func (a *App) connect(path string) error {
+// It waits for warm to close before it returns: nothing may write to
+// stderr (a pipe to the supervisor) before SIGPIPE is caught.
+func (a *App) connect(path string, warm <-chan struct{}) error {
+	defer func() { <-warm }()
 	var ctl *control.Conn
 	m, err := control.Negotiate(a.hello(), func(hello control.Message) (control.Message, error) {
 		c, err := net.DialTimeout("unix", path, 5*time.Second)
@@ -252,6 +265,7 @@ func (a *App) connect(path string) error {
 	}
 	a.setCtl(ctl, m)
 	a.supervised = true
+	<-warm
 	go a.readControl(ctl) // owned by the App: ends when Close closes the connection
 	return nil
 }

@@ -228,6 +228,16 @@ func ReadFile(c *net.UnixConn, deadline time.Time) (Message, *os.File, *Conn, er
 	return m, f, conn, nil
 }
 
+// Warm encodes and decodes a Message once, so that encoding/json has
+// built its codec for the type (a tenth of a millisecond or more, once
+// per process) before the first message on the way to serving needs it:
+// a fresh worker calls it while it dials the control socket.
+func Warm() {
+	b, _ := json.Marshal(Message{Type: TypeHello, Caps: []string{CapQuiesce}})
+	var m Message
+	json.Unmarshal(b, &m)
+}
+
 // Read reads one message. A deadline of zero means none.
 func (c *Conn) Read(deadline time.Time) (Message, error) {
 	var m Message
