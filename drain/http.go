@@ -83,9 +83,15 @@ func (s *Server) init() {
 					tc.tlsFirst.Store(isTLS)
 					tc.wait()
 				case http.StateActive: // a request's header is read
-					tc.tlsFirst.Store(false)
-					if tlsConn, ok := c.(*tls.Conn); ok && tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
-						tc.h2.Store(true) // drained by GOAWAY, not by the idle grace
+					if tc.tlsFirst.Load() {
+						// A TLS connection's first request: its handshake,
+						// and with it the protocol, is settled. Looked at
+						// once, not at every request: ConnectionState takes
+						// the handshake's lock and copies its state.
+						tc.tlsFirst.Store(false)
+						if tlsConn, ok := c.(*tls.Conn); ok && tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
+							tc.h2.Store(true) // drained by GOAWAY, not by the idle grace
+						}
 					}
 					tc.busy()
 				case http.StateIdle: // its response is written
