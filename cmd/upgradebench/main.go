@@ -55,6 +55,9 @@ type config struct {
 	modes       []loadgen.Mode
 	handovers   []string
 	throughput  bool
+	tpRounds    int           // ABBA rounds of the throughput comparison
+	tpRound     time.Duration // each run of the client in them
+	profile     bool          // perf the launcher's worker during one more wrk run
 	upgradeRuns bool
 	verbose     bool
 	floorRuns   int      // starts of the exec floor
@@ -89,6 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
 	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close")
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
+	fs.IntVar(&c.tpRounds, "throughput-rounds", 20, "rounds of the throughput comparison, each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
+	fs.DurationVar(&c.tpRound, "throughput-round", time.Second, "each run of the client in the throughput comparison's rounds, in whole seconds (wrk's -d)")
+	fs.BoolVar(&c.profile, "profile", false, "after the throughput comparison, record the launcher's worker with perf during one more wrk run, and print the share of its CPU in the launcher's own code (needs perf and wrk)")
 	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
 	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
@@ -155,6 +161,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		if n.v < 0 {
 			return c, fmt.Errorf("%s %d: want 0 or more", n.flag, n.v)
 		}
+	}
+	if c.tpRounds < 1 {
+		return c, fmt.Errorf("--throughput-rounds %d: want 1 or more", c.tpRounds)
+	}
+	if c.tpRound < time.Second || c.tpRound%time.Second != 0 {
+		return c, fmt.Errorf("--throughput-round %s: want whole seconds, 1s or more (wrk's -d)", c.tpRound)
+	}
+	if c.profile && !c.throughput {
+		return c, errors.New("--profile: profiles the throughput comparison's launcher (--throughput=false)")
 	}
 	// The output files are written at the end of a run of up to minutes:
 	// what would fail then is refused now.
