@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
 	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close")
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
-	fs.IntVar(&c.tpRounds, "throughput-rounds", 20, "rounds of the throughput comparison, each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
+	fs.IntVar(&c.tpRounds, "throughput-rounds", 30, "rounds of the throughput comparison, each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
 	fs.DurationVar(&c.tpRound, "throughput-round", time.Second, "each run of the client in the throughput comparison's rounds, in whole seconds (wrk's -d)")
 	fs.BoolVar(&c.profile, "profile", false, "after the throughput comparison, record the launcher's worker with perf during one more wrk run, and print the share of its CPU in the launcher's own code (needs perf and wrk)")
 	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
