@@ -40,25 +40,32 @@ func profileWorker(ctx context.Context, w io.Writer, pid int, load func(time.Dur
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "perf.data")
 	var stderr bytes.Buffer
-	rec := exec.CommandContext(ctx, perf, "record", "-q", "-g", "-p", strconv.Itoa(pid), "-o", data)
+	rec := exec.CommandContext(ctx, perf, "record", "-g", "-p", strconv.Itoa(pid), "-o", data)
 	rec.Stderr = &stderr
 	if err := rec.Start(); err != nil {
 		return fmt.Errorf("perf record: %w", err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- rec.Wait() }() // ends when perf does: SIGINT below, ctx, or its own error
 	// perf writes its file's header once it has attached to the process.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); ; {
 		if fi, err := os.Stat(data); err == nil && fi.Size() > 0 {
 			break
 		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("perf record: %v: %s", err, firstLine(stderr.String()))
+		case <-time.After(20 * time.Millisecond):
+		}
 		if time.Now().After(deadline) {
 			rec.Process.Kill()
-			rec.Wait()
+			<-exited
 			return fmt.Errorf("perf record did not start: %s", firstLine(stderr.String()))
 		}
 	}
 	loadErr := load(profileLoad)
 	rec.Process.Signal(syscall.SIGINT)
-	if err := rec.Wait(); err != nil && ctx.Err() == nil && !isSignal(err, syscall.SIGINT) {
+	if err := <-exited; err != nil && ctx.Err() == nil && !isSignal(err, syscall.SIGINT) {
 		return fmt.Errorf("perf record: %w: %s", err, firstLine(stderr.String()))
 	}
 	if loadErr != nil {
