@@ -155,9 +155,9 @@ func TestAdoptionPromotesAReadyFirstGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edited := strings.Replace(string(b), `"state": "active"`, `"state": "starting"`, 1)
-	edited = strings.Replace(edited, `"active_generation": 1`, `"active_generation": 0`, 1)
-	if edited == string(b) || !strings.Contains(edited, `"active_generation": 0`) {
+	edited := strings.Replace(string(b), `"state":"active"`, `"state":"starting"`, 1)
+	edited = strings.Replace(edited, `"active_generation":1`, `"active_generation":0`, 1)
+	if edited == string(b) || !strings.Contains(edited, `"active_generation":0`) {
 		t.Fatalf("state file not in the expected form:\n%s", b)
 	}
 	if err := os.WriteFile(path, []byte(edited), 0o600); err != nil {

@@ -129,7 +129,7 @@ func groupMembers(pgid int) []int {
 // readStatGroup returns pid, parent pid, process group and state from
 // /proc/PID/stat.
 func readStatGroup(path string) (pid, ppid, pgrp int, state string, ok bool) {
-	b, err := os.ReadFile(path)
+	b, err := readProcFile(path)
 	if err != nil {
 		return 0, 0, 0, "", false
 	}
@@ -148,6 +148,38 @@ func readStatGroup(path string) (pid, ppid, pgrp int, state string, ok bool) {
 	ppid, err2 := strconv.Atoi(f[1])
 	pgrp, err3 := strconv.Atoi(f[2])
 	return pid, ppid, pgrp, f[0], err1 == nil && err2 == nil && err3 == nil
+}
+
+// readProcFile returns the content of a small file of /proc (a stat, a
+// children list: less than a page, read whole by the kernel at the first
+// read) with open(2), read(2) and close(2) only. os.ReadFile does seven
+// system calls here: the os package tries each file it opens on its
+// poller (fcntl O_NONBLOCK, epoll_ctl refused with EPERM for a /proc
+// file, fcntl back) and fstats it for its size. The supervisor reads
+// these at every SIGCHLD and at each worker's exit.
+func readProcFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 512)
+	for {
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // leaderTree returns pid's process group if pid leads it, else nil.

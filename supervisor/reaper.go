@@ -106,7 +106,7 @@ func childStats() []string {
 	}
 	var out []string
 	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		b, err := readProcFile("/proc/self/task/" + t.Name() + "/children")
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return allStats()
