@@ -121,7 +121,7 @@ func (c cmdStart) apply(l *loop) {
 		l.history = append(l.history, release(r))
 	}
 	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
-		l.reports = append(l.reports, &r)
+		l.reports = append(l.reports, &r.UpgradeReport)
 		for _, g := range gens {
 			g.breached = g.breached || (g.num == r.Generation && r.Verdict == VerdictBreached)
 		}

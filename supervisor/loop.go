@@ -41,8 +41,11 @@ type loop struct {
 	active  *generation
 	history []release        // releases that became active, oldest first
 	reports []*UpgradeReport // the last upgrades' reports, oldest first
-	byToken map[string]*worker
-	group   reuseport.Group[*worker]
+	// reportJSON holds the encoding of each final report in reports
+	// (see savedReports).
+	reportJSON map[*UpgradeReport][]byte
+	byToken    map[string]*worker
+	group      reuseport.Group[*worker]
 
 	started  bool       // the first generation serves, or was adopted
 	adopting *adoption  // while adopted workers dial again

@@ -373,7 +373,7 @@ func TestAdoptsStateFile(t *testing.T) {
 			},
 			Group:   []string{"c", "a", "b"},
 			History: []savedRelease{{Version: "v1", Path: r.path("v1")}, {Version: "v2", Path: r.path("v2")}},
-			Reports: []UpgradeReport{{Generation: 3, Version: "v2", From: 2, FromVersion: "v1", Verdict: VerdictRolledBack}},
+			Reports: []savedReport{{UpgradeReport: UpgradeReport{Generation: 3, Version: "v2", From: 2, FromVersion: "v1", Verdict: VerdictRolledBack}}},
 		}
 	})
 	r.waitStarted()

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -157,6 +158,35 @@ func (r *UpgradeReport) gone() {
 	if r != nil && r.GoneAfter == 0 {
 		r.GoneAfter = time.Since(r.Command)
 	}
+}
+
+// final reports whether r can no longer change: decided, and the
+// generation that lost it gone (see decide and gone).
+func (r *UpgradeReport) final() bool { return r.Verdict != "" && r.GoneAfter != 0 }
+
+// savedReports returns copies of the reports for the state file, oldest
+// first, each final one with its JSON made at its first write and kept
+// while it is in the history.
+func (l *loop) savedReports() []savedReport {
+	out := make([]savedReport, 0, len(l.reports))
+	kept := make(map[*UpgradeReport][]byte, len(l.reports))
+	for _, r := range l.reports {
+		s := savedReport{UpgradeReport: *r}
+		if r.final() {
+			raw, ok := l.reportJSON[r]
+			if !ok {
+				if b, err := json.Marshal(r); err == nil {
+					raw = b
+				}
+			}
+			if raw != nil {
+				kept[r], s.raw = raw, raw
+			}
+		}
+		out = append(out, s)
+	}
+	l.reportJSON = kept
+	return out
 }
 
 // upgradeHistory returns copies of the reports, oldest first.

@@ -27,10 +27,27 @@ type savedState struct {
 	History    []savedRelease `json:"history"`
 	// Reports are the last upgrades' reports (status's history, at most
 	// keepReports of about 1 KB each), kept across an adoption.
-	Reports []UpgradeReport `json:"reports,omitempty"`
+	Reports []savedReport `json:"reports,omitempty"`
 	// Canary is the new generation's weight (percent of new connections)
 	// during a canary step, else 0: for the log of an adoption.
 	Canary int `json:"canary_weight,omitempty"`
+}
+
+// savedReport is an upgrade report in the state file, in the same JSON
+// as UpgradeReport (its fields are promoted). raw, when set, is that JSON
+// already made: a final report does not change, and encoding the kept
+// reports anew at every write of the file was most of its cost.
+type savedReport struct {
+	UpgradeReport
+	raw []byte
+}
+
+// MarshalJSON returns raw if set, else encodes the report.
+func (r savedReport) MarshalJSON() ([]byte, error) {
+	if r.raw != nil {
+		return r.raw, nil
+	}
+	return json.Marshal(r.UpgradeReport)
 }
 
 type savedRelease struct {
@@ -119,7 +136,7 @@ func (l *loop) snapshot() savedState {
 	for _, r := range l.history {
 		st.History = append(st.History, savedRelease(r))
 	}
-	st.Reports = l.upgradeHistory()
+	st.Reports = l.savedReports()
 	if w := l.active.canaryWeight(); w < 100 {
 		st.Canary = w
 	}

@@ -1,12 +1,14 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSwapFile: each write replaces the content whole and the swap file
@@ -67,4 +69,46 @@ func BenchmarkStateWrite(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSavedReportsJSON: the reports in the state file read as the
+// UpgradeReports they were, whether their JSON was kept (a final report)
+// or made at this write (one still changing), and a report's kept JSON
+// is dropped with the report.
+func TestSavedReportsJSON(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	final := &UpgradeReport{Generation: 2, Version: "v2", From: 1, FromVersion: "v1", Command: at, ReadyAfter: 5 * time.Millisecond,
+		VerdictAfter: 9 * time.Millisecond, GoneAfter: 20 * time.Millisecond, Verdict: VerdictPassed, New: &WindowFigures{Requests: 7}}
+	open := &UpgradeReport{Generation: 3, Version: "v3", From: 2, FromVersion: "v2", Command: at, Verdict: VerdictPassed}
+	l := &loop{reports: []*UpgradeReport{final, open}}
+	check := func(when string) {
+		t.Helper()
+		b, err := json.Marshal(savedState{Reports: l.savedReports()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got savedState
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(l.upgradeHistory())
+		have := make([]UpgradeReport, 0, len(got.Reports))
+		for _, r := range got.Reports {
+			have = append(have, r.UpgradeReport)
+		}
+		if h, _ := json.Marshal(have); string(h) != string(want) {
+			t.Errorf("%s: reports read back\n%s\nwant\n%s", when, h, want)
+		}
+	}
+	check("first write")
+	if _, ok := l.reportJSON[final]; !ok || len(l.reportJSON) != 1 {
+		t.Errorf("kept JSON of %d reports, final one %v; want the final one only", len(l.reportJSON), ok)
+	}
+	open.GoneAfter = 30 * time.Millisecond // now final too
+	check("after the second report's generation went")
+	l.reports = l.reports[1:]
+	check("after the first report left the history")
+	if _, ok := l.reportJSON[final]; ok || len(l.reportJSON) != 1 {
+		t.Errorf("kept JSON of %d reports, of the dropped one %v; want the remaining one only", len(l.reportJSON), ok)
+	}
 }
