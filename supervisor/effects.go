@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"os"
@@ -115,10 +114,7 @@ func (fx *osEffects) scrape(ctx context.Context, admin string) (map[string]*dto.
 }
 
 func (fx *osEffects) saveState(st savedState) error {
-	// Compact: the file is written several times an upgrade, and
-	// indenting its 5 KB (mostly the kept reports) was a third of its
-	// encoding. jq . shows it indented.
-	b, err := json.Marshal(st)
+	b, err := marshalState(st)
 	if err != nil {
 		return err
 	}

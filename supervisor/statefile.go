@@ -33,6 +33,34 @@ type savedState struct {
 	Canary int `json:"canary_weight,omitempty"`
 }
 
+// marshalState returns st as the state file holds it: compact JSON (the
+// file is written several times an upgrade, and indenting it was a third
+// of its encoding; jq . shows it indented), with the reports' kept JSON
+// (savedReport.raw) spliced in as it is. Through MarshalJSON,
+// encoding/json would scan and compact each again.
+func marshalState(st savedState) ([]byte, error) {
+	reports := st.Reports
+	st.Reports = nil // omitted: the object then ends at its last byte
+	b, err := json.Marshal(st)
+	if err != nil || len(reports) == 0 {
+		return b, err
+	}
+	b = append(b[:len(b)-1], `,"reports":[`...)
+	for i, r := range reports {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		raw := r.raw
+		if raw == nil {
+			if raw, err = json.Marshal(r.UpgradeReport); err != nil {
+				return nil, err
+			}
+		}
+		b = append(b, raw...)
+	}
+	return append(b, "]}"...), nil
+}
+
 // savedReport is an upgrade report in the state file, in the same JSON
 // as UpgradeReport (its fields are promoted). raw, when set, is that JSON
 // already made: a final report does not change, and encoding the kept

@@ -71,8 +71,8 @@ func BenchmarkStateWrite(b *testing.B) {
 	})
 }
 
-// TestSavedReportsJSON: the reports in the state file read as the
-// UpgradeReports they were, whether their JSON was kept (a final report)
+// TestSavedReportsJSON: the state file (marshalState) reads as the state
+// it was, and its reports as the UpgradeReports they were, whether their JSON was kept (a final report)
 // or made at this write (one still changing), and a report's kept JSON
 // is dropped with the report.
 func TestSavedReportsJSON(t *testing.T) {
@@ -83,13 +83,21 @@ func TestSavedReportsJSON(t *testing.T) {
 	l := &loop{reports: []*UpgradeReport{final, open}}
 	check := func(when string) {
 		t.Helper()
-		b, err := json.Marshal(savedState{Reports: l.savedReports()})
+		st := savedState{Supervisor: 7, Saved: at, Listen: []string{"127.0.0.1:1"}, Active: 3, Canary: 10, Reports: l.savedReports()}
+		b, err := marshalState(st)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var got savedState
 		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v in\n%s", when, err, b)
+		}
+		plain, _ := json.Marshal(st)
+		var wantSt savedState
+		json.Unmarshal(plain, &wantSt)
+		g, _ := json.Marshal(got)
+		if w, _ := json.Marshal(wantSt); string(g) != string(w) {
+			t.Errorf("%s: state read back\n%s\nwant\n%s", when, g, w)
 		}
 		want, _ := json.Marshal(l.upgradeHistory())
 		have := make([]UpgradeReport, 0, len(got.Reports))
