@@ -11,7 +11,7 @@ import (
 
 // tcpPair returns a tracked server side and the client side of a loopback
 // TCP connection.
-func tcpPair(t *testing.T) (*Conn, net.Conn) {
+func tcpPair(t testing.TB) (*Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -10,28 +10,16 @@ import (
 	"github.com/launcherd/launcher/internal/testcert"
 )
 
-// tlsPair returns a tracked TLS connection whose handshake is done, as
-// net/http holds it, and closes both ends at the end of the test.
-func tlsPair(tb testing.TB, tr *Tracker) *tls.Conn {
+// tlsPair returns a tracked TLS connection over loopback whose handshake
+// is done, as net/http holds it; its Conn's tracker counts it.
+func tlsPair(tb testing.TB) *tls.Conn {
 	tb.Helper()
 	cert := testcert.New(tb)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	b, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	a, err := ln.Accept()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := tls.Server(&Conn{Conn: a, t: tr}, cert.ServerConfig())
+	a, b := tcpPair(tb)
 	// Bounded, so that a failed handshake fails the test, not hangs it.
 	a.SetDeadline(time.Now().Add(10 * time.Second))
 	b.SetDeadline(time.Now().Add(10 * time.Second))
+	srv := tls.Server(a, cert.ServerConfig())
 	cfg := cert.ClientConfig()
 	cfg.ServerName = "localhost"
 	cli := tls.Client(b, cfg)
@@ -44,7 +32,6 @@ func tlsPair(tb testing.TB, tr *Tracker) *tls.Conn {
 		tb.Fatal(err)
 	}
 	a.SetDeadline(time.Time{})
-	tb.Cleanup(func() { srv.Close(); cli.Close() })
 	return srv
 }
 
@@ -59,10 +46,9 @@ func connStateHook(tr *Tracker) func(net.Conn, http.ConnState) {
 // settles what it is (not HTTP/2 here) and leaves it busy, and its idle
 // clock starts after it, as at every later request.
 func TestConnStateTLSFirstRequestOnly(t *testing.T) {
-	tr := NewTracker()
-	hook := connStateHook(tr)
-	c := tlsPair(t, tr)
+	c := tlsPair(t)
 	tc := c.NetConn().(*Conn)
+	hook := connStateHook(tc.t)
 	hook(c, http.StateNew)
 	if !tc.tlsFirst.Load() {
 		t.Fatal("a new TLS connection is not marked before its first request")
@@ -87,12 +73,13 @@ func TestConnStateTLSFirstRequestOnly(t *testing.T) {
 func BenchmarkConnStatePerRequest(b *testing.B) {
 	for _, proto := range []string{"tcp", "tls"} {
 		b.Run(proto, func(b *testing.B) {
-			tr := NewTracker()
-			hook := connStateHook(tr)
-			var c net.Conn = &Conn{Conn: nopConn{}, t: tr}
+			tc := &Conn{Conn: nopConn{}, t: NewTracker()}
+			var c net.Conn = tc
 			if proto == "tls" {
-				c = tlsPair(b, tr)
+				tlsConn := tlsPair(b)
+				c, tc = tlsConn, tlsConn.NetConn().(*Conn)
 			}
+			hook := connStateHook(tc.t)
 			hook(c, http.StateNew)
 			b.ReportAllocs()
 			for b.Loop() {

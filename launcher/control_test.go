@@ -353,22 +353,7 @@ func TestHandoffParentAcceptsVersions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir, err := os.MkdirTemp("", "lh")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer os.RemoveAll(dir)
-			l, err := net.Listen("unix", filepath.Join(dir, "s"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			child, err := net.Dial("unix", l.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer child.Close()
-			cc := control.NewConn(child)
+			l, cc := handoffSocket(t)
 			cc.Write(tt.hello)
 
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -424,4 +409,27 @@ func TestReadyCarriesHealth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handoffSocket returns a standalone parent's handoff listener and a child
+// connected to it, as a new process dials it; both close at the end of the
+// test.
+func handoffSocket(t *testing.T) (*net.UnixListener, *control.Conn) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "lh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	child, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Close() })
+	return l, control.NewConn(child)
 }

@@ -2,7 +2,6 @@ package launcher
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,22 +108,7 @@ func TestHandoffListenFree(t *testing.T) {
 		listenAndReady(t, app, f.conn(t)) // asks, and waits for the grant
 	})
 	t.Run("old child, new parent", func(t *testing.T) {
-		dir, err := os.MkdirTemp("", "lh")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer os.RemoveAll(dir)
-		l, err := net.Listen("unix", filepath.Join(dir, "s"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		child, err := net.Dial("unix", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer child.Close()
-		cc := control.NewConn(child)
+		l, cc := handoffSocket(t)
 		cc.Write(control.Message{Type: control.TypeHello, Version: 1, Token: "tok"})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
