@@ -467,6 +467,43 @@ func TestStandaloneStopDuringAHandover(t *testing.T) {
 	}
 }
 
+// TestStandaloneStopWithASIGHUP: a SIGTERM and a SIGHUP sent back to
+// back, in either order, stop the service: no new process serves on
+// (before, the SIGHUP started a handover while the process stopped, and
+// its new process took the port over and served), and the pid file goes.
+func TestStandaloneStopWithASIGHUP(t *testing.T) {
+	for _, order := range [][]syscall.Signal{{syscall.SIGTERM, syscall.SIGHUP}, {syscall.SIGHUP, syscall.SIGTERM}} {
+		t.Run(fmt.Sprintf("%v then %v", order[0], order[1]), func(t *testing.T) {
+			tmp := shortTempDir(t)
+			t.Setenv("TMPDIR", tmp) // inherited by hello and every process it starts
+			sa := startStandalone(t, "v1")
+			sa.point(filepath.Join(bins.releases, "v2"))
+			pid := sa.cmd.Process.Pid
+			for _, sig := range order {
+				syscall.Kill(pid, sig)
+			}
+			select {
+			case <-sa.exited:
+			case <-time.After(10 * time.Second):
+				t.Fatal("hello still running 10 s after SIGTERM")
+			}
+			// A new process that took over would serve v2 and write its
+			// pid in the file; give it the time a handover takes.
+			time.Sleep(500 * time.Millisecond)
+			if b, err := get(sa.addr, "/"); err == nil {
+				t.Errorf("%s still answers %q after the process was stopped", sa.addr, b)
+			}
+			if p := readPID(sa.pidFile); p != 0 {
+				sa.onPID(p) // killed at cleanup
+				t.Errorf("the pid file names %d after the process was stopped", p)
+			}
+			if left, _ := filepath.Glob(filepath.Join(tmp, "launcher-handoff-*")); len(left) > 0 {
+				t.Errorf("a handover's temporary directory outlived the process: %v", left)
+			}
+		})
+	}
+}
+
 // TestWorkersRollbackStop covers --workers, rollback and stop.
 func TestWorkersRollbackStop(t *testing.T) {
 	s := startSup(t, "--workers", "3", "--probation", "0") // upgrade --wait returns once v1 is gone, not 5 s later

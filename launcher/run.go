@@ -223,6 +223,19 @@ func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan e
 			}
 		}
 	}()
+	// Once told to stop, the process stops: a handover under way is given
+	// up at once (else its new process, ready within milliseconds, would
+	// outlive a SIGTERM sent right after a SIGHUP, serving on), and a
+	// SIGHUP that comes after is ignored, whatever order the two signals
+	// are taken in.
+	stopping := false
+	stop := func() {
+		if !stopping {
+			stopping = true
+			giveUp()
+			go a.Stop() // ends with Stopping closed
+		}
+	}
 	done := ctx.Done()
 	for {
 		select {
@@ -230,14 +243,16 @@ func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan e
 			return served, nil
 		case <-done:
 			done = nil
-			go a.Stop() // ends with Stopping closed
+			stop()
 		case sig := <-sigs:
 			switch {
 			case sig != syscall.SIGHUP:
 				a.log.Info("signal: draining", "signal", sig.String())
-				go a.Stop() // ends with Stopping closed
+				stop()
 			case a.Supervised():
 				a.log.Info("SIGHUP ignored: the supervisor upgrades (launcher upgrade)")
+			case stopping:
+				a.log.Info("SIGHUP ignored: this process is stopping")
 			case handing:
 				a.log.Info("SIGHUP ignored: a handover is in progress")
 			default:
@@ -246,7 +261,10 @@ func (a *App) wait(ctx context.Context, sigs <-chan os.Signal, serveErr <-chan e
 			}
 		case err := <-handover:
 			handing = false
-			if err != nil {
+			switch {
+			case err != nil && stopping:
+				a.log.Info("handover given up: this process stops", "err", err)
+			case err != nil:
 				a.log.Error("handover failed; still serving", "err", err)
 			}
 		case err := <-serveErr:
