@@ -139,6 +139,18 @@ func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
 			t.Fatalf("GET / = %q", b)
 		}
 	}
+	// A clean stop of the adopting supervisor leaves what a stop of the
+	// first would have: nothing, as the first made the state dir (it left
+	// admin/ and launcher.lock behind).
+	if _, errOut, code := s2.cli("stop"); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	eventually(t, 10*time.Second, "the state dir removed at the stop", func() error {
+		if ents, err := os.ReadDir(s.stateDir); err == nil {
+			return fmt.Errorf("%s holds %d entries", s.stateDir, len(ents))
+		}
+		return nil
+	})
 }
 
 // TestAdoptionPromotesAReadyFirstGeneration: a supervisor killed after its

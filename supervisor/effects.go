@@ -114,6 +114,7 @@ func (fx *osEffects) scrape(ctx context.Context, admin string) (map[string]*dto.
 }
 
 func (fx *osEffects) saveState(st savedState) error {
+	st.CreatedDir = fx.dir.created.Load()
 	b, err := marshalState(st)
 	if err != nil {
 		return err
@@ -126,7 +127,15 @@ func (fx *osEffects) removeState() {
 	os.Remove(statePath(fx.dir.path) + swapSuffix)
 }
 
-func (fx *osEffects) loadState() (*savedState, error) { return loadState(fx.dir.path) }
+// loadState reads the state file; one written by a supervisor that made
+// the directory makes this one its maker too (see stateDir.created).
+func (fx *osEffects) loadState() (*savedState, error) {
+	st, err := loadState(fx.dir.path)
+	if st != nil && st.CreatedDir {
+		fx.dir.created.Store(true)
+	}
+	return st, err
+}
 
 func (fx *osEffects) removeAdmin(path string) { os.Remove(path) }
 

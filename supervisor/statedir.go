@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -30,10 +31,13 @@ var ErrRunning = errors.New("a supervisor is already running")
 type stateDir struct {
 	path string
 	lock *os.File
-	// created: the directory did not exist before this supervisor; if it
-	// leaves it with nothing but its lock (a refused start), close
-	// removes it, so that a refused command changes nothing.
-	created bool
+	// created: the directory did not exist before this supervisor, or
+	// before the one whose state file it adopted (savedState.CreatedDir);
+	// if it leaves it with nothing but its lock (a clean stop, a refused
+	// start), close removes it, so that a refused command changes nothing
+	// and a stop leaves what was there before the first start, adopted or
+	// not. Set again by an adoption, read at close.
+	created atomic.Bool
 }
 
 // ControlSocket returns the path of the control socket in dir.
@@ -73,7 +77,8 @@ func openStateDir(path string) (*stateDir, error) {
 	// We hold the lock: the socket is stale. Admin sockets may belong to
 	// workers a killed supervisor left serving (see adopt).
 	os.Remove(ControlSocket(abs))
-	d := &stateDir{path: abs, lock: f, created: created}
+	d := &stateDir{path: abs, lock: f}
+	d.created.Store(created)
 	if err := writeFileAtomic(PIDFile(abs), strconv.Itoa(os.Getpid())+"\n"); err != nil {
 		d.close()
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -88,7 +93,7 @@ func (d *stateDir) adminSocket(gen, worker int) string {
 func (d *stateDir) close() {
 	os.Remove(PIDFile(d.path))
 	os.Remove(ControlSocket(d.path))
-	if d.created {
+	if d.created.Load() {
 		os.Remove(filepath.Join(d.path, adminDir)) // only if empty
 		if ents, err := os.ReadDir(d.path); err == nil && len(ents) == 1 && ents[0].Name() == lockName {
 			// Unlinked while locked: no other start can be waiting on it,

@@ -32,6 +32,10 @@ type savedState struct {
 	// Canary is the new generation's weight (percent of new connections)
 	// during a canary step, else 0: for the log of an adoption.
 	Canary int `json:"canary_weight,omitempty"`
+	// CreatedDir: the first supervisor of this state directory made it, so
+	// that a supervisor adopting from this file removes it at a clean stop
+	// as that one would have (not an operator's own directory).
+	CreatedDir bool `json:"created_dir,omitempty"`
 }
 
 // marshalState returns st as the state file holds it: compact JSON (the
