@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
 	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close")
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
-	fs.IntVar(&c.tpRounds, "throughput-rounds", 30, "rounds of the throughput comparison, each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
+	fs.IntVar(&c.tpRounds, "throughput-rounds", 30, "rounds of the throughput comparison (6 or more), each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
 	fs.DurationVar(&c.tpRound, "throughput-round", time.Second, "each run of the client in the throughput comparison's rounds, in whole seconds (wrk's -d)")
 	fs.BoolVar(&c.profile, "profile", false, "after the throughput comparison, record the launcher's worker with perf during one more wrk run, and print the share of its CPU in the launcher's own code (needs perf and wrk)")
 	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
@@ -162,8 +162,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return c, fmt.Errorf("%s %d: want 0 or more", n.flag, n.v)
 		}
 	}
-	if c.tpRounds < 1 {
-		return c, fmt.Errorf("--throughput-rounds %d: want 1 or more", c.tpRounds)
+	// The sign-test interval of a median reaches 95 % coverage only from
+	// 6 rounds on (1 − 2·(1/2)⁶ = 96.9 %): with fewer, a verdict on the 99 %
+	// target would come from a narrower interval than the output says.
+	if c.tpRounds < minThroughputRounds {
+		return c, fmt.Errorf("--throughput-rounds %d: want %d or more (fewer give no 95%% interval of the median)", c.tpRounds, minThroughputRounds)
 	}
 	if c.tpRound < time.Second || c.tpRound%time.Second != 0 {
 		return c, fmt.Errorf("--throughput-round %s: want whole seconds, 1s or more (wrk's -d)", c.tpRound)

@@ -21,6 +21,10 @@ import (
 // warmupLoad is the client's first run against each server, not counted.
 const warmupLoad = time.Second
 
+// minThroughputRounds is the fewest rounds whose median has a 95 %
+// order-statistic interval (see newMedianCI).
+const minThroughputRounds = 6
+
 // target is issue #14's: the launcher serves at least 99 % of what plain
 // net/http serves of the same handler.
 const target = 0.99
