@@ -211,6 +211,37 @@ func TestStopDuringUpgrade(t *testing.T) {
 	}
 }
 
+// TestInterruptedUpgradeWaitSaysSo: Ctrl-C on launcher upgrade --wait
+// stops only the command's wait, and its one line says so and where to
+// look (it said only "context canceled"); the upgrade carries on.
+func TestInterruptedUpgradeWaitSaysSo(t *testing.T) {
+	s := startSup(t, "--probation", "5s")
+	up := exec.Command(bins.launcher, "upgrade", "--wait", "--state-dir", s.stateDir, "v2")
+	var stdout, stderr bytes.Buffer
+	up.Stdout, up.Stderr = &stdout, &stderr
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "v2 on probation", func() error {
+		if g := activeGen(s.status()); g == nil || g.Version != "v2" {
+			return fmt.Errorf("active %+v", g)
+		}
+		return nil
+	})
+	up.Process.Signal(syscall.SIGINT)
+	err := up.Wait()
+	noRace(t, "launcher upgrade --wait v2", stderr.Bytes(), err)
+	if code := up.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit %d; want 1", code)
+	}
+	if want := "launcher: upgrade: interrupted; only this command stopped: the supervisor carries the upgrade on (launcher status shows it)\n"; stderr.String() != want {
+		t.Errorf("stderr %q; want %q", stderr.String(), want)
+	}
+	if g := activeGen(s.status()); g == nil || g.Version != "v2" {
+		t.Errorf("after the interrupt the active generation is %+v; want v2 still", g)
+	}
+}
+
 // TestDrainTimeoutKills: an old generation that does not finish draining
 // is killed at --drain-timeout, and the cut is counted and logged.
 func TestDrainTimeoutKills(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,7 @@ func (c *cli) runUpgrade(ctx context.Context, arg string, o upgradeOptions) erro
 	}
 	sum, err := c.client().UpgradeWith(ctx, arg, opts, pr.print)
 	if err != nil {
-		return err // the supervisor's message already names the command
+		return interrupted(ctx, "upgrade", err) // the supervisor's message already names the command
 	}
 	pr.summary(sum)
 	return nil
@@ -34,7 +35,7 @@ func (c *cli) runPromote(ctx context.Context) error {
 	pr := newPrinter(c.stdout)
 	sum, err := c.client().Promote(ctx, pr.print)
 	if err != nil {
-		return err
+		return interrupted(ctx, "promote", err)
 	}
 	pr.summary(sum)
 	return nil
@@ -44,14 +45,25 @@ func (c *cli) runRollback(ctx context.Context, wait bool) error {
 	pr := newPrinter(c.stdout)
 	sum, err := c.client().Rollback(ctx, wait, pr.print)
 	if err != nil {
-		return err
+		return interrupted(ctx, "rollback", err)
 	}
 	pr.summary(sum)
 	return nil
 }
 
 func (c *cli) runStop(ctx context.Context) error {
-	return c.client().Stop(ctx, newPrinter(c.stdout).print)
+	return interrupted(ctx, "stop", c.client().Stop(ctx, newPrinter(c.stdout).print))
+}
+
+// interrupted says what an interrupt (SIGINT, SIGTERM: ctx ended) of a
+// command that was following the supervisor's progress means: only the
+// command stopped following; the supervisor goes on with what it was
+// asked, and launcher status shows where it stands. Other errors pass.
+func interrupted(ctx context.Context, what string, err error) error {
+	if err == nil || ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%s: interrupted; only this command stopped: the supervisor carries the %s on (launcher status shows it)", what, what)
 }
 
 // printer prints progress as `launcher upgrade` does: the seconds since
