@@ -71,15 +71,8 @@ func newMedianCI(xs []float64, level float64) medianCI {
 	return ci
 }
 
-// medianOf is xs's median, the mean of the middle two for an even
-// count; xs must not be empty.
-func medianOf(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return middle(s)
-}
-
-func middle(sorted []float64) float64 {
+// middle is the median of sorted, which must not be empty.
+func middle[T ~int64 | ~float64](sorted []T) T {
 	n := len(sorted)
 	return (sorted[(n-1)/2] + sorted[n/2]) / 2
 }

@@ -367,15 +367,13 @@ func xFloor(d, floor time.Duration) string {
 	return fmt.Sprintf("%.1f", ratio(d, floor))
 }
 
-// median returns the median of ds, interpolated for an even count.
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
+// median returns the median of xs (durations, ratios), the mean of the
+// middle two for an even count; 0 for none.
+func median[T ~int64 | ~float64](xs []T) T {
+	if len(xs) == 0 {
 		return 0
 	}
-	s := slices.Clone(ds)
+	s := slices.Clone(xs)
 	slices.Sort(s)
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
+	return middle(s)
 }

@@ -160,7 +160,7 @@ func printThroughput(w io.Writer, client string, each time.Duration, runs []roun
 		ci     medianCI
 		ratios []float64
 	}{{"req/s", rate, rateCI, rateRatios}, {"req/CPU-s", perCPU, cpuCI, cpuRatios}} {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.1f%%\t%.1f–%.1f%%\t%.0f–%.0f%%\t%s\n", row.unit, medianOf(row.server[0]), medianOf(row.server[1]),
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.1f%%\t%.1f–%.1f%%\t%.0f–%.0f%%\t%s\n", row.unit, median(row.server[0]), median(row.server[1]),
 			100*row.ci.Median, 100*row.ci.Lo, 100*row.ci.Hi, 100*slices.Min(row.ratios), 100*slices.Max(row.ratios), verdict(row.ci, target))
 	}
 	tw.Flush()
