@@ -109,7 +109,7 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	}
 	printThroughput(w, fmt.Sprintf("%s; %s", name, pinned), cfg.tpRound, runs)
 	if cfg.profile {
-		if wrkPath, _ := exec.LookPath("wrk"); wrkPath == "" {
+		if name != "wrk" {
 			fmt.Fprintln(w, "--profile: skipped, wrk is not installed")
 		} else if err := profileWorker(ctx, w, worker, func(d time.Duration) error {
 			_, err := run(sup.Addr, d)
