@@ -303,14 +303,16 @@ func (a *App) hello() control.Message {
 // Listen binds every listen address with SO_REUSEPORT. Under a supervisor
 // it first waits for the supervisor's grant, so that the supervisor knows
 // each socket's place in the kernel's reuseport group (a standalone parent
-// handing over grants it in its welcome: control.CapListenFree). On systems other
-// than Linux it returns [ErrNotSupported].
+// handing over grants it in its welcome: control.CapListenFree). A process
+// started alone steers each group to its own socket (reuseport.Steer), so
+// that a process a SIGHUP starts later gets no connection before the
+// handover. On systems other than Linux it returns [ErrNotSupported].
 func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 	if err := checkPlatform("Listen"); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
-	ctl, handoff := a.ctl, a.handoff
+	ctl, handoff, alone := a.ctl, a.handoff, a.ctl == nil && !a.supervised
 	ask := ctl != nil && !control.HasCap(a.supCaps, control.CapListenFree)
 	if len(a.lns) > 0 {
 		a.mu.Unlock()
@@ -350,6 +352,17 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 			ctl.Write(control.Message{Type: control.TypeFail, Error: err.Error()})
 		}
 		return nil, err
+	}
+	if alone {
+		// Alone on the port: steer the group to this socket, so that a
+		// process a later SIGHUP starts gets no connection before it is
+		// ready and steered to (the kernel's hash would give it its share
+		// from its listen on, and its kill, if it fails, would reset them).
+		for _, ln := range lns {
+			if err := reuseport.Steer(ln, []int{0}); err != nil {
+				a.log.Warn("steer to this process", "err", err)
+			}
+		}
 	}
 	a.mu.Lock()
 	a.lns = lns

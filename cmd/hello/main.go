@@ -42,6 +42,7 @@ func main() {
 	h2c := flag.Bool("h2c", false, "serve HTTP/2 over cleartext with prior knowledge (h2c) beside HTTP/1.1")
 	failRatio := flag.Float64("fail-ratio", 0, "answer 500 to this fraction of requests, evenly spread (a bad release, for canary upgrades)")
 	delay := flag.Duration("delay", 0, "add this latency to every request (a slow release)")
+	warmup := flag.Duration("warmup", 0, "pass the health check only this long after start: the ready a supervisor or a handing-over process waits for comes that late (a release that loads a cache first)")
 	flag.Parse()
 	if (*tlsCert == "") != (*tlsKey == "") {
 		fmt.Fprintln(os.Stderr, "hello: -tls-cert and -tls-key go together")
@@ -51,8 +52,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hello: -h2c is HTTP/2 without TLS; with -tls-cert HTTP/2 is negotiated by TLS already")
 		os.Exit(2)
 	}
-	if *failRatio < 0 || *failRatio > 1 || *delay < 0 {
-		fmt.Fprintln(os.Stderr, "hello: -fail-ratio wants 0..1 and -delay 0 or more")
+	if *failRatio < 0 || *failRatio > 1 || *delay < 0 || *warmup < 0 {
+		fmt.Fprintln(os.Stderr, "hello: -fail-ratio wants 0..1, and -delay and -warmup 0 or more")
 		os.Exit(2)
 	}
 	bad := fault{ratio: *failRatio, delay: *delay}
@@ -88,8 +89,15 @@ func main() {
 		}
 		opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
-	if *unhealthy {
-		opts.Health = func() error { return errors.New("database unreachable (-unhealthy)") }
+	warm := time.Now().Add(*warmup)
+	if *unhealthy || *warmup > 0 {
+		opts.Health = func() error {
+			time.Sleep(time.Until(warm)) // at once once warm
+			if *unhealthy {
+				return errors.New("database unreachable (-unhealthy)")
+			}
+			return nil
+		}
 	}
 	app, err := launcher.New(opts)
 	if err != nil {
