@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -16,7 +18,7 @@ import (
 // The fork-based peer measured beside the launcher (--peers): the hello
 // service built on github.com/cloudflare/tableflip (tools/peers/tableflip,
 // a module of its own so that the launcher's does not depend on it),
-// upgraded by SIGHUP. The three triggers take turns, one upgrade each,
+// upgraded by SIGHUP. The triggers take turns, one upgrade each,
 // with the same poller, so the machine's load meets them alike.
 
 // peerTriggers name the rows of the --peers table, in turn order. The
@@ -24,7 +26,20 @@ import (
 // linking the Prometheus client and serving /metrics as hello does (the
 // client's package initialisation, its Go and process collectors, is
 // milliseconds of every start, so the two binaries then start alike).
-var peerTriggers = []string{"launcher upgrade", "launcher standalone SIGHUP", "tableflip SIGHUP", "tableflip SIGHUP, with Prometheus metrics"}
+// The first row runs the launcher binary as an operator types it; the
+// second sends the same request from this process through the client
+// library, without the command's own process start (how the idle
+// upgrades time "command"), so that the two rows show what that costs.
+// The third sends SIGHUP to the supervisor, whose COMMAND is a path
+// through a "current" symlink repointed first: the article's habit, and
+// a trigger like the peer's.
+var peerTriggers = []string{"launcher upgrade, the command", "launcher upgrade, client library", "launcher supervisor SIGHUP", "launcher standalone SIGHUP", "tableflip SIGHUP", "tableflip SIGHUP, with Prometheus metrics"}
+
+// The rows of the peer that the others are divided by.
+const (
+	peerTableflip        = 4
+	peerTableflipMetrics = 5
+)
 
 // buildTableflip builds the tableflip peer of hello for each version into
 // dir/peers/NAME/VERSION/hello, with the build tags tags (a
@@ -75,6 +90,29 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		return res, err
 	}
 	defer sup.Stop()
+	// Its own supervisor: each row upgrades to the same version in a turn.
+	supCLI, err := r.Start(ctx, rig.Options{Version: "v1", Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+	if err != nil {
+		return res, err
+	}
+	defer supCLI.Stop()
+	current := filepath.Join(dir, "peers", "current")
+	point := func(version string) error {
+		tmp := current + ".tmp"
+		os.Remove(tmp)
+		if err := os.Symlink(filepath.Dir(r.Release(version)), tmp); err != nil {
+			return err
+		}
+		return os.Rename(tmp, current)
+	}
+	if err := point("v1"); err != nil {
+		return res, err
+	}
+	supHUP, err := r.Start(ctx, rig.Options{Command: filepath.Join(current, filepath.Base(r.Release("v1"))), Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+	if err != nil {
+		return res, err
+	}
+	defer supHUP.Stop()
 	alone, err := startSIGHUP(ctx, r.Release)
 	if err != nil {
 		return res, err
@@ -91,26 +129,56 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 	}
 	defer tfm.stop()
 
+	// upgradeBy times one upgrade of a supervisor to version by run: trigger ->
+	// first answer from version.
+	upgradeBy := func(sup *rig.Supervisor, version string, run func() error) (time.Duration, error) {
+		stop := make(chan struct{})
+		polled := make(chan time.Time, 1)
+		start := time.Now()
+		go func() { polled <- pollFor(sup.Addr, version, 10*time.Second, stop) }() // ends with stop
+		err := run()
+		var at time.Time
+		select {
+		case at = <-polled:
+		case <-time.After(time.Second):
+		}
+		close(stop)
+		if err != nil {
+			return 0, err
+		}
+		if at.IsZero() {
+			return 0, fmt.Errorf("no answer from %s", version)
+		}
+		return at.Sub(start), nil
+	}
 	upgrades := []func(version string) (time.Duration, error){
 		func(version string) (time.Duration, error) {
-			stop := make(chan struct{})
-			polled := make(chan time.Time, 1)
-			start := time.Now()
-			go func() { polled <- pollFor(sup.Addr, version, 10*time.Second, stop) }() // ends with stop
-			_, err := sup.Upgrade(ctx, version, nil)
-			var at time.Time
-			select {
-			case at = <-polled:
-			case <-time.After(time.Second):
+			return upgradeBy(supCLI, version, func() error {
+				// --wait: returns once the old generation is gone, as the others.
+				out, err := exec.CommandContext(ctx, r.Launcher, "upgrade", "--wait", "--state-dir", supCLI.StateDir, version).CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("launcher upgrade %s: %w: %s", version, err, strings.TrimSpace(string(out)))
+				}
+				return nil
+			})
+		},
+		func(version string) (time.Duration, error) {
+			return upgradeBy(sup, version, func() error {
+				_, err := sup.Upgrade(ctx, version, nil)
+				return err
+			})
+		},
+		func(version string) (time.Duration, error) {
+			if err := point(version); err != nil {
+				return 0, err
 			}
-			close(stop)
+			d, err := upgradeBy(supHUP, version, func() error { return syscall.Kill(supHUP.Pid(), syscall.SIGHUP) })
 			if err != nil {
 				return 0, err
 			}
-			if at.IsZero() {
-				return 0, fmt.Errorf("no answer from %s", version)
-			}
-			return at.Sub(start), nil
+			// Unlike the command, the signal returns at once: wait
+			// until the old generation is gone, as the others do.
+			return d, waitOneGeneration(ctx, supHUP)
 		},
 		func(version string) (time.Duration, error) { return alone.upgrade(ctx, version) },
 		func(version string) (time.Duration, error) { return tf.upgrade(ctx, version) },
@@ -140,7 +208,7 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 // printPeers writes the --peers table: medians, multiples of the floor
 // and of the medians of tableflip as is and with the Prometheus client.
 func printPeers(w io.Writer, floor time.Duration, p peerRun) {
-	tf, tfm := median(p.firstAnswer[2]), median(p.firstAnswer[3])
+	tf, tfm := median(p.firstAnswer[peerTableflip]), median(p.firstAnswer[peerTableflipMetrics])
 	fmt.Fprintf(w, "== trigger -> first answer from the new version, one poller, no load, %d upgrades each in turns ==\n", len(p.firstAnswer[0]))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "trigger\tp50\t× floor\t× tableflip\t× tableflip with metrics\tmin\tmax")
@@ -161,4 +229,32 @@ func minOf(ds []time.Duration) time.Duration {
 		m = min(m, d)
 	}
 	return m
+}
+
+// waitOneGeneration waits until sup's status shows one generation that
+// has not exited, the active one: an upgrade by SIGHUP has run its course (up to 10 s).
+func waitOneGeneration(ctx context.Context, sup *rig.Supervisor) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := sup.Status(ctx)
+		if err == nil {
+			live := 0
+			for _, g := range st.Generations {
+				if g.State != "exited" {
+					live++
+				}
+			}
+			if live == 1 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("supervisor SIGHUP: old generation still there 10s on (%v)", err)
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

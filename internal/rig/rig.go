@@ -149,6 +149,9 @@ func FreeAddr() (string, error) {
 // Options for [Rig.Start].
 type Options struct {
 	Version  string   // release to start with
+	// Command, if set, is the COMMAND to start instead of Version's
+	// release: a path through a "current" symlink, for SIGHUP upgrades.
+	Command string
 	Workers  int      // --workers; 0 means 1
 	Handover string   // --handover; "" means the default
 	Extra    []string // more flags for launcher start
@@ -196,7 +199,11 @@ func (r *Rig) Start(ctx context.Context, o Options) (_ *Supervisor, err error) {
 		args = append(args, "--handover", o.Handover)
 	}
 	args = append(args, o.Extra...)
-	args = append(args, "--", r.Release(o.Version))
+	command := o.Command
+	if command == "" {
+		command = r.Release(o.Version)
+	}
+	args = append(args, "--", command)
 	argv := append(append([]string(nil), o.Wrap...), r.Launcher)
 	p, err := StartProc(ctx, append(argv, args...), nil, state, o.Log)
 	if err != nil {
