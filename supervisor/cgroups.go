@@ -107,7 +107,7 @@ func (c *cgroups) setUp(stateDir string, forceGroups bool) error {
 // numbers are never reused.
 func cgroupName(stateDir string) string {
 	sum := sha256.Sum256([]byte(stateDir))
-	name := unsafeNameRE.ReplaceAllString(filepath.Base(stateDir), "_")
+	name := unsafeNameRE().ReplaceAllString(filepath.Base(stateDir), "_")
 	if len(name) > 32 {
 		name = name[:32]
 	}
@@ -179,11 +179,11 @@ func (c *cgroups) disable(err error) {
 }
 
 // unsafeNameRE matches what a cgroup's name should not hold.
-var unsafeNameRE = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
+var unsafeNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^A-Za-z0-9_.-]+`) })
 
 // workerCgroupRE matches the cgroup of a worker, relative to the
 // hierarchy's root: …/launcher-…/gen-N/worker-I[.K].
-var workerCgroupRE = regexp.MustCompile(`/launcher-[^/]+/gen-(\d+)/worker-\d+(\.\d+)?$`)
+var workerCgroupRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`/launcher-[^/]+/gen-(\d+)/worker-\d+(\.\d+)?$`) })
 
 // adopted returns the tree of pid, a worker of generation gen that a
 // killed supervisor started: its cgroup, as /proc/PID/cgroup names it,
@@ -193,7 +193,7 @@ func (c *cgroups) adopted(pid, gen int) tree {
 	defer c.mu.Unlock()
 	if c.base != "" && !c.groups {
 		rel, err := cgroupOf(pid)
-		m := workerCgroupRE.FindStringSubmatch(rel)
+		m := workerCgroupRE().FindStringSubmatch(rel)
 		if err == nil && m != nil && m[1] == strconv.Itoa(gen) {
 			dir := filepath.Join(c.mount, rel)
 			if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err == nil {

@@ -40,7 +40,7 @@ func TestWorkerCgroupRE(t *testing.T) {
 		{"/gen-7/worker-0", ""},
 	}
 	for _, tt := range tests {
-		m := workerCgroupRE.FindStringSubmatch(tt.path)
+		m := workerCgroupRE().FindStringSubmatch(tt.path)
 		got := ""
 		if m != nil {
 			got = m[1]

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/internal/ticketkeys"
@@ -299,7 +300,9 @@ func (c *Config) check() error {
 }
 
 // hostnameRE is a DNS name (RFC 1123 labels).
-var hostnameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+var hostnameRE = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+})
 
 // checkListen refuses a --listen address no worker could bind, before
 // anything starts: HOST:PORT with a port of 1 to 65535 (every worker must
@@ -315,7 +318,7 @@ func checkListen(addr string) error {
 		return fmt.Errorf("--listen %q: port %q: want a number from 1 to 65535", addr, port)
 	}
 	// All digits and dots is meant as an IPv4 address (256.1.1.1 is not one).
-	if host != "" && net.ParseIP(host) == nil && (!hostnameRE.MatchString(host) || strings.Trim(host, "0123456789.") == "") {
+	if host != "" && net.ParseIP(host) == nil && (!hostnameRE().MatchString(host) || strings.Trim(host, "0123456789.") == "") {
 		return fmt.Errorf("--listen %q: host %q is neither an IP address nor a host name", addr, host)
 	}
 	return nil

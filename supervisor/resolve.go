@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync"
 )
 
 // release is what a generation runs.
@@ -25,7 +26,15 @@ type release struct {
 // anything starts.
 var ErrBadRelease = errors.New("bad release")
 
-var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+// versionRE is compiled at first use, not at package initialisation:
+// its repetition compiles into ~2000 allocations, on the way of every
+// launcher command's start (as hostnameRE's and the cgroups' would be).
+var versionRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`) })
+
+// IsVersion reports whether name is one the supervisor takes as a
+// VERSION (a directory of --releases): 1–128 letters, digits and . _ + -,
+// starting with a letter or digit. Anything with a slash is a path.
+func IsVersion(name string) bool { return versionRE().MatchString(name) }
 
 // resolve turns an upgrade argument into a release: "" re-resolves the
 // start command (a "current" symlink may point elsewhere now), a VERSION
@@ -44,7 +53,7 @@ func (s *Supervisor) resolve(arg string) (release, error) {
 			return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, arg, s.cfg.Releases)
 		}
 		return s.resolvePath(arg, "")
-	case !versionRE.MatchString(arg):
+	case !IsVersion(arg):
 		return release{}, fmt.Errorf("%w: %q is not a version name (letters, digits, . _ + -)", ErrBadRelease, arg)
 	case s.cfg.Releases == "":
 		return release{}, fmt.Errorf("%w: upgrade to version %q needs a supervisor started with --releases DIR (launcher start --releases DIR ...); this one has none: give the release's path instead", ErrBadRelease, arg)

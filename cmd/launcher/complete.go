@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // completionCommand prints a completion script made by cobra's generators.
@@ -53,10 +54,6 @@ running supervisor's --releases directory (file names without one).`,
 	}
 }
 
-// versionRE matches the names the supervisor takes as a VERSION; anything
-// with a slash is a path.
-var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
-
 // completeRelease completes upgrade's argument: the release names of the
 // running supervisor's --releases directory, and file names for a path
 // (what looks like one, or when no name matches or no supervisor runs).
@@ -87,7 +84,7 @@ func releaseNames(dir, prefix string) []string {
 	var names []string
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, prefix) || !versionRE.MatchString(name) {
+		if !strings.HasPrefix(name, prefix) || !supervisor.IsVersion(name) {
 			continue
 		}
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || !fi.IsDir() {
