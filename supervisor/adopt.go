@@ -51,6 +51,7 @@ func (c cmdStart) apply(l *loop) {
 	byToken := map[string]*worker{}
 	for _, sg := range st.Gens {
 		g := &generation{num: sg.Num, release: release(sg.Release), state: sg.State, started: sg.Started}
+		g.restarts.restarts = sg.Restarts
 		for _, sw := range sg.Workers {
 			proc, ok := l.fx.adopt(sw.PID, sw.Token, sg.Num)
 			if !ok {

@@ -368,7 +368,7 @@ func TestAdoptsStateFile(t *testing.T) {
 			Gens: []savedGen{
 				{Num: 2, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateStandby,
 					Workers: []savedWorker{{Index: 0, PID: 401, Token: "c", Ready: true}}},
-				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive, Restarts: 4,
 					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}, {Index: 1, PID: 502, Token: "b", Ready: true}}},
 			},
 			Group:   []string{"c", "a", "b"},
@@ -381,8 +381,8 @@ func TestAdoptsStateFile(t *testing.T) {
 	if h := r.status().History; len(h) != 1 || h[0].Generation != 3 || h[0].Verdict != VerdictRolledBack {
 		t.Errorf("history after adoption = %+v; want the state file's report", h)
 	}
-	if g := r.gen(3); g.State != StateActive || fmt.Sprint(g.PIDs) != "[501 502]" {
-		t.Errorf("generation 3 = %+v; want active with the adopted pids", g)
+	if g := r.gen(3); g.State != StateActive || fmt.Sprint(g.PIDs) != "[501 502]" || g.Restarts != 4 {
+		t.Errorf("generation 3 = %+v; want active with the adopted pids and the state file's 4 restarts", g)
 	}
 	eventually(t, "the standby generation retired", func() error {
 		if g := r.gen(2); g.State != StateExited {

@@ -89,11 +89,14 @@ type savedRelease struct {
 }
 
 type savedGen struct {
-	Num     int           `json:"generation"`
-	Release savedRelease  `json:"release"`
-	State   string        `json:"state"`
-	Started time.Time     `json:"started"`
-	Workers []savedWorker `json:"workers"`
+	Num     int          `json:"generation"`
+	Release savedRelease `json:"release"`
+	State   string       `json:"state"`
+	Started time.Time    `json:"started"`
+	// Restarts counts the generation's worker restarts, so that status
+	// goes on counting them after an adoption.
+	Restarts int           `json:"restarts,omitempty"`
+	Workers  []savedWorker `json:"workers"`
 }
 
 type savedWorker struct {
@@ -166,7 +169,7 @@ func (l *loop) snapshot() savedState {
 		st.Active = l.active.num
 	}
 	for _, g := range l.gens {
-		sg := savedGen{Num: g.num, Release: savedRelease(g.release), State: g.state, Started: g.started}
+		sg := savedGen{Num: g.num, Release: savedRelease(g.release), State: g.state, Started: g.started, Restarts: g.restarts.restarts}
 		for _, w := range g.live() {
 			sg.Workers = append(sg.Workers, savedWorker{Index: w.index, PID: w.pid, Token: w.token, Admin: w.admin, Ready: w.ready})
 		}
