@@ -495,6 +495,61 @@ func TestStandaloneNoConnectionBeforeReady(t *testing.T) {
 	}
 }
 
+// TestStandaloneSIGHUPFollowsCurrentAfterAScript: after a kill -HUP
+// handover to a release that is a script exec'ing the app at a path of
+// its own, the next kill -HUP still starts current's release: a failing
+// one is refused and a good one served. (The new process's argv[0] was
+// the script's path, releases/v2/hello, and every later SIGHUP started
+// v2 again whatever current named, as a new user's trial found.)
+func TestStandaloneSIGHUPFollowsCurrentAfterAScript(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	script := filepath.Join(sa.root, "releases", "vscript")
+	bad := filepath.Join(sa.root, "releases", "vbad")
+	for dir, body := range map[string]string{
+		script: "#!/bin/sh\nexec " + filepath.Join(bins.releases, "v2", "hello") + " \"$@\"\n",
+		bad:    "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n",
+	} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hello"), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handover := func(to, want string) {
+		t.Helper()
+		old := readPID(sa.pidFile)
+		sa.point(to)
+		sa.hup()
+		eventually(t, 10*time.Second, want+" serves, pid file rewritten", func() error {
+			if b, err := get(sa.addr, "/"); err != nil || b != want {
+				return fmt.Errorf("got %q, %v", b, err)
+			}
+			if p := readPID(sa.pidFile); p == old || p == 0 {
+				return errors.New("pid file not rewritten yet")
+			}
+			return nil
+		})
+		sa.onPID(readPID(sa.pidFile))
+	}
+	handover(script, "hello from v2")
+
+	before := readPID(sa.pidFile)
+	sa.point(bad)
+	sa.hup()
+	eventually(t, 10*time.Second, "the handover to the failing release refused", func() error {
+		b, _ := os.ReadFile(sa.log.Name())
+		if !strings.Contains(string(b), "handover failed; still serving") {
+			return errors.New("no \"handover failed\" line yet")
+		}
+		return nil
+	})
+	if p := readPID(sa.pidFile); p != before {
+		t.Fatalf("pid file %d after the failed handover; want %d", p, before)
+	}
+	handover(filepath.Join(bins.releases, "v1"), "hello from v1")
+}
+
 // TestStandaloneStopDuringAHandover: SIGTERM to a standalone hello while
 // its kill -HUP handover waits for a new process that is slow to start
 // gives the handover up: the new process and what it started are killed

@@ -54,6 +54,10 @@ func (a *App) handover(ctx context.Context) error {
 	cmd.Env = append(control.WithoutLauncherEnv(os.Environ()),
 		control.EnvControl+"="+sock,
 		control.EnvHandoff+"=1",
+		// A release may be a script that execs the app at a path of
+		// its own (releases/3/hello): the next SIGHUP must start what
+		// this one started, the symlink, not that path.
+		control.EnvExec+"="+exe,
 		control.EnvToken+"="+token,
 		control.EnvListen+"="+strings.Join(a.addrs, ","),
 		control.EnvGeneration+"="+strconv.Itoa(a.generation+1),
@@ -224,9 +228,13 @@ func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited *exit
 
 // selfPath is the path this program was started by, not the file it
 // resolves to, so that a "current" symlink repointed to a new release is
-// followed on the next start.
+// followed on the next start: $LAUNCHER_EXEC if set (see
+// control.EnvExec), else argv[0].
 func selfPath() (string, error) {
-	p := os.Args[0]
+	p := os.Getenv(control.EnvExec)
+	if p == "" {
+		p = os.Args[0]
+	}
 	if !strings.Contains(p, "/") {
 		lp, err := exec.LookPath(p)
 		if err != nil {

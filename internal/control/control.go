@@ -389,6 +389,11 @@ const (
 	EnvWorker     = "LAUNCHER_WORKER"     // worker index within the generation, 0…N-1
 	EnvToken      = "LAUNCHER_TOKEN"      // secret proving the worker is the supervisor's child
 	EnvHandoff    = "LAUNCHER_HANDOFF"    // "1": started by a standalone app's SIGHUP, not a supervisor
+	// EnvExec is the path a standalone app's SIGHUP starts again, when
+	// its own argv[0] is not that path: set by the process that handed
+	// over to it (the path it started, a "current" symlink unresolved),
+	// or by a release script that execs the app elsewhere.
+	EnvExec = "LAUNCHER_EXEC"
 )
 
 // WithoutLauncherEnv returns env without any LAUNCHER_* variable, so a child
