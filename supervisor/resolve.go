@@ -54,7 +54,7 @@ func (s *Supervisor) resolve(arg string) (release, error) {
 		}
 		return s.resolvePath(arg, "")
 	case !IsVersion(arg):
-		return release{}, fmt.Errorf("%w: %q is not a version name (letters, digits, . _ + -)", ErrBadRelease, arg)
+		return release{}, fmt.Errorf("%w: %q is not a version name (up to 128 letters, digits, . _ + -, the first a letter or digit)", ErrBadRelease, arg)
 	case s.cfg.Releases == "":
 		return release{}, fmt.Errorf("%w: upgrade to version %q needs a supervisor started with --releases DIR (launcher start --releases DIR ...); this one has none: give the release's path instead", ErrBadRelease, arg)
 	default:

@@ -149,6 +149,9 @@ upgrades (as upgrade --wait prints them; kept across an adoption).`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE: c.act(func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("interval") && !o.watch {
+				return usagef("status: --interval needs --watch")
+			}
 			// Each refresh reads every worker live: not a busy loop.
 			if o.interval < 100*time.Millisecond {
 				return usagef("status: --interval %s: want 100ms or more", o.interval)
@@ -331,7 +334,7 @@ func (c *cli) demoCommand() *cobra.Command {
 		Use:   "demo [-v] [--workers N] [--faults|--canary]",
 		Short: "build hello v1/v2, upgrade under load, print the result",
 		Long: `Build hello v1 and v2, serve them under a supervisor of its own (in a
-temporary state directory: --state-dir does not apply), send steady load,
+temporary state directory of its own), send steady load,
 upgrade v1 to v2 and back with --wait while a long request runs, and print
 the steps, the upgrade times and the requests by failure class and
 version. Exit 1 if any request failed.
@@ -346,8 +349,21 @@ requests rolled back by the judge within its 10% step, under load, with
 each upgrade's report.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
-		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.demo(cmd.Context(), o) }),
+		RunE: c.act(func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("state-dir") {
+				return usagef("demo: --state-dir does not apply: the demo runs a supervisor of its own in a temporary directory")
+			}
+			return c.demo(cmd.Context(), o)
+		}),
 	}
+	// Its help leaves out the flag that does not apply (one command runs
+	// per process: hiding the shared flag here hides it nowhere else).
+	cmd.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		if f := cmd.InheritedFlags().Lookup("state-dir"); f != nil {
+			f.Hidden = true
+		}
+		cmd.Root().HelpFunc()(cmd, args)
+	})
 	cmd.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "show the supervisor's log")
 	cmd.Flags().IntVar(&o.workers, "workers", 2, "worker processes per generation")
 	cmd.Flags().BoolVar(&o.faults, "faults", false, "instead: a release that crashes during its probation, and a SIGKILLed supervisor whose workers are adopted")

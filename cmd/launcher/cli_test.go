@@ -193,6 +193,8 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"upgrade", "--canary", "", "v2"}, code: 2, stderr: "launcher: upgrade: invalid argument \"\" for \"--canary\" flag: want percentages from 1 to 99 separated by commas, such as 10,50 (see launcher upgrade --help)\n", noAction: true},
 		{args: []string{"upgrade", "--canary", " 10, 50%", "v2"}, code: 0},
 		{args: []string{"upgrade", "--canary", "10%", "v2"}, code: 0},
+		{args: []string{"demo", "--state-dir", "/tmp/x"}, code: 2, stderr: "launcher: demo: --state-dir does not apply: the demo runs a supervisor of its own in a temporary directory\n", noAction: true},
+		{args: []string{"status", "--interval", "2s"}, code: 2, stderr: "launcher: status: --interval needs --watch\n", noAction: true},
 		{args: []string{"upgrade", "--canary-interval", "2s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval needs --canary\n", noAction: true},
 		{args: []string{"upgrade", "--canary", "10", "--canary-interval", "0s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval 0s: want more than 0\n", noAction: true},
 		{args: []string{"promote", "now"}, code: 2, stderr: "*", noAction: true},
@@ -310,5 +312,18 @@ func TestUpgradeArg(t *testing.T) {
 		if got, err := upgradeArg([]string{tt.arg}); err != nil || got != tt.want {
 			t.Errorf("upgradeArg(%q) = %q, %v; want %q", tt.arg, got, err, tt.want)
 		}
+	}
+}
+
+// TestDemoHelpLeavesOutStateDir: the demo runs a supervisor of its own, so
+// its help does not offer --state-dir (a new user took it to apply), and
+// the flag stays in the other commands' help.
+func TestDemoHelpLeavesOutStateDir(t *testing.T) {
+	code, stdout, _ := runCLI(t, newCLI, "demo", "--help")
+	if code != 0 || !strings.Contains(stdout, "--faults") || strings.Contains(stdout, "--state-dir") {
+		t.Errorf("demo --help: exit %d, %q; want 0, --faults and no --state-dir", code, stdout)
+	}
+	if code, stdout, _ := runCLI(t, newCLI, "stop", "--help"); code != 0 || !strings.Contains(stdout, "--state-dir") {
+		t.Errorf("stop --help: exit %d, %q; want 0 with --state-dir", code, stdout)
 	}
 }

@@ -14,6 +14,7 @@ func (c *cli) manCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "man DIR",
 		Short: "write the man pages (launcher.1 and one per command) into DIR",
+		Long:  "Write the man pages, launcher.1 and one per command (launcher-upgrade.1, ...),\ninto DIR, made if missing. For packaging: not in launcher --help.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("man: want one DIR, got %q", args)
