@@ -247,6 +247,35 @@ func (sa *standalone) hup() int {
 	return pid
 }
 
+// release makes releases/NAME/hello under sa's root the shell script
+// script and returns its directory, for point.
+func (sa *standalone) release(name, script string) string {
+	sa.t.Helper()
+	dir := filepath.Join(sa.root, "releases", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		sa.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hello"), []byte(script), 0o755); err != nil {
+		sa.t.Fatal(err)
+	}
+	return dir
+}
+
+// logged waits up to 10s until the log of sa's processes holds every one
+// of lines.
+func (sa *standalone) logged(what string, lines ...string) {
+	sa.t.Helper()
+	eventually(sa.t, 10*time.Second, what, func() error {
+		b, _ := os.ReadFile(sa.log.Name())
+		for _, l := range lines {
+			if !strings.Contains(string(b), l) {
+				return fmt.Errorf("no %q in the log yet", l)
+			}
+		}
+		return nil
+	})
+}
+
 // TestStandaloneSIGHUP runs hello without a supervisor: kill -HUP on its
 // pid file starts the "current" release and hands the port over.
 func TestStandaloneSIGHUP(t *testing.T) {
@@ -369,26 +398,11 @@ func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
 func testStandaloneSIGHUPAfterAFailedRelease(t *testing.T, script, why string) {
 	sa := startStandalone(t, "v1")
 	oldPID := sa.cmd.Process.Pid
-	bad := filepath.Join(sa.root, "releases", "vbad")
-	if err := os.MkdirAll(bad, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(bad, "hello"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bad := sa.release("vbad", script)
 
 	sa.point(bad)
 	sa.hup()
-	eventually(t, 10*time.Second, "the failed handover logged", func() error {
-		b, _ := os.ReadFile(sa.log.Name())
-		if !strings.Contains(string(b), "handover failed; still serving") {
-			return errors.New("no \"handover failed\" line yet")
-		}
-		if !strings.Contains(string(b), why) {
-			return fmt.Errorf("the log does not say why (%q)", why)
-		}
-		return nil
-	})
+	sa.logged("the failed handover logged, and why", "handover failed; still serving", why)
 	if app := readPID(filepath.Join(bad, "app.pid")); app > 0 {
 		eventually(t, 5*time.Second, "the app the failed release's script started is gone", func() error {
 			if alive(app) {
@@ -441,23 +455,9 @@ func TestStandaloneNoConnectionBeforeReady(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sa := startStandalone(t, "v1")
-			rel := filepath.Join(sa.root, "releases", "vwarm")
-			if err := os.MkdirAll(rel, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			script := "#!/bin/sh\nexec " + hello + " -warmup 2s " + tt.flags + " \"$@\"\n"
-			if err := os.WriteFile(filepath.Join(rel, "hello"), []byte(script), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			sa.point(rel)
+			sa.point(sa.release("vwarm", "#!/bin/sh\nexec "+hello+" -warmup 2s "+tt.flags+" \"$@\"\n"))
 			sa.hup()
-			eventually(t, 10*time.Second, "the new process listens", func() error {
-				b, _ := os.ReadFile(sa.log.Name())
-				if !strings.Contains(string(b), "msg=listening generation=2") {
-					return errors.New("no listening line from generation 2 yet")
-				}
-				return nil
-			})
+			sa.logged("the new process listens", "msg=listening generation=2")
 			// Concurrently, so that all of them fall in the warm-up.
 			var wg sync.WaitGroup
 			errs := make([]error, 30)
@@ -481,10 +481,8 @@ func TestStandaloneNoConnectionBeforeReady(t *testing.T) {
 			if bad > 0 {
 				t.Fatalf("%d of %d requests during the warm-up not answered by the old process", bad, len(errs))
 			}
+			sa.logged("the handover's end", tt.log)
 			eventually(t, 10*time.Second, "the handover's end", func() error {
-				if b, _ := os.ReadFile(sa.log.Name()); !strings.Contains(string(b), tt.log) {
-					return fmt.Errorf("no %q line yet", tt.log)
-				}
 				if b, err := get(sa.addr, "/"); err != nil || b != tt.after {
 					return fmt.Errorf("got %q, %v", b, err)
 				}
@@ -503,19 +501,8 @@ func TestStandaloneNoConnectionBeforeReady(t *testing.T) {
 // v2 again whatever current named, as a new user's trial found.)
 func TestStandaloneSIGHUPFollowsCurrentAfterAScript(t *testing.T) {
 	sa := startStandalone(t, "v1")
-	script := filepath.Join(sa.root, "releases", "vscript")
-	bad := filepath.Join(sa.root, "releases", "vbad")
-	for dir, body := range map[string]string{
-		script: "#!/bin/sh\nexec " + filepath.Join(bins.releases, "v2", "hello") + " \"$@\"\n",
-		bad:    "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n",
-	} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "hello"), []byte(body), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	script := sa.release("vscript", "#!/bin/sh\nexec "+filepath.Join(bins.releases, "v2", "hello")+" \"$@\"\n")
+	bad := sa.release("vbad", "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n")
 	handover := func(to, want string) {
 		t.Helper()
 		old := readPID(sa.pidFile)
@@ -537,13 +524,7 @@ func TestStandaloneSIGHUPFollowsCurrentAfterAScript(t *testing.T) {
 	before := readPID(sa.pidFile)
 	sa.point(bad)
 	sa.hup()
-	eventually(t, 10*time.Second, "the handover to the failing release refused", func() error {
-		b, _ := os.ReadFile(sa.log.Name())
-		if !strings.Contains(string(b), "handover failed; still serving") {
-			return errors.New("no \"handover failed\" line yet")
-		}
-		return nil
-	})
+	sa.logged("the handover to the failing release refused", "handover failed; still serving")
 	if p := readPID(sa.pidFile); p != before {
 		t.Fatalf("pid file %d after the failed handover; want %d", p, before)
 	}
@@ -560,14 +541,7 @@ func TestStandaloneStopDuringAHandover(t *testing.T) {
 	tmp := shortTempDir(t)
 	t.Setenv("TMPDIR", tmp) // inherited by hello and every process it starts
 	sa := startStandalone(t, "v1")
-	slow := filepath.Join(sa.root, "releases", "vslow")
-	if err := os.MkdirAll(slow, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	script := "#!/bin/sh\nsleep 100 &\necho $! > \"$(dirname \"$0\")/app.pid\"\nwait\n"
-	if err := os.WriteFile(filepath.Join(slow, "hello"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	slow := sa.release("vslow", "#!/bin/sh\nsleep 100 &\necho $! > \"$(dirname \"$0\")/app.pid\"\nwait\n")
 	sa.point(slow)
 	sa.hup()
 	var app int
