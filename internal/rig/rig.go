@@ -148,10 +148,10 @@ func FreeAddr() (string, error) {
 
 // Options for [Rig.Start].
 type Options struct {
-	Version  string   // release to start with
+	Version string // release to start with
 	// Command, if set, is the COMMAND to start instead of Version's
 	// release: a path through a "current" symlink, for SIGHUP upgrades.
-	Command string
+	Command  string
 	Workers  int      // --workers; 0 means 1
 	Handover string   // --handover; "" means the default
 	Extra    []string // more flags for launcher start
