@@ -62,6 +62,7 @@ func (s *Server) init() {
 		}
 		s.HTTP.Handler = s.wrap(s.HTTP.Handler)
 		s.initErr = s.configureHTTP2()
+		s.Tracker.onHandOver(s.goAwayHTTP2) // on standby, HTTP/2 clients move too
 		prev := s.HTTP.ConnState
 		s.HTTP.ConnState = func(c net.Conn, st http.ConnState) {
 			// HTTP/2 connections are reported as net/http would report

@@ -111,7 +111,9 @@ func (s *Server) serveHTTP2(h2s *http2.Server, hs *http.Server, tlsConn *tls.Con
 		s.mu.Unlock()
 		c.settle()
 	}()
-	if s.Tracker.IsDraining() { // a connection accepted just before the drain
+	// A connection accepted just before the drain, or while this
+	// generation hands its clients over (on standby).
+	if s.Tracker.IsDraining() || s.Tracker.handingOver() {
 		go c.goAway() // ends once the GOAWAY is written (see goAway) or the connection fails
 	}
 	// net/http passes its per-connection context by this method of h, as

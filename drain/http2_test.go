@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -368,5 +369,86 @@ func TestDrainHTTP2SilentClient(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve = %v; want nil after a drain", err)
+	}
+}
+
+// TestHandOverHTTP2: keep-alives disabled (a generation on standby hands
+// its clients over) makes an HTTP/2 client open a new connection for its
+// next requests, over TLS and over h2c, with no request failed; HTTP/1
+// clients had Connection: close, HTTP/2 ones kept their connection to the
+// old generation, and a canary's judge saw none of their requests on the
+// new one.
+func TestHandOverHTTP2(t *testing.T) {
+	for _, useTLS := range []bool{true, false} {
+		t.Run(map[bool]string{true: "tls", false: "h2c"}[useTLS], func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			conns := 0
+			hs := &http.Server{
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) }),
+				ConnState: func(_ net.Conn, st http.ConnState) {
+					if st == http.StateNew {
+						mu.Lock()
+						conns++
+						mu.Unlock()
+					}
+				},
+			}
+			tr := &http.Transport{}
+			url := "http://" + ln.Addr().String() + "/"
+			if useTLS {
+				hs.TLSConfig = testcert.New(t).ServerConfig()
+				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				tr.ForceAttemptHTTP2 = true
+				url = "https://" + ln.Addr().String() + "/"
+			} else {
+				hs.Protocols = new(http.Protocols)
+				hs.Protocols.SetHTTP1(true)
+				hs.Protocols.SetUnencryptedHTTP2(true)
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			srv := &drain.Server{HTTP: hs}
+			go func() {
+				if useTLS {
+					srv.ServeTLS(ln, "", "")
+				} else {
+					srv.Serve(ln)
+				}
+			}()
+			defer ln.Close()
+			client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			defer tr.CloseIdleConnections()
+			get := func() {
+				t.Helper()
+				resp, err := client.Get(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(body) != "HTTP/2.0" {
+					t.Fatalf("body %q; want HTTP/2.0", body)
+				}
+			}
+			opened := func() int { mu.Lock(); defer mu.Unlock(); return conns }
+			for range 5 {
+				get()
+			}
+			if n := opened(); n != 1 {
+				t.Fatalf("%d connections for 5 requests; want 1", n)
+			}
+			srv.Tracker.SetKeepAlivesEnabled(false)
+			for deadline := time.Now().Add(3 * time.Second); opened() < 2; {
+				if time.Now().After(deadline) {
+					t.Fatalf("still %d connection 3s after keep-alives were disabled; want the client to open a new one", opened())
+				}
+				get()
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }

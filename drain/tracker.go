@@ -26,9 +26,10 @@ type Tracker struct {
 	// closed, must not end with it uncounted and exit under it.
 	accepting atomic.Int64
 	draining  atomic.Bool
-	// noKeepAlive asks HTTP/1 responses to close their connection without
-	// a drain: a generation on standby hands its clients to the new one
-	// but keeps its listeners, so it can take traffic back.
+	// noKeepAlive asks HTTP/1 responses to close their connection, and
+	// HTTP/2 connections to go (a first GOAWAY), without a drain: a
+	// generation on standby hands its clients to the new one but keeps
+	// its listeners, so it can take traffic back.
 	noKeepAlive atomic.Bool
 	// first is the wall-clock time of the first connection, in Unix
 	// nanoseconds (0: none yet): an upgrade's report says when the new
@@ -45,6 +46,9 @@ type Tracker struct {
 
 	mu    sync.Mutex
 	conns map[*Conn]struct{}
+	// handOver are told when keep-alives are disabled: a [Server] sends
+	// its HTTP/2 connections the first GOAWAY then.
+	handOver []func()
 }
 
 // NewTracker returns an empty tracker.
@@ -103,13 +107,38 @@ func (t *Tracker) RequestStarted() { t.inflight.Add(1) }
 // during a drain wakes the drain's wait at once.
 func (t *Tracker) RequestDone() { t.requestDone() }
 
-// SetKeepAlivesEnabled controls whether HTTP/1 responses may keep their
-// connection open (the default). Disabled, every response carries
-// Connection: close, as during a drain, but nothing else changes: the
-// listeners stay open and it can be enabled again. Like net/http's method
-// of the same name, minus the closing of idle connections, which would
-// race with a client sending on them.
-func (t *Tracker) SetKeepAlivesEnabled(v bool) { t.noKeepAlive.Store(!v) }
+// SetKeepAlivesEnabled controls whether clients may keep using their
+// connections (the default): a generation on standby hands its clients
+// over to the new one with false. Disabled, every HTTP/1 response
+// carries Connection: close, as during a drain, and every HTTP/2
+// connection of a [Server] gets the drain's first GOAWAY, which refuses
+// no stream but tells the client to open a new connection for its next
+// requests (RFC 9113, section 6.8). Nothing else changes: the listeners
+// stay open and it can be enabled again (an HTTP/2 client that got the
+// GOAWAY stays on its new connection). Like net/http's method of the same
+// name, minus the closing of idle connections, which would race with a
+// client sending on them.
+func (t *Tracker) SetKeepAlivesEnabled(v bool) {
+	if was := t.noKeepAlive.Swap(!v); v || was {
+		return
+	}
+	t.mu.Lock()
+	fs := slices.Clone(t.handOver)
+	t.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// handingOver reports whether keep-alives are disabled.
+func (t *Tracker) handingOver() bool { return t.noKeepAlive.Load() }
+
+// onHandOver has f called whenever keep-alives are disabled.
+func (t *Tracker) onHandOver(f func()) {
+	t.mu.Lock()
+	t.handOver = append(t.handOver, f)
+	t.mu.Unlock()
+}
 
 func (t *Tracker) add(c *Conn) {
 	t.open.Add(1)

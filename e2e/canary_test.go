@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -375,4 +378,63 @@ func TestCanaryRollsBackWithAStandbyWorkerLost(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestProbationJudgesHTTP2Clients: HTTP/2 clients on long-lived
+// connections (h2c, Go's client, which reconnects after a GOAWAY, as
+// browsers and gRPC do) are handed over to the new generation at its
+// probation, as HTTP/1 keep-alive clients are, so that the judge sees a
+// release that answers 500 to 30% of requests and rolls it back. (They
+// stayed on the old generation: "not judged: 0 of the 100 requests it
+// needs", and the release passed, as a new user's trial found.)
+func TestProbationJudgesHTTP2Clients(t *testing.T) {
+	addRelease(t, "vfail30h2", "exec "+filepath.Join(bins.releases, "v2", "hello")+` "$@" -fail-ratio 0.3`)
+	s := startSup(t, "--workers", "2", "--probation", "10s", "--", filepath.Join(bins.releases, "v1", "hello"), "-h2c")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var ok, fivexx, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 { // two clients, a connection each
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		defer tr.CloseIdleConnections()
+		for range 4 { // four streams at a time on it
+			wg.Add(1)
+			go func() { // ends with ctx, bounded by its count
+				defer wg.Done()
+				for i := 0; i < 200_000 && ctx.Err() == nil; i++ {
+					req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+s.addr+"/", nil)
+					resp, err := client.Do(req)
+					if err != nil {
+						if ctx.Err() == nil {
+							failed.Add(1)
+						}
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					switch {
+					case resp.ProtoMajor != 2:
+						failed.Add(1)
+					case resp.StatusCode >= 500:
+						fivexx.Add(1)
+					default:
+						ok.Add(1)
+					}
+				}
+			}()
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	out, errOut, code := s.cli("upgrade", "--wait", "vfail30h2")
+	cancel()
+	wg.Wait()
+	t.Logf("upgrade --wait: exit %d; %d answered 2xx, %d 5xx, %d failed\n%s%s", code, ok.Load(), fivexx.Load(), failed.Load(), out, errOut)
+	if code != 1 || !strings.Contains(errOut, "rolled back during its probation: 5xx ratio") {
+		t.Fatalf("upgrade --wait: exit %d, stderr %q; want exit 1, rolled back for its 5xx ratio", code, errOut)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d requests failed other than by the release's 500s; want 0", n)
+	}
 }
