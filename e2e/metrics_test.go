@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,4 +264,23 @@ func TestSupervisorMetricsContract(t *testing.T) {
 			t.Logf("/metrics:\n%s", text)
 		}
 	})
+}
+
+// TestScrapeErrorCountedInItsScrape: a scrape that misses a stopped
+// worker says so in its own launcher_scrape_errors_total, not only in the
+// next scrape's (a new user's trial found it one scrape late).
+func TestScrapeErrorCountedInItsScrape(t *testing.T) {
+	maddr := freeAddr(t)
+	s := startSup(t, "--metrics", maddr)
+	if v := metricValue(t, maddr, "launcher_scrape_errors_total"); v != 0 {
+		t.Fatalf("launcher_scrape_errors_total = %g before any failure; want 0", v)
+	}
+	pid := activeGen(s.status()).PIDs[0]
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	if v := metricValue(t, maddr, "launcher_scrape_errors_total"); v != 1 {
+		t.Errorf("launcher_scrape_errors_total = %g in the scrape that missed the stopped worker; want 1", v)
+	}
 }

@@ -351,7 +351,9 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 		if secs, err := strconv.ParseFloat(r.Header.Get("X-Prometheus-Scrape-Timeout-Seconds"), 64); err == nil && secs > 0 {
 			budget = min(budget, time.Duration(secs*0.7*float64(time.Second)))
 		}
-		g := prometheus.Gatherers{s.registry, s.workerGatherer(budget)}
+		// The workers first: a scrape of them that fails is counted in
+		// launcher_scrape_errors_total of this same answer, not the next.
+		g := prometheus.Gatherers{s.workerGatherer(budget), s.registry}
 		promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
