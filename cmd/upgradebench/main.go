@@ -346,7 +346,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	}
 	var peers peerRun
 	if cfg.peers > 0 {
-		fmt.Fprintf(stdout, "%s each of launcher upgrade, standalone SIGHUP, tableflip SIGHUP and tableflip with metrics, in turns ...\n", plural(cfg.peers, "upgrade"))
+		fmt.Fprintf(stdout, "%s each of %s, in turns ...\n", plural(cfg.peers, "upgrade"), strings.Join(peerTriggers, "; "))
 		if peers, err = comparePeers(ctx, r, dir, cfg, cfg.peers, stderr); err != nil {
 			return 1, fmt.Errorf("--peers: %w", err)
 		}
