@@ -238,3 +238,28 @@ func TestMetricNamesMatchContract(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerationInfoStates checks that the rules and the dashboard ask
+// launcher_generation_info only for the states it has series for:
+// metrics.Supervisor exports it for generations with live processes, and
+// counts exited and failed ones in launcher_generations alone. (The
+// dashboard's state timeline mapped exited and failed, which never came.)
+func TestGenerationInfoStates(t *testing.T) {
+	infoStates := map[string]bool{"starting": true, "active": true, "standby": true, "draining": true}
+	selRE := regexp.MustCompile(`launcher_generation_info\{[^}]*\bstate=~?\\?"([^"\\]+)\\?"`)
+	// (The rules' unit tests may feed such series on purpose, to show
+	// the rules would not count them.)
+	for _, path := range []string{"prometheus/launcher-rules.yml", dashboardPath} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range selRE.FindAllStringSubmatch(string(b), -1) {
+			for _, st := range strings.Split(m[1], "|") {
+				if !infoStates[st] {
+					t.Errorf("%s asks launcher_generation_info for state %q, which has no series", path, st)
+				}
+			}
+		}
+	}
+}

@@ -122,7 +122,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 	weight.WithLabelValues("4", "v4").Set(100)
 
 	for _, g := range s.gens {
-		info.WithLabelValues(g.generation, g.version, g.state).Set(1)
+		if g.state != "exited" && g.state != "failed" { // as metrics.Supervisor exports it
+			info.WithLabelValues(g.generation, g.version, g.state).Set(1)
+		}
 		generations.WithLabelValues(g.state).Inc()
 		if live(g) {
 			inflight.WithLabelValues(g.generation, g.version).Set(g.inflight)
