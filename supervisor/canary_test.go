@@ -573,3 +573,49 @@ func TestWindowFiguresSayTheirWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestSupersededReportCountsToItsVerdict: the report of a canary that a
+// newer upgrade superseded between two judge readings counts the requests
+// up to its verdict. (It had the reading before: "new: generation 2 (v2):
+// no requests" when clients had 616 answers from v2, as a new user's
+// trial found; here the first reading's 41.)
+func TestSupersededReportCountsToItsVerdict(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: time.Second, JudgeEvery: time.Hour}, fx, nil)
+	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+	r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond})
+	r.waitStarted()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour}, nil)
+		done <- err
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // 600 requests on v2 (2000 a second), none read
+	if _, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var rep *UpgradeReport
+	for _, h := range r.status().History {
+		if h.Generation == 2 {
+			rep = &h
+		}
+	}
+	if rep == nil || rep.Verdict != VerdictSuperseded {
+		t.Fatalf("report of generation 2 = %+v; want superseded", rep)
+	}
+	if rep.New == nil || rep.New.Requests < 400 {
+		t.Errorf("superseded report: new %v; want about 600 requests, over its 300 ms", rep.New)
+	}
+	if rep.GoneAfter == 0 || rep.GoneAfter < rep.VerdictAfter {
+		t.Errorf("superseded report: gone after %s, verdict after %s; want gone after the verdict", rep.GoneAfter, rep.VerdictAfter)
+	}
+}

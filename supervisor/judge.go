@@ -183,6 +183,28 @@ func (l *loop) readJudge(g *generation, p *probation) {
 	if j == nil || j.stopped || g.runningProbation() != p {
 		return
 	}
+	l.scrapeJudged(g, j, func(l *loop, read map[*worker]metrics.RequestSample) {
+		if j.stopped || g.runningProbation() != p {
+			return
+		}
+		l.judgeReading(g, p, read)
+		switch {
+		case g.runningProbation() != p || j.stopped:
+		case j.last1:
+			l.endProbation(g, probationPassed)
+		default:
+			l.after(l.cfg.JudgeEvery, evFunc(func(l *loop) {
+				if !j.last1 { // the last reading is under way
+					l.readJudge(g, p)
+				}
+			}))
+		}
+	})
+}
+
+// scrapeJudged reads the request metrics of g's and j.old's connected
+// workers off the loop (within a second), then calls then on the loop.
+func (l *loop) scrapeJudged(g *generation, j *judge, then func(*loop, map[*worker]metrics.RequestSample)) {
 	type target struct {
 		w     *worker
 		admin string
@@ -204,29 +226,35 @@ func (l *loop) readJudge(g *generation, p *probation) {
 			}
 		}
 		return out
-	}, func(l *loop, read map[*worker]metrics.RequestSample) {
-		if j.stopped || g.runningProbation() != p {
-			return
-		}
-		l.judgeReading(g, p, read)
-		switch {
-		case g.runningProbation() != p || j.stopped:
-		case j.last1:
-			l.endProbation(g, probationPassed)
-		default:
-			l.after(l.cfg.JudgeEvery, evFunc(func(l *loop) {
-				if !j.last1 { // the last reading is under way
-					l.readJudge(g, p)
-				}
-			}))
+	}, then)
+}
+
+// lastLook reads g's and the standby's workers once more after p ended
+// before its judge's next reading (a newer upgrade superseded it), so
+// that rep, decided on the reading before (perhaps the first, with no
+// request counted yet), counts up to its verdict. The report is printed
+// and made final only after it (see retireStandby): within a second.
+func (l *loop) lastLook(g *generation, p *probation, rep *UpgradeReport) {
+	j := p.judge
+	if j == nil || !j.began || rep == nil {
+		return
+	}
+	p.looking = true
+	l.scrapeJudged(g, j, func(l *loop, read map[*worker]metrics.RequestSample) {
+		j.take(read, time.Now())
+		l.setFigures(rep, j)
+		l.markDirty()
+		p.looking = false
+		if f := p.afterLook; f != nil {
+			p.afterLook = nil
+			f(l)
 		}
 	})
 }
 
-// judgeReading takes one reading in and rolls back on a breach.
-func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metrics.RequestSample) {
-	j := p.judge
-	now := time.Now()
+// take takes a reading in: the windows' figures as of now. The first
+// reading starts the windows.
+func (j *judge) take(read map[*worker]metrics.RequestSample, now time.Time) {
 	if !j.began {
 		j.began, j.start = true, now
 	}
@@ -258,14 +286,20 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 		return tot, WindowFigures{Generation: gen.num, Version: gen.release.Version, Requests: int64(tot.Requests),
 			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start)}
 	}
-	ns, nw := sum(g, false)
+	ns, nw := sum(j.g, false)
 	_, ow := sum(j.old, false)
 	_, olife := sum(j.old, true)
 	j.nw, j.ow, j.olife = nw, ow, olife
 	if ns.FirstConnection > 0 {
 		j.first = ns.FirstConnection
 	}
-	breach, reason, figures, judged := verdict(nw, ow, olife, l.limits())
+}
+
+// judgeReading takes one reading in and rolls back on a breach.
+func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metrics.RequestSample) {
+	j := p.judge
+	j.take(read, time.Now())
+	breach, reason, figures, judged := verdict(j.nw, j.ow, j.olife, l.limits())
 	j.judged, j.reason = judged, reason
 	if breach == "" {
 		j.breaches = 0

@@ -48,6 +48,10 @@ type probation struct {
 	interval    time.Duration
 	canaryStart time.Time // when the first step began
 	judge       *judge    // nil when judging is off
+	// looking is set while lastLook reads both generations once more for
+	// the report; afterLook, if set, runs when it is done.
+	looking   bool
+	afterLook func(*loop)
 	// servedAfter is the time from the upgrade command to the new
 	// generation serving, for launcher_upgrade_duration_seconds.
 	servedAfter time.Duration
@@ -187,7 +191,11 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		l.m.Upgrades.WithLabelValues("success").Inc()
 		l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		req.emit(step)
-		l.retireStandby(p, l.decide(g, p, verdict, why), nil)
+		rep := l.decide(g, p, verdict, why)
+		if cause != probationPassed {
+			l.lastLook(g, p, rep) // passed: its last reading was just taken
+		}
+		l.retireStandby(p, rep, nil)
 	}
 	return true
 }
@@ -198,9 +206,24 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 	req, old := p.follower, p.standby
 	gone := func(l *loop, d time.Duration) {
 		req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
-		rep.gone()
-		req.emitReport(rep)
-		req.finish(Progress{}, err)
+		end := func(*loop) {
+			rep.gone()
+			req.emitReport(rep)
+			req.finish(Progress{}, err)
+		}
+		if p.looking { // the report waits for its figures
+			if rep != nil && rep.GoneAfter == 0 {
+				goneAfter := time.Since(rep.Command)
+				end = func(*loop) {
+					rep.GoneAfter = goneAfter
+					req.emitReport(rep)
+					req.finish(Progress{}, err)
+				}
+			}
+			p.afterLook = end
+			return
+		}
+		end(l)
 	}
 	if live := old.live(); len(live) > 0 {
 		l.retire(old, live, gone)

@@ -132,18 +132,7 @@ func (l *loop) decide(g *generation, p *probation, verdict, reason string) *Upgr
 	r.Verdict, r.Reason = verdict, reason
 	r.VerdictAfter = time.Since(r.Command)
 	if p != nil && p.judge != nil && p.judge.began {
-		j := p.judge
-		nw, ow := j.nw, j.ow
-		if ow.Requests < int64(l.cfg.MinRequests) && j.olife.Requests > ow.Requests {
-			ow = j.olife
-			ow.Lifetime = true
-		}
-		r.New, r.Old = &nw, &ow
-		if j.first > 0 {
-			if d := time.Unix(0, int64(j.first*1e9)).Sub(r.Command); d > 0 {
-				r.FirstConnectionAfter = d
-			}
-		}
+		l.setFigures(r, p.judge)
 	}
 	l.reports = append(l.reports, r)
 	if len(l.reports) > keepReports {
@@ -151,6 +140,23 @@ func (l *loop) decide(g *generation, p *probation, verdict, reason string) *Upgr
 	}
 	l.markDirty()
 	return r
+}
+
+// setFigures puts the figures of j's latest reading in r: both windows
+// (the old generation's whole life when its window has too few requests
+// to compare with), and the new generation's first connection.
+func (l *loop) setFigures(r *UpgradeReport, j *judge) {
+	nw, ow := j.nw, j.ow
+	if ow.Requests < int64(l.cfg.MinRequests) && j.olife.Requests > ow.Requests {
+		ow = j.olife
+		ow.Lifetime = true
+	}
+	r.New, r.Old = &nw, &ow
+	if j.first > 0 {
+		if d := time.Unix(0, int64(j.first*1e9)).Sub(r.Command); d > 0 {
+			r.FirstConnectionAfter = d
+		}
+	}
 }
 
 // gone records that the losing generation of r has exited.
