@@ -619,3 +619,38 @@ func TestSupersededReportCountsToItsVerdict(t *testing.T) {
 		t.Errorf("superseded report: gone after %s, verdict after %s; want gone after the verdict", rep.GoneAfter, rep.VerdictAfter)
 	}
 }
+
+// TestFailedUpgradeLeavesCanaryRunning: an upgrade started during a
+// canary whose new generation never gets ready fails and changes nothing:
+// the canary goes on at its weight with the old generation on standby, and
+// a later rollback still goes back to it. (The canary ended at the
+// command: its standby drained and the canary's generation took every
+// connection unjudged, as a new user's trial found.)
+func TestFailedUpgradeLeavesCanaryRunning(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: time.Second, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+	r.behave("v3", behaviour{neverReady: true})
+	r.waitStarted()
+	if _, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: time.Hour}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	_, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, func(p Progress) { steps = append(steps, p.String()) })
+	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout") {
+		t.Fatalf("upgrade to a release never ready: %v; want not ready within --ready-timeout", err)
+	}
+	if g1, g2 := r.gen(1), r.gen(2); g2.State != StateActive || g2.Weight != 10 || g1.State != StateStandby || g1.Weight != 90 {
+		t.Errorf("after the failed upgrade: generation 1 = %+v, generation 2 = %+v; want the canary as it was (standby at 90%%, active at 10%%)", g1, g2)
+	}
+	for _, s := range steps {
+		if strings.Contains(s, "canary ended") || strings.Contains(s, "drains") {
+			t.Errorf("failed upgrade's steps say %q; want the canary left alone", s)
+		}
+	}
+	if _, err := r.s.Rollback(context.Background(), true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if g := r.gen(1); g.State != StateActive {
+		t.Errorf("after rollback: generation 1 = %+v; want active again", g)
+	}
+}

@@ -87,15 +87,9 @@ func (c cmdUpgrade) apply(l *loop) {
 }
 
 // beginUpgrade starts a generation of rel, with the active one (if any)
-// serving on until it is ready.
+// serving on until it is ready; a canary or probation running meanwhile
+// goes on until then (see activate).
 func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
-	// Moving on ends the running probation: its standby generation is
-	// retired, the current one becomes the one to come back to.
-	if a := l.active; a != nil && a.probation != nil && a.probation.cause == "" {
-		standby, weight := a.probation.standby, a.probation.weight
-		l.endProbation(a, probationSuperseded)
-		req.emit(Progress{Step: StepSuperseded, Generation: standby.num, Version: standby.release.Version, Weight: weight})
-	}
 	// Numbers are never reused, even those of generations forgotten since
 	// (and, across an adoption, those the state file leaves out).
 	l.lastGen++
@@ -241,6 +235,22 @@ func (l *loop) workerFailed(w *worker, err error) {
 func (l *loop) activate(op *upgradeOp) {
 	op.activated = true
 	op.stopTimer()
+	// Moving on ends a running canary or probation, only now that the new
+	// generation is ready (one that fails leaves it as it was): its
+	// standby generation is retired, the active one becomes the one to
+	// come back to. That one may have changed since the command (a
+	// rollback meanwhile).
+	if a := l.active; a != nil && a.runningProbation() != nil {
+		standby, weight := a.probation.standby, a.probation.weight
+		l.endProbation(a, probationSuperseded)
+		op.req.emit(Progress{Step: StepSuperseded, Generation: standby.num, Version: standby.release.Version, Weight: weight})
+	}
+	if op.old != l.active && l.active != nil {
+		op.old = l.active
+		if r := op.g.report; r != nil {
+			r.From, r.FromVersion = op.old.num, op.old.release.Version
+		}
+	}
 	g, old := op.g, op.old
 	readyAfter := time.Since(g.started)
 	op.req.emit(Progress{Step: StepReady, Generation: g.num, Version: g.release.Version, ReadyAfter: readyAfter})
