@@ -384,6 +384,8 @@ func TestStandaloneSIGHUPAfterAFailedRelease(t *testing.T) {
 	hello := filepath.Join(bins.releases, "v2", "hello")
 	for _, tt := range []struct{ name, script, log string }{
 		{"exits at start", "#!/bin/sh\necho \"fatal: cannot read /etc/hello.conf\" >&2\nexit 3\n", "exited before"},
+		// A clean exit is said as one (it read "<nil>").
+		{"exits 0 at start", "#!/bin/sh\nexit 0\n", "exited before connecting: exit status 0"},
 		// Ready, but its health check fails: a supervisor refuses it,
 		// and so does a standalone handover.
 		{"fails its health check", "#!/bin/sh\nexec " + hello + " -unhealthy \"$@\"\n", "database unreachable (-unhealthy)"},
@@ -529,6 +531,46 @@ func TestStandaloneSIGHUPFollowsCurrentAfterAScript(t *testing.T) {
 		t.Fatalf("pid file %d after the failed handover; want %d", p, before)
 	}
 	handover(filepath.Join(bins.releases, "v1"), "hello from v1")
+}
+
+// TestStandaloneSIGHUPScriptFlagsStayWithTheirRelease: flags a release
+// script adds before exec'ing the app are that release's: the next
+// kill -HUP starts the binary release after it with the first process's
+// arguments. (They stuck and piled up: the app's own argv, the script's
+// flags included, was what the next SIGHUP started, so v1 after a script
+// adding -fail-ratio 1 answered 500, as a new user's trial found.)
+func TestStandaloneSIGHUPScriptFlagsStayWithTheirRelease(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	failing := sa.release("vfail", "#!/bin/sh\nexec "+filepath.Join(bins.releases, "v2", "hello")+" -fail-ratio 1 \"$@\"\n")
+	old := readPID(sa.pidFile)
+	sa.point(failing)
+	sa.hup()
+	sa.logged("the handover to the script release", "handover: new process serves")
+	eventually(t, 10*time.Second, "the pid file names the script release's process", func() error {
+		if p := readPID(sa.pidFile); p == old || p == 0 {
+			return errors.New("pid file not rewritten yet")
+		}
+		return nil
+	})
+	sa.onPID(readPID(sa.pidFile))
+	old = readPID(sa.pidFile)
+	sa.point(filepath.Join(bins.releases, "v1"))
+	sa.hup()
+	eventually(t, 10*time.Second, "v1 serves again, without the script's flags", func() error {
+		if p := readPID(sa.pidFile); p == old || p == 0 {
+			return errors.New("pid file not rewritten yet")
+		}
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v1" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	sa.onPID(readPID(sa.pidFile))
+	for i := 0; i < 10; i++ {
+		if b := mustGet(t, sa.addr, "/"); b != "hello from v1" {
+			t.Fatalf("request %d: %q; want hello from v1", i, b)
+		}
+	}
 }
 
 // TestStandaloneStopDuringAHandover: SIGTERM to a standalone hello while

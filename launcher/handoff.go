@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -37,6 +38,14 @@ func (a *App) handover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	args, err := selfArgs()
+	if err != nil {
+		return err
+	}
+	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("handover: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "launcher-handoff-")
 	if err != nil {
 		return fmt.Errorf("handover: %w", err)
@@ -50,7 +59,7 @@ func (a *App) handover(ctx context.Context) error {
 	defer l.Close()
 	token := randomToken()
 
-	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(control.WithoutLauncherEnv(os.Environ()),
 		control.EnvControl+"="+sock,
 		control.EnvHandoff+"=1",
@@ -58,6 +67,7 @@ func (a *App) handover(ctx context.Context) error {
 		// its own (releases/3/hello): the next SIGHUP must start what
 		// this one started, the symlink, not that path.
 		control.EnvExec+"="+exe,
+		control.EnvExecArgs+"="+string(argsJSON), // and the flags a script adds stay its own
 		control.EnvToken+"="+token,
 		control.EnvListen+"="+strings.Join(a.addrs, ","),
 		control.EnvGeneration+"="+strconv.Itoa(a.generation+1),
@@ -118,6 +128,15 @@ type exitWatch struct {
 	err  error         // cmd.Wait's error, set before done is closed
 }
 
+// status says how the process ended, once done is closed: cmd.Wait's
+// error, or "exit status 0" for a clean exit (which Wait reports as nil).
+func (w *exitWatch) status() string {
+	if w.err == nil {
+		return "exit status 0"
+	}
+	return w.err.Error()
+}
+
 func watchExit(cmd *exec.Cmd) *exitWatch {
 	w := &exitWatch{done: make(chan struct{})}
 	go func() { w.err = cmd.Wait(); close(w.done) }() // ends when the process is reaped
@@ -142,7 +161,7 @@ func acceptChild(ctx context.Context, l net.Listener, token string, exited *exit
 	case r = <-got:
 	case <-exited.done:
 		l.Close()
-		return nil, fmt.Errorf("new process exited before connecting: %v", exited.err)
+		return nil, fmt.Errorf("new process exited before connecting: %s", exited.status())
 	case <-ctx.Done():
 		l.Close()
 		return nil, fmt.Errorf("new process did not connect: %w", ctx.Err())
@@ -219,7 +238,7 @@ func (a *App) awaitChildReady(ctx context.Context, c *control.Conn, exited *exit
 		case err := <-errc:
 			return fmt.Errorf("new process: %w", err)
 		case <-exited.done:
-			return fmt.Errorf("new process exited before ready: %v", exited.err)
+			return fmt.Errorf("new process exited before ready: %s", exited.status())
 		case <-ctx.Done():
 			return fmt.Errorf("new process not ready: %w", ctx.Err())
 		}
@@ -243,6 +262,22 @@ func selfPath() (string, error) {
 		p = lp
 	}
 	return filepath.Abs(p)
+}
+
+// selfArgs are the arguments this program was started with by the
+// process that handed over to it ($LAUNCHER_EXEC_ARGS, see
+// control.EnvExecArgs), else its own: a release script may have added
+// flags for its release, which the next release must not get.
+func selfArgs() ([]string, error) {
+	v, ok := os.LookupEnv(control.EnvExecArgs)
+	if !ok {
+		return os.Args[1:], nil
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(v), &args); err != nil {
+		return nil, fmt.Errorf("handover: %s: %w", control.EnvExecArgs, err)
+	}
+	return args, nil
 }
 
 func randomToken() string {

@@ -394,6 +394,11 @@ const (
 	// over to it (the path it started, a "current" symlink unresolved),
 	// or by a release script that execs the app elsewhere.
 	EnvExec = "LAUNCHER_EXEC"
+	// EnvExecArgs are the arguments (a JSON array of strings) EnvExec is
+	// started with, when they are not the process's own: set by the
+	// process that handed over (those it started with), so that flags a
+	// release script adds before exec'ing the app stay with that release.
+	EnvExecArgs = "LAUNCHER_EXEC_ARGS"
 )
 
 // WithoutLauncherEnv returns env without any LAUNCHER_* variable, so a child
