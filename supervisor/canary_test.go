@@ -654,3 +654,52 @@ func TestFailedUpgradeLeavesCanaryRunning(t *testing.T) {
 		t.Errorf("after rollback: generation 1 = %+v; want active again", g)
 	}
 }
+
+// TestRollbackWhileANewerUpgradeStarts: during a canary, while a newer
+// upgrade's generation is still starting, launcher rollback gives traffic
+// back to the standby generation at once (the canary goes on until the
+// newer generation is ready, so it can be rolled back); when the newer
+// one then fails, its error, its log and its report name the generation
+// that really serves on. (The rollback was refused, "upgrade in
+// progress", for up to --ready-timeout; and after a rollback by the
+// judge meanwhile, the failure said only "generation 3 (v3): …", logged
+// nothing, and its report was "from generation 2", rolled back from.)
+func TestRollbackWhileANewerUpgradeStarts(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: time.Second, ReadyTimeout: time.Second}, fx, nil)
+	r.behave("v3", behaviour{neverReady: true})
+	r.waitStarted()
+	if _, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Canary: []int{10}, CanaryInterval: time.Hour}, nil); err != nil {
+		t.Fatal(err)
+	}
+	newer := make(chan error, 1)
+	go func() {
+		_, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, nil)
+		newer <- err
+	}()
+	eventually(t, "generation 3 starting", func() error {
+		if g := r.gen(3); g.State != StateStarting {
+			return fmt.Errorf("generation 3 = %+v", g)
+		}
+		return nil
+	})
+	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+		t.Fatalf("rollback during the canary, a newer upgrade starting: %v; want traffic back to generation 1", err)
+	}
+	if g := r.gen(1); g.State != StateActive {
+		t.Errorf("after the rollback: generation 1 = %+v; want active", g)
+	}
+	err := <-newer
+	if err == nil || !strings.Contains(err.Error(), "upgrade to v3: ") || !strings.Contains(err.Error(), "generation 1 (v1) serves on") {
+		t.Errorf("newer upgrade: %v; want upgrade to v3 failed, generation 1 (v1) serves on", err)
+	}
+	var rep *UpgradeReport
+	for _, h := range r.status().History {
+		if h.Generation == 3 {
+			rep = &h
+		}
+	}
+	if rep == nil || rep.Verdict != VerdictFailed || rep.From != 1 {
+		t.Errorf("report of generation 3 = %+v; want failed, from generation 1", rep)
+	}
+}

@@ -194,7 +194,7 @@ func (e evExited) apply(l *loop) {
 		if w.ready {
 			when = "before its generation served"
 		}
-		l.workerFailed(w, fmt.Errorf("%v %s; stderr: %s", w.exitErr, when, w.tail.last(5)))
+		l.workerFailed(w, fmt.Errorf("%v %s%s", w.exitErr, when, stderrTail(w.tail.last(5))))
 		l.endFailedOp()
 	}
 	crash := !w.stopping && g.state == StateActive && l.stop == nil

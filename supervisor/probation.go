@@ -244,7 +244,7 @@ func (l *loop) crashInProbation(w *worker) bool {
 	if p == nil || l.active != g || len(takeBack(p.workers)) == 0 {
 		return false
 	}
-	p.crash = fmt.Sprintf("worker %d (pid %d) %v; stderr: %s", w.index, w.pid, w.exitErr, w.tail.last(3))
+	p.crash = fmt.Sprintf("worker %d (pid %d) %v%s", w.index, w.pid, w.exitErr, stderrTail(w.tail.last(3)))
 	return l.endProbation(g, probationCrashed)
 }
 
@@ -357,11 +357,10 @@ func (c cmdRollback) apply(l *loop) {
 	case l.stop != nil:
 		c.req.finish(Progress{}, errors.New("rollback: the supervisor is stopping"))
 		return
-	case l.op != nil:
-		c.req.finish(Progress{}, fmt.Errorf("rollback: %w", ErrUpgradeInProgress))
-		return
 	}
 	if g := l.active; g != nil {
+		// A canary or probation goes on while a newer upgrade starts (it
+		// ends only once that one is ready), and so can be rolled back.
 		if p := g.runningProbation(); p != nil && len(takeBack(p.workers)) > 0 {
 			// The previous generation is still listening: no restart.
 			old := p.standby
@@ -380,6 +379,10 @@ func (c cmdRollback) apply(l *loop) {
 			}
 			return
 		}
+	}
+	if l.op != nil {
+		c.req.finish(Progress{}, fmt.Errorf("rollback: %w", ErrUpgradeInProgress))
+		return
 	}
 	// The release before the active one: the history's last but one, or
 	// its last when the active release left the history (a breached one:

@@ -200,14 +200,19 @@ func (l *loop) endFailedOp() {
 	l.m.Upgrades.WithLabelValues(op.result).Inc()
 	g, rel := op.g, op.g.release
 	l.forgetIfOver(g)
+	// What serves on is the active generation now: the one the command
+	// found may have been rolled back from meanwhile (its canary's judge).
 	var err error
-	if op.old == nil || op.old != l.active {
+	if a := l.active; a == nil {
 		err = fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, op.err)
 	} else {
-		l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err)
-		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, op.old.num, op.old.release.Version)
+		l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err, "serving_generation", a.num)
+		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, a.num, a.release.Version)
 		if l.stop != nil {
-			err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) drains with the rest", rel.Version, op.err, op.old.num, op.old.release.Version)
+			err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) drains with the rest", rel.Version, op.err, a.num, a.release.Version)
+		}
+		if r := g.report; r != nil {
+			r.From, r.FromVersion = a.num, a.release.Version
 		}
 	}
 	if !op.first {

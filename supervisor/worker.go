@@ -177,6 +177,15 @@ func (t *tailBuffer) add(line string) {
 	}
 }
 
+// stderrTail is "; stderr: " and tail, for an error; "" when the process
+// wrote nothing.
+func stderrTail(tail string) string {
+	if tail == "" {
+		return ""
+	}
+	return "; stderr: " + tail
+}
+
 // last returns up to n last lines joined with " | ".
 func (t *tailBuffer) last(n int) string {
 	t.mu.Lock()
