@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -571,6 +572,50 @@ func TestStandaloneSIGHUPScriptFlagsStayWithTheirRelease(t *testing.T) {
 			t.Fatalf("request %d: %q; want hello from v1", i, b)
 		}
 	}
+}
+
+// TestStandaloneParentKilledDuringHandover: a kill -9 of the process that
+// handed over, while its new process warms up, leaves the new one serving
+// alone once healthy: it writes the pid file, and the next kill -HUP hands
+// over from it. (It exited at its ready, "the supervisor went away", and
+// the service was down with a pid file naming the dead process; killed
+// just after its ready, it served on unseen, with no pid file naming it.)
+func TestStandaloneParentKilledDuringHandover(t *testing.T) {
+	sa := startStandalone(t, "v1")
+	oldPID := sa.cmd.Process.Pid
+	sa.point(sa.release("vwarm", "#!/bin/sh\nexec "+filepath.Join(bins.releases, "v2", "hello")+" -warmup 1s \"$@\"\n"))
+	sa.hup()
+	sa.logged("the new process listens", "msg=listening generation=2")
+	// Killed with the rest at cleanup even if it never writes the pid
+	// file (the script execs it: same pid).
+	b, _ := os.ReadFile(sa.log.Name())
+	if m := regexp.MustCompile(`child=(\d+)`).FindAllSubmatch(b, -1); len(m) > 0 {
+		child, _ := strconv.Atoi(string(m[len(m)-1][1]))
+		sa.onPID(child)
+	}
+	if err := syscall.Kill(oldPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the new process serves alone, in the pid file", func() error {
+		p := readPID(sa.pidFile)
+		if p == oldPID || p == 0 || !alive(p) {
+			return fmt.Errorf("pid file names %d", p)
+		}
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v2" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	sa.onPID(readPID(sa.pidFile))
+	sa.point(filepath.Join(bins.releases, "v1"))
+	sa.hup()
+	eventually(t, 10*time.Second, "the next kill -HUP hands over to v1", func() error {
+		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v1" {
+			return fmt.Errorf("got %q, %v", b, err)
+		}
+		return nil
+	})
+	sa.onPID(readPID(sa.pidFile))
 }
 
 // TestStandaloneStopDuringAHandover: SIGTERM to a standalone hello while

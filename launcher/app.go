@@ -395,21 +395,35 @@ func (a *App) Ready() error {
 	a.ready = true
 	ctl, handoff, supervised, caps := a.ctl, a.handoff, a.supervised, a.supCaps
 	a.mu.Unlock()
-	if supervised && ctl == nil {
+	if supervised && ctl == nil && !handoff {
 		return errors.New("launcher: the supervisor went away before this process was ready")
 	}
-	if ctl != nil {
+	if ctl != nil || handoff {
 		ready := control.Message{Type: control.TypeReady}
 		// The supervisor takes this ready as checked: check first, as
 		// /healthz would (a failure ends the upgrade, as there).
-		if h := a.opts.Health; h != nil && control.HasCap(caps, control.CapReadyHealth) {
+		if h := a.opts.Health; h != nil && (control.HasCap(caps, control.CapReadyHealth) || ctl == nil) {
 			if err := h(); err != nil {
 				ready.Error = err.Error()
 			}
 		}
-		if err := ctl.Write(ready); err != nil {
+		err := errors.New("the connection is gone")
+		if ctl != nil {
+			err = ctl.Write(ready)
+		}
+		if err == nil {
+			return nil
+		}
+		if !handoff {
 			return fmt.Errorf("launcher: report ready: %w", err)
 		}
+		// The process handing over died before this one was ready: it
+		// serves alone once healthy, the port being its own now.
+		if ready.Error != "" {
+			return fmt.Errorf("launcher: the process handing over went away, and this one fails its health check: %s", ready.Error)
+		}
+		a.log.Warn("the process handing over went away before this one was ready; serving alone", "err", err)
+		go a.serveAlone() // ends once the signals are caught (readyAndCatch) and the pid file written
 		return nil
 	}
 	if !handoff {

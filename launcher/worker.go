@@ -39,10 +39,21 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 		m, err := ctl.Read(time.Time{})
 		if err != nil {
 			a.mu.Lock()
-			closed := a.closed
+			closed, handoff, ready := a.closed, a.handoff, a.ready
 			a.dropCtl(ctl)
 			a.mu.Unlock()
-			if !closed {
+			switch {
+			case closed:
+			case handoff:
+				// The process handing over died before it was done (a
+				// kill -9): this one is all that serves the port now.
+				// Ready (see there) takes over if it comes later.
+				a.log.Warn("the process handing over went away before it was done", "err", err)
+				if ready {
+					a.serveAlone()
+				}
+				return false
+			default:
 				a.log.Warn("supervisor connection lost; still serving", "err", err)
 			}
 			return true
@@ -278,11 +289,24 @@ func (a *App) release(settle time.Duration, naive, handshakesDone bool) error {
 func (a *App) finishHandoff(ctl *control.Conn) {
 	a.mu.Lock()
 	a.dropCtl(ctl)
+	a.mu.Unlock()
+	ctl.Close()
+	a.serveAlone()
+}
+
+// serveAlone makes a process started by a standalone parent's SIGHUP a
+// standalone one: the port is its own (the parent released it, or died),
+// so it steers to itself, writes the pid file and makes its ticket keys.
+func (a *App) serveAlone() {
+	a.mu.Lock()
+	if !a.handoff { // done already: Ready and the control reader may both see the parent go
+		a.mu.Unlock()
+		return
+	}
 	a.handoff = false
 	a.supervised = false
 	caught := a.caught
 	a.mu.Unlock()
-	ctl.Close()
 	if err := a.steer([]int{0}); err != nil {
 		a.log.Warn("steer after handoff", "err", err)
 	}
