@@ -606,12 +606,16 @@ func TestStandaloneParentKilledDuringHandover(t *testing.T) {
 		}
 		return nil
 	})
-	sa.onPID(readPID(sa.pidFile))
+	alone := readPID(sa.pidFile)
+	sa.onPID(alone)
 	sa.point(filepath.Join(bins.releases, "v1"))
 	sa.hup()
-	eventually(t, 10*time.Second, "the next kill -HUP hands over to v1", func() error {
+	eventually(t, 10*time.Second, "the next kill -HUP hands over to v1, which writes the pid file", func() error {
 		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v1" {
 			return fmt.Errorf("got %q, %v", b, err)
+		}
+		if p := readPID(sa.pidFile); p == alone || p == 0 {
+			return errors.New("pid file not rewritten yet")
 		}
 		return nil
 	})
