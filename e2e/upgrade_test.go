@@ -576,50 +576,75 @@ func TestStandaloneSIGHUPScriptFlagsStayWithTheirRelease(t *testing.T) {
 
 // TestStandaloneParentKilledDuringHandover: a kill -9 of the process that
 // handed over, while its new process warms up, leaves the new one serving
-// alone once healthy: it writes the pid file, and the next kill -HUP hands
-// over from it. (It exited at its ready, "the supervisor went away", and
-// the service was down with a pid file naming the dead process; killed
-// just after its ready, it served on unseen, with no pid file naming it.)
+// alone once its health check passes: it writes the pid file, and the
+// next kill -HUP hands over from it; one that fails its check exits
+// without ever naming itself in the pid file. (It exited at its ready,
+// "the supervisor went away", and the service was down with a pid file
+// naming the dead process; killed just after its ready, it served on
+// unseen, with no pid file naming it. A first version of the takeover
+// took the pid file before the check, as a new user's trial found: an
+// unhealthy one then exited, leaving it naming a dead process.)
 func TestStandaloneParentKilledDuringHandover(t *testing.T) {
-	sa := startStandalone(t, "v1")
-	oldPID := sa.cmd.Process.Pid
-	sa.point(sa.release("vwarm", "#!/bin/sh\nexec "+filepath.Join(bins.releases, "v2", "hello")+" -warmup 1s \"$@\"\n"))
-	sa.hup()
-	sa.logged("the new process listens", "msg=listening generation=2")
-	// Killed with the rest at cleanup even if it never writes the pid
-	// file (the script execs it: same pid).
-	b, _ := os.ReadFile(sa.log.Name())
-	if m := regexp.MustCompile(`child=(\d+)`).FindAllSubmatch(b, -1); len(m) > 0 {
-		child, _ := strconv.Atoi(string(m[len(m)-1][1]))
-		sa.onPID(child)
+	for _, healthy := range []bool{true, false} {
+		t.Run(map[bool]string{true: "healthy", false: "unhealthy"}[healthy], func(t *testing.T) {
+			sa := startStandalone(t, "v1")
+			oldPID := sa.cmd.Process.Pid
+			flags := "-warmup 1s"
+			if !healthy {
+				flags += " -unhealthy"
+			}
+			sa.point(sa.release("vwarm", "#!/bin/sh\nexec "+filepath.Join(bins.releases, "v2", "hello")+" "+flags+" \"$@\"\n"))
+			sa.hup()
+			sa.logged("the new process listens", "msg=listening generation=2")
+			// Killed with the rest at cleanup even if it never writes the
+			// pid file (the script execs it: same pid).
+			child := 0
+			b, _ := os.ReadFile(sa.log.Name())
+			if m := regexp.MustCompile(`child=(\d+)`).FindAllSubmatch(b, -1); len(m) > 0 {
+				child, _ = strconv.Atoi(string(m[len(m)-1][1]))
+				sa.onPID(child)
+			}
+			if err := syscall.Kill(oldPID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			if !healthy {
+				eventually(t, 10*time.Second, "the unhealthy new process exits", func() error {
+					if child > 0 && alive(child) {
+						return fmt.Errorf("pid %d alive", child)
+					}
+					return nil
+				})
+				if p := readPID(sa.pidFile); p == child {
+					t.Errorf("pid file names the unhealthy process %d, which exited", p)
+				}
+				return
+			}
+			eventually(t, 10*time.Second, "the new process serves alone, in the pid file", func() error {
+				p := readPID(sa.pidFile)
+				if p == oldPID || p == 0 || !alive(p) {
+					return fmt.Errorf("pid file names %d", p)
+				}
+				if b, err := get(sa.addr, "/"); err != nil || b != "hello from v2" {
+					return fmt.Errorf("got %q, %v", b, err)
+				}
+				return nil
+			})
+			alone := readPID(sa.pidFile)
+			sa.onPID(alone)
+			sa.point(filepath.Join(bins.releases, "v1"))
+			sa.hup()
+			eventually(t, 10*time.Second, "the next kill -HUP hands over to v1, which writes the pid file", func() error {
+				if b, err := get(sa.addr, "/"); err != nil || b != "hello from v1" {
+					return fmt.Errorf("got %q, %v", b, err)
+				}
+				if p := readPID(sa.pidFile); p == alone || p == 0 {
+					return errors.New("pid file not rewritten yet")
+				}
+				return nil
+			})
+			sa.onPID(readPID(sa.pidFile))
+		})
 	}
-	if err := syscall.Kill(oldPID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "the new process serves alone, in the pid file", func() error {
-		p := readPID(sa.pidFile)
-		if p == oldPID || p == 0 || !alive(p) {
-			return fmt.Errorf("pid file names %d", p)
-		}
-		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v2" {
-			return fmt.Errorf("got %q, %v", b, err)
-		}
-		return nil
-	})
-	alone := readPID(sa.pidFile)
-	sa.onPID(alone)
-	sa.point(filepath.Join(bins.releases, "v1"))
-	sa.hup()
-	eventually(t, 10*time.Second, "the next kill -HUP hands over to v1, which writes the pid file", func() error {
-		if b, err := get(sa.addr, "/"); err != nil || b != "hello from v1" {
-			return fmt.Errorf("got %q, %v", b, err)
-		}
-		if p := readPID(sa.pidFile); p == alone || p == 0 {
-			return errors.New("pid file not rewritten yet")
-		}
-		return nil
-	})
-	sa.onPID(readPID(sa.pidFile))
 }
 
 // TestStandaloneStopDuringAHandover: SIGTERM to a standalone hello while

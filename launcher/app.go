@@ -82,7 +82,11 @@ type App struct {
 	stoppedAt  time.Time // when Stopping was closed: the drain deadline counts from then
 	admin      io.Closer
 	ready      bool
-	closed     bool
+	// checkedReady: a healthy ready went out to a standalone parent that
+	// is handing over; if that parent then goes away, this process takes
+	// the port over (see serveControl).
+	checkedReady bool
+	closed       bool
 	// caught, when Serve reports ready before it catches the signals,
 	// is closed once it has caught them (see readyAndCatch).
 	caught chan struct{}
@@ -412,6 +416,20 @@ func (a *App) Ready() error {
 			err = ctl.Write(ready)
 		}
 		if err == nil {
+			if !handoff || ready.Error != "" {
+				return nil
+			}
+			// The parent may have gone since: the control reader, which
+			// saw it, left the takeover to this (under a.mu, one of the
+			// two sees the other).
+			a.mu.Lock()
+			a.checkedReady = true
+			gone := a.ctl != ctl
+			a.mu.Unlock()
+			if gone {
+				a.log.Warn("the process handing over went away; serving alone")
+				go a.serveAlone() // ends once the signals are caught (readyAndCatch) and the pid file written
+			}
 			return nil
 		}
 		if !handoff {

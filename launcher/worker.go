@@ -39,17 +39,18 @@ func (a *App) serveControl(ctl *control.Conn) bool {
 		m, err := ctl.Read(time.Time{})
 		if err != nil {
 			a.mu.Lock()
-			closed, handoff, ready := a.closed, a.handoff, a.ready
+			closed, handoff, checked := a.closed, a.handoff, a.checkedReady
 			a.dropCtl(ctl)
 			a.mu.Unlock()
 			switch {
 			case closed:
 			case handoff:
 				// The process handing over died before it was done (a
-				// kill -9): this one is all that serves the port now.
-				// Ready (see there) takes over if it comes later.
+				// kill -9): this one is all that serves the port now. It
+				// takes the port over once it has passed its health check:
+				// now if its ready went out, else in Ready.
 				a.log.Warn("the process handing over went away before it was done", "err", err)
-				if ready {
+				if checked {
 					a.serveAlone()
 				}
 				return false
