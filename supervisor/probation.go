@@ -206,20 +206,20 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 	req, old := p.follower, p.standby
 	gone := func(l *loop, d time.Duration) {
 		req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+		// Gone now, but final (its JSON kept as is) only once emitted: the
+		// report may wait for its last figures (lastLook).
+		var goneAfter time.Duration
+		if rep != nil {
+			goneAfter = time.Since(rep.Command)
+		}
 		end := func(*loop) {
-			rep.gone()
+			if rep != nil && rep.GoneAfter == 0 {
+				rep.GoneAfter = goneAfter
+			}
 			req.emitReport(rep)
 			req.finish(Progress{}, err)
 		}
-		if p.looking { // the report waits for its figures
-			if rep != nil && rep.GoneAfter == 0 {
-				goneAfter := time.Since(rep.Command)
-				end = func(*loop) {
-					rep.GoneAfter = goneAfter
-					req.emitReport(rep)
-					req.finish(Progress{}, err)
-				}
-			}
+		if p.looking {
 			p.afterLook = end
 			return
 		}

@@ -119,12 +119,18 @@ func startSIGHUP(ctx context.Context, release func(version string) string) (*sig
 
 // point makes the current symlink name version's release directory.
 func (s *sighupService) point(version string) error {
-	tmp := s.current + ".tmp"
+	return repoint(s.current, filepath.Dir(s.release(version)))
+}
+
+// repoint makes the symlink current name dir, atomically (a new link
+// renamed over the old one).
+func repoint(current, dir string) error {
+	tmp := current + ".tmp"
 	os.Remove(tmp)
-	if err := os.Symlink(filepath.Dir(s.release(version)), tmp); err != nil {
+	if err := os.Symlink(dir, tmp); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.current)
+	return os.Rename(tmp, current)
 }
 
 // upgrade points the symlink at version, sends SIGHUP to the serving

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -97,14 +96,7 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 	}
 	defer supCLI.Stop()
 	current := filepath.Join(dir, "peers", "current")
-	point := func(version string) error {
-		tmp := current + ".tmp"
-		os.Remove(tmp)
-		if err := os.Symlink(filepath.Dir(r.Release(version)), tmp); err != nil {
-			return err
-		}
-		return os.Rename(tmp, current)
-	}
+	point := func(version string) error { return repoint(current, filepath.Dir(r.Release(version))) }
 	if err := point("v1"); err != nil {
 		return res, err
 	}
