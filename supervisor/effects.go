@@ -156,8 +156,13 @@ func (fx *osEffects) listened(addrs []string) string {
 		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(host, port), 300*time.Millisecond)
 		if err == nil {
+			// A dial to a free port of the ephemeral range can connect to
+			// itself (TCP simultaneous open, RFC 9293 §3.5): no listener.
+			self := c.LocalAddr().String() == c.RemoteAddr().String()
 			c.Close()
-			return a
+			if !self {
+				return a
+			}
 		}
 	}
 	return ""
