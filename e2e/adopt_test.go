@@ -186,3 +186,83 @@ func TestAdoptionPromotesAReadyFirstGeneration(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptionRestoresTheStandbyWhenTheTrialDied: the supervisor is killed
+// during a canary (and, in the second case, a plain probation), and so is
+// every worker of the generation on trial. The next supervisor finds no
+// active generation left, but the standby one still listening: it serves
+// again at once, as after a crash in the probation, and a load across the
+// adoption loses nothing. A first version retired the standby and started
+// the first release anew: with nothing else listening, that reset or
+// refused what came meanwhile.
+func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		upgrade []string
+		phase   string
+	}{
+		{"canary", []string{"--canary", "50", "--canary-interval", "1h"}, "canary (at 50% of new connections)"},
+		{"probation", nil, "probation"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			flags := []string{"--workers", "2", "--probation", "1h"}
+			s := startSup(t, flags...)
+			v1 := activeGen(s.status()).PIDs
+			if out, errOut, code := s.cli(append(append([]string{"upgrade"}, tt.upgrade...), "v2")...); code != 0 {
+				t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+			}
+			v2 := activeGen(s.status())
+			if v2 == nil || v2.Version != "v2" {
+				t.Fatalf("after the upgrade: active %+v; want v2", v2)
+			}
+
+			// The kills reset what the killed workers held; the load
+			// starts after them, with v1 serving alone, and runs across
+			// the adoption.
+			s.Kill()
+			for _, pid := range v2.PIDs {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, 5*time.Second, "the new generation's workers gone", func() error {
+				for _, pid := range v2.PIDs {
+					if alive(pid) {
+						return fmt.Errorf("pid %d alive", pid)
+					}
+				}
+				return nil
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			wait := probationLoad(ctx, s.addr)
+			time.Sleep(300 * time.Millisecond)
+			s2 := startSupAt(t, s.addr, s.stateDir, flags...)
+			g := activeGen(s2.status())
+			if g == nil || g.Version != "v1" || fmt.Sprint(g.PIDs) != fmt.Sprint(v1) {
+				t.Errorf("after adoption: active %+v; want the standby v1 with pids %v", g, v1)
+			}
+			time.Sleep(500 * time.Millisecond)
+			cancel()
+			for _, r := range wait() {
+				t.Logf("%s: %d requests, %d failed %v, versions %v", r.Config.Mode, r.Requests, r.Failures(), r.Samples, r.Versions)
+				if r.Failures() > 0 {
+					t.Errorf("%s: %d requests failed across the adoption", r.Config.Mode, r.Failures())
+				}
+			}
+			want := "every worker of v2 died during its " + tt.phase + " while no supervisor ran; generation 1 (v1) serves again"
+			if !strings.Contains(s2.log.String(), want) {
+				t.Errorf("the adopting supervisor's log does not say %q:\n%s", want, s2.log.String())
+			}
+			// The restored generation is the one upgraded from next.
+			if out, errOut, code := s2.cli("upgrade", "v2"); code != 0 {
+				t.Fatalf("upgrade after the adoption: exit %d\n%s%s", code, out, errOut)
+			}
+			for range 20 {
+				if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+					t.Fatalf("GET / = %q after the upgrade", b)
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/launcherd/launcher/internal/control"
 )
 
 // rejoinWait bounds how long adoption waits for the adopted workers to dial
@@ -28,6 +30,10 @@ type adoption struct {
 	noActive  bool // no generation was active: one that rejoins ready may be
 	stopTimer func()
 	canary    int // the canary's weight when the previous supervisor died in one, else 0
+	// lost is the release of the state file's active generation when none
+	// of its workers is left (zero otherwise): a standby behind it serves
+	// again, as after a crash in its probation (see restoreStandby).
+	lost release
 }
 
 func (c cmdStart) apply(l *loop) {
@@ -129,6 +135,13 @@ func (c cmdStart) apply(l *loop) {
 	}
 	l.markDirty()
 	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil, canary: st.Canary}
+	if l.active == nil {
+		for _, sg := range st.Gens {
+			if sg.Num == st.Active {
+				l.adopting.lost = release(sg.Release)
+			}
+		}
+	}
 	l.adopting.stopTimer = l.after(rejoinWait, evFunc(func(l *loop) { l.finishAdoption() }))
 	l.checkAdoption()
 }
@@ -195,6 +208,9 @@ func (l *loop) finishAdoption() {
 	}
 	if a.noActive {
 		l.promoteReady(a.gens)
+	}
+	if l.active == nil {
+		l.restoreStandby(a)
 	}
 	for _, g := range a.gens {
 		l.genLog(g).Info("adopted generation", "state", g.state, "pids", pids(g.workers))
@@ -283,6 +299,49 @@ func (l *loop) promoteReady(gens []*generation) {
 			l.genLog(g).Info("adopting a generation that was ready as the active one")
 			return
 		}
+	}
+}
+
+// restoreStandby makes the newest standby generation with live workers
+// the active one again: the previous supervisor died during a canary or
+// probation, and so did every worker of the generation on trial. The
+// standby is the release that served before it, still listening (with
+// part of the new connections during a canary), so it takes all traffic
+// back at once, as after a crash in the probation (see rollBackTo); a
+// generation started anew instead would leave the port without a ready
+// process while it starts, and retiring the standby meanwhile resets what
+// is queued on it.
+func (l *loop) restoreStandby(a *adoption) {
+	for i := len(a.gens) - 1; i >= 0; i-- {
+		g := a.gens[i]
+		if g.state != StateStandby || !g.hasLive() {
+			continue
+		}
+		g.state = StateActive
+		l.active = g
+		if a.lost == (release{}) || !l.forgetRelease(a.lost) {
+			l.history = append(l.history, g.release)
+		}
+		phase := "probation"
+		if a.canary > 0 {
+			phase = fmt.Sprintf("canary (at %d%% of new connections)", a.canary)
+		}
+		lost := "the generation on trial"
+		if a.lost != (release{}) {
+			lost = a.lost.Version
+		}
+		l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: every worker of %s died during its %s while no supervisor ran; generation %d (%s) serves again", lost, phase, g.num, g.release.Version))
+		l.m.Rollbacks.WithLabelValues("crashed").Inc()
+		l.m.Upgrades.WithLabelValues("rolled_back").Inc()
+		if err := l.fx.repoint(g.release); err != nil {
+			l.log.Warn("repoint current symlink", "err", err)
+		}
+		// Standby workers hand their keep-alive connections over (see
+		// TypeStandby): they keep them again.
+		for _, w := range g.live() {
+			l.send(w, control.Message{Type: control.TypeResume})
+		}
+		return
 	}
 }
 
