@@ -233,6 +233,12 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 				}
 				return nil
 			})
+			// status names what still serves: the standby generation.
+			_, errOut, code := runCLI(t, "status", "--state-dir", s.stateDir)
+			want := fmt.Sprintf("generation 1 (v1, standby) still serve (pids %s)", strings.Trim(strings.ReplaceAll(fmt.Sprint(v1), " ", ", "), "[]"))
+			if code != 1 || !strings.Contains(errOut, want) {
+				t.Errorf("status without the supervisor: exit %d, %q; want 1 and %q", code, errOut, want)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			wait := probationLoad(ctx, s.addr)
@@ -250,7 +256,7 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 					t.Errorf("%s: %d requests failed across the adoption", r.Config.Mode, r.Failures())
 				}
 			}
-			want := "every worker of v2 died during its " + tt.phase + " while no supervisor ran; generation 1 (v1) serves again"
+			want = "every worker of v2 died during its " + tt.phase + " while no supervisor ran; generation 1 (v1) serves again"
 			if !strings.Contains(s2.log.String(), want) {
 				t.Errorf("the adopting supervisor's log does not say %q:\n%s", want, s2.log.String())
 			}

@@ -178,9 +178,9 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 	cancel()
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			if g, pids := servingOrphans(c.StateDir); len(pids) > 0 {
-				return control.Message{}, fmt.Errorf("%s: %w on %s, but the workers of its generation %d (%s) still serve (pids %s): launcher start --state-dir %s with the same --listen adopts them",
-					cmd, ErrNotRunning, c.StateDir, g.Num, g.Release.Version, joinInts(pids), c.StateDir)
+			if orphans := servingOrphans(c.StateDir); orphans != "" {
+				return control.Message{}, fmt.Errorf("%s: %w on %s, but the workers of its %s: launcher start --state-dir %s with the same --listen adopts them",
+					cmd, ErrNotRunning, c.StateDir, orphans, c.StateDir)
 			}
 			return control.Message{}, fmt.Errorf("%s: %w on %s (start one with: launcher start --state-dir %s ...)", cmd, ErrNotRunning, c.StateDir, c.StateDir)
 		}
@@ -240,28 +240,46 @@ func GetStatus(ctx context.Context, stateDir string) (Status, error) {
 	return Client{StateDir: stateDir}.Status(ctx)
 }
 
-// servingOrphans returns the active generation of the state file in dir
-// and those of its workers' pids that still run its release (their
-// /proc/PID/exe is the release's path: a pid reused since is not one):
-// what a supervisor killed left serving, for a start to adopt.
-func servingOrphans(dir string) (savedGen, []int) {
+// servingOrphans describes the workers a killed supervisor left running
+// on dir, from its state file: each generation with live processes (the
+// active one first; a pid counts while its /proc/PID/exe is still the
+// generation's release), as "generation 2 (v2) still serve (pids 11, 12)";
+// empty when none is left.
+func servingOrphans(dir string) string {
 	st, err := loadState(dir)
 	if err != nil || st == nil {
-		return savedGen{}, nil
+		return ""
 	}
+	var gens []savedGen // the active one first
 	for _, g := range st.Gens {
-		if g.Num != st.Active {
-			continue
+		if g.Num == st.Active {
+			gens = append([]savedGen{g}, gens...)
+		} else {
+			gens = append(gens, g)
 		}
+	}
+	var parts []string
+	for _, g := range gens {
 		var pids []int
 		for _, w := range g.Workers {
 			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", w.PID)); err == nil && exe == g.Release.Path {
 				pids = append(pids, w.PID)
 			}
 		}
-		return g, pids
+		if len(pids) == 0 {
+			continue
+		}
+		state := ""
+		if g.Num != st.Active {
+			state = ", " + g.State
+		}
+		if len(parts) == 0 {
+			parts = append(parts, fmt.Sprintf("generation %d (%s%s) still serve (pids %s)", g.Num, g.Release.Version, state, joinInts(pids)))
+		} else {
+			parts = append(parts, fmt.Sprintf("those of generation %d (%s%s) too (pids %s)", g.Num, g.Release.Version, state, joinInts(pids)))
+		}
 	}
-	return savedGen{}, nil
+	return strings.Join(parts, ", and ")
 }
 
 // joinInts writes ns as "1, 2, 3".
