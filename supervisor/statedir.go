@@ -70,8 +70,11 @@ func openStateDir(path string) (*stateDir, error) {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid := lockHolder(f)
+		if pid == 0 {
+			pid = readPID(PIDFile(abs))
+		}
 		f.Close()
-		pid := readPID(PIDFile(abs))
 		return nil, fmt.Errorf("%w on %s (pid %d)", ErrRunning, abs, pid)
 	}
 	// We hold the lock: the socket is stale. Admin sockets may belong to
@@ -103,6 +106,35 @@ func (d *stateDir) close() {
 		}
 	}
 	d.lock.Close()
+}
+
+// lockHolder returns the pid of the process holding the flock on f, from
+// /proc/locks (its lines "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0
+// EOF", device numbers in hex: see proc(5)); 0 if none is listed. The pid
+// file is no substitute: the holder writes it after it takes the lock, and
+// until then it names the supervisor before (a killed one, when two starts
+// race to adopt its workers).
+func lockHolder(f *os.File) int {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	key := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		// "->" marks a waiter (a blocked request), not a holder.
+		if len(fields) < 6 || fields[1] != "FLOCK" || fields[5] != key {
+			continue
+		}
+		if pid, err := strconv.Atoi(fields[4]); err == nil {
+			return pid
+		}
+	}
+	return 0
 }
 
 func readPID(path string) int {
