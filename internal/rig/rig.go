@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -136,8 +138,34 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// FreeAddr returns a loopback address whose port is free right now.
+// FreeAddr returns a loopback address whose port is free right now,
+// picked at random below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range, 32768–60999 by default): a port the
+// kernel handed out (":0") is one it also gives the many outgoing
+// connections of a load test as their local port, and one of those can
+// take it between this check and the caller's listen, or connect to
+// itself there (TCP simultaneous open). Falls back to ":0" where that
+// range leaves no room below it.
 func FreeAddr() (string, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	const from = 10000 // above the well-known and most registered services' ports
+	for range 100 {
+		if low-from < 1000 {
+			break
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(from+rand.IntN(low-from)))
+		if l, err := net.Listen("tcp", addr); err == nil {
+			l.Close()
+			return addr, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
