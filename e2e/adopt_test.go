@@ -250,12 +250,7 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 			cancel()
-			for _, r := range wait() {
-				t.Logf("%s: %d requests, %d failed %v, versions %v", r.Config.Mode, r.Requests, r.Failures(), r.Samples, r.Versions)
-				if r.Failures() > 0 {
-					t.Errorf("%s: %d requests failed across the adoption", r.Config.Mode, r.Failures())
-				}
-			}
+			checkLoad(t, wait(), "v1")
 			want = "every worker of v2 died during its " + tt.phase + " while no supervisor ran; generation 1 (v1) serves again"
 			if !strings.Contains(s2.log.String(), want) {
 				t.Errorf("the adopting supervisor's log does not say %q:\n%s", want, s2.log.String())
