@@ -8,11 +8,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/launcherd/launcher/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// serveAdmin serves /metrics and /healthz on a unix socket at path. It is
+// serveAdmin serves /metrics, /counts and /healthz on a unix socket at path. It is
 // private to the supervisor: a scrape of the shared port would reach a
 // random generation.
 func (a *App) serveAdmin(path string) (io.Closer, error) {
@@ -28,6 +29,7 @@ func (a *App) serveAdmin(path string) (io.Closer, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.Handle(metrics.CountsPath, metrics.CountsHandler(a.tracker))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if h := a.opts.Health; h != nil {
 			if err := h(); err != nil {

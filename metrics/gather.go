@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/launcherd/launcher/drain"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -190,17 +193,7 @@ func withLabels(ls, add []*dto.LabelPair) []*dto.LabelPair {
 
 // Scrape reads the metrics a worker serves on its admin unix socket.
 func Scrape(ctx context.Context, socket string) (map[string]*dto.MetricFamily, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://worker/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	resp, err := get(ctx, socket, "/metrics", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", socket, err)
 	}
@@ -216,15 +209,71 @@ func Scrape(ctx context.Context, socket string) (map[string]*dto.MetricFamily, e
 	return mfs, nil
 }
 
-// Counts are a worker's live counters.
-type Counts struct {
-	InflightRequests int64
-	OpenConnections  int64
+// get sends a GET of path to the worker's admin socket.
+func get(ctx context.Context, socket, path, accept string) (*http.Response, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://worker"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	return (&http.Client{Transport: tr}).Do(req)
 }
 
-// ReadCounts scrapes a worker and returns its in-flight requests and open
-// connections.
+// Counts are a worker's live counters.
+type Counts struct {
+	InflightRequests int64 `json:"inflight_requests"`
+	OpenConnections  int64 `json:"open_connections"`
+}
+
+// CountsPath is where a worker's admin socket serves its [Counts] as
+// JSON (see [CountsHandler]).
+const CountsPath = "/counts"
+
+// CountsHandler serves t's in-flight requests and open connections as
+// JSON Counts: what the supervisor reads at each upgrade's switch and
+// each status, without the whole exposition of the worker's metrics (the
+// app's own registry included) made, sent and parsed for two numbers.
+func CountsHandler(t *drain.Tracker) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := t.Stats()
+		b, _ := json.Marshal(Counts{InflightRequests: s.InflightRequests, OpenConnections: s.OpenConnections})
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
+}
+
+// ReadCounts returns a worker's in-flight requests and open connections,
+// from its [CountsPath], or, for a worker of a library before it (a 404),
+// from a scrape of its /metrics.
 func ReadCounts(ctx context.Context, socket string) (Counts, error) {
+	resp, err := get(ctx, socket, CountsPath, "")
+	if err != nil {
+		return Counts{}, fmt.Errorf("counts of %s: %w", socket, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var c Counts
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&c); err != nil {
+			return Counts{}, fmt.Errorf("counts of %s: %w", socket, err)
+		}
+		return c, nil
+	case http.StatusNotFound:
+		return scrapeCounts(ctx, socket)
+	default:
+		return Counts{}, fmt.Errorf("counts of %s: %s", socket, resp.Status)
+	}
+}
+
+// scrapeCounts reads Counts from the gauges of a worker's /metrics.
+func scrapeCounts(ctx context.Context, socket string) (Counts, error) {
 	mfs, err := Scrape(ctx, socket)
 	if err != nil {
 		return Counts{}, err

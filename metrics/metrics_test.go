@@ -753,4 +753,72 @@ func TestReadCounts(t *testing.T) {
 	if _, err := metrics.ReadCounts(ctx, empty); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("ReadCounts of a worker without the gauges = %v; want an error naming them", err)
 	}
+
+	// A worker of this library answers at CountsPath, and its /metrics is
+	// not read: here it would say otherwise (no gauges at all).
+	tr := drain.NewTracker()
+	tr.RequestStarted()
+	tr.RequestStarted()
+	mux := http.NewServeMux()
+	mux.Handle(metrics.CountsPath, metrics.CountsHandler(tr))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{}))
+	if got, err := metrics.ReadCounts(ctx, fakeWorker(t, dir, "c", mux)); err != nil || got != (metrics.Counts{InflightRequests: 2}) {
+		t.Errorf("ReadCounts of a worker serving %s = %+v, %v; want 2 in flight", metrics.CountsPath, got, err)
+	}
+	broken := fakeWorker(t, dir, "b", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusInternalServerError)
+	}))
+	if _, err := metrics.ReadCounts(ctx, broken); err == nil || !strings.Contains(err.Error(), "500") {
+		t.Errorf("ReadCounts of a worker answering 500 = %v; want an error saying so", err)
+	}
+}
+
+// BenchmarkReadCounts: the supervisor's read of a worker's counts, from
+// CountsPath and, as before it, from a scrape of /metrics, with an app
+// registry of 200 series beside the launcher's own.
+func BenchmarkReadCounts(b *testing.B) {
+	dir, err := os.MkdirTemp("", "rc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	tr := drain.NewTracker()
+	w := metrics.NewWorker(tr)
+	for i := range 1000 {
+		w.ObserveRequest(200+i%3, time.Duration(i)*time.Microsecond)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(w)
+	app := prometheus.NewRegistry()
+	cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "app_things_total", Help: "Things."}, []string{"kind"})
+	app.MustRegister(cv)
+	for i := range 200 {
+		cv.WithLabelValues(fmt.Sprint("k", i)).Inc()
+	}
+	for _, tt := range []struct {
+		name   string
+		counts bool
+	}{{"counts", true}, {"scrape", false}} {
+		b.Run(tt.name, func(b *testing.B) {
+			mux := http.NewServeMux()
+			if tt.counts {
+				mux.Handle(metrics.CountsPath, metrics.CountsHandler(tr))
+			}
+			mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, app}, promhttp.HandlerOpts{}))
+			path := filepath.Join(dir, tt.name+".sock")
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := &http.Server{Handler: mux}
+			go srv.Serve(ln)
+			defer srv.Close()
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := metrics.ReadCounts(ctx, path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
