@@ -267,3 +267,60 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptionWatchesADrainingGenerationToItsEnd: a supervisor killed
+// while the old generation drains a long request leaves it released; the
+// next one shows it draining (its pid, the request in flight) until that
+// request ends, and only then drained. A first version took a generation
+// whose workers had all been released for drained at once: status and
+// launcher_generations said "exited" while it still served the request,
+// and "generation drained" was logged twice.
+func TestAdoptionWatchesADrainingGenerationToItsEnd(t *testing.T) {
+	flags := []string{"--probation", "0"}
+	s := startSup(t, flags...)
+	long := longRequest(s.addr, 6*time.Second)
+	s.waitForInflight(1, 1)
+	if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	gen1 := func(st supervisor.Status) supervisor.GenerationStatus {
+		for _, g := range st.Generations {
+			if g.Generation == 1 {
+				return g
+			}
+		}
+		return supervisor.GenerationStatus{}
+	}
+	eventually(t, 5*time.Second, "generation 1 draining", func() error {
+		if g := gen1(s.status()); g.State != supervisor.StateDraining {
+			return fmt.Errorf("generation 1: %+v", g)
+		}
+		return nil
+	})
+	if g := gen1(s.status()); g.InflightRequests != 1 {
+		t.Errorf("before the kill, generation 1: %+v; want 1 request in flight", g)
+	}
+	s.Kill()
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
+	eventually(t, 10*time.Second, "the adoption over", func() error {
+		if !strings.Contains(s2.log.String(), `msg=serving supervisor=`) {
+			return fmt.Errorf("no serving line yet")
+		}
+		return nil
+	})
+	if g := gen1(s2.status()); g.State != supervisor.StateDraining || len(g.PIDs) != 1 || g.InflightRequests != 1 {
+		t.Errorf("after adoption, generation 1: %+v; want draining, its pid and 1 request in flight", g)
+	}
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Errorf("long request: %q, %v", r.body, r.err)
+	}
+	eventually(t, 5*time.Second, "generation 1 drained", func() error {
+		if g := gen1(s2.status()); g.State != supervisor.StateExited {
+			return fmt.Errorf("generation 1: %+v", g)
+		}
+		return nil
+	})
+	if n := strings.Count(s2.log.String(), `msg="generation drained" supervisor=`); n != 1 {
+		t.Errorf("the adopting supervisor logged %d drains; want 1 (generation 1's):\n%s", n, s2.log.String())
+	}
+}

@@ -236,16 +236,26 @@ func (l *loop) finishAdoption() {
 			l.retire(g, live, nil)
 		default:
 			// Killed mid-release, the previous supervisor may have left
-			// some listening.
-			var unreleased []*worker
+			// some listening: those are released now. The others drain
+			// already, and are watched to their end (a retire of none
+			// would have ended the drain at once).
+			var unreleased, released []*worker
 			for _, w := range live {
-				if !w.stopping {
+				if w.stopping {
+					released = append(released, w)
+				} else {
 					unreleased = append(unreleased, w)
 				}
 			}
-			l.retire(g, unreleased, nil)
-			l.watchDrain(g, live, nil)
-			l.startDrainClock(g.drain)
+			if g.state != StateFailed {
+				g.state = StateDraining
+			}
+			if len(unreleased) > 0 {
+				l.retire(g, unreleased, nil)
+			}
+			if len(released) > 0 {
+				l.startDrainClock(l.watchDrain(g, released, nil))
+			}
 		}
 	}
 	l.markDirty()
