@@ -45,6 +45,7 @@ type sampleSupervisor struct {
 	drainCutRequests prometheus.Counter
 	scrapeErrors     prometheus.Counter
 	rollbacks        *prometheus.CounterVec
+	workerCrashes    *prometheus.CounterVec
 	cpuSeconds       *prometheus.CounterVec
 }
 
@@ -114,9 +115,12 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 	s.rollbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "launcher_rollbacks_total", Help: "Upgrades rolled back, by reason.",
 	}, []string{"reason"})
+	s.workerCrashes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "launcher_worker_crashes_total", Help: "Workers that exited unasked, by their generation's state.",
+	}, []string{"state"})
 	s.reg.MustRegister(inflight, connections, s.requests, s.requestDuration, info, s.upgrades,
 		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors,
-		generations, handover, s.cpuSeconds, memory, weight, firstConn, s.rollbacks)
+		generations, handover, s.cpuSeconds, memory, weight, firstConn, s.rollbacks, s.workerCrashes)
 	// No canary in the sample: the active generation gets every new
 	// connection.
 	weight.WithLabelValues("4", "v4").Set(100)
@@ -138,6 +142,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 	}
 	for _, reason := range []string{"crashed", "errors", "latency", "requested"} {
 		s.rollbacks.WithLabelValues(reason)
+	}
+	for _, state := range []string{"active", "standby", "draining"} {
+		s.workerCrashes.WithLabelValues(state)
 	}
 	handover.WithLabelValues("steer").Set(1)
 	s.tick() // so that every series exists from the first gathering on
@@ -168,6 +175,7 @@ func (s *sampleSupervisor) tick() {
 	s.drainTimeouts.Inc()
 	s.drainCutRequests.Add(2)
 	s.scrapeErrors.Inc()
+	s.workerCrashes.WithLabelValues("active").Inc()
 }
 
 // handler serves the registry in the Prometheus formats, advancing the

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // addRelease writes a release whose "hello" is a shell script, for faults
@@ -348,4 +350,93 @@ func TestDrainingGenerationsCoexistWithALimit(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestWorkerDeathsOutsideActiveAreReported: a worker killed from outside
+// while its generation stands by, or while it drains a long request, is
+// logged and counted in launcher_worker_crashes_total by that state, and
+// the drain's end says what died. (A new user's trial: `upgrade --wait`
+// printed "drained" and the log "generation drained" for a worker killed
+// with a request in flight, and a standby worker's death went unlogged.)
+func TestWorkerDeathsOutsideActiveAreReported(t *testing.T) {
+	t.Run("standby", func(t *testing.T) {
+		maddr := freeAddr(t)
+		s := startSup(t, "--probation", "1h", "--metrics", maddr)
+		v1 := activeGen(s.status()).PIDs[0]
+		if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+			t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+		}
+		if err := syscall.Kill(v1, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the standby worker's death counted", func() error {
+			if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="standby"}`); v != 1 {
+				return fmt.Errorf("standby crashes %v", v)
+			}
+			return nil
+		})
+		logged(t, s, `msg="worker of the standby generation exited; not restarted while it stands by"`, fmt.Sprintf(`generation=1 version=v1 worker=0 pid=%d err="signal: killed"`, v1))
+	})
+	t.Run("draining", func(t *testing.T) {
+		maddr := freeAddr(t)
+		s := startSup(t, "--probation", "0", "--metrics", maddr)
+		v1 := activeGen(s.status()).PIDs[0]
+		long := longRequest(s.addr, 10*time.Second)
+		s.waitForInflight(1, 1)
+		type cliResult struct {
+			out, errOut string
+			code        int
+		}
+		done := make(chan cliResult, 1)
+		go func() {
+			out, errOut, code := s.cli("upgrade", "--wait", "v2")
+			done <- cliResult{out, errOut, code}
+		}()
+		eventually(t, 10*time.Second, "generation 1 draining", func() error {
+			for _, g := range s.status().Generations {
+				if g.Generation == 1 && g.State == supervisor.StateDraining {
+					return nil
+				}
+			}
+			return fmt.Errorf("generation 1 not draining")
+		})
+		if err := syscall.Kill(v1, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-long; r.err == nil {
+			t.Errorf("the long request on the killed worker: %q; want it cut", r.body)
+		}
+		r := <-done
+		want := regexp.MustCompile(fmt.Sprintf(`generation 1 gone after \d+ ms: worker 0 \(pid %d\) died during its drain \(signal: killed\): what it still served was cut`, v1))
+		if r.code != 0 || !want.MatchString(r.out) {
+			t.Errorf("upgrade --wait: exit %d\n%s%s\nwant exit 0 and a line matching %s", r.code, r.out, r.errOut, want)
+		}
+		if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="draining"}`); v != 1 {
+			t.Errorf("launcher_worker_crashes_total{state=draining} = %v; want 1", v)
+		}
+		logged(t, s, `msg="worker died during its drain: what it still served was cut"`, fmt.Sprintf(`generation=1 version=v1 worker=0 pid=%d err="signal: killed"`, v1))
+		logged(t, s, `msg="generation gone: not every worker drained"`, "generation=1 version=v1", "deaths=1")
+		// The stop's drain of generation 2 ends cleanly: no death there.
+		if _, errOut, code := s.cli("stop"); code != 0 {
+			t.Fatalf("stop: exit %d %s", code, errOut)
+		}
+		if n := strings.Count(s.log.String(), "died during its drain"); n != 1 {
+			t.Errorf("%d deaths during a drain logged; want 1:\n%s", n, s.log.String())
+		}
+	})
+}
+
+// logged fails t unless one line of s's log holds every part.
+func logged(t *testing.T, s *sup, parts ...string) {
+	t.Helper()
+	for _, line := range strings.Split(s.log.String(), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return
+		}
+	}
+	t.Errorf("no log line with %q:\n%s", parts, s.log.String())
 }

@@ -20,6 +20,9 @@ type GenerationInfo struct {
 // Rollback reasons, the values of launcher_rollbacks_total's reason label.
 var rollbackReasons = []string{"crashed", "errors", "latency", "requested"}
 
+// Crash states, the values of launcher_worker_crashes_total's state label.
+var crashStates = []string{"active", "standby", "draining"}
+
 // Upgrade results, the values of launcher_upgrades_total's result label.
 var upgradeResults = []string{"success", "failed", "refused", "aborted", "rolled_back", "breached"}
 
@@ -49,6 +52,9 @@ type Supervisor struct {
 	Rollbacks *prometheus.CounterVec
 	// ScrapeErrors counts worker admin scrapes that failed or timed out.
 	ScrapeErrors prometheus.Counter
+	// WorkerCrashes counts workers that exited unasked, by their
+	// generation's state then: active, standby, draining.
+	WorkerCrashes *prometheus.CounterVec
 	// TicketKeys is the number of TLS session-ticket keys the supervisor
 	// hands its workers (0 until a worker that applies them joins).
 	TicketKeys prometheus.Gauge
@@ -98,6 +104,10 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			Name: "launcher_scrape_errors_total",
 			Help: "Worker admin-socket scrapes that failed or timed out.",
 		}),
+		WorkerCrashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "launcher_worker_crashes_total",
+			Help: "Workers that exited when the supervisor had not asked them to (a crash, a kill from outside, the OOM killer), by the state of their generation then: active (restarted, unless in a crash loop or rolled back from during its probation), standby (not restarted while it stands by; a rollback to it does), draining (died before its drain ended: what it still served was cut).",
+		}, []string{"state"}),
 		TicketKeys: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "launcher_tls_ticket_keys",
 			Help: "TLS session-ticket keys handed to the workers: the current one encrypts new tickets, all decrypt.",
@@ -123,6 +133,9 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 	for _, r := range upgradeResults {
 		s.Upgrades.WithLabelValues(r) // present at 0, so the first increase shows
 	}
+	for _, st := range crashStates {
+		s.WorkerCrashes.WithLabelValues(st)
+	}
 	return s
 }
 
@@ -135,6 +148,7 @@ func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
 	s.DrainCutRequests.Describe(ch)
 	s.Rollbacks.Describe(ch)
 	s.ScrapeErrors.Describe(ch)
+	s.WorkerCrashes.Describe(ch)
 	s.TicketKeys.Describe(ch)
 	s.TicketKeyCreated.Describe(ch)
 	ch <- s.weightDesc
@@ -154,6 +168,7 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 	s.DrainCutRequests.Collect(ch)
 	s.Rollbacks.Collect(ch)
 	s.ScrapeErrors.Collect(ch)
+	s.WorkerCrashes.Collect(ch)
 	s.TicketKeys.Collect(ch)
 	s.TicketKeyCreated.Collect(ch)
 	counts := map[string]int{}

@@ -225,7 +225,7 @@ func (l *loop) finishAdoption() {
 			g.state = StateFailed
 			for _, w := range live {
 				w.stopping = true
-				w.proc.kill()
+				w.kill()
 			}
 		case g.state == StateStandby:
 			phase := "probation"

@@ -198,11 +198,26 @@ func (e evExited) apply(l *loop) {
 		l.endFailedOp()
 	}
 	crash := !w.stopping && g.state == StateActive && l.stop == nil
+	if crash {
+		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
+	}
 	switch {
 	case crash && l.crashInProbation(w):
 	case crash:
 		l.workerLog(w).Warn("worker exited; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
 		l.scheduleRestart(g, w.index)
+	case !w.stopping && g.state == StateStandby && l.stop == nil:
+		// Not restarted: it would only stand by. A rollback to its
+		// generation starts it again (see rollBackTo).
+		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
+		l.workerLog(w).Warn("worker of the standby generation exited; not restarted while it stands by", "err", w.exitErr, "stderr", w.tail.last(3))
+	case w.stopping && !w.killed && !w.cut && !errors.Is(w.exitErr, errExitedZero) && !errors.Is(w.exitErr, errAdoptedExit):
+		// A drain that ends exits 0; one cut at its deadline says so
+		// first. This one was killed from outside, or crashed. (An
+		// adopted worker's status is not ours to know.)
+		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
+		g.deaths = append(g.deaths, fmt.Sprintf("worker %d (pid %d) died during its drain (%v): what it still served was cut", w.index, w.pid, w.exitErr))
+		l.workerLog(w).Warn("worker died during its drain: what it still served was cut", "err", w.exitErr, "stderr", w.tail.last(3))
 	}
 	if !g.hasLive() && (g.state == StateDraining || (g.state == StateActive && l.stop != nil)) {
 		g.state = StateExited

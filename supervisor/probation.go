@@ -205,7 +205,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 	req, old := p.follower, p.standby
 	gone := func(l *loop, d time.Duration) {
-		req.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+		req.emit(drainedStep(old, d))
 		// Gone now, but final (its JSON kept as is) only once emitted: the
 		// report may wait for its last figures (lastLook).
 		var goneAfter time.Duration
@@ -336,7 +336,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		rep.gone()
 		p.follower.emitReport(rep)
 		p.follower.finish(Progress{}, err)
-		p.requester.emit(Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d})
+		p.requester.emit(drainedStep(g, d))
 		p.requester.finish(Progress{}, nil)
 	}
 	if live := g.live(); len(live) > 0 {

@@ -24,6 +24,10 @@ import (
 // child, so its exit status is not ours to read.
 var errAdoptedExit = errors.New("exited (adopted: exit status unknown)")
 
+// errExitedZero is the exit error of a worker that exited with status 0:
+// the end of a drain, or, unasked, an app that returned.
+var errExitedZero = errors.New("exited with status 0")
+
 // childProc is a worker started by this supervisor.
 type childProc struct {
 	cmd  *exec.Cmd
@@ -129,7 +133,7 @@ func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error)
 		p.mu.Unlock()
 		p.err = cmd.Wait()
 		if p.err == nil {
-			p.err = errors.New("exited with status 0")
+			p.err = errExitedZero
 		}
 		// Let the last stderr lines in for error messages, but do not wait
 		// for an EOF a grandchild may hold back.

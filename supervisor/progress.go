@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -26,7 +27,7 @@ const (
 	StepProbationPassed Step = "probation-passed" // Generation passed its Probation; Other (the standby) drains
 	StepProbationEnded  Step = "probation-ended"  // Generation's probation ended for Reason; Other drains
 	StepRolledBack      Step = "rolled-back"      // traffic went back to Generation (on standby); Reason says why
-	StepDrained         Step = "drained"          // Generation has exited, DrainedAfter after it stopped accepting
+	StepDrained         Step = "drained"          // Generation has exited, DrainedAfter after it stopped accepting; Reason names workers that died during the drain
 	StepStopped         Step = "stopped"          // every generation has drained; the supervisor exits
 	// StepCanary: Generation gets Weight percent of new connections for
 	// Interval; Other (on standby) the rest. Weight 100 ends the canary
@@ -117,6 +118,9 @@ func (p Progress) String() string {
 	case StepRolledBack:
 		return fmt.Sprintf("generation %d (%s) serves again: %s", p.Generation, p.Version, p.Reason)
 	case StepDrained:
+		if p.Reason != "" {
+			return fmt.Sprintf("generation %d gone after %d ms: %s", p.Generation, ms(p.DrainedAfter), p.Reason)
+		}
 		return fmt.Sprintf("generation %d drained after %d ms", p.Generation, ms(p.DrainedAfter))
 	case StepStopped:
 		return "stopped"
@@ -139,4 +143,10 @@ func (p Progress) String() string {
 		return p.Line
 	}
 	return string(p.Step)
+}
+
+// drainedStep is the step that says g has exited, d after it stopped
+// accepting, naming any worker that died during its drain.
+func drainedStep(g *generation, d time.Duration) Progress {
+	return Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d, Reason: strings.Join(g.deaths, "; ")}
 }

@@ -508,7 +508,11 @@ func (l *loop) checkDrain(g *generation) {
 		g.state = StateExited
 	}
 	l.markDirty()
-	l.genLog(g).Info("generation drained", "after_ms", d.Milliseconds())
+	if len(g.deaths) > 0 {
+		l.genLog(g).Warn("generation gone: not every worker drained", "after_ms", d.Milliseconds(), "deaths", len(g.deaths))
+	} else {
+		l.genLog(g).Info("generation drained", "after_ms", d.Milliseconds())
+	}
 	l.forgetIfOver(g)
 	for _, f := range dw.then {
 		f(l, d)
@@ -533,7 +537,7 @@ func (l *loop) drainDeadline(g *generation) {
 		l.genLog(g).Warn("drain timeout: killing what is left", "requests_cut", cut)
 		for _, w := range dw.workers {
 			if !w.exited {
-				w.proc.kill()
+				w.kill()
 			}
 		}
 	})

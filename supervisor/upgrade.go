@@ -182,7 +182,7 @@ func (l *loop) failOp(err error) {
 	for _, w := range op.g.workers {
 		w.stopping = true
 		if !w.exited {
-			w.proc.kill()
+			w.kill()
 		}
 	}
 	l.markDirty()
@@ -206,7 +206,11 @@ func (l *loop) endFailedOp() {
 	if a := l.active; a == nil {
 		err = fmt.Errorf("generation %d (%s): %w", g.num, rel.Version, op.err)
 	} else {
-		l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err, "serving_generation", a.num)
+		if l.stop != nil {
+			l.genLog(g).Warn("generation failed: stopped while it started", "err", op.err)
+		} else {
+			l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err, "serving_generation", a.num)
+		}
 		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, a.num, a.release.Version)
 		if l.stop != nil {
 			err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) drains with the rest", rel.Version, op.err, a.num, a.release.Version)
@@ -381,7 +385,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		})
 		l.retire(old, workers, func(l *loop, d time.Duration) {
 			drained = func(l *loop) {
-				follower.emit(Progress{Step: StepDrained, Generation: old.num, Version: old.release.Version, DrainedAfter: d})
+				follower.emit(drainedStep(old, d))
 				rep.gone()
 				follower.emitReport(rep)
 				follower.finish(Progress{}, nil)

@@ -40,6 +40,9 @@ type generation struct {
 	restarts  backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
+	// deaths says which of its workers died during its drain (what they
+	// still served was cut), for the drained step.
+	deaths []string
 	// breached: the judge found it in breach with no standby to roll back
 	// to; it serves on, but never stands by for a later upgrade.
 	breached bool
@@ -75,6 +78,7 @@ type worker struct {
 	checking  bool        // a health check is under way
 	listening bool        // its sockets are in the reuseport group model
 	stopping  bool        // its exit is expected (drain, stop, abort)
+	killed    bool        // the supervisor killed it (see kill)
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
 	// collecting: its final metrics are being read; final: they are kept
@@ -83,6 +87,13 @@ type worker struct {
 	final      *keptSeries
 	exited     bool
 	exitErr    error
+}
+
+// kill kills w's process tree: an exit the supervisor asked for, not a
+// crash.
+func (w *worker) kill() {
+	w.killed = true
+	w.proc.kill()
 }
 
 func (w *worker) String() string {
