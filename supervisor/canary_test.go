@@ -703,3 +703,70 @@ func TestRollbackWhileANewerUpgradeStarts(t *testing.T) {
 		t.Errorf("report of generation 3 = %+v; want failed, from generation 1", rep)
 	}
 }
+
+// TestRollbackWithNoStandbyLeft: launcher rollback during a canary whose
+// standby generation has lost every worker starts the previous release
+// again. The canary's upgrade then ends rolled back (its `upgrade --wait`
+// exits 1), the release rolled back from drains at once instead of
+// standing by behind the rollback, and it is no step a second rollback
+// goes back to. (A new user's trial: the canary was reported superseded
+// with --wait exiting 0, and a second rollback served it again.)
+func TestRollbackWithNoStandbyLeft(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: time.Hour}, fx, nil)
+	r.waitStarted()
+	old := r.gen(1).PIDs
+	type result struct {
+		rep *UpgradeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour})
+		done <- result{rep, err}
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	fx.proc(old[0]).die()
+	eventually(t, "the standby worker gone", func() error {
+		if g := r.gen(1); len(g.PIDs) > 0 {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	// --wait: until generation 2 has exited (bounded: a version of this
+	// that put it on standby behind the rollback waited its hour).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.s.Rollback(ctx, true, nil); err != nil {
+		t.Errorf("rollback --wait: %v", err)
+	}
+	if g := r.gen(3); g.State != StateActive || g.Version != "v1" {
+		t.Errorf("generation 3 = %+v; want v1 active", g)
+	}
+	if g := r.gen(2); g.State != StateExited || len(g.PIDs) > 0 {
+		t.Errorf("generation 2 = %+v; want it drained at once, not on standby", g)
+	}
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the canary's upgrade --wait did not end")
+	}
+	if res.err == nil || !strings.Contains(res.err.Error(), "rolled back on request") {
+		t.Errorf("the canary's upgrade --wait: %v; want it rolled back on request", res.err)
+	}
+	if res.rep == nil || res.rep.Verdict != VerdictRolledBack {
+		t.Errorf("the canary's report = %+v; want rolled_back", res.rep)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Rollbacks.WithLabelValues("requested")); n != 1 {
+		t.Errorf("rollbacks{requested} = %v; want 1", n)
+	}
+	if _, err := r.s.Rollback(context.Background(), true, nil); err == nil || !strings.Contains(err.Error(), "no previous release") {
+		t.Errorf("a second rollback: %v; want none to go back to (not v2 again)", err)
+	}
+}

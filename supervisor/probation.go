@@ -18,7 +18,11 @@ const (
 	probationJudged     = "judged"
 	probationBreached   = "breached"
 	probationSuperseded = "superseded by a newer upgrade"
-	probationStopped    = "stopped"
+	// probationRolledBackAnew: launcher rollback with no standby worker
+	// left to give traffic back to started the previous release again,
+	// which ended the probation once ready.
+	probationRolledBackAnew = "rollback requested: no worker of the standby generation was left, so the previous release started again"
+	probationStopped        = "stopped"
 )
 
 // probation keeps the previous generation listening, steered away from and
@@ -183,19 +187,33 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		default:
 			why += "; " + j.reason
 		}
-		if cause != probationPassed {
+		var err error
+		switch cause {
+		case probationPassed:
+			l.m.Upgrades.WithLabelValues("success").Inc()
+			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
+		case probationRolledBackAnew:
+			// Its generation drains behind the rollback's (see activate).
+			step.Step, step.Reason = StepProbationEnded, cause
+			step.Weight = p.weight
+			verdict, why = VerdictRolledBack, cause
+			l.m.Rollbacks.WithLabelValues("requested").Inc()
+			l.m.Upgrades.WithLabelValues("rolled_back").Inc()
+			err = fmt.Errorf("upgrade to %s: rolled back on request during its %s; no worker of generation %d was left standing by, so its release (%s) started again",
+				g.release.Version, p.phase(), p.standby.num, p.standby.release.Version)
+		default:
 			step.Step, step.Reason = StepProbationEnded, cause
 			step.Weight = p.weight
 			verdict, why = VerdictSuperseded, cause
+			l.m.Upgrades.WithLabelValues("success").Inc()
+			l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		}
-		l.m.Upgrades.WithLabelValues("success").Inc()
-		l.m.UpgradeDuration.Observe(p.servedAfter.Seconds())
 		req.emit(step)
 		rep := l.decide(g, p, verdict, why)
 		if cause != probationPassed {
 			l.lastLook(g, p, rep) // passed: its last reading was just taken
 		}
-		l.retireStandby(p, rep, nil)
+		l.retireStandby(p, rep, err)
 	}
 	return true
 }

@@ -32,6 +32,10 @@ type upgradeOp struct {
 	first     bool // the start's first generation: Run tells systemd
 	activated bool // its generation is the active one; the steer is under way
 	opts      UpgradeOptions
+	// rollback: launcher rollback started the previous release again. The
+	// release rolled back from then neither stands by behind it nor stays
+	// a step a later rollback goes back to.
+	rollback bool
 }
 
 // cmdUpgrade asks for a new generation of rel.
@@ -84,6 +88,9 @@ func (c cmdUpgrade) apply(l *loop) {
 	}
 	l.fx.notify(reloading()...)
 	l.beginUpgrade(c.rel, c.req, c.opts)
+	if op := l.op; op != nil && op.req == c.req {
+		op.rollback = c.rollback
+	}
 }
 
 // beginUpgrade starts a generation of rel, with the active one (if any)
@@ -251,7 +258,11 @@ func (l *loop) activate(op *upgradeOp) {
 	// rollback meanwhile).
 	if a := l.active; a != nil && a.runningProbation() != nil {
 		standby, weight := a.probation.standby, a.probation.weight
-		l.endProbation(a, probationSuperseded)
+		cause := probationSuperseded
+		if op.rollback {
+			cause = probationRolledBackAnew
+		}
+		l.endProbation(a, cause)
 		op.req.emit(Progress{Step: StepSuperseded, Generation: standby.num, Version: standby.release.Version, Weight: weight})
 	}
 	if op.old != l.active && l.active != nil {
@@ -268,6 +279,9 @@ func (l *loop) activate(op *upgradeOp) {
 	}
 	l.active = g
 	g.state = StateActive
+	if op.rollback && old != nil {
+		l.forgetRelease(old.release)
+	}
 	// A restart of the same release is no step to roll back over.
 	if n := len(l.history); n == 0 || l.history[n-1] != g.release {
 		l.history = append(l.history, g.release)
@@ -278,9 +292,10 @@ func (l *loop) activate(op *upgradeOp) {
 	var p *probation
 	if old != nil {
 		// A standby needs every old worker ready: traffic may come back.
-		// A breached generation is no rollback target: it drains.
+		// A breached generation is no rollback target, nor one rolled
+		// back from: it drains.
 		canary := len(op.opts.Canary) > 0
-		if (l.cfg.Probation > 0 || canary) && canStandBy(old.workers) && !old.breached {
+		if (l.cfg.Probation > 0 || canary) && canStandBy(old.workers) && !old.breached && !op.rollback {
 			p = l.startProbation(g, old, op.opts)
 		} else {
 			switch {

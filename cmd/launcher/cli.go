@@ -300,7 +300,9 @@ func (c *cli) rollbackCommand() *cobra.Command {
 		Long: `During a probation or a canary: traffic goes straight back to the standby
 generation (no start, a few ms). Otherwise an upgrade back to the release that was
 active before the current one, never to a release judged in breach with no
-standby left to roll back to (that generation drains at once).`,
+standby left to roll back to. The generation rolled back from drains at once,
+and its release is no step a later rollback goes back to: a second rollback
+goes one release further back, or says there is none.`,
 		Args:              noArgs,
 		ValidArgsFunction: cobra.NoFileCompletions,
 		RunE:              c.act(func(cmd *cobra.Command, _ []string) error { return c.rollback(cmd.Context(), wait) }),
