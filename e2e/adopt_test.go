@@ -324,3 +324,29 @@ func TestAdoptionWatchesADrainingGenerationToItsEnd(t *testing.T) {
 		t.Errorf("the adopting supervisor logged %d drains; want 1 (generation 1's):\n%s", n, s2.log.String())
 	}
 }
+
+// TestAdoptionWithMoreWorkers: a supervisor started on a killed one's
+// state dir with a larger --workers adopts the workers there are and
+// starts the others as new workers, not as restarts of dead ones (it
+// logged "worker gone while no supervisor ran; restarting" for an index
+// that never existed, and counted a restart).
+func TestAdoptionWithMoreWorkers(t *testing.T) {
+	s := startSup(t, "--workers", "2")
+	before := activeGen(s.status()).PIDs
+	s.Kill()
+	s2 := startSupAt(t, s.addr, s.stateDir, "--workers", "3")
+	eventually(t, 10*time.Second, "three workers", func() error {
+		if g := activeGen(s2.status()); g == nil || len(g.PIDs) != 3 {
+			return fmt.Errorf("active %+v", g)
+		}
+		return nil
+	})
+	g := activeGen(s2.status())
+	if g.Restarts != 0 || !slices.Contains(g.PIDs, before[0]) || !slices.Contains(g.PIDs, before[1]) {
+		t.Errorf("after adoption: %+v; want the two adopted pids %v, a third, and no restart", g, before)
+	}
+	if strings.Contains(s2.log.String(), "worker gone while no supervisor ran") {
+		t.Errorf("a new worker logged as a dead one:\n%s", s2.log.String())
+	}
+	logged(t, s2, `msg="starting a worker: --workers asks for more than the adopted generation had"`, "worker=2", "workers=3")
+}

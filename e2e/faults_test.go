@@ -301,11 +301,22 @@ func TestCrashLoopFails(t *testing.T) {
 	if !strings.Contains(s.log.String(), "crash loop") {
 		t.Errorf("no crash-loop line in the log")
 	}
+	// One "restarting" per restart: the last crash is the loop's, not
+	// also "restarting" (both were logged in the same millisecond).
+	if n := strings.Count(s.log.String(), `msg="worker exited; restarting"`); n != g.Restarts {
+		t.Errorf("%d 'worker exited; restarting' lines for %d restarts", n, g.Restarts)
+	}
+	logged(t, s, `msg="worker exited: a crash loop, not restarted"`, "generation=1")
 	if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
 		t.Fatalf("upgrade out of the failed generation: %s", errOut)
 	}
 	if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
 		t.Fatalf("after recovery: %q", b)
+	}
+	// The generation the upgrade left stays failed (it became "exited").
+	time.Sleep(200 * time.Millisecond)
+	if g := s.status().Generations[0]; g.State != supervisor.StateFailed {
+		t.Errorf("the crash-looped generation after the upgrade: %+v; want still failed", g)
 	}
 }
 

@@ -30,6 +30,11 @@ type adoption struct {
 	noActive  bool // no generation was active: one that rejoins ready may be
 	stopTimer func()
 	canary    int // the canary's weight when the previous supervisor died in one, else 0
+	// had: each generation's worker indices in the state file, those that
+	// died since included; workers is the killed supervisor's --workers
+	// (0 in the file of a version before it).
+	had     map[int]map[int]bool
+	workers int
 	// lost is the release of the state file's active generation when none
 	// of its workers is left (zero otherwise): a standby behind it serves
 	// again, as after a crash in its probation (see restoreStandby).
@@ -55,10 +60,13 @@ func (c cmdStart) apply(l *loop) {
 	var gens []*generation
 	var live []found
 	byToken := map[string]*worker{}
+	had := map[int]map[int]bool{}
 	for _, sg := range st.Gens {
 		g := &generation{num: sg.Num, release: release(sg.Release), state: sg.State, started: sg.Started}
 		g.restarts.restarts = sg.Restarts
+		had[sg.Num] = map[int]bool{}
 		for _, sw := range sg.Workers {
+			had[sg.Num][sw.Index] = true
 			proc, ok := l.fx.adopt(sw.PID, sw.Token, sg.Num)
 			if !ok {
 				continue
@@ -134,7 +142,7 @@ func (c cmdStart) apply(l *loop) {
 		}
 	}
 	l.markDirty()
-	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil, canary: st.Canary}
+	l.adopting = &adoption{req: c.req, first: c.first, gens: gens, noActive: l.active == nil, canary: st.Canary, had: had, workers: st.Workers}
 	if l.active == nil {
 		for _, sg := range st.Gens {
 			if sg.Num == st.Active {
@@ -277,11 +285,16 @@ func (l *loop) finishAdoption() {
 		}
 	})
 	// Workers that died while no supervisor ran are started again, as any
-	// crashed worker is.
+	// crashed worker is; those a larger --workers asks for, at once.
 	for i := 0; i < l.cfg.Workers; i++ {
-		if !slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }) {
+		switch {
+		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
+		case i < a.workers || a.had[active.num][i]:
 			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
 			l.scheduleRestart(active, i)
+		default:
+			l.genLog(active).Info("starting a worker: --workers asks for more than the adopted generation had", "worker", i, "workers", l.cfg.Workers)
+			l.restart(active, i)
 		}
 	}
 	l.started = true

@@ -204,8 +204,7 @@ func (e evExited) apply(l *loop) {
 	switch {
 	case crash && l.crashInProbation(w):
 	case crash:
-		l.workerLog(w).Warn("worker exited; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
-		l.scheduleRestart(g, w.index)
+		l.restartCrashed(w)
 	case !w.stopping && g.state == StateStandby && l.stop == nil:
 		// Not restarted: it would only stand by. A rollback to its
 		// generation starts it again (see rollBackTo).
@@ -241,8 +240,9 @@ func (l *loop) forgetIfOver(g *generation) {
 }
 
 // scheduleRestart starts worker index of g again after the back-off, if g
-// is still the active generation then and no stop has begun.
-func (l *loop) scheduleRestart(g *generation, index int) {
+// is still the active generation then and no stop has begun. It reports
+// false, the generation failed, when that is a crash loop.
+func (l *loop) scheduleRestart(g *generation, index int) bool {
 	wait, ok := g.restarts.next(time.Now(), l.restarts)
 	if !ok {
 		g.state = StateFailed
@@ -250,9 +250,21 @@ func (l *loop) scheduleRestart(g *generation, index int) {
 		l.genLog(g).Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
 			"worker", index, "crashes", l.restarts.loop)
 		l.forgetIfOver(g)
-		return
+		return false
 	}
 	l.after(wait, evFunc(func(l *loop) { l.restart(g, index) }))
+	return true
+}
+
+// restartCrashed logs the crash of w, an active worker, and starts it
+// again unless that is a crash loop: then the crash loop's line is the
+// one (it said "restarting" and "not restarting" in the same millisecond).
+func (l *loop) restartCrashed(w *worker) {
+	if l.scheduleRestart(w.gen, w.index) {
+		l.workerLog(w).Warn("worker exited; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
+	} else {
+		l.workerLog(w).Error("worker exited: a crash loop, not restarted", "err", w.exitErr, "stderr", w.tail.last(3))
+	}
 }
 
 func (l *loop) restart(g *generation, index int) {

@@ -18,14 +18,17 @@ const stateName = "state.json"
 
 // savedState is the state file's content.
 type savedState struct {
-	Supervisor int            `json:"supervisor_pid"`
-	Saved      time.Time      `json:"saved"`
-	Listen     []string       `json:"listen"`
-	Active     int            `json:"active_generation"`
-	LastGen    int            `json:"last_generation"`
-	Gens       []savedGen     `json:"generations"`
-	Group      []string       `json:"reuseport_group"` // worker tokens, by slot in the kernel's group
-	History    []savedRelease `json:"history"`
+	Supervisor int       `json:"supervisor_pid"`
+	Saved      time.Time `json:"saved"`
+	Listen     []string  `json:"listen"`
+	// Workers is --workers: an adopting supervisor with a larger one
+	// starts the rest as new workers, not as restarts of dead ones.
+	Workers int            `json:"workers,omitempty"`
+	Active  int            `json:"active_generation"`
+	LastGen int            `json:"last_generation"`
+	Gens    []savedGen     `json:"generations"`
+	Group   []string       `json:"reuseport_group"` // worker tokens, by slot in the kernel's group
+	History []savedRelease `json:"history"`
 	// Reports are the last upgrades' reports (status's history, at most
 	// keepReports of about 1 KB each), kept across an adoption.
 	Reports []savedReport `json:"reports,omitempty"`
@@ -164,7 +167,7 @@ func swapFile(path string, content []byte) error {
 // snapshot returns what the state file holds: the generations with live
 // processes, the group's order and the release history.
 func (l *loop) snapshot() savedState {
-	st := savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: l.cfg.Listen, LastGen: l.lastGen}
+	st := savedState{Supervisor: os.Getpid(), Saved: time.Now(), Listen: l.cfg.Listen, Workers: l.cfg.Workers, LastGen: l.lastGen}
 	if l.active != nil {
 		st.Active = l.active.num
 	}

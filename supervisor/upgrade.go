@@ -304,7 +304,9 @@ func (l *loop) activate(op *upgradeOp) {
 			case canary:
 				l.genLog(g).Warn("no canary: the previous generation cannot stand by (a worker is not ready or listening); all new connections go to the new one")
 			}
-			old.state = StateDraining
+			if old.state != StateFailed { // a crash loop's stays failed
+				old.state = StateDraining
+			}
 		}
 	}
 	// On disk before traffic moves: a supervisor restarted from any point
