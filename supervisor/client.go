@@ -204,7 +204,13 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 			if ctx.Err() != nil {
 				return control.Message{}, ctx.Err()
 			}
-			return control.Message{}, fmt.Errorf("%s: %w: %w", cmd, ErrNoResult, err)
+			// Killed (kill -9, the OOM killer), the supervisor leaves
+			// its workers serving: say how to find them and take them
+			// back. (A stop adds its own hint: see Stop.)
+			if cmd == "stop" {
+				return control.Message{}, fmt.Errorf("%s: %w: %w", cmd, ErrNoResult, err)
+			}
+			return control.Message{}, fmt.Errorf("%s: %w: %w (if it was killed, its workers serve on: launcher status says what serves, and launcher start with the same flags adopts them)", cmd, ErrNoResult, err)
 		}
 		switch m.Type {
 		case control.TypeProgress:

@@ -163,6 +163,15 @@ func TestClientErrors(t *testing.T) {
 			t.Errorf("err = %v; want %v, pointing to launcher status", err, supervisor.ErrNoResult)
 		}
 	})
+	t.Run("upgrade without a result", func(t *testing.T) {
+		// The supervisor died under upgrade --wait: how to take its
+		// workers back, not only the EOF.
+		dir, _ := fakeSupervisor(t, nil)
+		_, err := supervisor.Client{StateDir: dir}.Upgrade(context.Background(), "v2", true, nil)
+		if !errors.Is(err, supervisor.ErrNoResult) || !strings.Contains(err.Error(), "launcher start with the same flags adopts them") {
+			t.Errorf("err = %v; want %v, saying how to adopt the workers", err, supervisor.ErrNoResult)
+		}
+	})
 }
 
 func TestClientStop(t *testing.T) {
