@@ -350,3 +350,49 @@ func TestAdoptionWithMoreWorkers(t *testing.T) {
 	}
 	logged(t, s2, `msg="starting a worker: --workers asks for more than the adopted generation had"`, "worker=2", "workers=3")
 }
+
+// TestAdoptedWorkersFoundAndTheirDeathsReported: without a supervisor,
+// status names the workers of a release that is a script (their
+// executable is not the release's path: they are known by the token in
+// their environment, as adoption knows them; status said nothing served);
+// after the adoption, a draining worker killed with a request in flight is
+// reported as a death, not as a drained generation (its exit status is not
+// the adopter's to read, but it never said its drain ended).
+func TestAdoptedWorkersFoundAndTheirDeathsReported(t *testing.T) {
+	addRelease(t, "vscript", `exec `+filepath.Join(bins.releases, "v1", "hello")+` "$@"`)
+	maddr := freeAddr(t)
+	flags := []string{"--probation", "0", "--metrics", maddr, "--", filepath.Join(bins.releases, "vscript", "hello")}
+	s := startSup(t, flags...)
+	script := activeGen(s.status()).PIDs[0]
+	long := longRequest(s.addr, 20*time.Second)
+	s.waitForInflight(1, 1)
+	if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	s.Kill()
+	_, errOut, code := runCLI(t, "status", "--state-dir", s.stateDir)
+	if want := fmt.Sprintf("those of generation 1 (vscript, draining) too (pids %d)", script); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("status without the supervisor: exit %d, %q; want 1 and %q", code, errOut, want)
+	}
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
+	eventually(t, 10*time.Second, "the adoption over", func() error {
+		if !strings.Contains(s2.log.String(), `msg=serving supervisor=`) {
+			return fmt.Errorf("no serving line yet")
+		}
+		return nil
+	})
+	if err := syscall.Kill(script, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-long; r.err == nil {
+		t.Errorf("the long request on the killed worker: %q; want it cut", r.body)
+	}
+	eventually(t, 5*time.Second, "the death counted", func() error {
+		if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="draining"}`); v != 1 {
+			return fmt.Errorf("draining crashes %v", v)
+		}
+		return nil
+	})
+	logged(t, s2, `msg="worker died during its drain: what it still served was cut"`, fmt.Sprintf("generation=1 version=vscript worker=0 pid=%d", script))
+	logged(t, s2, `msg="generation gone: not every worker drained"`, "generation=1")
+}

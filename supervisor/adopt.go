@@ -69,6 +69,7 @@ func (c cmdStart) apply(l *loop) {
 			had[sg.Num][sw.Index] = true
 			proc, ok := l.fx.adopt(sw.PID, sw.Token, sg.Num)
 			if !ok {
+				l.goneMeanwhile(sg, sw)
 				continue
 			}
 			w := &worker{gen: g, index: sw.Index, token: sw.Token, admin: sw.Admin, ready: sw.Ready, tail: newTailBuffer(20)}
@@ -152,6 +153,22 @@ func (c cmdStart) apply(l *loop) {
 	}
 	l.adopting.stopTimer = l.after(rejoinWait, evFunc(func(l *loop) { l.finishAdoption() }))
 	l.checkAdoption()
+}
+
+// goneMeanwhile says what became of a worker of the state file that is
+// gone: it exited while no supervisor ran. A standby one died unasked
+// (counted as a crash; an active one is, where it is restarted); a
+// draining one drained or died, which its exit status, not ours to read,
+// would have told.
+func (l *loop) goneMeanwhile(sg savedGen, sw savedWorker) {
+	log := l.log.With("generation", sg.Num, "version", sg.Release.Version, "worker", sw.Index, "pid", sw.PID)
+	switch sg.State {
+	case StateStandby:
+		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
+		log.Warn("worker of the standby generation died while no supervisor ran")
+	case StateDraining:
+		log.Info("worker of a draining generation gone while no supervisor ran: drained, or died (its exit status is unknown)")
+	}
 }
 
 // startFirst starts the first generation, unless something this
@@ -291,6 +308,7 @@ func (l *loop) finishAdoption() {
 		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
 		case i < a.workers || a.had[active.num][i]:
 			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
+			l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
 			l.scheduleRestart(active, i)
 		default:
 			l.genLog(active).Info("starting a worker: --workers asks for more than the adopted generation had", "worker", i, "workers", l.cfg.Workers)

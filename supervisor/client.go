@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotRunning is returned by [Client] methods when no supervisor serves
@@ -179,7 +180,7 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
 			if orphans := servingOrphans(c.StateDir); orphans != "" {
-				return control.Message{}, fmt.Errorf("%s: %w on %s, but the workers of its %s: launcher start --state-dir %s with the same --listen adopts them",
+				return control.Message{}, fmt.Errorf("%s: %w on %s, but the workers of its %s: launcher start --state-dir %s with the same --listen and COMMAND adopts them",
 					cmd, ErrNotRunning, c.StateDir, orphans, c.StateDir)
 			}
 			return control.Message{}, fmt.Errorf("%s: %w on %s (start one with: launcher start --state-dir %s ...)", cmd, ErrNotRunning, c.StateDir, c.StateDir)
@@ -248,8 +249,8 @@ func GetStatus(ctx context.Context, stateDir string) (Status, error) {
 
 // servingOrphans describes the workers a killed supervisor left running
 // on dir, from its state file: each generation with live processes (the
-// active one first; a pid counts while its /proc/PID/exe is still the
-// generation's release), as "generation 2 (v2) still serve (pids 11, 12)";
+// active one first; a pid counts while it is still that worker: see
+// stillWorker), as "generation 2 (v2) still serve (pids 11, 12)";
 // empty when none is left.
 func servingOrphans(dir string) string {
 	st, err := loadState(dir)
@@ -268,7 +269,7 @@ func servingOrphans(dir string) string {
 	for _, g := range gens {
 		var pids []int
 		for _, w := range g.Workers {
-			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", w.PID)); err == nil && exe == g.Release.Path {
+			if stillWorker(w, g.Release.Path) {
 				pids = append(pids, w.PID)
 			}
 		}
@@ -286,6 +287,19 @@ func servingOrphans(dir string) string {
 		}
 	}
 	return strings.Join(parts, ", and ")
+}
+
+// stillWorker reports whether w's pid is still that worker: the token in
+// its environment, as adoption checks it (a release that is a script, or a
+// file replaced since, runs at another path), or where the environment is
+// not readable, its executable being the release's.
+func stillWorker(w savedWorker, path string) bool {
+	if fd, ok := ourProcess(w.PID, w.Token); ok {
+		unix.Close(fd)
+		return true
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", w.PID))
+	return err == nil && exe == path
 }
 
 // joinInts writes ns as "1, 2, 3".

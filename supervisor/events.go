@@ -114,6 +114,7 @@ func (e evWorkerMsg) apply(l *loop) {
 			l.becameReady(w)
 		}
 	case control.TypeDrained:
+		w.drained = true
 		if m.Error != "" {
 			l.drainCut(w, m.Cut)
 		}
@@ -210,10 +211,7 @@ func (e evExited) apply(l *loop) {
 		// generation starts it again (see rollBackTo).
 		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
 		l.workerLog(w).Warn("worker of the standby generation exited; not restarted while it stands by", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && !w.killed && !w.cut && !errors.Is(w.exitErr, errExitedZero) && !errors.Is(w.exitErr, errAdoptedExit):
-		// A drain that ends exits 0; one cut at its deadline says so
-		// first. This one was killed from outside, or crashed. (An
-		// adopted worker's status is not ours to know.)
+	case w.stopping && !w.killed && !w.cut && diedDraining(w):
 		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
 		g.deaths = append(g.deaths, fmt.Sprintf("worker %d (pid %d) died during its drain (%v): what it still served was cut", w.index, w.pid, w.exitErr))
 		l.workerLog(w).Warn("worker died during its drain: what it still served was cut", "err", w.exitErr, "stderr", w.tail.last(3))
@@ -227,6 +225,17 @@ func (e evExited) apply(l *loop) {
 		l.checkAdoption()
 	}
 	l.checkStop()
+}
+
+// diedDraining reports whether w, released, exited before its drain was
+// over: a child of ours that exited other than 0, or an adopted worker
+// (whose exit status is not ours to know) that had dialed again and never
+// said its drain ended (TypeDrained, sent before a clean exit).
+func diedDraining(w *worker) bool {
+	if errors.Is(w.exitErr, errAdoptedExit) {
+		return w.rejoined && !w.drained
+	}
+	return !errors.Is(w.exitErr, errExitedZero)
 }
 
 // forgetIfOver lets go of what held g's processes (its cgroup) once g is

@@ -81,6 +81,7 @@ type worker struct {
 	killed    bool        // the supervisor killed it (see kill)
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
+	drained   bool        // it reported its drain's end (TypeDrained)
 	// collecting: its final metrics are being read; final: they are kept
 	// (the worker is no longer scraped).
 	collecting bool
