@@ -396,3 +396,56 @@ func TestAdoptedWorkersFoundAndTheirDeathsReported(t *testing.T) {
 	logged(t, s2, `msg="worker died during its drain: what it still served was cut"`, fmt.Sprintf("generation=1 version=vscript worker=0 pid=%d", script))
 	logged(t, s2, `msg="generation gone: not every worker drained"`, "generation=1")
 }
+
+// TestAdoptionRollsBackACrashInProbation: a worker of the generation on
+// probation dies while no supervisor runs. The adopting supervisor rolls
+// back to the standby generation, as a live one would have at the crash,
+// and what is left of the new generation drains. (It retired the standby
+// and restarted the crashed worker: the release passed its probation.)
+func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
+	maddr := freeAddr(t)
+	flags := []string{"--workers", "2", "--probation", "1h", "--metrics", maddr}
+	s := startSup(t, flags...)
+	v1 := activeGen(s.status()).PIDs
+	if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	v2 := activeGen(s.status()).PIDs
+	s.Kill()
+	if err := syscall.Kill(v2[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the v2 worker gone", func() error {
+		if alive(v2[0]) {
+			return fmt.Errorf("pid %d alive", v2[0])
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := probationLoad(ctx, s.addr)
+	time.Sleep(300 * time.Millisecond)
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
+	eventually(t, 10*time.Second, "v1 active again, v2 gone", func() error {
+		st := s2.status()
+		if g := activeGen(st); g == nil || g.Version != "v1" || fmt.Sprint(g.PIDs) != fmt.Sprint(v1) {
+			return fmt.Errorf("active %+v; want v1 with pids %v", g, v1)
+		}
+		for _, g := range st.Generations {
+			if g.Version == "v2" && len(g.PIDs) > 0 {
+				return fmt.Errorf("v2 still has %v", g.PIDs)
+			}
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	checkLoad(t, wait(), "v1")
+	logged(t, s2, "ROLLED BACK: a worker of v2 died during its probation while no supervisor ran; generation 1 (v1) serves again")
+	if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="active"}`); v != 1 {
+		t.Errorf("active crashes %v; want 1", v)
+	}
+	if v := metricValue(t, maddr, `launcher_rollbacks_total{reason="crashed"}`); v != 1 {
+		t.Errorf("crashed rollbacks %v; want 1", v)
+	}
+}

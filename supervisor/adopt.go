@@ -156,13 +156,15 @@ func (c cmdStart) apply(l *loop) {
 }
 
 // goneMeanwhile says what became of a worker of the state file that is
-// gone: it exited while no supervisor ran. A standby one died unasked
-// (counted as a crash; an active one is, where it is restarted); a
-// draining one drained or died, which its exit status, not ours to read,
-// would have told.
+// gone: it exited while no supervisor ran. An active or standby one died
+// unasked, and counts as a crash (an active one is restarted, or rolled
+// back from: see finishAdoption); a draining one drained or died, which
+// its exit status, not ours to read, would have told.
 func (l *loop) goneMeanwhile(sg savedGen, sw savedWorker) {
 	log := l.log.With("generation", sg.Num, "version", sg.Release.Version, "worker", sw.Index, "pid", sw.PID)
 	switch sg.State {
+	case StateActive:
+		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
 	case StateStandby:
 		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
 		log.Warn("worker of the standby generation died while no supervisor ran")
@@ -234,8 +236,16 @@ func (l *loop) finishAdoption() {
 	if a.noActive {
 		l.promoteReady(a.gens)
 	}
-	if l.active == nil {
-		l.restoreStandby(a)
+	switch act := l.active; {
+	case act == nil:
+		l.restoreStandby(a, "every worker")
+	case a.lostSome(act) && slices.ContainsFunc(a.gens, func(g *generation) bool { return g.state == StateStandby && g.hasLive() }):
+		// A crash in its probation, while no supervisor ran to see it:
+		// rolled back, as it would have been (see crashInProbation).
+		act.state = StateFailed
+		l.active = nil
+		a.lost = act.release
+		l.restoreStandby(a, "a worker")
 	}
 	for _, g := range a.gens {
 		l.genLog(g).Info("adopted generation", "state", g.state, "pids", pids(g.workers))
@@ -308,7 +318,6 @@ func (l *loop) finishAdoption() {
 		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
 		case i < a.workers || a.had[active.num][i]:
 			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
-			l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
 			l.scheduleRestart(active, i)
 		default:
 			l.genLog(active).Info("starting a worker: --workers asks for more than the adopted generation had", "worker", i, "workers", l.cfg.Workers)
@@ -345,14 +354,17 @@ func (l *loop) promoteReady(gens []*generation) {
 
 // restoreStandby makes the newest standby generation with live workers
 // the active one again: the previous supervisor died during a canary or
-// probation, and so did every worker of the generation on trial. The
+// probation, and so did workers of the generation on trial. The
 // standby is the release that served before it, still listening (with
 // part of the new connections during a canary), so it takes all traffic
 // back at once, as after a crash in the probation (see rollBackTo); a
 // generation started anew instead would leave the port without a ready
 // process while it starts, and retiring the standby meanwhile resets what
 // is queued on it.
-func (l *loop) restoreStandby(a *adoption) {
+//
+// who says which of its workers died: "every worker", or "a worker" when
+// the generation on trial lives on with fewer (it drains).
+func (l *loop) restoreStandby(a *adoption, who string) {
 	for i := len(a.gens) - 1; i >= 0; i-- {
 		g := a.gens[i]
 		if g.state != StateStandby || !g.hasLive() {
@@ -371,7 +383,7 @@ func (l *loop) restoreStandby(a *adoption) {
 		if a.lost != (release{}) {
 			lost = a.lost.Version
 		}
-		l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: every worker of %s died during its %s while no supervisor ran; generation %d (%s) serves again", lost, phase, g.num, g.release.Version))
+		l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: %s of %s died during its %s while no supervisor ran; generation %d (%s) serves again", who, lost, phase, g.num, g.release.Version))
 		l.m.Rollbacks.WithLabelValues("crashed").Inc()
 		l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 		if err := l.fx.repoint(g.release); err != nil {
@@ -384,6 +396,16 @@ func (l *loop) restoreStandby(a *adoption) {
 		}
 		return
 	}
+}
+
+// lostSome reports whether a worker of g the state file named is gone.
+func (a *adoption) lostSome(g *generation) bool {
+	for i := range a.had[g.num] {
+		if !slices.ContainsFunc(g.workers, func(w *worker) bool { return w.index == i && !w.exited }) {
+			return true
+		}
+	}
+	return false
 }
 
 // removeStaleAdminSockets removes admin sockets no adopted worker owns.
