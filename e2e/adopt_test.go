@@ -421,11 +421,15 @@ func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
 		}
 		return nil
 	})
+	// The load starts with the adopting supervisor, not before: while no
+	// supervisor runs, a dead worker's slot left the previous program
+	// pointing out of the group, and a new-connection load then saw 1–3
+	// resets in 9,000 requests with no adoption at all (2 runs of 4); that
+	// is not this test's subject.
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := probationLoad(ctx, s.addr)
-	time.Sleep(300 * time.Millisecond)
-	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
 	eventually(t, 10*time.Second, "v1 active again, v2 gone", func() error {
 		st := s2.status()
 		if g := activeGen(st); g == nil || g.Version != "v1" || fmt.Sprint(g.PIDs) != fmt.Sprint(v1) {
@@ -447,5 +451,44 @@ func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
 	}
 	if v := metricValue(t, maddr, `launcher_rollbacks_total{reason="crashed"}`); v != 1 {
 		t.Errorf("crashed rollbacks %v; want 1", v)
+	}
+}
+
+// TestStartAfterEverythingDiedKeepsTheHistory: the supervisor and all its
+// workers killed, a start on the state dir begins anew but keeps what the
+// state file knew: generation numbers go on, the upgrade reports stay in
+// status, and rollback goes back along the release history (it said "no
+// previous release to go back to").
+func TestStartAfterEverythingDiedKeepsTheHistory(t *testing.T) {
+	s := startSup(t, "--probation", "0")
+	if out, errOut, code := s.cli("upgrade", "--wait", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	pids := activeGen(s.status()).PIDs
+	s.Kill()
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	eventually(t, 5*time.Second, "the workers gone", func() error {
+		for _, pid := range pids {
+			if alive(pid) {
+				return fmt.Errorf("pid %d alive", pid)
+			}
+		}
+		return nil
+	})
+	s2 := startSupAt(t, s.addr, s.stateDir, "--probation", "0")
+	st := s2.status()
+	if g := activeGen(st); g == nil || g.Generation != 3 || g.Version != "v1" {
+		t.Errorf("after the start: active %+v; want generation 3 (numbers go on) of COMMAND's v1", g)
+	}
+	if len(st.History) != 1 || st.History[0].Version != "v2" {
+		t.Errorf("status history %+v; want the v2 upgrade's report", st.History)
+	}
+	if out, errOut, code := s2.cli("rollback", "--wait"); code != 0 {
+		t.Fatalf("rollback: exit %d\n%s%s", code, out, errOut)
+	}
+	if b := mustGet(t, s.addr, "/"); b != "hello from v2" {
+		t.Errorf("after the rollback GET / = %q; want v2, the release before", b)
 	}
 }

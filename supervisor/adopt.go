@@ -88,6 +88,9 @@ func (c cmdStart) apply(l *loop) {
 	l.removeStaleAdminSockets(keep)
 	if len(live) == 0 {
 		l.log.Info("state file of a killed supervisor: none of its workers is left", "supervisor_pid", st.Supervisor)
+		// Its history stays: the generation numbers go on, rollback
+		// knows the releases before, status the reports.
+		l.takeHistory(st)
 		l.startFirst(c)
 		return
 	}
@@ -126,19 +129,13 @@ func (c cmdStart) apply(l *loop) {
 		l.group.Leave(w)
 	}
 	l.gens = gens
-	l.lastGen = st.LastGen
+	l.takeHistory(st)
 	for _, g := range gens {
 		l.lastGen = max(l.lastGen, g.num)
 		if g.num == st.Active && g.state == StateActive {
 			l.active = g
 		}
-	}
-	for _, r := range st.History {
-		l.history = append(l.history, release(r))
-	}
-	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
-		l.reports = append(l.reports, &r.UpgradeReport)
-		for _, g := range gens {
+		for _, r := range l.reports {
 			g.breached = g.breached || (g.num == r.Generation && r.Verdict == VerdictBreached)
 		}
 	}
@@ -170,6 +167,19 @@ func (l *loop) goneMeanwhile(sg savedGen, sw savedWorker) {
 		log.Warn("worker of the standby generation died while no supervisor ran")
 	case StateDraining:
 		log.Info("worker of a draining generation gone while no supervisor ran: drained, or died (its exit status is unknown)")
+	}
+}
+
+// takeHistory takes from a killed supervisor's state file what outlives
+// its workers: the last generation number, the release history and the
+// upgrade reports.
+func (l *loop) takeHistory(st *savedState) {
+	l.lastGen = st.LastGen
+	for _, r := range st.History {
+		l.history = append(l.history, release(r))
+	}
+	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
+		l.reports = append(l.reports, &r.UpgradeReport)
 	}
 }
 
@@ -213,10 +223,10 @@ func (l *loop) checkAdoption() {
 	l.finishAdoption()
 }
 
-// finishAdoption settles what the killed supervisor left half done: a
-// generation still starting is stopped (its upgrade died with it), one on
-// standby is retired (its probation cannot be judged across the restart),
-// and draining ones are watched to their end.
+// finishAdoption ends the adoption: it decides which generation is active
+// (rolling back to a standby one when the generation on trial lost
+// workers meanwhile), steers to it, then settles the rest (see
+// settleAdopted), and restarts the active generation's missing workers.
 func (l *loop) finishAdoption() {
 	a := l.adopting
 	if a == nil {
@@ -250,6 +260,55 @@ func (l *loop) finishAdoption() {
 	for _, g := range a.gens {
 		l.genLog(g).Info("adopted generation", "state", g.state, "pids", pids(g.workers))
 	}
+	if l.stop != nil {
+		l.settleAdopted(a)
+		l.retireAll()
+		a.req.finish(Progress{}, errStopped)
+		l.checkStop()
+		return
+	}
+	active := l.active
+	if active == nil {
+		l.settleAdopted(a)
+		l.log.Warn("no active generation left to adopt: starting one")
+		l.beginUpgrade(a.first, a.req, UpgradeOptions{})
+		return
+	}
+	// Steered to the active generation first, and only then the others
+	// released: the previous supervisor's program may still pick their
+	// sockets (a canary's standby has its share; after a rollback here,
+	// the generation rolled back from has all of it), and a listener
+	// released before the steer lands is closed with what the kernel
+	// queued on it meanwhile (6 requests reset in 1 run of 4 of
+	// TestAdoptionRollsBackACrashInProbation).
+	l.resteer(func(l *loop, err error) {
+		if err != nil {
+			l.log.Warn("steer after adoption", "err", err)
+		}
+		l.settleAdopted(a)
+	})
+	// Workers that died while no supervisor ran are started again, as any
+	// crashed worker is; those a larger --workers asks for, at once.
+	for i := 0; i < l.cfg.Workers; i++ {
+		switch {
+		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
+		case i < a.workers || a.had[active.num][i]:
+			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
+			l.scheduleRestart(active, i)
+		default:
+			l.genLog(active).Info("starting a worker: --workers asks for more than the adopted generation had", "worker", i, "workers", l.cfg.Workers)
+			l.restart(active, i)
+		}
+	}
+	l.started = true
+	a.req.finish(Progress{Step: StepServes, Generation: active.num, Version: active.release.Version}, nil)
+}
+
+// settleAdopted settles what the killed supervisor left half done: a
+// generation still starting is stopped (its upgrade died with it), one on
+// standby is retired (its probation cannot be judged across the restart),
+// and draining ones are watched to their end.
+func (l *loop) settleAdopted(a *adoption) {
 	for _, g := range a.gens {
 		live := g.live()
 		switch {
@@ -294,38 +353,6 @@ func (l *loop) finishAdoption() {
 		}
 	}
 	l.markDirty()
-	if l.stop != nil {
-		l.retireAll()
-		a.req.finish(Progress{}, errStopped)
-		l.checkStop()
-		return
-	}
-	active := l.active
-	if active == nil {
-		l.log.Warn("no active generation left to adopt: starting one")
-		l.beginUpgrade(a.first, a.req, UpgradeOptions{})
-		return
-	}
-	l.resteer(func(l *loop, err error) {
-		if err != nil {
-			l.log.Warn("steer after adoption", "err", err)
-		}
-	})
-	// Workers that died while no supervisor ran are started again, as any
-	// crashed worker is; those a larger --workers asks for, at once.
-	for i := 0; i < l.cfg.Workers; i++ {
-		switch {
-		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
-		case i < a.workers || a.had[active.num][i]:
-			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
-			l.scheduleRestart(active, i)
-		default:
-			l.genLog(active).Info("starting a worker: --workers asks for more than the adopted generation had", "worker", i, "workers", l.cfg.Workers)
-			l.restart(active, i)
-		}
-	}
-	l.started = true
-	a.req.finish(Progress{Step: StepServes, Generation: active.num, Version: active.release.Version}, nil)
 }
 
 // promoteReady makes the newest starting generation whose workers all
