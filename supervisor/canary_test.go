@@ -113,6 +113,31 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
+// canaryResult is how a canary upgrade run with --wait ended.
+type canaryResult struct {
+	rep *UpgradeReport
+	err error
+}
+
+// canaryStep starts a canary upgrade to v2 at 10% for interval with
+// --wait, returns once generation 2 has that weight, and sends how the
+// upgrade ended on the channel.
+func (r *rig) canaryStep(t *testing.T, interval time.Duration) <-chan canaryResult {
+	t.Helper()
+	done := make(chan canaryResult, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: interval})
+		done <- canaryResult{rep, err}
+	}()
+	eventually(t, "the canary step", func() error {
+		if g := r.gen(2); g.Weight != 10 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	return done
+}
+
 // upgradeWith runs a canary upgrade and returns its steps and report.
 func (r *rig) upgradeWith(version string, opts UpgradeOptions) (*steps, *UpgradeReport, error) {
 	st := &steps{}
@@ -362,25 +387,11 @@ func TestCanaryBreachWithStandbyWorkersLost(t *testing.T) {
 			r.behave("v2", behaviour{rps: 200, errorRatio: 0.3, latency: time.Millisecond})
 			r.waitStarted()
 			old := r.gen(1).PIDs
-			type result struct {
-				rep *UpgradeReport
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Second})
-				done <- result{rep, err}
-			}()
-			eventually(t, "the canary step", func() error {
-				if g := r.gen(2); g.Weight != 10 {
-					return fmt.Errorf("generation 2 = %+v", g)
-				}
-				return nil
-			})
+			done := r.canaryStep(t, time.Second)
 			for _, pid := range old[:tt.kill] {
 				fx.proc(pid).die()
 			}
-			var res result
+			var res canaryResult
 			select {
 			case res = <-done:
 			case <-time.After(15 * time.Second):
@@ -427,21 +438,7 @@ func TestStopDuringCanaryReports(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 2}, fx, nil)
 	r.waitStarted()
-	type result struct {
-		rep *UpgradeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: 20 * time.Second})
-		done <- result{rep, err}
-	}()
-	eventually(t, "the canary step", func() error {
-		if g := r.gen(2); g.Weight != 10 {
-			return fmt.Errorf("generation 2 = %+v", g)
-		}
-		return nil
-	})
+	done := r.canaryStep(t, 20*time.Second)
 	r.stop()
 	res := <-done
 	if res.err == nil || !strings.Contains(res.err.Error(), "stopped during the canary") {
@@ -716,21 +713,7 @@ func TestRollbackWithNoStandbyLeft(t *testing.T) {
 	r := startRig(t, Config{Workers: 1, Probation: time.Hour}, fx, nil)
 	r.waitStarted()
 	old := r.gen(1).PIDs
-	type result struct {
-		rep *UpgradeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour})
-		done <- result{rep, err}
-	}()
-	eventually(t, "the canary step", func() error {
-		if g := r.gen(2); g.Weight != 10 {
-			return fmt.Errorf("generation 2 = %+v", g)
-		}
-		return nil
-	})
+	done := r.canaryStep(t, time.Hour)
 	fx.proc(old[0]).die()
 	eventually(t, "the standby worker gone", func() error {
 		if g := r.gen(1); len(g.PIDs) > 0 {
@@ -751,7 +734,7 @@ func TestRollbackWithNoStandbyLeft(t *testing.T) {
 	if g := r.gen(2); g.State != StateExited || len(g.PIDs) > 0 {
 		t.Errorf("generation 2 = %+v; want it drained at once, not on standby", g)
 	}
-	var res result
+	var res canaryResult
 	select {
 	case res = <-done:
 	case <-time.After(10 * time.Second):
