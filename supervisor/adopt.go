@@ -260,6 +260,20 @@ func (l *loop) finishAdoption() {
 	for _, g := range a.gens {
 		l.genLog(g).Info("adopted generation", "state", g.state, "pids", pids(g.workers))
 	}
+	// A generation still starting never had traffic (nothing steered to
+	// it): stopped at once, its upgrade died with the previous supervisor.
+	for _, g := range a.gens {
+		if g != l.active && g.state == StateStarting {
+			l.genLog(g).Warn("stopping a generation whose upgrade died with the previous supervisor")
+			l.m.Upgrades.WithLabelValues("aborted").Inc()
+			g.state = StateFailed
+			g.aborted = true
+			for _, w := range g.live() {
+				w.stopping = true
+				w.kill()
+			}
+		}
+	}
 	if l.stop != nil {
 		l.settleAdopted(a)
 		l.retireAll()
@@ -304,23 +318,15 @@ func (l *loop) finishAdoption() {
 	a.req.finish(Progress{Step: StepServes, Generation: active.num, Version: active.release.Version}, nil)
 }
 
-// settleAdopted settles what the killed supervisor left half done: a
-// generation still starting is stopped (its upgrade died with it), one on
-// standby is retired (its probation cannot be judged across the restart),
-// and draining ones are watched to their end.
+// settleAdopted settles what the killed supervisor left half done, once
+// the active generation is steered to: one on standby is retired (its
+// probation cannot be judged across the restart), and draining ones are
+// watched to their end. (One still starting was stopped already.)
 func (l *loop) settleAdopted(a *adoption) {
 	for _, g := range a.gens {
 		live := g.live()
 		switch {
-		case g == l.active:
-		case g.state == StateStarting:
-			l.genLog(g).Warn("stopping a generation whose upgrade died with the previous supervisor")
-			l.m.Upgrades.WithLabelValues("aborted").Inc()
-			g.state = StateFailed
-			for _, w := range live {
-				w.stopping = true
-				w.kill()
-			}
+		case g == l.active, g.aborted:
 		case g.state == StateStandby:
 			phase := "probation"
 			if a.canary > 0 {

@@ -71,8 +71,19 @@ type fakeProc struct {
 
 func (p *fakeProc) pid() int              { return p.id }
 func (p *fakeProc) done() <-chan struct{} { return p.exit }
-func (p *fakeProc) exitErr() error        { return errors.New("exit status 1") }
-func (p *fakeProc) release()              {}
+
+// exitErr is a clean exit's after a release (the end of its drain), else
+// a crash's.
+func (p *fakeProc) exitErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released && !p.killed && len(p.signals) == 0 {
+		return errExitedZero
+	}
+	return errors.New("exit status 1")
+}
+
+func (p *fakeProc) release() {}
 func (p *fakeProc) signal(sig syscall.Signal) {
 	if sig == syscall.SIGKILL {
 		// SIGKILL to the worker alone leaves its children running.

@@ -40,6 +40,7 @@ type generation struct {
 	restarts  backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
+	aborted   bool        // found starting at an adoption, and stopped
 	// deaths says which of its workers died during its drain (what they
 	// still served was cut), for the drained step.
 	deaths []string
