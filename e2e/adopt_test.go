@@ -421,15 +421,11 @@ func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
 		}
 		return nil
 	})
-	// The load starts with the adopting supervisor, not before: while no
-	// supervisor runs, a dead worker's slot left the previous program
-	// pointing out of the group, and a new-connection load then saw 1–3
-	// resets in 9,000 requests with no adoption at all (2 runs of 4); that
-	// is not this test's subject.
-	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wait := probationLoad(ctx, s.addr)
+	time.Sleep(300 * time.Millisecond)
+	s2 := startSupAt(t, s.addr, s.stateDir, flags...)
 	eventually(t, 10*time.Second, "v1 active again, v2 gone", func() error {
 		st := s2.status()
 		if g := activeGen(st); g == nil || g.Version != "v1" || fmt.Sprint(g.PIDs) != fmt.Sprint(v1) {
