@@ -246,34 +246,40 @@ func (l *loop) finishAdoption() {
 	if a.noActive {
 		l.promoteReady(a.gens)
 	}
-	switch act := l.active; {
+	switch act, sb := l.active, a.standby(); {
+	case sb == nil:
 	case act == nil:
-		l.restoreStandby(a, "every worker")
-	case a.lostSome(act) && slices.ContainsFunc(a.gens, func(g *generation) bool { return g.state == StateStandby && g.hasLive() }):
+		l.restoreStandby(a, sb, "every worker")
+	case a.lostSome(act):
 		// A crash in its probation, while no supervisor ran to see it:
 		// rolled back, as it would have been (see crashInProbation).
 		act.state = StateFailed
 		l.active = nil
 		a.lost = act.release
-		l.restoreStandby(a, "a worker")
+		l.restoreStandby(a, sb, "a worker")
 	}
 	for _, g := range a.gens {
 		l.genLog(g).Info("adopted generation", "state", g.state, "pids", pids(g.workers))
 	}
 	// A generation still starting never had traffic (nothing steered to
-	// it): stopped at once, its upgrade died with the previous supervisor.
+	// it): stopped at once, its upgrade died with the previous supervisor;
+	// settleAdopted has nothing more to do with it. (A new slice: a.gens
+	// shares its array with l.gens.)
+	var rest []*generation
 	for _, g := range a.gens {
-		if g != l.active && g.state == StateStarting {
-			l.genLog(g).Warn("stopping a generation whose upgrade died with the previous supervisor")
-			l.m.Upgrades.WithLabelValues("aborted").Inc()
-			g.state = StateFailed
-			g.aborted = true
-			for _, w := range g.live() {
-				w.stopping = true
-				w.kill()
-			}
+		if g == l.active || g.state != StateStarting {
+			rest = append(rest, g)
+			continue
+		}
+		l.genLog(g).Warn("stopping a generation whose upgrade died with the previous supervisor")
+		l.m.Upgrades.WithLabelValues("aborted").Inc()
+		g.state = StateFailed
+		for _, w := range g.live() {
+			w.stopping = true
+			w.kill()
 		}
 	}
+	a.gens = rest
 	if l.stop != nil {
 		l.settleAdopted(a)
 		l.retireAll()
@@ -292,9 +298,8 @@ func (l *loop) finishAdoption() {
 	// released: the previous supervisor's program may still pick their
 	// sockets (a canary's standby has its share; after a rollback here,
 	// the generation rolled back from has all of it), and a listener
-	// released before the steer lands is closed with what the kernel
-	// queued on it meanwhile (6 requests reset in 1 run of 4 of
-	// TestAdoptionRollsBackACrashInProbation).
+	// released before the steer lands would be closed with what the
+	// kernel queued on it meanwhile.
 	l.resteer(func(l *loop, err error) {
 		if err != nil {
 			l.log.Warn("steer after adoption", "err", err)
@@ -305,7 +310,7 @@ func (l *loop) finishAdoption() {
 	// crashed worker is; those a larger --workers asks for, at once.
 	for i := 0; i < l.cfg.Workers; i++ {
 		switch {
-		case slices.ContainsFunc(active.workers, func(w *worker) bool { return w.index == i && !w.exited }):
+		case active.hasLiveWorker(i):
 		case i < a.workers || a.had[active.num][i]:
 			l.genLog(active).Warn("worker gone while no supervisor ran; restarting", "worker", i)
 			l.scheduleRestart(active, i)
@@ -326,13 +331,9 @@ func (l *loop) settleAdopted(a *adoption) {
 	for _, g := range a.gens {
 		live := g.live()
 		switch {
-		case g == l.active, g.aborted:
+		case g == l.active:
 		case g.state == StateStandby:
-			phase := "probation"
-			if a.canary > 0 {
-				phase = fmt.Sprintf("canary (at %d%% of new connections)", a.canary)
-			}
-			l.genLog(g).Info("retiring the standby generation: its " + phase + " ended with the previous supervisor")
+			l.genLog(g).Info("retiring the standby generation: its " + a.phase() + " ended with the previous supervisor")
 			l.retire(g, live, nil)
 		default:
 			// Killed mid-release, the previous supervisor may have left
@@ -385,8 +386,8 @@ func (l *loop) promoteReady(gens []*generation) {
 	}
 }
 
-// restoreStandby makes the newest standby generation with live workers
-// the active one again: the previous supervisor died during a canary or
+// restoreStandby makes a standby generation with live workers the active
+// one again: the previous supervisor died during a canary or
 // probation, and so did workers of the generation on trial. The
 // standby is the release that served before it, still listening (with
 // part of the new connections during a canary), so it takes all traffic
@@ -395,50 +396,60 @@ func (l *loop) promoteReady(gens []*generation) {
 // process while it starts, and retiring the standby meanwhile resets what
 // is queued on it.
 //
-// who says which of its workers died: "every worker", or "a worker" when
-// the generation on trial lives on with fewer (it drains).
-func (l *loop) restoreStandby(a *adoption, who string) {
-	for i := len(a.gens) - 1; i >= 0; i-- {
-		g := a.gens[i]
-		if g.state != StateStandby || !g.hasLive() {
-			continue
-		}
-		g.state = StateActive
-		l.active = g
-		if a.lost == (release{}) || !l.forgetRelease(a.lost) {
-			l.history = append(l.history, g.release)
-		}
-		phase := "probation"
-		if a.canary > 0 {
-			phase = fmt.Sprintf("canary (at %d%% of new connections)", a.canary)
-		}
-		lost := "the generation on trial"
-		if a.lost != (release{}) {
-			lost = a.lost.Version
-		}
-		l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: %s of %s died during its %s while no supervisor ran; generation %d (%s) serves again", who, lost, phase, g.num, g.release.Version))
-		l.m.Rollbacks.WithLabelValues("crashed").Inc()
-		l.m.Upgrades.WithLabelValues("rolled_back").Inc()
-		if err := l.fx.repoint(g.release); err != nil {
-			l.log.Warn("repoint current symlink", "err", err)
-		}
-		// Standby workers hand their keep-alive connections over (see
-		// TypeStandby): they keep them again.
-		for _, w := range g.live() {
-			l.send(w, control.Message{Type: control.TypeResume})
-		}
-		return
+// g is that generation (see adoption.standby); who says which workers of
+// the one on trial died: "every worker", or "a worker" when it lives on
+// with fewer (it drains).
+func (l *loop) restoreStandby(a *adoption, g *generation, who string) {
+	g.state = StateActive
+	l.active = g
+	if a.lost == (release{}) || !l.forgetRelease(a.lost) {
+		l.history = append(l.history, g.release)
+	}
+	lost := "the generation on trial"
+	if a.lost != (release{}) {
+		lost = a.lost.Version
+	}
+	l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: %s of %s died during its %s while no supervisor ran; generation %d (%s) serves again", who, lost, a.phase(), g.num, g.release.Version))
+	l.m.Rollbacks.WithLabelValues("crashed").Inc()
+	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
+	if err := l.fx.repoint(g.release); err != nil {
+		l.log.Warn("repoint current symlink", "err", err)
+	}
+	// Standby workers hand their keep-alive connections over (see
+	// TypeStandby): they keep them again.
+	for _, w := range g.live() {
+		l.send(w, control.Message{Type: control.TypeResume})
 	}
 }
 
 // lostSome reports whether a worker of g the state file named is gone.
 func (a *adoption) lostSome(g *generation) bool {
 	for i := range a.had[g.num] {
-		if !slices.ContainsFunc(g.workers, func(w *worker) bool { return w.index == i && !w.exited }) {
+		if !g.hasLiveWorker(i) {
 			return true
 		}
 	}
 	return false
+}
+
+// standby returns the newest generation on standby with live workers, or
+// nil.
+func (a *adoption) standby() *generation {
+	for i := len(a.gens) - 1; i >= 0; i-- {
+		if g := a.gens[i]; g.state == StateStandby && g.hasLive() {
+			return g
+		}
+	}
+	return nil
+}
+
+// phase names what the killed supervisor was in the middle of: the
+// canary at its weight, else the probation.
+func (a *adoption) phase() string {
+	if a.canary > 0 {
+		return fmt.Sprintf("canary (at %d%% of new connections)", a.canary)
+	}
+	return "probation"
 }
 
 // removeStaleAdminSockets removes admin sockets no adopted worker owns.

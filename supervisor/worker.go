@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,6 @@ type generation struct {
 	restarts  backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
-	aborted   bool        // found starting at an adoption, and stopped
 	// deaths says which of its workers died during its drain (what they
 	// still served was cut), for the drained step.
 	deaths []string
@@ -61,6 +61,11 @@ func (g *generation) live() []*worker {
 }
 
 func (g *generation) hasLive() bool { return len(g.live()) > 0 }
+
+// hasLiveWorker reports whether g's worker index i runs.
+func (g *generation) hasLiveWorker(i int) bool {
+	return slices.ContainsFunc(g.workers, func(w *worker) bool { return w.index == i && !w.exited })
+}
 
 // worker is one process of a generation. It belongs to the loop.
 type worker struct {
