@@ -255,6 +255,11 @@ type runResult struct {
 	// coldRatios and switchRatios are the capacity of the windows that
 	// overlap only an upgrade's cold start, or only its switch.
 	coldRatios, switchRatios []float64
+	// p99Cold and p99Switch are the p99 latencies of the OK requests
+	// begun during the cold starts (command -> serving) and during the
+	// switches (serving -> old gone): which phase makes the upgrade
+	// windows' tail.
+	p99Cold, p99Switch time.Duration
 }
 
 // errInterrupted is the error of a run whose context ended (SIGINT,
@@ -506,6 +511,8 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 	}
 	res.coldRatios = res.series.Ratios(res.start, cold, switching, res.capacity.SteadyMedian)
 	res.switchRatios = res.series.Ratios(res.start, switching, cold, res.capacity.SteadyMedian)
+	res.p99Cold = d.res.Summarize(cold).Upgrade.P99
+	res.p99Switch = d.res.Summarize(switching).Upgrade.P99
 	for _, s := range d.res.Samples {
 		res.samples = append(res.samples, s...)
 	}
@@ -549,13 +556,14 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	}
 	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; %s) and capacity per %s window ==\n", of, bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady")
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady\tp99 cold start / steady\tp99 switch / steady")
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\t%.2f\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
 			ms(median(serve)), xFloor(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), xFloor(median(gone), floor), ms(maxOf(gone)),
 			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
-			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99))
+			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99),
+			ratio(r.p99Cold, r.summary.Steady.P99), ratio(r.p99Switch, r.summary.Steady.P99))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

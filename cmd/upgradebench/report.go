@@ -78,6 +78,11 @@ type runJSON struct {
 	SteadyBuckets     int     `json:"steady_buckets"`
 	P99Steady         float64 `json:"p99_steady_ms"`
 	P99Upgrade        float64 `json:"p99_upgrade_ms"`
+	// The upgrade windows' p99 split by phase: requests begun during the
+	// cold starts (command -> serving) and during the switches (serving ->
+	// old gone).
+	P99ColdStart float64 `json:"p99_cold_start_ms"`
+	P99Switch    float64 `json:"p99_switch_ms"`
 	// Upgrades are the windows, from the load's start.
 	Upgrades []upgradeJSON `json:"upgrades"`
 	Series   seriesJSON    `json:"series"`
@@ -133,6 +138,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 			// Never null: a run without such windows has none.
 			ColdStartCapacity: append([]float64{}, r.coldRatios...), SwitchCapacity: append([]float64{}, r.switchRatios...),
 			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
+			P99ColdStart: ms64(r.p99Cold), P99Switch: ms64(r.p99Switch),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
 		for i, t := range r.timings {
 			u := upgradeJSON{ServingMS: ms64(t.Serving), OldGoneMS: ms64(t.OldGone)}
