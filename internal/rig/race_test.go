@@ -137,7 +137,7 @@ func TestRaceDetectorSeesARealRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "racy")
-	if err := goCommand(ctx, root, BuildOptions{Race: true}.buildArgs(bin, "./internal/rig/testdata/racy")...); err != nil {
+	if err := goCommand(ctx, root, nil, BuildOptions{Race: true}.buildArgs(bin, "./internal/rig/testdata/racy")...); err != nil {
 		t.Fatal(err)
 	}
 	var log LogBuffer

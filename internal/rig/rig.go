@@ -55,18 +55,29 @@ func BuildWith(ctx context.Context, dir string, o BuildOptions, versions ...stri
 		return nil, err
 	}
 	r := &Rig{Dir: dir, Launcher: filepath.Join(dir, "launcher"), Releases: filepath.Join(dir, "releases")}
-	jobs := [][]string{o.buildArgs(r.Launcher, "./cmd/launcher")}
+	type job struct {
+		args   []string
+		static bool
+	}
+	// The launcher is built as the README's install does, static (see
+	// staticEnv); the race detector needs cgo, so not under it. The hello
+	// releases stand for an operator's app, built the default way.
+	jobs := []job{{o.buildArgs(r.Launcher, "./cmd/launcher"), !o.Race}}
 	for _, v := range versions {
-		jobs = append(jobs, o.buildArgs(r.Release(v), "./cmd/hello", "-ldflags", "-X main.version="+v))
+		jobs = append(jobs, job{args: o.buildArgs(r.Release(v), "./cmd/hello", "-ldflags", "-X main.version="+v)})
 	}
 	// Build in parallel: the link steps dominate and use one core each.
 	errs := make([]error, len(jobs))
 	var wg sync.WaitGroup
-	for i, args := range jobs {
+	for i, j := range jobs {
 		wg.Add(1)
 		go func() { // ends when its go build does
 			defer wg.Done()
-			errs[i] = goCommand(ctx, root, args...)
+			var env []string
+			if j.static {
+				env = []string{staticBuild}
+			}
+			errs[i] = goCommand(ctx, root, env, j.args...)
 		}()
 	}
 	wg.Wait()
@@ -86,11 +97,20 @@ func (o BuildOptions) buildArgs(out, pkg string, flags ...string) []string {
 	return append(args, "-o", out, pkg)
 }
 
-// goCommand runs the go command with args in dir; its error carries the
-// command's stderr.
-func goCommand(ctx context.Context, dir string, args ...string) error {
+// staticBuild builds a Go program without cgo, so statically linked: the
+// launcher needs no C library, and without the dynamic loader and the C
+// library's start a process of it starts sooner (each `launcher upgrade`
+// or `status`; see the README's Install).
+const staticBuild = "CGO_ENABLED=0"
+
+// goCommand runs the go command with args in dir and env added to this
+// process's environment; its error carries the command's stderr.
+func goCommand(ctx context.Context, dir string, env []string, args ...string) error {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
