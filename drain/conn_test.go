@@ -182,3 +182,21 @@ func BenchmarkConnRead(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTrackerStats reads the counters of a tracker with 10,000 open
+// connections, one of them hijacked, as a scrape or the supervisor's
+// count of a draining worker does.
+func BenchmarkTrackerStats(b *testing.B) {
+	t := NewTracker()
+	conns := make([]*Conn, 10000)
+	for i := range conns {
+		conns[i] = &Conn{t: t}
+		t.add(conns[i])
+	}
+	t.hijack(conns[0])
+	for b.Loop() {
+		if s := t.Stats(); s.OpenConnections != 10000 || s.Hijacked != 1 {
+			b.Fatalf("Stats = %+v; want 10000 open, 1 hijacked", s)
+		}
+	}
+}

@@ -450,6 +450,9 @@ func TestDrainHijacked(t *testing.T) {
 		if !errors.Is(err, drain.ErrCut) {
 			t.Errorf("Drain = %v; want an error wrapping drain.ErrCut", err)
 		}
+		if got, want := s.Tracker.Stats(), (drain.Stats{}); got != want {
+			t.Errorf("Stats after the cut = %+v; want %+v", got, want)
+		}
 	})
 	t.Run("closed by the app", func(t *testing.T) {
 		s, addr, seen := hijackServer(t, true)

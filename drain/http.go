@@ -98,7 +98,7 @@ func (s *Server) init() {
 				case http.StateIdle: // its response is written
 					tc.wait()
 				case http.StateHijacked:
-					tc.hijacked.Store(true)
+					tc.t.hijack(tc)
 				case http.StateClosed:
 					tc.closeOnce.Do(func() { tc.t.remove(tc) })
 				}
