@@ -62,9 +62,13 @@ type WeightStep struct {
 
 // String renders r as `launcher upgrade --wait` prints it.
 func (r UpgradeReport) String() string {
-	ms := func(d time.Duration) string {
+	// A zero time is one not known when the report was made: the ready
+	// of a generation that never got there, the first connection of one
+	// not judged (its workers' counts were not read), the end of a
+	// generation still draining at the verdict.
+	ms := func(d time.Duration, unknown string) string {
 		if d == 0 {
-			return "?"
+			return unknown
 		}
 		return fmt.Sprintf("%d ms", d.Milliseconds())
 	}
@@ -73,7 +77,7 @@ func (r UpgradeReport) String() string {
 	if r.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", r.Reason)
 	}
-	fmt.Fprintf(&b, "\n  command → ready %s → first connection %s → verdict %s → gone %s", ms(r.ReadyAfter), ms(r.FirstConnectionAfter), ms(r.VerdictAfter), ms(r.GoneAfter))
+	fmt.Fprintf(&b, "\n  command → ready %s → first connection %s → verdict %s → gone %s", ms(r.ReadyAfter, "never"), ms(r.FirstConnectionAfter, "not known"), ms(r.VerdictAfter, "0 ms"), ms(r.GoneAfter, "not yet"))
 	if len(r.Weights) > 0 {
 		var steps []string
 		for _, s := range r.Weights {

@@ -1,0 +1,31 @@
+package supervisor
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReportStringNamesWhatIsNotKnown: a report's times that were not
+// known when it was made say why in words, not "?" (a new user read
+// "first connection ?" as a fault).
+func TestReportStringNamesWhatIsNotKnown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    UpgradeReport
+		want string
+	}{
+		{"all known", UpgradeReport{ReadyAfter: 5 * time.Millisecond, FirstConnectionAfter: 9 * time.Millisecond, VerdictAfter: 5009 * time.Millisecond, GoneAfter: 5029 * time.Millisecond},
+			"command → ready 5 ms → first connection 9 ms → verdict 5009 ms → gone 5029 ms"},
+		{"not judged, old one draining", UpgradeReport{ReadyAfter: 5 * time.Millisecond, VerdictAfter: 6 * time.Millisecond},
+			"command → ready 5 ms → first connection not known → verdict 6 ms → gone not yet"},
+		{"never ready", UpgradeReport{VerdictAfter: 30 * time.Second, GoneAfter: 30001 * time.Millisecond, Verdict: VerdictFailed},
+			"command → ready never → first connection not known → verdict 30000 ms → gone 30001 ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.r.String(); !strings.Contains(got, "\n  "+tc.want) {
+				t.Errorf("String() =\n%s\nwant a line %q", got, tc.want)
+			}
+		})
+	}
+}
