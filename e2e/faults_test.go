@@ -245,7 +245,8 @@ func TestInterruptedUpgradeWaitSaysSo(t *testing.T) {
 }
 
 // TestDrainTimeoutKills: an old generation that does not finish draining
-// is killed at --drain-timeout, and the cut is counted and logged.
+// is killed at --drain-timeout, and the cut is counted and logged, and
+// said by `upgrade --wait` and its report rather than "drained".
 func TestDrainTimeoutKills(t *testing.T) {
 	maddr := freeAddr(t)
 	// No probation: the drain is what this test watches.
@@ -253,8 +254,18 @@ func TestDrainTimeoutKills(t *testing.T) {
 	oldPID := activeGen(s.status()).PIDs[0]
 	long := longRequest(s.addr, 30*time.Second)
 	s.waitForInflight(1, 1)
-	if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+	out, errOut, code := s.cli("upgrade", "--wait", "v2")
+	if code != 0 {
 		t.Fatalf("upgrade: %s", errOut)
+	}
+	cut := "worker 0 cut its drain at --drain-timeout 1s: 1 request(s) and 1 connection(s) cut"
+	for _, want := range []string{"generation 1 gone after", ": " + cut, "\n  drain: " + cut} {
+		if !strings.Contains(out, want) {
+			t.Errorf("upgrade --wait says\n%s\nwant %q in it", out, want)
+		}
+	}
+	if strings.Contains(out, "drained after") {
+		t.Errorf("upgrade --wait says the cut drain drained:\n%s", out)
 	}
 	eventually(t, 5*time.Second, "old generation killed", func() error {
 		if alive(oldPID) {
@@ -271,9 +282,7 @@ func TestDrainTimeoutKills(t *testing.T) {
 	if got := metricValue(t, maddr, "launcher_drain_cut_requests_total"); got != 1 {
 		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", got)
 	}
-	if !strings.Contains(s.log.String(), "requests_cut=1") {
-		t.Errorf("log does not count the cut request:\n%s", s.log)
-	}
+	logged(t, s, `msg="drain cut at --drain-timeout"`, "requests_cut=1", "connections_cut=1")
 }
 
 // TestCrashLoopFails: a release that crashes shortly after it is ready is

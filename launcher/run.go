@@ -133,7 +133,7 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 	var cut *drain.CutError
 	if errors.As(err, &cut) {
 		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
-		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, Error: "drain deadline"})
+		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, CutConns: int64(cut.Connections), Error: "drain deadline"})
 		a.removePIDFile()
 		return nil
 	}

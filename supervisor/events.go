@@ -116,7 +116,7 @@ func (e evWorkerMsg) apply(l *loop) {
 	case control.TypeDrained:
 		w.drained = true
 		if m.Error != "" {
-			l.drainCut(w, m.Cut)
+			l.drainCut(w, m.Cut, m.CutConns)
 		}
 		l.collectFinal(w)
 	case control.TypeSteered, control.TypeReleased, control.TypeQuiesced:

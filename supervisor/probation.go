@@ -232,7 +232,7 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 		}
 		end := func(*loop) {
 			if rep != nil && rep.GoneAfter == 0 {
-				rep.GoneAfter = goneAfter
+				rep.GoneAfter, rep.Drain = goneAfter, old.drainNote()
 			}
 			req.emitReport(rep)
 			req.finish(Progress{}, err)
@@ -351,7 +351,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	// rolled back from to its exit, as they follow the old one otherwise:
 	// the report then says when it was gone.
 	gone := func(l *loop, d time.Duration) {
-		rep.gone()
+		rep.gone(g)
 		p.follower.emitReport(rep)
 		p.follower.finish(Progress{}, err)
 		p.requester.emit(drainedStep(g, d))

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -146,7 +147,14 @@ func (p Progress) String() string {
 }
 
 // drainedStep is the step that says g has exited, d after it stopped
-// accepting, naming any worker that died during its drain.
+// accepting, naming any worker that died during its drain or whose drain
+// was cut (see drainNote).
 func drainedStep(g *generation, d time.Duration) Progress {
-	return Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d, Reason: strings.Join(g.deaths, "; ")}
+	return Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d, Reason: g.drainNote()}
+}
+
+// drainNote says what g's drain lost: its workers' deaths and cuts, ""
+// for a clean drain.
+func (g *generation) drainNote() string {
+	return strings.Join(append(slices.Clone(g.deaths), g.cuts...), "; ")
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -508,8 +509,8 @@ func (l *loop) checkDrain(g *generation) {
 		g.state = StateExited
 	}
 	l.markDirty()
-	if len(g.deaths) > 0 {
-		l.genLog(g).Warn("generation gone: not every worker drained", "after_ms", d.Milliseconds(), "deaths", len(g.deaths))
+	if len(g.deaths) > 0 || len(g.cuts) > 0 {
+		l.genLog(g).Warn("generation gone: not every worker drained", "after_ms", d.Milliseconds(), "deaths", len(g.deaths), "cuts", len(g.cuts))
 	} else {
 		l.genLog(g).Info("generation drained", "after_ms", d.Milliseconds())
 	}
@@ -535,10 +536,15 @@ func (l *loop) drainDeadline(g *generation) {
 		l.countDrainTimeout(g)
 		l.m.DrainCutRequests.Add(float64(cut))
 		l.genLog(g).Warn("drain timeout: killing what is left", "requests_cut", cut)
+		var killed []string
 		for _, w := range dw.workers {
 			if !w.exited {
 				w.kill()
+				killed = append(killed, fmt.Sprintf("%d (pid %d)", w.index, w.pid))
 			}
+		}
+		if len(killed) > 0 {
+			g.cuts = append(g.cuts, fmt.Sprintf("worker(s) %s killed after --drain-timeout %s: %d request(s) in flight cut", strings.Join(killed, ", "), l.cfg.DrainTimeout, cut))
 		}
 	})
 }
@@ -552,10 +558,16 @@ func (l *loop) countDrainTimeout(g *generation) {
 }
 
 // drainCut records a worker's report that its own drain deadline cut n
-// requests before the supervisor had to kill it.
-func (l *loop) drainCut(w *worker, n int64) {
+// requests and conns connections (0 from a library that does not count
+// them) before the supervisor had to kill it.
+func (l *loop) drainCut(w *worker, n, conns int64) {
 	w.cut = true
 	l.countDrainTimeout(w.gen)
 	l.m.DrainCutRequests.Add(float64(n))
-	l.workerLog(w).Warn("drain timeout: requests cut", "requests_cut", n)
+	what := fmt.Sprintf("%d request(s)", n)
+	if conns > 0 {
+		what += fmt.Sprintf(" and %d connection(s)", conns)
+	}
+	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d cut its drain at --drain-timeout %s: %s cut", w.index, l.cfg.DrainTimeout, what))
+	l.workerLog(w).Warn("drain cut at --drain-timeout", "requests_cut", n, "connections_cut", conns)
 }

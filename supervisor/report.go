@@ -45,6 +45,10 @@ type UpgradeReport struct {
 	// GoneAfter is when the generation that lost (the old one, or the new
 	// one when rolled back or failed) had no process left.
 	GoneAfter time.Duration `json:"gone_after_ns,omitempty"`
+	// Drain says what the losing generation's drain lost: workers that
+	// died during it, or were cut or killed at --drain-timeout; empty for
+	// a clean drain.
+	Drain string `json:"drain,omitempty"`
 	// New and Old are the judged windows' figures, when judged.
 	New *WindowFigures `json:"new,omitempty"`
 	Old *WindowFigures `json:"old,omitempty"`
@@ -87,6 +91,9 @@ func (r UpgradeReport) String() string {
 		if r.Promoted {
 			b.WriteString(" (promoted)")
 		}
+	}
+	if r.Drain != "" {
+		fmt.Fprintf(&b, "\n  drain: %s", r.Drain)
 	}
 	if r.New != nil {
 		fmt.Fprintf(&b, "\n  new: %s", r.New)
@@ -163,10 +170,14 @@ func (l *loop) setFigures(r *UpgradeReport, j *judge) {
 	}
 }
 
-// gone records that the losing generation of r has exited.
-func (r *UpgradeReport) gone() {
+// gone records that the losing generation of r, g, has exited, and what
+// its drain lost (g is nil for a generation that never served).
+func (r *UpgradeReport) gone(g *generation) {
 	if r != nil && r.GoneAfter == 0 {
 		r.GoneAfter = time.Since(r.Command)
+		if g != nil {
+			r.Drain = g.drainNote()
+		}
 	}
 }
 

@@ -230,7 +230,7 @@ func (l *loop) endFailedOp() {
 		l.fx.notify("READY=1", "STATUS="+l.statusLine())
 	}
 	if rep := l.decide(g, nil, VerdictFailed, op.err.Error()); rep != nil {
-		rep.gone()
+		rep.gone(nil)
 		op.req.emitReport(rep)
 	}
 	op.req.finish(Progress{}, err)
@@ -403,7 +403,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		l.retire(old, workers, func(l *loop, d time.Duration) {
 			drained = func(l *loop) {
 				follower.emit(drainedStep(old, d))
-				rep.gone()
+				rep.gone(old)
 				follower.emitReport(rep)
 				follower.finish(Progress{}, nil)
 			}

@@ -42,8 +42,10 @@ type generation struct {
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
 	// deaths says which of its workers died during its drain (what they
-	// still served was cut), for the drained step.
-	deaths []string
+	// still served was cut), and cuts which had their drain cut at
+	// --drain-timeout or were killed then, for the drained step and the
+	// upgrade report: a drain that lost something never reads "drained".
+	deaths, cuts []string
 	// breached: the judge found it in breach with no standby to roll back
 	// to; it serves on, but never stands by for a later upgrade.
 	breached bool

@@ -146,8 +146,11 @@ type Message struct {
 	// supervisor keeps at a millisecond for it.
 	Quick bool `json:"quick,omitempty"`
 
-	// Worker → supervisor: requests cut by a drain deadline.
-	Cut int64 `json:"cut,omitempty"`
+	// Worker → supervisor: requests cut by a drain deadline, and the
+	// connections it closed (CutConns, of a library that counts them;
+	// a supervisor before it ignores the field).
+	Cut      int64 `json:"cut,omitempty"`
+	CutConns int64 `json:"cut_conns,omitempty"`
 
 	// TicketKeys are TLS session-ticket keys, current first: in a
 	// TypeTicketKeys message, and in the hello of a worker that rejoins,
