@@ -47,6 +47,9 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 		{"workers 0", []string{"start", "--listen", freeAddr(t), "--workers", "0", "--state-dir", s.stateDir, "--", "x"}, 2, "--workers 0"},
 		{"malformed listen", []string{"start", "--listen", "127.0.0.1", "--state-dir", s.stateDir, "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "missing port"},
 		{"start without command", []string{"start", "--listen", freeAddr(t), "--state-dir", s.stateDir}, 2, "no COMMAND"},
+		// The file would have been replaced by a symlink at start.
+		{"current names a file", []string{"start", "--listen", freeAddr(t), "--current", notExec, "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "a file is there, not a symlink"},
+		{"probation without steer", []string{"start", "--listen", freeAddr(t), "--handover", "close", "--probation", "5s", "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "--probation 5s: steer handover only"},
 		{"rollback with nothing to roll back to", []string{"rollback", "--state-dir", s.stateDir}, 1, "no previous release"},
 	}
 	for _, tt := range tests {
@@ -64,6 +67,9 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 				t.Fatalf("GET / = %q; want hello from v1", b)
 			}
 		})
+	}
+	if fi, err := os.Lstat(notExec); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("the file --current named: %v, %v; want it left a regular file", fi, err)
 	}
 }
 

@@ -62,8 +62,22 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.Probation < 0 {
 				return usagef("start: --probation %s: want 0 (off) or more", cfg.Probation)
 			}
+			if cfg.Probation > 0 && cmd.Flags().Changed("probation") && cfg.Handover != "" && cfg.Handover != supervisor.HandoverSteer {
+				return usagef("start: --probation %s: steer handover only (--handover %s keeps no generation on standby)", cfg.Probation, cfg.Handover)
+			}
 			if cfg.Probation == 0 {
 				cfg.Probation = supervisor.NoProbation // in Config, zero is the default
+			}
+			if cfg.Current != "" {
+				// The supervisor replaces what is there by a symlink at
+				// every upgrade: a file or directory would be lost.
+				if fi, err := os.Lstat(cfg.Current); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+					what := "file"
+					if fi.IsDir() {
+						what = "directory"
+					}
+					return usagef("start: --current %s: a %s is there, not a symlink; the supervisor repoints that symlink at every upgrade: give the path of a symlink or of nothing yet", cfg.Current, what)
+				}
 			}
 			if cfg.KeepExited < 0 {
 				return usagef("start: --keep-exited %s: want 0 (off) or more", cfg.KeepExited)
@@ -109,7 +123,7 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 	f.StringArrayVar(&cfg.Listen, "listen", nil, "TCP address `ADDR` every worker binds with SO_REUSEPORT (repeatable)")
 	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve /metrics and /healthz of the supervisor and all generations on this address")
 	f.StringVar(&cfg.Releases, "releases", "", "releases directory: DIR/VERSION/NAME, NAME = file name of COMMAND's target")
-	f.StringVar(&cfg.Current, "current", "", "symlink repointed to the release directory after a good upgrade")
+	f.StringVar(&cfg.Current, "current", "", "symlink repointed to the release directory once a new generation serves (a file or directory there is refused)")
 	f.IntVar(&cfg.Workers, "workers", 1, "worker processes per generation")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "an old worker cuts what is left of its drain after this, and is killed 1s later if still there (more than 0)")
 	f.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 30*time.Second, "give up on a new generation not ready after this (more than 0)")
