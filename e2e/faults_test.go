@@ -106,6 +106,15 @@ func TestFailedUpgradesLeaveOldServing(t *testing.T) {
 			t.Errorf("failed generation %d: state %s, pids %v; want failed, none", g.Generation, g.State, g.PIDs)
 		}
 	}
+	// A worker that never got ready served nothing: its exit is the
+	// failed upgrade's, not a death during a drain (which fired
+	// LauncherWorkerCrashes at every failed upgrade; a new user's trial).
+	if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="draining"}`); v != 0 {
+		t.Errorf("launcher_worker_crashes_total{state=draining} = %v after failed upgrades; want 0", v)
+	}
+	if strings.Contains(s.log.String(), "died during its drain") {
+		t.Errorf("a failed upgrade's worker logged as dead during a drain:\n%s", s.log)
+	}
 }
 
 // TestWrongArchRefused: a release built for another machine is refused

@@ -211,7 +211,9 @@ func (e evExited) apply(l *loop) {
 		// generation starts it again (see rollBackTo).
 		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
 		l.workerLog(w).Warn("worker of the standby generation exited; not restarted while it stands by", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && !w.killed && !w.cut && diedDraining(w):
+	case w.stopping && w.ready && !w.killed && !w.cut && diedDraining(w):
+		// Only a worker that got ready served: one that exits before is
+		// its upgrade's failure, reported as such.
 		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
 		g.deaths = append(g.deaths, fmt.Sprintf("worker %d (pid %d) died during its drain (%v): what it still served was cut", w.index, w.pid, w.exitErr))
 		l.workerLog(w).Warn("worker died during its drain: what it still served was cut", "err", w.exitErr, "stderr", w.tail.last(3))
