@@ -362,7 +362,7 @@ func TestDrainingGenerationsCoexistWithALimit(t *testing.T) {
 		t.Fatalf("status shows %d draining generations with a request each; want 2: %+v", draining, s.status().Generations)
 	}
 	_, stderr, code := s.cli("upgrade", "v2")
-	if code != 1 || !strings.Contains(stderr, "2 generation(s) still draining") {
+	if code != 1 || !strings.Contains(stderr, "it would leave 3 generation(s) draining at once (2 draining now, and generation 3, active now), and --max-draining is 2") {
 		t.Errorf("third upgrade: exit %d, %q; want a refusal naming --max-draining", code, stderr)
 	}
 	for i, l := range longs {

@@ -58,16 +58,28 @@ func (c cmdUpgrade) apply(l *loop) {
 		c.req.finish(Progress{}, fmt.Errorf("upgrade: %w", ErrUpgradeInProgress))
 		return
 	}
-	draining := 0
+	draining, standby := 0, 0
 	for _, g := range l.gens {
 		// A standby generation drains as soon as this upgrade goes on.
-		if (g.state == StateDraining || g.state == StateStandby) && g.hasLive() {
-			draining++
+		if g.hasLive() {
+			switch g.state {
+			case StateDraining:
+				draining++
+			case StateStandby:
+				standby++
+			}
 		}
 	}
-	if l.active != nil && draining+1 > l.cfg.MaxDraining {
+	if l.active != nil && draining+standby+1 > l.cfg.MaxDraining {
 		l.m.Upgrades.WithLabelValues("refused").Inc()
-		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: %d generation(s) still draining, and --max-draining is %d (wait, or raise it)", draining, l.cfg.MaxDraining))
+		// Say what would drain: those draining now, a standby one (its
+		// probation ends with this upgrade) and the active one.
+		what := fmt.Sprintf("%d draining now", draining)
+		if standby > 0 {
+			what += fmt.Sprintf(", %d on standby", standby)
+		}
+		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: it would leave %d generation(s) draining at once (%s, and generation %d, active now), and --max-draining is %d (wait, or raise it)",
+			draining+standby+1, what, l.active.num, l.cfg.MaxDraining))
 		return
 	}
 	if len(c.opts.Canary) > 0 {
