@@ -881,3 +881,58 @@ func TestObserverGetsStatusAndDuration(t *testing.T) {
 		}
 	}
 }
+
+// codeObserver passes each finished request's code on.
+type codeObserver chan int
+
+func (o codeObserver) ObserveRequest(code int, _ time.Duration) { o <- code }
+
+// TestUnansweredRequestsAreNotCountedAsOK: a request whose handler
+// returns without a word because its connection is gone is counted as
+// StatusClientClosed (499) when its client closed it, StatusCut (503)
+// when the drain's deadline cut it; not as the 200 net/http would have
+// sent, which made a drain's cuts look like successes on dashboards (a
+// new user's trial).
+func TestUnansweredRequestsAreNotCountedAsOK(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want int
+	}{{"client closed", drain.StatusClientClosed}, {"cut by the drain", drain.StatusCut}} {
+		t.Run(tc.name, func(t *testing.T) {
+			codes := make(codeObserver, 4)
+			started := make(chan struct{}, 1)
+			wait := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				started <- struct{}{}
+				select { // as a handler of a long request does
+				case <-r.Context().Done():
+				case <-time.After(safety):
+				}
+			})
+			s := &drain.Server{HTTP: &http.Server{Handler: wait}, Observer: codes}
+			addr := startServer(t, s)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			<-started
+			if tc.want == drain.StatusClientClosed {
+				c.Close()
+			} else {
+				_, drained := startDrain(s, 100*time.Millisecond)
+				if err := waitErr(t, drained, safety); !errors.Is(err, drain.ErrCut) {
+					t.Errorf("Drain = %v; want ErrCut", err)
+				}
+			}
+			select {
+			case code := <-codes:
+				if code != tc.want {
+					t.Errorf("counted as %d; want %d", code, tc.want)
+				}
+			case <-time.After(safety):
+				t.Fatal("the request was not counted")
+			}
+		})
+	}
+}

@@ -210,11 +210,38 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 		next.ServeHTTP(rw, r)
 		if s.Observer != nil {
 			if rw.code == 0 {
-				rw.code = http.StatusOK
+				rw.code = unanswered(r, t)
 			}
 			s.Observer.ObserveRequest(rw.code, time.Duration(t.clock()-start))
 		}
 	})
+}
+
+// Codes counted for a request whose handler returned without a word of
+// answer because its connection was gone: not 200, which net/http would
+// have sent, since the client got nothing.
+const (
+	// StatusCut: the drain's deadline cut the connection (see
+	// [Server.Drain]); a 5xx, as the service failed to answer.
+	StatusCut = http.StatusServiceUnavailable
+	// StatusClientClosed: the client closed the connection (or reset
+	// its HTTP/2 stream) first; nginx's 499 "client closed request".
+	StatusClientClosed = 499
+)
+
+// unanswered is the code of r, whose handler wrote nothing: 200 (what
+// net/http then sends) unless r's context ended (its connection closed,
+// its HTTP/2 stream reset), when the client got no answer: [StatusCut]
+// if the drain's deadline cut it, else [StatusClientClosed].
+func unanswered(r *http.Request, t *Tracker) int {
+	switch {
+	case r.Context().Err() == nil:
+		return http.StatusOK
+	case t.cut.Load():
+		return StatusCut
+	default:
+		return StatusClientClosed
+	}
 }
 
 // recorder captures the status code and, when the response starts during

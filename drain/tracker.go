@@ -27,6 +27,10 @@ type Tracker struct {
 	// closed, must not end with it uncounted and exit under it.
 	accepting atomic.Int64
 	draining  atomic.Bool
+	// cut is set when the drain's deadline cuts what is left (closeAll):
+	// a request that ends then without an answer was cut, not given up
+	// by its client.
+	cut atomic.Bool
 	// noKeepAlive asks HTTP/1 responses to close their connection, and
 	// HTTP/2 connections to go (a first GOAWAY), without a drain: a
 	// generation on standby hands its clients to the new one but keeps
@@ -246,6 +250,7 @@ func (t *Tracker) closeIdle(grace time.Duration, limit int) (open int) {
 // way) and how many requests were in flight on them: in a handler, or
 // begun on a connection (a byte received) and not yet in one.
 func (t *Tracker) closeAll() (cut int, requests int64) {
+	t.cut.Store(true)
 	t.mu.Lock()
 	all := make([]*Conn, 0, len(t.conns))
 	for c := range t.conns {
