@@ -2,6 +2,10 @@ package supervisor
 
 import "fmt"
 
+// breachCrashed is the breach of a generation that crashed during its
+// canary or probation with no standby worker left to roll back to.
+const breachCrashed = "crashed"
+
 // A judged breach with no worker of the standby generation left to take
 // traffic back cannot roll back: the new generation serves on. The
 // upgrade still failed, and says so at once (verdict breached, exit 1),
@@ -16,6 +20,10 @@ import "fmt"
 func (l *loop) serveOnBreached(g *generation, p *probation) {
 	old := p.standby
 	phase := p.phase()
+	what, figures := "breached its judged "+phase, "; figures: "+p.figures
+	if p.breach == breachCrashed {
+		what, figures = "crashed during its "+phase, ""
+	}
 	g.breached = true
 	l.forgetRelease(g.release)
 	l.markDirty()
@@ -26,8 +34,8 @@ func (l *loop) serveOnBreached(g *generation, p *probation) {
 			l.genLog(g).Warn("steer to the breached generation", "err", err)
 		}
 	})
-	l.log.Error(fmt.Sprintf("BREACHED: generation %d (%s) breached its judged %s: %s; no worker of generation %d (%s) is left to take traffic back: generation %d serves on",
-		g.num, g.release.Version, phase, p.crash, old.num, old.release.Version, g.num),
+	l.log.Error(fmt.Sprintf("BREACHED: generation %d (%s) %s: %s; no worker of generation %d (%s) is left to take traffic back: generation %d serves on",
+		g.num, g.release.Version, what, p.crash, old.num, old.release.Version, g.num),
 		"generation", g.num, "version", g.release.Version, "breach", p.breach, "figures", p.figures,
 		"standby_generation", old.num, "standby_version", old.release.Version)
 	l.m.Upgrades.WithLabelValues("breached").Inc()
@@ -36,7 +44,7 @@ func (l *loop) serveOnBreached(g *generation, p *probation) {
 		Reason: "breached: " + p.breach + ": " + p.crash + "; no standby worker left to roll back to",
 		Other:  old.num, OtherVersion: old.release.Version})
 	rep := l.decide(g, p, VerdictBreached, why)
-	err := fmt.Errorf("upgrade to %s: generation %d breached its judged %s (%s: %s); no rollback possible: no worker of generation %d (%s) was left to take traffic back; generation %d serves on; figures: %s",
-		g.release.Version, g.num, phase, p.breach, p.crash, old.num, old.release.Version, g.num, p.figures)
+	err := fmt.Errorf("upgrade to %s: generation %d %s (%s: %s); no rollback possible: no worker of generation %d (%s) was left to take traffic back; generation %d serves on%s",
+		g.release.Version, g.num, what, p.breach, p.crash, old.num, old.release.Version, g.num, figures)
 	l.retireStandby(p, rep, err)
 }

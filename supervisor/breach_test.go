@@ -197,3 +197,62 @@ func TestUpgradeFromBreachedDrainsIt(t *testing.T) {
 		t.Errorf("generation 4 = %+v; want v1 (the release before the breached v2) active", g)
 	}
 }
+
+// A crash of the new generation during its probation with no standby
+// worker left ends the upgrade at once as breached (exit 1), as a judged
+// breach does, and the crashed worker is restarted: before, it was
+// restarted and the upgrade passed its probation, exit 0 (a new user's
+// trial, 2 of 2).
+func TestCrashWithNoStandbyEndsAtOnce(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.waitStarted()
+	old := r.gen(1).PIDs
+	type result struct {
+		rep *UpgradeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+		done <- result{rep, err}
+	}()
+	eventually(t, "generation 2 in its probation", func() error {
+		if g := r.gen(2); g.State != StateActive || g.ProbationUntil == nil {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	for _, pid := range old {
+		fx.proc(pid).die()
+	}
+	eventually(t, "the standby's worker gone", func() error {
+		if g := r.gen(1); len(g.PIDs) > 0 {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	crashed := r.gen(2).PIDs[0]
+	fx.proc(crashed).die()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upgrade --wait did not end within 5 s of the crash (the probation lasts 20 s)")
+	}
+	if res.err == nil || !strings.Contains(res.err.Error(), "crashed during its probation") || !strings.Contains(res.err.Error(), "no rollback possible") {
+		t.Errorf("upgrade --wait: %v; want an error: crashed during its probation, no rollback possible", res.err)
+	}
+	if res.rep == nil || res.rep.Verdict != VerdictBreached || !strings.Contains(res.rep.Reason, "crashed") {
+		t.Errorf("report = %+v; want breached: crashed", res.rep)
+	}
+	eventually(t, "generation 2 serving on, its worker restarted", func() error {
+		if g := r.gen(2); g.State != StateActive || len(g.PIDs) != 1 || g.PIDs[0] == crashed {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("breached")); n != 1 {
+		t.Errorf("upgrades{breached} = %v; want 1", n)
+	}
+}

@@ -259,10 +259,18 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 func (l *loop) crashInProbation(w *worker) bool {
 	g := w.gen
 	p := g.runningProbation()
-	if p == nil || l.active != g || len(takeBack(p.workers)) == 0 {
+	if p == nil || l.active != g {
 		return false
 	}
 	p.crash = fmt.Sprintf("worker %d (pid %d) %v%s", w.index, w.pid, w.exitErr, stderrTail(w.tail.last(3)))
+	if len(takeBack(p.workers)) == 0 {
+		// No standby worker left to give traffic back to: g serves on
+		// (the caller restarts w), but its upgrade failed, as a judged
+		// breach with no standby does; it passed its probation before.
+		p.breach = breachCrashed
+		l.endProbation(g, probationBreached)
+		return false
+	}
 	return l.endProbation(g, probationCrashed)
 }
 
