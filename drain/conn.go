@@ -133,14 +133,21 @@ func (c *Conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		if c.state.Load()&phaseMask != phaseBusy {
-			if c.tlsFirst.Load() && c.rec.read(b[:n]) {
-				c.tlsFirst.Store(false) // a request has begun: no handshake byte follows
-			}
-			c.received()
+			c.arrived(b[:n])
 		}
 		c.rx.Add(uint64(n))
 	}
 	return n, err
+}
+
+// arrived records that b was read while the connection was not busy. Out
+// of Read, so that Read's busy path (every read of a request being
+// served) is what it was before TLS records were followed.
+func (c *Conn) arrived(b []byte) {
+	if c.tlsFirst.Load() && c.rec.read(b) {
+		c.tlsFirst.Store(false) // a request has begun: no handshake byte follows
+	}
+	c.received()
 }
 
 // ReadFrom keeps the sendfile/splice fast path of *net.TCPConn.
