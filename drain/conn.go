@@ -142,7 +142,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // arrived records that b was read while the connection was not busy. Out
 // of Read, so that Read's busy path (every read of a request being
-// served) is what it was before TLS records were followed.
+// served) stays close to what it was before TLS records were followed.
 func (c *Conn) arrived(b []byte) {
 	if c.tlsFirst.Load() && c.rec.read(b) {
 		c.tlsFirst.Store(false) // a request has begun: no handshake byte follows
