@@ -18,9 +18,16 @@ type Conn struct {
 	// waiting, the tracker's clock when the wait began above them. One
 	// word, so that the drain claims a connection with one
 	// compare-and-swap of exactly what it looked at.
-	state    atomic.Int64
-	rx       atomic.Uint64 // bytes read, counted after the read is accounted for in state
-	tlsFirst atomic.Bool   // TLS, before its first request: see received
+	state atomic.Int64
+	rx    atomic.Uint64 // bytes read, counted after the read is accounted for in state
+	// tlsFirst: TLS, and what it reads may still be its handshake (see
+	// received), until its records show a request beginning (rec) or
+	// net/http has read its first request's header.
+	tlsFirst atomic.Bool
+	// tlsNew: TLS, its first request's header not read yet; its
+	// protocol is looked at then (see Server).
+	tlsNew   atomic.Bool
+	rec      tlsRecords // the records its client sends while tlsFirst
 	hijacked atomic.Bool
 	h2       atomic.Bool // HTTP/2: drained by GOAWAY, never idle-closed
 
@@ -86,10 +93,12 @@ func (c *Conn) busy() {
 // received records that a byte arrived: read by the server, or found in
 // the socket's receive queue by a drain about to close the connection. A
 // waiting connection is then receiving a request; one a drain has claimed
-// is taken back from it. The exception is a TLS connection before its
-// first request: its reads are mostly the handshake, which net/http does
-// not report the end of, so they leave it waiting (a drain still looks at
-// its receive queue before closing it).
+// is taken back from it. The exception is a TLS connection whose bytes may
+// still be its handshake (tlsFirst), which net/http does not report the
+// end of: they leave it waiting, or take it back from a drain to wait
+// afresh (a drain still looks at its receive queue before closing it).
+// Its Reads clear tlsFirst at the first byte of its first request, if its
+// records show it (see tlsRecords).
 func (c *Conn) received() {
 	for {
 		old := c.state.Load()
@@ -117,16 +126,28 @@ func (c *Conn) received() {
 // Read reads from the connection; data read marks it busy (see received),
 // and then counts in rx: a drain that finds the kernel's count of bytes
 // received above rx knows that a read has not been accounted for yet. The
-// cost on the request path is an atomic load and an atomic add per read.
+// cost on the request path is an atomic load and an atomic add per read;
+// a TLS connection's reads before its first request follow its records
+// too (see tlsRecords).
 func (c *Conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		if c.state.Load()&phaseMask != phaseBusy {
-			c.received()
+			c.arrived(b[:n])
 		}
 		c.rx.Add(uint64(n))
 	}
 	return n, err
+}
+
+// arrived records that b was read while the connection was not busy. Out
+// of Read, so that Read's busy path (every read of a request being
+// served) stays close to what it was before TLS records were followed.
+func (c *Conn) arrived(b []byte) {
+	if c.tlsFirst.Load() && c.rec.read(b) {
+		c.tlsFirst.Store(false) // a request has begun: no handshake byte follows
+	}
+	c.received()
 }
 
 // ReadFrom keeps the sendfile/splice fast path of *net.TCPConn.

@@ -69,10 +69,20 @@
 // HTTP/1.1 provides (RFC 9112, section 9.3.2).
 //
 // TLS: before its first request a connection reads mostly the TLS
-// handshake, whose end net/http does not report, so reads then do not make
-// it busy (else every connection a browser opens ahead of use would be
-// kept until the deadline); the receive-queue and byte-count checks still
-// apply. From its first request on it is tracked as above.
+// handshake, whose end net/http does not report, and handshake bytes must
+// not make it busy (else every connection a browser opens ahead of use
+// would be kept until the deadline). So a [Server] follows the headers of
+// the TLS records (RFC 8446, section 5.1) its client sends until then: the
+// first byte of the first request's record makes the connection busy, as
+// over plain TCP, however long ago the handshake ended. Over TLS 1.2 that
+// is the first application_data record; over TLS 1.3, the one after the
+// client's Finished. Which applies is told by a GetConfigForClient that
+// ServeTLS sets on a copy of the server's TLSConfig (it calls the app's
+// own, if set). When the records cannot tell (TLS 1.3 with a client
+// certificate asked for, whose Certificate and Finished crypto/tls may
+// read together), the connection counts as busy only from its first
+// request's whole header, the receive-queue and byte-count checks still
+// applying. From its first request on it is tracked as above.
 //
 // # HTTP/2: two GOAWAYs
 //

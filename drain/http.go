@@ -47,6 +47,11 @@ type Server struct {
 
 	initErr error // of configureHTTP2
 
+	// tlsOnce gives ServeTLS a TLS config when init found none; noCert:
+	// the app's config has no certificate (see ServeTLS).
+	tlsOnce sync.Once
+	noCert  bool
+
 	mu        sync.Mutex
 	listeners []*Listener
 	h2        map[*h2Conn]struct{} // HTTP/2 connections being served
@@ -62,6 +67,12 @@ func (s *Server) init() {
 		}
 		s.HTTP.Handler = s.wrap(s.HTTP.Handler)
 		s.initErr = s.configureHTTP2()
+		if s.HTTP.TLSConfig != nil {
+			// Here, not in ServeTLS: Serve reads TLSConfig too, and a
+			// server may run both at once.
+			s.noCert = !hasCertificate(s.HTTP.TLSConfig)
+			s.HTTP.TLSConfig = watchHandshakes(s.HTTP.TLSConfig)
+		}
 		s.Tracker.onHandOver(s.goAwayHTTP2) // on standby, HTTP/2 clients move too
 		prev := s.HTTP.ConnState
 		s.HTTP.ConnState = func(c net.Conn, st http.ConnState) {
@@ -82,13 +93,15 @@ func (s *Server) init() {
 				case http.StateNew: // waits for its first request
 					_, isTLS := c.(*tls.Conn)
 					tc.tlsFirst.Store(isTLS)
+					tc.tlsNew.Store(isTLS)
 					tc.wait()
 				case http.StateActive: // a request's header is read
-					if tc.tlsFirst.Load() {
+					if tc.tlsNew.Load() {
 						// A TLS connection's first request: its handshake,
 						// and with it the protocol, is settled. Looked at
 						// once, not at every request: ConnectionState takes
 						// the handshake's lock and copies its state.
+						tc.tlsNew.Store(false)
 						tc.tlsFirst.Store(false)
 						if tlsConn, ok := c.(*tls.Conn); ok && tlsConn.ConnectionState().NegotiatedProtocol == "h2" {
 							tc.h2.Store(true) // drained by GOAWAY, not by the idle grace
@@ -127,11 +140,27 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeTLS is Serve with TLS (and HTTP/2, when the TLS config allows it)
 // on top of the tracked listener, as http.Server.ServeTLS: certFile and
-// keyFile may be empty when HTTP.TLSConfig has the certificates.
+// keyFile may be empty when HTTP.TLSConfig has the certificates. The
+// server's TLSConfig is replaced by a copy whose GetConfigForClient (which
+// calls the app's, if set) lets each connection tell its first request
+// from its handshake (see the package documentation).
 func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
 	s.init()
 	if s.initErr != nil {
 		return fmt.Errorf("drain: serve: %w", s.initErr)
+	}
+	s.tlsOnce.Do(func() {
+		if s.HTTP.TLSConfig == nil { // and HTTP/2 off: ServeTLS makes one
+			s.noCert = true
+			s.HTTP.TLSConfig = watchHandshakes(nil)
+		}
+	})
+	if s.noCert && certFile == "" && keyFile == "" {
+		// What net/http's ServeTLS does without a certificate, which the
+		// GetConfigForClient of watchHandshakes would hide from it.
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return fmt.Errorf("drain: serve TLS without a certificate: %w", err)
+		}
 	}
 	tl := s.track(ln)
 	err := s.HTTP.ServeTLS(tl, certFile, keyFile)

@@ -98,6 +98,7 @@ func (s *Server) serveHTTP2(h2s *http2.Server, hs *http.Server, tlsConn *tls.Con
 	if tc, ok := raw.(*Conn); ok {
 		tc.h2.Store(true) // drained by GOAWAY, never idle-closed
 		tc.tlsFirst.Store(false)
+		tc.tlsNew.Store(false)
 	}
 	s.mu.Lock()
 	if s.h2 == nil {
