@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,7 +63,7 @@ func BuildWith(ctx context.Context, dir string, o BuildOptions, versions ...stri
 	// The launcher is built as the README's install does, static (see
 	// staticEnv); the race detector needs cgo, so not under it. The hello
 	// releases stand for an operator's app, built the default way.
-	jobs := []job{{o.buildArgs(r.Launcher, "./cmd/launcher"), !o.Race}}
+	jobs := []job{{o.buildArgs(r.Launcher, "./cmd/launcher"), !o.Race && !raceInGOFLAGS()}}
 	for _, v := range versions {
 		jobs = append(jobs, job{args: o.buildArgs(r.Release(v), "./cmd/hello", "-ldflags", "-X main.version="+v)})
 	}
@@ -102,6 +103,12 @@ func (o BuildOptions) buildArgs(out, pkg string, flags ...string) []string {
 // library's start a process of it starts sooner (each `launcher upgrade`
 // or `status`; see the README's Install).
 const staticBuild = "CGO_ENABLED=0"
+
+// raceInGOFLAGS reports whether GOFLAGS asks every build for the race
+// detector (as the e2e test of the demo does), which needs cgo.
+func raceInGOFLAGS() bool {
+	return slices.Contains(strings.Fields(os.Getenv("GOFLAGS")), "-race")
+}
 
 // goCommand runs the go command with args in dir and env added to this
 // process's environment; its error carries the command's stderr.
