@@ -202,7 +202,24 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.goAwayHTTP2()
+	// Once the HTTP/1 connections are closed and the HTTP/2 clients have
+	// acked the first GOAWAY's PING: the final GOAWAY then goes out while
+	// long streams still run, not after them, so that a client stops
+	// opening streams on the old connection (RFC 9113, section 6.8).
 	if err := waitConns(ctx, s.Tracker, s.IdleGrace, s.http2Settled); err != nil {
+		s.HTTP.Close()
+		return err
+	}
+	// The first Shutdown sends the final GOAWAYs and waits, but looks at
+	// its connections with a back-off that reaches 500 ms: the tracker
+	// sees the last stream end at once (and what else it counts, an
+	// app's Begin/End), and a second Shutdown then closes the connections
+	// at its first looks.
+	sctx, stop := context.WithCancel(ctx)
+	first := make(chan error, 1)
+	go func() { first <- s.HTTP.Shutdown(sctx) }() // owned by Drain: ends when stop is called, if not before
+	defer func() { stop(); <-first }()
+	if err := waitConns(ctx, s.Tracker, s.IdleGrace, nil); err != nil {
 		s.HTTP.Close()
 		return err
 	}

@@ -85,7 +85,11 @@ func (e *CutError) Unwrap() error { return e.Err }
 
 // waitConns closes idle connections as they pass grace and returns when
 // none is open and no Accept is under way on a Listener (the caller has
-// closed them: see Listener.Accept), and done, if given, reports true.
+// closed them: see Listener.Accept), and done, if given, reports true;
+// without done, no request may be in flight either. (A Server passes
+// done: its HTTP/2 streams are http.Server.Shutdown's to wait for, after
+// its final GOAWAY; an HTTP/1 request in flight holds its connection
+// open.)
 // It looks for idle connections every pollInterval; between two looks, a
 // wake-up from the tracker checks only the counts, so that thousands of
 // connections closing cost no walk of them each.
@@ -98,7 +102,13 @@ func waitConnsEvery(ctx context.Context, t *Tracker, grace time.Duration, done f
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	over := func(open int64) bool {
-		return open == 0 && t.inflight.Load() == 0 && t.accepting.Load() == 0 && (done == nil || done())
+		if open != 0 || t.accepting.Load() != 0 {
+			return false
+		}
+		if done != nil {
+			return done()
+		}
+		return t.inflight.Load() == 0
 	}
 	for {
 		if over(int64(t.closeIdle(grace, idleClosesPerPoll))) {
