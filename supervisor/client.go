@@ -35,6 +35,10 @@ var ErrNoResult = errors.New("the supervisor closed the connection before its re
 // come as [Progress] values with Line set and Step empty.
 type Client struct {
 	StateDir string
+	// FirstReply bounds the wait for the supervisor's first answer to a
+	// command (zero: [FirstReplyWithin]); after it the command fails,
+	// naming the supervisor's pid.
+	FirstReply time.Duration
 }
 
 // Status returns the supervisor's status.
@@ -199,11 +203,24 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 		}
 		return control.Message{}, fmt.Errorf("send %s: %w", cmd, err)
 	}
+	// The supervisor's event loop answers a command at once (its result,
+	// or its first progress step); later steps may be minutes apart (a
+	// canary's, a probation's).
+	first := c.FirstReply
+	if first <= 0 {
+		first = FirstReplyWithin
+	}
+	deadline := time.Now().Add(first)
 	for {
-		m, err := conn.Read(time.Time{})
+		m, err := conn.Read(deadline)
+		deadline = time.Time{}
 		if err != nil {
 			if ctx.Err() != nil {
-				return control.Message{}, ctx.Err()
+				return control.Message{}, fmt.Errorf("%s: %w", cmd, ctx.Err())
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return control.Message{}, fmt.Errorf("%s: the supervisor%s has not answered in %s: stopped (kill -STOP) or stuck? It may still carry the command out once it runs again",
+					cmd, supervisorPID(c.StateDir), first)
 			}
 			// Killed (kill -9, the OOM killer), the supervisor leaves
 			// its workers serving: say how to find them and take them
@@ -225,6 +242,22 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 			return m, nil
 		}
 	}
+}
+
+// FirstReplyWithin is the default of [Client.FirstReply]: a supervisor
+// silent that long is stopped (SIGSTOP) or stuck, not busy.
+const FirstReplyWithin = 10 * time.Second
+
+// supervisorPID names the pid in dir's pid file, as " (pid N)", or "".
+func supervisorPID(dir string) string {
+	b, err := os.ReadFile(PIDFile(dir))
+	if err != nil {
+		return ""
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+		return fmt.Sprintf(" (pid %d)", pid)
+	}
+	return ""
 }
 
 // Call sends one command to the supervisor of stateDir and returns its
