@@ -433,7 +433,9 @@ func TestCanaryBreachWithStandbyWorkersLost(t *testing.T) {
 }
 
 // A stop during a canary ends `upgrade --wait` with the report, verdict
-// stopped, and an error: the upgrade did not complete.
+// stopped, and an error: the upgrade did not complete; current points at
+// the release that stood by again (it stayed on the canary's: a restart
+// ran a release whose trial was cut short; a new user's trial).
 func TestStopDuringCanaryReports(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 2}, fx, nil)
@@ -446,6 +448,12 @@ func TestStopDuringCanaryReports(t *testing.T) {
 	}
 	if res.rep == nil || res.rep.Verdict != VerdictStopped {
 		t.Errorf("report = %+v; want verdict stopped", res.rep)
+	}
+	fx.mu.Lock()
+	repointed := slices.Clone(fx.repointed)
+	fx.mu.Unlock()
+	if n := len(repointed); n == 0 || repointed[n-1] != "v1" {
+		t.Errorf("current repointed to %v; want v1 last", repointed)
 	}
 }
 

@@ -170,10 +170,15 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		// Stop drains every generation, the standby one too.
 		// The upgrade did not complete: its report says so, and
 		// `upgrade --wait` exits 1.
+		// current goes back to the release standing by: a restart runs
+		// the last one that passed, not one whose trial was cut short.
 		phase := p.phase()
+		if err := l.fx.repoint(p.standby.release); err != nil {
+			l.log.Warn("repoint current symlink", "err", err)
+		}
 		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
 		req.emitReport(rep)
-		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains", g.release.Version, phase, g.num))
+		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains, and a restart runs %s (--current points at it again)", g.release.Version, phase, g.num, p.standby.release.Version))
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
 			"standby_generation", p.standby.num, "standby_version", p.standby.release.Version)
