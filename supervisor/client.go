@@ -309,12 +309,17 @@ func servingOrphans(dir string) string {
 		if len(pids) == 0 {
 			continue
 		}
-		state := ""
-		if g.Num != st.Active {
+		// A draining generation (a stop under way when the supervisor
+		// died) no longer accepts: it runs, finishing what it has.
+		state, verb := "", "serve"
+		if g.Num != st.Active || g.State != StateActive {
 			state = ", " + g.State
 		}
+		if g.State == StateDraining {
+			verb = "run"
+		}
 		if len(parts) == 0 {
-			parts = append(parts, fmt.Sprintf("generation %d (%s%s) still serve (pids %s)", g.Num, g.Release.Version, state, joinInts(pids)))
+			parts = append(parts, fmt.Sprintf("generation %d (%s%s) still %s (pids %s)", g.Num, g.Release.Version, state, verb, joinInts(pids)))
 		} else {
 			parts = append(parts, fmt.Sprintf("those of generation %d (%s%s) too (pids %s)", g.Num, g.Release.Version, state, joinInts(pids)))
 		}

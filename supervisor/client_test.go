@@ -2,12 +2,17 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/internal/control"
 )
 
 // TestClientGivesUpOnASilentSupervisor: a command to a supervisor that
@@ -34,5 +39,33 @@ func TestClientGivesUpOnASilentSupervisor(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "status: the supervisor (pid 4242) has not answered in 200ms") || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Status = %v; want the supervisor (pid 4242) has not answered in 200ms", err)
+	}
+}
+
+// TestServingOrphansSaysWhatDrains: without a supervisor, a generation
+// that was draining when it died (a stop under way) is named as running,
+// with its state, not as serving (a new user's trial: "still serve" for
+// workers whose port refused connections).
+func TestServingOrphansSaysWhatDrains(t *testing.T) {
+	const token = "t0ken-of-the-test"
+	cmd := exec.Command("sleep", "30")
+	cmd.Env = append(os.Environ(), control.EnvToken+"="+token)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	dir := t.TempDir()
+	st := savedState{Active: 2, Gens: []savedGen{{Num: 2, Release: savedRelease{Version: "v2", Path: "/bin/sleep"}, State: StateDraining,
+		Workers: []savedWorker{{PID: cmd.Process.Pid, Token: token}}}}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(statePath(dir), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("generation 2 (v2, draining) still run (pids %d)", cmd.Process.Pid)
+	if got := servingOrphans(dir); got != want {
+		t.Errorf("servingOrphans = %q; want %q", got, want)
 	}
 }
