@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -101,9 +102,36 @@ func (c *cli) command() *cobra.Command {
 	root.PersistentFlags().StringVar(&c.stateDir, "state-dir", "",
 		"state directory `DIR` of the supervisor (default: env LAUNCHER_STATE_DIR, else /run/launcher for root, else $XDG_RUNTIME_DIR/launcher, else /tmp/launcher-UID)")
 	root.MarkPersistentFlagDirname("state-dir")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if !cmd.Flags().Changed("state-dir") {
+			return nil
+		}
+		return checkStateDir(cmd.Name(), c.stateDir)
+	}
 	root.AddCommand(c.startCommand(), c.upgradeCommand(), c.promoteCommand(), c.rollbackCommand(), c.statusCommand(),
 		c.stopCommand(), c.demoCommand(), c.completionCommand(), c.manCommand())
 	return root
+}
+
+// maxSocketPath is the longest path a unix socket binds to: sun_path
+// holds 108 bytes with the NUL (unix(7)).
+const maxSocketPath = 107
+
+// checkStateDir refuses a --state-dir given empty, naming something that
+// is not a directory, or too long for the control socket inside it: each
+// failed later with a system call's words, or, empty, fell back to the
+// default silently.
+func checkStateDir(cmd, dir string) error {
+	if strings.TrimSpace(dir) == "" {
+		return usagef("%s: --state-dir %q: empty (leave it out for the default, %s)", cmd, dir, defaultStateDir())
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return usagef("%s: --state-dir %s: not a directory", cmd, dir)
+	}
+	if n := len(supervisor.ControlSocket(dir)); n > maxSocketPath {
+		return usagef("%s: --state-dir %s: too long: its control socket's path would take %d bytes, and a unix socket's at most %d", cmd, dir, n, maxSocketPath)
+	}
+	return nil
 }
 
 // act wraps an action: its errors are the command's (exit 1), and those

@@ -165,6 +165,11 @@ func TestParse(t *testing.T) {
 
 func TestExitStatus(t *testing.T) {
 	t.Setenv("LAUNCHER_STATE_DIR", "/env/state")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := "/tmp/" + strings.Repeat("d", 100)
 	tests := []struct {
 		args     []string
 		err      error // the action's
@@ -195,6 +200,11 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"upgrade", "--canary", "10%", "v2"}, code: 0},
 		{args: []string{"demo", "--state-dir", "/tmp/x"}, code: 2, stderr: "launcher: demo: --state-dir does not apply: the demo runs a supervisor of its own in a temporary directory\n", noAction: true},
 		{args: []string{"status", "--interval", "2s"}, code: 2, stderr: "launcher: status: --interval needs --watch\n", noAction: true},
+		// A state dir given empty fell back to the default silently, a
+		// file or a long path failed with a system call's words.
+		{args: []string{"status", "--state-dir", ""}, code: 2, stderr: `launcher: status: --state-dir "": empty (leave it out for the default, /env/state)` + "\n", noAction: true},
+		{args: []string{"upgrade", "--state-dir", file, "v2"}, code: 2, stderr: "launcher: upgrade: --state-dir " + file + ": not a directory\n", noAction: true},
+		{args: []string{"start", "--state-dir", long, "--listen", "a:1", "--", "x"}, code: 2, stderr: "launcher: start: --state-dir " + long + ": too long: its control socket's path would take 118 bytes, and a unix socket's at most 107\n", noAction: true},
 		{args: []string{"upgrade", "--canary-interval", "2s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval needs --canary\n", noAction: true},
 		{args: []string{"upgrade", "--canary", "10", "--canary-interval", "0s", "v2"}, code: 2, stderr: "launcher: upgrade: --canary-interval 0s: want more than 0\n", noAction: true},
 		{args: []string{"promote", "now"}, code: 2, stderr: "*", noAction: true},
