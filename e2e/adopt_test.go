@@ -488,3 +488,38 @@ func TestStartAfterEverythingDiedKeepsTheHistory(t *testing.T) {
 		t.Errorf("after the rollback GET / = %q; want v2, the release before", b)
 	}
 }
+
+// TestStopLeavesAnOperatorsStateDirAsItWas: a clean stop on a state dir
+// that existed before (a systemd RuntimeDirectory) leaves it with what it
+// held, and nothing of the supervisor's (a new user's trial found admin/
+// and launcher.lock left).
+func TestStopLeavesAnOperatorsStateDirAsItWas(t *testing.T) {
+	dir := filepath.Join(shortTempDir(t), "run")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "operator.txt"), []byte("mine\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSupIn(t, dir, "--probation", "0")
+	if _, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d: %s", code, errOut)
+	}
+	if _, errOut, code := s.cli("stop"); code != 0 {
+		t.Fatalf("stop: exit %d: %s", code, errOut)
+	}
+	eventually(t, 10*time.Second, "the state dir as it was", func() error {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if len(names) != 1 || names[0] != "operator.txt" {
+			return fmt.Errorf("%s holds %v; want [operator.txt]", dir, names)
+		}
+		return nil
+	})
+}

@@ -96,13 +96,18 @@ func (d *stateDir) adminSocket(gen, worker int) string {
 func (d *stateDir) close() {
 	os.Remove(PIDFile(d.path))
 	os.Remove(ControlSocket(d.path))
-	if d.created.Load() {
-		os.Remove(filepath.Join(d.path, adminDir)) // only if empty
-		if ents, err := os.ReadDir(d.path); err == nil && len(ents) == 1 && ents[0].Name() == lockName {
-			// Unlinked while locked: no other start can be waiting on it,
-			// as it would hold the lock (or have failed to take it).
-			os.Remove(filepath.Join(d.path, lockName))
-			os.Remove(d.path)
+	os.Remove(filepath.Join(d.path, adminDir)) // only if empty: workers left serving keep theirs
+	// With no state file left (a clean stop removes it; a refused start
+	// wrote none) nothing here is for a later start to adopt: the lock
+	// goes too, and a directory this supervisor made if it is empty then.
+	// A directory that was there before keeps what else it holds (a
+	// systemd RuntimeDirectory). The lock is unlinked while held: no
+	// other start can be waiting on it, as it would hold the lock (or
+	// have failed to take it).
+	if _, err := os.Stat(statePath(d.path)); errors.Is(err, os.ErrNotExist) {
+		os.Remove(filepath.Join(d.path, lockName))
+		if d.created.Load() {
+			os.Remove(d.path) // only if empty
 		}
 	}
 	d.lock.Close()
