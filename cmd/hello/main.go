@@ -52,6 +52,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "hello: -h2c is HTTP/2 without TLS; with -tls-cert HTTP/2 is negotiated by TLS already")
 		os.Exit(2)
 	}
+	if *plain && (*h2c || *tlsCert != "" || *unhealthy || *warmup > 0) {
+		fmt.Fprintln(os.Stderr, "hello: -plain is a bare net/http baseline over HTTP/1: -h2c, -tls-cert, -unhealthy and -warmup need the launcher")
+		os.Exit(2)
+	}
 	if *failRatio < 0 || *failRatio > 1 || *delay < 0 || *warmup < 0 {
 		fmt.Fprintln(os.Stderr, "hello: -fail-ratio wants 0..1, and -delay and -warmup 0 or more")
 		os.Exit(2)
