@@ -761,3 +761,24 @@ func TestRollbackWithNoStandbyLeft(t *testing.T) {
 		t.Errorf("a second rollback: %v; want none to go back to (not v2 again)", err)
 	}
 }
+
+// An upgrade during a probation says its generation is ready before it
+// says the probation it ends is over: readiness is what ends it (a new
+// user's trial read the steps in the other order).
+func TestSupersedingUpgradeSaysReadyFirst(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.waitStarted()
+	if _, _, err := r.upgradeWith("v2", UpgradeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := r.upgradeWith("v3", UpgradeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st.String()
+	ready, superseded := strings.Index(got, string(StepReady)), strings.Index(got, string(StepSuperseded))
+	if ready < 0 || superseded < 0 || ready > superseded {
+		t.Errorf("steps %s; want %s before %s", got, StepReady, StepSuperseded)
+	}
+}

@@ -263,6 +263,12 @@ func (l *loop) workerFailed(w *worker, err error) {
 func (l *loop) activate(op *upgradeOp) {
 	op.activated = true
 	op.stopTimer()
+	// Ready first: it is what ends a running canary or probation below.
+	readyAfter := time.Since(op.g.started)
+	op.req.emit(Progress{Step: StepReady, Generation: op.g.num, Version: op.g.release.Version, ReadyAfter: readyAfter})
+	if op.g.report != nil {
+		op.g.report.ReadyAfter = time.Since(op.start)
+	}
 	// Moving on ends a running canary or probation, only now that the new
 	// generation is ready (one that fails leaves it as it was): its
 	// standby generation is retired, the active one becomes the one to
@@ -284,11 +290,6 @@ func (l *loop) activate(op *upgradeOp) {
 		}
 	}
 	g, old := op.g, op.old
-	readyAfter := time.Since(g.started)
-	op.req.emit(Progress{Step: StepReady, Generation: g.num, Version: g.release.Version, ReadyAfter: readyAfter})
-	if g.report != nil {
-		g.report.ReadyAfter = time.Since(op.start)
-	}
 	l.active = g
 	g.state = StateActive
 	if op.rollback && old != nil {
