@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,9 +37,9 @@ var ErrNoResult = errors.New("the supervisor closed the connection before its re
 // come as [Progress] values with Line set and Step empty.
 type Client struct {
 	StateDir string
-	// FirstReply bounds the wait for the supervisor's first answer to a
-	// command (zero: [FirstReplyWithin]); after it the command fails,
-	// naming the supervisor's pid.
+	// FirstReply is how long a command waits for a supervisor whose
+	// process is stopped (SIGSTOP), and status for a silent one, before it
+	// fails naming the supervisor's pid (zero: [FirstReplyWithin]).
 	FirstReply time.Duration
 }
 
@@ -203,24 +205,28 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 		}
 		return control.Message{}, fmt.Errorf("send %s: %w", cmd, err)
 	}
-	// The supervisor's event loop answers a command at once (its result,
-	// or its first progress step); later steps may be minutes apart (a
-	// canary's, a probation's).
+	// A supervisor that does not answer is watched on the side (reads
+	// keep no deadline: a timeout mid-line would lose what was read).
 	first := c.FirstReply
 	if first <= 0 {
 		first = FirstReplyWithin
 	}
-	deadline := time.Now().Add(first)
+	answered := make(chan struct{})
+	var gaveUp atomic.Pointer[string]
+	wctx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	go watchSilence(wctx, c.StateDir, cmd, first, answered, func(why string) { // owned by send: ends with wctx
+		gaveUp.Store(&why)
+		nc.Close()
+	})
 	for {
-		m, err := conn.Read(deadline)
-		deadline = time.Time{}
+		m, err := conn.Read(time.Time{})
 		if err != nil {
 			if ctx.Err() != nil {
 				return control.Message{}, fmt.Errorf("%s: %w", cmd, ctx.Err())
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return control.Message{}, fmt.Errorf("%s: the supervisor%s has not answered in %s: stopped (kill -STOP) or stuck? It may still carry the command out once it runs again",
-					cmd, supervisorPID(c.StateDir), first)
+			if why := gaveUp.Load(); why != nil {
+				return control.Message{}, errors.New(*why)
 			}
 			// Killed (kill -9, the OOM killer), the supervisor leaves
 			// its workers serving: say how to find them and take them
@@ -229,6 +235,11 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 				return control.Message{}, fmt.Errorf("%s: %w: %w", cmd, ErrNoResult, err)
 			}
 			return control.Message{}, fmt.Errorf("%s: %w: %w (if it was killed, its workers serve on: launcher status says what serves, and launcher start with the same flags adopts them)", cmd, ErrNoResult, err)
+		}
+		select {
+		case <-answered:
+		default:
+			close(answered)
 		}
 		switch m.Type {
 		case control.TypeProgress:
@@ -244,20 +255,73 @@ func (c Client) send(ctx context.Context, hello control.Message, progress func(c
 	}
 }
 
-// FirstReplyWithin is the default of [Client.FirstReply]: a supervisor
-// silent that long is stopped (SIGSTOP) or stuck, not busy.
+// FirstReplyWithin is the default of [Client.FirstReply].
 const FirstReplyWithin = 10 * time.Second
 
-// supervisorPID names the pid in dir's pid file, as " (pid N)", or "".
-func supervisorPID(dir string) string {
-	b, err := os.ReadFile(PIDFile(dir))
+// watchSilence gives up on cmd, calling giveUp with why, when the
+// supervisor of dir has been stopped (SIGSTOP: state T in /proc/PID/stat,
+// proc(5)) for first, or, for status, which every supervisor answers at
+// once, when it has not answered (answered not closed) within first: it
+// is stuck. Other commands may wait long for a step (a stop for its
+// drains, a canary for its schedule), and supervisors before this client
+// send no step before a stop's end. It returns when ctx ends.
+func watchSilence(ctx context.Context, dir, cmd string, first time.Duration, answered <-chan struct{}, giveUp func(why string)) {
+	pid := readPID(PIDFile(dir))
+	start := time.Now()
+	var stoppedSince time.Time
+	tick := time.NewTicker(min(first/10, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			if processStopped(pid) {
+				if stoppedSince.IsZero() {
+					stoppedSince = now
+				}
+			} else {
+				stoppedSince = time.Time{}
+			}
+			silent := false
+			select {
+			case <-answered:
+			default:
+				silent = cmd == "status" && now.Sub(start) >= first
+			}
+			switch {
+			case !stoppedSince.IsZero() && now.Sub(stoppedSince) >= first:
+				giveUp(fmt.Sprintf("%s: the supervisor (pid %d) has been stopped (kill -STOP) for %s; it may still carry the command out once it runs again (kill -CONT %d)", cmd, pid, first, pid))
+				return
+			case silent:
+				giveUp(fmt.Sprintf("%s: the supervisor%s has not answered in %s: is it stuck?", cmd, pidNote(pid), first))
+				return
+			}
+		}
+	}
+}
+
+// processStopped reports whether pid is stopped by a signal or a tracer
+// (state T or t in /proc/PID/stat, proc(5)); false for 0 or no such pid.
+func processStopped(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
+		return false
+	}
+	// The state follows the command's closing parenthesis.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
+}
+
+// pidNote names pid as " (pid N)", or "" when it is not known.
+func pidNote(pid int) string {
+	if pid <= 0 {
 		return ""
 	}
-	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-		return fmt.Sprintf(" (pid %d)", pid)
-	}
-	return ""
+	return fmt.Sprintf(" (pid %d)", pid)
 }
 
 // Call sends one command to the supervisor of stateDir and returns its

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,5 +68,49 @@ func TestServingOrphansSaysWhatDrains(t *testing.T) {
 	want := fmt.Sprintf("generation 2 (v2, draining) still run (pids %d)", cmd.Process.Pid)
 	if got := servingOrphans(dir); got != want {
 		t.Errorf("servingOrphans = %q; want %q", got, want)
+	}
+}
+
+// TestClientGivesUpOnAStoppedSupervisor: any command, a stop too (which
+// may wait long for its drains, and which supervisors before this client
+// answer only at the end), gives up once the supervisor's process has
+// been stopped (SIGSTOP) for FirstReply; a silent supervisor that runs is
+// waited for.
+func TestClientGivesUpOnAStoppedSupervisor(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", ControlSocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sup := exec.Command("sleep", "30") // stands for the supervisor's process
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sup.Process.Kill(); sup.Wait() }()
+	if err := os.WriteFile(PIDFile(dir), []byte(fmt.Sprintf("%d\n", sup.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := Client{StateDir: dir, FirstReply: 300 * time.Millisecond}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	err = c.Stop(ctx, nil)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop to a silent but running supervisor = %v; want it waited for until the context's end", err)
+	}
+
+	if err := sup.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = c.Stop(ctx, nil)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Stop took %s; want about 300ms after the stop was seen", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("stop: the supervisor (pid %d) has been stopped (kill -STOP) for 300ms", sup.Process.Pid)) {
+		t.Errorf("Stop = %v; want: the supervisor has been stopped", err)
 	}
 }
