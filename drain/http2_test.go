@@ -101,33 +101,10 @@ func TestDrainHTTP2StreamOpenedDuringGOAWAY(t *testing.T) {
 	for _, useTLS := range []bool{true, false} {
 		name := map[bool]string{true: "tls", false: "h2c"}[useTLS]
 		t.Run(name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, conn, c, served := rawH2Server(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(w, "%s tls=%v", r.URL.Path, r.TLS != nil)
-			})}
-			srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
-			served := make(chan error, 1)
-			var conn net.Conn
-			if useTLS {
-				hs.TLSConfig = testcert.New(t).ServerConfig()
-				go func() { served <- srv.ServeTLS(ln, "", "") }()
-				conn, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-			} else {
-				hs.Protocols = new(http.Protocols)
-				hs.Protocols.SetHTTP1(true)
-				hs.Protocols.SetUnencryptedHTTP2(true)
-				go func() { served <- srv.Serve(ln) }()
-				conn, err = net.Dial("tcp", ln.Addr().String())
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			}))
 			conn.SetDeadline(time.Now().Add(10 * time.Second))
-			c := newRawH2(t, conn, ln.Addr().String(), useTLS)
 			c.get(1, "/a")
 			if body, _ := c.until(1); body != fmt.Sprintf("/a tls=%v", useTLS) {
 				t.Fatalf("stream 1: body %q", body)
@@ -162,6 +139,38 @@ func TestDrainHTTP2StreamOpenedDuringGOAWAY(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawH2Server serves h on a drain.Server over TLS (HTTP/2 by ALPN) or h2c
+// on a fresh loopback listener, and returns it with a frame-level client
+// connected to it and the channel of Serve's result. Cleanup closes the
+// connection.
+func rawH2Server(t *testing.T, useTLS bool, h http.Handler) (*drain.Server, net.Conn, *rawH2, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
+	served := make(chan error, 1)
+	var conn net.Conn
+	if useTLS {
+		hs.TLSConfig = testcert.New(t).ServerConfig()
+		go func() { served <- srv.ServeTLS(ln, "", "") }()
+		conn, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	} else {
+		hs.Protocols = new(http.Protocols)
+		hs.Protocols.SetHTTP1(true)
+		hs.Protocols.SetUnencryptedHTTP2(true)
+		go func() { served <- srv.Serve(ln) }()
+		conn, err = net.Dial("tcp", ln.Addr().String())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return srv, conn, newRawH2(t, conn, ln.Addr().String(), useTLS), served
 }
 
 // rawH2 is an HTTP/2 client on the frame level (x/net's Framer), which
@@ -214,17 +223,9 @@ func (c *rawH2) until(id uint32) (string, error) {
 			}
 			return "", err
 		}
+		c.handle(f)
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				c.fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				c.fr.WritePing(true, f.Data)
-			}
 		case *http2.GoAwayFrame:
-			c.goAways = append(c.goAways, f.LastStreamID)
 			if f.ErrCode != http2.ErrCodeNo {
 				return "", fmt.Errorf("GOAWAY %v", f.ErrCode)
 			}
@@ -233,20 +234,37 @@ func (c *rawH2) until(id uint32) (string, error) {
 				return "", fmt.Errorf("stream %d reset: %v", id, f.ErrCode)
 			}
 		case *http2.DataFrame:
-			b := c.bodies[f.StreamID]
-			if b == nil {
-				b = new(bytes.Buffer)
-				c.bodies[f.StreamID] = b
-			}
-			b.Write(f.Data())
 			if f.StreamEnded() && f.StreamID == id {
-				return b.String(), nil
+				return c.bodies[id].String(), nil
 			}
 		case *http2.HeadersFrame:
 			if f.StreamEnded() && f.StreamID == id {
 				return "", nil
 			}
 		}
+	}
+}
+
+// handle answers SETTINGS and PING, records GOAWAYs and keeps bodies.
+func (c *rawH2) handle(f http2.Frame) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			c.fr.WriteSettingsAck()
+		}
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.fr.WritePing(true, f.Data)
+		}
+	case *http2.GoAwayFrame:
+		c.goAways = append(c.goAways, f.LastStreamID)
+	case *http2.DataFrame:
+		b := c.bodies[f.StreamID]
+		if b == nil {
+			b = new(bytes.Buffer)
+			c.bodies[f.StreamID] = b
+		}
+		b.Write(f.Data())
 	}
 }
 
@@ -461,25 +479,7 @@ func (c *rawH2) untilGoAways(n int) error {
 		if err != nil {
 			return err
 		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				c.fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				c.fr.WritePing(true, f.Data)
-			}
-		case *http2.GoAwayFrame:
-			c.goAways = append(c.goAways, f.LastStreamID)
-		case *http2.DataFrame:
-			b := c.bodies[f.StreamID]
-			if b == nil {
-				b = new(bytes.Buffer)
-				c.bodies[f.StreamID] = b
-			}
-			b.Write(f.Data())
-		}
+		c.handle(f)
 	}
 	return nil
 }
@@ -494,38 +494,15 @@ func TestDrainHTTP2FinalGoAwayWhileAStreamRuns(t *testing.T) {
 	for _, useTLS := range []bool{true, false} {
 		name := map[bool]string{true: "tls", false: "h2c"}[useTLS]
 		t.Run(name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
 			started, release := make(chan struct{}, 1), make(chan struct{})
-			hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, conn, c, served := rawH2Server(t, useTLS, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				started <- struct{}{}
 				select {
 				case <-release:
 				case <-time.After(safety):
 				}
 				fmt.Fprintf(w, "%s done", r.URL.Path)
-			})}
-			srv := &drain.Server{HTTP: hs, IdleGrace: 20 * time.Millisecond}
-			served := make(chan error, 1)
-			var conn net.Conn
-			if useTLS {
-				hs.TLSConfig = testcert.New(t).ServerConfig()
-				go func() { served <- srv.ServeTLS(ln, "", "") }()
-				conn, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
-			} else {
-				hs.Protocols = new(http.Protocols)
-				hs.Protocols.SetHTTP1(true)
-				hs.Protocols.SetUnencryptedHTTP2(true)
-				go func() { served <- srv.Serve(ln) }()
-				conn, err = net.Dial("tcp", ln.Addr().String())
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			c := newRawH2(t, conn, ln.Addr().String(), useTLS)
+			}))
 			c.get(1, "/long")
 			<-started
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
