@@ -2,14 +2,19 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // TestHostileControlClients: oversized, malformed, wrong-version and silent
@@ -175,3 +180,47 @@ func TestWorkersInheritNoDescriptors(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestCommandsOfClientsThatGaveUpAreDropped: commands sent while the
+// supervisor is stopped (SIGSTOP), whose clients gave up and closed their
+// connections, are dropped when it runs again, with a log line, not
+// carried out (a new user's trial: of three queued so, the last ran and
+// the others vanished without a trace, after each client had said it
+// failed).
+func TestCommandsOfClientsThatGaveUpAreDropped(t *testing.T) {
+	s := startSup(t, "--probation", "0")
+	before := activeGen(s.status())
+	if err := syscall.Kill(s.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			syscall.Kill(s.Pid(), syscall.SIGCONT)
+		}
+	}()
+	for _, v := range []string{"v2", "v1"} {
+		c, err := net.Dial("unix", supervisor.ControlSocket(s.stateDir)) // queued by the kernel
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := control.Message{Type: control.TypeHello, Version: control.Version, Role: control.RoleClient, Cmd: "upgrade", Arg: v}
+		if err := control.NewConn(c).Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		c.Close() // as a client that gave up waiting does
+	}
+	if err := syscall.Kill(s.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	eventually(t, 5*time.Second, "both commands dropped", func() error {
+		if n := strings.Count(s.log.String(), "command dropped: its client gave up before it was read"); n != 2 {
+			return fmt.Errorf("%d dropped", n)
+		}
+		return nil
+	})
+	if g := activeGen(s.status()); g == nil || g.Generation != before.Generation || len(s.status().Generations) != 1 {
+		t.Errorf("after the dropped commands: %+v; want generation %d alone", s.status().Generations, before.Generation)
+	}
+}

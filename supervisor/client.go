@@ -291,7 +291,7 @@ func watchSilence(ctx context.Context, dir, cmd string, first time.Duration, ans
 			}
 			switch {
 			case !stoppedSince.IsZero() && now.Sub(stoppedSince) >= first:
-				giveUp(fmt.Sprintf("%s: the supervisor (pid %d) has been stopped (kill -STOP) for %s; it may still carry the command out once it runs again (kill -CONT %d)", cmd, pid, first, pid))
+				giveUp(fmt.Sprintf("%s: the supervisor (pid %d) has been stopped (kill -STOP) for %s; once it runs again (kill -CONT %d) it drops the command, unless it had read it already", cmd, pid, first, pid))
 				return
 			case silent:
 				giveUp(fmt.Sprintf("%s: the supervisor%s has not answered in %s: is it stuck?", cmd, pidNote(pid), first))

@@ -114,3 +114,40 @@ func TestClientGivesUpOnAStoppedSupervisor(t *testing.T) {
 		t.Errorf("Stop = %v; want: the supervisor has been stopped", err)
 	}
 }
+
+// TestPeerGone: a control connection whose client closed it is seen as
+// gone without a read; one still open is not, and nothing is consumed.
+func TestPeerGone(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("unix", dir+"/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("unix", dir+"/s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if peerGone(server) {
+		t.Error("peerGone with the client open and a byte unread = true; want false")
+	}
+	b := make([]byte, 1)
+	if n, err := server.Read(b); n != 1 || err != nil || b[0] != 'x' {
+		t.Fatalf("read after the peek: %d %q %v; want the byte still there", n, b, err)
+	}
+	if peerGone(server) {
+		t.Error("peerGone with the client open = true; want false")
+	}
+	client.Close()
+	if !peerGone(server) {
+		t.Error("peerGone after the client closed = false; want true")
+	}
+}

@@ -102,6 +102,26 @@ func (sv *server) serve(ctx context.Context, ln net.Listener) {
 	}
 }
 
+// peerGone reports whether the peer has closed c, without reading from
+// it: a peek that does not wait finds the end of the stream.
+func peerGone(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		gone = err == nil && n == 0
+	})
+	return gone
+}
+
 // peerAllowed reports whether the peer runs as our user or root.
 func peerAllowed(c net.Conn) error {
 	uc, ok := c.(*net.UnixConn)
@@ -143,6 +163,14 @@ func (sv *server) handle(ctx context.Context, c net.Conn) {
 	case control.RoleWorker:
 		sv.handleWorker(ctx, conn, m)
 	case control.RoleClient:
+		if peerGone(c) {
+			// Its client gave up waiting (this supervisor was stopped
+			// with SIGSTOP, or stuck) and told its operator the command
+			// failed: carrying it out now would do what nobody waits
+			// for, and several queued so would each run in turn.
+			sv.l.log.Warn("control: command dropped: its client gave up before it was read", "cmd", m.Cmd, "arg", m.Arg)
+			return
+		}
 		sv.handleClient(ctx, conn, m)
 	default:
 		conn.Write(control.Message{Type: control.TypeResult, Error: "protocol: unknown role"})
