@@ -256,3 +256,39 @@ func TestCrashWithNoStandbyEndsAtOnce(t *testing.T) {
 		t.Errorf("upgrades{breached} = %v; want 1", n)
 	}
 }
+
+// An old worker that answers nothing (stopped with SIGSTOP, stuck) is
+// killed once --drain-timeout and its second of grace have passed, and
+// the drain says so: its generation was gone only after the quiesce's 10
+// s and the release's 15 s had each run out, 25 s beyond the drain
+// timeout, and "drained" said nothing of it (a new user's trial, 3 of 3).
+func TestStuckOldWorkerKilledAtTheDrainTimeout(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 500 * time.Millisecond}, fx, nil)
+	r.behave("v1", behaviour{mute: true})
+	r.waitStarted()
+	st := &steps{}
+	var drained string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := r.s.Upgrade(ctx, "v2", true, func(p Progress) {
+		st.add(p)
+		if p.Step == StepDrained {
+			drained = p.String()
+		}
+	})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("upgrade --wait: %v (steps %s)", err, st)
+	}
+	if took > 5*time.Second {
+		t.Errorf("upgrade --wait took %s with a stuck old worker and a 500ms drain timeout; want about 1.5 s", took)
+	}
+	if !strings.Contains(drained, "answered nothing (stopped or stuck): killed") {
+		t.Errorf("drained step %q; want it to name the stuck worker killed", drained)
+	}
+	if g := r.gen(1); len(g.PIDs) != 0 {
+		t.Errorf("generation 1 = %+v; want gone", g)
+	}
+}

@@ -37,6 +37,7 @@ type behaviour struct {
 	drainFor        time.Duration // after a release, exit this much later
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
+	mute            bool          // answer no quiesce or release: stopped (SIGSTOP) or stuck
 	// finalMetrics: like this library, it lists CapFinalMetrics and, when
 	// the welcome does too, reports Drained and waits for Collected (at
 	// most control.CollectWait) before it exits.
@@ -495,6 +496,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			return
 		}
 		fx.record(p.id, m)
+		if b.mute && (m.Type == control.TypeQuiesce || m.Type == control.TypeRelease) {
+			continue
+		}
 		switch m.Type {
 		case control.TypeSteer, control.TypeQuiesce:
 			switch {

@@ -178,6 +178,10 @@ func (l *loop) after(d time.Duration, ev event) (stop func()) {
 	}
 }
 
+// errNoAnswer is the error of a request to a worker that did not answer
+// in time: a worker stopped (SIGSTOP) or stuck, not one that refused.
+var errNoAnswer = errors.New("no answer")
+
 // pendingRequest is a request to a worker awaiting its reply.
 type pendingRequest struct {
 	w    *worker
@@ -201,7 +205,7 @@ func (l *loop) request(w *worker, m control.Message, want string, timeout time.D
 	p := &pendingRequest{w: w, want: want, then: then}
 	l.pending[id] = p
 	p.stop = l.after(timeout, evFunc(func(l *loop) {
-		l.answer(id, control.Message{}, fmt.Errorf("%s did not answer %s within %s", w, m.Type, timeout))
+		l.answer(id, control.Message{}, fmt.Errorf("%s did not answer %s within %s: %w", w, m.Type, timeout, errNoAnswer))
 	}))
 	if !w.conn.send(m) {
 		l.answer(id, control.Message{}, fmt.Errorf("%s: connection lost", w))

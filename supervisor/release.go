@@ -303,11 +303,15 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	for _, w := range todo {
 		msg := control.Message{Type: control.TypeQuiesce, SettleMS: l.settleFor(w).Milliseconds(),
 			HandshakesDone: handshakesBy != nil && w != handshakesBy}
-		l.request(w, msg, control.TypeQuiesced, l.settleFor(w)+10*time.Second, func(l *loop, _ control.Message, err error) {
-			if err == nil {
+		l.request(w, msg, control.TypeQuiesced, l.answerWithin(l.settleFor(w)+10*time.Second), func(l *loop, _ control.Message, err error) {
+			switch {
+			case err == nil:
 				quiesced[w] = true
 				handshakesDone = handshakesDone || w == handshakesBy
-			} else if !w.exited {
+			case w.exited:
+			case errors.Is(err, errNoAnswer):
+				l.killStuck(w, err)
+			default:
 				l.workerLog(w).Warn("quiesce worker; it will settle on release", "err", err)
 			}
 			if left--; left == 0 {
@@ -390,8 +394,12 @@ func (l *loop) newRun(job *releaseJob) *releaseRun {
 
 func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 	w := job.w
-	l.request(w, msg, control.TypeReleased, 15*time.Second, func(l *loop, _ control.Message, err error) {
-		if err != nil && !w.exited {
+	l.request(w, msg, control.TypeReleased, l.answerWithin(15*time.Second), func(l *loop, _ control.Message, err error) {
+		switch {
+		case err == nil || w.exited:
+		case errors.Is(err, errNoAnswer):
+			l.killStuck(w, err)
+		default:
 			l.workerLog(w).Warn("release worker", "err", err)
 			w.proc.signal(syscall.SIGTERM)
 		}
@@ -547,6 +555,28 @@ func (l *loop) drainDeadline(g *generation) {
 			g.cuts = append(g.cuts, fmt.Sprintf("worker(s) %s killed after --drain-timeout %s: %d request(s) in flight cut", strings.Join(killed, ", "), l.cfg.DrainTimeout, cut))
 		}
 	})
+}
+
+// answerWithin bounds the wait for an old worker's answer to a quiesce or
+// release, d normally, by --drain-timeout and the second of grace after
+// it: a worker that answers nothing within them is stuck (stopped with
+// SIGSTOP, hung), and the drain promises to be over by then.
+func (l *loop) answerWithin(d time.Duration) time.Duration {
+	return min(d, l.cfg.DrainTimeout+time.Second)
+}
+
+// killStuck kills w, a worker being retired that did not answer (err):
+// it serves nothing any more, and waiting for it would hold its
+// generation's drain, and the releases queued behind it, past
+// --drain-timeout. What it held is cut, and its drain says so.
+func (l *loop) killStuck(w *worker, err error) {
+	if w.killed {
+		return // its release, sent before its exit was seen, timed out too
+	}
+	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "err", err)
+	l.countDrainTimeout(w.gen)
+	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) answered nothing (stopped or stuck): killed, what it held cut", w.index, w.pid))
+	w.kill()
 }
 
 // countDrainTimeout counts g's drain as cut at --drain-timeout, once.
