@@ -292,3 +292,25 @@ func TestStuckOldWorkerKilledAtTheDrainTimeout(t *testing.T) {
 		t.Errorf("generation 1 = %+v; want gone", g)
 	}
 }
+
+// A release that crashes in all its workers at once during its probation
+// is rolled back on the first crash; the others are crashes of a
+// generation being retired, not deaths during a drain, which
+// launcher_worker_crashes_total{state="draining"} and the drain's note
+// said (a new user's trial, 4 of 4).
+func TestCrashOfEveryWorkerInProbationIsNoDrainDeath(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 5 * time.Second}, fx, nil)
+	r.behave("v2", behaviour{crashAfter: 300 * time.Millisecond})
+	r.waitStarted()
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+	if err == nil || rep == nil || rep.Verdict != VerdictRolledBack {
+		t.Fatalf("upgrade --wait: %v, report %+v; want rolled back", err, rep)
+	}
+	if strings.Contains(rep.Drain, "died during its drain") {
+		t.Errorf("report's drain %q; want no death during a drain", rep.Drain)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.WorkerCrashes.WithLabelValues(StateDraining)); n != 0 {
+		t.Errorf("worker_crashes_total{draining} = %v; want 0", n)
+	}
+}

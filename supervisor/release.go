@@ -396,7 +396,9 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 	w := job.w
 	l.request(w, msg, control.TypeReleased, l.answerWithin(15*time.Second), func(l *loop, _ control.Message, err error) {
 		switch {
-		case err == nil || w.exited:
+		case err == nil:
+			w.released = true
+		case w.exited:
 		case errors.Is(err, errNoAnswer):
 			l.killStuck(w, err)
 		default:

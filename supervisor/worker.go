@@ -86,6 +86,7 @@ type worker struct {
 	checking  bool        // a health check is under way
 	listening bool        // its sockets are in the reuseport group model
 	stopping  bool        // its exit is expected (drain, stop, abort)
+	released  bool        // it stopped accepting and drains (its release answered)
 	killed    bool        // the supervisor killed it (see kill)
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
