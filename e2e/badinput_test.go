@@ -49,6 +49,7 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 		{"start without command", []string{"start", "--listen", freeAddr(t), "--state-dir", s.stateDir}, 2, "no COMMAND"},
 		// The file would have been replaced by a symlink at start.
 		{"current names a file", []string{"start", "--listen", freeAddr(t), "--current", notExec, "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "a file is there, not a symlink"},
+		{"current in no directory", []string{"start", "--listen", freeAddr(t), "--current", "/nonexistent-dir/current", "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "its directory /nonexistent-dir does not exist"},
 		{"probation without steer", []string{"start", "--listen", freeAddr(t), "--handover", "close", "--probation", "5s", "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "--probation 5s: steer handover only"},
 		{"rollback with nothing to roll back to", []string{"rollback", "--state-dir", s.stateDir}, 1, "no previous release"},
 	}

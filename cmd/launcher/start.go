@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -71,6 +72,9 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			if cfg.Current != "" {
 				// The supervisor replaces what is there by a symlink at
 				// every upgrade: a file or directory would be lost.
+				if fi, err := os.Stat(filepath.Dir(cfg.Current)); err != nil || !fi.IsDir() {
+					return usagef("start: --current %s: its directory %s does not exist", cfg.Current, filepath.Dir(cfg.Current))
+				}
 				if fi, err := os.Lstat(cfg.Current); err == nil && fi.Mode()&os.ModeSymlink == 0 {
 					what := "file"
 					if fi.IsDir() {
