@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,5 +150,24 @@ func TestPeerGone(t *testing.T) {
 	client.Close()
 	if !peerGone(server) {
 		t.Error("peerGone after the client closed = false; want true")
+	}
+}
+
+// TestStatusNamesWorkersThatDidNotAnswer: a worker whose counts cannot be
+// read within the status's second is named, so that the generation's
+// counts, which leave it out, are not taken for the whole (a new user's
+// trial: one of two workers stopped showed 1 in flight of 4).
+func TestStatusNamesWorkersThatDidNotAnswer(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2}, fx, nil)
+	r.behave("v1", behaviour{countsFail: true})
+	r.waitStarted()
+	st, err := r.s.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := st.Generations[0]
+	if want := slices.Sorted(slices.Values(g.PIDs)); !slices.Equal(g.Unanswered, want) {
+		t.Errorf("unanswered %v; want every worker's pid %v", g.Unanswered, want)
 	}
 }

@@ -43,6 +43,7 @@ type behaviour struct {
 	// most control.CollectWait) before it exits.
 	finalMetrics bool
 	scrapeFails  bool // its admin socket answers no scrape
+	countsFail   bool // its admin socket answers no count (stopped, stuck)
 	noHandshakes bool // a library without control.CapHandshakes
 	// ticketKeys: like this library, it lists CapTicketKeys; the keys it
 	// gets are recorded (fakeEffects.gotTickets).
@@ -549,6 +550,12 @@ func (fx *fakeEffects) health(ctx context.Context, admin string) error {
 }
 
 func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts, error) {
+	fx.mu.Lock()
+	b := fx.byAdmin[admin]
+	fx.mu.Unlock()
+	if b.countsFail {
+		return metrics.Counts{}, fmt.Errorf("dial unix %s: i/o timeout", admin)
+	}
 	return metrics.Counts{}, nil
 }
 

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,15 +25,19 @@ type Status struct {
 
 // GenerationStatus describes one generation.
 type GenerationStatus struct {
-	Generation       int       `json:"generation"`
-	Version          string    `json:"version"`
-	State            string    `json:"state"`
-	Path             string    `json:"path"`
-	PIDs             []int     `json:"pids"`
-	InflightRequests int64     `json:"inflight_requests"`
-	OpenConnections  int64     `json:"open_connections"`
-	Restarts         int       `json:"restarts"`
-	Started          time.Time `json:"started"`
+	Generation       int    `json:"generation"`
+	Version          string `json:"version"`
+	State            string `json:"state"`
+	Path             string `json:"path"`
+	PIDs             []int  `json:"pids"`
+	InflightRequests int64  `json:"inflight_requests"`
+	OpenConnections  int64  `json:"open_connections"`
+	// Unanswered are the pids of workers whose counts could not be read
+	// within the second a status allows (stopped, stuck, or gone just
+	// then): InflightRequests and OpenConnections leave them out.
+	Unanswered []int     `json:"unanswered_pids,omitempty"`
+	Restarts   int       `json:"restarts"`
+	Started    time.Time `json:"started"`
 	// ProbationUntil is set on the active generation while the previous
 	// one stands by for it.
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
@@ -51,6 +56,7 @@ type statusView struct {
 
 type statusSocket struct {
 	gi     int // index in gens
+	pid    int
 	socket string
 }
 
@@ -75,7 +81,7 @@ func (l *loop) statusView() statusView {
 		for _, w := range g.live() {
 			gs.PIDs = append(gs.PIDs, w.pid)
 			if w.conn != nil {
-				v.sockets = append(v.sockets, statusSocket{len(v.gens), w.admin})
+				v.sockets = append(v.sockets, statusSocket{len(v.gens), w.pid, w.admin})
 			}
 		}
 		v.gens = append(v.gens, gs)
@@ -102,16 +108,21 @@ func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 		go func() { // bounded by ctx
 			defer wg.Done()
 			c, err := s.fx.counts(ctx, l.socket)
+			mu.Lock()
+			defer mu.Unlock()
+			g := &st.Generations[l.gi]
 			if err != nil {
+				g.Unanswered = append(g.Unanswered, l.pid)
 				return
 			}
-			mu.Lock()
-			st.Generations[l.gi].InflightRequests += c.InflightRequests
-			st.Generations[l.gi].OpenConnections += c.OpenConnections
-			mu.Unlock()
+			g.InflightRequests += c.InflightRequests
+			g.OpenConnections += c.OpenConnections
 		}()
 	}
 	wg.Wait()
+	for i := range st.Generations {
+		slices.Sort(st.Generations[i].Unanswered)
+	}
 	return st, nil
 }
 

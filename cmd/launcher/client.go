@@ -163,8 +163,14 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		if g.ProbationUntil != nil {
 			state += fmt.Sprintf(" (probation %s left)", time.Until(*g.ProbationUntil).Round(100*time.Millisecond))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", g.Generation, g.Version, state,
-			strings.Join(pids, ","), g.InflightRequests, g.OpenConnections, g.Restarts,
+		inflight, conns := fmt.Sprint(g.InflightRequests), fmt.Sprint(g.OpenConnections)
+		if len(g.Unanswered) > 0 {
+			// Counts without the workers that did not answer: at least.
+			inflight, conns = inflight+"+?", conns+"+?"
+			state += fmt.Sprintf(" (not answering: pid %s)", joinPIDs(g.Unanswered))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Generation, g.Version, state,
+			strings.Join(pids, ","), inflight, conns, g.Restarts,
 			time.Since(g.Started).Round(time.Second))
 	}
 	tw.Flush()
@@ -187,4 +193,13 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// joinPIDs lists pids with commas.
+func joinPIDs(pids []int) string {
+	s := make([]string, len(pids))
+	for i, p := range pids {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ",")
 }
