@@ -211,12 +211,13 @@ func (e evExited) apply(l *loop) {
 		// generation starts it again (see rollBackTo).
 		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
 		l.workerLog(w).Warn("worker of the standby generation exited; not restarted while it stands by", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && w.ready && !w.released && !w.killed && diedDraining(w):
-		// Not yet draining: the crash of a generation being retired
-		// before its release, as when a rolled-back release crashes in
-		// all its workers at once. Nothing of a drain was lost.
-		l.workerLog(w).Warn("worker exited before its release: a crash of a generation being retired", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && w.ready && w.released && !w.killed && !w.cut && diedDraining(w):
+	case w.stopping && w.ready && !w.killed && g.state == StateFailed && !w.released && diedDraining(w):
+		// A release rolled back from (it crashed, or the judge found it
+		// worse) whose worker dies before its release is answered: the
+		// same release failing again, as when it crashes in all its
+		// workers at once, not a drain's loss.
+		l.workerLog(w).Warn("worker of a failed generation exited before its release", "err", w.exitErr, "stderr", w.tail.last(3))
+	case w.stopping && w.ready && !w.killed && !w.cut && diedDraining(w):
 		// Only a worker that got ready served: one that exits before is
 		// its upgrade's failure, reported as such.
 		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
