@@ -294,23 +294,49 @@ func TestStuckOldWorkerKilledAtTheDrainTimeout(t *testing.T) {
 }
 
 // A release that crashes in all its workers at once during its probation
-// is rolled back on the first crash; the others are crashes of a
-// generation being retired, not deaths during a drain, which
-// launcher_worker_crashes_total{state="draining"} and the drain's note
-// said (a new user's trial, 4 of 4).
+// is rolled back on the first crash; the others are that release failing
+// again, counted as active workers' crashes, not as deaths during a drain,
+// which launcher_worker_crashes_total{state="draining"} and the drain's
+// note said (a new user's trial, 4 of 4; a later one found them counted
+// nowhere).
 func TestCrashOfEveryWorkerInProbationIsNoDrainDeath(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 2, Probation: 5 * time.Second}, fx, nil)
-	r.behave("v2", behaviour{crashAfter: 300 * time.Millisecond})
 	r.waitStarted()
-	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
-	if err == nil || rep == nil || rep.Verdict != VerdictRolledBack {
-		t.Fatalf("upgrade --wait: %v, report %+v; want rolled back", err, rep)
+	type result struct {
+		rep *UpgradeReport
+		err error
 	}
-	if strings.Contains(rep.Drain, "died during its drain") {
-		t.Errorf("report's drain %q; want no death during a drain", rep.Drain)
+	done := make(chan result, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+		done <- result{rep, err}
+	}()
+	eventually(t, "generation 2 in its probation", func() error {
+		if g := r.gen(2); g.State != StateActive || g.ProbationUntil == nil || len(g.PIDs) != 2 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	for _, pid := range r.gen(2).PIDs { // at once, as a release that crashes does
+		fx.proc(pid).die()
+	}
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("upgrade --wait did not end")
+	}
+	if res.err == nil || res.rep == nil || res.rep.Verdict != VerdictRolledBack {
+		t.Fatalf("upgrade --wait: %v, report %+v; want rolled back", res.err, res.rep)
+	}
+	if strings.Contains(res.rep.Drain, "died during its drain") {
+		t.Errorf("report's drain %q; want no death during a drain", res.rep.Drain)
 	}
 	if n := testutil.ToFloat64(r.s.metrics.WorkerCrashes.WithLabelValues(StateDraining)); n != 0 {
 		t.Errorf("worker_crashes_total{draining} = %v; want 0", n)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.WorkerCrashes.WithLabelValues(StateActive)); n != 2 {
+		t.Errorf("worker_crashes_total{active} = %v; want 2, one per crash", n)
 	}
 }

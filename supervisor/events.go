@@ -216,6 +216,9 @@ func (e evExited) apply(l *loop) {
 		// worse) whose worker dies before its release is answered: the
 		// same release failing again, as when it crashes in all its
 		// workers at once, not a drain's loss.
+		// It crashed as an active worker (the rollback came a moment
+		// before, at another worker's crash).
+		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
 		l.workerLog(w).Warn("worker of a failed generation exited before its release", "err", w.exitErr, "stderr", w.tail.last(3))
 	case w.stopping && w.ready && !w.killed && !w.cut && diedDraining(w):
 		// Only a worker that got ready served: one that exits before is
