@@ -283,15 +283,20 @@ func watchSilence(ctx context.Context, dir, cmd string, first time.Duration, ans
 			} else {
 				stoppedSince = time.Time{}
 			}
-			silent := false
+			read := false
 			select {
 			case <-answered:
+				read = true
 			default:
-				silent = cmd == "status" && now.Sub(start) >= first
 			}
+			silent := !read && cmd == "status" && now.Sub(start) >= first
 			switch {
-			case !stoppedSince.IsZero() && now.Sub(stoppedSince) >= first:
-				giveUp(fmt.Sprintf("%s: the supervisor (pid %d) has been stopped (kill -STOP) for %s; once it runs again (kill -CONT %d) it drops the command, unless it had read it already", cmd, pid, first, pid))
+			case !stoppedSince.IsZero() && (now.Sub(stoppedSince) >= first || silent):
+				what := "once it runs again (kill -CONT %d) it drops the command, unless it had read it already"
+				if read {
+					what = "it has read the command, and carries it on once it runs again (kill -CONT %d)"
+				}
+				giveUp(fmt.Sprintf("%s: the supervisor (pid %d) has been stopped (kill -STOP) for %s; "+what, cmd, pid, first, pid))
 				return
 			case silent:
 				giveUp(fmt.Sprintf("%s: the supervisor%s has not answered in %s: is it stuck?", cmd, pidNote(pid), first))

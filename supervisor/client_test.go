@@ -111,8 +111,13 @@ func TestClientGivesUpOnAStoppedSupervisor(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("Stop took %s; want about 300ms after the stop was seen", took)
 	}
-	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("stop: the supervisor (pid %d) has been stopped (kill -STOP) for 300ms", sup.Process.Pid)) {
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("stop: the supervisor (pid %d) has been stopped (kill -STOP) for 300ms; once it runs again", sup.Process.Pid)) {
 		t.Errorf("Stop = %v; want: the supervisor has been stopped", err)
+	}
+	// status, which gives up on silence too, names the stop.
+	_, err = c.Status(ctx)
+	if err == nil || !strings.Contains(err.Error(), "status: the supervisor") || !strings.Contains(err.Error(), "has been stopped (kill -STOP)") {
+		t.Errorf("Status = %v; want: the supervisor has been stopped", err)
 	}
 }
 
