@@ -164,14 +164,21 @@ func TestPeerGone(t *testing.T) {
 // trial: one of two workers stopped showed 1 in flight of 4).
 func TestStatusNamesWorkersThatDidNotAnswer(t *testing.T) {
 	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 2}, fx, nil)
-	r.behave("v1", behaviour{countsFail: true})
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, nil)
 	r.waitStarted()
+	// Set before its workers start: they take their behaviour then.
+	r.behave("v2", behaviour{countsFail: true})
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
 	st, err := r.s.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := st.Generations[0]
+	g := st.Generations[len(st.Generations)-1]
+	if g.Version != "v2" {
+		t.Fatalf("last generation %+v; want v2's", g)
+	}
 	if want := slices.Sorted(slices.Values(g.PIDs)); !slices.Equal(g.Unanswered, want) {
 		t.Errorf("unanswered %v; want every worker's pid %v", g.Unanswered, want)
 	}
