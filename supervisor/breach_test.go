@@ -265,14 +265,18 @@ func TestCrashWithNoStandbyEndsAtOnce(t *testing.T) {
 func TestStuckOldWorkerKilledAtTheDrainTimeout(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 500 * time.Millisecond}, fx, nil)
-	r.behave("v1", behaviour{mute: true})
 	r.waitStarted()
+	// Set before its workers start: they take their behaviour then.
+	r.behave("v2", behaviour{mute: true})
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
 	st := &steps{}
 	var drained string
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := r.s.Upgrade(ctx, "v2", true, func(p Progress) {
+	_, err := r.s.Upgrade(ctx, "v3", true, func(p Progress) {
 		st.add(p)
 		if p.Step == StepDrained {
 			drained = p.String()
@@ -288,8 +292,8 @@ func TestStuckOldWorkerKilledAtTheDrainTimeout(t *testing.T) {
 	if !strings.Contains(drained, "answered nothing (stopped or stuck): killed") {
 		t.Errorf("drained step %q; want it to name the stuck worker killed", drained)
 	}
-	if g := r.gen(1); len(g.PIDs) != 0 {
-		t.Errorf("generation 1 = %+v; want gone", g)
+	if g := r.gen(2); len(g.PIDs) != 0 {
+		t.Errorf("generation 2 = %+v; want gone", g)
 	}
 }
 
