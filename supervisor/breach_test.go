@@ -208,21 +208,7 @@ func TestCrashWithNoStandbyEndsAtOnce(t *testing.T) {
 	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
 	r.waitStarted()
 	old := r.gen(1).PIDs
-	type result struct {
-		rep *UpgradeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
-		done <- result{rep, err}
-	}()
-	eventually(t, "generation 2 in its probation", func() error {
-		if g := r.gen(2); g.State != StateActive || g.ProbationUntil == nil {
-			return fmt.Errorf("generation 2 = %+v", g)
-		}
-		return nil
-	})
+	done := r.probationStep(t, 1)
 	for _, pid := range old {
 		fx.proc(pid).die()
 	}
@@ -234,12 +220,7 @@ func TestCrashWithNoStandbyEndsAtOnce(t *testing.T) {
 	})
 	crashed := r.gen(2).PIDs[0]
 	fx.proc(crashed).die()
-	var res result
-	select {
-	case res = <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("upgrade --wait did not end within 5 s of the crash (the probation lasts 20 s)")
-	}
+	res := awaitResult(t, done, 5*time.Second) // the probation lasts 20 s
 	if res.err == nil || !strings.Contains(res.err.Error(), "crashed during its probation") || !strings.Contains(res.err.Error(), "no rollback possible") {
 		t.Errorf("upgrade --wait: %v; want an error: crashed during its probation, no rollback possible", res.err)
 	}
@@ -307,30 +288,11 @@ func TestCrashOfEveryWorkerInProbationIsNoDrainDeath(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 2, Probation: 5 * time.Second}, fx, nil)
 	r.waitStarted()
-	type result struct {
-		rep *UpgradeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
-		done <- result{rep, err}
-	}()
-	eventually(t, "generation 2 in its probation", func() error {
-		if g := r.gen(2); g.State != StateActive || g.ProbationUntil == nil || len(g.PIDs) != 2 {
-			return fmt.Errorf("generation 2 = %+v", g)
-		}
-		return nil
-	})
+	done := r.probationStep(t, 2)
 	for _, pid := range r.gen(2).PIDs { // at once, as a release that crashes does
 		fx.proc(pid).die()
 	}
-	var res result
-	select {
-	case res = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("upgrade --wait did not end")
-	}
+	res := awaitResult(t, done, 10*time.Second)
 	if res.err == nil || res.rep == nil || res.rep.Verdict != VerdictRolledBack {
 		t.Fatalf("upgrade --wait: %v, report %+v; want rolled back", res.err, res.rep)
 	}

@@ -138,6 +138,37 @@ func (r *rig) canaryStep(t *testing.T, interval time.Duration) <-chan canaryResu
 	return done
 }
 
+// probationStep starts an upgrade to v2 with --wait, returns once
+// generation 2 serves in its probation with workers workers, and sends
+// how the upgrade ended.
+func (r *rig) probationStep(t *testing.T, workers int) <-chan canaryResult {
+	t.Helper()
+	done := make(chan canaryResult, 1)
+	go func() {
+		_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+		done <- canaryResult{rep, err}
+	}()
+	eventually(t, "generation 2 in its probation", func() error {
+		if g := r.gen(2); g.State != StateActive || g.ProbationUntil == nil || len(g.PIDs) != workers {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	return done
+}
+
+// awaitResult waits at most within for an upgrade's end from done.
+func awaitResult(t *testing.T, done <-chan canaryResult, within time.Duration) canaryResult {
+	t.Helper()
+	select {
+	case res := <-done:
+		return res
+	case <-time.After(within):
+		t.Fatalf("upgrade --wait did not end within %s", within)
+		return canaryResult{}
+	}
+}
+
 // upgradeWith runs a canary upgrade and returns its steps and report.
 func (r *rig) upgradeWith(version string, opts UpgradeOptions) (*steps, *UpgradeReport, error) {
 	st := &steps{}

@@ -149,12 +149,9 @@ func printStatus(w io.Writer, st supervisor.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GEN\tVERSION\tSTATE\tPIDS\tINFLIGHT\tCONNS\tRESTARTS\tAGE")
 	for _, g := range st.Generations {
-		pids := make([]string, len(g.PIDs))
-		for i, p := range g.PIDs {
-			pids[i] = fmt.Sprint(p)
-		}
-		if len(pids) == 0 {
-			pids = []string{"-"}
+		pids := joinPIDs(g.PIDs)
+		if pids == "" {
+			pids = "-"
 		}
 		state := g.State
 		if g.Weight > 0 && g.Weight < 100 {
@@ -170,7 +167,7 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			state += fmt.Sprintf(" (not answering: pid %s)", joinPIDs(g.Unanswered))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Generation, g.Version, state,
-			strings.Join(pids, ","), inflight, conns, g.Restarts,
+			pids, inflight, conns, g.Restarts,
 			time.Since(g.Started).Round(time.Second))
 	}
 	tw.Flush()
