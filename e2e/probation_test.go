@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -184,4 +186,49 @@ func TestProbationRollbackAndPass(t *testing.T) {
 	if got := metricValue(t, maddr, `launcher_upgrades_total{result="success"}`); got != 2 {
 		t.Errorf(`upgrades_total{result="success"} = %v; want 2 (start, v3)`, got)
 	}
+}
+
+// TestRollbackPassesOverAStoppedStandbyWorker: one of the standby
+// generation's two workers is stopped (kill -STOP) during a probation,
+// then `launcher rollback --wait`. The stopped worker is killed and left
+// out of the program, traffic goes back to the other at once, the stopped
+// one is replaced, and the rollback names it. Before, the steer back
+// named its socket: its new connections hung in its accept queue (and a
+// steer it carried never came), while the rollback said "serves again"
+// (a new user's trial, 4 of 4).
+func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
+	s := startSup(t, "--workers", "2", "--probation", "1m")
+	v1 := activeGen(s.status())
+	if out, errOut, code := s.cli("upgrade", "v2"); code != 0 {
+		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	stopped := v1.PIDs[1]
+	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(stopped, syscall.SIGCONT) // if the supervisor left it stopped
+	start := time.Now()
+	out, errOut, code := s.cli("rollback", "--wait")
+	t.Logf("rollback --wait: exit %d after %s\n%s%s", code, time.Since(start).Round(time.Millisecond), out, errOut)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("(pid %d) of generation %d was stopped", stopped, v1.Generation)) {
+		t.Errorf("rollback --wait: exit %d, stdout %q; want exit 0, naming the stopped worker", code, out)
+	}
+	// Every new connection answered by v1, none waiting on the stopped
+	// worker's queue: loadgen's timeout is 2 s.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := loadgen.Run(ctx, loadgen.Config{Addr: s.addr, Mode: loadgen.NewConn, Workers: 4, Duration: 20 * time.Second, MaxRequests: 1000, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 1000 || res.Failures() != 0 || res.Versions["v1"] != 1000 {
+		t.Errorf("after the rollback: %d requests, %d failed (%v), versions %v; want 1000, all answered by v1", res.Requests, res.Failures(), res.Samples, res.Versions)
+	}
+	eventually(t, 10*time.Second, "generation 1 active on 2 workers, the stopped one replaced", func() error {
+		g := activeGen(s.status())
+		if g == nil || g.Generation != v1.Generation || len(g.PIDs) != 2 || slices.Contains(g.PIDs, stopped) || !slices.Contains(g.PIDs, v1.PIDs[0]) {
+			return fmt.Errorf("active = %+v", g)
+		}
+		return nil
+	})
 }

@@ -306,3 +306,119 @@ func TestCrashOfEveryWorkerInProbationIsNoDrainDeath(t *testing.T) {
 		t.Errorf("worker_crashes_total{active} = %v; want 2, one per crash", n)
 	}
 }
+
+// A rollback to a standby generation one of whose workers is stopped
+// (SIGSTOP, a tracer) passes over that worker: it is killed and left out
+// of the program, traffic goes back to the others at once, the worker is
+// restarted, and the rollback says so. The steer back named the stopped
+// worker's socket, whose new connections would have waited in its accept
+// queue, and when that worker carried the steer it never came, leaving
+// the program on the generation rolled back from (a new user's trial, 4
+// of 4, said "serves again" all the same). Each of the two workers is
+// tried: one of them is the one the steer goes through.
+func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
+	for i := range 2 {
+		t.Run(fmt.Sprintf("worker %d stopped", i), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.kernel = &kernelGroup{}
+			r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second}, fx, nil)
+			r.waitStarted()
+			done := r.probationStep(t, 2)
+			old := r.gen(1).PIDs
+			stopped, running := old[i], old[1-i]
+			fx.proc(stopped).stop()
+			steersBefore := len(fx.kernelPrograms())
+			var reason string
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := r.s.Rollback(ctx, true, func(p Progress) {
+				if p.Step == StepRolledBack {
+					reason = p.Reason
+				}
+			})
+			if err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("rollback --wait took %s; want well under the 5 s a steer through a stopped worker waits", took)
+			}
+			if !strings.Contains(reason, fmt.Sprintf("worker %d (pid %d) of generation 1 was stopped", i, stopped)) {
+				t.Errorf("rolled-back step's reason %q; want it to name the stopped worker", reason)
+			}
+			if res := awaitResult(t, done, 5*time.Second); res.err == nil || !strings.Contains(res.err.Error(), "was stopped") {
+				t.Errorf("upgrade --wait: %v; want rolled back, naming the stopped worker", res.err)
+			}
+			if !fx.proc(stopped).wasKilled() {
+				t.Errorf("stopped worker (pid %d) not killed", stopped)
+			}
+			eventually(t, "generation 1 serving on 2 workers again, the stopped one replaced", func() error {
+				if g := r.gen(1); g.State != StateActive || len(g.PIDs) != 2 || slices.Contains(g.PIDs, stopped) || !slices.Contains(g.PIDs, running) {
+					return fmt.Errorf("generation 1 = %+v", g)
+				}
+				return nil
+			})
+			programs := fx.kernelPrograms()[steersBefore:]
+			if len(programs) == 0 {
+				t.Fatal("no steer after the rollback")
+			}
+			for _, named := range programs {
+				if slices.Contains(named, stopped) {
+					t.Errorf("a program after the rollback named the stopped worker's socket: pids %v (all: %v)", named, programs)
+				}
+			}
+			if first := programs[0]; !slices.Equal(first, []int{running}) {
+				t.Errorf("first program after the rollback named pids %v; want only the running standby worker %d", first, running)
+			}
+			for _, v := range fx.kernelViolations() {
+				t.Error(v)
+			}
+		})
+	}
+}
+
+// A steer that its worker never answers (hung, not stopped: nothing tells
+// it from a slow one until the steer's timeout) goes through another
+// worker then, rather than through the same one again: after a rollback
+// to a standby generation with a hung worker, the program came back to it
+// never (each steer went through the hung worker, the agent preferred,
+// and timed out). Each of the two workers hangs in turn: one of them is
+// the steer's agent.
+func TestSteerGoesThroughAnotherWorkerAfterASilentOne(t *testing.T) {
+	fellBack := 0
+	for i := range 2 {
+		t.Run(fmt.Sprintf("worker %d hung", i), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.kernel = &kernelGroup{}
+			// A short drain timeout: the hung worker is killed at its
+			// end when the rig stops.
+			r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, DrainTimeout: 200 * time.Millisecond}, fx, func(r *rig) {
+				r.s.loop.steer.timeout = 300 * time.Millisecond
+			})
+			r.waitStarted()
+			done := r.probationStep(t, 2)
+			old := r.gen(1).PIDs
+			fx.proc(old[i]).hang()
+			steersBefore := len(fx.kernelPrograms())
+			if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			awaitResult(t, done, 5*time.Second)
+			// A hung worker cannot be told from a slow one: the program
+			// still names it, but it is in place.
+			eventually(t, "the program back on generation 1", func() error {
+				programs := fx.kernelPrograms()[steersBefore:]
+				if len(programs) == 0 || !slices.Equal(slices.Sorted(slices.Values(programs[len(programs)-1])), slices.Sorted(slices.Values(old))) {
+					return fmt.Errorf("programs since the rollback name pids %v; want the last to name %v", programs, old)
+				}
+				return nil
+			})
+			if strings.Contains(r.log.String(), "worker answered no steer: steering through another") {
+				fellBack++
+			}
+		})
+	}
+	if fellBack == 0 {
+		t.Error("neither hung worker carried a steer: the test no longer covers the fallback")
+	}
+}

@@ -78,6 +78,10 @@ type process interface {
 	// done is closed once the process has exited; exitErr then says how.
 	done() <-chan struct{}
 	exitErr() error
+	// stopped reports whether the process is stopped by a signal
+	// (SIGSTOP, SIGTSTP) or by a tracer: state T or t in /proc/PID/stat,
+	// proc(5). A stopped process answers nothing until SIGCONT.
+	stopped() bool
 	// release lets go of a process this supervisor will not watch.
 	release()
 }

@@ -69,6 +69,39 @@ type fakeProc struct {
 	started  time.Time
 	// saidHello: it has said hello (guarded by fx.mu).
 	saidHello bool
+	// sigstopped: stopped as by SIGSTOP (see stop); hung: answers nothing,
+	// as a deadlocked process, though it runs (see hang).
+	sigstopped, hung bool
+}
+
+// hang makes p answer nothing any more, on its control connection or its
+// admin socket, as a deadlocked process: its state does not read stopped.
+func (p *fakeProc) hang() {
+	p.mu.Lock()
+	p.hung = true
+	p.mu.Unlock()
+}
+
+// silent reports whether p answers nothing: stopped or hung.
+func (p *fakeProc) silent() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sigstopped || p.hung
+}
+
+// stop stops p as SIGSTOP would: it answers nothing any more, neither on
+// its control connection nor on its admin socket, and its state reads
+// stopped.
+func (p *fakeProc) stop() {
+	p.mu.Lock()
+	p.sigstopped = true
+	p.mu.Unlock()
+}
+
+func (p *fakeProc) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sigstopped && !p.killed
 }
 
 func (p *fakeProc) pid() int              { return p.id }
@@ -186,6 +219,7 @@ type kernelGroup struct {
 	program    []int
 	violations []string
 	events     []string // "steer" and "close", in order
+	named      [][]int  // the pids each program named when it came, in order
 }
 
 func (k *kernelGroup) check(when string) {
@@ -270,6 +304,14 @@ func (fx *fakeEffects) closeSockets(pid int) {
 	}
 }
 
+// kernelPrograms returns the pids each program named when it came, in
+// order.
+func (fx *fakeEffects) kernelPrograms() [][]int {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	return append([][]int(nil), fx.kernel.named...)
+}
+
 // kernelViolations returns the checks of the kernel model that failed.
 func (fx *fakeEffects) kernelViolations() []string {
 	fx.mu.Lock()
@@ -342,9 +384,16 @@ func (fx *fakeEffects) record(pid int, m control.Message) {
 	}
 	if m.Type == control.TypeSteer {
 		fx.steers = append(fx.steers, m.Slots)
-		if fx.kernel != nil {
-			fx.kernel.program = m.Slots
-			fx.kernel.events = append(fx.kernel.events, "steer")
+		if k := fx.kernel; k != nil {
+			k.program = m.Slots
+			k.events = append(k.events, "steer")
+			var named []int
+			for _, slot := range m.Slots {
+				if slot < len(k.socks) {
+					named = append(named, k.socks[slot])
+				}
+			}
+			k.named = append(k.named, named)
 		}
 	}
 	if k := fx.kernel; k != nil && (m.Type == control.TypeQuiesce || m.Type == control.TypeRelease) {
@@ -496,6 +545,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		if err != nil {
 			return
 		}
+		if p.silent() {
+			continue // read by nobody, carried out never: not recorded
+		}
 		fx.record(p.id, m)
 		if b.mute && (m.Type == control.TypeQuiesce || m.Type == control.TypeRelease) {
 			continue
@@ -553,7 +605,7 @@ func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts
 	fx.mu.Lock()
 	b := fx.byAdmin[admin]
 	fx.mu.Unlock()
-	if b.countsFail {
+	if b.countsFail || fx.silentAt(admin) {
 		return metrics.Counts{}, fmt.Errorf("dial unix %s: i/o timeout", admin)
 	}
 	return metrics.Counts{}, nil
@@ -683,6 +735,16 @@ func (fx *fakeEffects) proc(pid int) *fakeProc {
 		}
 	}
 	return nil
+}
+
+// silentAt reports whether the worker whose admin socket is admin
+// answers nothing: stopped or hung (see fakeProc.stop and hang).
+func (fx *fakeEffects) silentAt(admin string) bool {
+	fx.mu.Lock()
+	pid := fx.pidAt[admin]
+	fx.mu.Unlock()
+	p := fx.proc(pid)
+	return p != nil && p.silent()
 }
 
 // rig is a supervisor on fake effects, running.

@@ -312,7 +312,7 @@ func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metric
 		// One reading can be a cold start's or a loaded machine's
 		// moment: the next one, a JudgeEvery later, confirms it.
 		l.genLog(g).Info("judge: breach, to be confirmed at the next reading", "breach", breach, "reason", reason)
-	case len(takeBack(p.workers)) == 0:
+	case len(l.wakeStandby(p)) == 0:
 		// The old generation has no worker left to take traffic back:
 		// the new one serves on, and the verdict says so at once (see
 		// serveOnBreached).

@@ -87,6 +87,7 @@ func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adm
 		byToken: map[string]*worker{},
 		pending: map[uint64]*pendingRequest{},
 		maxKept: defaultMaxKept,
+		steer:   steerState{timeout: steerTimeout},
 		tickets: tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
 	}
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -39,6 +40,7 @@ type probation struct {
 	breach    string     // breachErrors or breachLatency when judged
 	figures   string     // both generations' figures when judged
 	follower  *opRequest // an `upgrade --wait` following it, or nil
+	woken     []string   // standby workers killed as stopped (see wakeStandby)
 	// requester is a `rollback --wait` that ended it, answered once the
 	// generation rolled back from has exited; nil otherwise.
 	requester *opRequest
@@ -74,7 +76,7 @@ func (p *probation) phase() string {
 // runs, listens and is ready, and none is being released.
 func canStandBy(workers []*worker) bool {
 	for _, w := range workers {
-		if w.exited || !w.ready || !w.listening || w.stopping {
+		if w.exited || w.killed || !w.ready || !w.listening || w.stopping {
 			return false
 		}
 	}
@@ -82,17 +84,47 @@ func canStandBy(workers []*worker) bool {
 }
 
 // takeBack returns those of workers that can take traffic back at once:
-// running, listening, ready and not being released. A standby generation
-// that lost a worker still takes traffic back on the others: fewer
-// workers of a known release beat a release judged or seen failing.
+// running, listening, ready and neither being released nor killed. A
+// standby generation that lost a worker still takes traffic back on the
+// others: fewer workers of a known release beat a release judged or seen
+// failing.
 func takeBack(workers []*worker) []*worker {
 	var out []*worker
 	for _, w := range workers {
-		if !w.exited && w.ready && w.listening && !w.stopping {
+		if !w.exited && !w.killed && w.ready && w.listening && !w.stopping {
 			out = append(out, w)
 		}
 	}
 	return out
+}
+
+// wakeStandby returns the workers of p's standby generation that can take
+// traffic back now, as takeBack, after killing those whose process is
+// stopped (SIGSTOP, a tracer: see process.stopped). A stopped worker
+// answers nothing: steered back to, its new connections would wait in
+// its accept queue, and a steer it carried would hang. Killed, it leaves
+// the program at once, and its generation restarts it once it serves
+// again (its exit is an active worker's). Each kill is noted in p.woken
+// for the rollback's messages. Reading /proc/PID/stat takes microseconds:
+// this runs only when traffic is about to go back.
+func (l *loop) wakeStandby(p *probation) []*worker {
+	for _, w := range takeBack(p.workers) {
+		if w.proc.stopped() {
+			l.workerLog(w).Warn("worker of the standby generation is stopped (SIGSTOP or a tracer): killed, not steered back to")
+			p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d was stopped (SIGSTOP or a tracer): killed, and restarted once its generation serves", w.index, w.pid, w.gen.num))
+			w.kill()
+		}
+	}
+	return takeBack(p.workers)
+}
+
+// wokenNote is "; " and p's notes of standby workers killed as stopped,
+// or "".
+func (p *probation) wokenNote() string {
+	if len(p.woken) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(p.woken, "; ")
 }
 
 // runningProbation returns g's probation if it has not ended.
@@ -268,7 +300,7 @@ func (l *loop) crashInProbation(w *worker) bool {
 		return false
 	}
 	p.crash = fmt.Sprintf("worker %d (pid %d) %v%s", w.index, w.pid, w.exitErr, stderrTail(w.tail.last(3)))
-	if len(takeBack(p.workers)) == 0 {
+	if len(l.wakeStandby(p)) == 0 {
 		// No standby worker left to give traffic back to: g serves on
 		// (the caller restarts w), but its upgrade failed, as a judged
 		// breach with no standby does; it passed its probation before.
@@ -314,9 +346,18 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	// be taken by whatever the kernel moved into it. The state file first
 	// (a small write), so a restarted supervisor steers the same way.
 	l.flushState()
+	// g is retired once the program is back on old (retireG, below): a
+	// quiesce that began while new connections still met g's sockets
+	// would wait for them, and one that timed out would cut them.
+	steered := false
+	var retireG func(*loop)
 	l.resteer(func(l *loop, err error) {
 		if err != nil {
 			l.genLog(old).Warn("steer back to the standby generation", "err", err)
+		}
+		steered = true
+		if retireG != nil {
+			retireG(l)
 		}
 	})
 	for _, w := range p.workers {
@@ -338,22 +379,22 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 			"restored_generation", old.num, "restored_version", old.release.Version)
 		l.m.Rollbacks.WithLabelValues("crashed").Inc()
 		rep = l.decide(g, p, VerdictRolledBack, "crashed: "+p.crash)
-		err = fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again",
-			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version)
+		err = fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again%s",
+			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version, p.wokenNote())
 	case probationJudged:
 		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) breached its judged %s: %s; generation %d (%s) serves again", g.num, g.release.Version, phase, p.crash, old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version, "breach", p.breach, "figures", p.figures,
 			"restored_generation", old.num, "restored_version", old.release.Version)
 		l.m.Rollbacks.WithLabelValues(p.breach).Inc()
 		rep = l.decide(g, p, VerdictRolledBack, p.breach+": "+p.crash)
-		err = fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again; figures: %s",
-			g.release.Version, phase, p.crash, old.num, old.release.Version, p.figures)
+		err = fmt.Errorf("upgrade to %s: rolled back during its %s: %s; generation %d (%s) serves again%s; figures: %s",
+			g.release.Version, phase, p.crash, old.num, old.release.Version, p.wokenNote(), p.figures)
 	default:
 		l.log.Warn(fmt.Sprintf("rolled back on request: generation %d (%s) serves again", old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version)
 		l.m.Rollbacks.WithLabelValues("requested").Inc()
 		rep = l.decide(g, p, VerdictRolledBack, "rollback requested during the "+phase)
-		err = fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again", g.release.Version, old.num, old.release.Version)
+		err = fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again%s", g.release.Version, old.num, old.release.Version, p.wokenNote())
 	}
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 	if err := l.fx.repoint(old.release); err != nil {
@@ -370,10 +411,15 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		p.requester.emit(drainedStep(g, d))
 		p.requester.finish(Progress{}, nil)
 	}
-	if live := g.live(); len(live) > 0 {
-		l.retire(g, live, gone)
-	} else {
-		gone(l, 0)
+	retireG = func(l *loop) {
+		if live := g.live(); len(live) > 0 {
+			l.retire(g, live, gone)
+		} else {
+			gone(l, 0)
+		}
+	}
+	if steered { // at once: no steer to wait for (another handover, no socket)
+		retireG(l)
 	}
 }
 
@@ -392,11 +438,11 @@ func (c cmdRollback) apply(l *loop) {
 	if g := l.active; g != nil {
 		// A canary or probation goes on while a newer upgrade starts (it
 		// ends only once that one is ready), and so can be rolled back.
-		if p := g.runningProbation(); p != nil && len(takeBack(p.workers)) > 0 {
+		if p := g.runningProbation(); p != nil && len(l.wakeStandby(p)) > 0 {
 			// The previous generation is still listening: no restart.
 			old := p.standby
 			back := Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
-				Reason: "it was on standby, traffic went straight back", Other: g.num, OtherVersion: g.release.Version}
+				Reason: "it was on standby, traffic went straight back" + p.wokenNote(), Other: g.num, OtherVersion: g.release.Version}
 			c.req.emit(back)
 			c.req.sum = back
 			if c.req.wait {

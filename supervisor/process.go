@@ -43,6 +43,11 @@ func (p *childProc) pid() int              { return p.cmd.Process.Pid }
 func (p *childProc) done() <-chan struct{} { return p.exit }
 func (p *childProc) exitErr() error        { <-p.exit; return p.err }
 func (p *childProc) release()              {}
+func (p *childProc) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.reaped && processStopped(p.pid()) // once reaped, its pid may name another process
+}
 func (p *childProc) signal(sig syscall.Signal) {
 	select {
 	case <-p.exit:
@@ -176,6 +181,14 @@ func (p *adoptedProc) release() {
 	}
 }
 func (p *adoptedProc) exitErr() error { return errAdoptedExit }
+func (p *adoptedProc) stopped() bool {
+	select {
+	case <-p.exit:
+		return false
+	default:
+		return processStopped(p.id)
+	}
+}
 func (p *adoptedProc) kill() {
 	p.signal(syscall.SIGKILL)
 	if p.tree != nil {

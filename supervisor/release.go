@@ -76,7 +76,17 @@ type steerState struct {
 	inflight bool
 	again    bool
 	next     []func(*loop, error) // wait for a steer computed after they asked
+	// silent is the worker that answered no steer in time (hung, not
+	// stopped: see wakeStandby): the next steers go through another, if
+	// any is left.
+	silent  *worker
+	timeout time.Duration // for a worker's answer to a steer: steerTimeout
 }
+
+// steerTimeout bounds the wait for a worker's answer to a steer: an
+// attach takes microseconds, so a worker silent this long is stopped or
+// hung.
+const steerTimeout = 5 * time.Second
 
 // errNoAgent: no worker of the group is connected to carry a steer.
 var errNoAgent = errors.New("no connected worker in the reuseport group")
@@ -120,7 +130,7 @@ func (l *loop) issueSteer() {
 	// program is the group's, whoever attaches it.
 	var agent *worker
 	for _, w := range l.group.Members() {
-		if w.conn != nil && !w.exited && (agent == nil || w.gen == l.active) {
+		if w.conn != nil && !w.exited && !w.killed && (agent == nil || agent == l.steer.silent || w.gen == l.active && w != l.steer.silent) {
 			agent = w
 		}
 	}
@@ -130,8 +140,16 @@ func (l *loop) issueSteer() {
 	}
 	l.steer.inflight = true
 	group := l.group.Len()
-	l.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, 5*time.Second, func(l *loop, _ control.Message, err error) {
+	l.request(agent, control.Message{Type: control.TypeSteer, Slots: slots}, control.TypeSteered, l.steer.timeout, func(l *loop, _ control.Message, err error) {
 		l.steer.inflight = false
+		if err == nil && agent == l.steer.silent {
+			l.steer.silent = nil
+		}
+		if errors.Is(err, errNoAnswer) && l.steer.silent != agent {
+			// Once more through another worker, if one is left.
+			l.workerLog(agent).Warn("worker answered no steer: steering through another", "err", err)
+			l.steer.silent, l.steer.again = agent, true
+		}
 		if err != nil {
 			err = fmt.Errorf("steer to %v: %w", slots, err)
 		} else {
@@ -155,14 +173,14 @@ func (l *loop) desiredSlots() []int {
 		}
 		return l.group.Slots(keep)
 	}
-	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited })
+	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed })
 	p := active.runningProbation()
 	if p == nil || p.weight >= 100 {
 		return cur
 	}
 	standby := p.standby
 	prev := slots(func(w *worker) bool {
-		return w.gen == standby && w.ready && w.listening && !w.exited && !w.stopping
+		return w.gen == standby && w.ready && w.listening && !w.exited && !w.killed && !w.stopping
 	})
 	return weightedSlots(cur, prev, p.weight)
 }
@@ -190,7 +208,7 @@ type releaseRun struct {
 
 // activeReady reports whether w is a ready worker of the active
 // generation: the sockets a release steers to.
-func (l *loop) activeReady(w *worker) bool { return w.gen == l.active && w.ready }
+func (l *loop) activeReady(w *worker) bool { return w.gen == l.active && w.ready && !w.killed }
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
 // before it closes, for a worker that does not know control.Message.Quick
