@@ -34,6 +34,7 @@ type Supervisor struct {
 	releasesAbs  string // --releases, absolute
 	metrics      *metrics.Supervisor
 	registry     *prometheus.Registry
+	metricsLn    net.Listener // --metrics, bound by New; nil without it
 	// scrapeCache serves a live worker's last counters in a scrape of
 	// /metrics it misses (metrics.WorkerGatherer.Cache); owned by the
 	// gatherer, which locks it.
@@ -47,8 +48,9 @@ type Supervisor struct {
 	runOnce     sync.Once
 }
 
-// New checks cfg and takes the state directory. Close it with Run's return
-// or, if Run is never called, with [Supervisor.Close].
+// New checks cfg, takes the state directory and binds [Config.MetricsAddr]
+// (an address in use is an error: `--metrics ADDR: listen tcp …`). Close it
+// with Run's return or, if Run is never called, with [Supervisor.Close].
 func New(cfg Config) (*Supervisor, error) {
 	return newSupervisor(cfg, nil)
 }
@@ -82,6 +84,14 @@ func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 	if s.dir, err = openStateDir(cfg.StateDir); err != nil {
 		return nil, err
 	}
+	if cfg.MetricsAddr != "" {
+		// Bound before anything runs or logs: an address in use is bad
+		// input, refused in one line and with nothing started.
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			s.dir.close()
+			return nil, fmt.Errorf("--metrics %s: %w", cfg.MetricsAddr, err)
+		}
+	}
 	if fx == nil {
 		s.os = newOSEffects(s.dir, cfg.Current, s.log)
 		fx = s.os
@@ -109,6 +119,9 @@ func (s *Supervisor) Close() {
 	if s.os != nil {
 		s.os.close()
 	}
+	if s.metricsLn != nil {
+		s.metricsLn.Close() // Run never served it; else closed already
+	}
 	s.dir.close()
 }
 
@@ -127,7 +140,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	defer s.Close()
 	ln, err := net.Listen("unix", ControlSocket(s.dir.path))
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
+		return fmt.Errorf("start: control socket: %w", err)
 	}
 	os.Chmod(ControlSocket(s.dir.path), 0o600)
 
@@ -155,12 +168,7 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 		s.loop.procs.Wait()
 	}()
 	if s.cfg.MetricsAddr != "" {
-		msrv, err := s.serveMetrics()
-		if err != nil {
-			s.stopLoop()
-			return err
-		}
-		defer msrv.Close()
+		defer s.serveMetrics().Close()
 	}
 	if s.os != nil {
 		actors.Add(2)
@@ -338,11 +346,8 @@ func (s *Supervisor) stopAndWait(ctx context.Context, progress func(Progress)) e
 }
 
 // serveMetrics serves the supervisor's and all workers' series.
-func (s *Supervisor) serveMetrics() (*http.Server, error) {
-	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
-	if err != nil {
-		return nil, fmt.Errorf("--metrics %s: %w", s.cfg.MetricsAddr, err)
-	}
+func (s *Supervisor) serveMetrics() *http.Server {
+	ln := s.metricsLn
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		// Stay within Prometheus's scrape timeout, so one hung worker costs
@@ -366,7 +371,7 @@ func (s *Supervisor) serveMetrics() (*http.Server, error) {
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) // ends when Run closes srv
-	return srv, nil
+	return srv
 }
 
 // workerGatherer gathers the series of live workers, scraped within
