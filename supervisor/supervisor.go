@@ -70,7 +70,7 @@ func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 	if cfg.Releases != "" {
 		r, err := filepath.EvalSymlinks(cfg.Releases)
 		if err != nil {
-			return nil, fmt.Errorf("--releases %s: %w", cfg.Releases, err)
+			return nil, &ConfigError{Err: fmt.Errorf("--releases %s: %w", cfg.Releases, err)}
 		}
 		s.releasesReal, _ = filepath.Abs(r)
 		s.releasesAbs, _ = filepath.Abs(cfg.Releases)
