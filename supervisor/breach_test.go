@@ -422,3 +422,26 @@ func TestSteerGoesThroughAnotherWorkerAfterASilentOne(t *testing.T) {
 		t.Error("neither hung worker carried a steer: the test no longer covers the fallback")
 	}
 }
+
+// A stop that had to kill a worker answering nothing says so before
+// "stopped": it said only "stopped" (a new user's trial). A stop whose
+// drains lose nothing still says only that.
+func TestStopSaysWhatItsDrainCut(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	// Set before its workers start: they take their behaviour then.
+	r.behave("v2", behaviour{mute: true})
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := (Client{StateDir: r.dir}).Stop(ctx, func(p Progress) { steps = append(steps, p.String()) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(steps); n != 2 || !strings.Contains(steps[0], "generation 2 gone after") || !strings.Contains(steps[0], "answered nothing (stopped or stuck): killed") || steps[1] != "stopped" {
+		t.Errorf("stop's steps %q; want generation 2's cut drain, then stopped", steps)
+	}
+}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"time"
 )
 
 // stopOp is a stop under way: every generation drains, then the loop
@@ -48,7 +49,15 @@ func (l *loop) retireAll() {
 			}
 		}
 		if len(ws) > 0 {
-			l.retire(g, ws, nil)
+			l.retire(g, ws, func(l *loop, d time.Duration) {
+				// A drain that lost something says so; a clean one is
+				// in "stopped".
+				if g.drainNote() != "" && l.stop != nil {
+					for _, r := range l.stop.reqs {
+						r.emit(drainedStep(g, d))
+					}
+				}
+			})
 		}
 	}
 }
