@@ -445,3 +445,29 @@ func TestStopSaysWhatItsDrainCut(t *testing.T) {
 		t.Errorf("stop's steps %q; want generation 2's cut drain, then stopped", steps)
 	}
 }
+
+// During a canary the standby generation takes new connections: a worker
+// of it that is stopped (SIGSTOP) is killed at the judge's next reading
+// and leaves the program, its share going to the other standby worker; it
+// is not restarted while it stands by.
+func TestCanaryLeavesOutAStoppedStandbyWorker(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, JudgeEvery: 100 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	r.canaryStep(t, time.Hour)
+	old := r.gen(1).PIDs
+	stopped, running := old[0], old[1]
+	fx.proc(stopped).stop()
+	eventually(t, "the stopped worker killed, the program without it", func() error {
+		programs := fx.kernelPrograms()
+		last := programs[len(programs)-1]
+		if !fx.proc(stopped).wasKilled() || slices.Contains(last, stopped) || !slices.Contains(last, running) {
+			return fmt.Errorf("killed %v, last program names pids %v", fx.proc(stopped).wasKilled(), last)
+		}
+		return nil
+	})
+	if g := r.gen(2); g.Weight != 10 {
+		t.Errorf("generation 2 = %+v; want its canary at 10%% on", g)
+	}
+}

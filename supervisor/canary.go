@@ -113,6 +113,7 @@ func (l *loop) nextCanaryStep(g *generation, p *probation) {
 	}
 	p.weight = p.canary[p.step]
 	p.step++
+	l.wakeStandby(p) // the program below leaves out a stopped worker
 	rep := l.report(g)
 	rep.stepAt(p.weight, time.Since(rep.Command))
 	l.genLog(g).Info("canary step", "weight_percent", p.weight, "for", p.interval,

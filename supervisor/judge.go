@@ -183,6 +183,11 @@ func (l *loop) readJudge(g *generation, p *probation) {
 	if j == nil || j.stopped || g.runningProbation() != p {
 		return
 	}
+	if p.weight < 100 {
+		// A canary's standby generation takes new connections: one of
+		// its workers stopped would keep them waiting in its queue.
+		l.wakeStandby(p)
+	}
 	l.scrapeJudged(g, j, func(l *loop, read map[*worker]metrics.RequestSample) {
 		if j.stopped || g.runningProbation() != p {
 			return
