@@ -276,6 +276,9 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 // launcher_generations said "exited" while it still served the request,
 // and "generation drained" was logged twice.
 func TestAdoptionWatchesADrainingGenerationToItsEnd(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits on its 6 s
+	// request, on a port and state dir of its own.
+	t.Parallel()
 	flags := []string{"--probation", "0"}
 	s := startSup(t, flags...)
 	long := longRequest(s.addr, 6*time.Second)

@@ -87,6 +87,10 @@ func TestTreeKilledOnStop(t *testing.T) {
 // the app drained (a foreground sleep, and one in the background) is
 // killed at --drain-timeout with all its processes.
 func TestTreeKilledAtDrainTimeout(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for the
+	// drain timeout, on a port, state dir and marker of its own; no other
+	// parallel test writes releases/vtree.
+	t.Parallel()
 	forEachTreeMode(t, func(t *testing.T, m treeMode) {
 		mark := treeMarker(t)
 		addRelease(t, "vtree", "export TREE_MARK="+mark+"\nsleep 300 &\n"+filepath.Join(bins.releases, "v1", "hello")+` "$@"`+"\nsleep 300")
