@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,7 +31,20 @@ var bins struct {
 // binary re-executed in a network namespace reuses its parent's.
 const envBins = "LAUNCHER_E2E_BINS"
 
+// parallelTests is how many parallel tests run at once unless -parallel
+// says: those of this package mostly wait (on a delayed link, on
+// Prometheus's scrapes, on a drain or a deadline), using about 0.4 of a
+// core between two, so more than the default GOMAXPROCS (2 in CI) at once
+// keep the machine far from busy.
+const parallelTests = 4
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		flag.Set("test.parallel", strconv.Itoa(parallelTests))
+	}
 	// Every process the tests start inherits it (workers inherit their
 	// supervisor's environment): a data race ends the process with status
 	// 66 after its report, which the harness turns into a failed test (see
