@@ -33,10 +33,11 @@ const envBins = "LAUNCHER_E2E_BINS"
 
 // parallelTests is how many parallel tests run at once unless -parallel
 // says: those of this package mostly wait (on a delayed link, on
-// Prometheus's scrapes, on a drain or a deadline), using about 0.4 of a
-// core between two, so more than the default GOMAXPROCS (2 in CI) at once
-// keep the machine far from busy.
-const parallelTests = 4
+// Prometheus's scrapes, on a drain or a deadline). With the default,
+// GOMAXPROCS (2 in CI), their phase was their sum halved, about 45 s, on
+// 0.4 of a core; all at once it is their longest, about 20 s, on under 1
+// of 2 cores, and each takes as long as alone.
+const parallelTests = 8
 
 func TestMain(m *testing.M) {
 	flag.Parse()
