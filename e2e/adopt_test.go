@@ -107,6 +107,9 @@ func TestSupervisorKilledWorkersServeOnAndAreAdopted(t *testing.T) {
 // supervisor runs is started again once one adopts the rest, and steering
 // stays right: every request is answered.
 func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes to start and stop, on a port and state dir of its own.
+	t.Parallel()
 	s := startSup(t, "--workers", "3")
 	before := activeGen(s.status()).PIDs
 	s.Kill()
@@ -159,6 +162,9 @@ func TestAdoptionRestartsWorkersLostMeanwhile(t *testing.T) {
 // Its workers rejoin ready, so the next supervisor adopts them as the
 // active generation instead of stopping them.
 func TestAdoptionPromotesAReadyFirstGeneration(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes to start and stop, on a port and state dir of its own.
+	t.Parallel()
 	s := startSup(t, "--workers", "2")
 	before := activeGen(s.status()).PIDs
 	s.Kill()
@@ -276,6 +282,9 @@ func TestAdoptionRestoresTheStandbyWhenTheTrialDied(t *testing.T) {
 // launcher_generations said "exited" while it still served the request,
 // and "generation drained" was logged twice.
 func TestAdoptionWatchesADrainingGenerationToItsEnd(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits on its 6 s
+	// request, on a port and state dir of its own.
+	t.Parallel()
 	flags := []string{"--probation", "0"}
 	s := startSup(t, flags...)
 	long := longRequest(s.addr, 6*time.Second)
@@ -331,6 +340,9 @@ func TestAdoptionWatchesADrainingGenerationToItsEnd(t *testing.T) {
 // logged "worker gone while no supervisor ran; restarting" for an index
 // that never existed, and counted a restart).
 func TestAdoptionWithMoreWorkers(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes to start and stop, on a port and state dir of its own.
+	t.Parallel()
 	s := startSup(t, "--workers", "2")
 	before := activeGen(s.status()).PIDs
 	s.Kill()
@@ -359,6 +371,9 @@ func TestAdoptionWithMoreWorkers(t *testing.T) {
 // reported as a death, not as a drained generation (its exit status is not
 // the adopter's to read, but it never said its drain ended).
 func TestAdoptedWorkersFoundAndTheirDeathsReported(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes to start and stop, on a port and state dir of its own.
+	t.Parallel()
 	addRelease(t, "vscript", `exec `+filepath.Join(bins.releases, "v1", "hello")+` "$@"`)
 	maddr := freeAddr(t)
 	flags := []string{"--probation", "0", "--metrics", maddr, "--", filepath.Join(bins.releases, "vscript", "hello")}
@@ -456,6 +471,9 @@ func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
 // status, and rollback goes back along the release history (it said "no
 // previous release to go back to").
 func TestStartAfterEverythingDiedKeepsTheHistory(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes to start and stop, on a port and state dir of its own.
+	t.Parallel()
 	s := startSup(t, "--probation", "0")
 	if out, errOut, code := s.cli("upgrade", "--wait", "v2"); code != 0 {
 		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)

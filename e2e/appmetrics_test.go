@@ -16,6 +16,10 @@ import (
 // counters stay, frozen at their final values, for --keep-exited; its
 // gauges go at once.
 func TestAppMetricsAcrossUpgrade(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits out
+	// --keep-exited, a lower bound a loaded machine only lengthens, on
+	// ports and a state dir of its own.
+	t.Parallel()
 	const keep = 2 * time.Second
 	maddr := freeAddr(t)
 	s := startSup(t, "--metrics", maddr, "--keep-exited", keep.String(), "--probation", "0")

@@ -21,6 +21,9 @@ import (
 // clients of the control socket are dropped, and the supervisor keeps
 // answering the CLI meanwhile.
 func TestHostileControlClients(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for the
+	// 5 s hello deadline, on a state dir of its own.
+	t.Parallel()
 	s := startSup(t)
 	sock := filepath.Join(s.stateDir, "control.sock")
 	dial := func() net.Conn {

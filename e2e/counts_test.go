@@ -55,7 +55,7 @@ func TestRequestCountsSurviveUpgrades(t *testing.T) {
 	const (
 		upgrades = 10
 		every    = 1200 * time.Millisecond // an upgrade --wait takes about half of it
-		loadFor  = 20 * time.Second        // the upgrades end by about 12 s: room for slow machines
+		loadFor  = 20 * time.Second        // a bound: the load stops once the upgrades are done (about 12 s)
 	)
 	maddr := freeAddr(t)
 	// A short probation: each old generation stands by, then drains, within
@@ -78,11 +78,15 @@ func TestRequestCountsSurviveUpgrades(t *testing.T) {
 		res     *loadgen.Result
 		loadErr error
 	)
+	// Stopped, not cancelled, once the upgrades are done: the requests in
+	// flight then end in full, as the counts below need (a cancelled
+	// request may have been counted by a worker without its answer).
+	stopLoad := make(chan struct{})
 	wg.Add(1)
 	go func() { // ends with the load, bounded by loadFor and its timeouts
 		defer wg.Done()
 		res, loadErr = loadgen.Run(context.Background(), loadgen.Config{
-			Addr: s.addr, Mode: loadgen.KeepAlive, Workers: 8, Duration: loadFor, MaxRequests: loadgen.MaxRequestsLimit,
+			Addr: s.addr, Mode: loadgen.KeepAlive, Workers: 8, Duration: loadFor, MaxRequests: loadgen.MaxRequestsLimit, Stop: stopLoad,
 		})
 	}()
 	loadStart := time.Now()
@@ -96,6 +100,10 @@ func TestRequestCountsSurviveUpgrades(t *testing.T) {
 		}
 	}
 	upgradesDone := time.Since(loadStart)
+	// The load runs on a little past the last upgrade's end, as it did
+	// before into the rest of loadFor.
+	time.Sleep(300 * time.Millisecond)
+	close(stopLoad)
 	wg.Wait()
 	if res == nil {
 		t.Fatalf("load: %v", loadErr)

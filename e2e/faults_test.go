@@ -298,6 +298,11 @@ func TestDrainTimeoutKills(t *testing.T) {
 // restarted with back-off until the crashes form a loop; then restarting
 // stops, status shows the generation failed, and an upgrade recovers.
 func TestCrashLoopFails(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits out the
+	// restarts' back-off, on a port and state dir of its own; a crash loop
+	// is 6 crashes each within 30 s of the last, which a loaded machine's
+	// slower starts do not change.
+	t.Parallel()
 	addRelease(t, "vcrash", filepath.Join(bins.releases, "v1", "hello")+` "$@" & child=$!; sleep 0.3; kill -9 $child; exit 1`)
 	s := startSup(t, "--", filepath.Join(bins.releases, "vcrash", "hello"))
 	eventually(t, 20*time.Second, "generation failed after a crash loop", func() error {
@@ -343,6 +348,9 @@ func TestCrashLoopFails(t *testing.T) {
 // its own drain, all are visible in status, and --max-draining refuses the
 // upgrade beyond the limit with a clear error.
 func TestDrainingGenerationsCoexistWithALimit(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits on its 4 s
+	// requests, on a port and state dir of its own.
+	t.Parallel()
 	s := startSup(t, "--max-draining", "2", "--probation", "0")
 	var longs []<-chan result
 	for i, v := range []string{"v2", "v1"} {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -124,18 +125,26 @@ func TestWrkDuringUpgrades(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startSup(t, "--workers", "2", "--probation", loopProbation.String())
-			// -d covers the upgrades (about 3 s) and the last one's
-			// probation and drain.
-			args := append([]string{"-t2", "-c50", "-d7s", "--timeout", "5s"}, tc.args...)
+			// -d only bounds it: wrk is interrupted (it then reports, as
+			// at -d's end) once the upgrades, the last one's probation
+			// and drain included (about 5 s), are done.
+			args := append([]string{"-t2", "-c50", "-d30s", "--timeout", "5s"}, tc.args...)
 			args = append(args, "http://"+s.addr+"/")
-			out := make(chan string, 1)
-			go func() {
-				b, _ := exec.Command(wrk, args...).CombinedOutput()
-				out <- string(b)
-			}()
+			var b bytes.Buffer
+			cmd := exec.Command(wrk, args...)
+			cmd.Stdout, cmd.Stderr = &b, &b
+			if err := cmd.Start(); err != nil {
+				t.Fatalf("wrk: %v", err)
+			}
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }() // ends with wrk, within -d
+			t.Cleanup(func() { cmd.Process.Kill(); <-done })
 			time.Sleep(500 * time.Millisecond)
 			s.upgradeLoop(5)
-			report := <-out
+			time.Sleep(300 * time.Millisecond)
+			cmd.Process.Signal(os.Interrupt)
+			<-done
+			report := b.String()
 			t.Logf("wrk %s:\n%s", strings.Join(args, " "), report)
 			if !regexp.MustCompile(`Requests/sec:\s+[0-9.]+`).MatchString(report) {
 				t.Fatalf("wrk did not run")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,7 +31,21 @@ var bins struct {
 // binary re-executed in a network namespace reuses its parent's.
 const envBins = "LAUNCHER_E2E_BINS"
 
+// parallelTests is how many parallel tests run at once unless -parallel
+// says: those of this package mostly wait (on a delayed link, on
+// Prometheus's scrapes, on a drain or a deadline). With the default,
+// GOMAXPROCS (2 in CI), their phase was their sum halved, about 45 s, on
+// 0.4 of a core; all at once it is their longest, about 20 s, on under 1
+// of 2 cores, and each takes as long as alone.
+const parallelTests = 8
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		flag.Set("test.parallel", strconv.Itoa(parallelTests))
+	}
 	// Every process the tests start inherits it (workers inherit their
 	// supervisor's environment): a data race ends the process with status
 	// 66 after its report, which the harness turns into a failed test (see

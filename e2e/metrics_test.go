@@ -160,6 +160,9 @@ func scrape(t *testing.T, addr string) []byte {
 // metrics finds no problem, and every metric of the contract in DESIGN.md
 // is there with its type and labels, and no unbounded label.
 func TestSupervisorMetricsContract(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits on its 3 s
+	// request, on ports and a state dir of its own.
+	t.Parallel()
 	maddr := freeAddr(t)
 	s := startSup(t, "--metrics", maddr, "--workers", "2")
 	mustGet(t, s.addr, "/")

@@ -87,6 +87,10 @@ func TestTreeKilledOnStop(t *testing.T) {
 // the app drained (a foreground sleep, and one in the background) is
 // killed at --drain-timeout with all its processes.
 func TestTreeKilledAtDrainTimeout(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for the
+	// drain timeout, on a port, state dir and marker of its own; no other
+	// parallel test writes releases/vtree.
+	t.Parallel()
 	forEachTreeMode(t, func(t *testing.T, m treeMode) {
 		mark := treeMarker(t)
 		addRelease(t, "vtree", "export TREE_MARK="+mark+"\nsleep 300 &\n"+filepath.Join(bins.releases, "v1", "hello")+` "$@"`+"\nsleep 300")
@@ -178,10 +182,14 @@ func TestCrashedWorkerTreeKilled(t *testing.T) {
 // its process group); when an adopted worker crashes, what it started
 // goes with it, and the generation's cost is still measured.
 func TestAdoptedWorkerTreeKilled(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// processes, on a port, state dir and marker of its own, and a release
+	// named for it (TestTreeKilledAtDrainTimeout runs beside it).
+	t.Parallel()
 	forEachTreeMode(t, func(t *testing.T, m treeMode) {
 		mark := treeMarker(t)
-		addRelease(t, "vtree", "export TREE_MARK="+mark+"\nsleep 300 &\n"+filepath.Join(bins.releases, "v1", "hello")+` "$@"`)
-		cmd := filepath.Join(bins.releases, "vtree", "hello")
+		addRelease(t, "vtreeadopt", "export TREE_MARK="+mark+"\nsleep 300 &\n"+filepath.Join(bins.releases, "v1", "hello")+` "$@"`)
+		cmd := filepath.Join(bins.releases, "vtreeadopt", "hello")
 		s := startSupEnv(t, freeAddr(t), filepath.Join(shortTempDir(t), "s"), m.env, "--", cmd)
 		checkTreeMode(t, s, m)
 		pid := activeGen(s.status()).PIDs[0]
@@ -199,7 +207,7 @@ func TestAdoptedWorkerTreeKilled(t *testing.T) {
 		if dir != "" && cgroupDir(pid) != dir {
 			t.Errorf("adopted worker moved from %s to %s", dir, cgroupDir(pid))
 		}
-		if m.cgroup && metricValue(t, maddr, `launcher_generation_cpu_seconds_total{generation="1",version="vtree"}`) <= 0 {
+		if m.cgroup && metricValue(t, maddr, `launcher_generation_cpu_seconds_total{generation="1",version="vtreeadopt"}`) <= 0 {
 			t.Errorf("the adopted generation's CPU time is not measured")
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -225,6 +233,9 @@ func TestAdoptedWorkerTreeKilled(t *testing.T) {
 // one's during the probation; an exited generation drops out. With
 // process groups there is nothing to measure them by.
 func TestGenerationCostMetrics(t *testing.T) {
+	// Parallel (see TestMetricsPerGeneration): it mostly waits for its
+	// probation, on ports and a state dir of its own.
+	t.Parallel()
 	forEachTreeMode(t, func(t *testing.T, m treeMode) {
 		maddr := freeAddr(t)
 		s := startSupEnv(t, freeAddr(t), filepath.Join(shortTempDir(t), "s"), m.env,

@@ -67,14 +67,15 @@ func newWorker(cfg *Config, start time.Time, issued *atomic.Int64, seed, id uint
 	}
 }
 
-// run issues requests until the end time, the request budget or ctx.
+// run issues requests until the end time, the request budget, Stop or
+// ctx.
 func (w *worker) run(ctx context.Context) {
 	stop := context.AfterFunc(ctx, w.abort)
 	defer stop()
 	defer w.closeConn()
 	for ctx.Err() == nil {
 		t0 := time.Now()
-		if !t0.Before(w.end) || w.issued.Add(1) > w.cfg.MaxRequests {
+		if !t0.Before(w.end) || w.stopped() || w.issued.Add(1) > w.cfg.MaxRequests {
 			return
 		}
 		c, v, err := w.do(ctx, t0)
@@ -90,6 +91,16 @@ func (w *worker) run(ctx context.Context) {
 			w.sample(c, err)
 		}
 		w.log.add(encodeRecord(t0.Sub(w.start), lat, c, v))
+	}
+}
+
+// stopped reports whether Config.Stop has been closed.
+func (w *worker) stopped() bool {
+	select {
+	case <-w.cfg.Stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -64,6 +64,12 @@ type Config struct {
 	// MaxRequests: no more than this many requests start in total.
 	// Default and maximum MaxRequestsLimit.
 	MaxRequests int64
+	// Stop, if not nil, ends the run early once closed, as Duration's end
+	// does: no request starts after it, those in flight finish (each
+	// within Timeout) and none is cut, unlike a cancelled context. For a
+	// caller that cannot know beforehand how long the load must last
+	// (until its upgrades are done) and needs every request answered.
+	Stop <-chan struct{}
 	// Timeout bounds each request from its start (dial included) to the
 	// end of its response body. In Long mode the requested sleep is added.
 	// Default DefaultTimeout.

@@ -39,8 +39,8 @@ type Result struct {
 }
 
 // Run drives load as cfg says and returns when it is over: Duration has
-// passed or MaxRequests requests have started (requests in flight then
-// finish, each within its deadline), or ctx is done. All its goroutines
+// passed, MaxRequests requests have started or Stop is closed (requests
+// in flight then finish, each within its deadline), or ctx is done. All its goroutines
 // have stopped when it returns. It returns at the latest Duration +
 // Timeout (+ SleepMax in Long mode) after it started; in Long mode expect
 // up to SleepMax after Duration even when all goes well.

@@ -193,6 +193,24 @@ func TestRunStops(t *testing.T) {
 		}
 	})
 
+	t.Run("Stop", func(t *testing.T) {
+		cfg := short(srv.addr(), Long)
+		cfg.MaxRequests, cfg.Duration = 0, 10*time.Second
+		cfg.SleepMin, cfg.SleepMax = 300*time.Millisecond, 300*time.Millisecond
+		stop := make(chan struct{})
+		cfg.Stop = stop
+		time.AfterFunc(100*time.Millisecond, func() { close(stop) })
+		t0 := time.Now()
+		res := mustRun(t, cfg)
+		// The requests in flight at the stop end in full: none aborted.
+		if took := time.Since(t0); took < 300*time.Millisecond || took > 3*time.Second {
+			t.Errorf("run took %v, stopped at 100ms with 300ms requests in flight", took)
+		}
+		if res.Requests != int64(cfg.Workers) || res.Count[OK] != res.Requests || res.Aborted != 0 {
+			t.Errorf("Requests %d, OK %d, Aborted %d; want %d, all OK, none aborted (%v)", res.Requests, res.Count[OK], res.Aborted, cfg.Workers, res.Samples)
+		}
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		cfg := short(srv.addr(), Long)
 		cfg.SleepMin, cfg.SleepMax = 20*time.Second, 20*time.Second
