@@ -173,16 +173,18 @@ func New(opts Options) (*App, error) {
 		// write there must fail (EPIPE) rather than kill this process
 		// with SIGPIPE: the workers serve on without a supervisor.
 		a.sigpipe = make(chan os.Signal, 1)
-		// Caught, and the hello's codec built, while the hello is
-		// dialed: both are first-use costs of a fresh process (the first
-		// signal caught starts the runtime's signal thread, with a round
-		// trip to it; encoding/json builds a type's codec at its first
-		// use), and the dial is another one.
+		// The hello's codec built, and SIGPIPE caught, while the hello
+		// is dialed: both are first-use costs of a fresh process
+		// (encoding/json builds a type's codec at its first use; the
+		// first signal caught starts the runtime's signal thread, with a
+		// round trip to it), and the dial is another one. The codec
+		// first: the hello's encoding waits for it right after the dial,
+		// while SIGPIPE need only be caught before connect returns.
 		warm := make(chan struct{})
 		go func() { // owned by New: connect waits for it
 			defer close(warm)
-			signal.Notify(a.sigpipe, syscall.SIGPIPE)
 			control.Warm()
+			signal.Notify(a.sigpipe, syscall.SIGPIPE)
 		}()
 		if err := a.connect(path, warm); err != nil {
 			if admin != nil {
