@@ -75,6 +75,11 @@ type App struct {
 	supCaps    []string
 	supervised bool // started by a supervisor, even if it is gone
 	lns        []*net.TCPListener
+	// early: lns were bound at the welcome, which granted the listen
+	// (control.CapWelcomeGrant), and Listen has not handed them out yet;
+	// earlyErr is that listen's error, for Listen to return.
+	early    bool
+	earlyErr error
 	// handshakes under way on each listener's port when it was first
 	// quiesced or released, i.e. steered away from; see quietOptions.
 	handshakes map[*net.TCPListener]*reuseport.Handshakes
@@ -168,16 +173,18 @@ func New(opts Options) (*App, error) {
 		// write there must fail (EPIPE) rather than kill this process
 		// with SIGPIPE: the workers serve on without a supervisor.
 		a.sigpipe = make(chan os.Signal, 1)
-		// Caught, and the hello's codec built, while the hello is
-		// dialed: both are first-use costs of a fresh process (the first
-		// signal caught starts the runtime's signal thread, with a round
-		// trip to it; encoding/json builds a type's codec at its first
-		// use), and the dial is another one.
+		// The hello's codec built, and SIGPIPE caught, while the hello
+		// is dialed: both are first-use costs of a fresh process
+		// (encoding/json builds a type's codec at its first use; the
+		// first signal caught starts the runtime's signal thread, with a
+		// round trip to it), and the dial is another one. The codec
+		// first: the hello's encoding waits for it right after the dial,
+		// while SIGPIPE need only be caught before connect returns.
 		warm := make(chan struct{})
 		go func() { // owned by New: connect waits for it
 			defer close(warm)
-			signal.Notify(a.sigpipe, syscall.SIGPIPE)
 			control.Warm()
+			signal.Notify(a.sigpipe, syscall.SIGPIPE)
 		}()
 		if err := a.connect(path, warm); err != nil {
 			if admin != nil {
@@ -269,9 +276,46 @@ func (a *App) connect(path string, warm <-chan struct{}) error {
 	}
 	a.setCtl(ctl, m)
 	a.supervised = true
+	if control.HasCap(m.Caps, control.CapWelcomeGrant) {
+		a.listenAtWelcome(ctl)
+	}
 	<-warm
 	go a.readControl(ctl) // owned by the App: ends when Close closes the connection
 	return nil
+}
+
+// listenAtWelcome binds every listen address at once, the welcome having
+// granted it (control.CapWelcomeGrant): the supervisor holds every other
+// change of the reuseport group until this one is reported, so it is not
+// left for the app's call of Listen, which may come late. The sockets get
+// no connection before they are ready and steered to; Listen hands them
+// out, or returns the error.
+func (a *App) listenAtWelcome(ctl *control.Conn) {
+	lns, err := a.bind(context.Background())
+	if err != nil {
+		ctl.Write(control.Message{Type: control.TypeFail, Error: err.Error()})
+	} else if werr := ctl.Write(control.Message{Type: control.TypeListening}); werr != nil {
+		err = fmt.Errorf("report listening: %w", werr)
+	}
+	a.mu.Lock()
+	a.lns, a.early, a.earlyErr = lns, true, err
+	a.mu.Unlock()
+}
+
+// bind listens on every listen address with SO_REUSEPORT, or on none.
+func (a *App) bind(ctx context.Context) ([]*net.TCPListener, error) {
+	var lns []*net.TCPListener
+	for _, addr := range a.addrs {
+		ln, err := reuseport.Listen(ctx, addr)
+		if err != nil {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 // setCtl makes ctl, welcomed by welcome, the connection to the supervisor.
@@ -307,7 +351,10 @@ func (a *App) hello() control.Message {
 // Listen binds every listen address with SO_REUSEPORT. Under a supervisor
 // it first waits for the supervisor's grant, so that the supervisor knows
 // each socket's place in the kernel's reuseport group (a standalone parent
-// handing over grants it in its welcome: control.CapListenFree). A process
+// handing over grants it in its welcome: control.CapListenFree). A
+// supervisor that grants it with its welcome (control.CapWelcomeGrant)
+// had the sockets bound in New then, steered away from until ready:
+// Listen returns them, or the error of that listen. A process
 // started alone steers each group to its own socket (reuseport.Steer), so
 // that a process a SIGHUP starts later gets no connection before the
 // handover. On systems other than Linux it returns [ErrNotSupported].
@@ -318,7 +365,17 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 	a.mu.Lock()
 	ctl, handoff, alone := a.ctl, a.handoff, a.ctl == nil && !a.supervised
 	ask := ctl != nil && !control.HasCap(a.supCaps, control.CapListenFree)
-	if len(a.lns) > 0 {
+	if a.early {
+		// Bound at the welcome, which granted the listen.
+		lns, err := a.lns, a.earlyErr
+		a.early, a.earlyErr = false, nil
+		a.mu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("launcher: %w", err)
+		}
+		return a.handOut(lns, true, handoff), nil
+	}
+	if len(a.lns) > 0 || a.earlyErr != nil {
 		a.mu.Unlock()
 		return nil, errors.New("launcher: Listen called twice")
 	}
@@ -338,20 +395,8 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 			return nil, fmt.Errorf("launcher: wait for listen grant: %w", ctx.Err())
 		}
 	}
-	var lns []*net.TCPListener
-	var err error
-	for _, addr := range a.addrs {
-		var ln *net.TCPListener
-		ln, err = reuseport.Listen(ctx, addr)
-		if err != nil {
-			break
-		}
-		lns = append(lns, ln)
-	}
+	lns, err := a.bind(ctx)
 	if err != nil {
-		for _, ln := range lns {
-			ln.Close()
-		}
 		if ctl != nil {
 			ctl.Write(control.Message{Type: control.TypeFail, Error: err.Error()})
 		}
@@ -376,14 +421,19 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 			return nil, fmt.Errorf("launcher: report listening: %w", err)
 		}
 	}
+	return a.handOut(lns, ctl != nil, handoff), nil
+}
+
+// handOut returns lns as Listen does, and logs them.
+func (a *App) handOut(lns []*net.TCPListener, supervised, handoff bool) []net.Listener {
 	out := make([]net.Listener, len(lns))
 	for i, ln := range lns {
 		out[i] = ln
 	}
 	// A process started by a standalone parent's SIGHUP talks to that
 	// parent, not to a supervisor.
-	a.log.Info("listening", "addrs", a.addrs, "supervised", ctl != nil && !handoff, "handoff", handoff)
-	return out, nil
+	a.log.Info("listening", "addrs", a.addrs, "supervised", supervised && !handoff, "handoff", handoff)
+	return out
 }
 
 // Ready tells the supervisor this process serves; call it after Listen and
@@ -392,7 +442,7 @@ func (a *App) Listen(ctx context.Context) ([]net.Listener, error) {
 // generation. Standalone, it writes the pid file.
 func (a *App) Ready() error {
 	a.mu.Lock()
-	if len(a.lns) == 0 {
+	if len(a.lns) == 0 || a.early {
 		a.mu.Unlock()
 		return ErrNotListening
 	}
@@ -456,7 +506,8 @@ func (a *App) Ready() error {
 func (a *App) Stopping() <-chan struct{} { return a.stopping }
 
 // Close releases the App's control connection and admin socket. It does
-// not close listeners still open; a drain does.
+// not close listeners still open, a drain does, except those bound at the
+// supervisor's welcome that Listen never handed out.
 func (a *App) Close() error {
 	a.mu.Lock()
 	if a.closed {
@@ -465,7 +516,14 @@ func (a *App) Close() error {
 	}
 	a.closed = true
 	ctl, admin := a.ctl, a.admin
+	var unused []*net.TCPListener // bound at the welcome, never handed out
+	if a.early {
+		unused, a.lns, a.early = a.lns, nil, false
+	}
 	a.mu.Unlock()
+	for _, ln := range unused {
+		ln.Close()
+	}
 	close(a.closing)
 	if ctl != nil {
 		ctl.Close()

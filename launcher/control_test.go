@@ -433,3 +433,67 @@ func handoffSocket(t *testing.T) (*net.UnixListener, *control.Conn) {
 	t.Cleanup(func() { child.Close() })
 	return l, control.NewConn(child)
 }
+
+// TestListenAtTheWelcome: a worker whose hello and welcome both list
+// control.CapWelcomeGrant listens in New, reporting TypeListening without
+// asking (no TypeListen, no TypeGrant), and Listen hands those sockets
+// out; one that never calls Listen has them closed by Close.
+func TestListenAtTheWelcome(t *testing.T) {
+	start := func(t *testing.T) (*fakeSupervisor, *App, *control.Conn) {
+		f := startFakeSupervisor(t, 1, control.Version, "")
+		f.caps.Store(&[]string{control.CapReadyHealth, control.CapWelcomeGrant})
+		supervisedEnv(t, f.path, false)
+		app, err := New(quietOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { app.Close() })
+		if h := <-f.hellos; !control.HasCap(h.Caps, control.CapWelcomeGrant) {
+			t.Errorf("hello lists %v; want %s", h.Caps, control.CapWelcomeGrant)
+		}
+		c := f.conn(t)
+		read(t, c, control.TypeListening) // before Listen, not a TypeListen first
+		return f, app, c
+	}
+	t.Run("Listen hands them out", func(t *testing.T) {
+		_, app, c := start(t)
+		if err := app.Ready(); !errors.Is(err, ErrNotListening) {
+			t.Errorf("Ready before Listen: %v; want ErrNotListening", err)
+		}
+		lns, err := app.Listen(context.Background()) // no grant is ever sent
+		if err != nil {
+			t.Fatalf("Listen: %v", err)
+		}
+		defer func() {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}()
+		if len(lns) != 1 {
+			t.Fatalf("Listen returned %d listeners; want 1", len(lns))
+		}
+		conn, err := net.Dial("tcp", lns[0].Addr().String())
+		if err != nil {
+			t.Fatalf("dial the listener bound at the welcome: %v", err)
+		}
+		conn.Close()
+		if _, err := app.Listen(context.Background()); err == nil {
+			t.Error("a second Listen succeeded; want an error")
+		}
+		if err := app.Ready(); err != nil {
+			t.Fatal(err)
+		}
+		read(t, c, control.TypeReady)
+	})
+	t.Run("Close closes them when Listen never came", func(t *testing.T) {
+		_, app, _ := start(t)
+		app.mu.Lock()
+		addr := app.lns[0].Addr().String()
+		app.mu.Unlock()
+		app.Close()
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			t.Errorf("%s still accepts after Close; want it closed", addr)
+		}
+	})
+}

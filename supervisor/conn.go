@@ -183,15 +183,16 @@ func (sv *server) handleWorker(ctx context.Context, conn *control.Conn, hello co
 	stop := context.AfterFunc(ctx, wc.close)
 	defer stop()
 	defer wc.close()
-	decided := make(chan *worker, 1)
+	decided := make(chan helloAnswer, 1)
 	if !sv.l.post(evHello{wc: wc, hello: hello, reply: decided}) {
 		return
 	}
-	var w *worker
+	var ans helloAnswer
 	select {
-	case w = <-decided:
+	case ans = <-decided:
 	case <-sv.l.done: // posted, but the loop returned before applying it
 	}
+	w := ans.w
 	if w == nil {
 		conn.Write(control.Message{Type: control.TypeResult, Error: "unknown worker"})
 		return
@@ -199,6 +200,11 @@ func (sv *server) handleWorker(ctx context.Context, conn *control.Conn, hello co
 	welcome := control.Message{Type: control.TypeWelcome, Version: hello.Version, Caps: []string{control.CapReadyHealth}}
 	if sv.l.cfg.collectsFinal() { // cfg never changes
 		welcome.Caps = append(welcome.Caps, control.CapFinalMetrics)
+	}
+	if ans.grant {
+		// The loop made this worker's listen the grant under way: if the
+		// welcome is lost, evConnClosed ends it.
+		welcome.Caps = append(welcome.Caps, control.CapWelcomeGrant)
 	}
 	var err error
 	if hello.Rejoin && w.adoptedStderr() {

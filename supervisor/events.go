@@ -12,17 +12,24 @@ import (
 // What workers and their processes tell the loop.
 
 // evHello: a worker said hello on wc. The loop answers on reply with the
-// worker its token names, or nil to refuse it.
+// worker its token names, or a nil worker to refuse it.
 type evHello struct {
 	wc    *workerConn
 	hello control.Message
-	reply chan<- *worker
+	reply chan<- helloAnswer
+}
+
+// helloAnswer is the loop's answer to a worker's hello: the worker, and
+// whether its welcome grants its listen (control.CapWelcomeGrant).
+type helloAnswer struct {
+	w     *worker
+	grant bool
 }
 
 func (e evHello) apply(l *loop) {
 	w := l.byToken[e.hello.Token]
 	if w == nil || w.conn != nil || w.exited {
-		e.reply <- nil
+		e.reply <- helloAnswer{}
 		return
 	}
 	w.conn = e.wc
@@ -31,7 +38,8 @@ func (e evHello) apply(l *loop) {
 	// Queued now, sent after the welcome: the connection's writer starts
 	// once the welcome is out.
 	l.ticketsJoin(w, e.hello)
-	e.reply <- w
+	grant := !e.hello.Rejoin && l.grantAtWelcome(w)
+	e.reply <- helloAnswer{w: w, grant: grant}
 	l.startNextInTurn(w)
 }
 

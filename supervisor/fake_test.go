@@ -45,6 +45,11 @@ type behaviour struct {
 	scrapeFails  bool // its admin socket answers no scrape
 	countsFail   bool // its admin socket answers no count (stopped, stuck)
 	noHandshakes bool // a library without control.CapHandshakes
+	// askListen: a library without control.CapWelcomeGrant, which asks
+	// to listen (TypeListen) and waits for TypeGrant whatever the
+	// welcome says. Without it, like this library, a fake worker whose
+	// welcome grants its listen joins the group at once.
+	askListen bool
 	// ticketKeys: like this library, it lists CapTicketKeys; the keys it
 	// gets are recorded (fakeEffects.gotTickets).
 	ticketKeys bool
@@ -482,6 +487,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 	if b.finalMetrics {
 		hello.Caps = append(hello.Caps, control.CapFinalMetrics)
 	}
+	if !b.askListen {
+		hello.Caps = append(hello.Caps, control.CapWelcomeGrant)
+	}
 	if b.ticketKeys {
 		hello.Caps = append(hello.Caps, control.CapTicketKeys)
 		if rejoin {
@@ -505,14 +513,18 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		return
 	}
 	if !rejoin {
-		conn.Write(control.Message{Type: control.TypeListen})
-		m, err := conn.Read(time.Now().Add(5 * time.Second))
-		for err == nil && m.Type == control.TypeTicketKeys { // sent after the welcome
-			fx.record(p.id, m)
-			m, err = conn.Read(time.Now().Add(5 * time.Second))
-		}
-		if err != nil || m.Type != control.TypeGrant {
-			return
+		if b.askListen || !control.HasCap(welcome.Caps, control.CapWelcomeGrant) {
+			conn.Write(control.Message{Type: control.TypeListen})
+			m, err := conn.Read(time.Now().Add(5 * time.Second))
+			for err == nil && m.Type == control.TypeTicketKeys { // sent after the welcome
+				fx.record(p.id, m)
+				m, err = conn.Read(time.Now().Add(5 * time.Second))
+			}
+			if err != nil || m.Type != control.TypeGrant {
+				return
+			}
+		} else {
+			fx.trace(p.id, "listened at welcome")
 		}
 		fx.mu.Lock()
 		if fx.kernel != nil {

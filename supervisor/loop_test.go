@@ -613,3 +613,62 @@ func TestReleasesUnderStablePrograms(t *testing.T) {
 		})
 	}
 }
+
+// TestListenGrantedWithTheWelcome: a new worker of a library that listens
+// at its welcome (control.CapWelcomeGrant) is granted its listen with the
+// welcome, a round trip fewer on its way to serving, where a steering
+// program keeps its sockets from connections until they are ready: an
+// upgrade's under --handover steer. The first generation (no program yet),
+// --handover close and an older library ask as before, and with several
+// workers starting at once the grants stay one at a time (the kernel
+// model checks every slot).
+func TestListenGrantedWithTheWelcome(t *testing.T) {
+	tests := []struct {
+		name     string
+		workers  int
+		handover string
+		lib      behaviour // of v2
+		// atWelcome: how many of the new workers listened at their
+		// welcome: exactly, or at least 1 when several start at once.
+		atWelcome int
+	}{
+		{"this library", 1, HandoverSteer, behaviour{}, 1},
+		{"an older library", 1, HandoverSteer, behaviour{askListen: true}, 0},
+		{"--handover close", 1, HandoverClose, behaviour{}, 0},
+		{"4 workers", 4, HandoverSteer, behaviour{}, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.kernel = &kernelGroup{}
+			fx.behave["v2"] = tt.lib
+			r := startRig(t, Config{Workers: tt.workers, Probation: NoProbation, Handover: tt.handover}, fx, nil)
+			r.waitStarted()
+			countAtWelcome := func(pids []int) int {
+				n := 0
+				for _, pid := range pids {
+					if slices.Contains(fx.traced(pid), "listened at welcome") {
+						n++
+					}
+				}
+				return n
+			}
+			if n := countAtWelcome(r.gen(1).PIDs); n != 0 {
+				t.Errorf("%d worker(s) of the first generation listened at their welcome; want none (no program in place)", n)
+			}
+			if _, err := r.upgrade("v2", true); err != nil {
+				t.Fatal(err)
+			}
+			n := countAtWelcome(r.gen(2).PIDs)
+			switch {
+			case tt.atWelcome >= 0 && n != tt.atWelcome:
+				t.Errorf("%d new worker(s) listened at their welcome; want %d", n, tt.atWelcome)
+			case tt.atWelcome < 0 && n < 1:
+				t.Errorf("no new worker listened at its welcome; want at least the first")
+			}
+			for _, v := range fx.kernelViolations() {
+				t.Error(v)
+			}
+		})
+	}
+}

@@ -19,8 +19,14 @@ import (
 // grantTimeout bounds a worker's listen() after its grant.
 const grantTimeout = 10 * time.Second
 
-// askListen queues w's request to listen.
+// askListen queues w's request to listen. A worker whose welcome granted
+// it (grantAtWelcome) has it: it is granted again, not queued behind
+// itself.
 func (l *loop) askListen(w *worker) {
+	if l.granting == w {
+		w.conn.send(control.Message{Type: control.TypeGrant})
+		return
+	}
 	l.grantQ = append(l.grantQ, w)
 	l.nextGrant()
 }
@@ -34,17 +40,41 @@ func (l *loop) nextGrant() {
 		if w.exited || w.conn == nil {
 			continue
 		}
-		l.granting = w
-		conn := w.conn
 		w.conn.send(control.Message{Type: control.TypeGrant})
-		l.after(grantTimeout, evFunc(func(l *loop) {
-			if l.granting == w {
-				l.workerLog(w).Warn("listen grant: no answer; dropping its connection", "timeout", grantTimeout)
-				conn.close()
-				l.endGrant(w)
-			}
-		}))
+		l.grant(w)
 	}
+}
+
+// grant makes w's listen the change of the group under way, until w
+// reports listening or fails, or grantTimeout passes.
+func (l *loop) grant(w *worker) {
+	l.granting = w
+	conn := w.conn
+	l.after(grantTimeout, evFunc(func(l *loop) {
+		if l.granting == w {
+			l.workerLog(w).Warn("listen grant: no answer; dropping its connection", "timeout", grantTimeout)
+			conn.close()
+			l.endGrant(w)
+		}
+	}))
+}
+
+// grantAtWelcome grants w's listen with its welcome, and reports whether
+// it did: where its TypeListen would be granted at once (no grant or
+// close under way or queued) and w listens at its welcome
+// (control.CapWelcomeGrant). That saves a round trip on a new worker's
+// way to serving. Only where a steering program is in place (an active
+// generation, --handover steer): w's library listens before its app
+// asks, and such a program gives its sockets no connection before they
+// are ready, whatever the app does meanwhile.
+func (l *loop) grantAtWelcome(w *worker) bool {
+	if !w.can(control.CapWelcomeGrant) || w.listening || w.exited ||
+		l.cfg.Handover != HandoverSteer || l.active == nil || l.adopting != nil ||
+		l.granting != nil || l.releasing != nil || len(l.grantQ) > 0 {
+		return false
+	}
+	l.grant(w)
+	return true
 }
 
 // endGrant ends w's grant, if it has one, and lets the next change of the

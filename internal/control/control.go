@@ -359,6 +359,17 @@ const (
 	// grants one worker at a time to know each socket's slot in the
 	// reuseport group, never lists it; without it a worker asks.
 	CapListenFree = "listen-free"
+	// CapWelcomeGrant in a worker's hello says it listens as soon as it
+	// reads a welcome that lists it, before its app calls Listen, and
+	// reports TypeListening (or TypeFail) without asking with
+	// TypeListen. In a supervisor's welcome it says the listen is
+	// granted with the welcome: the supervisor made this worker's the
+	// grant under way (none other was, and no close), so the group model
+	// stays exact, and a round trip on the worker's way to serving goes.
+	// A supervisor lists it only where a steering program keeps the new
+	// sockets from connections until they are ready; without it a worker
+	// asks.
+	CapWelcomeGrant = "welcome-grant"
 )
 
 // CollectWait bounds how long a drained worker waits for TypeCollected.
@@ -368,7 +379,7 @@ const CollectWait = 2 * time.Second
 
 // WorkerCaps is what workers built with this package understand.
 func WorkerCaps() []string {
-	return []string{CapQuiesce, CapFinalMetrics, CapHandshakes, CapTicketKeys, CapReadyHealth}
+	return []string{CapQuiesce, CapFinalMetrics, CapHandshakes, CapTicketKeys, CapReadyHealth, CapWelcomeGrant}
 }
 
 // HasCap reports whether caps lists c.

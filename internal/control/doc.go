@@ -57,6 +57,7 @@
 // list [CapFinalMetrics]; TypeTicketKeys goes only to a worker whose hello
 // lists [CapTicketKeys], and only such a worker's rejoin hello carries its
 // keys; a worker listens without asking only when the welcome lists
-// [CapListenFree] (a standalone parent's). A peer ignores capabilities it
-// does not know.
+// [CapListenFree] (a standalone parent's), and listens at the welcome,
+// before its app asks, only when both list [CapWelcomeGrant]. A peer
+// ignores capabilities it does not know.
 package control
