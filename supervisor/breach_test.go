@@ -471,3 +471,51 @@ func TestCanaryLeavesOutAStoppedStandbyWorker(t *testing.T) {
 		t.Errorf("generation 2 = %+v; want its canary at 10%% on", g)
 	}
 }
+
+// The judge reads each worker within its own second, beside the others:
+// one of the new generation's workers stopped (SIGSTOP) took the whole
+// second of a reading that went through them in turn, and every worker
+// after it went unread, so a release answering 30 % 500s passed its
+// probation "not judged: 0 of the 100 requests it needs" (a new user's
+// trial, 2 of 2, stopped a new worker 0.3 s after the upgrade command:
+// before the judge's first reading).
+func TestJudgeReadsPastAStoppedWorker(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: 4 * time.Second, JudgeEvery: 200 * time.Millisecond}, fx, func(r *rig) {
+		r.s.loop.steer.timeout = 200 * time.Millisecond // if the stopped worker carries the switch's steer
+	})
+	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.3, latency: time.Millisecond, stopOneReady: true})
+	r.waitStarted()
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+	if err == nil || !strings.Contains(err.Error(), "5xx ratio") || rep == nil || rep.Verdict != VerdictRolledBack {
+		t.Errorf("upgrade --wait: %v, report %+v; want rolled back for its 5xx ratio", err, rep)
+	}
+}
+
+// A worker being retired whose process is stopped (SIGSTOP, a tracer) is
+// killed at once: it would answer no release, and until killStuck, 15 s
+// later (or --drain-timeout and its second), its listeners took new
+// connections into queues nobody read (a new user's trial, 3 of 3, with
+// `launcher stop`). The stop says so.
+func TestStoppedWorkerKilledAtOnceWhenRetired(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	stopped := r.gen(1).PIDs[0]
+	fx.proc(stopped).stop()
+	var steps []string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := (Client{StateDir: r.dir}).Stop(ctx, func(p Progress) { steps = append(steps, p.String()) }); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("stop took %s; want the stopped worker killed at once", took)
+	}
+	want := fmt.Sprintf("(pid %d) was stopped (SIGSTOP or a tracer): killed, what it held cut", stopped)
+	if len(steps) != 2 || !strings.Contains(steps[0], want) || steps[1] != "stopped" {
+		t.Errorf("stop's steps %q; want generation 1's drain naming the stopped worker, then stopped", steps)
+	}
+}

@@ -38,6 +38,9 @@ type behaviour struct {
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
 	mute            bool          // answer no quiesce or release: stopped (SIGSTOP) or stuck
+	// stopOneReady: the first of its generation's workers to report
+	// ready is stopped (see fakeProc.stop) right after it.
+	stopOneReady bool
 	// finalMetrics: like this library, it lists CapFinalMetrics and, when
 	// the welcome does too, reports Drained and waits for Collected (at
 	// most control.CollectWait) before it exits.
@@ -178,6 +181,7 @@ type fakeEffects struct {
 
 	mu        sync.Mutex
 	nextPID   int
+	stopped1  map[int]bool // generations one of whose workers stopped (stopOneReady)
 	procs     []*fakeProc
 	byAdmin   map[string]behaviour
 	state     *savedState // the last state written
@@ -326,7 +330,7 @@ func (fx *fakeEffects) kernelViolations() []string {
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{},
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{}, stopped1: map[int]bool{},
 		handshakesDone: map[int][]string{}, tickets: map[int][][]control.TicketKey{}, adoptKeys: map[int][]control.TicketKey{}}
 }
 
@@ -538,6 +542,15 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 				ready.Error = "database down"
 			}
 			conn.Write(ready)
+			fx.mu.Lock()
+			first := b.stopOneReady && !fx.stopped1[p.gen]
+			if first {
+				fx.stopped1[p.gen] = true
+			}
+			fx.mu.Unlock()
+			if first {
+				p.stop()
+			}
 		}
 		if b.crashAfter > 0 {
 			time.AfterFunc(b.crashAfter, p.die)
@@ -617,8 +630,12 @@ func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts
 	fx.mu.Lock()
 	b := fx.byAdmin[admin]
 	fx.mu.Unlock()
-	if b.countsFail || fx.silentAt(admin) {
+	if b.countsFail {
 		return metrics.Counts{}, fmt.Errorf("dial unix %s: i/o timeout", admin)
+	}
+	if fx.silentAt(admin) { // its socket's queue takes the request; nobody reads it
+		<-ctx.Done()
+		return metrics.Counts{}, ctx.Err()
 	}
 	return metrics.Counts{}, nil
 }
@@ -633,6 +650,10 @@ func (fx *fakeEffects) scrape(ctx context.Context, admin string) (map[string]*dt
 	p := fx.proc(pid)
 	if p == nil || !p.alive() || b.scrapeFails {
 		return nil, fmt.Errorf("dial unix %s: connection refused", admin)
+	}
+	if p.silent() { // its socket's queue takes the request; nobody reads it
+		<-ctx.Done()
+		return nil, ctx.Err()
 	}
 	select {
 	case <-time.After(20 * time.Millisecond):

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/metrics"
@@ -224,10 +225,24 @@ func (l *loop) scrapeJudged(g *generation, j *judge, then func(*loop, map[*worke
 	async(l, func() map[*worker]metrics.RequestSample {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
+		// All at once, each within the second: read in turn, a worker
+		// that answers nothing (stopped, hung) took the whole second and
+		// left every worker after it unread, and the reading empty.
+		samples := make([]*metrics.RequestSample, len(targets))
+		var wg sync.WaitGroup
+		for i, t := range targets {
+			wg.Go(func() { // ends within ctx's second
+				if mfs, err := fx.scrape(ctx, t.admin); err == nil {
+					s := metrics.SampleRequests(mfs)
+					samples[i] = &s
+				}
+			})
+		}
+		wg.Wait()
 		out := map[*worker]metrics.RequestSample{}
-		for _, t := range targets {
-			if mfs, err := fx.scrape(ctx, t.admin); err == nil {
-				out[t.w] = metrics.SampleRequests(mfs)
+		for i, s := range samples {
+			if s != nil {
+				out[targets[i].w] = *s
 			}
 		}
 		return out

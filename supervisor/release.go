@@ -300,12 +300,18 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	}
 	for _, w := range workers {
 		w.stopping = true
+		if w.proc.stopped() {
+			// It would answer no quiesce or release: waiting for them
+			// only keeps what its listeners still take waiting in its
+			// queues until killStuck.
+			l.killStuck(w, "was stopped (SIGSTOP or a tracer)", nil)
+		}
 	}
 	l.markDirty()
 	var todo []*worker
 	if l.cfg.Handover == HandoverSteer && len(workers) >= 2 && l.stop == nil && l.active != g {
 		for _, w := range workers {
-			if w.conn != nil && w.listening && w.canQuiesce() {
+			if w.conn != nil && w.listening && w.canQuiesce() && !w.killed {
 				todo = append(todo, w)
 			}
 		}
@@ -358,7 +364,7 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 				handshakesDone = handshakesDone || w == handshakesBy
 			case w.exited:
 			case errors.Is(err, errNoAnswer):
-				l.killStuck(w, err)
+				l.killStuck(w, "answered nothing (stopped or stuck)", err)
 			default:
 				l.workerLog(w).Warn("quiesce worker; it will settle on release", "err", err)
 			}
@@ -448,7 +454,7 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 			w.released = true
 		case w.exited:
 		case errors.Is(err, errNoAnswer):
-			l.killStuck(w, err)
+			l.killStuck(w, "answered nothing (stopped or stuck)", err)
 		default:
 			l.workerLog(w).Warn("release worker", "err", err)
 			w.proc.signal(syscall.SIGTERM)
@@ -615,17 +621,18 @@ func (l *loop) answerWithin(d time.Duration) time.Duration {
 	return min(d, l.cfg.DrainTimeout+time.Second)
 }
 
-// killStuck kills w, a worker being retired that did not answer (err):
-// it serves nothing any more, and waiting for it would hold its
-// generation's drain, and the releases queued behind it, past
-// --drain-timeout. What it held is cut, and its drain says so.
-func (l *loop) killStuck(w *worker, err error) {
+// killStuck kills w, a worker being retired that answers nothing (why;
+// err, if not nil, is the request it did not answer): it serves nothing
+// any more, and waiting for it would hold its generation's drain, and the
+// releases queued behind it, past --drain-timeout. What it held is cut,
+// and its drain says so.
+func (l *loop) killStuck(w *worker, why string, err error) {
 	if w.killed {
 		return // its release, sent before its exit was seen, timed out too
 	}
-	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "err", err)
+	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "why", why, "err", err)
 	l.countDrainTimeout(w.gen)
-	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) answered nothing (stopped or stuck): killed, what it held cut", w.index, w.pid))
+	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) %s: killed, what it held cut", w.index, w.pid, why))
 	w.kill()
 }
 
