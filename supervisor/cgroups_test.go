@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -147,4 +148,57 @@ func childrenOf(pid int) []int {
 func zombie(pid int) bool {
 	_, _, _, state, ok := readStatGroup("/proc/" + strconv.Itoa(pid) + "/stat")
 	return ok && state == "Z"
+}
+
+// TestStoppedOnThisKernel: a worker stopped with SIGSTOP reads stopped
+// until SIGCONT, and one whose cgroup is frozen (cgroup.freeze) until it
+// is thawed, though /proc calls a frozen process sleeping (a new user's
+// trial froze a standby worker so, and the rollback steered back to it).
+func TestStoppedOnThisKernel(t *testing.T) {
+	for _, groups := range []bool{false, true} {
+		name := map[bool]string{false: "cgroup", true: "process group"}[groups]
+		t.Run(name, func(t *testing.T) {
+			var logs logBuffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			cg := openCgroups(filepath.Join(t.TempDir(), "state"), groups, log)
+			defer cg.close()
+			if !groups && cg.base == "" {
+				t.Skipf("no cgroup this test may create: %s", logs.String())
+			}
+			fx := &osEffects{cg: cg, log: log}
+			p, err := fx.start(procSpec{gen: 1, index: 0, path: "/bin/sleep", args: []string{"300"}, tail: newTailBuffer(5)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				p.kill()
+				<-p.done()
+				fx.removeGeneration(1)
+			}()
+			want := func(what string, stopped bool) {
+				t.Helper()
+				if err := waitFor(5*time.Second, func() bool { return p.stopped() == stopped }); err != nil {
+					t.Errorf("%s: stopped() = %v; want %v", what, !stopped, stopped)
+				}
+			}
+			want("running", false)
+			p.signal(syscall.SIGSTOP)
+			want("after SIGSTOP", true)
+			p.signal(syscall.SIGCONT)
+			want("after SIGCONT", false)
+			if groups {
+				return
+			}
+			rel, _ := cgroupOf(p.pid())
+			freeze := filepath.Join(cg.mount, rel, "cgroup.freeze")
+			if err := os.WriteFile(freeze, []byte("1"), 0); err != nil {
+				t.Fatal(err)
+			}
+			want("frozen", true)
+			if err := os.WriteFile(freeze, []byte("0"), 0); err != nil {
+				t.Fatal(err)
+			}
+			want("thawed", false)
+		})
+	}
 }

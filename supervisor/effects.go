@@ -79,8 +79,9 @@ type process interface {
 	done() <-chan struct{}
 	exitErr() error
 	// stopped reports whether the process is stopped by a signal
-	// (SIGSTOP, SIGTSTP) or by a tracer: state T or t in /proc/PID/stat,
-	// proc(5). A stopped process answers nothing until SIGCONT.
+	// (SIGSTOP, SIGTSTP) or by a tracer (state T or t in /proc/PID/stat,
+	// proc(5)), or frozen with its cgroup (cgroup.freeze). It answers
+	// nothing until SIGCONT or a thaw.
 	stopped() bool
 	// release lets go of a process this supervisor will not watch.
 	release()

@@ -46,7 +46,7 @@ func (p *childProc) release()              {}
 func (p *childProc) stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.reaped && processStopped(p.pid()) // once reaped, its pid may name another process
+	return !p.reaped && (processStopped(p.pid()) || p.tree.frozen()) // once reaped, its pid may name another process
 }
 func (p *childProc) signal(sig syscall.Signal) {
 	select {
@@ -186,7 +186,7 @@ func (p *adoptedProc) stopped() bool {
 	case <-p.exit:
 		return false
 	default:
-		return processStopped(p.id)
+		return processStopped(p.id) || p.tree != nil && p.tree.frozen()
 	}
 }
 func (p *adoptedProc) kill() {

@@ -39,6 +39,10 @@ type tree interface {
 	// finish, once the worker has exited, kills what is left of the tree,
 	// waits up to treeWait until nothing is, and removes what held it.
 	finish() error
+	// frozen reports whether the tree is frozen (cgroup.freeze): its
+	// processes run nothing, as stopped ones, though /proc calls them
+	// sleeping.
+	frozen() bool
 	String() string
 }
 
@@ -47,6 +51,21 @@ type tree interface {
 type cgroupTree struct{ dir string }
 
 func (c cgroupTree) String() string { return "cgroup " + c.dir }
+
+// frozen reads the cgroup's "frozen" key in cgroup.events: 1 once every
+// process of it is frozen (Documentation/admin-guide/cgroup-v2.rst).
+func (c cgroupTree) frozen() bool {
+	b, err := os.ReadFile(filepath.Join(c.dir, "cgroup.events"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "frozen 1" {
+			return true
+		}
+	}
+	return false
+}
 
 func (c cgroupTree) kill() error {
 	return os.WriteFile(filepath.Join(c.dir, "cgroup.kill"), []byte("1"), 0)
@@ -90,6 +109,9 @@ func cgroupPopulated(dir string) (bool, error) {
 type pgroupTree struct{ pgid int }
 
 func (p pgroupTree) String() string { return "process group " + strconv.Itoa(p.pgid) }
+
+// frozen is false: only a cgroup freezes.
+func (p pgroupTree) frozen() bool { return false }
 
 func (p pgroupTree) kill() error {
 	err := unix.Kill(-p.pgid, unix.SIGKILL)
