@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -514,8 +515,73 @@ func TestStoppedWorkerKilledAtOnceWhenRetired(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("stop took %s; want the stopped worker killed at once", took)
 	}
-	want := fmt.Sprintf("(pid %d) was stopped (SIGSTOP or a tracer): killed, what it held cut", stopped)
+	want := fmt.Sprintf("(pid %d) was stopped (SIGSTOP, a tracer or a frozen cgroup): killed, what it held cut", stopped)
 	if len(steps) != 2 || !strings.Contains(steps[0], want) || steps[1] != "stopped" {
 		t.Errorf("stop's steps %q; want generation 1's drain naming the stopped worker, then stopped", steps)
+	}
+}
+
+// Without the judge, a canary's standby worker that is stopped is killed
+// within about a second all the same, and leaves the program: it kept its
+// share of new connections for the whole step (a new user's trial, with
+// --max-error-ratio 0 --max-latency-ratio 0 and a 1 min step).
+func TestCanaryWithoutJudgeLeavesOutAStoppedStandbyWorker(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, MaxErrorRatio: -1, MaxLatencyRatio: -1}, fx, nil)
+	r.waitStarted()
+	r.canaryStep(t, time.Hour)
+	old := r.gen(1).PIDs
+	stopped, running := old[0], old[1]
+	fx.proc(stopped).stop()
+	eventually(t, "the stopped worker killed, the program without it", func() error {
+		programs := fx.kernelPrograms()
+		last := programs[len(programs)-1]
+		if !fx.proc(stopped).wasKilled() || slices.Contains(last, stopped) || !slices.Contains(last, running) {
+			return fmt.Errorf("killed %v, last program names pids %v", fx.proc(stopped).wasKilled(), last)
+		}
+		return nil
+	})
+}
+
+// A standby worker that is hung (it answers nothing, but its process does
+// not read stopped: a deadlock) is found by its admin socket answering no
+// count two seconds in a row, and killed: a rollback then goes to the
+// other worker alone and names it. Before, the rollback steered back to
+// it and said nothing (a new user's trial, 4 of 4, with a frozen cgroup,
+// which now reads stopped: this is the case left).
+func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, DrainTimeout: 500 * time.Millisecond}, fx, func(r *rig) {
+		r.s.loop.steer.timeout = 300 * time.Millisecond
+	})
+	r.waitStarted()
+	done := r.probationStep(t, 2)
+	old := r.gen(1).PIDs
+	hung, running := old[0], old[1]
+	fx.proc(hung).hang()
+	eventually(t, "the hung standby worker killed", func() error {
+		if !fx.proc(hung).wasKilled() {
+			return errors.New("not killed")
+		}
+		return nil
+	})
+	steersBefore := len(fx.kernelPrograms())
+	var reason string
+	if _, err := r.s.Rollback(context.Background(), true, func(p Progress) {
+		if p.Step == StepRolledBack {
+			reason = p.Reason
+		}
+	}); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if !strings.Contains(reason, fmt.Sprintf("(pid %d) of generation 1 answered nothing on its admin socket for 2 s (hung): killed", hung)) {
+		t.Errorf("rolled-back step's reason %q; want it to name the hung worker", reason)
+	}
+	awaitResult(t, done, 5*time.Second)
+	programs := fx.kernelPrograms()[steersBefore:]
+	if len(programs) == 0 || !slices.Equal(programs[0], []int{running}) {
+		t.Errorf("programs after the rollback name pids %v; want the first to name only %d", programs, running)
 	}
 }

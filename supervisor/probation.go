@@ -1,9 +1,11 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -100,23 +102,88 @@ func takeBack(workers []*worker) []*worker {
 
 // wakeStandby returns the workers of p's standby generation that can take
 // traffic back now, as takeBack, after killing those whose process is
-// stopped (SIGSTOP, a tracer: see process.stopped). A stopped worker
-// answers nothing: steered back to, its new connections would wait in
-// its accept queue, and a steer it carried would hang. Killed, it leaves
+// stopped (SIGSTOP, a tracer, a frozen cgroup: see process.stopped) or
+// that watchStandby found hung. Such a worker answers nothing: steered
+// back to, its new connections would wait in its accept queue, and a
+// steer it carried would hang. Killed, it leaves
 // the program at once, and its generation restarts it once it serves
 // again (its exit is an active worker's). Each kill is noted in p.woken
 // for the rollback's messages. Reading /proc/PID/stat takes microseconds:
 // this runs only when traffic is about to go back.
 func (l *loop) wakeStandby(p *probation) []*worker {
 	for _, w := range takeBack(p.workers) {
-		if w.proc.stopped() {
-			l.workerLog(w).Warn("worker of the standby generation is stopped (SIGSTOP or a tracer): killed, not steered back to")
-			p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d was stopped (SIGSTOP or a tracer): killed, and restarted once its generation serves", w.index, w.pid, w.gen.num))
-			w.kill()
+		var why string
+		switch {
+		case w.proc.stopped():
+			why = whyStopped
+		case w.silentReads >= hungReads:
+			why = fmt.Sprintf("answered nothing on its admin socket for %d s (hung)", hungReads)
+		default:
+			continue
 		}
+		l.workerLog(w).Warn("worker of the standby generation "+why+": killed, not steered to", "silent_reads", w.silentReads)
+		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed, and restarted once its generation serves", w.index, w.pid, w.gen.num, why))
+		w.kill()
 	}
 	return takeBack(p.workers)
 }
+
+// whyStopped says why a stopped worker (see process.stopped) is killed.
+const whyStopped = "was stopped (SIGSTOP, a tracer or a frozen cgroup)"
+
+// hungReads is how many of watchStandby's reads in a row a standby worker
+// leaves unanswered before it is taken for hung: its admin socket answers
+// in microseconds, so two seconds without a word is no slow moment.
+const hungReads = 2
+
+// watchStandby looks at p's standby workers (g's probation's) every
+// standbyWatchEvery while p runs, and passes those that could not take
+// traffic to wakeStandby, which kills them: during a canary they take new
+// connections, and after it traffic may go back to them at once. A
+// stopped or frozen one is seen at once; a hung one, whose process looks
+// like any other, by its admin socket answering no count (each read
+// within a second) hungReads times in a row.
+func (l *loop) watchStandby(g *generation, p *probation) {
+	if g.runningProbation() != p {
+		return
+	}
+	ws := l.wakeStandby(p)
+	admins := make([]string, len(ws))
+	for i, w := range ws {
+		admins[i] = w.admin
+	}
+	fx := l.fx
+	async(l, func() []bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		answered := make([]bool, len(admins))
+		var wg sync.WaitGroup
+		for i, a := range admins {
+			wg.Go(func() { // ends within ctx's second
+				_, err := fx.counts(ctx, a)
+				answered[i] = err == nil
+			})
+		}
+		wg.Wait()
+		return answered
+	}, func(l *loop, answered []bool) {
+		if g.runningProbation() != p {
+			return
+		}
+		for i, w := range ws {
+			if answered[i] {
+				w.silentReads = 0
+			} else {
+				w.silentReads++
+			}
+		}
+		l.wakeStandby(p)
+		l.after(standbyWatchEvery, evFunc(func(l *loop) { l.watchStandby(g, p) }))
+	})
+}
+
+// standbyWatchEvery is how often watchStandby looks.
+const standbyWatchEvery = time.Second
 
 // wokenNote is "; " and p's notes of standby workers killed as stopped,
 // or "".
@@ -164,6 +231,7 @@ func (l *loop) startProbation(g, old *generation, opts UpgradeOptions) *probatio
 	if l.cfg.MaxErrorRatio >= 0 || l.cfg.MaxLatencyRatio > 0 {
 		l.startJudge(g, old, p)
 	}
+	l.after(standbyWatchEvery, evFunc(func(l *loop) { l.watchStandby(g, p) }))
 	return p
 }
 

@@ -304,7 +304,7 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 			// It would answer no quiesce or release: waiting for them
 			// only keeps what its listeners still take waiting in its
 			// queues until killStuck.
-			l.killStuck(w, "was stopped (SIGSTOP or a tracer)", nil)
+			l.killStuck(w, whyStopped, nil)
 		}
 	}
 	l.markDirty()

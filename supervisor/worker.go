@@ -91,6 +91,8 @@ type worker struct {
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
 	drained   bool        // it reported its drain's end (TypeDrained)
+	// silentReads: watchStandby's reads in a row it left unanswered.
+	silentReads int
 	// collecting: its final metrics are being read; final: they are kept
 	// (the worker is no longer scraped).
 	collecting bool
