@@ -477,6 +477,10 @@ func TestStopDuringCanaryReports(t *testing.T) {
 	if res.err == nil || !strings.Contains(res.err.Error(), "stopped during the canary") {
 		t.Errorf("upgrade --wait: %v; want an error: stopped during the canary", res.err)
 	}
+	// No --current here: nothing to say of it (a new user's trial).
+	if res.err != nil && strings.Contains(res.err.Error(), "--current") {
+		t.Errorf("upgrade --wait: %v; want no word of --current, which was not given", res.err)
+	}
 	if res.rep == nil || res.rep.Verdict != VerdictStopped {
 		t.Errorf("report = %+v; want verdict stopped", res.rep)
 	}

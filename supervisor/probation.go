@@ -278,7 +278,11 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		}
 		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
 		req.emitReport(rep)
-		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains, and a restart runs %s (--current points at it again)", g.release.Version, phase, g.num, p.standby.release.Version))
+		restart := ""
+		if l.cfg.Current != "" {
+			restart = fmt.Sprintf(", and a restart runs %s (--current points at it again)", p.standby.release.Version)
+		}
+		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains%s", g.release.Version, phase, g.num, restart))
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
 			"standby_generation", p.standby.num, "standby_version", p.standby.release.Version)
