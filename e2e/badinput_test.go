@@ -53,6 +53,8 @@ func TestBadInputLeavesServiceUntouched(t *testing.T) {
 		{"probation without steer", []string{"start", "--listen", freeAddr(t), "--handover", "close", "--probation", "5s", "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "--probation 5s: steer handover only"},
 		// Exit 1, as if the flag were not the operator's input.
 		{"releases not there", []string{"start", "--listen", freeAddr(t), "--releases", "/nonexistent-releases", "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "launcher: start: --releases /nonexistent-releases: lstat /nonexistent-releases: no such file or directory"},
+		// It said the command "resolves to …, outside --releases", exit 1.
+		{"releases names a file", []string{"start", "--listen", freeAddr(t), "--releases", notExec, "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 2, "launcher: start: --releases " + notExec + ": not a directory"},
 		// The error lacked the command's name: "launcher: --metrics …".
 		{"metrics address in use", []string{"start", "--listen", freeAddr(t), "--metrics", s.addr, "--state-dir", shortTempDir(t), "--", filepath.Join(bins.releases, "v1", "hello")}, 1, "launcher: start: --metrics " + s.addr + ": listen tcp " + s.addr + ": bind: address already in use"},
 		{"rollback with nothing to roll back to", []string{"rollback", "--state-dir", s.stateDir}, 1, "no previous release"},

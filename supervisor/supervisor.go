@@ -72,6 +72,9 @@ func newSupervisor(cfg Config, fx effects) (*Supervisor, error) {
 		if err != nil {
 			return nil, &ConfigError{Err: fmt.Errorf("--releases %s: %w", cfg.Releases, err)}
 		}
+		if fi, err := os.Stat(r); err == nil && !fi.IsDir() {
+			return nil, &ConfigError{Err: fmt.Errorf("--releases %s: not a directory", cfg.Releases)}
+		}
 		s.releasesReal, _ = filepath.Abs(r)
 		s.releasesAbs, _ = filepath.Abs(cfg.Releases)
 	}

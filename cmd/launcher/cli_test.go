@@ -234,6 +234,12 @@ func TestExitStatus(t *testing.T) {
 		{args: []string{"upgrade", ""}, code: 2, stderr: "launcher: upgrade: empty VERSION or PATH \"\": give one, or none to re-resolve COMMAND\n", noAction: true},
 		{args: []string{"upgrade", " \t", "--wait"}, code: 2, stderr: "launcher: upgrade: empty VERSION or PATH \" \\t\": give one, or none to re-resolve COMMAND\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1"}, code: 2, stderr: "launcher: start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]\n", noAction: true},
+		// Given empty, each was taken as not given (a new user's trial).
+		{args: []string{"start", "--listen", "a:1", "--releases", "", "--", "x"}, code: 2, stderr: "launcher: start: --releases \"\": empty (leave it out if there is none)\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--current", "", "--", "x"}, code: 2, stderr: "launcher: start: --current \"\": empty (leave it out if there is none)\n", noAction: true},
+		{args: []string{"start", "--listen", "a:1", "--metrics", "", "--", "x"}, code: 2, stderr: "launcher: start: --metrics \"\": empty (leave it out if there is none)\n", noAction: true},
+		// It blamed another supervisor for the port its own --listen took.
+		{args: []string{"start", "--listen", "127.0.0.1:9", "--metrics", "127.0.0.1:9", "--", "x"}, code: 2, stderr: "launcher: start: --metrics 127.0.0.1:9: also a --listen address: give the metrics another port\n", noAction: true},
 		{args: []string{"start", "--", "x"}, code: 2, stderr: "launcher: start: no listen address: give --listen ADDR\n", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "--bogus", "x"}, code: 2, stderr: "*", noAction: true},
 		{args: []string{"completion"}, code: 2, stderr: "*", noAction: true},

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -56,6 +57,15 @@ Flags come before COMMAND: everything from COMMAND on is the service's.`,
 			}
 			if cfg.Settle < 0 {
 				return usagef("start: --settle %s: want 0 (the default) or more", cfg.Settle)
+			}
+			// Given empty, each would be taken as not given at all.
+			for _, name := range []string{"releases", "current", "metrics"} {
+				if v, _ := cmd.Flags().GetString(name); v == "" && cmd.Flags().Changed(name) {
+					return usagef("start: --%s \"\": empty (leave it out if there is none)", name)
+				}
+			}
+			if cfg.MetricsAddr != "" && slices.Contains(cfg.Listen, cfg.MetricsAddr) {
+				return usagef("start: --metrics %s: also a --listen address: give the metrics another port", cfg.MetricsAddr)
 			}
 			if cfg.MaxDraining < 1 {
 				return usagef("start: --max-draining %d: want at least 1", cfg.MaxDraining)
