@@ -232,3 +232,32 @@ func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStoppedWorkerSteeredAwayFrom: one of the active generation's two
+// workers is stopped (kill -STOP, as a debugger would); within about a
+// second the supervisor steers new connections away from it, without
+// killing it, and every request is answered by the other. Before, half
+// of the new connections waited in the stopped worker's queue (a new
+// user's trial).
+func TestStoppedWorkerSteeredAwayFrom(t *testing.T) {
+	s := startSup(t, "--workers", "2")
+	g := activeGen(s.status())
+	stopped := g.PIDs[0]
+	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(stopped, syscall.SIGCONT) // the harness's stop drains it
+	time.Sleep(2 * time.Second)                  // the supervisor looks every second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := loadgen.Run(ctx, loadgen.Config{Addr: s.addr, Mode: loadgen.NewConn, Workers: 4, Duration: 20 * time.Second, MaxRequests: 1000, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 1000 || res.Failures() != 0 {
+		t.Errorf("with a worker stopped: %d requests, %d failed (%v); want 1000, none failed", res.Requests, res.Failures(), res.Samples)
+	}
+	if now := activeGen(s.status()); now == nil || !slices.Contains(now.PIDs, stopped) {
+		t.Errorf("active = %+v; want the stopped worker %d left alone", now, stopped)
+	}
+}

@@ -43,6 +43,7 @@ type adoption struct {
 
 func (c cmdStart) apply(l *loop) {
 	l.ticketMetrics()
+	l.after(pausedWatchEvery, evFunc(func(l *loop) { l.watchPaused() }))
 	st, err := l.fx.loadState()
 	if err != nil {
 		l.abandon(c.req, err)

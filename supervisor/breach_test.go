@@ -585,3 +585,38 @@ func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
 		t.Errorf("programs after the rollback name pids %v; want the first to name only %d", programs, running)
 	}
 }
+
+// A worker of the active generation that is stopped (a debugger, SIGSTOP)
+// is steered away from within about a second, and steered to again once
+// it runs: it is not killed, and what it queued waits for it. Before, it
+// kept its share of new connections while stopped, each waiting in its
+// queue (a new user's trial).
+func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	stopped, running := pids[0], pids[1]
+	last := func() []int {
+		programs := fx.kernelPrograms()
+		return slices.Sorted(slices.Values(programs[len(programs)-1]))
+	}
+	fx.proc(stopped).stop()
+	eventually(t, "the program without the stopped worker", func() error {
+		if got := last(); !slices.Equal(got, []int{running}) {
+			return fmt.Errorf("last program names pids %v; want only %d", got, running)
+		}
+		return nil
+	})
+	if fx.proc(stopped).wasKilled() {
+		t.Error("the stopped worker was killed; want it left alone")
+	}
+	fx.proc(stopped).cont()
+	eventually(t, "the program back on both workers", func() error {
+		if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
+			return fmt.Errorf("last program names pids %v; want %v", got, pids)
+		}
+		return nil
+	})
+}

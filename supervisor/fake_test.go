@@ -106,6 +106,13 @@ func (p *fakeProc) stop() {
 	p.mu.Unlock()
 }
 
+// cont lets p run again, as SIGCONT would.
+func (p *fakeProc) cont() {
+	p.mu.Lock()
+	p.sigstopped = false
+	p.mu.Unlock()
+}
+
 func (p *fakeProc) stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

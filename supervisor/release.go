@@ -160,7 +160,7 @@ func (l *loop) issueSteer() {
 	// program is the group's, whoever attaches it.
 	var agent *worker
 	for _, w := range l.group.Members() {
-		if w.conn != nil && !w.exited && !w.killed && (agent == nil || agent == l.steer.silent || w.gen == l.active && w != l.steer.silent) {
+		if w.conn != nil && !w.exited && !w.killed && !w.paused && (agent == nil || agent == l.steer.silent || w.gen == l.active && w != l.steer.silent) {
 			agent = w
 		}
 	}
@@ -203,7 +203,12 @@ func (l *loop) desiredSlots() []int {
 		}
 		return l.group.Slots(keep)
 	}
-	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed })
+	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed && !w.paused })
+	if len(cur) == 0 {
+		// Every ready worker is stopped: the program keeps them, as
+		// there is nowhere else to send new connections.
+		cur = slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed })
+	}
 	p := active.runningProbation()
 	if p == nil || p.weight >= 100 {
 		return cur
@@ -238,7 +243,9 @@ type releaseRun struct {
 
 // activeReady reports whether w is a ready worker of the active
 // generation: the sockets a release steers to.
-func (l *loop) activeReady(w *worker) bool { return w.gen == l.active && w.ready && !w.killed }
+func (l *loop) activeReady(w *worker) bool {
+	return w.gen == l.active && w.ready && !w.killed && !w.paused
+}
 
 // quickSettle is how long a quiesced worker's accept queue must stay empty
 // before it closes, for a worker that does not know control.Message.Quick

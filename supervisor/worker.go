@@ -93,6 +93,9 @@ type worker struct {
 	drained   bool        // it reported its drain's end (TypeDrained)
 	// silentReads: watchStandby's reads in a row it left unanswered.
 	silentReads int
+	// paused: an active worker found stopped, steered away from until it
+	// runs again (see watchPaused).
+	paused bool
 	// collecting: its final metrics are being read; final: they are kept
 	// (the worker is no longer scraped).
 	collecting bool

@@ -1,0 +1,62 @@
+package supervisor
+
+import "time"
+
+// A worker of the active generation that is stopped (SIGSTOP, a tracer: a
+// debugger, or a frozen cgroup; see process.stopped) accepts nothing, and
+// the connections the program sends it wait in its accept queue until it
+// runs again. The supervisor looks at the active workers every
+// pausedWatchEvery and steers away from a stopped one (paused) until it
+// runs again, when it is steered to once more: it is not killed, so an
+// operator's debugger session and what it has queued survive. With no
+// other worker left to steer to, the program keeps it. (A stopped worker
+// of a standby generation is killed instead, see wakeStandby, and one
+// being retired at once, see retire: neither has anything to wait for.)
+
+// pausedWatchEvery is how often watchPaused looks.
+const pausedWatchEvery = time.Second
+
+// watchPaused looks at the active generation's ready workers, off the
+// loop, and steers away from those stopped and back to those that run
+// again; it then looks again pausedWatchEvery later, until the stop.
+func (l *loop) watchPaused() {
+	if l.stop != nil {
+		return
+	}
+	var ws []*worker
+	if g := l.active; g != nil {
+		for _, w := range g.workers {
+			if w.ready && !w.exited && !w.killed {
+				ws = append(ws, w)
+			}
+		}
+	}
+	procs := make([]process, len(ws))
+	for i, w := range ws {
+		procs[i] = w.proc
+	}
+	async(l, func() []bool {
+		stopped := make([]bool, len(procs))
+		for i, p := range procs {
+			stopped[i] = p.stopped() // a /proc read: microseconds
+		}
+		return stopped
+	}, func(l *loop, stopped []bool) {
+		changed := false
+		for i, w := range ws {
+			if w.exited || w.killed || w.paused == stopped[i] {
+				continue
+			}
+			w.paused, changed = stopped[i], true
+			if w.paused {
+				l.workerLog(w).Warn("worker " + whyStopped + ": steered away from until it runs again")
+			} else {
+				l.workerLog(w).Info("worker runs again: steered to")
+			}
+		}
+		if changed {
+			l.resteer(nil)
+		}
+		l.after(pausedWatchEvery, evFunc(func(l *loop) { l.watchPaused() }))
+	})
+}
