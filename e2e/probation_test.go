@@ -257,7 +257,7 @@ func TestStoppedWorkerSteeredAwayFrom(t *testing.T) {
 	if res.Requests != 1000 || res.Failures() != 0 {
 		t.Errorf("with a worker stopped: %d requests, %d failed (%v); want 1000, none failed", res.Requests, res.Failures(), res.Samples)
 	}
-	if now := activeGen(s.status()); now == nil || !slices.Contains(now.PIDs, stopped) {
-		t.Errorf("active = %+v; want the stopped worker %d left alone", now, stopped)
+	if now := activeGen(s.status()); now == nil || !slices.Contains(now.PIDs, stopped) || !slices.Equal(now.Paused, []int{stopped}) {
+		t.Errorf("active = %+v; want the stopped worker %d left alone, and shown paused", now, stopped)
 	}
 }

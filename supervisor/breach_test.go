@@ -612,6 +612,9 @@ func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
 	if fx.proc(stopped).wasKilled() {
 		t.Error("the stopped worker was killed; want it left alone")
 	}
+	if g := r.gen(1); !slices.Equal(g.Paused, []int{stopped}) {
+		t.Errorf("generation 1 = %+v; want pid %d paused in status", g, stopped)
+	}
 	fx.proc(stopped).cont()
 	eventually(t, "the program back on both workers", func() error {
 		if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
@@ -619,4 +622,7 @@ func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
 		}
 		return nil
 	})
+	if g := r.gen(1); len(g.Paused) != 0 {
+		t.Errorf("generation 1 = %+v; want none paused once it runs", g)
+	}
 }

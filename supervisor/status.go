@@ -35,9 +35,13 @@ type GenerationStatus struct {
 	// Unanswered are the pids of workers whose counts could not be read
 	// within the second a status allows (stopped, stuck, or gone just
 	// then): InflightRequests and OpenConnections leave them out.
-	Unanswered []int     `json:"unanswered_pids,omitempty"`
-	Restarts   int       `json:"restarts"`
-	Started    time.Time `json:"started"`
+	Unanswered []int `json:"unanswered_pids,omitempty"`
+	// Paused are the pids of its workers found stopped (SIGSTOP, a
+	// debugger, a frozen cgroup) and steered away from until they run
+	// again (active generation only).
+	Paused   []int     `json:"paused_pids,omitempty"`
+	Restarts int       `json:"restarts"`
+	Started  time.Time `json:"started"`
 	// ProbationUntil is set on the active generation while the previous
 	// one stands by for it.
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
@@ -80,6 +84,9 @@ func (l *loop) statusView() statusView {
 		}
 		for _, w := range g.live() {
 			gs.PIDs = append(gs.PIDs, w.pid)
+			if w.paused && g == l.active {
+				gs.Paused = append(gs.Paused, w.pid)
+			}
 			if w.conn != nil {
 				v.sockets = append(v.sockets, statusSocket{len(v.gens), w.pid, w.admin})
 			}
