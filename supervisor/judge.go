@@ -1,9 +1,7 @@
 package supervisor
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/metrics"
@@ -223,26 +221,17 @@ func (l *loop) scrapeJudged(g *generation, j *judge, then func(*loop, map[*worke
 	}
 	fx := l.fx
 	async(l, func() map[*worker]metrics.RequestSample {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		// All at once, each within the second: read in turn, a worker
-		// that answers nothing (stopped, hung) took the whole second and
-		// left every worker after it unread, and the reading empty.
-		samples := make([]*metrics.RequestSample, len(targets))
-		var wg sync.WaitGroup
+		// Read in turn, a worker that answers nothing (stopped, hung)
+		// took the whole second and left the reading empty.
+		admins := make([]string, len(targets))
 		for i, t := range targets {
-			wg.Go(func() { // ends within ctx's second
-				if mfs, err := fx.scrape(ctx, t.admin); err == nil {
-					s := metrics.SampleRequests(mfs)
-					samples[i] = &s
-				}
-			})
+			admins[i] = t.admin
 		}
-		wg.Wait()
+		mfs, ok := readEach(admins, fx.scrape)
 		out := map[*worker]metrics.RequestSample{}
-		for i, s := range samples {
-			if s != nil {
-				out[targets[i].w] = *s
+		for i, t := range targets {
+			if ok[i] {
+				out[t.w] = metrics.SampleRequests(mfs[i])
 			}
 		}
 		return out

@@ -160,6 +160,28 @@ func async[T any](l *loop, io func() T, then func(*loop, T)) {
 	}()
 }
 
+// readEach reads every admin socket of admins at once with read, each
+// within the same second, and returns what each answered, in order (ok
+// false where read failed or ran out of time). It blocks: run it off the
+// loop (async). At once, because one worker that answers nothing (stopped,
+// hung) would otherwise take the whole second and leave every worker after
+// it unread, and because whoever waits for the answers waits for the
+// slowest, not for their sum.
+func readEach[T any](admins []string, read func(ctx context.Context, admin string) (T, error)) (out []T, ok []bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	out, ok = make([]T, len(admins)), make([]bool, len(admins))
+	var wg sync.WaitGroup
+	for i, a := range admins {
+		wg.Go(func() { // ends within ctx's second
+			v, err := read(ctx, a)
+			out[i], ok[i] = v, err == nil
+		})
+	}
+	wg.Wait()
+	return out, ok
+}
+
 // after applies ev on the loop once d has passed, unless the loop has
 // returned; the returned stop cancels it.
 func (l *loop) after(d time.Duration, ev event) (stop func()) {

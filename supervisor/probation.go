@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -154,17 +152,7 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 	}
 	fx := l.fx
 	async(l, func() []bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		answered := make([]bool, len(admins))
-		var wg sync.WaitGroup
-		for i, a := range admins {
-			wg.Go(func() { // ends within ctx's second
-				_, err := fx.counts(ctx, a)
-				answered[i] = err == nil
-			})
-		}
-		wg.Wait()
+		_, answered := readEach(admins, fx.counts)
 		return answered
 	}, func(l *loop, answered []bool) {
 		if g.runningProbation() != p {

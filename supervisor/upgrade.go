@@ -1,13 +1,11 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
@@ -450,23 +448,10 @@ func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
 	}
 	fx := l.fx
 	async(l, func() int64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		// All at once: the drain waits for this sum, and asked one after
-		// the other, each worker's round trip would add to it.
-		counts := make([]int64, len(admins))
-		var wg sync.WaitGroup
-		for i, a := range admins {
-			wg.Go(func() { // ends within ctx's second
-				if c, err := fx.counts(ctx, a); err == nil {
-					counts[i] = c.InflightRequests
-				}
-			})
-		}
-		wg.Wait()
+		counts, _ := readEach(admins, fx.counts) // a failed read is a zero
 		var n int64
 		for _, c := range counts {
-			n += c
+			n += c.InflightRequests
 		}
 		return n
 	}, then)
