@@ -76,28 +76,33 @@ func (r *opRequest) await(ctx context.Context, loopDone <-chan struct{}, progres
 			progress(p)
 		}
 	}
+	// Every step was emitted before the result: pass what is left.
+	done := func(res opResult) (Progress, error) {
+		for {
+			select {
+			case p := <-r.events:
+				pass(p)
+				continue
+			default:
+			}
+			return res.p, res.err
+		}
+	}
 	for {
 		select {
 		case p := <-r.events:
 			pass(p)
 		case res := <-r.result:
-			// Every step was emitted before the result: pass what is left.
-			for {
-				select {
-				case p := <-r.events:
-					pass(p)
-					continue
-				default:
-				}
-				break
-			}
-			return res.p, res.err
+			return done(res)
 		case <-ctx.Done():
 			return Progress{}, ctx.Err()
 		case <-loopDone:
+			// A stop's result comes as the loop returns: the select may
+			// pick this case first, and the steps before the result
+			// must not be lost then either.
 			select {
 			case res := <-r.result:
-				return res.p, res.err
+				return done(res)
 			default:
 				return Progress{}, errStopped
 			}
