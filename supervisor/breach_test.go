@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -448,12 +447,12 @@ func TestStopSaysWhatItsDrainCut(t *testing.T) {
 }
 
 // During a canary the standby generation takes new connections: a worker
-// of it that is stopped (SIGSTOP) is killed within about a second, at the
-// judge's next reading or the standby watch's, and leaves the program, its
-// share going to the other standby worker; it is not restarted while it
-// stands by. Without the judge (a new user's trial: --max-error-ratio 0
-// --max-latency-ratio 0 and a 1 min step) it kept its share for the whole
-// step.
+// of it that is stopped (SIGSTOP) is steered away from within about a
+// second, its share going to the other standby worker, and steered to
+// again once it runs; it is not killed, so a short stop costs no standby
+// worker (only a rollback kills one still stopped). Without the judge (a
+// new user's trial: --max-error-ratio 0 --max-latency-ratio 0 and a 1 min
+// step) it kept its share for the whole step.
 func TestCanaryLeavesOutAStoppedStandbyWorker(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -472,18 +471,30 @@ func TestCanaryLeavesOutAStoppedStandbyWorker(t *testing.T) {
 			r.canaryStep(t, time.Hour)
 			old := r.gen(1).PIDs
 			stopped, running := old[0], old[1]
-			fx.proc(stopped).stop()
-			eventually(t, "the stopped worker killed, the program without it", func() error {
+			last := func() []int {
 				programs := fx.kernelPrograms()
-				last := programs[len(programs)-1]
-				if !fx.proc(stopped).wasKilled() || slices.Contains(last, stopped) || !slices.Contains(last, running) {
-					return fmt.Errorf("killed %v, last program names pids %v", fx.proc(stopped).wasKilled(), last)
+				return programs[len(programs)-1]
+			}
+			fx.proc(stopped).stop()
+			eventually(t, "the program without the stopped worker", func() error {
+				if got := last(); slices.Contains(got, stopped) || !slices.Contains(got, running) {
+					return fmt.Errorf("last program names pids %v", got)
 				}
 				return nil
 			})
+			if g := r.gen(1); fx.proc(stopped).wasKilled() || !slices.Equal(g.Paused, []int{stopped}) {
+				t.Errorf("killed %v, generation 1 = %+v; want the stopped worker left alone, and shown paused", fx.proc(stopped).wasKilled(), g)
+			}
 			if g := r.gen(2); g.Weight != 10 {
 				t.Errorf("generation 2 = %+v; want its canary at 10%% on", g)
 			}
+			fx.proc(stopped).cont()
+			eventually(t, "the program back on both standby workers", func() error {
+				if got := last(); !slices.Contains(got, stopped) || !slices.Contains(got, running) {
+					return fmt.Errorf("last program names pids %v", got)
+				}
+				return nil
+			})
 		})
 	}
 }
@@ -538,8 +549,8 @@ func TestStoppedWorkerKilledAtOnceWhenRetired(t *testing.T) {
 
 // A standby worker that is hung (it answers nothing, but its process does
 // not read stopped: a deadlock) is found by its admin socket answering no
-// count two seconds in a row, and killed: a rollback then goes to the
-// other worker alone and names it. Before, the rollback steered back to
+// count two seconds in a row, and steered away from; a rollback then kills
+// it, goes to the other worker alone, and names it. Before, the rollback steered back to
 // it and said nothing (a new user's trial, 4 of 4, with a frozen cgroup,
 // which now reads stopped: this is the case left).
 func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
@@ -553,9 +564,9 @@ func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
 	old := r.gen(1).PIDs
 	hung, running := old[0], old[1]
 	fx.proc(hung).hang()
-	eventually(t, "the hung standby worker killed", func() error {
-		if !fx.proc(hung).wasKilled() {
-			return errors.New("not killed")
+	eventually(t, "the hung standby worker paused", func() error {
+		if g := r.gen(1); !slices.Equal(g.Paused, []int{hung}) {
+			return fmt.Errorf("generation 1 = %+v", g)
 		}
 		return nil
 	})
@@ -568,7 +579,7 @@ func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
-	if !strings.Contains(reason, fmt.Sprintf("(pid %d) of generation 1 answered nothing on its admin socket for 2 s (hung): killed", hung)) {
+	if !strings.Contains(reason, fmt.Sprintf("(pid %d) of generation 1 answered nothing on its admin socket for 2 s (hung): killed", hung)) || !fx.proc(hung).wasKilled() {
 		t.Errorf("rolled-back step's reason %q; want it to name the hung worker", reason)
 	}
 	awaitResult(t, done, 5*time.Second)

@@ -95,7 +95,7 @@ func weightedSlots(newSlots, oldSlots []int, weight int) []int {
 // only during a canary step with a standby worker to take the rest (with
 // none, the program steers all to g: see desiredSlots).
 func (g *generation) canaryWeight() int {
-	if p := g.runningProbation(); p != nil && p.weight < 100 && len(takeBack(p.workers)) > 0 {
+	if p := g.runningProbation(); p != nil && p.weight < 100 && len(unpaused(takeBack(p.workers))) > 0 {
 		return p.weight
 	}
 	return 100
@@ -113,7 +113,6 @@ func (l *loop) nextCanaryStep(g *generation, p *probation) {
 	}
 	p.weight = p.canary[p.step]
 	p.step++
-	l.wakeStandby(p) // the program below leaves out a stopped worker
 	rep := l.report(g)
 	rep.stepAt(p.weight, time.Since(rep.Command))
 	l.genLog(g).Info("canary step", "weight_percent", p.weight, "for", p.interval,

@@ -182,11 +182,6 @@ func (l *loop) readJudge(g *generation, p *probation) {
 	if j == nil || j.stopped || g.runningProbation() != p {
 		return
 	}
-	if p.weight < 100 {
-		// A canary's standby generation takes new connections: one of
-		// its workers stopped would keep them waiting in its queue.
-		l.wakeStandby(p)
-	}
 	l.scrapeJudged(g, j, func(l *loop, read map[*worker]metrics.RequestSample) {
 		if j.stopped || g.runningProbation() != p {
 			return
@@ -215,7 +210,9 @@ func (l *loop) scrapeJudged(g *generation, j *judge, then func(*loop, map[*worke
 	}
 	var targets []target
 	for _, w := range append(g.live(), j.old.live()...) {
-		if w.conn != nil {
+		// A worker found stopped or hung would only take the reading's
+		// whole second: it serves nothing meanwhile.
+		if w.conn != nil && !w.paused {
 			targets = append(targets, target{w, w.admin})
 		}
 	}

@@ -9,9 +9,10 @@ import "time"
 // pausedWatchEvery and steers away from a stopped one (paused) until it
 // runs again, when it is steered to once more: it is not killed, so an
 // operator's debugger session and what it has queued survive. With no
-// other worker left to steer to, the program keeps it. (A stopped worker
-// of a standby generation is killed instead, see wakeStandby, and one
-// being retired at once, see retire: neither has anything to wait for.)
+// other worker left to steer to, the program keeps it. (A standby
+// generation's workers are watched alike, see watchStandby, but one still
+// stopped when traffic goes back is killed, see wakeStandby, and one being
+// retired at once, see retire: neither has anything to wait for.)
 
 // pausedWatchEvery is how often watchPaused looks.
 const pausedWatchEvery = time.Second
@@ -42,19 +43,25 @@ func (l *loop) watchPaused() {
 		}
 		return stopped
 	}, func(l *loop, stopped []bool) {
-		changed := false
+		var changed []*worker
 		for i, w := range ws {
-			if w.exited || w.killed || w.paused == stopped[i] {
-				continue
+			if !w.exited && !w.killed && w.paused != stopped[i] {
+				w.paused = stopped[i]
+				changed = append(changed, w)
 			}
-			w.paused, changed = stopped[i], true
-			if w.paused {
+		}
+		kept := len(unpaused(ws)) == 0 // no other worker to steer to
+		for _, w := range changed {
+			switch {
+			case w.paused && kept:
+				l.workerLog(w).Warn("worker " + whyStopped + ", as every worker of its generation is: the program keeps them, with nowhere else to steer to")
+			case w.paused:
 				l.workerLog(w).Warn("worker " + whyStopped + ": steered away from until it runs again")
-			} else {
+			default:
 				l.workerLog(w).Info("worker runs again: steered to")
 			}
 		}
-		if changed {
+		if len(changed) > 0 {
 			l.resteer(nil)
 		}
 		l.after(pausedWatchEvery, evFunc(func(l *loop) { l.watchPaused() }))

@@ -98,16 +98,30 @@ func takeBack(workers []*worker) []*worker {
 	return out
 }
 
+// unpaused returns those of workers not paused: neither found stopped nor
+// hung (see watchStandby and watchPaused).
+func unpaused(workers []*worker) []*worker {
+	var out []*worker
+	for _, w := range workers {
+		if !w.paused {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // wakeStandby returns the workers of p's standby generation that can take
-// traffic back now, as takeBack, after killing those whose process is
-// stopped (SIGSTOP, a tracer, a frozen cgroup: see process.stopped) or
-// that watchStandby found hung. Such a worker answers nothing: steered
-// back to, its new connections would wait in its accept queue, and a
-// steer it carried would hang. Killed, it leaves
-// the program at once, and its generation restarts it once it serves
-// again (its exit is an active worker's). Each kill is noted in p.woken
-// for the rollback's messages. Reading /proc/PID/stat takes microseconds:
-// this runs only when traffic is about to go back.
+// traffic back now, as takeBack, after killing those that could not: one
+// whose process is stopped (SIGSTOP, a tracer, a frozen cgroup: see
+// process.stopped) or that watchStandby found hung. Such a worker answers
+// nothing: steered back to, its new connections would wait in its accept
+// queue, and a steer it carried would hang. Killed, it leaves the program
+// at once, and its generation restarts it once it serves again (its exit
+// is an active worker's). Each kill is noted in p.woken for the
+// rollback's messages. It runs only when traffic is about to go back (a
+// rollback, a crash, the judge's breach): until then a stopped standby
+// worker is only steered away from (see watchStandby), so a short stop
+// costs no standby worker.
 func (l *loop) wakeStandby(p *probation) []*worker {
 	for _, w := range takeBack(p.workers) {
 		var why string
@@ -115,7 +129,7 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 		case w.proc.stopped():
 			why = whyStopped
 		case w.silentReads >= hungReads:
-			why = fmt.Sprintf("answered nothing on its admin socket for %d s (hung)", hungReads)
+			why = whyHung
 		default:
 			continue
 		}
@@ -126,46 +140,78 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 	return takeBack(p.workers)
 }
 
-// whyStopped says why a stopped worker (see process.stopped) is killed.
-const whyStopped = "was stopped (SIGSTOP, a tracer or a frozen cgroup)"
+// Why a worker that answers nothing is killed or steered away from.
+const (
+	whyStopped = "was stopped (SIGSTOP, a tracer or a frozen cgroup)"
+	whyHung    = "answered nothing on its admin socket for 2 s (hung)"
+)
 
 // hungReads is how many of watchStandby's reads in a row a standby worker
 // leaves unanswered before it is taken for hung: its admin socket answers
-// in microseconds, so two seconds without a word is no slow moment.
+// in microseconds, so two seconds without a word is no slow moment. A
+// process in uninterruptible sleep (state D: a freezer of cgroup v1, a
+// hung mount) is hung so, and even a kill takes effect only once it wakes.
 const hungReads = 2
 
 // watchStandby looks at p's standby workers (g's probation's) every
-// standbyWatchEvery while p runs, and passes those that could not take
-// traffic to wakeStandby, which kills them: during a canary they take new
-// connections, and after it traffic may go back to them at once. A
-// stopped or frozen one is seen at once; a hung one, whose process looks
-// like any other, by its admin socket answering no count (each read
-// within a second) hungReads times in a row.
+// standbyWatchEvery while p runs, and steers away from those that could
+// not take traffic (paused): during a canary they take new connections,
+// which would wait in their accept queues. A stopped or frozen one is seen
+// at once; a hung one, whose process looks like any other, by its admin
+// socket answering no count (each read within a second) hungReads times in
+// a row. One that runs, or answers, again is steered to again. None is
+// killed here: only when traffic is about to go back (wakeStandby).
 func (l *loop) watchStandby(g *generation, p *probation) {
 	if g.runningProbation() != p {
 		return
 	}
-	ws := l.wakeStandby(p)
+	ws := takeBack(p.workers)
 	admins := make([]string, len(ws))
+	procs := make([]process, len(ws))
 	for i, w := range ws {
-		admins[i] = w.admin
+		admins[i], procs[i] = w.admin, w.proc
 	}
+	type look struct{ stopped, answered []bool }
 	fx := l.fx
-	async(l, func() []bool {
+	async(l, func() look {
+		stopped := make([]bool, len(procs))
+		for i, pr := range procs {
+			stopped[i] = pr.stopped()
+		}
 		_, answered := readEach(admins, fx.counts)
-		return answered
-	}, func(l *loop, answered []bool) {
+		return look{stopped, answered}
+	}, func(l *loop, lk look) {
 		if g.runningProbation() != p {
 			return
 		}
+		changed := false
 		for i, w := range ws {
-			if answered[i] {
+			if lk.answered[i] {
 				w.silentReads = 0
 			} else {
 				w.silentReads++
 			}
+			why := ""
+			switch {
+			case w.exited || w.killed:
+				continue
+			case lk.stopped[i]:
+				why = whyStopped
+			case w.silentReads >= hungReads:
+				why = whyHung
+			}
+			if paused := why != ""; paused != w.paused {
+				w.paused, changed = paused, true
+				if paused {
+					l.workerLog(w).Warn("worker of the standby generation " + why + ": steered away from until it runs again (killed if traffic goes back to its generation first)")
+				} else {
+					l.workerLog(w).Info("worker of the standby generation runs again: steered to")
+				}
+			}
 		}
-		l.wakeStandby(p)
+		if changed {
+			l.resteer(nil)
+		}
 		l.after(standbyWatchEvery, evFunc(func(l *loop) { l.watchStandby(g, p) }))
 	})
 }
@@ -498,7 +544,13 @@ func (c cmdRollback) apply(l *loop) {
 	if g := l.active; g != nil {
 		// A canary or probation goes on while a newer upgrade starts (it
 		// ends only once that one is ready), and so can be rolled back.
-		if p := g.runningProbation(); p != nil && len(l.wakeStandby(p)) > 0 {
+		p := g.runningProbation()
+		if p != nil && len(l.wakeStandby(p)) == 0 {
+			// Those it killed leave a canary's program now, not at their
+			// exit: a kill waits for a process in state D.
+			l.resteer(nil)
+		}
+		if p != nil && len(takeBack(p.workers)) > 0 {
 			// The previous generation is still listening: no restart.
 			old := p.standby
 			back := Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,

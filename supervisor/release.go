@@ -215,7 +215,7 @@ func (l *loop) desiredSlots() []int {
 	}
 	standby := p.standby
 	prev := slots(func(w *worker) bool {
-		return w.gen == standby && w.ready && w.listening && !w.exited && !w.killed && !w.stopping
+		return w.gen == standby && w.ready && w.listening && !w.exited && !w.killed && !w.stopping && !w.paused
 	})
 	return weightedSlots(cur, prev, p.weight)
 }

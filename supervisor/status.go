@@ -37,8 +37,8 @@ type GenerationStatus struct {
 	// then): InflightRequests and OpenConnections leave them out.
 	Unanswered []int `json:"unanswered_pids,omitempty"`
 	// Paused are the pids of its workers found stopped (SIGSTOP, a
-	// debugger, a frozen cgroup) and steered away from until they run
-	// again (active generation only).
+	// debugger, a frozen cgroup), or on standby hung, and steered away
+	// from until they run again (active and standby generations).
 	Paused   []int     `json:"paused_pids,omitempty"`
 	Restarts int       `json:"restarts"`
 	Started  time.Time `json:"started"`
@@ -84,7 +84,7 @@ func (l *loop) statusView() statusView {
 		}
 		for _, w := range g.live() {
 			gs.PIDs = append(gs.PIDs, w.pid)
-			if w.paused && g == l.active {
+			if w.paused && (g == l.active || g.state == StateStandby) {
 				gs.Paused = append(gs.Paused, w.pid)
 			}
 			if w.conn != nil {

@@ -442,7 +442,9 @@ func (l *loop) countInflight(g *generation, then func(*loop, int64)) {
 func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
 	var admins []string
 	for _, w := range workers {
-		if !w.exited && w.conn != nil {
+		// One found stopped or hung would take the whole second, for a
+		// count it cannot give.
+		if !w.exited && w.conn != nil && !w.paused && !w.killed {
 			admins = append(admins, w.admin)
 		}
 	}

@@ -167,7 +167,7 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			state += fmt.Sprintf(" (not answering: pid %s)", joinPIDs(g.Unanswered))
 		}
 		if len(g.Paused) > 0 {
-			state += fmt.Sprintf(" (stopped, steered away from: pid %s)", joinPIDs(g.Paused))
+			state += fmt.Sprintf(" (paused, steered away from: pid %s)", joinPIDs(g.Paused))
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Generation, g.Version, state,
 			pids, inflight, conns, g.Restarts,
