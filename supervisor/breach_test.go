@@ -369,8 +369,15 @@ func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
 					t.Errorf("a program after the rollback named the stopped worker's socket: pids %v (all: %v)", named, programs)
 				}
 			}
-			if first := programs[0]; !slices.Equal(first, []int{running}) {
-				t.Errorf("first program after the rollback named pids %v; want only the running standby worker %d", first, running)
+			// The first that names generation 1 (a steer of generation
+			// 2's may come first: a watch's, before the rollback).
+			for _, named := range programs {
+				if slices.Contains(named, running) || slices.Contains(named, stopped) {
+					if !slices.Equal(named, []int{running}) {
+						t.Errorf("first program back on generation 1 named pids %v; want only the running standby worker %d", named, running)
+					}
+					break
+				}
 			}
 			for _, v := range fx.kernelViolations() {
 				t.Error(v)
@@ -631,5 +638,31 @@ func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
 	})
 	if g := r.gen(1); len(g.Paused) != 0 {
 		t.Errorf("generation 1 = %+v; want none paused once it runs", g)
+	}
+}
+
+// A stop during a canary steers every new connection to the active
+// generation before the standby generation's listeners close: they were
+// released while the program still sent them their share, so a connection
+// that met one as it closed was reset (a recheck trial: 1 of 6 stops
+// during a canary, none of 6 without one). The kernel model checks every
+// close of the standby generation's against the program in place.
+func TestStopDuringCanaryStepsAwayFromTheStandbyFirst(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2}, fx, nil)
+	r.waitStarted()
+	standby := r.gen(1).PIDs
+	done := r.canaryStep(t, time.Hour)
+	r.stop()
+	<-done
+	// The active generation's last listeners close with nowhere else to
+	// steer to: the model flags them, and they are not this test's.
+	for _, v := range fx.kernelViolations() {
+		for _, pid := range standby {
+			if strings.Contains(v, fmt.Sprintf("pid %d clos", pid)) {
+				t.Error(v)
+			}
+		}
 	}
 }

@@ -209,7 +209,7 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 				}
 			}
 		}
-		if changed {
+		if changed && p.weight < 100 { // only a canary's program names them
 			l.resteer(nil)
 		}
 		l.after(standbyWatchEvery, evFunc(func(l *loop) { l.watchStandby(g, p) }))

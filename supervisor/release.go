@@ -316,7 +316,7 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	}
 	l.markDirty()
 	var todo []*worker
-	if l.cfg.Handover == HandoverSteer && len(workers) >= 2 && l.stop == nil && l.active != g {
+	if l.cfg.Handover == HandoverSteer && len(workers) >= 2 && l.active != g {
 		for _, w := range workers {
 			if w.conn != nil && w.listening && w.canQuiesce() && !w.killed {
 				todo = append(todo, w)
@@ -335,7 +335,16 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	}
 	handshakesDone := false
 	left := len(todo)
+	// A stop retires the active generation once this one's releases are
+	// queued (see retireAll).
+	stop := l.stop
+	if left > 0 && stop != nil {
+		stop.quiescing++
+	}
 	enqueue := func(l *loop) {
+		if left == 0 && stop != nil && len(todo) > 0 {
+			defer stop.quiesced(l)
+		}
 		remaining := len(workers)
 		dw := l.watchDrain(g, workers, then)
 		if remaining == 0 {

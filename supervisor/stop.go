@@ -9,6 +9,22 @@ import (
 // returns.
 type stopOp struct {
 	reqs []*opRequest
+	// quiescing counts the generations whose workers quiesce before
+	// their releases are queued; last, if set, retires the active
+	// generation once none does (see retireAll).
+	quiescing int
+	last      func(*loop)
+}
+
+// quiesced notes that a generation's quiesce is over and its releases
+// queued; the last one lets the active generation's retire go.
+func (s *stopOp) quiesced(l *loop) {
+	s.quiescing--
+	if s.quiescing == 0 && s.last != nil {
+		f := s.last
+		s.last = nil
+		f(l)
+	}
 }
 
 // cmdStop asks to drain every generation and stop.
@@ -27,37 +43,68 @@ func (c cmdStop) apply(l *loop) {
 	if l.op != nil && !l.op.activated {
 		l.failOp(errors.New("aborted: the supervisor is stopping"))
 	}
+	canary := false
 	if l.active != nil {
+		p := l.active.runningProbation()
+		canary = p != nil && p.weight < 100
 		l.endProbation(l.active, probationStopped)
 	}
-	if l.adopting == nil {
+	switch {
+	case l.adopting != nil:
+	case canary:
+		// The standby generation took a share of new connections: the
+		// program goes to the active generation alone before any of its
+		// listeners closes, or a connection meeting one as it closed
+		// would be reset.
+		l.resteer(func(l *loop, _ error) {
+			l.retireAll()
+			l.checkStop()
+		})
+	default:
 		l.retireAll()
 	}
 	l.checkStop()
 }
 
 // retireAll releases and drains every live worker not already released.
+// The active generation goes last, once the others have quiesced (their
+// workers steered away from, the program on the active generation's):
+// released first, its listeners would leave the others' about to close
+// with every new connection.
 func (l *loop) retireAll() {
-	for _, g := range l.gens {
-		if l.op != nil && g == l.op.g && !l.op.activated {
-			continue // being killed
-		}
+	retire := func(l *loop, g *generation) {
 		var ws []*worker
 		for _, w := range g.live() {
 			if !w.stopping {
 				ws = append(ws, w)
 			}
 		}
-		if len(ws) > 0 {
-			l.retire(g, ws, func(l *loop, d time.Duration) {
-				// A drain that lost something says so; a clean one is
-				// in "stopped".
-				if g.drainNote() != "" && l.stop != nil {
-					for _, r := range l.stop.reqs {
-						r.emit(drainedStep(g, d))
-					}
+		if len(ws) == 0 {
+			return
+		}
+		l.retire(g, ws, func(l *loop, d time.Duration) {
+			// A drain that lost something says so; a clean one is in
+			// "stopped".
+			if g.drainNote() != "" && l.stop != nil {
+				for _, r := range l.stop.reqs {
+					r.emit(drainedStep(g, d))
 				}
-			})
+			}
+		})
+	}
+	for _, g := range l.gens {
+		if l.op != nil && g == l.op.g && !l.op.activated {
+			continue // being killed
+		}
+		if g != l.active {
+			retire(l, g)
+		}
+	}
+	if g := l.active; g != nil {
+		if l.stop == nil || l.stop.quiescing == 0 {
+			retire(l, g)
+		} else {
+			l.stop.last = func(l *loop) { retire(l, g) }
 		}
 	}
 }
