@@ -125,7 +125,7 @@ func TestQuiesceWaitsForHandshakesInFlight(t *testing.T) {
 					unix.Close(fd)
 				}
 			}()
-			time.Sleep(delay + delay/2) // the SYNs are there, the ACKs are not
+			time.Sleep(delay) // the SYNs arrive after one delay, the ACKs after three
 			// sock_diag answers for the namespace of the thread that asks,
 			// as a worker does in its own.
 			var (
@@ -133,12 +133,21 @@ func TestQuiesceWaitsForHandshakesInFlight(t *testing.T) {
 				snap int
 			)
 			err := delaylink.InNetns(p.Path(p.NetnsA), func() (err error) {
-				hs = reuseport.NewHandshakes(ln)
-				if tt.dumps {
-					reuseport.AlwaysDump(hs)
-				}
-				if snap, err = hs.Refresh(); err != nil {
-					return err
+				// A snapshot (its first Refresh) once every SYN is in,
+				// which a loaded host's copier can delay, and well before
+				// the ACKs (3 × delay).
+				for {
+					hs = reuseport.NewHandshakes(ln)
+					if tt.dumps {
+						reuseport.AlwaysDump(hs)
+					}
+					if snap, err = hs.Refresh(); err != nil {
+						return err
+					}
+					if snap == n || time.Since(start) > 2*delay {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
 				}
 				return reuseport.Quiesce(context.Background(), ln, reuseport.QuiesceOptions{
 					Settle: 20 * time.Millisecond, Handshakes: hs, HandshakeWait: tt.wait,
