@@ -463,17 +463,28 @@ func TestWorkerDeathsOutsideActiveAreReported(t *testing.T) {
 	})
 }
 
-// logged fails t unless one line of s's log holds every part.
+// logged fails t unless one line of s's log holds every part within 2 s:
+// the supervisor writes a line before it answers a command, but the
+// harness copies its stderr on a goroutine of its own, which may come
+// later than the answer.
 func logged(t *testing.T, s *sup, parts ...string) {
 	t.Helper()
-	for _, line := range strings.Split(s.log.String(), "\n") {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
+	has := func() bool {
+		for _, line := range strings.Split(s.log.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(line, p)
+			}
+			if all {
+				return true
+			}
 		}
-		if all {
+		return false
+	}
+	for deadline := time.Now().Add(2 * time.Second); !has(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("no log line with %q:\n%s", parts, s.log.String())
 			return
 		}
 	}
-	t.Errorf("no log line with %q:\n%s", parts, s.log.String())
 }
