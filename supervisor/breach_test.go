@@ -666,3 +666,27 @@ func TestStopDuringCanaryStepsAwayFromTheStandbyFirst(t *testing.T) {
 		}
 	}
 }
+
+// A rollback whose every standby worker is stopped starts the previous
+// release again, and says why: it named none of the workers it had killed
+// (a recheck trial, --workers 1).
+func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.waitStarted()
+	done := r.probationStep(t, 1)
+	stopped := r.gen(1).PIDs[0]
+	fx.proc(stopped).stop()
+	var rolling string
+	if _, err := r.s.Rollback(context.Background(), false, func(p Progress) {
+		if p.Step == StepRollingBack {
+			rolling = p.String()
+		}
+	}); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if want := fmt.Sprintf("rolling back to v1: no standby worker could take traffic back: worker 0 (pid %d) of generation 1 was stopped", stopped); !strings.HasPrefix(rolling, want) {
+		t.Errorf("rolling-back step %q; want it to start %q", rolling, want)
+	}
+	awaitResult(t, done, 10*time.Second)
+}

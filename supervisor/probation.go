@@ -1,12 +1,14 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
+	"github.com/launcherd/launcher/metrics"
 )
 
 // Why a probation ended. A crash, a rollback request or a judged breach
@@ -175,10 +177,19 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 	fx := l.fx
 	async(l, func() look {
 		stopped := make([]bool, len(procs))
+		asked := make([]string, len(admins))
 		for i, pr := range procs {
-			stopped[i] = pr.stopped()
+			if stopped[i] = pr.stopped(); !stopped[i] {
+				asked[i] = admins[i] // a stopped one would only take the second
+			}
 		}
-		_, answered := readEach(admins, fx.counts)
+		read := func(ctx context.Context, admin string) (metrics.Counts, error) {
+			if admin == "" {
+				return metrics.Counts{}, errors.New("stopped")
+			}
+			return fx.counts(ctx, admin)
+		}
+		_, answered := readEach(asked, read)
 		return look{stopped, answered}
 	}, func(l *loop, lk look) {
 		if g.runningProbation() != p {
@@ -586,5 +597,9 @@ func (c cmdRollback) apply(l *loop) {
 		c.req.finish(Progress{}, fmt.Errorf("rollback: no previous release to go back to"))
 		return
 	}
-	cmdUpgrade{rel: prev, req: c.req, rollback: true}.apply(l)
+	why := ""
+	if p := l.active.runningProbation(); p != nil && len(p.woken) > 0 {
+		why = "no standby worker could take traffic back: " + strings.Join(p.woken, "; ")
+	}
+	cmdUpgrade{rel: prev, req: c.req, rollback: true, why: why}.apply(l)
 }

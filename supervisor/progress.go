@@ -88,6 +88,9 @@ func (p Progress) String() string {
 		}
 		return fmt.Sprintf("previous probation ended: its standby generation %d (%s) drains", p.Generation, p.Version)
 	case StepRollingBack:
+		if p.Reason != "" {
+			return fmt.Sprintf("rolling back to %s: %s", p.Version, p.Reason)
+		}
 		return fmt.Sprintf("rolling back to %s", p.Version)
 	case StepStarting:
 		s := fmt.Sprintf("generation %d (%s) starting: %d worker(s) of %s", p.Generation, p.Version, p.Workers, p.Path)

@@ -41,6 +41,9 @@ type cmdUpgrade struct {
 	rel      release
 	req      *opRequest
 	rollback bool // a rollback that starts the previous release again
+	// why, for a rollback, says why no standby worker took traffic back
+	// (those killed as stopped or hung); "" otherwise.
+	why string
 	// ticketFile is --tls-ticket-key-file read again for this upgrade;
 	// nil without one.
 	ticketFile *ticketkeys.Ring
@@ -94,7 +97,7 @@ func (c cmdUpgrade) apply(l *loop) {
 		l.setTicketFile(*c.ticketFile)
 	}
 	if c.rollback {
-		c.req.emit(Progress{Step: StepRollingBack, Version: c.rel.Version})
+		c.req.emit(Progress{Step: StepRollingBack, Version: c.rel.Version, Reason: c.why})
 	}
 	l.fx.notify(reloading()...)
 	l.beginUpgrade(c.rel, c.req, c.opts)
