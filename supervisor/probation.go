@@ -1,14 +1,12 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/launcherd/launcher/internal/control"
-	"github.com/launcherd/launcher/metrics"
 )
 
 // Why a probation ended. A crash, a rollback request or a judged breach
@@ -176,21 +174,21 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 	type look struct{ stopped, answered []bool }
 	fx := l.fx
 	async(l, func() look {
-		stopped := make([]bool, len(procs))
-		asked := make([]string, len(admins))
+		lk := look{make([]bool, len(ws)), make([]bool, len(ws))}
+		// Only those that run are asked: a stopped one would only take
+		// the second.
+		var asked []string
+		var at []int
 		for i, pr := range procs {
-			if stopped[i] = pr.stopped(); !stopped[i] {
-				asked[i] = admins[i] // a stopped one would only take the second
+			if lk.stopped[i] = pr.stopped(); !lk.stopped[i] {
+				asked, at = append(asked, admins[i]), append(at, i)
 			}
 		}
-		read := func(ctx context.Context, admin string) (metrics.Counts, error) {
-			if admin == "" {
-				return metrics.Counts{}, errors.New("stopped")
-			}
-			return fx.counts(ctx, admin)
+		_, ok := readEach(asked, fx.counts)
+		for j, i := range at {
+			lk.answered[i] = ok[j]
 		}
-		_, answered := readEach(asked, read)
-		return look{stopped, answered}
+		return lk
 	}, func(l *loop, lk look) {
 		if g.runningProbation() != p {
 			return
@@ -560,8 +558,9 @@ func (c cmdRollback) apply(l *loop) {
 			// Those it killed leave a canary's program now, not at their
 			// exit: a kill waits for a process in state D.
 			l.resteer(nil)
+			p = nil // no standby worker: the previous release starts again
 		}
-		if p != nil && len(takeBack(p.workers)) > 0 {
+		if p != nil {
 			// The previous generation is still listening: no restart.
 			old := p.standby
 			back := Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,

@@ -203,11 +203,12 @@ func (l *loop) desiredSlots() []int {
 		}
 		return l.group.Slots(keep)
 	}
-	cur := slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed && !w.paused })
+	ready := func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed }
+	cur := slots(func(w *worker) bool { return ready(w) && !w.paused })
 	if len(cur) == 0 {
 		// Every ready worker is stopped: the program keeps them, as
 		// there is nowhere else to send new connections.
-		cur = slots(func(w *worker) bool { return w.gen == active && w.ready && !w.exited && !w.killed })
+		cur = slots(ready)
 	}
 	p := active.runningProbation()
 	if p == nil || p.weight >= 100 {
@@ -338,11 +339,12 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 	// A stop retires the active generation once this one's releases are
 	// queued (see retireAll).
 	stop := l.stop
-	if left > 0 && stop != nil {
+	counted := left > 0 && stop != nil
+	if counted {
 		stop.quiescing++
 	}
 	enqueue := func(l *loop) {
-		if left == 0 && stop != nil && len(todo) > 0 {
+		if counted {
 			defer stop.quiesced(l)
 		}
 		remaining := len(workers)
