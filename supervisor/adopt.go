@@ -277,7 +277,7 @@ func (l *loop) finishAdoption() {
 		g.state = StateFailed
 		for _, w := range g.live() {
 			w.stopping = true
-			w.kill()
+			l.kill(w)
 		}
 	}
 	a.gens = rest

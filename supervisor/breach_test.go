@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -689,4 +690,59 @@ func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
 		t.Errorf("rolling-back step %q; want it to start %q", rolling, want)
 	}
 	awaitResult(t, done, 10*time.Second)
+}
+
+// A worker killed while it sleeps uninterruptibly (state D: a cgroup v1
+// freezer, a hung mount) exits only when it wakes. The commands waiting
+// for its generation are told so after killLinger, naming it and its
+// state, instead of waiting without a word: `launcher stop`, and
+// `upgrade --wait` following the old generation's drain. (A new user's
+// trial: both printed nothing for as long as the freezer held.)
+func TestKilledWorkerThatLingersIsNamed(t *testing.T) {
+	for _, cmd := range []string{"stop", "upgrade --wait"} {
+		t.Run(cmd, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 300 * time.Millisecond}, fx, func(r *rig) {
+				r.s.loop.killLinger = 200 * time.Millisecond
+			})
+			r.waitStarted()
+			asleep := r.gen(1).PIDs[0]
+			fx.proc(asleep).sleepD()
+			// Without the waiting step the sleep ends anyway, later, so
+			// that the command ends and the test can say what it missed.
+			wake := time.AfterFunc(5*time.Second, fx.proc(asleep).wakeD)
+			defer wake.Stop()
+			var mu sync.Mutex
+			var steps []Progress
+			collect := func(p Progress) {
+				mu.Lock()
+				steps = append(steps, p)
+				mu.Unlock()
+				if p.Step == StepWaiting {
+					fx.proc(asleep).wakeD()
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var err error
+			if cmd == "stop" {
+				err = (Client{StateDir: r.dir}).Stop(ctx, collect)
+			} else {
+				_, err = r.s.UpgradeWith(ctx, "v2", UpgradeOptions{Wait: true}, collect)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := fmt.Sprintf("waiting: worker 0 (pid %d) of generation 1, killed ", asleep)
+			i := slices.IndexFunc(steps, func(p Progress) bool { return p.Step == StepWaiting })
+			if i < 0 || !strings.HasPrefix(steps[i].String(), want) || !strings.Contains(steps[i].String(), "has not exited: its process sleeps uninterruptibly (state D") {
+				t.Fatalf("steps %v; want one %q… naming state D", steps, want)
+			}
+			if d := slices.IndexFunc(steps, func(p Progress) bool { return p.Step == StepDrained && p.Generation == 1 }); d < i {
+				t.Errorf("steps %v; want generation 1's drain after the waiting step", steps)
+			}
+		})
+	}
 }

@@ -309,16 +309,26 @@ func watchSilence(ctx context.Context, dir, cmd string, first time.Duration, ans
 // processStopped reports whether pid is stopped by a signal or a tracer
 // (state T or t in /proc/PID/stat, proc(5)); false for 0 or no such pid.
 func processStopped(pid int) bool {
+	s := processState(pid)
+	return s == 'T' || s == 't'
+}
+
+// processState returns pid's state letter from /proc/PID/stat (proc(5):
+// R running, S sleeping, D uninterruptible sleep, Z zombie, T stopped, t
+// stopped by a tracer, …), or 0 for 0 or no such pid.
+func processState(pid int) byte {
 	if pid <= 0 {
-		return false
+		return 0
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return 0
 	}
 	// The state follows the command's closing parenthesis.
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && (b[i+2] == 'T' || b[i+2] == 't')
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2]
+	}
+	return 0
 }
 
 // pidNote names pid as " (pid N)", or "" when it is not known.

@@ -83,6 +83,10 @@ type process interface {
 	// proc(5)), or frozen with its cgroup (cgroup.freeze). It answers
 	// nothing until SIGCONT or a thaw.
 	stopped() bool
+	// state is the process's state letter in /proc/PID/stat (proc(5)),
+	// e.g. 'D' for an uninterruptible sleep, which not even SIGKILL ends
+	// until it wakes; 0 once it has exited.
+	state() byte
 	// release lets go of a process this supervisor will not watch.
 	release()
 }

@@ -80,6 +80,9 @@ type fakeProc struct {
 	// sigstopped: stopped as by SIGSTOP (see stop); hung: answers nothing,
 	// as a deadlocked process, though it runs (see hang).
 	sigstopped, hung bool
+	// dsleep: asleep in state D, as under a cgroup v1 freezer: it answers
+	// nothing, and a kill takes effect only at wakeD.
+	dsleep bool
 }
 
 // hang makes p answer nothing any more, on its control connection or its
@@ -94,7 +97,7 @@ func (p *fakeProc) hang() {
 func (p *fakeProc) silent() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.sigstopped || p.hung
+	return p.sigstopped || p.hung || p.dsleep
 }
 
 // stop stops p as SIGSTOP would: it answers nothing any more, neither on
@@ -111,6 +114,39 @@ func (p *fakeProc) cont() {
 	p.mu.Lock()
 	p.sigstopped = false
 	p.mu.Unlock()
+}
+
+// sleepD puts p in an uninterruptible sleep (state D): it answers
+// nothing, and a kill waits for wakeD.
+func (p *fakeProc) sleepD() {
+	p.mu.Lock()
+	p.dsleep = true
+	p.mu.Unlock()
+}
+
+// wakeD ends p's uninterruptible sleep; a kill sent meanwhile ends it now.
+func (p *fakeProc) wakeD() {
+	p.mu.Lock()
+	p.dsleep = false
+	killed := p.killed
+	p.mu.Unlock()
+	if killed {
+		p.die()
+	}
+}
+
+func (p *fakeProc) state() byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !p.alive():
+		return 0
+	case p.dsleep:
+		return 'D'
+	case p.sigstopped:
+		return 'T'
+	}
+	return 'S'
 }
 
 func (p *fakeProc) stopped() bool {
@@ -150,8 +186,11 @@ func (p *fakeProc) signal(sig syscall.Signal) {
 func (p *fakeProc) kill() {
 	p.mu.Lock()
 	p.killed = true
+	d := p.dsleep
 	p.mu.Unlock()
-	p.die()
+	if !d {
+		p.die()
+	}
 }
 
 func (p *fakeProc) wasKilled() bool {

@@ -61,9 +61,12 @@ type loop struct {
 	releasing *releaseJob
 	quick     *releaseRun // the run of quick releases under way, if any
 
-	steer   steerState
-	pending map[uint64]*pendingRequest
-	nextID  uint64
+	steer steerState
+	// killLinger: how long a killed worker may take to exit before the
+	// commands waiting for it are told why (see lingering).
+	killLinger time.Duration
+	pending    map[uint64]*pendingRequest
+	nextID     uint64
 
 	kept    []*keptSeries // final series of drained workers, oldest first
 	maxKept int
@@ -81,14 +84,15 @@ type event interface{ apply(l *loop) }
 func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adminSocket func(int, int) string) *loop {
 	return &loop{
 		cfg: cfg, log: cfg.Logger, fx: fx, m: m, stateDir: stateDir, adminSocket: adminSocket, restarts: defaultRestarts,
-		events:  make(chan event, 64),
-		done:    make(chan struct{}),
-		timers:  map[*time.Timer]bool{},
-		byToken: map[string]*worker{},
-		pending: map[uint64]*pendingRequest{},
-		maxKept: defaultMaxKept,
-		steer:   steerState{timeout: steerTimeout},
-		tickets: tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
+		events:     make(chan event, 64),
+		done:       make(chan struct{}),
+		timers:     map[*time.Timer]bool{},
+		byToken:    map[string]*worker{},
+		pending:    map[uint64]*pendingRequest{},
+		maxKept:    defaultMaxKept,
+		steer:      steerState{timeout: steerTimeout},
+		killLinger: killLinger,
+		tickets:    tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
 	}
 }
 

@@ -135,7 +135,7 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 		}
 		l.workerLog(w).Warn("worker of the standby generation "+why+": killed, not steered to", "silent_reads", w.silentReads)
 		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed, and restarted once its generation serves", w.index, w.pid, w.gen.num, why))
-		w.kill()
+		l.kill(w)
 	}
 	return takeBack(p.workers)
 }
@@ -396,6 +396,7 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 		end(l)
 	}
 	if live := old.live(); len(live) > 0 {
+		old.followers = append(old.followers, req)
 		l.retire(old, live, gone)
 	} else {
 		// Its workers all died on standby: nothing to drain.
@@ -528,6 +529,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	}
 	retireG = func(l *loop) {
 		if live := g.live(); len(live) > 0 {
+			g.followers = append(g.followers, p.follower, p.requester)
 			l.retire(g, live, gone)
 		} else {
 			gone(l, 0)

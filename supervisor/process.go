@@ -48,6 +48,14 @@ func (p *childProc) stopped() bool {
 	defer p.mu.Unlock()
 	return !p.reaped && (processStopped(p.pid()) || p.tree.frozen()) // once reaped, its pid may name another process
 }
+func (p *childProc) state() byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reaped {
+		return 0
+	}
+	return processState(p.pid())
+}
 func (p *childProc) signal(sig syscall.Signal) {
 	select {
 	case <-p.exit:
@@ -187,6 +195,14 @@ func (p *adoptedProc) stopped() bool {
 		return false
 	default:
 		return processStopped(p.id) || p.tree != nil && p.tree.frozen()
+	}
+}
+func (p *adoptedProc) state() byte {
+	select {
+	case <-p.exit:
+		return 0
+	default:
+		return processState(p.id)
 	}
 }
 func (p *adoptedProc) kill() {

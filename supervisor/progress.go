@@ -30,6 +30,9 @@ const (
 	StepRolledBack      Step = "rolled-back"      // traffic went back to Generation (on standby); Reason says why
 	StepDrained         Step = "drained"          // Generation has exited, DrainedAfter after it stopped accepting; Reason names workers that died during the drain
 	StepStopped         Step = "stopped"          // every generation has drained; the supervisor exits
+	// StepWaiting: a worker of Generation, killed, has not exited yet;
+	// Reason says which and why (its process state). The command waits on.
+	StepWaiting Step = "waiting"
 	// StepCanary: Generation gets Weight percent of new connections for
 	// Interval; Other (on standby) the rest. Weight 100 ends the canary
 	// (Reason "promoted" when cut short).
@@ -128,6 +131,8 @@ func (p Progress) String() string {
 		return fmt.Sprintf("generation %d drained after %d ms", p.Generation, ms(p.DrainedAfter))
 	case StepStopped:
 		return "stopped"
+	case StepWaiting:
+		return "waiting: " + p.Reason
 	case StepCanary:
 		if p.Weight >= 100 {
 			s := fmt.Sprintf("generation %d (%s) gets all new connections", p.Generation, p.Version)

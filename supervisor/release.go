@@ -621,7 +621,7 @@ func (l *loop) drainDeadline(g *generation) {
 		var killed []string
 		for _, w := range dw.workers {
 			if !w.exited {
-				w.kill()
+				l.kill(w)
 				killed = append(killed, fmt.Sprintf("%d (pid %d)", w.index, w.pid))
 			}
 		}
@@ -651,7 +651,7 @@ func (l *loop) killStuck(w *worker, why string, err error) {
 	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "why", why, "err", err)
 	l.countDrainTimeout(w.gen)
 	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) %s: killed, what it held cut", w.index, w.pid, why))
-	w.kill()
+	l.kill(w)
 }
 
 // countDrainTimeout counts g's drain as cut at --drain-timeout, once.

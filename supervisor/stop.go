@@ -116,7 +116,7 @@ type evKillAll struct{}
 func (evKillAll) apply(l *loop) {
 	for _, g := range l.gens {
 		for _, w := range g.live() {
-			w.kill()
+			l.kill(w)
 		}
 	}
 }

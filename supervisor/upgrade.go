@@ -202,7 +202,7 @@ func (l *loop) failOp(err error) {
 	for _, w := range op.g.workers {
 		w.stopping = true
 		if !w.exited {
-			w.kill()
+			l.kill(w)
 		}
 	}
 	l.markDirty()
@@ -414,6 +414,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 				drained(l)
 			}
 		})
+		old.followers = append(old.followers, follower)
 		l.retire(old, workers, func(l *loop, d time.Duration) {
 			drained = func(l *loop) {
 				follower.emit(drainedStep(old, d))

@@ -46,6 +46,10 @@ type generation struct {
 	// --drain-timeout or were killed then, for the drained step and the
 	// upgrade report: a drain that lost something never reads "drained".
 	deaths, cuts []string
+	// followers are the commands following its drain to its exit
+	// (`upgrade --wait`, `rollback --wait`): a killed worker that lingers
+	// is named to them (see lingering).
+	followers []*opRequest
 	// breached: the judge found it in breach with no standby to roll back
 	// to; it serves on, but never stands by for a later upgrade.
 	breached bool
@@ -87,7 +91,8 @@ type worker struct {
 	listening bool        // its sockets are in the reuseport group model
 	stopping  bool        // its exit is expected (drain, stop, abort)
 	released  bool        // it stopped accepting and drains (its release answered)
-	killed    bool        // the supervisor killed it (see kill)
+	killed    bool        // the supervisor killed it (see loop.kill)
+	killedAt  time.Time   // when it was killed
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
 	drained   bool        // it reported its drain's end (TypeDrained)
@@ -102,13 +107,6 @@ type worker struct {
 	final      *keptSeries
 	exited     bool
 	exitErr    error
-}
-
-// kill kills w's process tree: an exit the supervisor asked for, not a
-// crash.
-func (w *worker) kill() {
-	w.killed = true
-	w.proc.kill()
 }
 
 func (w *worker) String() string {
