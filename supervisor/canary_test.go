@@ -817,3 +817,40 @@ func TestSupersedingUpgradeSaysReadyFirst(t *testing.T) {
 		t.Errorf("steps %s; want %s before %s", got, StepReady, StepSuperseded)
 	}
 }
+
+// An upgrade to the release already under its canary or probation is
+// refused: a restart of it would drain the standby generation and leave
+// nothing to roll back to. (A new user's trial: `kill -HUP` out of habit
+// during a canary, --current pointing at the new release by then,
+// ended the canary unjudged and drained the old release, 3 of 3.)
+func TestRestartOfTheReleaseUnderJudgementRefused(t *testing.T) {
+	for _, canary := range []bool{true, false} {
+		t.Run(fmt.Sprintf("canary=%v", canary), func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+			r.waitStarted()
+			opts := UpgradeOptions{}
+			if canary {
+				opts = UpgradeOptions{Canary: []int{10}, CanaryInterval: 20 * time.Second}
+			}
+			if _, err := r.s.UpgradeWith(context.Background(), "v2", opts, nil); err != nil {
+				t.Fatal(err)
+			}
+			_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{}, nil)
+			want := "upgrade refused: generation 2 already runs "
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "generation 1 (v1) standing by") {
+				t.Fatalf("second upgrade to v2: %v; want %q… naming the standby", err, want)
+			}
+			if g := r.gen(1); g.State != StateStandby {
+				t.Errorf("generation 1 = %+v; want it still on standby", g)
+			}
+			if st := r.status(); st.Generations[len(st.Generations)-1].Generation != 2 {
+				t.Errorf("generations %+v; want none started after 2", st.Generations)
+			}
+			// Another release still supersedes it, as before.
+			if _, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

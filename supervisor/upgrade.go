@@ -83,6 +83,20 @@ func (c cmdUpgrade) apply(l *loop) {
 			draining+standby+1, what, l.active.num, l.cfg.MaxDraining))
 		return
 	}
+	if p := l.active.runningProbation(); p != nil && !c.rollback && c.rel.Path == l.active.release.Path {
+		// A restart of the release under judgement would drain its
+		// standby and leave nothing to roll back to: a `kill -HUP` out of
+		// habit (or logrotate's) during a canary, --current now pointing
+		// at the new release, did just that.
+		l.m.Upgrades.WithLabelValues("refused").Inc()
+		phase := "probation"
+		if p.weight < 100 {
+			phase = fmt.Sprintf("canary (at %d%% of new connections)", p.weight)
+		}
+		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: generation %d already runs %s (%s), in its %s with generation %d (%s) standing by; restarting it now would drain generation %d and leave nothing to roll back to (wait for the %s's end, or launcher promote or rollback first)",
+			l.active.num, c.rel.Path, c.rel.Version, phase, p.standby.num, p.standby.release.Version, p.standby.num, phase))
+		return
+	}
 	if len(c.opts.Canary) > 0 {
 		switch {
 		case l.active == nil:
