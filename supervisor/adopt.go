@@ -413,9 +413,7 @@ func (l *loop) restoreStandby(a *adoption, g *generation, who string) {
 	l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: %s of %s died during its %s while no supervisor ran; generation %d (%s) serves again", who, lost, a.phase(), g.num, g.release.Version))
 	l.m.Rollbacks.WithLabelValues("crashed").Inc()
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
-	if err := l.fx.repoint(g.release); err != nil {
-		l.log.Warn("repoint current symlink", "err", err)
-	}
+	l.repoint(g.release)
 	// Standby workers hand their keep-alive connections over (see
 	// TypeStandby): they keep them again.
 	for _, w := range g.live() {

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -195,10 +196,25 @@ func (fx *osEffects) repoint(rel release) error {
 			target = r
 		}
 	}
-	tmp := fx.current + ".tmp"
-	os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
-		return err
+	// What an operator put at LINK since the start (a directory, a file)
+	// is theirs: the rename would replace a file, and fail on a directory
+	// after the temporary link was made.
+	if fi, err := os.Lstat(fx.current); err == nil && fi.Mode()&os.ModeSymlink == 0 {
+		what := "a file"
+		if fi.IsDir() {
+			what = "a directory"
+		}
+		return fmt.Errorf("--current %s is %s now, not a symlink: left as it is", fx.current, what)
 	}
-	return os.Rename(tmp, fx.current)
+	// A name of its own: LINK.tmp may be a deploy script's (the
+	// `ln -s …; mv -T` idiom) or an operator's file.
+	tmp := filepath.Join(filepath.Dir(fx.current), fmt.Sprintf(".%s.launcher-%d-%s", filepath.Base(fx.current), os.Getpid(), newToken()[:8]))
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("--current %s: %w", fx.current, err)
+	}
+	if err := os.Rename(tmp, fx.current); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("--current %s: %w", fx.current, err)
+	}
+	return nil
 }

@@ -225,20 +225,21 @@ type fakeEffects struct {
 	taken     string               // listened's answer: a --listen address already served
 	wg        sync.WaitGroup
 
-	mu        sync.Mutex
-	nextPID   int
-	stopped1  map[int]bool // generations one of whose workers stopped (stopOneReady)
-	procs     []*fakeProc
-	byAdmin   map[string]behaviour
-	state     *savedState // the last state written
-	removed   bool
-	repointed []string
-	msgs      map[int][]string // pid → message types the worker got
-	steers    [][]int          // the slots of every steer, in order
-	settles   map[int][]string // pid → "type:settle" of its quiesces and releases
-	pidAt     map[string]int   // admin socket → pid
-	traces    map[int][]string // pid → drained, scraped, collected, exited in order
-	forgotten []int            // generations removeGeneration was called for
+	mu         sync.Mutex
+	nextPID    int
+	stopped1   map[int]bool // generations one of whose workers stopped (stopOneReady)
+	procs      []*fakeProc
+	byAdmin    map[string]behaviour
+	state      *savedState // the last state written
+	removed    bool
+	repointed  []string
+	repointErr error            // what repoint returns
+	msgs       map[int][]string // pid → message types the worker got
+	steers     [][]int          // the slots of every steer, in order
+	settles    map[int][]string // pid → "type:settle" of its quiesces and releases
+	pidAt      map[string]int   // admin socket → pid
+	traces     map[int][]string // pid → drained, scraped, collected, exited in order
+	forgotten  []int            // generations removeGeneration was called for
 	// handshakesDone: pid → HandshakesDone of each quiesce and release
 	// it got, as "quiesce:true" and so on.
 	handshakesDone map[int][]string
@@ -739,7 +740,7 @@ func (fx *fakeEffects) repoint(rel release) error {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
 	fx.repointed = append(fx.repointed, rel.Version)
-	return nil
+	return fx.repointErr
 }
 
 func (fx *fakeEffects) notify(...string)        {}

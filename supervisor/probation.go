@@ -316,9 +316,7 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		// current goes back to the release standing by: a restart runs
 		// the last one that passed, not one whose trial was cut short.
 		phase := p.phase()
-		if err := l.fx.repoint(p.standby.release); err != nil {
-			l.log.Warn("repoint current symlink", "err", err)
-		}
+		l.repoint(p.standby.release, req)
 		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
 		req.emitReport(rep)
 		restart := ""
@@ -513,9 +511,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		err = fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again%s", g.release.Version, old.num, old.release.Version, p.wokenNote())
 	}
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
-	if err := l.fx.repoint(old.release); err != nil {
-		l.log.Warn("repoint current symlink", "err", err)
-	}
+	l.repoint(old.release, p.follower, p.requester)
 	l.fx.notify("STATUS=" + l.statusLine())
 	// `upgrade --wait` (and `rollback --wait`) follow the generation
 	// rolled back from to its exit, as they follow the old one otherwise:

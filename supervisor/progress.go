@@ -33,6 +33,10 @@ const (
 	// StepWaiting: a worker of Generation, killed, has not exited yet;
 	// Reason says which and why (its process state). The command waits on.
 	StepWaiting Step = "waiting"
+	// StepWarning: something the command asked for beside its aim did
+	// not happen (--current not repointed); Reason says what. The
+	// command goes on.
+	StepWarning Step = "warning"
 	// StepCanary: Generation gets Weight percent of new connections for
 	// Interval; Other (on standby) the rest. Weight 100 ends the canary
 	// (Reason "promoted" when cut short).
@@ -133,6 +137,8 @@ func (p Progress) String() string {
 		return "stopped"
 	case StepWaiting:
 		return "waiting: " + p.Reason
+	case StepWarning:
+		return "warning: " + p.Reason
 	case StepCanary:
 		if p.Weight >= 100 {
 			s := fmt.Sprintf("generation %d (%s) gets all new connections", p.Generation, p.Version)

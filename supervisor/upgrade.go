@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -354,9 +355,7 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 	g, old, req := op.g, op.old, op.req
 	l.op = nil
 	l.started = true
-	if err := l.fx.repoint(g.release); err != nil {
-		l.genLog(g).Warn("repoint current symlink", "err", err)
-	}
+	l.repoint(g.release, req)
 	// launcher_upgrade_duration_seconds counts successful upgrades: with
 	// a probation, observed once it passes (see endProbation).
 	servedAfter := time.Since(op.start)
@@ -569,4 +568,18 @@ func (l *loop) statusLine() string {
 // monotonic time it wants.
 func reloading() []string {
 	return []string{"RELOADING=1", "MONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10), "STATUS=upgrading"}
+}
+
+// repoint points --current at rel's directory, if set. A failure is
+// logged and said to reqs (the commands that moved traffic), which go on:
+// the service serves, but a restart would run what LINK holds.
+func (l *loop) repoint(rel release, reqs ...*opRequest) {
+	err := l.fx.repoint(rel)
+	if err == nil {
+		return
+	}
+	l.log.Warn("repoint current symlink", "err", err)
+	for _, r := range reqs {
+		r.emit(Progress{Step: StepWarning, Version: rel.Version, Reason: fmt.Sprintf("not repointed to %s: %v; a restart of the supervisor would run what it holds", filepath.Dir(rel.Path), err)})
+	}
 }
