@@ -121,6 +121,10 @@ func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error)
 	pw.Close()
 	if err != nil {
 		pr.Close()
+		if errors.Is(err, syscall.ENOEXEC) {
+			// execve(2): neither a binary format the kernel knows nor a #! line.
+			return nil, fmt.Errorf("start %s: %w (neither an executable for this machine nor a script with a #! line)", spec.path, err)
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.path, err)
 	}
 	var tr tree = pgroupTree{pgid: cmd.Process.Pid}

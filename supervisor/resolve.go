@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
@@ -132,11 +133,49 @@ func checkExecutable(path string) error {
 	}
 	f, err := elf.Open(path)
 	if err != nil {
-		return nil // a script or another format: let exec decide
+		return checkScript(path) // a script or another format (binfmt_misc): exec decides the rest
 	}
 	defer f.Close()
 	if want, ok := elfMachine[runtime.GOARCH]; ok && f.Machine != want {
 		return fmt.Errorf("built for %s, this machine is %s", f.Machine, runtime.GOARCH)
+	}
+	return nil
+}
+
+// checkScript refuses a script whose #! line names no interpreter that
+// can run: exec(2) then fails with ENOENT, as if the script itself were
+// missing ("fork/exec PATH: no such file or directory"). A line ending in
+// a carriage return (a script saved with CRLF line endings) names an
+// interpreter with a "\r" at its end, which is never there. Anything
+// else is left to exec (execve(2): the interpreter's own #! is not
+// followed; binfmt_misc may take other formats).
+func checkScript(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b := make([]byte, 256) // the kernel reads at most BINPRM_BUF_SIZE (256) bytes of it
+	n, _ := io.ReadFull(f, b)
+	line, _, _ := bytes.Cut(b[:n], []byte("\n"))
+	rest, ok := bytes.CutPrefix(line, []byte("#!"))
+	if !ok {
+		return nil
+	}
+	if bytes.HasSuffix(rest, []byte("\r")) {
+		return fmt.Errorf("its #! line ends with a carriage return (CRLF line endings): exec looks for %q", strings.TrimLeft(string(rest), " \t"))
+	}
+	fields := strings.Fields(string(rest))
+	if len(fields) == 0 {
+		return errors.New("its #! line names no interpreter")
+	}
+	interp := fields[0]
+	st, err := os.Stat(interp)
+	switch {
+	case err != nil:
+		return fmt.Errorf("its interpreter %s (its #! line) does not exist", interp)
+	case !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("its interpreter %s (its #! line) is not an executable file", interp)
 	}
 	return nil
 }

@@ -1,0 +1,38 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A script release whose #! line names no interpreter that can run is
+// refused before anything starts, saying why; exec said "no such file or
+// directory" of the script itself (a new user's trial: a missing
+// /usr/bin/python9, and a script saved with CRLF line endings).
+func TestCheckExecutableScripts(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ name, body, want string }{
+		{"sh", "#!/bin/sh\nexec true\n", ""},
+		{"env", "#! /usr/bin/env sh\nexec true\n", ""},
+		{"missing", "#!/usr/bin/python9\nprint(1)\n", "its interpreter /usr/bin/python9 (its #! line) does not exist"},
+		{"crlf", "#!/bin/sh\r\nexec true\r\n", "its #! line ends with a carriage return (CRLF line endings): exec looks for \"/bin/sh\\r\""},
+		{"crlf-env", "#!/usr/bin/env sh\r\nexec true\r\n", "carriage return"},
+		{"dir", "#!/tmp\n", "its interpreter /tmp (its #! line) is not an executable file"},
+		{"empty", "#!\n", "its #! line names no interpreter"},
+		{"other", "not a script\n", ""}, // left to exec (binfmt_misc)
+	} {
+		p := filepath.Join(dir, c.name)
+		if err := os.WriteFile(p, []byte(c.body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		err := checkExecutable(p)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v; want it taken", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %v; want %q", c.name, err, c.want)
+		}
+	}
+}
