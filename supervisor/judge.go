@@ -251,8 +251,9 @@ func (l *loop) lastLook(g *generation, p *probation, rep *UpgradeReport) {
 		l.setFigures(rep, j)
 		l.markDirty()
 		p.looking = false
-		if f := p.afterLook; f != nil {
-			p.afterLook = nil
+		fs := p.afterLook
+		p.afterLook = nil
+		for _, f := range fs {
 			f(l)
 		}
 	})

@@ -55,9 +55,9 @@ type probation struct {
 	canaryStart time.Time // when the first step began
 	judge       *judge    // nil when judging is off
 	// looking is set while lastLook reads both generations once more for
-	// the report; afterLook, if set, runs when it is done.
+	// the report; afterLook runs when it is done, in order.
 	looking   bool
-	afterLook func(*loop)
+	afterLook []func(*loop)
 	// servedAfter is the time from the upgrade command to the new
 	// generation serving, for launcher_upgrade_duration_seconds.
 	servedAfter time.Duration
@@ -318,12 +318,19 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		phase := p.phase()
 		l.repoint(p.standby.release, req)
 		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
-		req.emitReport(rep)
 		restart := ""
 		if l.cfg.Current != "" {
 			restart = fmt.Sprintf(", and a restart runs %s (--current points at it again)", p.standby.release.Version)
 		}
-		req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains%s", g.release.Version, phase, g.num, restart))
+		end := func(*loop) {
+			req.emitReport(rep)
+			req.finish(Progress{}, fmt.Errorf("upgrade to %s: the supervisor stopped during the %s of generation %d; every generation drains%s", g.release.Version, phase, g.num, restart))
+		}
+		// The report counts up to the stop, not to the judge's last
+		// reading (a second before, at most): the stop's drain begins
+		// once both generations are read (see cmdStop).
+		l.lastLook(g, p, rep)
+		l.afterLook(p, end)
 	default:
 		l.genLog(g).Info("probation over: retiring the previous generation", "outcome", cause,
 			"standby_generation", p.standby.num, "standby_version", p.standby.release.Version)
@@ -368,6 +375,16 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 	return true
 }
 
+// afterLook runs f once p's last look (see lastLook) is in, at once if
+// none is under way.
+func (l *loop) afterLook(p *probation, f func(*loop)) {
+	if p.looking {
+		p.afterLook = append(p.afterLook, f)
+		return
+	}
+	f(l)
+}
+
 // retireStandby drains p's standby generation, whose upgrade ended with
 // the report rep, and then ends `upgrade --wait` (p's follower) with err.
 func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
@@ -387,11 +404,7 @@ func (l *loop) retireStandby(p *probation, rep *UpgradeReport, err error) {
 			req.emitReport(rep)
 			req.finish(Progress{}, err)
 		}
-		if p.looking {
-			p.afterLook = end
-			return
-		}
-		end(l)
+		l.afterLook(p, end)
 	}
 	if live := old.live(); len(live) > 0 {
 		old.followers = append(old.followers, req)
@@ -509,6 +522,10 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		l.m.Rollbacks.WithLabelValues("requested").Inc()
 		rep = l.decide(g, p, VerdictRolledBack, "rollback requested during the "+phase)
 		err = fmt.Errorf("upgrade to %s: rolled back on request; generation %d (%s) serves again%s", g.release.Version, old.num, old.release.Version, p.wokenNote())
+		// The judge's last reading can be a second old (a whole canary
+		// step missing): the report counts up to the rollback, read
+		// before the generation rolled back from drains (see retireG).
+		l.lastLook(g, p, rep)
 	}
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 	l.repoint(old.release, p.follower, p.requester)
@@ -524,12 +541,16 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		p.requester.finish(Progress{}, nil)
 	}
 	retireG = func(l *loop) {
-		if live := g.live(); len(live) > 0 {
-			g.followers = append(g.followers, p.follower, p.requester)
-			l.retire(g, live, gone)
-		} else {
-			gone(l, 0)
-		}
+		// Once the report's last look is in (a rollback on request):
+		// the generation rolled back from is read before it drains.
+		l.afterLook(p, func(l *loop) {
+			if live := g.live(); len(live) > 0 {
+				g.followers = append(g.followers, p.follower, p.requester)
+				l.retire(g, live, gone)
+			} else {
+				gone(l, 0)
+			}
+		})
 	}
 	if steered { // at once: no steer to wait for (another handover, no socket)
 		retireG(l)

@@ -44,26 +44,36 @@ func (c cmdStop) apply(l *loop) {
 		l.failOp(errors.New("aborted: the supervisor is stopping"))
 	}
 	canary := false
+	var p *probation
 	if l.active != nil {
-		p := l.active.runningProbation()
+		p = l.active.runningProbation()
 		canary = p != nil && p.weight < 100
 		l.endProbation(l.active, probationStopped)
 	}
-	switch {
-	case l.adopting != nil:
-	case canary:
-		// The standby generation took a share of new connections: the
-		// program goes to the active generation alone before any of its
-		// listeners closes, or a connection meeting one as it closed
-		// would be reset.
-		l.resteer(func(l *loop, _ error) {
+	drain := func(l *loop) {
+		switch {
+		case l.adopting != nil:
+		case canary:
+			// The standby generation took a share of new connections:
+			// the program goes to the active generation alone before
+			// any of its listeners closes, or a connection meeting one
+			// as it closed would be reset.
+			l.resteer(func(l *loop, _ error) {
+				l.retireAll()
+				l.checkStop()
+			})
+		default:
 			l.retireAll()
-			l.checkStop()
-		})
-	default:
-		l.retireAll()
+		}
+		l.checkStop()
 	}
-	l.checkStop()
+	if p != nil {
+		// Its report's last look reads both generations before they
+		// drain: within a second, 20 ms when they answer.
+		l.afterLook(p, drain)
+		return
+	}
+	drain(l)
 }
 
 // retireAll releases and drains every live worker not already released.
