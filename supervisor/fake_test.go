@@ -31,6 +31,7 @@ import (
 type behaviour struct {
 	exitBeforeReady bool          // exit right after hello
 	neverReady      bool          // listen, never report ready
+	stderr          string        // a line it writes to stderr at its start
 	unhealthy       bool          // fail the health check
 	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
 	crashAfter      time.Duration // exit this long after ready (0: never)
@@ -409,6 +410,9 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.byAdmin[admin] = b
 	fx.pidAt[admin] = p.id
 	fx.mu.Unlock()
+	if b.stderr != "" && spec.tail != nil {
+		spec.tail.add(b.stderr)
+	}
 	fx.wg.Add(1)
 	go func() { defer fx.wg.Done(); fx.runWorker(p, b, spec.env, false) }()
 	return p, nil

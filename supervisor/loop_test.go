@@ -130,7 +130,7 @@ func TestFailedStartLeavesOldServing(t *testing.T) {
 		want string
 	}{
 		{"exits before ready", behaviour{exitBeforeReady: true}, "before ready"},
-		{"never ready", behaviour{neverReady: true}, "not ready within --ready-timeout 300ms"},
+		{"never ready", behaviour{neverReady: true, stderr: "warming forever"}, "not ready within --ready-timeout 300ms; stderr: warming forever"},
 		{"fails its own health check", behaviour{unhealthy: true}, "health check: database down"},
 		{"fails /healthz (an older library)", behaviour{unhealthy: true, adminHealth: true}, "health check: /healthz answered 503 Service Unavailable: database down"},
 	}

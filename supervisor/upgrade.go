@@ -152,7 +152,7 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 		if l.op == op && op.err == nil {
 			for _, w := range g.workers {
 				if !w.ready {
-					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s", w, l.cfg.ReadyTimeout))
+					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s", w, l.cfg.ReadyTimeout, stderrTail(w.tail.last(3))))
 					return
 				}
 			}

@@ -212,6 +212,9 @@ func stderrTail(tail string) string {
 
 // last returns up to n last lines joined with " | ".
 func (t *tailBuffer) last(n int) string {
+	if t == nil { // an adopted worker's stderr is not ours
+		return ""
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.lines
