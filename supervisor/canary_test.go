@@ -614,49 +614,73 @@ func TestWindowFiguresSayTheirWindow(t *testing.T) {
 	}
 }
 
-// TestSupersededReportCountsToItsVerdict: the report of a canary that a
-// newer upgrade superseded between two judge readings counts the requests
-// up to its verdict. (It had the reading before: "new: generation 2 (v2):
-// no requests" when clients had 616 answers from v2, as a new user's
-// trial found; here the first reading's 41.)
-func TestSupersededReportCountsToItsVerdict(t *testing.T) {
-	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 1, Probation: time.Second, JudgeEvery: time.Hour}, fx, nil)
-	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
-	r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond})
-	r.waitStarted()
-	done := make(chan error, 1)
-	go func() {
-		_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour}, nil)
-		done <- err
-	}()
-	eventually(t, "the canary step", func() error {
-		if g := r.gen(2); g.Weight != 10 {
-			return fmt.Errorf("generation 2 = %+v", g)
-		}
-		return nil
-	})
-	time.Sleep(300 * time.Millisecond) // 600 requests on v2 (2000 a second), none read
-	if _, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	var rep *UpgradeReport
-	for _, h := range r.status().History {
-		if h.Generation == 2 {
-			rep = &h
-		}
-	}
-	if rep == nil || rep.Verdict != VerdictSuperseded {
-		t.Fatalf("report of generation 2 = %+v; want superseded", rep)
-	}
-	if rep.New == nil || rep.New.Requests < 400 {
-		t.Errorf("superseded report: new %v; want about 600 requests, over its 300 ms", rep.New)
-	}
-	if rep.GoneAfter == 0 || rep.GoneAfter < rep.VerdictAfter {
-		t.Errorf("superseded report: gone after %s, verdict after %s; want gone after the verdict", rep.GoneAfter, rep.VerdictAfter)
+// TestReportCountsToItsVerdict: the report of a canary that a newer
+// upgrade superseded, that was rolled back on request, or that a stop cut
+// short, between two judge readings, counts the requests up to its
+// verdict: one more reading is taken then. (It had the reading before, up
+// to a second old, as new users' trials found: "new: generation 2 (v2): no
+// requests" when clients had 616 answers from v2 after a newer upgrade;
+// "34898 requests in 1.0 s" of 65,136 after a rollback at 1.9 s; here the
+// first reading's 41.)
+func TestReportCountsToItsVerdict(t *testing.T) {
+	for _, end := range []string{"superseded", "rollback", "stop"} {
+		t.Run(end, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 1, Probation: time.Second, JudgeEvery: time.Hour}, fx, nil)
+			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
+			r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond})
+			r.waitStarted()
+			done := make(chan error, 1)
+			var mu sync.Mutex
+			var rep *UpgradeReport
+			go func() {
+				_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour}, func(p Progress) {
+					if p.Step == StepReport {
+						mu.Lock()
+						rep = p.Report
+						mu.Unlock()
+					}
+				})
+				done <- err
+			}()
+			eventually(t, "the canary step", func() error {
+				if g := r.gen(2); g.Weight != 10 {
+					return fmt.Errorf("generation 2 = %+v", g)
+				}
+				return nil
+			})
+			time.Sleep(300 * time.Millisecond) // 600 requests on v2 (2000 a second), none read
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var err error
+			switch end {
+			case "superseded":
+				_, err = r.s.UpgradeWith(ctx, "v3", UpgradeOptions{}, nil)
+			case "rollback":
+				_, err = r.s.Rollback(ctx, false, nil)
+			case "stop":
+				err = (Client{StateDir: r.dir}).Stop(ctx, nil)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitErr := <-done
+			if (end == "superseded") != (waitErr == nil) {
+				t.Fatalf("upgrade --wait: %v; want an error only for a rollback or a stop", waitErr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := map[string]string{"superseded": VerdictSuperseded, "rollback": VerdictRolledBack, "stop": VerdictStopped}[end]
+			if rep == nil || rep.Verdict != want {
+				t.Fatalf("report %+v; want %s", rep, want)
+			}
+			if rep.New == nil || rep.New.Requests < 400 {
+				t.Errorf("report: new %v; want about 600 requests, over its 300 ms", rep.New)
+			}
+			if end != "stop" && (rep.GoneAfter == 0 || rep.GoneAfter < rep.VerdictAfter) {
+				t.Errorf("report: gone after %s, verdict after %s; want gone after the verdict", rep.GoneAfter, rep.VerdictAfter)
+			}
+		})
 	}
 }
 
@@ -850,60 +874,6 @@ func TestRestartOfTheReleaseUnderJudgementRefused(t *testing.T) {
 			// Another release still supersedes it, as before.
 			if _, err := r.s.UpgradeWith(context.Background(), "v3", UpgradeOptions{}, nil); err != nil {
 				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// TestRolledBackOrStoppedReportCountsToItsVerdict: the report of a canary
-// rolled back on request, or cut short by a stop, counts the requests up
-// to its verdict, not to the judge's last reading. (A new user's trial:
-// "3220 requests in 2.0 s" against 5,778 on /metrics, the whole 60% step
-// missing; "34898 requests in 1.0 s" of 65,136 after a rollback at 1.9 s.)
-func TestRolledBackOrStoppedReportCountsToItsVerdict(t *testing.T) {
-	for _, end := range []string{"rollback", "stop"} {
-		t.Run(end, func(t *testing.T) {
-			fx := newFakeEffects(t)
-			r := startRig(t, Config{Workers: 1, Probation: time.Second, JudgeEvery: time.Hour}, fx, nil)
-			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
-			r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond})
-			r.waitStarted()
-			done := make(chan error, 1)
-			var mu sync.Mutex
-			var rep *UpgradeReport
-			go func() {
-				_, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{Wait: true, Canary: []int{10}, CanaryInterval: time.Hour}, func(p Progress) {
-					if p.Step == StepReport {
-						mu.Lock()
-						rep = p.Report
-						mu.Unlock()
-					}
-				})
-				done <- err
-			}()
-			eventually(t, "the canary step", func() error {
-				if g := r.gen(2); g.Weight != 10 {
-					return fmt.Errorf("generation 2 = %+v", g)
-				}
-				return nil
-			})
-			time.Sleep(300 * time.Millisecond) // 600 requests on v2 (2000 a second), none read
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if end == "rollback" {
-				if _, err := r.s.Rollback(ctx, false, nil); err != nil {
-					t.Fatal(err)
-				}
-			} else if err := (Client{StateDir: r.dir}).Stop(ctx, nil); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-done; err == nil {
-				t.Fatal("upgrade --wait: nil error; want the rollback's or the stop's")
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if rep == nil || rep.New == nil || rep.New.Requests < 400 {
-				t.Errorf("report %+v: new %v; want about 600 requests, over its 300 ms", rep, rep.New)
 			}
 		})
 	}
