@@ -457,6 +457,10 @@ func TestAdoptionRollsBackACrashInProbation(t *testing.T) {
 	cancel()
 	checkLoad(t, wait(), "v1")
 	logged(t, s2, "ROLLED BACK: a worker of v2 died during its probation while no supervisor ran; generation 1 (v1) serves again")
+	// status's history says it too (it had no report of the upgrade).
+	if h := s2.status().History; len(h) == 0 || h[len(h)-1].Version != "v2" || h[len(h)-1].Verdict != "rolled_back" || !h[len(h)-1].Adopted {
+		t.Errorf("history %+v; want v2's upgrade last, rolled_back at the adoption", h)
+	}
 	if v := metricValue(t, maddr, `launcher_worker_crashes_total{state="active"}`); v != 1 {
 		t.Errorf("active crashes %v; want 1", v)
 	}

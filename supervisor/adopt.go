@@ -38,7 +38,9 @@ type adoption struct {
 	// lost is the release of the state file's active generation when none
 	// of its workers is left (zero otherwise): a standby behind it serves
 	// again, as after a crash in its probation (see restoreStandby).
-	lost release
+	// lostGen is that generation's number.
+	lost    release
+	lostGen int
 }
 
 func (c cmdStart) apply(l *loop) {
@@ -145,7 +147,7 @@ func (c cmdStart) apply(l *loop) {
 	if l.active == nil {
 		for _, sg := range st.Gens {
 			if sg.Num == st.Active {
-				l.adopting.lost = release(sg.Release)
+				l.adopting.lost, l.adopting.lostGen = release(sg.Release), sg.Num
 			}
 		}
 	}
@@ -256,7 +258,7 @@ func (l *loop) finishAdoption() {
 		// rolled back, as it would have been (see crashInProbation).
 		act.state = StateFailed
 		l.active = nil
-		a.lost = act.release
+		a.lost, a.lostGen = act.release, act.num
 		l.restoreStandby(a, sb, "a worker")
 	}
 	for _, g := range a.gens {
@@ -413,6 +415,11 @@ func (l *loop) restoreStandby(a *adoption, g *generation, who string) {
 	l.genLog(g).Error(fmt.Sprintf("ROLLED BACK: %s of %s died during its %s while no supervisor ran; generation %d (%s) serves again", who, lost, a.phase(), g.num, g.release.Version))
 	l.m.Rollbacks.WithLabelValues("crashed").Inc()
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
+	// Its report died with the previous supervisor, which had not decided
+	// it: status's history says what became of the upgrade.
+	l.keepReport(&UpgradeReport{Generation: a.lostGen, Version: lost, From: g.num, FromVersion: g.release.Version,
+		Verdict: VerdictRolledBack, Adopted: true,
+		Reason: fmt.Sprintf("crashed: %s of it died during its %s while no supervisor ran", who, a.phase())})
 	l.repoint(g.release)
 	// Standby workers hand their keep-alive connections over (see
 	// TypeStandby): they keep them again.

@@ -55,6 +55,10 @@ type UpgradeReport struct {
 	// Verdict is one of the Verdict* values; Reason says why.
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason,omitempty"`
+	// Adopted is set on a verdict reached by a supervisor adopting the
+	// workers: the rollback of an upgrade whose new generation died
+	// while no supervisor ran. Its times are not known (zero).
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // WeightStep is a canary step: from At (since the command) the new
@@ -81,7 +85,11 @@ func (r UpgradeReport) String() string {
 	if r.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", r.Reason)
 	}
-	fmt.Fprintf(&b, "\n  command → ready %s → first connection %s → verdict %s → gone %s", ms(r.ReadyAfter, "never"), ms(r.FirstConnectionAfter, "not known"), ms(r.VerdictAfter, "0 ms"), ms(r.GoneAfter, "not yet"))
+	if r.Adopted {
+		b.WriteString("\n  decided by the supervisor that adopted the workers: the upgrade's times are not known")
+	} else {
+		fmt.Fprintf(&b, "\n  command → ready %s → first connection %s → verdict %s → gone %s", ms(r.ReadyAfter, "never"), ms(r.FirstConnectionAfter, "not known"), ms(r.VerdictAfter, "0 ms"), ms(r.GoneAfter, "not yet"))
+	}
 	if len(r.Weights) > 0 {
 		var steps []string
 		for _, s := range r.Weights {
@@ -145,12 +153,17 @@ func (l *loop) decide(g *generation, p *probation, verdict, reason string) *Upgr
 	if p != nil && p.judge != nil && p.judge.began {
 		l.setFigures(r, p.judge)
 	}
+	l.keepReport(r)
+	return r
+}
+
+// keepReport adds r to the history, which keeps the last keepReports.
+func (l *loop) keepReport(r *UpgradeReport) {
 	l.reports = append(l.reports, r)
 	if len(l.reports) > keepReports {
 		l.reports = l.reports[len(l.reports)-keepReports:]
 	}
 	l.markDirty()
-	return r
 }
 
 // setFigures puts the figures of j's latest reading in r: both windows
