@@ -190,10 +190,13 @@ func (fx *osEffects) repoint(rel release) error {
 		return nil
 	}
 	target := filepath.Dir(rel.Path)
-	// A relative link survives moving or bind-mounting the tree.
-	if abs, err := filepath.Abs(filepath.Dir(fx.current)); err == nil {
-		if r, err := filepath.Rel(abs, target); err == nil {
-			target = r
+	// A relative link survives moving or bind-mounting the tree; an
+	// operator's absolute one stays absolute.
+	if old, err := os.Readlink(fx.current); err != nil || !filepath.IsAbs(old) {
+		if abs, err := filepath.Abs(filepath.Dir(fx.current)); err == nil {
+			if r, err := filepath.Rel(abs, target); err == nil {
+				target = r
+			}
 		}
 	}
 	// What an operator put at LINK since the start (a directory, a file)

@@ -43,6 +43,18 @@ func TestRepointLeavesTheOperatorsFilesAlone(t *testing.T) {
 		t.Errorf("current.tmp = %q, %v; want the operator's file kept", b, err)
 	}
 
+	// An operator's absolute link stays absolute (it was made relative).
+	os.Remove(link)
+	if err := os.Symlink(filepath.Join(dir, "releases", "v1"), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := fx.repoint(rel); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.Readlink(link); got != filepath.Join(dir, "releases", "v2") {
+		t.Errorf("absolute current -> %q; want %s", got, filepath.Join(dir, "releases", "v2"))
+	}
+
 	for _, what := range []string{"a directory", "a file"} {
 		os.RemoveAll(link)
 		if what == "a directory" {
