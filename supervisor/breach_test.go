@@ -528,7 +528,11 @@ func TestJudgeReadsPastAStoppedWorker(t *testing.T) {
 	r.waitStarted()
 	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
 	if err == nil || !strings.Contains(err.Error(), "5xx ratio") || rep == nil || rep.Verdict != VerdictRolledBack {
-		t.Errorf("upgrade --wait: %v, report %+v; want rolled back for its 5xx ratio", err, rep)
+		t.Fatalf("upgrade --wait: %v, report %+v; want rolled back for its 5xx ratio", err, rep)
+	}
+	// The figures say one of v2's workers is not in them (they did not).
+	if rep.New == nil || rep.New.Unread != 1 || !strings.Contains(rep.String(), "; 1 worker(s) not read (paused or not answering)") {
+		t.Errorf("report %s; want the new generation's figures to say 1 worker was not read", rep)
 	}
 }
 

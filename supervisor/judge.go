@@ -63,6 +63,10 @@ type WindowFigures struct {
 	// Lifetime is set when the window held too few of its requests to
 	// compare with, and the figures are those of its whole life instead.
 	Lifetime bool `json:"lifetime,omitempty"`
+	// Unread counts its running workers the last reading did not read
+	// (paused: stopped or hung; or not answering): what they served
+	// since their previous reading, if any, is not in the figures.
+	Unread int `json:"unread_workers,omitempty"`
 }
 
 func (f WindowFigures) ratio() float64 {
@@ -73,6 +77,15 @@ func (f WindowFigures) ratio() float64 {
 }
 
 func (f WindowFigures) String() string {
+	s := f.counts()
+	if f.Unread > 0 {
+		s += fmt.Sprintf("; %d worker(s) not read (paused or not answering): what they served since their last reading is not counted", f.Unread)
+	}
+	return s
+}
+
+// counts renders f's figures.
+func (f WindowFigures) counts() string {
 	if f.Requests <= 0 {
 		s := fmt.Sprintf("generation %d (%s): no requests", f.Generation, f.Version)
 		if f.Lifetime {
@@ -290,8 +303,14 @@ func (j *judge) take(read map[*worker]metrics.RequestSample, now time.Time) {
 			}
 			tot = tot.Add(s)
 		}
+		unread := 0
+		for _, w := range gen.live() {
+			if _, ok := read[w]; !ok {
+				unread++
+			}
+		}
 		return tot, WindowFigures{Generation: gen.num, Version: gen.release.Version, Requests: int64(tot.Requests),
-			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start)}
+			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start), Unread: unread}
 	}
 	ns, nw := sum(j.g, false)
 	_, ow := sum(j.old, false)
