@@ -750,3 +750,50 @@ func TestKilledWorkerThatLingersIsNamed(t *testing.T) {
 		})
 	}
 }
+
+// A worker that stops answering during its drain (frozen: asleep in state
+// D) and is killed at --drain-timeout counts the requests it had in flight
+// at its last count as cut, at once: they were counted as 0 after a
+// second's wait for an answer that could not come (a new user's trial,
+// 2 of 2: "0 request(s) in flight cut" of the 1 its client lost, and
+// launcher_drain_cut_requests_total unchanged).
+func TestFrozenWorkerCutAtTheDeadlineCountsItsRequests(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 300 * time.Millisecond}, fx, func(r *rig) {
+		r.s.loop.killLinger = 100 * time.Millisecond
+	})
+	r.behave("v1", behaviour{inflight: 1, drainFor: time.Hour})
+	r.waitStarted()
+	old := r.gen(1).PIDs[0]
+	var mu sync.Mutex
+	var steps []Progress
+	collect := func(p Progress) {
+		mu.Lock()
+		steps = append(steps, p)
+		mu.Unlock()
+		switch p.Step {
+		case StepDraining:
+			fx.proc(old).sleepD()
+		case StepWaiting:
+			fx.proc(old).wakeD()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := r.s.UpgradeWith(ctx, "v2", UpgradeOptions{Wait: true}, collect); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Killed as stuck when its release goes unanswered, or at the
+	// drain's deadline, depending on when it froze: either counts it.
+	i := slices.IndexFunc(steps, func(p Progress) bool { return p.Step == StepDrained })
+	stuck := fmt.Sprintf("worker 0 (pid %d) answered nothing (stopped or stuck): killed, what it held cut (1 request(s) in flight at its last count)", old)
+	deadline := fmt.Sprintf("worker(s) 0 (pid %d) killed after --drain-timeout 300ms: 1 request(s) in flight cut", old)
+	if i < 0 || !strings.Contains(steps[i].Reason, stuck) && !strings.Contains(steps[i].Reason, deadline) {
+		t.Errorf("steps %v; want the drained step to count its 1 request in flight", steps)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.DrainCutRequests); n != 1 {
+		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", n)
+	}
+}

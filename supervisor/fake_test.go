@@ -36,6 +36,7 @@ type behaviour struct {
 	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
 	crashAfter      time.Duration // exit this long after ready (0: never)
 	drainFor        time.Duration // after a release, exit this much later
+	inflight        int64         // the requests in flight its admin socket counts
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
 	mute            bool          // answer no quiesce or release: stopped (SIGSTOP) or stuck
@@ -688,7 +689,7 @@ func (fx *fakeEffects) counts(ctx context.Context, admin string) (metrics.Counts
 		<-ctx.Done()
 		return metrics.Counts{}, ctx.Err()
 	}
-	return metrics.Counts{}, nil
+	return metrics.Counts{InflightRequests: b.inflight}, nil
 }
 
 // scrape answers for a fake worker alive for the whole 20 ms a scrape

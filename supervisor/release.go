@@ -621,8 +621,10 @@ func (l *loop) drainDeadline(g *generation) {
 		var killed []string
 		for _, w := range dw.workers {
 			if !w.exited {
+				if !w.killed { // one killed as stuck is named already
+					killed = append(killed, fmt.Sprintf("%d (pid %d)", w.index, w.pid))
+				}
 				l.kill(w)
-				killed = append(killed, fmt.Sprintf("%d (pid %d)", w.index, w.pid))
 			}
 		}
 		if len(killed) > 0 {
@@ -648,9 +650,17 @@ func (l *loop) killStuck(w *worker, why string, err error) {
 	if w.killed {
 		return // its release, sent before its exit was seen, timed out too
 	}
-	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "why", why, "err", err)
+	l.workerLog(w).Warn("worker being retired answers nothing: killed as stuck", "why", why, "err", err, "requests_cut", w.inflight)
 	l.countDrainTimeout(w.gen)
-	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) %s: killed, what it held cut", w.index, w.pid, why))
+	// Its requests at its last count are cut here, and counted once:
+	// the drain's deadline leaves it out (cut).
+	w.cut = true
+	l.m.DrainCutRequests.Add(float64(w.inflight))
+	held := "what it held cut"
+	if w.inflight > 0 {
+		held = fmt.Sprintf("what it held cut (%d request(s) in flight at its last count)", w.inflight)
+	}
+	w.gen.cuts = append(w.gen.cuts, fmt.Sprintf("worker %d (pid %d) %s: killed, %s", w.index, w.pid, why, held))
 	l.kill(w)
 }
 

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"github.com/launcherd/launcher/metrics"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -454,26 +455,59 @@ func (l *loop) countInflight(g *generation, then func(*loop, int64)) {
 }
 
 // sumInflight reads the requests in flight on those of workers that are
-// connected, off the loop and within a second, and applies then to the
-// sum on the loop. A worker that does not answer counts 0.
+// running, off the loop and within a second, and applies then to the sum
+// on the loop. A worker that cannot answer (stopped, frozen, asleep in
+// state D, hung, killed) counts what it had at its last count: a drain cut
+// at --drain-timeout cuts them too. One that has exited counts 0.
 func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
+	var ask []*worker
 	var admins []string
+	var procs []process
 	for _, w := range workers {
 		// One found stopped or hung would take the whole second, for a
 		// count it cannot give.
 		if !w.exited && w.conn != nil && !w.paused && !w.killed {
+			ask = append(ask, w)
 			admins = append(admins, w.admin)
+			procs = append(procs, w.proc)
 		}
 	}
 	fx := l.fx
-	async(l, func() int64 {
-		counts, _ := readEach(admins, fx.counts) // a failed read is a zero
-		var n int64
-		for _, c := range counts {
-			n += c.InflightRequests
+	type read struct {
+		counts []metrics.Counts
+		ok     []bool
+	}
+	async(l, func() read {
+		// A process that is not running would not answer within the
+		// second either: its state is a /proc read (microseconds).
+		var run []string
+		var at []int
+		for i, p := range procs {
+			if s := p.state(); s != 'D' && s != 'T' && s != 't' && !p.stopped() {
+				run = append(run, admins[i])
+				at = append(at, i)
+			}
 		}
-		return n
-	}, then)
+		got, ok := readEach(run, fx.counts)
+		r := read{make([]metrics.Counts, len(admins)), make([]bool, len(admins))}
+		for j, i := range at {
+			r.counts[i], r.ok[i] = got[j], ok[j]
+		}
+		return r
+	}, func(l *loop, r read) {
+		for i, w := range ask {
+			if r.ok[i] {
+				w.inflight = r.counts[i].InflightRequests
+			}
+		}
+		var n int64
+		for _, w := range workers {
+			if !w.exited {
+				n += w.inflight
+			}
+		}
+		then(l, n)
+	})
 }
 
 // keepFinished is how many exited or failed generations status still

@@ -96,6 +96,8 @@ type worker struct {
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
 	drained   bool        // it reported its drain's end (TypeDrained)
+	// inflight: its requests in flight at its last count (sumInflight).
+	inflight int64
 	// silentReads: watchStandby's reads in a row it left unanswered.
 	silentReads int
 	// paused: an active worker found stopped, steered away from until it
