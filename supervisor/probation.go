@@ -316,10 +316,14 @@ func (l *loop) endProbation(g *generation, cause string) bool {
 		// current goes back to the release standing by: a restart runs
 		// the last one that passed, not one whose trial was cut short.
 		phase := p.phase()
-		l.repoint(p.standby.release, req)
+		var stops []*opRequest
+		if l.stop != nil {
+			stops = l.stop.reqs
+		}
+		repointed := l.repoint(p.standby.release, append([]*opRequest{req}, stops...)...)
 		rep := l.decide(g, p, VerdictStopped, "the supervisor stopped during the "+phase)
 		restart := ""
-		if l.cfg.Current != "" {
+		if l.cfg.Current != "" && repointed {
 			restart = fmt.Sprintf(", and a restart runs %s (--current points at it again)", p.standby.release.Version)
 		}
 		end := func(*loop) {

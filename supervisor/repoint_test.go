@@ -98,3 +98,32 @@ func TestFailedRepointIsSaid(t *testing.T) {
 		t.Errorf("warning step %q; want the failed repoint", warned)
 	}
 }
+
+// A stop during a probation repoints --current back to the standby's
+// release; a failure is said to the stop too. (A new user's trial: the
+// stop printed only "stopped", and upgrade --wait claimed "--current
+// points at it again" over the file left at LINK.)
+func TestFailedRepointAtAStopIsSaid(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.waitStarted()
+	if _, err := r.s.UpgradeWith(context.Background(), "v2", UpgradeOptions{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	fx.mu.Lock()
+	fx.repointErr = errors.New("--current /srv/app/current is a file now, not a symlink: left as it is")
+	fx.mu.Unlock()
+	var warned string
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := (Client{StateDir: r.dir}).Stop(ctx, func(p Progress) {
+		if p.Step == StepWarning {
+			warned = p.String()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(warned, "warning: not repointed to ") || !strings.Contains(warned, "a restart of the supervisor would not run v1") {
+		t.Errorf("stop's warning %q; want the failed repoint back to v1", warned)
+	}
+}

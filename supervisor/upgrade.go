@@ -604,16 +604,18 @@ func reloading() []string {
 	return []string{"RELOADING=1", "MONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10), "STATUS=upgrading"}
 }
 
-// repoint points --current at rel's directory, if set. A failure is
-// logged and said to reqs (the commands that moved traffic), which go on:
-// the service serves, but a restart would run what LINK holds.
-func (l *loop) repoint(rel release, reqs ...*opRequest) {
+// repoint points --current at rel's directory, if set, and reports
+// whether it did (or had nothing to do). A failure is logged and said to
+// reqs (the commands that moved traffic, a stop), which go on: the
+// service serves, but a restart would not run rel.
+func (l *loop) repoint(rel release, reqs ...*opRequest) bool {
 	err := l.fx.repoint(rel)
 	if err == nil {
-		return
+		return true
 	}
 	l.log.Warn("repoint current symlink", "err", err)
 	for _, r := range reqs {
-		r.emit(Progress{Step: StepWarning, Version: rel.Version, Reason: fmt.Sprintf("not repointed to %s: %v; a restart of the supervisor would run what it holds", filepath.Dir(rel.Path), err)})
+		r.emit(Progress{Step: StepWarning, Version: rel.Version, Reason: fmt.Sprintf("not repointed to %s: %v; a restart of the supervisor would not run %s", filepath.Dir(rel.Path), err, rel.Version)})
 	}
+	return false
 }
