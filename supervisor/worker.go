@@ -1,7 +1,7 @@
 package supervisor
 
 import (
-	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -178,25 +178,59 @@ type tailBuffer struct {
 	mu    sync.Mutex
 	lines []string
 	max   int
+	// partial is what follows the last newline: a process that hangs
+	// after writing a line without one (a never-ready release's last
+	// words) is still heard.
+	partial string
 }
 
 func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
 
+// maxLine bounds a line: a longer run without a newline counts as one.
+const maxLine = 1 << 20
+
+// copyLines copies src's lines to dst (each whole, so that workers' lines
+// do not interleave) and keeps them, until src ends.
 func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
-	sc := bufio.NewScanner(src)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	buf := make([]byte, 64<<10)
+	var pending []byte
+	emit := func(line []byte) {
 		if dst != nil {
-			fmt.Fprintln(dst, line)
+			fmt.Fprintln(dst, string(line))
 		}
-		t.add(line)
+		t.add(string(line))
+	}
+	for {
+		n, err := src.Read(buf)
+		pending = append(pending, buf[:n]...)
+		for {
+			i := bytes.IndexByte(pending, '\n')
+			if i < 0 {
+				break
+			}
+			emit(bytes.TrimSuffix(pending[:i], []byte("\r")))
+			pending = pending[i+1:]
+		}
+		if len(pending) > maxLine {
+			emit(pending)
+			pending = nil
+		}
+		t.mu.Lock()
+		t.partial = string(pending)
+		t.mu.Unlock()
+		if err != nil {
+			if len(pending) > 0 {
+				emit(pending)
+			}
+			return
+		}
 	}
 }
 
 func (t *tailBuffer) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.partial = ""
 	t.lines = append(t.lines, line)
 	if len(t.lines) > t.max {
 		t.lines = t.lines[len(t.lines)-t.max:]
@@ -212,7 +246,8 @@ func stderrTail(tail string) string {
 	return "; stderr: " + tail
 }
 
-// last returns up to n last lines joined with " | ".
+// last returns up to n last lines joined with " | ", the one still
+// without its newline last.
 func (t *tailBuffer) last(n int) string {
 	if t == nil { // an adopted worker's stderr is not ours
 		return ""
@@ -220,6 +255,9 @@ func (t *tailBuffer) last(n int) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.lines
+	if t.partial != "" {
+		l = append(slices.Clone(l), t.partial)
+	}
 	if len(l) > n {
 		l = l[len(l)-n:]
 	}
