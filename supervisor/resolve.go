@@ -149,7 +149,14 @@ func checkExecutable(path string) error {
 // interpreter with a "\r" at its end, which is never there. Anything
 // else is left to exec (execve(2): the interpreter's own #! is not
 // followed; binfmt_misc may take other formats).
-func checkScript(path string) error {
+func checkScript(path string) error { return checkScriptAt(path, 0) }
+
+// maxInterpreterDepth is how many scripts deep exec follows interpreters
+// that are scripts themselves (binfmt_script; fs/exec.c gives up past 4
+// with ELOOP).
+const maxInterpreterDepth = 4
+
+func checkScriptAt(path string, depth int) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -157,7 +164,7 @@ func checkScript(path string) error {
 	defer f.Close()
 	b := make([]byte, 256) // the kernel reads at most BINPRM_BUF_SIZE (256) bytes of it
 	n, _ := io.ReadFull(f, b)
-	line, _, _ := bytes.Cut(b[:n], []byte("\n"))
+	line, _, found := bytes.Cut(b[:n], []byte("\n"))
 	rest, ok := bytes.CutPrefix(line, []byte("#!"))
 	if !ok {
 		return nil
@@ -170,12 +177,22 @@ func checkScript(path string) error {
 		return errors.New("its #! line names no interpreter")
 	}
 	interp := fields[0]
+	// A line longer than what the kernel reads may lose its argument,
+	// not its interpreter's name (binfmt_script: ENOEXEC then).
+	if !found && n == len(b) && strings.HasSuffix(strings.TrimRight(string(rest), " \t"), interp) && len(fields) == 1 {
+		return fmt.Errorf("its #! line's interpreter path runs past the %d bytes of it that exec reads: exec fails (exec format error)", len(b))
+	}
 	st, err := os.Stat(interp)
 	switch {
 	case err != nil:
 		return fmt.Errorf("its interpreter %s (its #! line) does not exist", interp)
 	case !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0:
 		return fmt.Errorf("its interpreter %s (its #! line) is not an executable file", interp)
+	case depth+1 >= maxInterpreterDepth:
+		return nil // exec says what it finds deeper
+	}
+	if err := checkScriptAt(interp, depth+1); err != nil {
+		return fmt.Errorf("its interpreter %s (its #! line) is a script: %w", interp, err)
 	}
 	return nil
 }
