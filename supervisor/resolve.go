@@ -51,7 +51,12 @@ func (s *Supervisor) resolve(arg string) (release, error) {
 			return release{}, fmt.Errorf("%w: %s: give an absolute path (the launcher CLI makes it so)", ErrBadRelease, arg)
 		}
 		if _, ok := s.inReleases(filepath.Clean(arg)); !ok {
-			return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, arg, s.cfg.Releases)
+			// A path through a symlink (a `current` link beside
+			// --releases) may still lead inside it.
+			real, err := filepath.EvalSymlinks(arg)
+			if _, in := s.inReleases(real); err != nil || !in {
+				return release{}, fmt.Errorf("%w: %s is outside --releases %s", ErrBadRelease, arg, s.cfg.Releases)
+			}
 		}
 		return s.resolvePath(arg, "")
 	case !IsVersion(arg):

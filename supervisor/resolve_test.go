@@ -40,3 +40,33 @@ func TestCheckExecutableScripts(t *testing.T) {
 		}
 	}
 }
+
+// An upgrade to a path through a symlink outside --releases (a `current`
+// link beside it) that resolves inside it is taken, as the start command
+// through the same link is; one that leads outside is refused. (A new
+// user's recheck: `upgrade /srv/app/current/hello` was refused as outside
+// --releases.)
+func TestResolvePathThroughASymlink(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "current"), filepath.Join(dir, "elsewhere")
+	if err := os.Symlink(filepath.Join(r.s.cfg.Releases, "v2"), in); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := r.s.resolve(filepath.Join(in, "app"))
+	if err != nil || rel.Version != "v2" {
+		t.Errorf("resolve through current: %+v, %v; want v2", rel, err)
+	}
+	if _, err := r.s.resolve(filepath.Join(out, "current", "app")); err != nil {
+		t.Errorf("resolve through two links into --releases: %v; want it taken", err)
+	}
+	os.WriteFile(filepath.Join(dir, "app"), []byte("#!/bin/sh\n"), 0o755)
+	if _, err := r.s.resolve(filepath.Join(out, "app")); err == nil || !strings.Contains(err.Error(), "outside --releases") {
+		t.Errorf("resolve of a file outside --releases: %v; want it refused", err)
+	}
+}

@@ -91,12 +91,13 @@ func (c cmdUpgrade) apply(l *loop) {
 		// habit (or logrotate's) during a canary, --current now pointing
 		// at the new release, did just that.
 		l.m.Upgrades.WithLabelValues("refused").Inc()
-		phase := "probation"
+		phase, how := "probation", "wait for its end, or launcher rollback first"
 		if p.weight < 100 {
 			phase = fmt.Sprintf("canary (at %d%% of new connections)", p.weight)
+			how = "launcher promote, then wait for the probation's end; or launcher rollback first"
 		}
-		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: generation %d already runs %s (%s), in its %s with generation %d (%s) standing by; restarting it now would drain generation %d and leave nothing to roll back to (wait for the %s's end, or launcher promote or rollback first)",
-			l.active.num, c.rel.Path, c.rel.Version, phase, p.standby.num, p.standby.release.Version, p.standby.num, phase))
+		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: generation %d already runs %s (%s), in its %s with generation %d (%s) standing by; restarting it now would drain generation %d and leave nothing to roll back to (%s)",
+			l.active.num, c.rel.Path, c.rel.Version, phase, p.standby.num, p.standby.release.Version, p.standby.num, how))
 		return
 	}
 	if len(c.opts.Canary) > 0 {
