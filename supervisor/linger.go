@@ -12,8 +12,9 @@ import (
 // not interrupted). A killed worker that has not exited after killLinger
 // is named, with its state, in the log and to every command waiting for
 // its generation (`upgrade --wait`, `rollback --wait`, `stop`), which
-// would otherwise wait without a word: first after killLinger, then after
-// each doubling of that wait, up to lingerEvery.
+// would otherwise wait without a word: killLinger after the kill, then
+// again after twice the last wait each time (2, 4, 8 … s later), at most
+// lingerEvery apart.
 const (
 	killLinger  = 2 * time.Second
 	lingerEvery = time.Minute
