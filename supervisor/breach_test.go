@@ -797,3 +797,25 @@ func TestFrozenWorkerCutAtTheDeadlineCountsItsRequests(t *testing.T) {
 		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", n)
 	}
 }
+
+// A failed upgrade's verdict is when it failed (here its --ready-timeout),
+// not when its last process was gone: a worker asleep in state D, killed
+// at the timeout, exits only when it wakes. (A new user's recheck: a 3 s
+// ready timeout read "verdict 9088 ms", the moment of the thaw.)
+func TestFailedUpgradeVerdictIsWhenItFailed(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{neverReady: true})
+	fx.onStart = func(p *fakeProc) {
+		p.sleepD()
+		time.AfterFunc(1500*time.Millisecond, p.wakeD)
+	}
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{})
+	if err == nil || rep == nil || rep.Verdict != VerdictFailed {
+		t.Fatalf("upgrade: %v, report %+v; want failed", err, rep)
+	}
+	if rep.VerdictAfter > time.Second || rep.GoneAfter < 1500*time.Millisecond {
+		t.Errorf("verdict after %s, gone after %s; want the verdict at the ready timeout (300 ms), gone at the wake (1.5 s)", rep.VerdictAfter, rep.GoneAfter)
+	}
+}

@@ -236,6 +236,7 @@ type fakeEffects struct {
 	removed    bool
 	repointed  []string
 	repointErr error            // what repoint returns
+	onStart    func(*fakeProc)  // called with each worker of a generation after the first, if set
 	msgs       map[int][]string // pid → message types the worker got
 	steers     [][]int          // the slots of every steer, in order
 	settles    map[int][]string // pid → "type:settle" of its quiesces and releases
@@ -413,6 +414,9 @@ func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.mu.Unlock()
 	if b.stderr != "" && spec.tail != nil {
 		spec.tail.add(b.stderr)
+	}
+	if fx.onStart != nil && spec.gen > 1 {
+		fx.onStart(p)
 	}
 	fx.wg.Add(1)
 	go func() { defer fx.wg.Done(); fx.runWorker(p, b, spec.env, false) }()

@@ -28,6 +28,7 @@ type upgradeOp struct {
 	start     time.Time
 	stopTimer func()
 	err       error // set once it failed; it ends when g's workers are gone
+	failedAt  time.Time
 	result    string
 	first     bool // the start's first generation: Run tells systemd
 	activated bool // its generation is the active one; the steer is under way
@@ -207,7 +208,7 @@ func (l *loop) failOp(err error) {
 	if op == nil || op.err != nil {
 		return
 	}
-	op.err = err
+	op.err, op.failedAt = err, time.Now()
 	op.result = "failed"
 	if l.stop != nil {
 		op.result = "aborted"
@@ -260,6 +261,9 @@ func (l *loop) endFailedOp() {
 		l.fx.notify("READY=1", "STATUS="+l.statusLine())
 	}
 	if rep := l.decide(g, nil, VerdictFailed, op.err.Error()); rep != nil {
+		// Decided when it failed; reported once its processes are gone,
+		// which a process asleep in state D can make much later.
+		rep.VerdictAfter = op.failedAt.Sub(rep.Command)
 		rep.gone(nil)
 		op.req.emitReport(rep)
 	}
