@@ -357,7 +357,9 @@ func (l *loop) settleAdopted(a *adoption) {
 			if len(unreleased) > 0 {
 				l.retire(g, unreleased, nil)
 			}
-			if len(released) > 0 {
+			// One whose last worker died since the adoption began ends
+			// now, saying so, rather than stay "draining" for good.
+			if len(released) > 0 || len(unreleased) == 0 && g.state == StateDraining {
 				l.startDrainClock(l.watchDrain(g, released, nil))
 			}
 		}
