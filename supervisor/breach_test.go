@@ -819,3 +819,40 @@ func TestFailedUpgradeVerdictIsWhenItFailed(t *testing.T) {
 		t.Errorf("verdict after %s, gone after %s; want the verdict at the ready timeout (300 ms), gone at the wake (1.5 s)", rep.VerdictAfter, rep.GoneAfter)
 	}
 }
+
+// A worker stopped or frozen before its drain, killed when retired,
+// counts the requests it had in flight a second or less before it
+// stopped: the supervisor keeps the active workers' counts as it looks at
+// them every second. (A new user's trial, 4 of 4: a worker frozen with a
+// request in flight, then an upgrade or a stop, counted "what it held
+// cut" and 0 in launcher_drain_cut_requests_total.)
+func TestStoppedWorkerCountsWhatItHeldWhenRetired(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
+	r.behave("v1", behaviour{inflight: 1})
+	r.waitStarted()
+	old := r.gen(1).PIDs[0]
+	time.Sleep(pausedWatchEvery + 300*time.Millisecond) // a look of the paused watch
+	fx.proc(old).stop()
+	var mu sync.Mutex
+	var drained string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := r.s.UpgradeWith(ctx, "v2", UpgradeOptions{Wait: true}, func(p Progress) {
+		if p.Step == StepDrained {
+			mu.Lock()
+			drained = p.String()
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(drained, "what it held cut (1 request(s) in flight at its last count)") {
+		t.Errorf("drained step %q; want its 1 request counted", drained)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.DrainCutRequests); n != 1 {
+		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", n)
+	}
+}

@@ -19,7 +19,10 @@ const pausedWatchEvery = time.Second
 
 // watchPaused looks at the active generation's ready workers, off the
 // loop, and steers away from those stopped and back to those that run
-// again; it then looks again pausedWatchEvery later, until the stop.
+// again; it then looks again pausedWatchEvery later, until the stop. It
+// also keeps the running ones' counts of requests in flight (a read of
+// three counters each): one stopped or frozen later and killed counts
+// those as cut (see killStuck).
 func (l *loop) watchPaused() {
 	if l.stop != nil {
 		return
@@ -36,13 +39,37 @@ func (l *loop) watchPaused() {
 	for i, w := range ws {
 		procs[i] = w.proc
 	}
-	async(l, func() []bool {
-		stopped := make([]bool, len(procs))
+	admins := make([]string, len(ws))
+	for i, w := range ws {
+		admins[i] = w.admin
+	}
+	fx := l.fx
+	type look struct {
+		stopped, counted []bool
+		inflight         []int64
+	}
+	async(l, func() look {
+		lk := look{make([]bool, len(procs)), make([]bool, len(procs)), make([]int64, len(procs))}
+		var asked []string
+		var at []int
 		for i, p := range procs {
-			stopped[i] = p.stopped() // a /proc read: microseconds
+			// A /proc read, microseconds; a stopped one is not asked.
+			if lk.stopped[i] = p.stopped(); !lk.stopped[i] {
+				asked, at = append(asked, admins[i]), append(at, i)
+			}
 		}
-		return stopped
-	}, func(l *loop, stopped []bool) {
+		counts, ok := readEach(asked, fx.counts)
+		for j, i := range at {
+			lk.counted[i], lk.inflight[i] = ok[j], counts[j].InflightRequests
+		}
+		return lk
+	}, func(l *loop, lk look) {
+		stopped := lk.stopped
+		for i, w := range ws {
+			if lk.counted[i] {
+				w.inflight = lk.inflight[i]
+			}
+		}
 		var changed []*worker
 		for i, w := range ws {
 			if !w.exited && !w.killed && w.paused != stopped[i] {

@@ -171,10 +171,13 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 	for i, w := range ws {
 		admins[i], procs[i] = w.admin, w.proc
 	}
-	type look struct{ stopped, answered []bool }
+	type look struct {
+		stopped, answered []bool
+		inflight          []int64
+	}
 	fx := l.fx
 	async(l, func() look {
-		lk := look{make([]bool, len(ws)), make([]bool, len(ws))}
+		lk := look{make([]bool, len(ws)), make([]bool, len(ws)), make([]int64, len(ws))}
 		// Only those that run are asked: a stopped one would only take
 		// the second.
 		var asked []string
@@ -184,9 +187,9 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 				asked, at = append(asked, admins[i]), append(at, i)
 			}
 		}
-		_, ok := readEach(asked, fx.counts)
+		counts, ok := readEach(asked, fx.counts)
 		for j, i := range at {
-			lk.answered[i] = ok[j]
+			lk.answered[i], lk.inflight[i] = ok[j], counts[j].InflightRequests
 		}
 		return lk
 	}, func(l *loop, lk look) {
@@ -196,7 +199,7 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 		changed := false
 		for i, w := range ws {
 			if lk.answered[i] {
-				w.silentReads = 0
+				w.silentReads, w.inflight = 0, lk.inflight[i]
 			} else {
 				w.silentReads++
 			}

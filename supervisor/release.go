@@ -609,10 +609,15 @@ func (l *loop) checkDrain(g *generation) {
 func (l *loop) drainDeadline(g *generation) {
 	dw := g.drain
 	var unreported []*worker
+	left := false
 	for _, w := range dw.workers {
 		if !w.cut {
 			unreported = append(unreported, w)
 		}
+		left = left || !w.exited && !w.killed
+	}
+	if !left {
+		return // those still there were killed as stuck, and counted then
 	}
 	l.sumInflight(unreported, func(l *loop, cut int64) {
 		l.countDrainTimeout(g)
