@@ -183,9 +183,14 @@ func checkScriptAt(path string, depth int) error {
 	}
 	interp := fields[0]
 	// A line longer than what the kernel reads may lose its argument,
-	// not its interpreter's name (binfmt_script: ENOEXEC then).
-	if !found && n == len(b) && strings.HasSuffix(strings.TrimRight(string(rest), " \t"), interp) && len(fields) == 1 {
-		return fmt.Errorf("its #! line's interpreter path runs past the %d bytes of it that exec reads: exec fails (exec format error)", len(b))
+	// not its interpreter's name: without a space, tab or NUL after the
+	// name within the buffer's last byte, binfmt_script takes it for cut
+	// (ENOEXEC).
+	if !found && n == len(b) {
+		name := bytes.TrimLeft(b[2:len(b)-1], " \t")
+		if bytes.IndexAny(name, " \t\x00") < 0 {
+			return fmt.Errorf("its #! line's interpreter path runs past the %d bytes of it that exec reads: exec fails (exec format error)", len(b))
+		}
 	}
 	st, err := os.Stat(interp)
 	switch {

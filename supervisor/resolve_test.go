@@ -25,7 +25,8 @@ func TestCheckExecutableScripts(t *testing.T) {
 		{"nested", "#!" + dir + "/missing\n", "its interpreter " + dir + "/missing (its #! line) is a script: its interpreter /usr/bin/python9 (its #! line) does not exist"},
 		{"nested-ok", "#!" + dir + "/sh\n", ""},
 		{"long", "#!/" + strings.Repeat("x", 300) + "\n", "its #! line's interpreter path runs past the 256 bytes of it that exec reads"},
-		{"long-arg", "#!/bin/sh " + strings.Repeat("x", 300) + "\n", ""}, // the argument is cut, not the interpreter
+		{"long-arg", "#!/bin/sh " + strings.Repeat("x", 300) + "\n", ""},              // the argument is cut, not the interpreter
+		{"long-spaces", "#!/bin/sh" + strings.Repeat(" ", 250) + "\nexec true\n", ""}, // the name ends within the buffer
 	} {
 		p := filepath.Join(dir, c.name)
 		if err := os.WriteFile(p, []byte(c.body), 0o755); err != nil {

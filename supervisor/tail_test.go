@@ -49,3 +49,19 @@ func TestTailKeepsALineWithoutItsNewline(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// Lines kept for an error are one terminal line each: control characters
+// escaped (a carriage return wrote over "launcher: upgrade to …", an
+// escape sequence coloured the terminal), invalid UTF-8 replaced, and a
+// long line cut, saying its length (a new user's trial: a 5,184-character
+// error line).
+func TestTailLinesArePrintable(t *testing.T) {
+	tb := newTailBuffer(5)
+	tb.add("over\x1b[31mred\x1b[0m\ttab\rback")
+	tb.add("last \xe2\x82")
+	tb.add(strings.Repeat("x", 5000))
+	want := `over\x1b[31mred\x1b[0m\ttab\rback | last ` + "\uFFFD | " + strings.Repeat("x", maxTailLine) + "… (5000 bytes)"
+	if got := tb.last(3); got != want {
+		t.Errorf("tail %q\nwant %q", got, want)
+	}
+}

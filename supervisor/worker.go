@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/launcherd/launcher/internal/control"
 )
@@ -215,8 +217,9 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 			emit(pending)
 			pending = nil
 		}
+		partial := printable(string(pending))
 		t.mu.Lock()
-		t.partial = string(pending)
+		t.partial = partial
 		t.mu.Unlock()
 		if err != nil {
 			if len(pending) > 0 {
@@ -228,6 +231,7 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 }
 
 func (t *tailBuffer) add(line string) {
+	line = printable(line)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.partial = ""
@@ -235,6 +239,31 @@ func (t *tailBuffer) add(line string) {
 	if len(t.lines) > t.max {
 		t.lines = t.lines[len(t.lines)-t.max:]
 	}
+}
+
+// maxTailLine bounds a line kept for an error, in bytes: an error is one
+// line a terminal shows.
+const maxTailLine = 300
+
+// printable makes line fit an error line on a terminal: control
+// characters (a carriage return that would write over the error's start,
+// an escape sequence that would colour the terminal) are escaped as Go
+// escapes them (\r, \x1b), invalid UTF-8 is replaced, and a line longer
+// than maxTailLine is cut, saying how long it was.
+func printable(line string) string {
+	line = strings.ToValidUTF8(line, "\uFFFD")
+	if strings.IndexFunc(line, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) >= 0 {
+		q := strconv.Quote(line)
+		line = q[1 : len(q)-1]
+	}
+	if len(line) > maxTailLine {
+		cut := maxTailLine
+		for cut > 0 && !utf8.RuneStart(line[cut]) {
+			cut--
+		}
+		line = fmt.Sprintf("%s… (%d bytes)", line[:cut], len(line))
+	}
+	return line
 }
 
 // stderrTail is "; stderr: " and tail, for an error; "" when the process
