@@ -39,6 +39,10 @@ func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		return usagef("demo: --faults and --canary are two demos: give one")
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	// Outside a checkout there is nothing to build: say so first.
+	if err := rig.InRepo(ctx); err != nil {
+		return fmt.Errorf("demo: %w (go run ./cmd/launcher demo)", err)
+	}
 	dir, err := os.MkdirTemp("", "launcher-demo-")
 	if err != nil {
 		return err
@@ -135,7 +139,9 @@ func cmdDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error
 		say("  long request: %q after %s (served to the end by the old generation)", lr.body, lr.took.Round(10*time.Millisecond))
 	}
 	for i, t := range timings {
-		say("  upgrade %d: new generation serving after %d ms; old generation on standby for the %s probation, then drained, gone after %d ms", i+1, t.Serving.Milliseconds(), demoProbation, t.OldGone.Milliseconds())
+		// From the `launcher upgrade` process's own start, which the
+		// steps above do not count (they start at its command's receipt).
+		say("  upgrade %d: new generation serving %d ms after the upgrade command started; old generation on standby for the %s probation, then drained, gone after %d ms", i+1, t.Serving.Milliseconds(), demoProbation, t.OldGone.Milliseconds())
 	}
 	var rows []loadgen.Row
 	var failed, total int64

@@ -151,6 +151,13 @@ func (r *Rig) AddScript(version, script string) error {
 // run it from a checkout.
 var ErrOutsideRepo = errors.New("not inside the launcher repository: run from its checkout")
 
+// InRepo returns ErrOutsideRepo when run outside the launcher's
+// repository (Build would fail so), nil inside it.
+func InRepo(ctx context.Context) error {
+	_, err := moduleRoot(ctx)
+	return err
+}
+
 // moduleRoot finds the directory of this module's go.mod, so Build works
 // from anywhere inside the repository.
 func moduleRoot(ctx context.Context) (string, error) {
