@@ -186,6 +186,36 @@ func readEach[T any](admins []string, read func(ctx context.Context, admin strin
 	return out, ok
 }
 
+// runningCounts are the counts of workers read by countRunning: those not
+// running (stopped[i]) were not asked; counted[i] says whether a worker
+// asked answered.
+type runningCounts struct {
+	stopped, counted []bool
+	counts           []metrics.Counts
+}
+
+// countRunning reads, off the loop, the counts of the processes of procs
+// that run, at once, each within the second (see readEach). One found
+// stopped or frozen (process.stopped), or, when asleep is set, asleep in
+// state D (as under a cgroup v1 freezer), is not asked: it would only take
+// the second. Each look is a /proc read, microseconds.
+func countRunning(fx effects, procs []process, admins []string, asleep bool) runningCounts {
+	rc := runningCounts{make([]bool, len(procs)), make([]bool, len(procs)), make([]metrics.Counts, len(procs))}
+	var asked []string
+	var at []int
+	for i, p := range procs {
+		rc.stopped[i] = p.stopped() || asleep && p.state() == 'D'
+		if !rc.stopped[i] {
+			asked, at = append(asked, admins[i]), append(at, i)
+		}
+	}
+	counts, ok := readEach(asked, fx.counts)
+	for j, i := range at {
+		rc.counted[i], rc.counts[i] = ok[j], counts[j]
+	}
+	return rc
+}
+
 // after applies ev on the loop once d has passed, unless the loop has
 // returned; the returned stop cancels it.
 func (l *loop) after(d time.Duration, ev event) (stop func()) {

@@ -44,30 +44,11 @@ func (l *loop) watchPaused() {
 		admins[i] = w.admin
 	}
 	fx := l.fx
-	type look struct {
-		stopped, counted []bool
-		inflight         []int64
-	}
-	async(l, func() look {
-		lk := look{make([]bool, len(procs)), make([]bool, len(procs)), make([]int64, len(procs))}
-		var asked []string
-		var at []int
-		for i, p := range procs {
-			// A /proc read, microseconds; a stopped one is not asked.
-			if lk.stopped[i] = p.stopped(); !lk.stopped[i] {
-				asked, at = append(asked, admins[i]), append(at, i)
-			}
-		}
-		counts, ok := readEach(asked, fx.counts)
-		for j, i := range at {
-			lk.counted[i], lk.inflight[i] = ok[j], counts[j].InflightRequests
-		}
-		return lk
-	}, func(l *loop, lk look) {
+	async(l, func() runningCounts { return countRunning(fx, procs, admins, false) }, func(l *loop, lk runningCounts) {
 		stopped := lk.stopped
 		for i, w := range ws {
 			if lk.counted[i] {
-				w.inflight = lk.inflight[i]
+				w.inflight = lk.counts[i].InflightRequests
 			}
 		}
 		var changed []*worker

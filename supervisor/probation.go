@@ -171,35 +171,15 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 	for i, w := range ws {
 		admins[i], procs[i] = w.admin, w.proc
 	}
-	type look struct {
-		stopped, answered []bool
-		inflight          []int64
-	}
 	fx := l.fx
-	async(l, func() look {
-		lk := look{make([]bool, len(ws)), make([]bool, len(ws)), make([]int64, len(ws))}
-		// Only those that run are asked: a stopped one would only take
-		// the second.
-		var asked []string
-		var at []int
-		for i, pr := range procs {
-			if lk.stopped[i] = pr.stopped(); !lk.stopped[i] {
-				asked, at = append(asked, admins[i]), append(at, i)
-			}
-		}
-		counts, ok := readEach(asked, fx.counts)
-		for j, i := range at {
-			lk.answered[i], lk.inflight[i] = ok[j], counts[j].InflightRequests
-		}
-		return lk
-	}, func(l *loop, lk look) {
+	async(l, func() runningCounts { return countRunning(fx, procs, admins, false) }, func(l *loop, lk runningCounts) {
 		if g.runningProbation() != p {
 			return
 		}
 		changed := false
 		for i, w := range ws {
-			if lk.answered[i] {
-				w.silentReads, w.inflight = 0, lk.inflight[i]
+			if lk.counted[i] {
+				w.silentReads, w.inflight = 0, lk.counts[i].InflightRequests
 			} else {
 				w.silentReads++
 			}

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"errors"
 	"fmt"
-	"github.com/launcherd/launcher/metrics"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -478,30 +477,9 @@ func (l *loop) sumInflight(workers []*worker, then func(*loop, int64)) {
 		}
 	}
 	fx := l.fx
-	type read struct {
-		counts []metrics.Counts
-		ok     []bool
-	}
-	async(l, func() read {
-		// A process that is not running would not answer within the
-		// second either: its state is a /proc read (microseconds).
-		var run []string
-		var at []int
-		for i, p := range procs {
-			if s := p.state(); s != 'D' && s != 'T' && s != 't' && !p.stopped() {
-				run = append(run, admins[i])
-				at = append(at, i)
-			}
-		}
-		got, ok := readEach(run, fx.counts)
-		r := read{make([]metrics.Counts, len(admins)), make([]bool, len(admins))}
-		for j, i := range at {
-			r.counts[i], r.ok[i] = got[j], ok[j]
-		}
-		return r
-	}, func(l *loop, r read) {
+	async(l, func() runningCounts { return countRunning(fx, procs, admins, true) }, func(l *loop, r runningCounts) {
 		for i, w := range ask {
-			if r.ok[i] {
+			if r.counted[i] {
 				w.inflight = r.counts[i].InflightRequests
 			}
 		}
