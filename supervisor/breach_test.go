@@ -603,6 +603,17 @@ func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
 	if len(programs) == 0 || !slices.Equal(programs[0], []int{running}) {
 		t.Errorf("programs after the rollback name pids %v; want the first to name only %d", programs, running)
 	}
+	// Killed by the supervisor, restarted as its generation serves: not
+	// a crash (a new user's recheck: counted as one).
+	eventually(t, "the killed worker restarted", func() error {
+		if g := r.gen(1); len(g.PIDs) != 2 || slices.Contains(g.PIDs, hung) {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	if n := testutil.ToFloat64(r.s.metrics.WorkerCrashes.WithLabelValues(StateActive)); n != 0 {
+		t.Errorf("launcher_worker_crashes_total{state=\"active\"} = %v; want 0", n)
+	}
 }
 
 // A worker of the active generation that is stopped (a debugger, SIGSTOP)

@@ -199,6 +199,35 @@ func TestStoppedOnThisKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			want("thawed", false)
+			// The cgroup v1 freezer, where one is mounted: its tasks read
+			// D, not T (a new user's trial: a worker frozen so kept its
+			// share of new connections, and a rollback steered to it).
+			mnt := freezerV1Mount()
+			if mnt == "" {
+				t.Logf("no cgroup v1 freezer here: its case not run")
+				return
+			}
+			dir, err := os.MkdirTemp(mnt, "launcher-test-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0)
+				p.kill()
+				<-p.done()
+				waitFor(5*time.Second, func() bool { return os.Remove(dir) == nil })
+			}()
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p.pid())), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("FROZEN"), 0); err != nil {
+				t.Fatal(err)
+			}
+			want("frozen by the v1 freezer", true)
+			if err := os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0); err != nil {
+				t.Fatal(err)
+			}
+			want("thawed by the v1 freezer", false)
 		})
 	}
 }

@@ -81,7 +81,8 @@ type process interface {
 	exitErr() error
 	// stopped reports whether the process is stopped by a signal
 	// (SIGSTOP, SIGTSTP) or by a tracer (state T or t in /proc/PID/stat,
-	// proc(5)), or frozen with its cgroup (cgroup.freeze). It answers
+	// proc(5)), or frozen with its cgroup (cgroup.freeze in v2, or the
+	// v1 freezer's freezer.state, whose tasks read D). It answers
 	// nothing until SIGCONT or a thaw.
 	stopped() bool
 	// state is the process's state letter in /proc/PID/stat (proc(5)),

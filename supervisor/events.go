@@ -206,12 +206,14 @@ func (e evExited) apply(l *loop) {
 		l.workerFailed(w, fmt.Errorf("%v %s%s", w.exitErr, when, stderrTail(w.tail.last(5))))
 		l.endFailedOp()
 	}
+	// A standby worker the supervisor killed (see wakeStandby) is
+	// restarted as its generation serves again, but did not crash.
 	crash := !w.stopping && g.state == StateActive && l.stop == nil
-	if crash {
+	if crash && !w.killed {
 		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
 	}
 	switch {
-	case crash && l.crashInProbation(w):
+	case crash && !w.killed && l.crashInProbation(w):
 	case crash:
 		l.restartCrashed(w)
 	case !w.stopping && g.state == StateStandby && l.stop == nil:

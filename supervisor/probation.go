@@ -134,11 +134,15 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 			continue
 		}
 		l.workerLog(w).Warn("worker of the standby generation "+why+": killed, not steered to", "silent_reads", w.silentReads)
-		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed, and restarted once its generation serves", w.index, w.pid, w.gen.num, why))
+		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed%s", w.index, w.pid, w.gen.num, why, restartedNote))
 		l.kill(w)
 	}
 	return takeBack(p.workers)
 }
+
+// restartedNote ends the note of a standby worker killed as traffic goes
+// back to its generation, which restarts it.
+const restartedNote = ", and restarted once its generation serves"
 
 // Why a worker that answers nothing is killed or steered away from.
 const (
@@ -604,7 +608,8 @@ func (c cmdRollback) apply(l *loop) {
 	}
 	why := ""
 	if p := l.active.runningProbation(); p != nil && len(p.woken) > 0 {
-		why = "no standby worker could take traffic back: " + strings.Join(p.woken, "; ")
+		// Its generation serves no more: a new one of its release does.
+		why = "no standby worker could take traffic back: " + strings.ReplaceAll(strings.Join(p.woken, "; "), restartedNote, "")
 	}
 	cmdUpgrade{rel: prev, req: c.req, rollback: true, why: why}.apply(l)
 }

@@ -46,7 +46,7 @@ func (p *childProc) release()              {}
 func (p *childProc) stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.reaped && (processStopped(p.pid()) || p.tree.frozen()) // once reaped, its pid may name another process
+	return !p.reaped && (processStopped(p.pid()) || p.tree.frozen() || frozenV1(p.pid())) // once reaped, its pid may name another process
 }
 func (p *childProc) state() byte {
 	p.mu.Lock()
@@ -121,9 +121,13 @@ func (fx *osEffects) startIn(spec procSpec, dir string, fd int) (process, error)
 	pw.Close()
 	if err != nil {
 		pr.Close()
-		if errors.Is(err, syscall.ENOEXEC) {
+		switch {
+		case errors.Is(err, syscall.ENOEXEC):
 			// execve(2): neither a binary format the kernel knows nor a #! line.
 			return nil, fmt.Errorf("start %s: %w (neither an executable for this machine nor a script with a #! line)", spec.path, err)
+		case errors.Is(err, syscall.ELOOP):
+			// execve(2): also scripts whose interpreters are scripts, more than 4 deep.
+			return nil, fmt.Errorf("start %s: %w (a symlink loop, or #! interpreters that are scripts nested more than 4 deep)", spec.path, err)
 		}
 		return nil, fmt.Errorf("start %s: %w", spec.path, err)
 	}
@@ -198,7 +202,7 @@ func (p *adoptedProc) stopped() bool {
 	case <-p.exit:
 		return false
 	default:
-		return processStopped(p.id) || p.tree != nil && p.tree.frozen()
+		return processStopped(p.id) || p.tree != nil && p.tree.frozen() || frozenV1(p.id)
 	}
 }
 func (p *adoptedProc) state() byte {

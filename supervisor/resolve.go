@@ -174,8 +174,11 @@ func checkScriptAt(path string, depth int) error {
 	if !ok {
 		return nil
 	}
-	if bytes.HasSuffix(rest, []byte("\r")) {
-		return fmt.Errorf("its #! line ends with a carriage return (CRLF line endings): exec looks for %q", strings.TrimLeft(string(rest), " \t"))
+	// A carriage return (CRLF line endings) is part of the name when
+	// nothing follows the name: exec then looks for "/bin/sh\r". After an
+	// argument it is the argument's, which the interpreter may take.
+	if name, _, _ := strings.Cut(strings.TrimLeft(string(rest), " \t"), " "); strings.HasSuffix(name, "\r") && !strings.ContainsAny(name, "\t") {
+		return fmt.Errorf("its #! line ends with a carriage return (CRLF line endings): exec looks for %q", name)
 	}
 	fields := strings.Fields(string(rest))
 	if len(fields) == 0 {
