@@ -689,9 +689,11 @@ func TestStopDuringCanaryStepsAwayFromTheStandbyFirst(t *testing.T) {
 func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
 	fx := newFakeEffects(t)
 	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.behave("v1", behaviour{inflight: 1})
 	r.waitStarted()
 	done := r.probationStep(t, 1)
 	stopped := r.gen(1).PIDs[0]
+	time.Sleep(standbyWatchEvery + 300*time.Millisecond) // a look of the standby watch: its count
 	fx.proc(stopped).stop()
 	var rolling string
 	if _, err := r.s.Rollback(context.Background(), false, func(p Progress) {
@@ -703,6 +705,11 @@ func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
 	}
 	if want := fmt.Sprintf("rolling back to v1: no standby worker could take traffic back: worker 0 (pid %d) of generation 1 was stopped", stopped); !strings.HasPrefix(rolling, want) {
 		t.Errorf("rolling-back step %q; want it to start %q", rolling, want)
+	}
+	// What it held is said; a restart of it is not, as its generation
+	// serves no more (a new user's recheck: both wrong).
+	if !strings.HasSuffix(rolling, "killed (1 request(s) in flight at its last count cut)") {
+		t.Errorf("rolling-back step %q; want it to end with what the killed worker held, no restart", rolling)
 	}
 	awaitResult(t, done, 10*time.Second)
 }

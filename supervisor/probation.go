@@ -134,7 +134,11 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 			continue
 		}
 		l.workerLog(w).Warn("worker of the standby generation "+why+": killed, not steered to", "silent_reads", w.silentReads)
-		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed%s", w.index, w.pid, w.gen.num, why, restartedNote))
+		cut := ""
+		if w.inflight > 0 { // its requests at its last count (see watchStandby)
+			cut = fmt.Sprintf(" (%d request(s) in flight at its last count cut)", w.inflight)
+		}
+		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed%s%s", w.index, w.pid, w.gen.num, why, cut, restartedNote))
 		l.kill(w)
 	}
 	return takeBack(p.workers)
