@@ -8,11 +8,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -314,55 +311,6 @@ func watchSilence(ctx context.Context, dir, cmd string, first time.Duration, ans
 func processStopped(pid int) bool {
 	s := processState(pid)
 	return s == 'T' || s == 't'
-}
-
-// freezerV1Mount is where the cgroup v1 freezer hierarchy is mounted
-// ("" when it is not), from /proc/self/mountinfo (proc(5)): read once, a
-// fact of the machine.
-var freezerV1Mount = sync.OnceValue(func() string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// … mount point … - fstype source super-options
-		pre, post, ok := strings.Cut(line, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) >= 5 && len(g) >= 3 && g[0] == "cgroup" && slices.Contains(strings.Split(g[2], ","), "freezer") {
-			return f[4]
-		}
-	}
-	return ""
-})
-
-// frozenV1 reports whether pid's cgroup in the v1 freezer hierarchy is
-// frozen: its freezer.state reads FROZEN or FREEZING
-// (Documentation/admin-guide/cgroup-v1/freezer-subsystem.rst). Its tasks
-// then sleep in state D, not T as under SIGSTOP, and answer nothing until
-// THAWED. False without that hierarchy, or in its root (never frozen).
-func frozenV1(pid int) bool {
-	mnt := freezerV1Mount()
-	if mnt == "" || pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// hierarchy-ID:controller-list:cgroup-path (cgroups(7))
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 || !slices.Contains(strings.Split(parts[1], ","), "freezer") {
-			continue
-		}
-		if parts[2] == "/" {
-			return false
-		}
-		st, err := os.ReadFile(filepath.Join(mnt, parts[2], "freezer.state"))
-		s := strings.TrimSpace(string(st))
-		return err == nil && (s == "FROZEN" || s == "FREEZING")
-	}
-	return false
 }
 
 // processState returns pid's state letter from /proc/PID/stat (proc(5):

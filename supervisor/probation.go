@@ -138,20 +138,19 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 		if w.inflight > 0 { // its requests at its last count (see watchStandby)
 			cut = fmt.Sprintf(" (%d request(s) in flight at its last count cut)", w.inflight)
 		}
-		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed%s%s", w.index, w.pid, w.gen.num, why, cut, restartedNote))
+		p.woken = append(p.woken, fmt.Sprintf("worker %d (pid %d) of generation %d %s: killed%s", w.index, w.pid, w.gen.num, why, cut))
 		l.kill(w)
 	}
 	return takeBack(p.workers)
 }
 
-// restartedNote ends the note of a standby worker killed as traffic goes
-// back to its generation, which restarts it.
-const restartedNote = ", and restarted once its generation serves"
-
 // Why a worker that answers nothing is killed or steered away from.
 const (
 	whyStopped = "was stopped (SIGSTOP, a tracer or a frozen cgroup)"
 	whyHung    = "answered nothing on its admin socket for 2 s (hung)"
+	// whyNoAnswer: a worker being retired left a quiesce or a release
+	// unanswered.
+	whyNoAnswer = "answered nothing (stopped or stuck)"
 )
 
 // hungReads is how many of watchStandby's reads in a row a standby worker
@@ -219,13 +218,15 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 // standbyWatchEvery is how often watchStandby looks.
 const standbyWatchEvery = time.Second
 
-// wokenNote is "; " and p's notes of standby workers killed as stopped,
-// or "".
+// wokenNote is "; " and p's notes of standby workers killed as stopped or
+// hung, as traffic goes back to their generation, which restarts them;
+// "" for none.
 func (p *probation) wokenNote() string {
-	if len(p.woken) == 0 {
-		return ""
+	var b strings.Builder
+	for _, n := range p.woken {
+		b.WriteString("; " + n + ", and restarted once its generation serves")
 	}
-	return "; " + strings.Join(p.woken, "; ")
+	return b.String()
 }
 
 // runningProbation returns g's probation if it has not ended.
@@ -613,7 +614,7 @@ func (c cmdRollback) apply(l *loop) {
 	why := ""
 	if p := l.active.runningProbation(); p != nil && len(p.woken) > 0 {
 		// Its generation serves no more: a new one of its release does.
-		why = "no standby worker could take traffic back: " + strings.ReplaceAll(strings.Join(p.woken, "; "), restartedNote, "")
+		why = "no standby worker could take traffic back: " + strings.Join(p.woken, "; ")
 	}
 	cmdUpgrade{rel: prev, req: c.req, rollback: true, why: why}.apply(l)
 }

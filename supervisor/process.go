@@ -46,7 +46,7 @@ func (p *childProc) release()              {}
 func (p *childProc) stopped() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.reaped && (processStopped(p.pid()) || p.tree.frozen() || frozenV1(p.pid())) // once reaped, its pid may name another process
+	return !p.reaped && pidStopped(p.pid(), p.tree) // once reaped, its pid may name another process
 }
 func (p *childProc) state() byte {
 	p.mu.Lock()
@@ -202,7 +202,7 @@ func (p *adoptedProc) stopped() bool {
 	case <-p.exit:
 		return false
 	default:
-		return processStopped(p.id) || p.tree != nil && p.tree.frozen() || frozenV1(p.id)
+		return pidStopped(p.id, p.tree)
 	}
 }
 func (p *adoptedProc) state() byte {

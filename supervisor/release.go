@@ -382,7 +382,7 @@ func (l *loop) retire(g *generation, workers []*worker, then func(*loop, time.Du
 				handshakesDone = handshakesDone || w == handshakesBy
 			case w.exited:
 			case errors.Is(err, errNoAnswer):
-				l.killStuck(w, "answered nothing (stopped or stuck)", err)
+				l.killStuck(w, whyNoAnswer, err)
 			default:
 				l.workerLog(w).Warn("quiesce worker; it will settle on release", "err", err)
 			}
@@ -472,7 +472,7 @@ func (l *loop) sendRelease(job *releaseJob, msg control.Message) {
 			w.released = true
 		case w.exited:
 		case errors.Is(err, errNoAnswer):
-			l.killStuck(w, "answered nothing (stopped or stuck)", err)
+			l.killStuck(w, whyNoAnswer, err)
 		default:
 			l.workerLog(w).Warn("release worker", "err", err)
 			w.proc.signal(syscall.SIGTERM)

@@ -175,15 +175,28 @@ func (b *backoff) next(now time.Time, p restartPolicy) (time.Duration, bool) {
 
 // tailBuffer passes a worker's stderr through and keeps its last lines
 // for error messages. It is safe for concurrent use: its copier writes,
-// the loop reads.
+// the loop reads. A line is kept as it came, up to what an error shows
+// of it (see tailLine), and made printable only when an error asks for it
+// (last): a worker's stderr may be its access log, a line each request.
 type tailBuffer struct {
 	mu    sync.Mutex
-	lines []string
+	lines []tailLine
 	max   int
 	// partial is what follows the last newline: a process that hangs
 	// after writing a line without one (a never-ready release's last
 	// words) is still heard.
-	partial string
+	partial tailLine
+}
+
+// tailLine is the start of a line, as much of it as an error shows, and
+// its whole length in bytes.
+type tailLine struct {
+	text string
+	size int
+}
+
+func newTailLine(b []byte) tailLine {
+	return tailLine{string(b[:min(len(b), maxTailLine+utf8.UTFMax)]), len(b)}
 }
 
 func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
@@ -200,7 +213,7 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 		if dst != nil {
 			fmt.Fprintln(dst, string(line))
 		}
-		t.add(string(line))
+		t.addLine(newTailLine(line))
 	}
 	for {
 		n, err := src.Read(buf)
@@ -217,7 +230,7 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 			emit(pending)
 			pending = nil
 		}
-		partial := printable(string(pending))
+		partial := newTailLine(pending)
 		t.mu.Lock()
 		t.partial = partial
 		t.mu.Unlock()
@@ -230,11 +243,12 @@ func (t *tailBuffer) copyLines(dst io.Writer, src io.Reader) {
 	}
 }
 
-func (t *tailBuffer) add(line string) {
-	line = printable(line)
+func (t *tailBuffer) add(line string) { t.addLine(newTailLine([]byte(line))) }
+
+func (t *tailBuffer) addLine(line tailLine) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.partial = ""
+	t.partial = tailLine{}
 	t.lines = append(t.lines, line)
 	if len(t.lines) > t.max {
 		t.lines = t.lines[len(t.lines)-t.max:]
@@ -245,23 +259,23 @@ func (t *tailBuffer) add(line string) {
 // line a terminal shows.
 const maxTailLine = 300
 
-// printable makes line fit an error line on a terminal: control
-// characters (a carriage return that would write over the error's start,
-// an escape sequence that would colour the terminal) are escaped as Go
-// escapes them (\r, \x1b), invalid UTF-8 is replaced, and a line longer
-// than maxTailLine is cut, saying how long it was.
-func printable(line string) string {
-	line = strings.ToValidUTF8(line, "\uFFFD")
+// printable makes l fit an error line on a terminal: control characters
+// (a carriage return that would write over the error's start, an escape
+// sequence that would colour the terminal) are escaped as Go escapes them
+// (\r, \x1b), invalid UTF-8 is replaced, and a line longer than
+// maxTailLine is cut, saying how long it was.
+func (l tailLine) printable() string {
+	line := strings.ToValidUTF8(l.text, "\uFFFD")
 	if strings.IndexFunc(line, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) >= 0 {
 		q := strconv.Quote(line)
 		line = q[1 : len(q)-1]
 	}
-	if len(line) > maxTailLine {
-		cut := maxTailLine
-		for cut > 0 && !utf8.RuneStart(line[cut]) {
+	if len(line) > maxTailLine || l.size > len(l.text) {
+		cut := min(maxTailLine, len(line))
+		for cut > 0 && cut < len(line) && !utf8.RuneStart(line[cut]) {
 			cut--
 		}
-		line = fmt.Sprintf("%s… (%d bytes)", line[:cut], len(line))
+		line = fmt.Sprintf("%s… (%d bytes)", line[:cut], l.size)
 	}
 	return line
 }
@@ -284,11 +298,15 @@ func (t *tailBuffer) last(n int) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	l := t.lines
-	if t.partial != "" {
+	if t.partial.size > 0 {
 		l = append(slices.Clone(l), t.partial)
 	}
 	if len(l) > n {
 		l = l[len(l)-n:]
 	}
-	return strings.Join(l, " | ")
+	out := make([]string, len(l))
+	for i, line := range l {
+		out[i] = line.printable()
+	}
+	return strings.Join(out, " | ")
 }
