@@ -693,7 +693,7 @@ func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
 	r.waitStarted()
 	done := r.probationStep(t, 1)
 	stopped := r.gen(1).PIDs[0]
-	time.Sleep(standbyWatchEvery + 300*time.Millisecond) // a look of the standby watch: its count
+	r.counted(t, stopped, 1) // by the standby watch
 	fx.proc(stopped).stop()
 	var rolling string
 	if _, err := r.s.Rollback(context.Background(), false, func(p Progress) {
@@ -850,7 +850,7 @@ func TestStoppedWorkerCountsWhatItHeldWhenRetired(t *testing.T) {
 	r.behave("v1", behaviour{inflight: 1})
 	r.waitStarted()
 	old := r.gen(1).PIDs[0]
-	time.Sleep(pausedWatchEvery + 300*time.Millisecond) // a look of the paused watch
+	r.counted(t, old, 1) // by the paused watch
 	fx.proc(old).stop()
 	var mu sync.Mutex
 	var drained string

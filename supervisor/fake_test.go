@@ -977,6 +977,28 @@ func (r *rig) gen(n int) GenerationStatus {
 }
 
 // eventually retries check until it passes or 5 s have passed.
+// counted waits until the supervisor holds n requests in flight as pid's
+// last count (a look of the paused or the standby watch, every second).
+func (r *rig) counted(t *testing.T, pid int, n int64) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("pid %d counted", pid), func() error {
+		got, err := ask(context.Background(), r.s.loop, func(l *loop) int64 {
+			for _, g := range l.gens {
+				for _, w := range g.workers {
+					if w.pid == pid {
+						return w.inflight
+					}
+				}
+			}
+			return -1
+		})
+		if err != nil || got != n {
+			return fmt.Errorf("its count %d (%v); want %d", got, err, n)
+		}
+		return nil
+	})
+}
+
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
