@@ -77,8 +77,8 @@ func TestCanaryWeightWithNoStandbyWorker(t *testing.T) {
 func breachNoStandby(t *testing.T) (*rig, *steps, *UpgradeReport, error, time.Duration) {
 	t.Helper()
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, JudgeEvery: 100 * time.Millisecond, MinRequests: 300}, fx, nil)
-	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 	r.behave("v2", behaviour{rps: 200, errorRatio: 0.3, latency: time.Millisecond})
 	r.waitStarted()
 	old := r.gen(1).PIDs
@@ -520,10 +520,10 @@ func TestCanaryLeavesOutAStoppedStandbyWorker(t *testing.T) {
 // before the judge's first reading).
 func TestJudgeReadsPastAStoppedWorker(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 2, Probation: 4 * time.Second, JudgeEvery: 200 * time.Millisecond}, fx, func(r *rig) {
 		r.s.loop.steer.timeout = 200 * time.Millisecond // if the stopped worker carries the switch's steer
 	})
-	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.3, latency: time.Millisecond, stopOneReady: true})
 	r.waitStarted()
 	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
@@ -688,8 +688,8 @@ func TestStopDuringCanaryStepsAwayFromTheStandbyFirst(t *testing.T) {
 // (a recheck trial, --workers 1).
 func TestRollbackAnewNamesTheStoppedStandbyWorkers(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{inflight: 1} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
-	r.behave("v1", behaviour{inflight: 1})
 	r.waitStarted()
 	done := r.probationStep(t, 1)
 	stopped := r.gen(1).PIDs[0]
@@ -777,10 +777,10 @@ func TestKilledWorkerThatLingersIsNamed(t *testing.T) {
 // launcher_drain_cut_requests_total unchanged).
 func TestFrozenWorkerCutAtTheDeadlineCountsItsRequests(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{inflight: 1, drainFor: time.Hour} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 300 * time.Millisecond}, fx, func(r *rig) {
 		r.s.loop.killLinger = 100 * time.Millisecond
 	})
-	r.behave("v1", behaviour{inflight: 1, drainFor: time.Hour})
 	r.waitStarted()
 	old := r.gen(1).PIDs[0]
 	var mu sync.Mutex
@@ -846,8 +846,8 @@ func TestFailedUpgradeVerdictIsWhenItFailed(t *testing.T) {
 // cut" and 0 in launcher_drain_cut_requests_total.)
 func TestStoppedWorkerCountsWhatItHeldWhenRetired(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{inflight: 1} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
-	r.behave("v1", behaviour{inflight: 1})
 	r.waitStarted()
 	old := r.gen(1).PIDs[0]
 	r.counted(t, old, 1) // by the paused watch

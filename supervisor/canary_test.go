@@ -326,8 +326,8 @@ func TestCanaryJudgedBreach(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fx := newFakeEffects(t)
+			fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 			r := startRig(t, Config{Workers: 2, JudgeEvery: 100 * time.Millisecond}, fx, nil)
-			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 			r.behave("v2", tt.v2)
 			r.waitStarted()
 			old := r.gen(1).PIDs
@@ -365,8 +365,8 @@ func TestCanaryJudgedBreach(t *testing.T) {
 
 func TestProbationJudgedWithoutCanary(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 1, Probation: 5 * time.Second, JudgeEvery: 100 * time.Millisecond}, fx, nil)
-	r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.5, latency: time.Millisecond})
 	r.waitStarted()
 	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
@@ -380,8 +380,8 @@ func TestProbationJudgedWithoutCanary(t *testing.T) {
 
 func TestCanaryHealthyPasses(t *testing.T) {
 	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, errorRatio: 0.01, latency: 2 * time.Millisecond} // before its workers start: they take it then
 	r := startRig(t, Config{Workers: 2, Probation: 300 * time.Millisecond, JudgeEvery: 100 * time.Millisecond}, fx, nil)
-	r.behave("v1", behaviour{rps: 2000, errorRatio: 0.01, latency: 2 * time.Millisecond})
 	r.behave("v2", behaviour{rps: 2000, errorRatio: 0.01, latency: 2 * time.Millisecond})
 	r.waitStarted()
 	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true, Canary: []int{10, 50}, CanaryInterval: 300 * time.Millisecond})
@@ -413,8 +413,8 @@ func TestCanaryBreachWithStandbyWorkersLost(t *testing.T) {
 			fx := newFakeEffects(t)
 			// 400 requests a second on generation 2: judged after about
 			// 0.75 s, once the standby's workers are killed.
+			fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 			r := startRig(t, Config{Workers: 2, Probation: time.Second, JudgeEvery: 100 * time.Millisecond, MinRequests: 300}, fx, nil)
-			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 			r.behave("v2", behaviour{rps: 200, errorRatio: 0.3, latency: time.Millisecond})
 			r.waitStarted()
 			old := r.gen(1).PIDs
@@ -626,8 +626,8 @@ func TestReportCountsToItsVerdict(t *testing.T) {
 	for _, end := range []string{"superseded", "rollback", "stop"} {
 		t.Run(end, func(t *testing.T) {
 			fx := newFakeEffects(t)
+			fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond} // before its workers start: they take it then
 			r := startRig(t, Config{Workers: 1, Probation: time.Second, JudgeEvery: time.Hour}, fx, nil)
-			r.behave("v1", behaviour{rps: 2000, latency: time.Millisecond})
 			r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond})
 			r.waitStarted()
 			done := make(chan error, 1)
