@@ -392,7 +392,11 @@ func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
 // worker then, rather than through the same one again: after a rollback
 // to a standby generation with a hung worker, the program came back to it
 // never (each steer went through the hung worker, the agent preferred,
-// and timed out).
+// and timed out). Silent for the whole timeout, it is hung: the program
+// that goes out through the other leaves it out (it named it, and new
+// connections waited in a queue nobody reads), and the generation rolled
+// back from keeps serving until that program is in place (it was retired
+// at the first timeout, with the program still on it).
 func TestSteerGoesThroughAnotherWorkerAfterASilentOne(t *testing.T) {
 	fx := newFakeEffects(t)
 	fx.kernel = &kernelGroup{}
@@ -404,34 +408,47 @@ func TestSteerGoesThroughAnotherWorkerAfterASilentOne(t *testing.T) {
 	r.waitStarted()
 	done := r.probationStep(t, 2)
 	old := r.gen(1).PIDs
-	// The worker that carried generation 1's steers (the group's order,
-	// which the workers' hellos set, picks it) carries the first one back.
+	// The worker that carried generation 1's last steers, the last of
+	// it in the group's order (which the workers' joins set), carries
+	// the first one back.
 	agent := 0
-	for _, pid := range old {
-		if slices.Contains(fx.got(pid), control.TypeSteer) {
+	fx.mu.Lock()
+	for _, pid := range fx.kernel.socks {
+		if slices.Contains(old, pid) {
 			agent = pid
 		}
 	}
-	if agent == 0 {
-		t.Fatalf("no worker of generation 1 %v carried a steer", old)
+	fx.mu.Unlock()
+	if !slices.Contains(fx.got(agent), control.TypeSteer) {
+		t.Fatalf("worker %d of generation 1 %v carried no steer", agent, old)
+	}
+	other := old[0]
+	if other == agent {
+		other = old[1]
 	}
 	fx.proc(agent).hang()
-	steersBefore := len(fx.kernelPrograms())
+	steersBefore, eventsBefore := len(fx.kernelPrograms()), len(fx.kernelEvents())
 	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
 	awaitResult(t, done, 5*time.Second)
-	// A hung worker cannot be told from a slow one at once: the program
-	// still names it, but it is in place.
 	eventually(t, "the program back on generation 1", func() error {
-		programs := fx.kernelPrograms()[steersBefore:]
-		if len(programs) == 0 || !slices.Equal(slices.Sorted(slices.Values(programs[0])), slices.Sorted(slices.Values(old))) {
-			return fmt.Errorf("programs since the rollback name pids %v; want the first to name %v", programs, old)
+		if programs := fx.kernelPrograms()[steersBefore:]; len(programs) == 0 || !slices.Equal(programs[0], []int{other}) {
+			return fmt.Errorf("programs since the rollback name pids %v; want the first to name only %d", programs, other)
 		}
 		return nil
 	})
+	if events := fx.kernelEvents()[eventsBefore:]; len(events) == 0 || events[0] != "steer" {
+		t.Errorf("kernel events since the rollback %v; want the steer back before generation 2's first close", events)
+	}
 	if !strings.Contains(r.log.String(), "worker answered no steer: steering through another") {
 		t.Error("no log line of the fallback")
+	}
+	if g := r.gen(1); !slices.Equal(g.Paused, []int{agent}) {
+		t.Errorf("generation 1 = %+v; want the hung pid %d paused", g, agent)
+	}
+	for _, v := range fx.kernelViolations() {
+		t.Error(v)
 	}
 }
 
@@ -655,6 +672,45 @@ func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
 	if g := r.gen(1); len(g.Paused) != 0 {
 		t.Errorf("generation 1 = %+v; want none paused once it runs", g)
 	}
+}
+
+// A worker of the active generation that is hung (it answers nothing, but
+// its process does not read stopped: a deadlock) is steered away from
+// once its admin socket has answered no count two seconds in a row, and
+// steered to again once it answers; it is not killed. Before, only a
+// stopped one was: a hung one kept its share of new connections, each
+// waiting in a queue that nobody accepts from.
+func TestHungActiveWorkerSteeredAwayFromUntilItAnswers(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.kernel = &kernelGroup{}
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation, DrainTimeout: 200 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	hung, running := pids[0], pids[1]
+	last := func() []int {
+		programs := fx.kernelPrograms()
+		return slices.Sorted(slices.Values(programs[len(programs)-1]))
+	}
+	fx.proc(hung).hang()
+	eventually(t, "the program without the hung worker", func() error {
+		if got := last(); !slices.Equal(got, []int{running}) {
+			return fmt.Errorf("last program names pids %v; want only %d", got, running)
+		}
+		return nil
+	})
+	if g := r.gen(1); !slices.Equal(g.Paused, []int{hung}) || fx.proc(hung).wasKilled() {
+		t.Errorf("generation 1 = %+v; want pid %d paused in status, not killed", g, hung)
+	}
+	if !strings.Contains(r.log.String(), "worker "+whyHung+": steered away from until it runs again") {
+		t.Error("no log line of the hung worker")
+	}
+	fx.proc(hung).unhang()
+	eventually(t, "the program back on both workers", func() error {
+		if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
+			return fmt.Errorf("last program names pids %v; want %v", got, pids)
+		}
+		return nil
+	})
 }
 
 // A stop during a canary steers every new connection to the active

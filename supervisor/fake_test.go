@@ -95,6 +95,13 @@ func (p *fakeProc) hang() {
 	p.mu.Unlock()
 }
 
+// unhang makes p answer again.
+func (p *fakeProc) unhang() {
+	p.mu.Lock()
+	p.hung = false
+	p.mu.Unlock()
+}
+
 // silent reports whether p answers nothing: stopped or hung.
 func (p *fakeProc) silent() bool {
 	p.mu.Lock()

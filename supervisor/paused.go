@@ -3,11 +3,14 @@ package supervisor
 import "time"
 
 // A worker of the active generation that is stopped (SIGSTOP, a tracer: a
-// debugger, or a frozen cgroup; see process.stopped) accepts nothing, and
-// the connections the program sends it wait in its accept queue until it
+// debugger, or a frozen cgroup; see process.stopped) or hung (its process
+// runs, but it answers nothing: a deadlock) accepts nothing, and the
+// connections the program sends it wait in its accept queue until it
 // runs again. The supervisor looks at the active workers every
-// pausedWatchEvery and steers away from a stopped one (paused) until it
-// runs again, when it is steered to once more: it is not killed, so an
+// pausedWatchEvery and steers away from a stopped one at once, and from a
+// hung one once its admin socket has answered no count hungReads times in
+// a row (or it left a steer unanswered: see silentAgent), until it runs or
+// answers again, when it is steered to once more: it is not killed, so an
 // operator's debugger session and what it has queued survive. With no
 // other worker left to steer to, the program keeps it. (A standby
 // generation's workers are watched alike, see watchStandby, but one still
@@ -18,8 +21,8 @@ import "time"
 const pausedWatchEvery = time.Second
 
 // watchPaused looks at the active generation's ready workers, off the
-// loop, and steers away from those stopped and back to those that run
-// again; it then looks again pausedWatchEvery later, until the stop. It
+// loop, and steers away from those stopped or hung and back to those that
+// run or answer again; it then looks again pausedWatchEvery later, until the stop. It
 // also keeps the running ones' counts of requests in flight (a read of
 // three counters each): one stopped or frozen later and killed counts
 // those as cut (see killStuck).
@@ -45,26 +48,38 @@ func (l *loop) watchPaused() {
 	}
 	fx := l.fx
 	async(l, func() runningCounts { return countRunning(fx, procs, admins, false) }, func(l *loop, lk runningCounts) {
-		stopped := lk.stopped
+		why := make([]string, len(ws))
 		for i, w := range ws {
-			if lk.counted[i] {
-				w.inflight = lk.counts[i].InflightRequests
+			switch {
+			case lk.counted[i]:
+				w.silentReads, w.inflight = 0, lk.counts[i].InflightRequests
+			case !lk.stopped[i]:
+				w.silentReads++
+			}
+			switch {
+			case lk.stopped[i]:
+				why[i] = whyStopped
+			case w.silentReads >= hungReads:
+				// As watchStandby finds it, or a steer it left
+				// unanswered (see silentAgent).
+				why[i] = whyHung
 			}
 		}
 		var changed []*worker
+		var whyChanged []string
 		for i, w := range ws {
-			if !w.exited && !w.killed && w.paused != stopped[i] {
-				w.paused = stopped[i]
-				changed = append(changed, w)
+			if paused := why[i] != ""; !w.exited && !w.killed && w.paused != paused {
+				w.paused = paused
+				changed, whyChanged = append(changed, w), append(whyChanged, why[i])
 			}
 		}
 		kept := len(unpaused(ws)) == 0 // no other worker to steer to
-		for _, w := range changed {
+		for i, w := range changed {
 			switch {
 			case w.paused && kept:
-				l.workerLog(w).Warn("worker " + whyStopped + ", as every worker of its generation is: the program keeps them, with nowhere else to steer to")
+				l.workerLog(w).Warn("worker " + whyChanged[i] + ", as every worker of its generation is: the program keeps them, with nowhere else to steer to")
 			case w.paused:
-				l.workerLog(w).Warn("worker " + whyStopped + ": steered away from until it runs again")
+				l.workerLog(w).Warn("worker " + whyChanged[i] + ": steered away from until it runs again")
 			default:
 				l.workerLog(w).Info("worker runs again: steered to")
 			}

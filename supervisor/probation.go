@@ -148,6 +148,9 @@ func (l *loop) wakeStandby(p *probation) []*worker {
 const (
 	whyStopped = "was stopped (SIGSTOP, a tracer or a frozen cgroup)"
 	whyHung    = "answered nothing on its admin socket for 2 s (hung)"
+	// whySilentSteer: a worker left a steer it carried unanswered (see
+	// silentAgent).
+	whySilentSteer = "answered no steer within its timeout (hung or stopped)"
 	// whyNoAnswer: a worker being retired left a quiesce or a release
 	// unanswered.
 	whyNoAnswer = "answered nothing (stopped or stuck)"

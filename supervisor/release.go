@@ -175,10 +175,20 @@ func (l *loop) issueSteer() {
 		if err == nil && agent == l.steer.silent {
 			l.steer.silent = nil
 		}
+		if errors.Is(err, errNoAnswer) {
+			l.silentAgent(agent)
+		}
 		if errors.Is(err, errNoAnswer) && l.steer.silent != agent {
-			// Once more through another worker, if one is left.
+			// Once more through another worker, if one is left, and
+			// without this one's sockets. The waiters wait for that
+			// program: this one is not in place (a rollback retired the
+			// generation it rolled back from while the program still
+			// named only it).
 			l.workerLog(agent).Warn("worker answered no steer: steering through another", "err", err)
-			l.steer.silent, l.steer.again = agent, true
+			l.steer.silent = agent
+			l.steer.next = append(waiters, l.steer.next...)
+			l.issueSteer()
+			return
 		}
 		if err != nil {
 			err = fmt.Errorf("steer to %v: %w", slots, err)
@@ -190,6 +200,23 @@ func (l *loop) issueSteer() {
 			l.issueSteer()
 		}
 	})
+}
+
+// silentAgent steers away from w, which answered no steer within
+// steer.timeout: a worker silent that long is hung or stopped (its steer
+// takes microseconds), as watchPaused and watchStandby would find it after
+// hungReads of their reads, and its sockets would take new connections
+// that nobody accepts. They steer to it again once it answers.
+func (l *loop) silentAgent(w *worker) {
+	w.silentReads = max(w.silentReads, hungReads)
+	if w.paused || w.exited || w.killed || !w.ready {
+		return
+	}
+	if p := l.active.runningProbation(); w.gen != l.active && (p == nil || w.gen != p.standby) {
+		return // in no program: nothing to steer away from
+	}
+	w.paused = true
+	l.workerLog(w).Warn("worker " + whySilentSteer + ": steered away from until it answers again")
 }
 
 // desiredSlots are the slots new connections should go to now: the
