@@ -142,6 +142,14 @@ func (l *loop) checkStop() {
 			return
 		}
 	}
+	// Every generation is over, those that had nothing left to drain
+	// too (a standby one whose workers all died): their cgroups go.
+	for _, g := range l.gens {
+		if g.state != StateFailed {
+			g.state = StateExited
+		}
+		l.forgetIfOver(g)
+	}
 	if !l.stateClosed {
 		l.stateClosed = true
 		l.fx.removeState()
