@@ -275,10 +275,22 @@ func (l *loop) forgetIfOver(g *generation) {
 func (l *loop) scheduleRestart(g *generation, index int) bool {
 	wait, ok := g.restarts.next(time.Now(), l.restarts)
 	if !ok {
+		if serving := g.readyLive(); len(serving) > 0 {
+			// The others serve: a generation that answers is no failed
+			// one (it said so, and /healthz took it out of service while
+			// it answered). The one that loops stays down.
+			g.notRestarted = append(g.notRestarted, index)
+			l.markDirty()
+			l.genLog(g).Error(fmt.Sprintf("crash loop: worker %d not restarted; the generation serves on with %d of its %d workers (upgrade or rollback to recover)", index, len(serving), len(g.workers)),
+				"worker", index, "crashes", l.restarts.loop)
+			l.fx.notify("STATUS=" + l.statusLine())
+			return false
+		}
 		g.state = StateFailed
 		l.markDirty()
 		l.genLog(g).Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
 			"worker", index, "crashes", l.restarts.loop)
+		l.fx.notify("STATUS=" + l.statusLine())
 		l.forgetIfOver(g)
 		return false
 	}

@@ -242,14 +242,15 @@ type fakeEffects struct {
 	state      *savedState // the last state written
 	removed    bool
 	repointed  []string
-	repointErr error            // what repoint returns
-	onStart    func(*fakeProc)  // called with each worker of a generation after the first, if set
-	msgs       map[int][]string // pid → message types the worker got
-	steers     [][]int          // the slots of every steer, in order
-	settles    map[int][]string // pid → "type:settle" of its quiesces and releases
-	pidAt      map[string]int   // admin socket → pid
-	traces     map[int][]string // pid → drained, scraped, collected, exited in order
-	forgotten  []int            // generations removeGeneration was called for
+	repointErr error                // what repoint returns
+	onStart    func(*fakeProc)      // called with each worker of a generation after the first, if set
+	startErr   func(procSpec) error // a start it fails, as fork/exec does, if set (guarded by mu)
+	msgs       map[int][]string     // pid → message types the worker got
+	steers     [][]int              // the slots of every steer, in order
+	settles    map[int][]string     // pid → "type:settle" of its quiesces and releases
+	pidAt      map[string]int       // admin socket → pid
+	traces     map[int][]string     // pid → drained, scraped, collected, exited in order
+	forgotten  []int                // generations removeGeneration was called for
 	// handshakesDone: pid → HandshakesDone of each quiesce and release
 	// it got, as "quiesce:true" and so on.
 	handshakesDone map[int][]string
@@ -402,6 +403,12 @@ func envOf(env []string, name string) string {
 
 func (fx *fakeEffects) start(spec procSpec) (process, error) {
 	fx.mu.Lock()
+	if fx.startErr != nil {
+		if err := fx.startErr(spec); err != nil {
+			fx.mu.Unlock()
+			return nil, err
+		}
+	}
 	// How many of this generation's workers had said hello when this one
 	// started (see startNextInTurn).
 	said := 0

@@ -37,11 +37,15 @@ type GenerationStatus struct {
 	// then): InflightRequests and OpenConnections leave them out.
 	Unanswered []int `json:"unanswered_pids,omitempty"`
 	// Paused are the pids of its workers found stopped (SIGSTOP, a
-	// debugger, a frozen cgroup), or on standby hung, and steered away
-	// from until they run again (active and standby generations).
-	Paused   []int     `json:"paused_pids,omitempty"`
-	Restarts int       `json:"restarts"`
-	Started  time.Time `json:"started"`
+	// debugger, a frozen cgroup) or hung, and steered away from until
+	// they run or answer again (active and standby generations).
+	Paused []int `json:"paused_pids,omitempty"`
+	// NotRestarted are the indexes of its workers left down after a
+	// crash loop while the others served on: it serves with fewer
+	// workers until an upgrade or a rollback.
+	NotRestarted []int     `json:"not_restarted_workers,omitempty"`
+	Restarts     int       `json:"restarts"`
+	Started      time.Time `json:"started"`
 	// ProbationUntil is set on the active generation while the previous
 	// one stands by for it.
 	ProbationUntil *time.Time `json:"probation_until,omitempty"`
@@ -76,7 +80,8 @@ func (l *loop) statusView() statusView {
 	}
 	for _, g := range l.gens {
 		gs := GenerationStatus{Generation: g.num, Version: g.release.Version, State: g.state, Path: g.release.Path,
-			Started: g.started, PIDs: []int{}, Restarts: g.restarts.restarts, Weight: weights[g]}
+			Started: g.started, PIDs: []int{}, Restarts: g.restarts.restarts, Weight: weights[g],
+			NotRestarted: slices.Clone(g.notRestarted)}
 		// During a canary step the probation has no end yet.
 		if p := g.runningProbation(); p != nil && g == l.active && p.weight >= 100 {
 			until := p.until

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -278,5 +279,65 @@ launcher_generation_memory_bytes{generation="3",version="v3"} 3e+06
 `
 	if err := testutil.GatherAndCompare(r.s.registry, strings.NewReader(want), "launcher_generation_memory_bytes"); err != nil {
 		t.Errorf("after the next upgrade: %v", err)
+	}
+}
+
+// A worker that crash-loops while the others of its generation serve
+// stays down, and the generation serves on, active, saying so: it was
+// marked failed, so /healthz answered "no active generation" (a readiness
+// probe takes the service out) and the metrics showed nothing active,
+// while it answered (a new user's trial: a release's binary deleted under
+// a running generation, then a worker killed).
+func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 20 * time.Millisecond, reset: time.Minute, loop: 3}
+	})
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	fx.mu.Lock()
+	fx.startErr = func(spec procSpec) error {
+		if spec.index == 1 {
+			return fmt.Errorf("fork/exec %s: no such file or directory", spec.path)
+		}
+		return nil
+	}
+	fx.mu.Unlock()
+	// Worker 1 is the one started second.
+	fx.proc(pids[1]).die()
+	eventually(t, "worker 1 left down", func() error {
+		if g := r.gen(1); !slices.Equal(g.NotRestarted, []int{1}) {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	if g := r.gen(1); g.State != StateActive || !slices.Equal(g.PIDs, pids[:1]) {
+		t.Errorf("generation 1 = %+v; want active with pid %d", g, pids[0])
+	}
+	healthy, err := ask(context.Background(), r.s.loop, func(l *loop) bool { return l.active != nil && l.active.state == StateActive })
+	if err != nil || !healthy {
+		t.Errorf("active generation healthy: %v (%v); want true", healthy, err)
+	}
+	if want := "crash loop: worker 1 not restarted; the generation serves on with 1 of its 2 workers"; !strings.Contains(r.log.String(), want) {
+		t.Errorf("no log line %q", want)
+	}
+	line, _ := ask(context.Background(), r.s.loop, (*loop).statusLine)
+	if want := "serving v1 (generation 1, 1 of 2 workers: 1 not restarted after a crash loop)"; line != want {
+		t.Errorf("status line %q; want %q", line, want)
+	}
+	// The last one crash-looping too: nothing serves, and it says so.
+	fx.mu.Lock()
+	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
+	fx.mu.Unlock()
+	fx.proc(pids[0]).die()
+	eventually(t, "generation 1 failed", func() error {
+		if g := r.gen(1); g.State != StateFailed {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	line, _ = ask(context.Background(), r.s.loop, (*loop).statusLine)
+	if want := "not serving: generation 1 (v1) failed in a crash loop"; line != want {
+		t.Errorf("status line %q; want %q", line, want)
 	}
 }

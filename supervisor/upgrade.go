@@ -575,10 +575,16 @@ func workerEnv(env []string) []string {
 
 // statusLine is the one-line status for systemd.
 func (l *loop) statusLine() string {
-	if l.active == nil {
+	g := l.active
+	switch {
+	case g == nil:
 		return "no active generation"
+	case g.state == StateFailed:
+		return fmt.Sprintf("not serving: generation %d (%s) failed in a crash loop", g.num, g.release.Version)
+	case len(g.notRestarted) > 0:
+		return fmt.Sprintf("serving %s (generation %d, %d of %d workers: %d not restarted after a crash loop)", g.release.Version, g.num, len(g.live()), len(g.workers), len(g.notRestarted))
 	}
-	return fmt.Sprintf("serving %s (generation %d, %d workers)", l.active.release.Version, l.active.num, len(l.active.live()))
+	return fmt.Sprintf("serving %s (generation %d, %d workers)", g.release.Version, g.num, len(g.live()))
 }
 
 // reloading is systemd's notice that an upgrade began, with the

@@ -55,6 +55,9 @@ type generation struct {
 	// breached: the judge found it in breach with no standby to roll back
 	// to; it serves on, but never stands by for a later upgrade.
 	breached bool
+	// notRestarted are the indexes of its workers left down at a crash
+	// loop while others of it served on (see scheduleRestart).
+	notRestarted []int
 }
 
 // live returns g's workers that have not exited.
@@ -69,6 +72,17 @@ func (g *generation) live() []*worker {
 }
 
 func (g *generation) hasLive() bool { return len(g.live()) > 0 }
+
+// readyLive returns g's workers that run and are ready: those that serve.
+func (g *generation) readyLive() []*worker {
+	var out []*worker
+	for _, w := range g.workers {
+		if !w.exited && !w.killed && w.ready {
+			out = append(out, w)
+		}
+	}
+	return out
+}
 
 // hasLiveWorker reports whether g's worker index i runs.
 func (g *generation) hasLiveWorker(i int) bool {
@@ -132,7 +146,8 @@ func newToken() string {
 // Back-off for restarting crashed workers: the first restart is quick, each
 // crash within resetAfter of the previous doubles the wait up to maxWait.
 // crashLoop crashes in a row, each within resetAfter of the previous, are a
-// crash loop: restarting stops and the generation shows failed.
+// crash loop: restarting stops, and the generation shows failed once none
+// of its workers is left.
 const (
 	firstWait  = 100 * time.Millisecond
 	maxWait    = 10 * time.Second

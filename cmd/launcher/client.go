@@ -169,6 +169,9 @@ func printStatus(w io.Writer, st supervisor.Status) {
 		if len(g.Paused) > 0 {
 			state += fmt.Sprintf(" (paused, steered away from: pid %s)", joinPIDs(g.Paused))
 		}
+		if len(g.NotRestarted) > 0 {
+			state += fmt.Sprintf(" (worker %s not restarted: crash loop)", joinPIDs(g.NotRestarted))
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", g.Generation, g.Version, state,
 			pids, inflight, conns, g.Restarts,
 			time.Since(g.Started).Round(time.Second))
