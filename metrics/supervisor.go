@@ -52,6 +52,8 @@ type Supervisor struct {
 	Rollbacks *prometheus.CounterVec
 	// ScrapeErrors counts worker admin scrapes that failed or timed out.
 	ScrapeErrors prometheus.Counter
+	// StateWriteErrors counts writes of the state file that failed.
+	StateWriteErrors prometheus.Counter
 	// WorkerCrashes counts workers that exited unasked, by their
 	// generation's state then: active, standby, draining.
 	WorkerCrashes *prometheus.CounterVec
@@ -104,6 +106,10 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			Name: "launcher_scrape_errors_total",
 			Help: "Worker admin-socket scrapes that failed or timed out.",
 		}),
+		StateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "launcher_state_write_errors_total",
+			Help: "Writes of the state file (state.json) that failed, a full or read-only state dir: until one succeeds, a supervisor started after this one is killed cannot adopt what runs now.",
+		}),
 		WorkerCrashes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_worker_crashes_total",
 			Help: "Workers that exited when the supervisor had not asked them to (a crash, a kill from outside, the OOM killer), by the state of their generation then: active (restarted, unless in a crash loop or rolled back from during its probation), standby (not restarted while it stands by; a rollback to it does), draining (died before its drain ended: what it still served was cut).",
@@ -145,6 +151,7 @@ func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
 	s.UpgradeDuration.Describe(ch)
 	s.DrainDuration.Describe(ch)
 	s.DrainTimeouts.Describe(ch)
+	s.StateWriteErrors.Describe(ch)
 	s.DrainCutRequests.Describe(ch)
 	s.Rollbacks.Describe(ch)
 	s.ScrapeErrors.Describe(ch)
@@ -165,6 +172,7 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 	s.UpgradeDuration.Collect(ch)
 	s.DrainDuration.Collect(ch)
 	s.DrainTimeouts.Collect(ch)
+	s.StateWriteErrors.Collect(ch)
 	s.DrainCutRequests.Collect(ch)
 	s.Rollbacks.Collect(ch)
 	s.ScrapeErrors.Collect(ch)

@@ -99,12 +99,13 @@ type osEffects struct {
 	current  string // --current, "" if unset
 	notifier *notifier
 	cg       *cgroups
+	state    *stateFile // written by the loop alone
 	log      *slog.Logger
 }
 
 func newOSEffects(dir *stateDir, current string, log *slog.Logger) *osEffects {
 	cg := openCgroups(dir.path, os.Getenv(EnvProcessGroups) == "1", log)
-	return &osEffects{dir: dir, current: current, notifier: newNotifier(), cg: cg, log: log}
+	return &osEffects{dir: dir, current: current, notifier: newNotifier(), cg: cg, state: newStateFile(statePath(dir.path)), log: log}
 }
 
 // close removes the supervisor's cgroup, if it is empty.
@@ -130,7 +131,7 @@ func (fx *osEffects) saveState(st savedState) error {
 	if err != nil {
 		return err
 	}
-	return swapFile(statePath(fx.dir.path), b)
+	return fx.state.write(b)
 }
 
 func (fx *osEffects) removeState() {

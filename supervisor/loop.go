@@ -332,17 +332,20 @@ func (l *loop) flushIfDirty() {
 	}
 }
 
-// flushState writes the state file now. Transitions a restarted
-// supervisor must not miss (which generation is active) call it before
-// traffic moves.
-func (l *loop) flushState() {
+// flushState writes the state file now, and returns why it could not.
+// Transitions a restarted supervisor must not miss (which generation is
+// active) call it before traffic moves, and say a failure to the command.
+func (l *loop) flushState() error {
 	l.dirty = false
 	if l.stateClosed {
-		return
+		return nil
 	}
-	if err := l.fx.saveState(l.snapshot()); err != nil {
-		l.log.Warn("write state file", "err", err)
+	err := l.fx.saveState(l.snapshot())
+	if err != nil {
+		l.m.StateWriteErrors.Inc()
+		l.log.Error("write state file: a supervisor started after this one is killed could not adopt what runs now", "err", err)
 	}
+	return err
 }
 
 // genLog returns the logger for g.

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,9 +117,31 @@ func statePath(dir string) string { return filepath.Join(dir, stateName) }
 // goes to (it holds the write before last).
 const swapSuffix = ".swap"
 
-// swapFile replaces path's content with content and a newline, so that a
-// reader sees the whole old or the whole new content, never a mix: it
-// writes path+swapSuffix and exchanges the two names in one
+// stateReserve is the room on disk each of the state file's two files
+// keeps (bytes): written in place within it, a state file needs no new
+// block, so a filesystem that fills up after the start (logs beside it)
+// still takes every write. The supervisor's state with the 20 reports it
+// keeps and 32 workers is about 30 KiB. Without it a full state dir made
+// every write fail once the file outgrew its last block: upgrades went
+// on, each unrecorded, and a supervisor killed then left workers that no
+// other could adopt (a new user's trial).
+const stateReserve = 64 << 10
+
+// stateFile writes the state file: see write.
+type stateFile struct {
+	path string
+	// ends are where the content of the state file ([0]) and of its swap
+	// file ([1]) end, as last written here; -1 while unknown (not yet
+	// written by this process): what may follow up to a file's size is
+	// then blanked whole.
+	ends [2]int64
+}
+
+func newStateFile(path string) *stateFile { return &stateFile{path: path, ends: [2]int64{-1, -1}} }
+
+// write replaces the state file's content with content and a newline,
+// so that a reader sees the whole old or the whole new content, never a
+// mix: it writes path+swapSuffix and exchanges the two names in one
 // renameat2(RENAME_EXCHANGE) (Linux 3.15; ext4, xfs, btrfs, tmpfs). Both
 // files keep their inodes from one write to the next. A write through a
 // new file renamed over the old one, as writeFileAtomic does, made a
@@ -127,11 +150,14 @@ const swapSuffix = ".swap"
 // written several times an upgrade). Where the exchange is refused (the
 // first write; another filesystem), it renames. About 20 µs a write on
 // ext4 against 180–810 µs (BenchmarkStateWrite).
-func swapFile(path string, content []byte) error {
-	next := path + swapSuffix
-	// Overwritten in place and cut to its length rather than opened
-	// with O_TRUNC, which frees the file's blocks only for the write to
-	// allocate them again (half a millisecond on ext4 in a trace).
+//
+// Each file is overwritten in place and never cut: what is left of the
+// longer content before is blanked with spaces, which JSON reads as
+// whitespace, and a file shorter than stateReserve is filled up to it
+// (see stateReserve). A copy-on-write filesystem (btrfs) allocates anew
+// at every write, reserve or not.
+func (f *stateFile) write(content []byte) error {
+	next := f.path + swapSuffix
 	// With system calls of its own: os.OpenFile tries the file on the
 	// poller (fcntl, epoll_ctl refused, fcntl), five calls more a write.
 	fd, err := unix.Open(next, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
@@ -139,6 +165,20 @@ func swapFile(path string, content []byte) error {
 		return &os.PathError{Op: "open", Path: next, Err: err}
 	}
 	content = append(content, '\n')
+	end := int64(len(content))
+	blankTo := max(end, f.ends[1])
+	var st unix.Stat_t
+	if err = unix.Fstat(fd, &st); err == nil {
+		if f.ends[1] < 0 {
+			blankTo = max(blankTo, st.Size)
+		}
+		if st.Size < stateReserve {
+			blankTo = max(blankTo, stateReserve)
+		}
+	}
+	if blankTo > end {
+		content = append(content, bytes.Repeat([]byte{' '}, int(blankTo-end))...)
+	}
 	for off := 0; off < len(content) && err == nil; {
 		n, werr := unix.Pwrite(fd, content[off:], int64(off))
 		if werr != nil && werr != unix.EINTR {
@@ -149,19 +189,22 @@ func swapFile(path string, content []byte) error {
 			err = io.ErrShortWrite
 		}
 	}
-	if err == nil {
-		err = unix.Ftruncate(fd, int64(len(content)))
-	}
 	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
+		f.ends[1] = -1 // written in part
 		return &os.PathError{Op: "write", Path: next, Err: err}
 	}
-	if unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE) == nil {
+	if unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, f.path, unix.RENAME_EXCHANGE) == nil {
+		f.ends = [2]int64{end, f.ends[0]}
 		return nil
 	}
-	return os.Rename(next, path)
+	if err := os.Rename(next, f.path); err != nil {
+		return err
+	}
+	f.ends = [2]int64{end, -1}
+	return nil
 }
 
 // snapshot returns what the state file holds: the generations with live

@@ -2,32 +2,42 @@ package supervisor
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSwapFile: each write replaces the content whole and the swap file
 // keeps the one before, the two names exchanged: the state file and its
-// swap file keep their two inodes from one write to the next.
+// swap file keep their two inodes from one write to the next, and their
+// room on disk (stateReserve), what follows the content blanked.
 func TestSwapFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), stateName)
+	f := newStateFile(path)
 	inodes := map[uint64]bool{}
 	// Each write shorter than the one before: nothing of it may remain.
 	for i, content := range []string{`{"n":1, "pad": "xxxxxxxx"}`, `{"n":2, "pad": "xxxx"}`, `{"n":3}`, `{"n":4}`} {
-		if err := swapFile(path, []byte(content)); err != nil {
+		if err := f.write([]byte(content)); err != nil {
 			t.Fatal(err)
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(b) != content+"\n" {
-			t.Fatalf("write %d: read %q; want %q", i, b, content+"\n")
+		if len(b) != stateReserve || !strings.HasPrefix(string(b), content+"\n") || strings.Trim(string(b[len(content)+1:]), " ") != "" {
+			t.Fatalf("write %d: read %q… (%d bytes); want %q and spaces up to %d bytes", i, b[:min(len(b), 80)], len(b), content+"\n", stateReserve)
+		}
+		var v struct{ N int }
+		if err := json.Unmarshal(b, &v); err != nil || v.N != i+1 {
+			t.Errorf("write %d: decoded %+v, %v", i, v, err)
 		}
 		if i > 0 {
 			prev, err := os.ReadFile(path + swapSuffix)
@@ -47,6 +57,77 @@ func TestSwapFile(t *testing.T) {
 	if len(inodes) > 2 {
 		t.Errorf("the state file had %d inodes over 4 writes; want 2 (exchanged, not made anew)", len(inodes))
 	}
+	// A supervisor started anew does not know what its predecessor wrote:
+	// it blanks all of it.
+	long := `{"n":5, "pad": "` + strings.Repeat("x", stateReserve) + `"}`
+	if err := newStateFile(path).write([]byte(long)); err != nil {
+		t.Fatal(err)
+	}
+	f = newStateFile(path)
+	for _, content := range []string{`{"n":6}`, `{"n":7}`} {
+		if err := f.write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		var v struct{ N int }
+		if b, err := os.ReadFile(path); err != nil || json.Unmarshal(b, &v) != nil || !strings.HasPrefix(string(b), content) {
+			t.Errorf("after a longer write by another: read %q…, %v", b[:min(len(b), 80)], err)
+		}
+	}
+}
+
+// TestStateFileWritesOnAFullFilesystem: once the state dir's filesystem
+// has filled up, the state file still takes every write within its
+// reserve. Before, each write that outgrew the file's last block failed
+// (ENOSPC), and upgrades went on unrecorded (a new user's trial: a
+// supervisor killed then left workers no other could adopt). A tmpfs of
+// its own, in a mount namespace of this test's thread alone.
+func TestStateFileWritesOnAFullFilesystem(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a mount namespace and a tmpfs")
+	}
+	dir := t.TempDir()
+	done := make(chan error, 1)
+	go func() {
+		// The thread leaves with the goroutine, never unlocked: its mount
+		// namespace goes with it, nothing else sees the tmpfs.
+		runtime.LockOSThread()
+		done <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
+				return fmt.Errorf("unshare: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("make mounts private: %w", err)
+			}
+			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=192k"); err != nil {
+				return fmt.Errorf("mount tmpfs: %w", err)
+			}
+			defer unix.Unmount(dir, unix.MNT_DETACH)
+			f := newStateFile(filepath.Join(dir, stateName))
+			state := func(n int) []byte { return fmt.Appendf(nil, `{"n":%d, "pad": %q}`, n, strings.Repeat("x", n*1024)) }
+			for n := range 2 {
+				if err := f.write(state(n)); err != nil {
+					return fmt.Errorf("write before the filesystem filled: %w", err)
+				}
+			}
+			filler, err := os.Create(filepath.Join(dir, "filler"))
+			if err != nil {
+				return err
+			}
+			defer filler.Close()
+			if _, err := filler.Write(make([]byte, 1<<20)); !errors.Is(err, unix.ENOSPC) {
+				return fmt.Errorf("filler: %v; want ENOSPC", err)
+			}
+			for n := 2; n < 40; n += 3 {
+				if err := f.write(state(n)); err != nil {
+					return fmt.Errorf("write of %d KiB on the full filesystem: %w", n, err)
+				}
+			}
+			return nil
+		}()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // BenchmarkStateWrite: a state file's write by exchange (swapFile)
@@ -54,9 +135,9 @@ func TestSwapFile(t *testing.T) {
 func BenchmarkStateWrite(b *testing.B) {
 	content := []byte(`{"supervisor_pid": 1, "generations": []}`)
 	b.Run("exchange", func(b *testing.B) {
-		path := filepath.Join(b.TempDir(), stateName)
+		f := newStateFile(filepath.Join(b.TempDir(), stateName))
 		for b.Loop() {
-			if err := swapFile(path, content); err != nil {
+			if err := f.write(content); err != nil {
 				b.Fatal(err)
 			}
 		}

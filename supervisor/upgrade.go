@@ -345,7 +345,10 @@ func (l *loop) activate(op *upgradeOp) {
 	}
 	// On disk before traffic moves: a supervisor restarted from any point
 	// on adopts this generation as the active one, and steers to it.
-	l.flushState()
+	if err := l.flushState(); err != nil {
+		op.req.emit(Progress{Step: StepWarning, Generation: g.num, Version: g.release.Version,
+			Reason: fmt.Sprintf("state file not written (%v): should the supervisor be killed, a new one could not adopt generation %d; free the state dir's filesystem", err, g.num)})
+	}
 	l.resteer(func(l *loop, err error) {
 		if err != nil {
 			l.genLog(g).Warn("steer to new generation", "err", err)
