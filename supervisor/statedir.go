@@ -154,6 +154,7 @@ func readPID(path string) int {
 func writeFileAtomic(path, content string) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		os.Remove(tmp) // created, maybe, and written in part (a full filesystem)
 		return err
 	}
 	return os.Rename(tmp, path)

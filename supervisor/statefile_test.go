@@ -82,14 +82,63 @@ func TestSwapFile(t *testing.T) {
 // supervisor killed then left workers no other could adopt). A tmpfs of
 // its own, in a mount namespace of this test's thread alone.
 func TestStateFileWritesOnAFullFilesystem(t *testing.T) {
+	onSmallTmpfs(t, "192k", func(dir string) error {
+		f := newStateFile(filepath.Join(dir, stateName))
+		state := func(n int) []byte { return fmt.Appendf(nil, `{"n":%d, "pad": %q}`, n, strings.Repeat("x", n*1024)) }
+		for n := range 2 {
+			if err := f.write(state(n)); err != nil {
+				return fmt.Errorf("write before the filesystem filled: %w", err)
+			}
+		}
+		if err := fill(dir); err != nil {
+			return err
+		}
+		for n := 2; n < 40; n += 3 {
+			if err := f.write(state(n)); err != nil {
+				return fmt.Errorf("write of %d KiB on the full filesystem: %w", n, err)
+			}
+		}
+		return nil
+	})
+}
+
+// A start refused for a full filesystem leaves nothing behind: it left
+// the directory it made and an empty launcher.pid.tmp (a new user's
+// trial).
+func TestRefusedStartOnAFullFilesystemLeavesNothing(t *testing.T) {
+	onSmallTmpfs(t, "64k", func(dir string) error {
+		if err := fill(dir); err != nil {
+			return err
+		}
+		st := filepath.Join(dir, "st")
+		if d, err := openStateDir(st); err == nil {
+			d.close()
+			return errors.New("state dir opened on a full filesystem")
+		} else if !errors.Is(err, unix.ENOSPC) {
+			return fmt.Errorf("open state dir: %v; want ENOSPC", err)
+		}
+		if left, _ := filepath.Glob(filepath.Join(st, "*")); len(left) > 0 {
+			return fmt.Errorf("left %v", left)
+		}
+		if _, err := os.Stat(st); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the state dir it made is still there (%v)", err)
+		}
+		return nil
+	})
+}
+
+// onSmallTmpfs runs f with the path of a tmpfs of size (mount's size=)
+// mounted in a mount namespace of a thread of its own, which nothing else
+// sees and which goes with the thread. It needs root.
+func onSmallTmpfs(t *testing.T, size string, f func(dir string) error) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a mount namespace and a tmpfs")
 	}
 	dir := t.TempDir()
 	done := make(chan error, 1)
 	go func() {
-		// The thread leaves with the goroutine, never unlocked: its mount
-		// namespace goes with it, nothing else sees the tmpfs.
+		// Never unlocked: the thread leaves with the goroutine.
 		runtime.LockOSThread()
 		done <- func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_FS); err != nil {
@@ -98,36 +147,29 @@ func TestStateFileWritesOnAFullFilesystem(t *testing.T) {
 			if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 				return fmt.Errorf("make mounts private: %w", err)
 			}
-			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=192k"); err != nil {
+			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
 				return fmt.Errorf("mount tmpfs: %w", err)
 			}
 			defer unix.Unmount(dir, unix.MNT_DETACH)
-			f := newStateFile(filepath.Join(dir, stateName))
-			state := func(n int) []byte { return fmt.Appendf(nil, `{"n":%d, "pad": %q}`, n, strings.Repeat("x", n*1024)) }
-			for n := range 2 {
-				if err := f.write(state(n)); err != nil {
-					return fmt.Errorf("write before the filesystem filled: %w", err)
-				}
-			}
-			filler, err := os.Create(filepath.Join(dir, "filler"))
-			if err != nil {
-				return err
-			}
-			defer filler.Close()
-			if _, err := filler.Write(make([]byte, 1<<20)); !errors.Is(err, unix.ENOSPC) {
-				return fmt.Errorf("filler: %v; want ENOSPC", err)
-			}
-			for n := 2; n < 40; n += 3 {
-				if err := f.write(state(n)); err != nil {
-					return fmt.Errorf("write of %d KiB on the full filesystem: %w", n, err)
-				}
-			}
-			return nil
+			return f(dir)
 		}()
 	}()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fill fills dir's filesystem with a file of its own.
+func fill(dir string) error {
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		return err
+	}
+	defer filler.Close()
+	if _, err := filler.Write(make([]byte, 1<<20)); !errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("filler: %v; want ENOSPC", err)
+	}
+	return nil
 }
 
 // BenchmarkStateWrite: a state file's write by exchange (swapFile)
