@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -384,4 +385,26 @@ func removeCgroups(stateDir string) []string {
 		}
 	}
 	return left
+}
+
+// stopProc stops pid (SIGSTOP) and waits until its state reads stopped
+// (T): the stop takes effect once each of its threads runs, which on a
+// loaded machine can be milliseconds after the signal, and a test that
+// acts on a stopped worker must not act before.
+func stopProc(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, fmt.Sprintf("pid %d stopped", pid), func() error {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return err
+		}
+		s := string(b)
+		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) == 0 || f[0] != "T" {
+			return fmt.Errorf("state %v", f[:min(len(f), 1)])
+		}
+		return nil
+	})
 }

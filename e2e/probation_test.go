@@ -203,9 +203,7 @@ func TestRollbackPassesOverAStoppedStandbyWorker(t *testing.T) {
 		t.Fatalf("upgrade: exit %d\n%s%s", code, out, errOut)
 	}
 	stopped := v1.PIDs[1]
-	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, stopped)
 	defer syscall.Kill(stopped, syscall.SIGCONT) // if the supervisor left it stopped
 	start := time.Now()
 	out, errOut, code := s.cli("rollback", "--wait")
@@ -243,9 +241,7 @@ func TestStoppedWorkerSteeredAwayFrom(t *testing.T) {
 	s := startSup(t, "--workers", "2")
 	g := activeGen(s.status())
 	stopped := g.PIDs[0]
-	if err := syscall.Kill(stopped, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, stopped)
 	defer syscall.Kill(stopped, syscall.SIGCONT) // the harness's stop drains it
 	time.Sleep(2 * time.Second)                  // the supervisor looks every second
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

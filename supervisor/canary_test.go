@@ -878,3 +878,57 @@ func TestRestartOfTheReleaseUnderJudgementRefused(t *testing.T) {
 		})
 	}
 }
+
+// `upgrade --wait` hears of a rollback when it happens, in a rolled-back
+// step, not only once the generation rolled back from has drained: it
+// printed nothing for the seconds between (a new user's trial took the
+// command for hung).
+func TestUpgradeWaitHearsOfTheRollbackAtOnce(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{drainFor: 1500 * time.Millisecond})
+	type step struct {
+		p  Progress
+		at time.Time
+	}
+	var mu sync.Mutex
+	var got []step
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := r.s.UpgradeWith(ctx, "v2", UpgradeOptions{Wait: true}, func(p Progress) {
+			mu.Lock()
+			got = append(got, step{p, time.Now()})
+			mu.Unlock()
+		})
+		done <- err
+	}()
+	eventually(t, "generation 2 in its probation", func() error {
+		if g := r.gen(2); g.ProbationUntil == nil || len(g.PIDs) != 1 {
+			return fmt.Errorf("generation 2 = %+v", g)
+		}
+		return nil
+	})
+	asked := time.Now()
+	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "rolled back on request") {
+		t.Fatalf("upgrade --wait: %v; want rolled back on request", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	i := slices.IndexFunc(got, func(s step) bool { return s.p.Step == StepRolledBack })
+	if i < 0 {
+		t.Fatalf("steps %v; want a rolled-back step", got)
+	}
+	if s := got[i]; s.at.Sub(asked) > 500*time.Millisecond || s.p.String() != "generation 1 (v1) serves again: rollback requested during the probation" {
+		t.Errorf("rolled-back step %q %s after the rollback; want it at once", s.p.String(), s.at.Sub(asked))
+	}
+	// The report comes once generation 2 has drained, 1.5 s on.
+	if j := slices.IndexFunc(got, func(s step) bool { return s.p.Report != nil }); j < i {
+		t.Errorf("report at step %d, rolled back at %d; want the rollback first", j, i)
+	}
+}

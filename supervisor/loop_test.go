@@ -179,7 +179,7 @@ func TestProbationCrashRollsBack(t *testing.T) {
 	if d := time.Since(started); d > 2*time.Second {
 		t.Errorf("rollback after %s; want it at the crash, not at the probation's end", d)
 	}
-	if want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepStandby, StepReport}); st.String() != want {
+	if want := fmt.Sprint([]Step{StepStarting, StepReady, StepServes, StepStandby, StepRolledBack, StepReport}); st.String() != want {
 		t.Errorf("steps = %s; want %s", st, want)
 	}
 	if g := r.gen(1); g.State != StateActive || fmt.Sprint(g.PIDs) != fmt.Sprint(old) {

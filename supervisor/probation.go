@@ -526,6 +526,18 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		// before the generation rolled back from drains (see retireG).
 		l.lastLook(g, p, rep)
 	}
+	// `upgrade --wait` hears of it now, not only once the generation
+	// rolled back from has drained (it printed nothing for the seconds
+	// between: a new user's trial took it for hung).
+	why := "rollback requested during the " + phase
+	switch p.cause {
+	case probationCrashed:
+		why = fmt.Sprintf("generation %d (%s) crashed during its %s (%s)", g.num, g.release.Version, phase, p.crash)
+	case probationJudged:
+		why = fmt.Sprintf("generation %d (%s) breached its judged %s: %s", g.num, g.release.Version, phase, p.crash)
+	}
+	p.follower.emit(Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
+		Reason: why + p.wokenNote(), Other: g.num, OtherVersion: g.release.Version})
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 	l.repoint(old.release, p.follower, p.requester)
 	l.fx.notify("STATUS=" + l.statusLine())
