@@ -32,6 +32,9 @@
 #   LAUNCHER_STATE_DIR  the supervisor's state directory (default
 #                       /run/launcher/$APP, as in launcher@.service)
 #
+# install and activate run `launcher upgrade --wait`: they return once the
+# new release passed its probation and the old generation has exited, and
+# fail (exit 1) when it was rolled back during its probation.
 # When no supervisor runs on the state directory, activate and rollback only
 # repoint `current`: the next `launcher start` (systemctl start) runs it.
 # Every command is idempotent: installing the active version again changes
