@@ -192,7 +192,8 @@ upgrade() {
     return 0
   fi 3>&1
   [ -z "$err" ] || echo "$err" >&2
-  active="$(active_version)"
+  # The supervisor may be gone (a stop during the probation): no active.
+  active="$(active_version 2>/dev/null)" || active=""
   if [ "$active" = "$version" ]; then
     die "upgrade to $version failed its probation, but nothing was left to roll back to: $version serves; roll back or upgrade to a good release"
   fi
