@@ -100,7 +100,11 @@ func recap(out string) map[string]string {
 //   - the same run again changes nothing and starts no generation;
 //   - a broken v3 (exits 1 at once) fails on host1, which serves v2 on,
 //     and stops the rollout: host2 and host3 have no v3 release and no v3
-//     generation, and serve v2.
+//     generation, and serve v2;
+//   - v4crash, which serves and crashes 1 s later, in its 2 s probation,
+//     is rolled back on host1 and stops the rollout alike, saying so in
+//     one line (before, the upgrade's exit 0 once it served let the
+//     rollout go on: failed=0).
 func TestAnsibleRollout(t *testing.T) {
 	t.Parallel()
 	bin := needTool(t, "ansible-playbook", "ansible")
@@ -122,7 +126,7 @@ func TestAnsibleRollout(t *testing.T) {
 		h.p = startLauncher(t, b.launcher, addr, state, nil, "start", "--listen", addr, "--metrics", h.metrics,
 			"--state-dir", state, "--releases", filepath.Join(h.appRoot, "releases"),
 			"--current", filepath.Join(h.appRoot, "current"), "--drain-timeout", "5s",
-			"--", filepath.Join(h.appRoot, "current", "hello"))
+			"--probation", "2s", "--", filepath.Join(h.appRoot, "current", "hello"))
 		fmt.Fprintf(&inv, "%s ansible_connection=local app_root=%s state_dir=%s health_url=http://%s/healthz\n",
 			h.name, h.appRoot, state, h.metrics)
 		hosts = append(hosts, h)
@@ -203,4 +207,27 @@ func TestAnsibleRollout(t *testing.T) {
 		}
 	}
 	t.Logf("broken v3 rollout recap: %v", recap(out))
+
+	// A release that crashes in its probation: rolled back on host1, and
+	// the rollout stops there.
+	crash := filepath.Join(root, "v4crash")
+	writeCrashingRelease(t, crash, helloPath(b.releases, "v3"), time.Second)
+	out, err = rollout("v4crash", crash)
+	if err == nil {
+		t.Errorf("rollout of v4crash, rolled back in its probation, succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "upgrade of host1 to v4crash rolled back during its probation; rollout stopped") {
+		t.Errorf("the rollout does not say v4crash was rolled back on host1 and the rollout stopped:\n%s", out)
+	}
+	wantHello(t, h1.p.addr, "v2")
+	if v := activeVersion(h1.p.status()); v != "v2" {
+		t.Errorf("host1: active %s after v4crash was rolled back, want v2", v)
+	}
+	for _, h := range hosts[1:] {
+		wantHello(t, h.p.addr, "v2")
+		if _, err := os.Stat(filepath.Join(h.appRoot, "releases", "v4crash")); !os.IsNotExist(err) {
+			t.Errorf("%s: releases/v4crash exists (%v): the rollout went on after host1 rolled back", h.name, err)
+		}
+	}
+	t.Logf("v4crash rollout recap: %v", recap(out))
 }

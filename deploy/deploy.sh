@@ -24,12 +24,17 @@
 #   APP                 binary name (default: app); releases/VERSION/$APP
 #   APP_ROOT            default /srv/$APP
 #   KEEP                releases prune keeps, newest first (default 5); the
-#                       current and every running release are always kept
+#                       current and the release of every generation the
+#                       supervisor still has (active, standby during a
+#                       probation, starting, draining, failed) are always kept
 #   LAUNCHER            the launcher CLI (default: launcher in PATH, else
 #                       /usr/local/bin/launcher)
 #   LAUNCHER_STATE_DIR  the supervisor's state directory (default
 #                       /run/launcher/$APP, as in launcher@.service)
 #
+# install and activate run `launcher upgrade --wait`: they return once the
+# new release passed its probation and the old generation has exited, and
+# fail (exit 1) when it was rolled back during its probation.
 # When no supervisor runs on the state directory, activate and rollback only
 # repoint `current`: the next `launcher start` (systemctl start) runs it.
 # Every command is idempotent: installing the active version again changes
@@ -80,15 +85,28 @@ running() {
   [ -S "$LAUNCHER_STATE_DIR/control.sock" ] && "$LAUNCHER" status >/dev/null 2>&1
 }
 
-# live_versions prints the version of every generation that still runs
-# (starting, active, draining), one a line; the active one is marked with a
-# trailing " active".
+# live_versions prints the version of every generation the supervisor
+# still has, one a line, from `launcher status --json` (two-space indented,
+# one key a line): every state but exited (starting, active, standby,
+# draining, failed), and any generation with a pid left. A standby
+# generation is what a rollback goes back to during a probation, and its
+# workers are restarted from its release: its directory must stay. The
+# active one is marked with a trailing " active". Only the top-level
+# "generations" array is read (the history's reports name versions too).
 live_versions() {
   "$LAUNCHER" status --json | awk '
-    /^ *"version": / { v = $2; gsub(/[",]/, "", v) }
-    /^ *"state": /   { s = $2; gsub(/[",]/, "", s)
-                       if (s == "active") print v " active"
-                       else if (s == "starting" || s == "draining") print v }'
+    /^  "generations": \[$/ { in_gens = 1; next }
+    in_gens && /^  \]/      { in_gens = 0 }
+    !in_gens                 { next }
+    /^    \{/                { v = ""; s = ""; pids = 0 }
+    /^      "version": /     { v = $2; gsub(/[",]/, "", v) }
+    /^      "state": /       { s = $2; gsub(/[",]/, "", s) }
+    /^      "pids": \[$/     { pids = 1 }
+    /^    \}/ {
+      if (v == "") next
+      if (s == "active") print v " active"
+      else if (s != "exited" || pids) print v
+    }'
 }
 
 # active_version prints the active generation's version, empty if none.
@@ -151,10 +169,38 @@ cmd_activate() {
   if [ "$(active_version)" = "$version" ]; then
     say "$version is already active"
   else
-    "$LAUNCHER" upgrade "$version" || die "upgrade to $version failed; the previous release serves on"
+    upgrade "$version"
   fi
   [ "$(current_version)" = "$version" ] || point_current "$version"
   say "$version serves"
+}
+
+# upgrade runs `launcher upgrade --wait VERSION`: its progress lines go
+# to stdout as they come, and it returns once the verdict is in and the old
+# generation has exited (the probation, then the drain, up to
+# --drain-timeout). Without --wait the upgrade would count as done once
+# the new generation serves, and a release that crashes or breaches during
+# its probation (rolled back to the standby generation) would pass. On a
+# failure it prints launcher's reason and dies with one line saying what
+# serves now.
+upgrade() {
+  local version="$1" err active
+  # stderr (launcher's one-line reason) is kept to tell the failures apart;
+  # stdout (the steps and the report) goes straight through.
+  if err="$("$LAUNCHER" upgrade --wait "$version" 2>&1 1>&3 3>&-)"; then
+    [ -z "$err" ] || echo "$err" >&2
+    return 0
+  fi 3>&1
+  [ -z "$err" ] || echo "$err" >&2
+  # The supervisor may be gone (a stop during the probation): no active.
+  active="$(active_version 2>/dev/null)" || active=""
+  if [ "$active" = "$version" ]; then
+    die "upgrade to $version failed its probation, but nothing was left to roll back to: $version serves; roll back or upgrade to a good release"
+  fi
+  case "$err" in
+    *"rolled back"*) die "upgrade to $version rolled back during its probation: ${active:-the previous release} serves on" ;;
+    *) die "upgrade to $version failed: ${active:-the previous release} serves on" ;;
+  esac
 }
 
 # previous_release prints the release installed before VERSION, if any.

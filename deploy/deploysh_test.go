@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/launcherd/launcher/supervisor"
 )
 
 // TestDeployScriptShellcheck checks deploy.sh with shellcheck, every
@@ -142,6 +144,7 @@ func TestDeployScript(t *testing.T) {
 	p := startLauncher(t, b.launcher, addr, stateDir, nil, "start", "--listen", addr,
 		"--state-dir", stateDir, "--releases", filepath.Join(appRoot, "releases"),
 		"--current", filepath.Join(appRoot, "current"), "--drain-timeout", "5s",
+		"--probation", "0", // probations: TestDeployScriptProbation
 		"--", filepath.Join(appRoot, "current", "hello"))
 	wantHello(t, addr, "v1")
 
@@ -188,10 +191,10 @@ func TestDeployScript(t *testing.T) {
 		t.Fatalf("active generation %s after a failed upgrade, want v2", v)
 	}
 
-	// v3 was rolled back from during its probation, so it is no step a
-	// later rollback goes back to: the next one goes on back, to v1, which
-	// KEEP=1 pruned; it fails and v2 serves on. An explicit version still
-	// goes to any installed release.
+	// v3 was rolled back from, so it is no step a later rollback goes back
+	// to: the next one goes on back, to v1, which KEEP=1 pruned; it fails
+	// and v2 serves on. An explicit version still goes to any installed
+	// release.
 	out = d.fail("rollback")
 	if !strings.Contains(out, "v1") {
 		t.Errorf("second rollback does not go on back to v1:\n%s", out)
@@ -213,5 +216,87 @@ func TestDeployScript(t *testing.T) {
 	}
 	if err := p.wait(15 * time.Second); err != nil {
 		t.Fatalf("launcher start after stop: %v", err)
+	}
+}
+
+// TestDeployScriptProbation runs deploy.sh against a supervisor with a
+// probation, as launcher@.service runs it (the default 5s, 3s here):
+//   - install waits for the verdict (launcher upgrade --wait);
+//   - prune during a probation keeps the standby generation's release,
+//     which a rollback goes back to and restarts workers from (before, it
+//     kept only starting, active and draining ones: KEEP=1 pruned v2, then
+//     launcher rollback went back to a release whose directory was gone);
+//   - a release that crashes 1.5 s into its probation is rolled back, and
+//     install fails saying so (before, it said "v4crash serves", exit 0),
+//     with the previous release serving and current pointing at it.
+func TestDeployScriptProbation(t *testing.T) {
+	t.Parallel()
+	bash := needTool(t, "bash", "bash")
+	needTool(t, "flock", "util-linux")
+	b := buildBinaries(t)
+	dir := shortTempDir(t)
+	appRoot := filepath.Join(dir, "srv", "hello")
+	stateDir := filepath.Join(dir, "run")
+	d := &deployScript{t: t, bash: bash, appRoot: appRoot, env: []string{
+		"APP=hello", "APP_ROOT=" + appRoot, "LAUNCHER=" + b.launcher,
+		"LAUNCHER_STATE_DIR=" + stateDir, "KEEP=5",
+	}}
+	bin := func(v string) string { return helloPath(b.releases, v) }
+	d.run(nil, "install", "v1", bin("v1"))
+	crash := filepath.Join(dir, "v4crash")
+	writeCrashingRelease(t, crash, bin("v3"), 1500*time.Millisecond)
+
+	addr := freeAddr(t)
+	p := startLauncher(t, b.launcher, addr, stateDir, nil, "start", "--listen", addr,
+		"--state-dir", stateDir, "--releases", filepath.Join(appRoot, "releases"),
+		"--current", filepath.Join(appRoot, "current"), "--drain-timeout", "5s",
+		"--probation", "3s", "--", filepath.Join(appRoot, "current", "hello"))
+	wantHello(t, addr, "v1")
+
+	// install returns once v2 passed its probation and v1 is gone.
+	start := time.Now()
+	out := d.run(nil, "install", "v2", bin("v2"))
+	if took := time.Since(start); took < 3*time.Second || !strings.Contains(out, "passed") {
+		t.Errorf("install v2 returned after %s, before the verdict of its 3s probation:\n%s", took, out)
+	}
+	d.wantCurrent("v2")
+	for _, g := range p.status().Generations {
+		if g.Version == "v1" && g.State != supervisor.StateExited {
+			t.Errorf("generation %d (v1) %s after install v2 returned, want exited", g.Generation, g.State)
+		}
+	}
+
+	// An upgrade to v3 not through deploy.sh: v2 stands by for 3 s, and
+	// prune keeps it (and v3, the newest), pruning v1 only.
+	d.run(nil, "stage", "v3", bin("v3"))
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", stateDir, "v3"); err != nil {
+		t.Fatalf("launcher upgrade v3: %v\n%s", err, out)
+	}
+	standby := false
+	for _, g := range p.status().Generations {
+		standby = standby || g.Version == "v2" && g.State == supervisor.StateStandby
+	}
+	if !standby {
+		t.Fatalf("no v2 generation on standby after the upgrade to v3: %+v", p.status().Generations)
+	}
+	d.run([]string{"KEEP=1"}, "prune")
+	if got := d.releases(); !slices.Equal(got, []string{"v2", "v3"}) {
+		t.Errorf("KEEP=1 prune during v3's probation left releases %v, want [v2 v3]: the standby's release goes", got)
+	}
+	if out, err := launcherCLI(t, b.launcher, nil, "rollback", "--state-dir", stateDir); err != nil {
+		t.Fatalf("launcher rollback: %v\n%s", err, out)
+	}
+	wantHello(t, addr, "v2")
+
+	// A release that crashes in its probation: install fails, one line
+	// says it was rolled back, v2 serves on and current points at it.
+	out = d.fail("install", "v4crash", crash)
+	if !strings.Contains(out, "deploy.sh: upgrade to v4crash rolled back during its probation: v2 serves on") {
+		t.Errorf("install of a release crashing in its probation does not say it was rolled back:\n%s", out)
+	}
+	wantHello(t, addr, "v2")
+	d.wantCurrent("v2")
+	if v := activeVersion(p.status()); v != "v2" {
+		t.Errorf("active generation %s after v4crash was rolled back, want v2", v)
 	}
 }

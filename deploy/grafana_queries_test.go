@@ -3,7 +3,9 @@ package deploy_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,29 +73,39 @@ func TestExpand(t *testing.T) {
 }
 
 // TestDashboardQueries evaluates every query of the dashboard on a real
-// Prometheus that scrapes a sample supervisor: each must be valid PromQL
-// and return data, so no panel of the shipped dashboard is broken or empty.
+// Prometheus that scrapes two sample supervisors, both selected (the
+// instance variable is multi-select with All): each must be valid PromQL,
+// return data, and no value that is not a number (+Inf: a rate divided by
+// an idle generation's rate of 0), so no panel of the shipped dashboard is
+// broken or empty. Generation numbers are per supervisor, and the two
+// samples have the same ones: a per-generation panel must keep instance in
+// its series and its legend, else it merges two supervisors' generation 4
+// into one line.
 func TestDashboardQueries(t *testing.T) {
 	t.Parallel()
 	d := loadDashboard(t)
 	qs := queries(t, d)
 
-	target := newSampleSupervisor(t).serve(t)
-	prom := promtest.Start(t, []string{target})
+	targets := []string{newSampleSupervisor(t).serve(t), newSampleSupervisor(t).serve(t)}
+	prom := promtest.Start(t, targets)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	// Three scrapes give rate(), increase() and changes() two samples or more.
-	if _, err := prom.WaitFor(ctx, `sum_over_time(up{job="launcher"}[1m]) >= 3`, promtest.AtLeast(1)); err != nil {
-		t.Fatalf("sample supervisor not scraped: %v", err)
+	if _, err := prom.WaitFor(ctx, `sum_over_time(up{job="launcher"}[1m]) >= 3`, promtest.AtLeast(len(targets))); err != nil {
+		t.Fatalf("sample supervisors not scraped: %v", err)
 	}
 
-	vars := map[string]string{"datasource": "prometheus", "job": promtest.Job, "instance": target}
+	// As Grafana renders a multi-value variable in a regex matcher (its
+	// escaping of the dots left out: a dot matches a dot).
+	instances := "(" + targets[0] + "|" + targets[1] + ")"
+	vars := map[string]string{"datasource": "prometheus", "job": promtest.Job, "instance": instances}
 	for _, v := range d.Templating.List {
 		if _, ok := vars[v.Name]; !ok {
 			t.Fatalf("dashboard variable %q has no test value; add one to vars", v.Name)
 		}
 	}
-	// Series each panel must return from the sample; 1 when not listed.
+	// Series each panel must return from one sample; 1 when not listed.
+	// Per-generation panels return them for each supervisor.
 	minSeries := map[string]int{
 		"In-flight requests by generation": 2, // the draining and the active generation at least
 		"Open connections by generation":   2,
@@ -102,7 +114,7 @@ func TestDashboardQueries(t *testing.T) {
 		"Generation states":                3, // starting, draining and active: exited and failed have no info series
 		"CPU by generation":                3, // starting, draining and active
 		"Memory by generation":             3,
-		"CPU per request by generation":    2, // those that serve requests
+		"CPU per request by generation":    2, // those that serve requests, not the idle starting one
 	}
 
 	for _, q := range qs {
@@ -115,9 +127,28 @@ func TestDashboardQueries(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Prometheus rejected the query: %v", err)
 			}
+			perGeneration := strings.Contains(q.legend, "{{generation}}")
 			want := max(minSeries[q.panel], 1)
+			if perGeneration {
+				want *= len(targets)
+			}
 			if len(got) < want {
 				t.Fatalf("query %s returned %d series %v; want %d or more", expr, len(got), got, want)
+			}
+			for _, s := range got {
+				if math.IsInf(s.Value, 0) || math.IsNaN(s.Value) {
+					t.Errorf("query %s returned %v: not a number to chart", expr, s)
+				}
+			}
+			if perGeneration {
+				if !strings.Contains(q.legend, "{{instance}}") {
+					t.Errorf("legend %q names the generation without the instance: generation numbers are per supervisor", q.legend)
+				}
+				for _, s := range got {
+					if s.Labels["instance"] == "" {
+						t.Errorf("series %v of %s has no instance label: it merges the supervisors' generations of that number", s, expr)
+					}
+				}
 			}
 			if q.label != "" {
 				for _, s := range got {

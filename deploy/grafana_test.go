@@ -42,9 +42,10 @@ type panel struct {
 	Datasource *datasourceRef `json:"datasource"`
 	GridPos    struct{ X, Y, W, H int }
 	Targets    []struct {
-		RefID      string         `json:"refId"`
-		Expr       string         `json:"expr"`
-		Datasource *datasourceRef `json:"datasource"`
+		RefID        string         `json:"refId"`
+		Expr         string         `json:"expr"`
+		LegendFormat string         `json:"legendFormat"`
+		Datasource   *datasourceRef `json:"datasource"`
 	} `json:"targets"`
 	Panels []panel `json:"panels"` // of a collapsed row
 }
@@ -59,6 +60,7 @@ type dashboardQuery struct {
 	where      string         // e.g. `panel "Title" target A`
 	panel      string         // title of its panel, if any
 	expr       string         // as written, with template variables
+	legend     string         // legendFormat of a panel target
 	datasource *datasourceRef // nil only for template variable queries
 	label      string         // for label_values(expr, label): the label it lists
 }
@@ -97,7 +99,7 @@ func queries(t *testing.T, d dashboard) []dashboardQuery {
 		for _, tg := range p.Targets {
 			out = append(out, dashboardQuery{
 				where: fmt.Sprintf("panel %q target %s", p.Title, tg.RefID),
-				panel: p.Title, expr: tg.Expr, datasource: tg.Datasource,
+				panel: p.Title, expr: tg.Expr, legend: tg.LegendFormat, datasource: tg.Datasource,
 			})
 		}
 	}

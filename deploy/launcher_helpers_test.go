@@ -88,6 +88,22 @@ func writeBrokenRelease(path string) error {
 	return os.WriteFile(path, []byte("#!/bin/sh\necho 'broken release: cannot start' >&2\nexit 1\n"), 0o755)
 }
 
+// writeCrashingRelease writes a release, a script, that runs the hello
+// binary hello and kills it (SIGKILL) after, as a release that crashes
+// once it serves: within a probation longer than after, the supervisor
+// rolls back to the standby generation.
+func writeCrashingRelease(t testing.TB, path, hello string, after time.Duration) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// $$ is the shell's pid, hello's after the exec; the sleep is its child.
+	script := fmt.Sprintf("#!/bin/sh\n(sleep %.1f; kill -9 $$) &\nexec %s \"$@\"\n", after.Seconds(), hello)
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // helloPath is the hello binary of version in releases.
 func helloPath(releases, version string) string {
 	return filepath.Join(releases, version, "hello")

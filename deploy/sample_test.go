@@ -135,6 +135,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 			connections.WithLabelValues(g.generation, g.version).Set(g.connections)
 			memory.WithLabelValues(g.generation, g.version).Set(20e6 + 1e6*g.connections)
 			firstConn.WithLabelValues(g.generation, g.version).Set(1.8e9)
+			// An idle generation (the starting one) has its counter at 0:
+			// a rate of 0 to divide by.
+			s.requests.WithLabelValues(g.generation, g.version, "200")
 		}
 	}
 	for _, result := range []string{"success", "failed", "aborted", "rolled_back"} {

@@ -468,6 +468,25 @@ func TestSystemdNotify(t *testing.T) {
 	if n := len(p.status().Generations[0].PIDs); n != 2 {
 		t.Errorf("generation 1 has %d workers, want WORKERS=2 of %s", n, unitEnvFile)
 	}
+	// NotifyAccess=main rests on this, and the unit's comment says it.
+	text, err := os.ReadFile(unitFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(string(text)), " "), "the workers do not inherit NOTIFY_SOCKET") {
+		t.Errorf("%s does not say that the workers do not inherit NOTIFY_SOCKET", unitFile)
+	}
+	for _, pid := range p.status().Generations[0].PIDs {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatalf("worker %d: %v", pid, err)
+		}
+		for _, kv := range strings.Split(string(environ), "\x00") {
+			if strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
+				t.Errorf("worker %d has %s in its environment: it could notify systemd", pid, kv)
+			}
+		}
+	}
 
 	// upgrade checks one upgrade's RELOADING=1 ... READY=1.
 	upgrade := func(version string, args ...string) {
