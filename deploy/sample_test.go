@@ -44,6 +44,7 @@ type sampleSupervisor struct {
 	drainTimeouts    prometheus.Counter
 	drainCutRequests prometheus.Counter
 	scrapeErrors     prometheus.Counter
+	stateWriteErrors prometheus.Counter
 	rollbacks        *prometheus.CounterVec
 	workerCrashes    *prometheus.CounterVec
 	cpuSeconds       *prometheus.CounterVec
@@ -84,6 +85,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "launcher_scrape_errors_total", Help: "Worker admin scrapes that failed or timed out.",
 		}),
+		stateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "launcher_state_write_errors_total", Help: "Writes of the state file that failed.",
+		}),
 		cpuSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_generation_cpu_seconds_total", Help: "CPU time of a generation's processes.",
 		}, genLabels),
@@ -119,7 +123,7 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		Name: "launcher_worker_crashes_total", Help: "Workers that exited unasked, by their generation's state.",
 	}, []string{"state"})
 	s.reg.MustRegister(inflight, connections, s.requests, s.requestDuration, info, s.upgrades,
-		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors,
+		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors, s.stateWriteErrors,
 		generations, handover, s.cpuSeconds, memory, weight, firstConn, s.rollbacks, s.workerCrashes)
 	// No canary in the sample: the active generation gets every new
 	// connection.
