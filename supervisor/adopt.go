@@ -276,6 +276,7 @@ func (l *loop) finishAdoption() {
 		}
 		l.genLog(g).Warn("stopping a generation whose upgrade died with the previous supervisor")
 		l.m.Upgrades.WithLabelValues("aborted").Inc()
+		l.keepAdoptedReport(g, l.active, VerdictFailed, "the supervisor was killed while it started; the one that adopted the workers stopped it")
 		g.state = StateFailed
 		for _, w := range g.live() {
 			w.stopping = true
@@ -337,6 +338,9 @@ func (l *loop) settleAdopted(a *adoption) {
 		case g == l.active:
 		case g.state == StateStandby:
 			l.genLog(g).Info("retiring the standby generation: its " + a.phase() + " ended with the previous supervisor")
+			if l.active != nil && l.keepAdoptedReport(l.active, g, VerdictPassed, "its "+a.phase()+" was cut short: the supervisor was killed during it, and the one that adopted the workers cannot judge across the restart") {
+				l.m.Upgrades.WithLabelValues("success").Inc()
+			}
 			l.retire(g, live, nil)
 		default:
 			// Killed mid-release, the previous supervisor may have left
@@ -428,6 +432,26 @@ func (l *loop) restoreStandby(a *adoption, g *generation, who string) {
 	for _, w := range g.live() {
 		l.send(w, control.Message{Type: control.TypeResume})
 	}
+}
+
+// keepAdoptedReport files a report of g's upgrade from from (may be nil)
+// with verdict and reason, unless the history has one of g already: the
+// killed supervisor had not decided it, and its report died with it, so
+// status's history skipped the upgrade (a new user's trial: 11 kills
+// during upgrades, none of them in the history). It reports whether it
+// filed one.
+func (l *loop) keepAdoptedReport(g, from *generation, verdict, reason string) bool {
+	for _, r := range l.reports {
+		if r.Generation == g.num {
+			return false
+		}
+	}
+	r := &UpgradeReport{Generation: g.num, Version: g.release.Version, Verdict: verdict, Reason: reason, Adopted: true}
+	if from != nil {
+		r.From, r.FromVersion = from.num, from.release.Version
+	}
+	l.keepReport(r)
+	return true
 }
 
 // lostSome reports whether a worker of g the state file named is gone.

@@ -672,3 +672,46 @@ func TestListenGrantedWithTheWelcome(t *testing.T) {
 		})
 	}
 }
+
+// A supervisor killed during an upgrade left no report of it: the one that
+// adopts the workers files one, so that status's history does not skip
+// the upgrade (a new user's trial: 11 kills during upgrades, none of them
+// in the history). The new generation of a probation cut short passed
+// it; one still starting failed.
+func TestAdoptionFilesTheReportsOfUpgradesItCut(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a", 401: "c", 601: "d"}
+	r := startRig(t, Config{Workers: 1, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
+			Gens: []savedGen{
+				{Num: 2, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateStandby,
+					Workers: []savedWorker{{Index: 0, PID: 401, Token: "c", Ready: true}}},
+				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
+				{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
+					Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
+			},
+			Group:   []string{"c", "a"},
+			History: []savedRelease{{Version: "v1", Path: r.path("v1")}, {Version: "v2", Path: r.path("v2")}},
+		}
+	})
+	r.waitStarted()
+	eventually(t, "the reports of the cut upgrades", func() error {
+		h := r.status().History
+		if len(h) != 2 {
+			return fmt.Errorf("history %+v; want 2 reports", h)
+		}
+		return nil
+	})
+	h := r.status().History
+	failed, passed := h[0], h[1]
+	if failed.Generation != 4 || failed.Verdict != VerdictFailed || !failed.Adopted || failed.From != 3 {
+		t.Errorf("report %+v; want generation 4 failed from 3, adopted", failed)
+	}
+	if passed.Generation != 3 || passed.Verdict != VerdictPassed || !passed.Adopted || passed.From != 2 || !strings.Contains(passed.Reason, "probation was cut short") {
+		t.Errorf("report %+v; want generation 3 passed from 2, its probation cut short, adopted", passed)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("success")); n != 1 {
+		t.Errorf("launcher_upgrades_total{result=\"success\"} = %v; want 1", n)
+	}
+}

@@ -56,8 +56,10 @@ type UpgradeReport struct {
 	Verdict string `json:"verdict"`
 	Reason  string `json:"reason,omitempty"`
 	// Adopted is set on a verdict reached by a supervisor adopting the
-	// workers: the rollback of an upgrade whose new generation died
-	// while no supervisor ran. Its times are not known (zero).
+	// workers of one killed during the upgrade: the rollback of an
+	// upgrade whose new generation died while no supervisor ran, the
+	// pass of one whose probation was cut short, the failure of one
+	// still starting. Its times are not known (zero).
 	Adopted bool `json:"adopted,omitempty"`
 }
 
