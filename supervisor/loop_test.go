@@ -715,3 +715,18 @@ func TestAdoptionFilesTheReportsOfUpgradesItCut(t *testing.T) {
 		t.Errorf("launcher_upgrades_total{result=\"success\"} = %v; want 1", n)
 	}
 }
+
+// A new worker stopped (SIGSTOP) before it was ready fails its upgrade at
+// the ready timeout saying it was stopped, not only "not ready" (a new
+// user's trial).
+func TestReadyTimeoutSaysTheWorkerWasStopped(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{neverReady: true})
+	fx.onStart = func(p *fakeProc) { p.stop() }
+	_, err := r.upgrade("v2", true)
+	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms (it "+whyStopped+")") {
+		t.Errorf("upgrade: %v; want the ready timeout naming the stop", err)
+	}
+}

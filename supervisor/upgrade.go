@@ -154,7 +154,13 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 		if l.op == op && op.err == nil {
 			for _, w := range g.workers {
 				if !w.ready {
-					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s", w, l.cfg.ReadyTimeout, stderrTail(w.tail.last(3))))
+					// A stopped one is no slow one: say so, as the
+					// standby's and the drain's kills do.
+					stopped := ""
+					if w.proc.stopped() {
+						stopped = " (it " + whyStopped + ")"
+					}
+					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s%s", w, l.cfg.ReadyTimeout, stopped, stderrTail(w.tail.last(3))))
 					return
 				}
 			}
