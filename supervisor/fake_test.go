@@ -1030,14 +1030,23 @@ func eventually(t *testing.T, what string, check func() error) {
 
 // steps collects the steps of an operation.
 type steps struct {
-	mu sync.Mutex
-	l  []Step
+	mu    sync.Mutex
+	l     []Step
+	lines []string
 }
 
 func (s *steps) add(p Progress) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.l = append(s.l, p.Step)
+	s.lines = append(s.lines, p.String())
+}
+
+// text returns the steps as the CLI prints them, a line each.
+func (s *steps) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.lines, "\n")
 }
 
 func (s *steps) String() string {

@@ -613,7 +613,9 @@ func (l *loop) checkDrain(g *generation) {
 		dw.stopTimer()
 	}
 	d := time.Since(dw.start)
-	l.m.DrainDuration.Observe(d.Seconds())
+	if len(dw.workers) > 0 { // a drain of none (a crash loop's generation) is none
+		l.m.DrainDuration.Observe(d.Seconds())
+	}
 	if g.state != StateFailed {
 		g.state = StateExited
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Every kill path ends a worker's whole tree (process.kill, never SIGKILL
@@ -339,5 +340,49 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	line, _ = ask(context.Background(), r.s.loop, (*loop).statusLine)
 	if want := "not serving: generation 1 (v1) failed in a crash loop"; line != want {
 		t.Errorf("status line %q; want %q", line, want)
+	}
+}
+
+// An upgrade from a generation that a crash loop left with no worker says
+// there was nothing to drain: it said "draining: 0 request(s) in flight"
+// and "drained after 0 ms", and counted a drain in
+// launcher_drain_duration_seconds (a new user's trial).
+func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 20 * time.Millisecond, reset: time.Minute, loop: 3}
+	})
+	r.waitStarted()
+	pid := r.gen(1).PIDs[0]
+	fx.mu.Lock()
+	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
+	fx.mu.Unlock()
+	fx.proc(pid).die()
+	eventually(t, "generation 1 failed", func() error {
+		if g := r.gen(1); g.State != StateFailed {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	fx.mu.Lock()
+	fx.startErr = nil
+	fx.mu.Unlock()
+	st, err := r.upgrade("v2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps := st.String(); strings.Contains(steps, string(StepDraining)) {
+		t.Errorf("steps %s; want no draining step", steps)
+	}
+	if !strings.Contains(st.text(), "generation 1 gone after 0 ms: no worker of it was left to drain") {
+		t.Errorf("steps %q; want the drained step to say nothing was left", st.text())
+	}
+	if n := testutil.CollectAndCount(r.s.metrics.DrainDuration); n != 1 {
+		t.Fatalf("%d drain duration series", n)
+	}
+	m := &dto.Metric{}
+	r.s.metrics.DrainDuration.Write(m)
+	if c := m.GetHistogram().GetSampleCount(); c != 0 {
+		t.Errorf("launcher_drain_duration_seconds_count = %d; want 0", c)
 	}
 }

@@ -431,20 +431,32 @@ func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 		// but the drained line waits for the draining one.
 		var drained func(*loop)
 		counted := false
-		l.countInflight(old, func(l *loop, n int64) {
-			follower.emit(Progress{Step: StepDraining, Generation: old.num, Version: old.release.Version, Inflight: n})
+		if len(workers) == 0 {
+			// Nothing left of it (a crash loop): no drain to speak of.
+			counted = true
 			if !follower.wait {
 				follower.finish(Progress{}, nil)
 			}
-			counted = true
-			if drained != nil {
-				drained(l)
-			}
-		})
+		} else {
+			l.countInflight(old, func(l *loop, n int64) {
+				follower.emit(Progress{Step: StepDraining, Generation: old.num, Version: old.release.Version, Inflight: n})
+				if !follower.wait {
+					follower.finish(Progress{}, nil)
+				}
+				counted = true
+				if drained != nil {
+					drained(l)
+				}
+			})
+		}
 		old.followers = append(old.followers, follower)
 		l.retire(old, workers, func(l *loop, d time.Duration) {
 			drained = func(l *loop) {
-				follower.emit(drainedStep(old, d))
+				step := drainedStep(old, d)
+				if len(workers) == 0 {
+					step.Reason = "no worker of it was left to drain"
+				}
+				follower.emit(step)
 				rep.gone(old)
 				follower.emitReport(rep)
 				follower.finish(Progress{}, nil)
