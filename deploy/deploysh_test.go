@@ -220,7 +220,9 @@ func TestDeployScript(t *testing.T) {
 }
 
 // TestDeployScriptProbation runs deploy.sh against a supervisor with a
-// probation, as launcher@.service runs it (the default 5s, 3s here):
+// probation, as launcher@.service runs it (the default 5s; 8s here, so
+// that the steps during the upgrade to v3 fit in its probation on a
+// loaded machine: with 3s the rollback came after the pass, once):
 //   - install waits for the verdict (launcher upgrade --wait);
 //   - prune during a probation keeps the standby generation's release,
 //     which a rollback goes back to and restarts workers from (before, it
@@ -250,14 +252,14 @@ func TestDeployScriptProbation(t *testing.T) {
 	p := startLauncher(t, b.launcher, addr, stateDir, nil, "start", "--listen", addr,
 		"--state-dir", stateDir, "--releases", filepath.Join(appRoot, "releases"),
 		"--current", filepath.Join(appRoot, "current"), "--drain-timeout", "5s",
-		"--probation", "3s", "--", filepath.Join(appRoot, "current", "hello"))
+		"--probation", "8s", "--", filepath.Join(appRoot, "current", "hello"))
 	wantHello(t, addr, "v1")
 
 	// install returns once v2 passed its probation and v1 is gone.
 	start := time.Now()
 	out := d.run(nil, "install", "v2", bin("v2"))
-	if took := time.Since(start); took < 3*time.Second || !strings.Contains(out, "passed") {
-		t.Errorf("install v2 returned after %s, before the verdict of its 3s probation:\n%s", took, out)
+	if took := time.Since(start); took < 8*time.Second || !strings.Contains(out, "passed") {
+		t.Errorf("install v2 returned after %s, before the verdict of its 8s probation:\n%s", took, out)
 	}
 	d.wantCurrent("v2")
 	for _, g := range p.status().Generations {
@@ -266,7 +268,7 @@ func TestDeployScriptProbation(t *testing.T) {
 		}
 	}
 
-	// An upgrade to v3 not through deploy.sh: v2 stands by for 3 s, and
+	// An upgrade to v3 not through deploy.sh: v2 stands by for 8 s, and
 	// prune keeps it (and v3, the newest), pruning v1 only.
 	d.run(nil, "stage", "v3", bin("v3"))
 	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", stateDir, "v3"); err != nil {

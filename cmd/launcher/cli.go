@@ -103,7 +103,9 @@ func (c *cli) command() *cobra.Command {
 		"state directory `DIR` of the supervisor (default: env LAUNCHER_STATE_DIR, else /run/launcher for root, else $XDG_RUNTIME_DIR/launcher, else /tmp/launcher-UID)")
 	root.MarkPersistentFlagDirname("state-dir")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if !cmd.Flags().Changed("state-dir") {
+		// The demo refuses the flag whatever it names (see demoCommand):
+		// no word on what is at that path.
+		if !cmd.Flags().Changed("state-dir") || cmd.Name() == "demo" {
 			return nil
 		}
 		return checkStateDir(cmd.Name(), c.stateDir)
