@@ -431,6 +431,12 @@ func TestSteerGoesThroughAnotherWorkerAfterASilentOne(t *testing.T) {
 	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
+	// `launcher rollback` answers once the program is back on generation
+	// 1: it answered before the steer went out, and a request sent then
+	// met generation 2.
+	if programs := fx.kernelPrograms()[steersBefore:]; len(programs) == 0 {
+		t.Error("rollback answered before the program was back on generation 1")
+	}
 	awaitResult(t, done, 5*time.Second)
 	eventually(t, "the program back on generation 1", func() error {
 		if programs := fx.kernelPrograms()[steersBefore:]; len(programs) == 0 || !slices.Equal(programs[0], []int{other}) {

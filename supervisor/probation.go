@@ -41,6 +41,9 @@ type probation struct {
 	figures   string     // both generations' figures when judged
 	follower  *opRequest // an `upgrade --wait` following it, or nil
 	woken     []string   // standby workers killed as stopped (see wakeStandby)
+	// steeredBack, if set, is applied once a rollback's program is back
+	// on the standby generation: `launcher rollback` answers then.
+	steeredBack func(*loop)
 	// requester is a `rollback --wait` that ended it, answered once the
 	// generation rolled back from has exited; nil otherwise.
 	requester *opRequest
@@ -475,6 +478,29 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 	// g is retired once the program is back on old (retireG, below): a
 	// quiesce that began while new connections still met g's sockets
 	// would wait for them, and one that timed out would cut them.
+	//
+	// The commands hear that old serves again once the program is back
+	// on it, as an upgrade's "serves" comes once the program is on the
+	// new generation: a request sent once `launcher rollback` returned
+	// met generation g still (a test saw it, on a loaded machine).
+	phase := p.phase()
+	why := "rollback requested during the " + phase
+	switch p.cause {
+	case probationCrashed:
+		why = fmt.Sprintf("generation %d (%s) crashed during its %s (%s)", g.num, g.release.Version, phase, p.crash)
+	case probationJudged:
+		why = fmt.Sprintf("generation %d (%s) breached its judged %s: %s", g.num, g.release.Version, phase, p.crash)
+	}
+	announce := func(l *loop) {
+		// `upgrade --wait` hears of it now, not only once g has drained
+		// (it printed nothing for the seconds between: a new user's
+		// trial took it for hung).
+		p.follower.emit(Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
+			Reason: why + p.wokenNote(), Other: g.num, OtherVersion: g.release.Version})
+		if p.steeredBack != nil {
+			p.steeredBack(l)
+		}
+	}
 	steered := false
 	var retireG func(*loop)
 	l.resteer(func(l *loop, err error) {
@@ -482,6 +508,7 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 			l.genLog(old).Warn("steer back to the standby generation", "err", err)
 		}
 		steered = true
+		announce(l)
 		if retireG != nil {
 			retireG(l)
 		}
@@ -495,7 +522,6 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 			l.scheduleRestart(old, w.index)
 		}
 	}
-	phase := p.phase()
 	var rep *UpgradeReport
 	var err error
 	switch p.cause {
@@ -526,18 +552,6 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		// before the generation rolled back from drains (see retireG).
 		l.lastLook(g, p, rep)
 	}
-	// `upgrade --wait` hears of it now, not only once the generation
-	// rolled back from has drained (it printed nothing for the seconds
-	// between: a new user's trial took it for hung).
-	why := "rollback requested during the " + phase
-	switch p.cause {
-	case probationCrashed:
-		why = fmt.Sprintf("generation %d (%s) crashed during its %s (%s)", g.num, g.release.Version, phase, p.crash)
-	case probationJudged:
-		why = fmt.Sprintf("generation %d (%s) breached its judged %s: %s", g.num, g.release.Version, phase, p.crash)
-	}
-	p.follower.emit(Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
-		Reason: why + p.wokenNote(), Other: g.num, OtherVersion: g.release.Version})
 	l.m.Upgrades.WithLabelValues("rolled_back").Inc()
 	l.repoint(old.release, p.follower, p.requester)
 	l.fx.notify("STATUS=" + l.statusLine())
@@ -595,17 +609,20 @@ func (c cmdRollback) apply(l *loop) {
 			old := p.standby
 			back := Progress{Step: StepRolledBack, Generation: old.num, Version: old.release.Version,
 				Reason: "it was on standby, traffic went straight back" + p.wokenNote(), Other: g.num, OtherVersion: g.release.Version}
-			c.req.emit(back)
-			c.req.sum = back
+			// Said once the program is back on old (see rollBackTo).
+			p.steeredBack = func(l *loop) {
+				c.req.emit(back)
+				c.req.sum = back
+				if !c.req.wait {
+					c.req.finish(back, nil)
+				}
+			}
 			if c.req.wait {
 				// Answered once g has exited (see rollBackTo), as a
 				// rollback that starts a release waits for the drain.
 				p.requester = c.req
 			}
 			l.endProbation(g, probationRolledBack)
-			if !c.req.wait {
-				c.req.finish(back, nil)
-			}
 			return
 		}
 	}
