@@ -386,3 +386,46 @@ func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 		t.Errorf("launcher_drain_duration_seconds_count = %d; want 0", c)
 	}
 }
+
+// A restarted worker that fails its health check at its ready is killed
+// and restarted with the back-off, saying why: it was left running, never
+// steered to and never retried, and nothing said so (a new user's trial).
+func TestRestartedWorkerFailingItsHealthCheckIsRestarted(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: 100}
+	})
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	r.behave("v1", behaviour{unhealthy: true}) // the workers started from now on
+	fx.proc(pids[1]).die()
+	eventually(t, "the unhealthy restarts killed and restarted", func() error {
+		if n := fx.started(); n < 5 {
+			return fmt.Errorf("%d processes started", n)
+		}
+		return nil
+	})
+	if want := `msg="restarted worker failed before it served: killed, and restarted with the back-off" supervisor`; !strings.Contains(r.log.String(), want) || !strings.Contains(r.log.String(), "database down") {
+		t.Errorf("no log line %q with the health check's error", want)
+	}
+	for _, p := range fx.gensOf(1)[2:] {
+		if p.alive() && !p.wasKilled() {
+			continue // the latest, maybe not ready yet
+		}
+		if !p.wasKilled() {
+			t.Errorf("restarted process %d exited unkilled", p.id)
+		}
+	}
+	// Healthy again: the next restart serves.
+	r.behave("v1", behaviour{})
+	eventually(t, "two workers ready again", func() error {
+		if g := r.gen(1); len(g.PIDs) != 2 {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		ready, _ := ask(context.Background(), r.s.loop, func(l *loop) int { return len(l.active.readyLive()) })
+		if ready != 2 {
+			return fmt.Errorf("%d ready", ready)
+		}
+		return nil
+	})
+}

@@ -279,9 +279,19 @@ func (l *loop) endFailedOp() {
 // workerFailed ends the upgrade whose generation w belongs to, if w fails
 // before it is ready.
 func (l *loop) workerFailed(w *worker, err error) {
-	// Once its generation is active, a failure is a crash like any other.
 	if l.op != nil && l.op.g == w.gen && l.op.err == nil && !l.op.activated {
 		l.failOp(fmt.Errorf("worker %d (pid %d): %w", w.index, w.pid, err))
+		return
+	}
+	// Once its generation is active, a failure is a crash like any
+	// other: a restarted worker that fails its health check at its ready
+	// is killed, and restarted with the back-off (its exit is an active
+	// worker's). It was left running, steered to by nothing, and said
+	// nothing: its generation served on at part of its capacity (a new
+	// user's trial, 3 of 3).
+	if !w.ready && !w.exited && !w.killed && !w.stopping && w.gen == l.active && w.gen.state == StateActive {
+		l.workerLog(w).Warn("restarted worker failed before it served: killed, and restarted with the back-off", "err", err)
+		l.kill(w)
 	}
 }
 
