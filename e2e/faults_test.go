@@ -303,9 +303,11 @@ func TestCrashLoopFails(t *testing.T) {
 	// is 6 crashes each within 30 s of the last, which a loaded machine's
 	// slower starts do not change.
 	t.Parallel()
-	addRelease(t, "vcrash", filepath.Join(bins.releases, "v1", "hello")+` "$@" & child=$!; sleep 0.3; kill -9 $child; exit 1`)
+	// 1.2 s: a -race hello on a loaded machine took more than 0.3 s to
+	// be ready, and the first start failed instead (twice in one day).
+	addRelease(t, "vcrash", filepath.Join(bins.releases, "v1", "hello")+` "$@" & child=$!; sleep 1.2; kill -9 $child; exit 1`)
 	s := startSup(t, "--", filepath.Join(bins.releases, "vcrash", "hello"))
-	eventually(t, 20*time.Second, "generation failed after a crash loop", func() error {
+	eventually(t, 40*time.Second, "generation failed after a crash loop", func() error {
 		st := s.status()
 		g := st.Generations[0]
 		if g.State != "failed" {
