@@ -65,3 +65,26 @@ func TestTailLinesArePrintable(t *testing.T) {
 		t.Errorf("tail %q\nwant %q", got, want)
 	}
 }
+
+// A Go crash's reason keeps its first line ("panic: …"), which the stack
+// after it pushed out of the last lines: the reason of a crash read only
+// the stack's end (a new user's trial).
+func TestTailKeepsTheCrashReportsFirstLine(t *testing.T) {
+	tb := newTailBuffer(20)
+	tb.add("level=INFO msg=serving")
+	for _, l := range []string{"panic: background job: lost connection to queue", "", "goroutine 7 [running]:", "main.job(...)",
+		"\t/src/main.go:100 +0x2d4", "created by main.main in goroutine 1", "\t/src/main.go:86 +0xbf0"} {
+		tb.add(l)
+	}
+	want := "panic: background job: lost connection to queue | … | \t/src/main.go:100 +0x2d4 | created by main.main in goroutine 1 | \t/src/main.go:86 +0xbf0"
+	if got := tb.last(3); got != want {
+		t.Errorf("last(3) = %q; want %q", got, want)
+	}
+	// Among the last lines already: once.
+	short := newTailBuffer(20)
+	short.add("fatal error: all goroutines are asleep - deadlock!")
+	short.add("exit")
+	if got, want := short.last(3), "fatal error: all goroutines are asleep - deadlock! | exit"; got != want {
+		t.Errorf("last(3) = %q; want %q", got, want)
+	}
+}

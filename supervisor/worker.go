@@ -201,6 +201,11 @@ type tailBuffer struct {
 	// after writing a line without one (a never-ready release's last
 	// words) is still heard.
 	partial tailLine
+	// crash is the first line of a Go runtime's crash report ("panic: …",
+	// "fatal error: …"): the stack after it pushes it out of the last
+	// lines, and it is the one that says why (a new user's trial: the
+	// reason of a crash read only "main.go:100 +0x2d4 | created by …").
+	crash tailLine
 }
 
 // tailLine is the start of a line, as much of it as an error shows, and
@@ -263,6 +268,9 @@ func (t *tailBuffer) add(line string) { t.addLine(newTailLine([]byte(line))) }
 func (t *tailBuffer) addLine(line tailLine) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.crash.size == 0 && (strings.HasPrefix(line.text, "panic: ") || strings.HasPrefix(line.text, "fatal error: ")) {
+		t.crash = line
+	}
 	t.partial = tailLine{}
 	t.lines = append(t.lines, line)
 	if len(t.lines) > t.max {
@@ -305,7 +313,8 @@ func stderrTail(tail string) string {
 }
 
 // last returns up to n last lines joined with " | ", the one still
-// without its newline last.
+// without its newline last, after the first line of a Go crash report
+// when that is not among them.
 func (t *tailBuffer) last(n int) string {
 	if t == nil { // an adopted worker's stderr is not ours
 		return ""
@@ -319,9 +328,12 @@ func (t *tailBuffer) last(n int) string {
 	if len(l) > n {
 		l = l[len(l)-n:]
 	}
-	out := make([]string, len(l))
-	for i, line := range l {
-		out[i] = line.printable()
+	var out []string
+	if t.crash.size > 0 && !slices.Contains(l, t.crash) {
+		out = append(out, t.crash.printable(), "…")
+	}
+	for _, line := range l {
+		out = append(out, line.printable())
 	}
 	return strings.Join(out, " | ")
 }
