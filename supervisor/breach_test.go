@@ -936,3 +936,42 @@ func TestStoppedWorkerCountsWhatItHeldWhenRetired(t *testing.T) {
 		t.Errorf("launcher_drain_cut_requests_total = %v; want 1", n)
 	}
 }
+
+// A worker that drained, cutting nothing, but had not exited by
+// --drain-timeout (the app's code after Run ran long) is killed then, and
+// its drain reads drained, with a note: it read as a cut drain ("gone
+// after …: killed after --drain-timeout: 0 request(s) in flight cut") and
+// counted in launcher_drain_timeouts_total (a new user's trial).
+func TestWorkerThatDrainedButExitsLateIsNoCutDrain(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{finalMetrics: true, exitLate: time.Hour} // before its workers start: they take it then
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation, DrainTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	old := r.gen(1).PIDs[0]
+	st, err := r.upgrade("v2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("drained after %%d ms; worker 0 (pid %d) drained, but had not exited by --drain-timeout 300ms (the app's code after Run returned): killed", old)
+	var n int
+	if _, err := fmt.Sscanf(lastLine(st.text(), "generation 1 "), "generation 1 "+want, &n); err != nil {
+		t.Errorf("steps:\n%s\nwant a line %q", st.text(), "generation 1 "+want)
+	}
+	if v := testutil.ToFloat64(r.s.metrics.DrainTimeouts); v != 0 {
+		t.Errorf("launcher_drain_timeouts_total = %v; want 0", v)
+	}
+	if !fx.proc(old).wasKilled() {
+		t.Error("the worker was not killed")
+	}
+}
+
+// lastLine returns text's last line that begins with prefix, "" if none.
+func lastLine(text, prefix string) string {
+	out := ""
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = l
+		}
+	}
+	return out
+}

@@ -36,6 +36,7 @@ type behaviour struct {
 	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
 	crashAfter      time.Duration // exit this long after ready (0: never)
 	drainFor        time.Duration // after a release, exit this much later
+	exitLate        time.Duration // with finalMetrics: after its drain ended, exit this much later still (a long shutdown hook)
 	inflight        int64         // the requests in flight its admin socket counts
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
@@ -672,6 +673,10 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			time.AfterFunc(b.drainFor, func() {
 				fx.trace(p.id, "drained")
 				conn.Write(control.Message{Type: control.TypeDrained})
+				if b.exitLate > 0 {
+					time.AfterFunc(b.exitLate, p.die)
+					return
+				}
 				if !waits {
 					p.die()
 					return
@@ -680,7 +685,9 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			})
 		case control.TypeCollected:
 			fx.trace(p.id, "collected")
-			p.die()
+			if b.exitLate == 0 {
+				p.die()
+			}
 		}
 	}
 }

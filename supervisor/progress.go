@@ -67,6 +67,9 @@ type Progress struct {
 	Other        int    `json:"other,omitempty"`
 	OtherVersion string `json:"other_version,omitempty"`
 	Reason       string `json:"reason,omitempty"`
+	// Note, on StepDrained of a drain that lost nothing, names workers
+	// that drained but were killed for not exiting by --drain-timeout.
+	Note string `json:"note,omitempty"`
 	// Same is set on StepStarting when the release is the file the active
 	// generation already runs: a restart of the same release.
 	Same bool `json:"same,omitempty"`
@@ -132,6 +135,9 @@ func (p Progress) String() string {
 		if p.Reason != "" {
 			return fmt.Sprintf("generation %d gone after %d ms: %s", p.Generation, ms(p.DrainedAfter), p.Reason)
 		}
+		if p.Note != "" {
+			return fmt.Sprintf("generation %d drained after %d ms; %s", p.Generation, ms(p.DrainedAfter), p.Note)
+		}
 		return fmt.Sprintf("generation %d drained after %d ms", p.Generation, ms(p.DrainedAfter))
 	case StepStopped:
 		return "stopped"
@@ -164,7 +170,7 @@ func (p Progress) String() string {
 // accepting, naming any worker that died during its drain or whose drain
 // was cut (see drainNote).
 func drainedStep(g *generation, d time.Duration) Progress {
-	return Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d, Reason: g.drainNote()}
+	return Progress{Step: StepDrained, Generation: g.num, Version: g.release.Version, DrainedAfter: d, Reason: g.drainNote(), Note: strings.Join(g.lateExits, "; ")}
 }
 
 // drainNote says what g's drain lost: its workers' deaths and cuts, ""

@@ -640,6 +640,15 @@ func (l *loop) drainDeadline(g *generation) {
 	var unreported []*worker
 	left := false
 	for _, w := range dw.workers {
+		if w.drained && !w.cut && !w.exited && !w.killed {
+			// It said its drain ended, cutting nothing: what keeps it
+			// is the app's code after Run (a shutdown hook), which has
+			// no request left to cut.
+			l.workerLog(w).Warn("worker drained but had not exited by --drain-timeout: killed", "drain_timeout", l.cfg.DrainTimeout)
+			g.lateExits = append(g.lateExits, fmt.Sprintf("worker %d (pid %d) drained, but had not exited by --drain-timeout %s (the app's code after Run returned): killed", w.index, w.pid, l.cfg.DrainTimeout))
+			l.kill(w)
+			continue
+		}
 		if !w.cut {
 			unreported = append(unreported, w)
 		}

@@ -48,6 +48,10 @@ type generation struct {
 	// --drain-timeout or were killed then, for the drained step and the
 	// upgrade report: a drain that lost something never reads "drained".
 	deaths, cuts []string
+	// lateExits names its workers that drained (nothing cut) but had not
+	// exited by --drain-timeout, killed then: the app's code after Run
+	// ran long. Nothing was lost: the drain reads drained, with a note.
+	lateExits []string
 	// followers are the commands following its drain to its exit
 	// (`upgrade --wait`, `rollback --wait`): a killed worker that lingers
 	// is named to them (see lingering).
