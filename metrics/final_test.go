@@ -98,7 +98,7 @@ func TestWorkerGathererFinal(t *testing.T) {
 	app := prometheus.NewRegistry()
 	greetings := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hello_greetings_total", Help: "Greetings."}, []string{"version"})
 	app.MustRegister(greetings)
-	greetings.WithLabelValues("app-says-dev").Add(3) // a clash: the gatherer's label wins
+	greetings.WithLabelValues("app-says-dev").Add(3) // a clash: the app's label is kept as exported_version
 	heap := prometheus.NewGauge(prometheus.GaugeOpts{Name: "hello_heap_bytes", Help: "Heap."})
 	heap.Set(1 << 20)
 	app.MustRegister(heap)
@@ -135,12 +135,12 @@ func TestWorkerGathererFinal(t *testing.T) {
 		{"frozen only", []metrics.Target{frozen(g1w0)}, map[string]map[string]float64{
 			"launcher_requests_total":           {`code="200",` + l1w0: 2, `code="503",` + l1w0: 1},
 			"launcher_request_duration_seconds": {l1w0: 3},
-			"hello_greetings_total":             {l1w0: 3},
+			"hello_greetings_total":             {`exported_version="app-says-dev",` + l1w0: 3},
 		}},
 		{"frozen beside live", []metrics.Target{frozen(g1w0), frozen(g1w1), g2w0}, map[string]map[string]float64{
 			"launcher_requests_total":           {`code="200",` + l1w0: 2, `code="503",` + l1w0: 1, `code="200",` + l1w1: 1, `code="200",` + l2w0: 1},
 			"launcher_request_duration_seconds": {l1w0: 3, l1w1: 1, l2w0: 1},
-			"hello_greetings_total":             {l1w0: 3},
+			"hello_greetings_total":             {`exported_version="app-says-dev",` + l1w0: 3},
 			"launcher_inflight_requests":        {l2w0: 0},
 			"launcher_open_connections":         {l2w0: 0},
 		}},

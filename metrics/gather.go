@@ -172,19 +172,22 @@ func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
 	return out, nil
 }
 
-// withLabels sets add on ls, replacing labels of the same name.
+// withLabels sets add on ls. A label of ls with the name of one of add
+// (an app's own "version") is kept as exported_NAME, as Prometheus keeps
+// a scraped label that clashes with a target's (honor_labels: false,
+// https://prometheus.io/docs/prometheus/latest/configuration/configuration/#scrape_config):
+// replaced, it lost the app's values, and its series that differed only
+// there collapsed into one (a new user's trial).
 func withLabels(ls, add []*dto.LabelPair) []*dto.LabelPair {
 	out := make([]*dto.LabelPair, 0, len(ls)+len(add))
 	for _, l := range ls {
-		clash := false
 		for _, a := range add {
 			if l.GetName() == a.GetName() {
-				clash = true
+				l = &dto.LabelPair{Name: proto.String("exported_" + l.GetName()), Value: l.Value}
+				break
 			}
 		}
-		if !clash {
-			out = append(out, l)
-		}
+		out = append(out, l)
 	}
 	out = append(out, add...)
 	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })

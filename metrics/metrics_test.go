@@ -470,11 +470,15 @@ func workerHandler(t *testing.T, obs []observation, app *prometheus.Registry) ht
 func TestWorkerGathererMerges(t *testing.T) {
 	dir := shortDir(t)
 	// The app of generation 2 has its own counter, with a label named like
-	// one the gatherer adds: the gatherer's value wins.
+	// one the gatherer adds: the gatherer's value is "version", the app's
+	// is kept as "exported_version", as Prometheus keeps a clashing
+	// label. (Replaced, the app's two series below collapsed into one: a
+	// new user's trial.)
 	app := prometheus.NewRegistry()
 	greetings := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hello_greetings_total", Help: "Greetings."}, []string{"version", "lang"})
 	app.MustRegister(greetings)
 	greetings.WithLabelValues("app-says-dev", "en").Add(3)
+	greetings.WithLabelValues("app-says-rc", "en").Add(1)
 
 	targets := []metrics.Target{
 		{Socket: fakeWorker(t, dir, "g1w0", workerHandler(t, []observation{{200, time.Millisecond}, {200, time.Millisecond}}, nil)), Generation: 1, Version: "v1", Worker: 0},
@@ -522,7 +526,10 @@ func TestWorkerGathererMerges(t *testing.T) {
 			`code="200",` + g1w0: 2, `code="200",` + g1w1: 1, `code="200",` + g2w0: 1, `code="500",` + g2w0: 1,
 		}},
 		{"launcher_request_duration_seconds", map[string]float64{g1w0: 2, g1w1: 1, g2w0: 2}},
-		{"hello_greetings_total", map[string]float64{`generation="2",lang="en",version="v2",worker="0"`: 3}},
+		{"hello_greetings_total", map[string]float64{
+			`exported_version="app-says-dev",generation="2",lang="en",version="v2",worker="0"`: 3,
+			`exported_version="app-says-rc",generation="2",lang="en",version="v2",worker="0"`:  1,
+		}},
 	}
 	for _, tt := range tests {
 		if got := series(byName[tt.family]); !eqMaps(got, tt.want) {
