@@ -730,3 +730,17 @@ func TestReadyTimeoutSaysTheWorkerWasStopped(t *testing.T) {
 		t.Errorf("upgrade: %v; want the ready timeout naming the stop", err)
 	}
 }
+
+// A new worker that listened but never got ready (its app hangs before
+// Ready, or in its health check) is named so at the ready timeout (a new
+// user's trial: a health check with no timeout gave only "not ready").
+func TestReadyTimeoutSaysTheWorkerListened(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	r.behave("v2", behaviour{neverReady: true})
+	_, err := r.upgrade("v2", true)
+	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)") {
+		t.Errorf("upgrade: %v; want the ready timeout saying it listened", err)
+	}
+}

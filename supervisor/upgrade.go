@@ -157,8 +157,14 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 					// A stopped one is no slow one: say so, as the
 					// standby's and the drain's kills do.
 					stopped := ""
-					if w.proc.stopped() {
+					switch {
+					case w.proc.stopped():
 						stopped = " (it " + whyStopped + ")"
+					case w.listening:
+						// Where it hangs, as far as the supervisor can
+						// tell (a new user's trial: a health check with
+						// no timeout gave only "not ready").
+						stopped = " (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)"
 					}
 					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s%s", w, l.cfg.ReadyTimeout, stopped, stderrTail(w.tail.last(3))))
 					return
