@@ -130,7 +130,7 @@ func TestFailedStartLeavesOldServing(t *testing.T) {
 		want string
 	}{
 		{"exits before ready", behaviour{exitBeforeReady: true}, "before ready"},
-		{"never ready", behaviour{neverReady: true, stderr: "warming forever"}, "not ready within --ready-timeout 300ms; stderr: warming forever"},
+		{"never ready", behaviour{neverReady: true, stderr: "warming forever"}, "not ready within --ready-timeout 300ms (it listened: its app had not called Ready, or its health check, Options.Health, had not returned); stderr: warming forever"},
 		{"fails its own health check", behaviour{unhealthy: true}, "health check: database down"},
 		{"fails /healthz (an older library)", behaviour{unhealthy: true, adminHealth: true}, "health check: /healthz answered 503 Service Unavailable: database down"},
 	}
@@ -742,5 +742,21 @@ func TestReadyTimeoutSaysTheWorkerListened(t *testing.T) {
 	_, err := r.upgrade("v2", true)
 	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)") {
 		t.Errorf("upgrade: %v; want the ready timeout saying it listened", err)
+	}
+}
+
+// A rollback that starts the previous release anew and fails says
+// "rollback to", not "upgrade to" (a new user's trial).
+func TestFailedRollbackSaysRollback(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+	r.waitStarted()
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
+	r.behave("v1", behaviour{neverReady: true})
+	_, err := r.s.Rollback(context.Background(), true, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "rollback to v1: ") || !strings.Contains(err.Error(), "generation 2 (v2) serves on") {
+		t.Errorf("rollback: %v; want \"rollback to v1: …; generation 2 (v2) serves on\"", err)
 	}
 }

@@ -260,9 +260,13 @@ func (l *loop) endFailedOp() {
 		} else {
 			l.genLog(g).Error("generation failed; the previous one serves on", "err", op.err, "serving_generation", a.num)
 		}
-		err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) serves on", rel.Version, op.err, a.num, a.release.Version)
+		what := "upgrade" // a rollback that starts a release says so
+		if op.rollback {
+			what = "rollback"
+		}
+		err = fmt.Errorf("%s to %s: %w; generation %d (%s) serves on", what, rel.Version, op.err, a.num, a.release.Version)
 		if l.stop != nil {
-			err = fmt.Errorf("upgrade to %s: %w; generation %d (%s) drains with the rest", rel.Version, op.err, a.num, a.release.Version)
+			err = fmt.Errorf("%s to %s: %w; generation %d (%s) drains with the rest", what, rel.Version, op.err, a.num, a.release.Version)
 		}
 		if r := g.report; r != nil {
 			r.From, r.FromVersion = a.num, a.release.Version
