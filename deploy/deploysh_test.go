@@ -26,10 +26,29 @@ func TestDeployScriptShellcheck(t *testing.T) {
 
 // deployScript runs deploy.sh for one app in a temporary root.
 type deployScript struct {
-	t       *testing.T
-	bash    string
-	env     []string
-	appRoot string
+	t        *testing.T
+	bash     string
+	env      []string
+	appRoot  string
+	stateDir string
+}
+
+// newDeployScript sets up deploy.sh for the app hello under a temporary
+// directory dir: its APP_ROOT dir/srv/hello, its state dir dir/run, the
+// launcher and hello builds b, KEEP=5.
+func newDeployScript(t *testing.T) (d *deployScript, b binaries, dir string) {
+	t.Helper()
+	bash := needTool(t, "bash", "bash")
+	needTool(t, "flock", "util-linux")
+	b = buildBinaries(t)
+	dir = shortTempDir(t)
+	appRoot := filepath.Join(dir, "srv", "hello")
+	stateDir := filepath.Join(dir, "run")
+	d = &deployScript{t: t, bash: bash, appRoot: appRoot, stateDir: stateDir, env: []string{
+		"APP=hello", "APP_ROOT=" + appRoot, "LAUNCHER=" + b.launcher,
+		"LAUNCHER_STATE_DIR=" + stateDir, "KEEP=5",
+	}}
+	return d, b, dir
 }
 
 // run runs deploy.sh with args (env adds to the script's environment) and
@@ -115,16 +134,8 @@ func (d *deployScript) wantReleases(versions ...string) {
 // which version answers after each step.
 func TestDeployScript(t *testing.T) {
 	t.Parallel()
-	bash := needTool(t, "bash", "bash")
-	needTool(t, "flock", "util-linux")
-	b := buildBinaries(t)
-	dir := shortTempDir(t)
-	appRoot := filepath.Join(dir, "srv", "hello")
-	stateDir := filepath.Join(dir, "run")
-	d := &deployScript{t: t, bash: bash, appRoot: appRoot, env: []string{
-		"APP=hello", "APP_ROOT=" + appRoot, "LAUNCHER=" + b.launcher,
-		"LAUNCHER_STATE_DIR=" + stateDir, "KEEP=5",
-	}}
+	d, b, _ := newDeployScript(t)
+	appRoot, stateDir := d.appRoot, d.stateDir
 	bin := func(v string) string { return helloPath(b.releases, v) }
 
 	// The service is down: install only stages and points current.
@@ -233,16 +244,8 @@ func TestDeployScript(t *testing.T) {
 //     with the previous release serving and current pointing at it.
 func TestDeployScriptProbation(t *testing.T) {
 	t.Parallel()
-	bash := needTool(t, "bash", "bash")
-	needTool(t, "flock", "util-linux")
-	b := buildBinaries(t)
-	dir := shortTempDir(t)
-	appRoot := filepath.Join(dir, "srv", "hello")
-	stateDir := filepath.Join(dir, "run")
-	d := &deployScript{t: t, bash: bash, appRoot: appRoot, env: []string{
-		"APP=hello", "APP_ROOT=" + appRoot, "LAUNCHER=" + b.launcher,
-		"LAUNCHER_STATE_DIR=" + stateDir, "KEEP=5",
-	}}
+	d, b, dir := newDeployScript(t)
+	appRoot, stateDir := d.appRoot, d.stateDir
 	bin := func(v string) string { return helloPath(b.releases, v) }
 	d.run(nil, "install", "v1", bin("v1"))
 	crash := filepath.Join(dir, "v4crash")

@@ -716,32 +716,31 @@ func TestAdoptionFilesTheReportsOfUpgradesItCut(t *testing.T) {
 	}
 }
 
-// A new worker stopped (SIGSTOP) before it was ready fails its upgrade at
-// the ready timeout saying it was stopped, not only "not ready" (a new
-// user's trial).
-func TestReadyTimeoutSaysTheWorkerWasStopped(t *testing.T) {
-	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
-	r.waitStarted()
-	r.behave("v2", behaviour{neverReady: true})
-	fx.onStart = func(p *fakeProc) { p.stop() }
-	_, err := r.upgrade("v2", true)
-	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms (it "+whyStopped+")") {
-		t.Errorf("upgrade: %v; want the ready timeout naming the stop", err)
-	}
-}
-
-// A new worker that listened but never got ready (its app hangs before
-// Ready, or in its health check) is named so at the ready timeout (a new
-// user's trial: a health check with no timeout gave only "not ready").
-func TestReadyTimeoutSaysTheWorkerListened(t *testing.T) {
-	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
-	r.waitStarted()
-	r.behave("v2", behaviour{neverReady: true})
-	_, err := r.upgrade("v2", true)
-	if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)") {
-		t.Errorf("upgrade: %v; want the ready timeout saying it listened", err)
+// A new worker that is not ready by --ready-timeout is named with what
+// the supervisor can tell of where it hangs: stopped (SIGSTOP) before it
+// was ready, or listening but never reporting ready (its app hangs before
+// Ready, or in its health check). Both read only "not ready" (new users'
+// trials: a stopped worker; a health check with no timeout).
+func TestReadyTimeoutSaysWhereTheWorkerHangs(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		onStart func(*fakeProc)
+		want    string
+	}{
+		{"stopped", func(p *fakeProc) { p.stop() }, "(it " + whyStopped + ")"},
+		{"listened", nil, "(it listened: its app had not called Ready, or its health check, Options.Health, had not returned)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
+			r.waitStarted()
+			r.behave("v2", behaviour{neverReady: true})
+			fx.onStart = tt.onStart
+			_, err := r.upgrade("v2", true)
+			if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms "+tt.want) {
+				t.Errorf("upgrade: %v; want the ready timeout saying %q", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -291,11 +291,7 @@ launcher_generation_memory_bytes{generation="3",version="v3"} 3e+06
 // a running generation, then a worker killed).
 func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, func(r *rig) {
-		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 20 * time.Millisecond, reset: time.Minute, loop: 3}
-	})
-	r.waitStarted()
-	pids := r.gen(1).PIDs
+	r, pids := startFastRestarts(t, fx, 2, 3)
 	fx.mu.Lock()
 	fx.startErr = func(spec procSpec) error {
 		if spec.index == 1 {
@@ -349,11 +345,8 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 // launcher_drain_duration_seconds (a new user's trial).
 func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
-		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 20 * time.Millisecond, reset: time.Minute, loop: 3}
-	})
-	r.waitStarted()
-	pid := r.gen(1).PIDs[0]
+	r, pids := startFastRestarts(t, fx, 1, 3)
+	pid := pids[0]
 	fx.mu.Lock()
 	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
 	fx.mu.Unlock()
@@ -392,11 +385,7 @@ func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 // steered to and never retried, and nothing said so (a new user's trial).
 func TestRestartedWorkerFailingItsHealthCheckIsRestarted(t *testing.T) {
 	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, func(r *rig) {
-		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: 100}
-	})
-	r.waitStarted()
-	pids := r.gen(1).PIDs
+	r, pids := startFastRestarts(t, fx, 2, 100)
 	r.behave("v1", behaviour{unhealthy: true}) // the workers started from now on
 	fx.proc(pids[1]).die()
 	eventually(t, "the unhealthy restarts killed and restarted", func() error {
@@ -428,4 +417,16 @@ func TestRestartedWorkerFailingItsHealthCheckIsRestarted(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startFastRestarts starts a rig of workers, no probation, whose crashed
+// workers restart 10–50 ms apart and crash-loop at loop crashes in a row,
+// and returns generation 1's pids.
+func startFastRestarts(t *testing.T, fx *fakeEffects, workers, loop int) (*rig, []int) {
+	t.Helper()
+	r := startRig(t, Config{Workers: workers, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: loop}
+	})
+	r.waitStarted()
+	return r, r.gen(1).PIDs
 }
