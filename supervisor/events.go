@@ -273,7 +273,18 @@ func (l *loop) forgetIfOver(g *generation) {
 // is still the active generation then and no stop has begun. It reports
 // false, the generation failed, when that is a crash loop.
 func (l *loop) scheduleRestart(g *generation, index int) bool {
-	wait, ok := g.restarts.next(time.Now(), l.restarts)
+	b := g.backoffs[index]
+	if b == nil {
+		if g.backoffs == nil {
+			g.backoffs = map[int]*backoff{}
+		}
+		b = &backoff{}
+		g.backoffs[index] = b
+	}
+	wait, ok := b.next(time.Now(), l.restarts)
+	if ok {
+		g.restarts.restarts++
+	}
 	if !ok {
 		if serving := g.readyLive(); len(serving) > 0 {
 			// The others serve: a generation that answers is no failed
@@ -287,6 +298,7 @@ func (l *loop) scheduleRestart(g *generation, index int) bool {
 			return false
 		}
 		g.state = StateFailed
+		g.notRestarted = append(g.notRestarted, index)
 		l.markDirty()
 		l.genLog(g).Error("crash loop: not restarting; the generation has failed (upgrade or rollback to recover)",
 			"worker", index, "crashes", l.restarts.loop)

@@ -322,6 +322,16 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	if want := "serving v1 (generation 1, 1 of 2 workers: 1 not restarted after a crash loop)"; line != want {
 		t.Errorf("status line %q; want %q", line, want)
 	}
+	// Another worker's first crash is no crash loop: it restarts (it was
+	// taken for the loop's next crash, and the generation failed).
+	fx.proc(pids[0]).die()
+	eventually(t, "worker 0 restarted", func() error {
+		if g := r.gen(1); g.State != StateActive || len(g.PIDs) != 1 || g.PIDs[0] == pids[0] {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	pids = r.gen(1).PIDs
 	// The last one crash-looping too: nothing serves, and it says so.
 	fx.mu.Lock()
 	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
