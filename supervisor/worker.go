@@ -40,11 +40,11 @@ type generation struct {
 	drainCut  bool           // its drain hit --drain-timeout (counted once)
 	probation *probation     // while the previous generation stands by for it
 	report    *UpgradeReport // the upgrade that started it; nil for the first
-	restarts  backoff // its workers' restarts in total (restarts.restarts)
+	restarts  backoff        // its workers' restarts in total (restarts.restarts)
 	// backoffs pace each worker's restarts (by index): a crash loop is
 	// one worker's, and another's first crash is restarted (it was taken
 	// for the sixth of the loop, and the generation failed).
-	backoffs map[int]*backoff
+	backoffs  map[int]*backoff
 	drain     *drainWatch // once it drains
 	forgotten bool        // over: what held its processes (its cgroup) is gone
 	// deaths says which of its workers died during its drain (what they
