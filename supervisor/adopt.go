@@ -46,6 +46,7 @@ type adoption struct {
 func (c cmdStart) apply(l *loop) {
 	l.ticketMetrics()
 	l.after(pausedWatchEvery, evFunc(func(l *loop) { l.watchPaused() }))
+	l.after(l.recentEvery, evFunc(func(l *loop) { l.watchRecent() }))
 	st, err := l.fx.loadState()
 	if err != nil {
 		l.abandon(c.req, err)

@@ -932,3 +932,29 @@ func TestUpgradeWaitHearsOfTheRollbackAtOnce(t *testing.T) {
 		t.Errorf("report at step %d, rolled back at %d; want the rollback first", j, i)
 	}
 }
+
+// The old generation's figures that a new one is judged against when the
+// old one has too few requests in the window (a probation hands every
+// client over) are those of its last minute or so before the upgrade,
+// read every recentEvery, not those of its whole life: a whole life that
+// began with another mix of requests (here a slow warm-up) hid a release
+// four times slower, and, the other way round, made a healthy one three
+// times slower (a new user's trial).
+func TestJudgeComparesWithTheMinuteBeforeTheUpgrade(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, latency: 12 * time.Millisecond, slowFor: 100 * time.Millisecond, slowLatency: 150 * time.Millisecond,
+		trafficFor: 1500 * time.Millisecond} // before its workers start: they take it then
+	r := startRig(t, Config{Workers: 1, Probation: 20 * time.Second, JudgeEvery: 100 * time.Millisecond}, fx, func(r *rig) {
+		r.s.loop.recentEvery = 200 * time.Millisecond
+	})
+	r.waitStarted()
+	time.Sleep(1600 * time.Millisecond) // readings of it, then no more traffic
+	r.behave("v2", behaviour{rps: 2000, latency: 60 * time.Millisecond})
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+	if err == nil || rep == nil || rep.Verdict != VerdictRolledBack || !strings.Contains(rep.Reason, "latency") {
+		t.Fatalf("upgrade: %v, report %+v; want rolled back for latency", err, rep)
+	}
+	if o := rep.Old; o == nil || !o.Before || o.Lifetime || o.P99 > 15*time.Millisecond || !strings.Contains(o.String(), "requests in its last ") {
+		t.Errorf("old figures %+v (%s); want those before the upgrade, p99 under 15 ms", o, o)
+	}
+}

@@ -64,6 +64,12 @@ type behaviour struct {
 	rps        float64
 	errorRatio float64
 	latency    time.Duration
+	// slowFor: the requests of its first slowFor took slowLatency (a
+	// slow warm-up, another mix of requests then); trafficFor > 0: it
+	// counts requests only over its first trafficFor (then none reach
+	// it, as when steered away from).
+	slowFor, slowLatency time.Duration
+	trafficFor           time.Duration
 }
 
 // fakeProc is a fake worker process.
@@ -1064,7 +1070,11 @@ func (s *steps) String() string {
 
 // fakeTraffic is the scrape of a worker of behaviour b after up.
 func fakeTraffic(b behaviour, up time.Duration) map[string]*dto.MetricFamily {
+	if b.trafficFor > 0 {
+		up = min(up, b.trafficFor)
+	}
 	n := float64(int64(b.rps * up.Seconds()))
+	slow := float64(int64(b.rps * min(up, b.slowFor).Seconds()))
 	errs := float64(int64(n * b.errorRatio))
 	code := func(c string, v float64) *dto.Metric {
 		return &dto.Metric{Label: []*dto.LabelPair{{Name: proto.String("code"), Value: proto.String(c)}}, Counter: &dto.Counter{Value: proto.Float64(v)}}
@@ -1073,7 +1083,10 @@ func fakeTraffic(b behaviour, up time.Duration) map[string]*dto.MetricFamily {
 	for _, le := range metrics.DurationBuckets {
 		c := 0.0
 		if b.latency.Seconds() <= le {
-			c = n
+			c += n - slow
+		}
+		if b.slowLatency.Seconds() <= le {
+			c += slow
 		}
 		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(le), CumulativeCount: proto.Uint64(uint64(c))})
 	}

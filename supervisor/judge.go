@@ -63,6 +63,11 @@ type WindowFigures struct {
 	// Lifetime is set when the window held too few of its requests to
 	// compare with, and the figures are those of its whole life instead.
 	Lifetime bool `json:"lifetime,omitempty"`
+	// Before is set when the window held too few of its requests to
+	// compare with, and the figures are those of its last Window before
+	// the upgrade (and since) instead: a minute at most, from the
+	// supervisor's readings of the active generation (see watchRecent).
+	Before bool `json:"before_upgrade,omitempty"`
 	// Unread counts its running workers the last reading did not read
 	// (paused: stopped or hung; or not answering): what they served
 	// since their previous reading, if any, is not in the figures.
@@ -100,7 +105,10 @@ func (f WindowFigures) counts() string {
 	// The window's length says how much of the generation's traffic the
 	// figures hold: a generation that crashed was last read before.
 	span := ""
-	if !f.Lifetime && f.Window > 0 {
+	switch {
+	case f.Before:
+		span = fmt.Sprintf(" in its last %.0f s", f.Window.Seconds())
+	case !f.Lifetime && f.Window > 0:
 		span = fmt.Sprintf(" in %.1f s", f.Window.Seconds())
 	}
 	s := fmt.Sprintf("generation %d (%s): %d %s%s, %d 5xx (%.1f%%), p99 %s", f.Generation, f.Version,
@@ -118,21 +126,17 @@ type judgeLimits struct {
 }
 
 // verdict judges the new generation's window nw against the old one's,
-// ow, or, when ow has fewer than minRequests, against the old one's whole
-// life (olife). It returns the breach ("" for none, else breachErrors or
+// ow, or, when ow has fewer than minRequests, against ofall: the old
+// one's figures before the upgrade (Before) or over its whole life. It returns the breach ("" for none, else breachErrors or
 // breachLatency) with its reason, and whether it judged at all: not
 // before the new generation has minRequests. Without a baseline of
 // minRequests, errors are judged against none and latency not at all.
 // figures are both generations' figures as judged.
-func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason, figures string, judged bool) {
+func verdict(nw, ow, ofall WindowFigures, lim judgeLimits) (breach, reason, figures string, judged bool) {
 	if nw.Requests < lim.minRequests || nw.Requests <= 0 {
 		return "", fmt.Sprintf("not judged: %d of the %d requests it needs", max(nw.Requests, 0), lim.minRequests), "", false
 	}
-	base := ow
-	if base.Requests < lim.minRequests {
-		base = olife
-		base.Lifetime = true
-	}
+	base := baseline(ow, ofall, lim.minRequests)
 	baseOK := base.Requests >= lim.minRequests && base.Requests > 0
 	oldRatio := 0.0
 	if baseOK {
@@ -154,6 +158,19 @@ func verdict(nw, ow, olife WindowFigures, lim judgeLimits) (breach, reason, figu
 	return "", "healthy", figures, true
 }
 
+// baseline is what the new generation's window is compared with: the old
+// generation's window ow, or ofall when ow has fewer than minRequests
+// (flagged Lifetime unless it is the figures before the upgrade).
+func baseline(ow, ofall WindowFigures, minRequests int64) WindowFigures {
+	if ow.Requests >= minRequests {
+		return ow
+	}
+	if !ofall.Before {
+		ofall.Lifetime = true
+	}
+	return ofall
+}
+
 // judge is the judge of one probation. It belongs to the loop.
 type judge struct {
 	g, old  *generation
@@ -166,8 +183,15 @@ type judge struct {
 	last1   bool // the probation is over: this reading is the last
 	// breaches counts the readings in a row that found a breach.
 	breaches int
-	// The latest reading: both windows, and the judgement.
-	nw, ow, olife WindowFigures
+	// before is the supervisor's reading of the old generation that the
+	// figures before the upgrade count from (see watchRecent); nil for
+	// none.
+	before      *recentReading
+	minRequests int64
+	// The latest reading: both windows, the old generation's figures
+	// for when its window is thin (ofall: before the upgrade when they
+	// have minRequests, else over its whole life), and the judgement.
+	nw, ow, ofall WindowFigures
 	judged        bool
 	reason        string
 	first         float64 // the new generation's first connection, Unix seconds
@@ -180,7 +204,8 @@ func (l *loop) limits() judgeLimits {
 // startJudge starts judging g against old during p; the first reading
 // starts the window.
 func (l *loop) startJudge(g, old *generation, p *probation) {
-	j := &judge{g: g, old: old, known: map[*worker]bool{}, base: map[*worker]metrics.RequestSample{}, last: map[*worker]metrics.RequestSample{}}
+	j := &judge{g: g, old: old, known: map[*worker]bool{}, base: map[*worker]metrics.RequestSample{}, last: map[*worker]metrics.RequestSample{},
+		before: l.recentOf(old), minRequests: int64(l.cfg.MinRequests)}
 	for _, w := range append(g.live(), old.live()...) {
 		j.known[w] = true
 	}
@@ -314,8 +339,25 @@ func (j *judge) take(read map[*worker]metrics.RequestSample, now time.Time) {
 	}
 	ns, nw := sum(j.g, false)
 	_, ow := sum(j.old, false)
-	_, olife := sum(j.old, true)
-	j.nw, j.ow, j.olife = nw, ow, olife
+	_, ofall := sum(j.old, true)
+	if b := j.before; b != nil {
+		// Its last minute or so, with the same mix of requests as the
+		// new generation's window: its whole life, from a start with
+		// another mix, made a healthy release three times slower at
+		// p99 (a new user's trial, 1 of 8: uploads and slow requests
+		// begun long after the old generation started).
+		var tot metrics.RequestSample
+		for w, s := range j.last {
+			if s0, ok := b.read[w]; ok && w.gen == j.old {
+				tot = tot.Add(s.Sub(s0))
+			}
+		}
+		if n := int64(tot.Requests); n >= j.minRequests {
+			ofall = WindowFigures{Generation: j.old.num, Version: j.old.release.Version, Requests: n,
+				Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(b.at), Before: true, Unread: ofall.Unread}
+		}
+	}
+	j.nw, j.ow, j.ofall = nw, ow, ofall
 	if ns.FirstConnection > 0 {
 		j.first = ns.FirstConnection
 	}
@@ -325,7 +367,7 @@ func (j *judge) take(read map[*worker]metrics.RequestSample, now time.Time) {
 func (l *loop) judgeReading(g *generation, p *probation, read map[*worker]metrics.RequestSample) {
 	j := p.judge
 	j.take(read, time.Now())
-	breach, reason, figures, judged := verdict(j.nw, j.ow, j.olife, l.limits())
+	breach, reason, figures, judged := verdict(j.nw, j.ow, j.ofall, l.limits())
 	j.judged, j.reason = judged, reason
 	if breach == "" {
 		j.breaches = 0
@@ -358,3 +400,80 @@ func (p *probation) stopJudge() {
 }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// recentReading is a reading of the active generation's workers'
+// request metrics (see watchRecent).
+type recentReading struct {
+	at   time.Time
+	gen  *generation
+	read map[*worker]metrics.RequestSample
+}
+
+// How often watchRecent reads the active generation (by default: tests
+// shorten loop.recentEvery), and how far back the readings it keeps go:
+// the judge compares a new generation whose old one has too few requests
+// in the window with the old one's last minute or so, not with its whole
+// life.
+const (
+	recentEvery = 10 * time.Second
+	recentSpan  = time.Minute
+)
+
+// watchRecent reads the active generation's workers' request metrics
+// every recentEvery, off the loop, while a judge may come (a probation or
+// a canary, and a limit to judge), and keeps the readings of the last
+// recentSpan: the judge's figures of the old generation before an upgrade
+// (see startJudge). A reading is a scrape of each ready worker's admin
+// socket, about a millisecond each.
+func (l *loop) watchRecent() {
+	if l.stop != nil {
+		return
+	}
+	again := func(l *loop) { l.after(l.recentEvery, evFunc(func(l *loop) { l.watchRecent() })) }
+	g := l.active
+	judged := l.cfg.MaxErrorRatio >= 0 || l.cfg.MaxLatencyRatio > 0
+	if g == nil || !judged || l.cfg.Handover != HandoverSteer || g.runningProbation() != nil {
+		again(l)
+		return
+	}
+	var ws []*worker
+	var admins []string
+	for _, w := range g.workers {
+		if w.ready && !w.exited && !w.killed && !w.paused && w.conn != nil {
+			ws, admins = append(ws, w), append(admins, w.admin)
+		}
+	}
+	fx := l.fx
+	async(l, func() map[*worker]metrics.RequestSample {
+		mfs, ok := readEach(admins, fx.scrape)
+		out := map[*worker]metrics.RequestSample{}
+		for i, w := range ws {
+			if ok[i] {
+				out[w] = metrics.SampleRequests(mfs[i])
+			}
+		}
+		return out
+	}, func(l *loop, read map[*worker]metrics.RequestSample) {
+		now := time.Now()
+		keep := l.recent[:0]
+		for _, r := range l.recent {
+			if r.gen == g && now.Sub(r.at) <= recentSpan+l.recentEvery {
+				keep = append(keep, r)
+			}
+		}
+		l.recent = append(keep, recentReading{at: now, gen: g, read: read})
+		again(l)
+	})
+}
+
+// recentOf returns the oldest of the kept readings of g (a minute or so
+// old), nil for none.
+func (l *loop) recentOf(g *generation) *recentReading {
+	for i := range l.recent {
+		if l.recent[i].gen == g {
+			r := l.recent[i]
+			return &r
+		}
+	}
+	return nil
+}

@@ -41,6 +41,11 @@ type loop struct {
 	active  *generation
 	history []release        // releases that became active, oldest first
 	reports []*UpgradeReport // the last upgrades' reports, oldest first
+	// recent are the readings of the active generation's request metrics
+	// of the last minute or so, oldest first, one each recentEvery (see
+	// watchRecent).
+	recent      []recentReading
+	recentEvery time.Duration
 	// reportJSON holds the encoding of each final report in reports
 	// (see savedReports).
 	reportJSON map[*UpgradeReport][]byte
@@ -84,15 +89,16 @@ type event interface{ apply(l *loop) }
 func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adminSocket func(int, int) string) *loop {
 	return &loop{
 		cfg: cfg, log: cfg.Logger, fx: fx, m: m, stateDir: stateDir, adminSocket: adminSocket, restarts: defaultRestarts,
-		events:     make(chan event, 64),
-		done:       make(chan struct{}),
-		timers:     map[*time.Timer]bool{},
-		byToken:    map[string]*worker{},
-		pending:    map[uint64]*pendingRequest{},
-		maxKept:    defaultMaxKept,
-		steer:      steerState{timeout: steerTimeout},
-		killLinger: killLinger,
-		tickets:    tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
+		events:      make(chan event, 64),
+		done:        make(chan struct{}),
+		timers:      map[*time.Timer]bool{},
+		byToken:     map[string]*worker{},
+		pending:     map[uint64]*pendingRequest{},
+		maxKept:     defaultMaxKept,
+		steer:       steerState{timeout: steerTimeout},
+		killLinger:  killLinger,
+		recentEvery: recentEvery,
+		tickets:     tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
 	}
 }
 

@@ -173,9 +173,8 @@ func (l *loop) keepReport(r *UpgradeReport) {
 // to compare with), and the new generation's first connection.
 func (l *loop) setFigures(r *UpgradeReport, j *judge) {
 	nw, ow := j.nw, j.ow
-	if ow.Requests < int64(l.cfg.MinRequests) && j.olife.Requests > ow.Requests {
-		ow = j.olife
-		ow.Lifetime = true
+	if j.ofall.Requests > ow.Requests {
+		ow = baseline(ow, j.ofall, int64(l.cfg.MinRequests))
 	}
 	r.New, r.Old = &nw, &ow
 	if j.first > 0 {
