@@ -58,15 +58,23 @@ func openStateDir(path string) (*stateDir, error) {
 	}
 	// Owner-only, when it is ours to change (a Kubernetes emptyDir or a
 	// RuntimeDirectory may belong to someone else and is set up already).
+	// A refused start puts the mode back: it changes nothing (a new
+	// user's recheck: a start refused for a full filesystem left a
+	// directory it had not made owner-only).
+	restoreMode := func() {}
 	if st, err := os.Stat(abs); err == nil {
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) == os.Getuid() {
 			if err := os.Chmod(abs, 0o700); err != nil {
 				return nil, fmt.Errorf("state dir: %w", err)
 			}
+			if mode := st.Mode(); !created && mode.Perm() != 0o700 {
+				restoreMode = func() { os.Chmod(abs, mode.Perm()|mode&(os.ModeSticky|os.ModeSetgid|os.ModeSetuid)) }
+			}
 		}
 	}
 	f, err := os.OpenFile(filepath.Join(abs, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		restoreMode()
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
@@ -75,6 +83,7 @@ func openStateDir(path string) (*stateDir, error) {
 			pid = readPID(PIDFile(abs))
 		}
 		f.Close()
+		restoreMode()
 		return nil, fmt.Errorf("%w on %s (pid %d)", ErrRunning, abs, pid)
 	}
 	// We hold the lock: the socket is stale. Admin sockets may belong to
@@ -82,8 +91,9 @@ func openStateDir(path string) (*stateDir, error) {
 	os.Remove(ControlSocket(abs))
 	d := &stateDir{path: abs, lock: f}
 	d.created.Store(created)
-	if err := writeFileAtomic(PIDFile(abs), strconv.Itoa(os.Getpid())+"\n"); err != nil {
+	if err := writePIDFile(PIDFile(abs), os.Getpid()); err != nil {
 		d.close()
+		restoreMode()
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	return d, nil
@@ -149,6 +159,22 @@ func readPID(path string) int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
+}
+
+// writePIDFile writes pid to path, by a new file renamed over it, or, on a
+// filesystem too full for a new file, in place over the one a killed
+// supervisor left (whose block the truncation frees for the write): the
+// first start after a kill on a full filesystem failed there, and could
+// not adopt the workers (a new user's recheck).
+func writePIDFile(path string, pid int) error {
+	content := strconv.Itoa(pid) + "\n"
+	err := writeFileAtomic(path, content)
+	if errors.Is(err, syscall.ENOSPC) {
+		if _, serr := os.Stat(path); serr == nil {
+			return os.WriteFile(path, []byte(content), 0o600)
+		}
+	}
+	return err
 }
 
 func writeFileAtomic(path, content string) error {

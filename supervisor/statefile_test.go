@@ -110,6 +110,17 @@ func TestRefusedStartOnAFullFilesystemLeavesNothing(t *testing.T) {
 		if err := fill(dir); err != nil {
 			return err
 		}
+		// An existing directory keeps its mode.
+		if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+			return err
+		}
+		if d, err := openStateDir(dir); err == nil {
+			d.close()
+			return errors.New("state dir opened on a full filesystem")
+		}
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o777 || fi.Mode()&os.ModeSticky == 0 {
+			return fmt.Errorf("the existing state dir's mode is %v after a refused start (%v); want its drwxrwxrwt", fi.Mode(), err)
+		}
 		st := filepath.Join(dir, "st")
 		if d, err := openStateDir(st); err == nil {
 			d.close()
@@ -122,6 +133,37 @@ func TestRefusedStartOnAFullFilesystemLeavesNothing(t *testing.T) {
 		}
 		if _, err := os.Stat(st); !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("the state dir it made is still there (%v)", err)
+		}
+		return nil
+	})
+}
+
+// The first start after a supervisor's kill on a full filesystem takes
+// the state dir: its pid file goes over the one the killed supervisor
+// left. It failed there (ENOSPC), and could not adopt the workers (a new
+// user's recheck).
+func TestStartAfterAKillOnAFullFilesystem(t *testing.T) {
+	onSmallTmpfs(t, "64k", func(dir string) error {
+		st := filepath.Join(dir, "st")
+		d, err := openStateDir(st)
+		if err != nil {
+			return err
+		}
+		// Killed: its pid file, lock and state file stay.
+		if err := os.WriteFile(statePath(st), []byte(`{"supervisor_pid": 1}`), 0o600); err != nil {
+			return err
+		}
+		d.lock.Close()
+		if err := fill(dir); err != nil {
+			return err
+		}
+		d2, err := openStateDir(st)
+		if err != nil {
+			return fmt.Errorf("start after the kill: %w", err)
+		}
+		defer d2.close()
+		if pid := readPID(PIDFile(st)); pid != os.Getpid() {
+			return fmt.Errorf("pid file holds %d; want %d", pid, os.Getpid())
 		}
 		return nil
 	})
