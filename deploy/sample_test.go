@@ -45,6 +45,7 @@ type sampleSupervisor struct {
 	drainCutRequests prometheus.Counter
 	scrapeErrors     prometheus.Counter
 	stateWriteErrors prometheus.Counter
+	stateFileStale   prometheus.Gauge
 	rollbacks        *prometheus.CounterVec
 	workerCrashes    *prometheus.CounterVec
 	cpuSeconds       *prometheus.CounterVec
@@ -88,6 +89,9 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		stateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "launcher_state_write_errors_total", Help: "Writes of the state file that failed.",
 		}),
+		stateFileStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "launcher_state_file_stale", Help: "1 while the state file's last write failed.",
+		}),
 		cpuSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "launcher_generation_cpu_seconds_total", Help: "CPU time of a generation's processes.",
 		}, genLabels),
@@ -123,7 +127,7 @@ func newSampleSupervisor(t testing.TB) *sampleSupervisor {
 		Name: "launcher_worker_crashes_total", Help: "Workers that exited unasked, by their generation's state.",
 	}, []string{"state"})
 	s.reg.MustRegister(inflight, connections, s.requests, s.requestDuration, info, s.upgrades,
-		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors, s.stateWriteErrors,
+		s.upgradeDuration, s.drainDuration, s.drainTimeouts, s.drainCutRequests, s.scrapeErrors, s.stateWriteErrors, s.stateFileStale,
 		generations, handover, s.cpuSeconds, memory, weight, firstConn, s.rollbacks, s.workerCrashes)
 	// No canary in the sample: the active generation gets every new
 	// connection.

@@ -54,6 +54,8 @@ type Supervisor struct {
 	ScrapeErrors prometheus.Counter
 	// StateWriteErrors counts writes of the state file that failed.
 	StateWriteErrors prometheus.Counter
+	// StateFileStale is 1 while the state file's last write failed.
+	StateFileStale prometheus.Gauge
 	// WorkerCrashes counts workers that exited unasked, by their
 	// generation's state then: active, standby, draining.
 	WorkerCrashes *prometheus.CounterVec
@@ -106,6 +108,10 @@ func NewSupervisor(handover string, generations func() []GenerationInfo) *Superv
 			Name: "launcher_scrape_errors_total",
 			Help: "Worker admin-socket scrapes that failed or timed out.",
 		}),
+		StateFileStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "launcher_state_file_stale",
+			Help: "1 while the state file's last write failed (it is written again every 5 s until one takes): a supervisor started after this one is killed could not adopt what runs now; 0 otherwise.",
+		}),
 		StateWriteErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "launcher_state_write_errors_total",
 			Help: "Writes of the state file (state.json) that failed, a full or read-only state dir: until one succeeds, a supervisor started after this one is killed cannot adopt what runs now.",
@@ -152,6 +158,7 @@ func (s *Supervisor) Describe(ch chan<- *prometheus.Desc) {
 	s.DrainDuration.Describe(ch)
 	s.DrainTimeouts.Describe(ch)
 	s.StateWriteErrors.Describe(ch)
+	s.StateFileStale.Describe(ch)
 	s.DrainCutRequests.Describe(ch)
 	s.Rollbacks.Describe(ch)
 	s.ScrapeErrors.Describe(ch)
@@ -173,6 +180,7 @@ func (s *Supervisor) Collect(ch chan<- prometheus.Metric) {
 	s.DrainDuration.Collect(ch)
 	s.DrainTimeouts.Collect(ch)
 	s.StateWriteErrors.Collect(ch)
+	s.StateFileStale.Collect(ch)
 	s.DrainCutRequests.Collect(ch)
 	s.Rollbacks.Collect(ch)
 	s.ScrapeErrors.Collect(ch)

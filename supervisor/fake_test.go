@@ -252,6 +252,7 @@ type fakeEffects struct {
 	repointErr error                // what repoint returns
 	onStart    func(*fakeProc)      // called with each worker of a generation after the first, if set
 	startErr   func(procSpec) error // a start it fails, as fork/exec does, if set (guarded by mu)
+	saveErr    error                // what saveState fails with, if set (guarded by mu)
 	msgs       map[int][]string     // pid → message types the worker got
 	steers     [][]int              // the slots of every steer, in order
 	settles    map[int][]string     // pid → "type:settle" of its quiesces and releases
@@ -760,6 +761,9 @@ func (fx *fakeEffects) scrape(ctx context.Context, admin string) (map[string]*dt
 func (fx *fakeEffects) saveState(st savedState) error {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
+	if fx.saveErr != nil {
+		return fx.saveErr
+	}
 	fx.state = &st
 	return nil
 }

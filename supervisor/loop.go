@@ -46,6 +46,10 @@ type loop struct {
 	// watchRecent).
 	recent      []recentReading
 	recentEvery time.Duration
+	// stateStale: the state file's last write failed; stateRetry: its
+	// next try is due (see flushState).
+	stateStale, stateRetry bool
+	stateRetryEvery        time.Duration
 	// reportJSON holds the encoding of each final report in reports
 	// (see savedReports).
 	reportJSON map[*UpgradeReport][]byte
@@ -89,16 +93,17 @@ type event interface{ apply(l *loop) }
 func newLoop(cfg Config, fx effects, m *metrics.Supervisor, stateDir string, adminSocket func(int, int) string) *loop {
 	return &loop{
 		cfg: cfg, log: cfg.Logger, fx: fx, m: m, stateDir: stateDir, adminSocket: adminSocket, restarts: defaultRestarts,
-		events:      make(chan event, 64),
-		done:        make(chan struct{}),
-		timers:      map[*time.Timer]bool{},
-		byToken:     map[string]*worker{},
-		pending:     map[uint64]*pendingRequest{},
-		maxKept:     defaultMaxKept,
-		steer:       steerState{timeout: steerTimeout},
-		killLinger:  killLinger,
-		recentEvery: recentEvery,
-		tickets:     tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
+		events:          make(chan event, 64),
+		done:            make(chan struct{}),
+		timers:          map[*time.Timer]bool{},
+		byToken:         map[string]*worker{},
+		pending:         map[uint64]*pendingRequest{},
+		maxKept:         defaultMaxKept,
+		steer:           steerState{timeout: steerTimeout},
+		killLinger:      killLinger,
+		recentEvery:     recentEvery,
+		stateRetryEvery: stateRetryEvery,
+		tickets:         tickets{ring: cfg.ticketFile, fixed: cfg.ticketFile.Len() > 0},
 	}
 }
 
@@ -350,9 +355,33 @@ func (l *loop) flushState() error {
 	if err != nil {
 		l.m.StateWriteErrors.Inc()
 		l.log.Error("write state file: a supervisor started after this one is killed could not adopt what runs now", "err", err)
+		if !l.stateRetry {
+			// Written again until it takes: nothing else may change
+			// for hours, and the file on disk is the last one that took
+			// (a new user's recheck: stale until the next upgrade).
+			l.stateRetry = true
+			l.after(l.stateRetryEvery, evFunc(func(l *loop) {
+				l.stateRetry = false
+				if l.stateStale && !l.stateClosed && l.flushState() == nil {
+					l.log.Info("state file written again")
+				}
+			}))
+		}
+	}
+	if stale := err != nil; stale != l.stateStale {
+		l.stateStale = stale
+		v := 0.0
+		if stale {
+			v = 1
+		}
+		l.m.StateFileStale.Set(v)
 	}
 	return err
 }
+
+// stateRetryEvery is how often a state file whose last write failed is
+// written again.
+const stateRetryEvery = 5 * time.Second
 
 // genLog returns the logger for g.
 func (l *loop) genLog(g *generation) *slog.Logger {

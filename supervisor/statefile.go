@@ -137,6 +137,22 @@ type stateFile struct {
 	ends [2]int64
 }
 
+// pwriteAll writes b at the start of fd.
+func pwriteAll(fd int, b []byte) error {
+	for off := 0; off < len(b); {
+		n, err := unix.Pwrite(fd, b[off:], int64(off))
+		switch {
+		case err == unix.EINTR:
+		case err != nil:
+			return err
+		case n == 0:
+			return io.ErrShortWrite
+		}
+		off += max(n, 0)
+	}
+	return nil
+}
+
 func newStateFile(path string) *stateFile { return &stateFile{path: path, ends: [2]int64{-1, -1}} }
 
 // write replaces the state file's content with content and a newline,
@@ -179,14 +195,16 @@ func (f *stateFile) write(content []byte) error {
 	if blankTo > end {
 		content = append(content, bytes.Repeat([]byte{' '}, int(blankTo-end))...)
 	}
-	for off := 0; off < len(content) && err == nil; {
-		n, werr := unix.Pwrite(fd, content[off:], int64(off))
-		if werr != nil && werr != unix.EINTR {
-			err = werr
-		} else if n > 0 {
-			off += n
-		} else if werr == nil {
-			err = io.ErrShortWrite
+	if err == nil {
+		err = pwriteAll(fd, content)
+		if errors.Is(err, unix.ENOSPC) && len(content) > int(end) {
+			// No room for the reserve (a filesystem too small for it,
+			// or full): the content alone, cut to its length, which
+			// frees what the old one held beyond it.
+			err = unix.Ftruncate(fd, end)
+			if err == nil {
+				err = pwriteAll(fd, content[:end])
+			}
 		}
 	}
 	if cerr := unix.Close(fd); err == nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,6 +97,26 @@ func TestStateFileWritesOnAFullFilesystem(t *testing.T) {
 		for n := 2; n < 40; n += 3 {
 			if err := f.write(state(n)); err != nil {
 				return fmt.Errorf("write of %d KiB on the full filesystem: %w", n, err)
+			}
+		}
+		return nil
+	})
+}
+
+// On a filesystem with no room for both files' reserve the state file is
+// written without it: every write failed (a new user's recheck, a 128k
+// tmpfs).
+func TestStateFileWithoutRoomForItsReserve(t *testing.T) {
+	onSmallTmpfs(t, "96k", func(dir string) error {
+		f := newStateFile(filepath.Join(dir, stateName))
+		for n := range 6 {
+			content := fmt.Appendf(nil, `{"n":%d, "pad": %q}`, n, strings.Repeat("x", (5-n)*1024))
+			if err := f.write(content); err != nil {
+				return fmt.Errorf("write %d: %w", n, err)
+			}
+			var v struct{ N int }
+			if b, err := os.ReadFile(filepath.Join(dir, stateName)); err != nil || json.Unmarshal(b, &v) != nil || v.N != n {
+				return fmt.Errorf("write %d: read %q…, %v", n, b[:min(len(b), 40)], err)
 			}
 		}
 		return nil
@@ -284,4 +305,48 @@ func TestSavedReportsJSON(t *testing.T) {
 	if _, ok := l.reportJSON[final]; ok || len(l.reportJSON) != 1 {
 		t.Errorf("kept JSON of %d reports, of the dropped one %v; want the remaining one only", len(l.reportJSON), ok)
 	}
+}
+
+// A state file whose write failed is written again every stateRetryEvery
+// until one takes, and launcher_state_file_stale says so meanwhile; the
+// upgrade whose switch it could not record says so in a warning step. It
+// stayed stale until the next change (a new user's recheck: until the
+// next upgrade), and an alert on the errors' increase cleared while it
+// was.
+func TestStaleStateFileWrittenAgain(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		r.s.loop.stateRetryEvery = 100 * time.Millisecond
+	})
+	r.waitStarted()
+	fx.mu.Lock()
+	fx.saveErr = errors.New("write state.json.swap: no space left on device")
+	fx.mu.Unlock()
+	st, err := r.upgrade("v2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.text(), "warning: state file not written (write state.json.swap: no space left on device): should the supervisor be killed, a new one could not adopt generation 2") {
+		t.Errorf("steps:\n%s\nwant the warning", st.text())
+	}
+	if v := testutil.ToFloat64(r.s.metrics.StateFileStale); v != 1 {
+		t.Errorf("launcher_state_file_stale = %v; want 1", v)
+	}
+	fx.mu.Lock()
+	fx.saveErr = nil
+	fx.mu.Unlock()
+	eventually(t, "the state file written again", func() error {
+		fx.mu.Lock()
+		defer fx.mu.Unlock()
+		if fx.state == nil || fx.state.Active != 2 {
+			return fmt.Errorf("state file %+v", fx.state)
+		}
+		return nil
+	})
+	eventually(t, "not stale", func() error {
+		if v := testutil.ToFloat64(r.s.metrics.StateFileStale); v != 0 {
+			return fmt.Errorf("launcher_state_file_stale = %v", v)
+		}
+		return nil
+	})
 }
