@@ -26,7 +26,10 @@
 #   KEEP                releases prune keeps, newest first (default 5); the
 #                       current and the release of every generation the
 #                       supervisor still has (active, standby during a
-#                       probation, starting, draining, failed) are always kept
+#                       probation, starting, draining, failed) are always kept;
+#                       when the supervisor cannot tell (killed, leaving its
+#                       state.json and workers, or not answering) prune
+#                       deletes nothing: exit 1, a warning after an install
 #   LAUNCHER            the launcher CLI (default: launcher in PATH, else
 #                       /usr/local/bin/launcher)
 #   LAUNCHER_STATE_DIR  the supervisor's state directory (default
@@ -34,7 +37,9 @@
 #
 # install and activate run `launcher upgrade --wait`: they return once the
 # new release passed its probation and the old generation has exited, and
-# fail (exit 1) when it was rolled back during its probation.
+# fail (exit 1) when it was rolled back during its probation. A version
+# already active but still in its probation or canary (an upgrade made by
+# hand) is waited for and judged alike.
 # When no supervisor runs on the state directory, activate and rollback only
 # repoint `current`: the next `launcher start` (systemctl start) runs it.
 # Every command is idempotent: installing the active version again changes
