@@ -231,3 +231,62 @@ func TestAnsibleRollout(t *testing.T) {
 	}
 	t.Logf("v4crash rollout recap: %v", recap(out))
 }
+
+// TestAnsibleRolloutAwaitsAHandUpgrade: the release to roll out is already
+// the active generation, but in the probation of an upgrade made by hand
+// (launcher upgrade without --wait): the upgrade task is skipped, and the
+// rollout waits for the verdict. v4crash, crashing 5 s into its 10 s
+// probation (after the playbook, 3 s, reached its wait), is rolled back:
+// the host fails with one line saying so, not the status JSON (before, the
+// wait task found v4crash active at once and the rollout passed, failed=0).
+func TestAnsibleRolloutAwaitsAHandUpgrade(t *testing.T) {
+	t.Parallel()
+	bin := needTool(t, "ansible-playbook", "ansible")
+	b := buildBinaries(t)
+	root := shortTempDir(t)
+	appRoot := filepath.Join(root, "srv", "hello")
+	linkOrCopy(t, helloPath(b.releases, "v1"), helloPath(filepath.Join(appRoot, "releases"), "v1"))
+	crash := filepath.Join(root, "v4crash")
+	writeCrashingRelease(t, crash, helloPath(b.releases, "v3"), 5*time.Second)
+	// The release staged as the rollout's copy task would: unchanged then.
+	if err := os.MkdirAll(filepath.Join(appRoot, "releases", "v4crash"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(crash); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(helloPath(filepath.Join(appRoot, "releases"), "v4crash"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("releases/v1", filepath.Join(appRoot, "current")); err != nil {
+		t.Fatal(err)
+	}
+	state, addr := filepath.Join(root, "run"), freeAddr(t)
+	p := startLauncher(t, b.launcher, addr, state, nil, "start", "--listen", addr,
+		"--state-dir", state, "--releases", filepath.Join(appRoot, "releases"),
+		"--current", filepath.Join(appRoot, "current"), "--drain-timeout", "5s",
+		"--probation", "10s", "--", filepath.Join(appRoot, "current", "hello"))
+	inv := filepath.Join(root, "inventory.ini")
+	if err := os.WriteFile(inv, fmt.Appendf(nil, "[launcher]\nhost1 ansible_connection=local app_root=%s state_dir=%s\n\n"+
+		"[launcher:vars]\napp=hello\nlauncher_bin=%s\nansible_python_interpreter={{ ansible_playbook_python }}\n",
+		appRoot, state, b.launcher), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", state, "v4crash"); err != nil {
+		t.Fatalf("launcher upgrade v4crash: %v\n%s", err, out)
+	}
+	out, err := ansiblePlaybook(t, bin, root, "-i", inv, "rollout.yml",
+		"-e", "release_version=v4crash", "-e", "release_binary="+crash)
+	if err == nil {
+		t.Errorf("rollout of v4crash, rolled back in the probation of a hand-made upgrade, succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "upgrade of host1 to v4crash rolled back during its probation; rollout stopped, the hosts after it are not touched: v1 serves on") ||
+		strings.Contains(out, `"generations"`) {
+		t.Errorf("the rollout does not fail in one line saying v4crash was rolled back:\n%s", out)
+	}
+	t.Logf("rollout of v4crash:\n%s", out)
+	wantHello(t, p.addr, "v1")
+	if v := activeVersion(p.status()); v != "v1" {
+		t.Errorf("active %s after v4crash was rolled back, want v1", v)
+	}
+}

@@ -26,7 +26,10 @@
 #   KEEP                releases prune keeps, newest first (default 5); the
 #                       current and the release of every generation the
 #                       supervisor still has (active, standby during a
-#                       probation, starting, draining, failed) are always kept
+#                       probation, starting, draining, failed) are always kept;
+#                       when the supervisor cannot tell (killed, leaving its
+#                       state.json and workers, or not answering) prune
+#                       deletes nothing: exit 1, a warning after an install
 #   LAUNCHER            the launcher CLI (default: launcher in PATH, else
 #                       /usr/local/bin/launcher)
 #   LAUNCHER_STATE_DIR  the supervisor's state directory (default
@@ -34,7 +37,9 @@
 #
 # install and activate run `launcher upgrade --wait`: they return once the
 # new release passed its probation and the old generation has exited, and
-# fail (exit 1) when it was rolled back during its probation.
+# fail (exit 1) when it was rolled back during its probation. A version
+# already active but still in its probation or canary (an upgrade made by
+# hand) is waited for and judged alike.
 # When no supervisor runs on the state directory, activate and rollback only
 # repoint `current`: the next `launcher start` (systemctl start) runs it.
 # Every command is idempotent: installing the active version again changes
@@ -86,32 +91,56 @@ running() {
 }
 
 # live_versions prints the version of every generation the supervisor
-# still has, one a line, from `launcher status --json` (two-space indented,
-# one key a line): every state but exited (starting, active, standby,
-# draining, failed), and any generation with a pid left. A standby
+# still has, one a line, from `launcher status --json` on stdin (two-space
+# indented, one key a line): every state but exited (starting, active,
+# standby, draining, failed), and any generation with a pid left. A standby
 # generation is what a rollback goes back to during a probation, and its
 # workers are restarted from its release: its directory must stay. The
-# active one is marked with a trailing " active". Only the top-level
-# "generations" array is read (the history's reports name versions too).
+# active one is marked " active GENERATION", and " trial UNTIL" after that
+# while it is still in its probation (UNTIL: its end, RFC 3339) or canary
+# (UNTIL: "canary", a weight below 100, no end known yet). Only the
+# top-level "generations" array is read (the history's reports name
+# versions too).
 live_versions() {
-  "$LAUNCHER" status --json | awk '
+  awk '
     /^  "generations": \[$/ { in_gens = 1; next }
     in_gens && /^  \]/      { in_gens = 0 }
     !in_gens                 { next }
-    /^    \{/                { v = ""; s = ""; pids = 0 }
+    /^    \{/                { v = ""; s = ""; g = ""; pids = 0; until = ""; w = 100 }
+    /^      "generation": /  { g = $2; gsub(/[",]/, "", g) }
     /^      "version": /     { v = $2; gsub(/[",]/, "", v) }
     /^      "state": /       { s = $2; gsub(/[",]/, "", s) }
     /^      "pids": \[$/     { pids = 1 }
+    /^      "probation_until": / { until = $2; gsub(/[",]/, "", until) }
+    /^      "weight": /      { w = $2; gsub(/[",]/, "", w); w += 0 }
     /^    \}/ {
       if (v == "") next
-      if (s == "active") print v " active"
-      else if (s != "exited" || pids) print v
+      if (s == "active") {
+        if (until != "") print v " active " g " trial " until
+        else if (w < 100) print v " active " g " trial canary"
+        else print v " active " g
+      } else if (s != "exited" || pids) print v
     }'
+}
+
+# verdict_of prints the verdict of the last upgrade report for generation
+# GENERATION in `launcher status --json` on stdin (its "history"), empty if
+# none.
+verdict_of() {
+  awk -v gen="$1" '
+    /^  "history": \[$/ { in_hist = 1; next }
+    in_hist && /^  \]/ { in_hist = 0 }
+    !in_hist            { next }
+    /^    \{/           { g = ""; v = "" }
+    /^      "generation": / { g = $2; gsub(/[",]/, "", g) }
+    /^      "verdict": / { v = $2; gsub(/[",]/, "", v) }
+    /^    \}/           { if (g == gen) last = v }
+    END                 { print last }'
 }
 
 # active_version prints the active generation's version, empty if none.
 active_version() {
-  live_versions | awk '$2 == "active" { print $1 }' | tail -n 1
+  "$LAUNCHER" status --json | live_versions | awk '$2 == "active" { print $1 }' | tail -n 1
 }
 
 # current_version prints the release `current` points at, empty if none.
@@ -167,7 +196,7 @@ cmd_activate() {
     return
   fi
   if [ "$(active_version)" = "$version" ]; then
-    say "$version is already active"
+    await_verdict "$version"
   else
     upgrade "$version"
   fi
@@ -201,6 +230,55 @@ upgrade() {
     *"rolled back"*) die "upgrade to $version rolled back during its probation: ${active:-the previous release} serves on" ;;
     *) die "upgrade to $version failed: ${active:-the previous release} serves on" ;;
   esac
+}
+
+# await_verdict judges VERSION, found active when deploy.sh was asked to
+# activate it. An upgrade made by hand (launcher upgrade VERSION, without
+# --wait) may still be in its probation or canary: a release that crashes
+# there is rolled back seconds later, so "already active" is no verdict.
+# It polls `launcher status --json` while the active generation of VERSION
+# is on trial, up to the end of its probation and a minute more (during a
+# canary, whose end is not known yet, up to an hour; `launcher promote`
+# ends it sooner), then judges as upgrade does: by which version is active
+# and the verdict of the generation's last report.
+await_verdict() {
+  local version="$1" json line active gen trial until deadline now phase said=""
+  deadline=$(($(date +%s) + 3600))
+  while :; do
+    json="$("$LAUNCHER" status --json 2>&1)" ||
+      die "upgrade to $version: cannot tell its verdict: ${json##*$'\n'}"
+    line="$(live_versions <<<"$json" | awk '$2 == "active"' | tail -n 1)"
+    read -r _ _ gen trial until <<<"$line" || true
+    # Active when activate looked, not now: rolled back (the supervisor
+    # repointed current back too).
+    active="${line%% *}"
+    [ "$active" = "$version" ] ||
+      die "upgrade to $version rolled back during its probation: ${active:-the previous release} serves on"
+    [ "$trial" = trial ] || break
+    now="$(date +%s)"
+    phase=canary
+    if [ "$until" != canary ]; then
+      phase=probation
+      deadline=$(($(date -d "$until" +%s) + 60))
+    fi
+    if [ -z "$said" ]; then
+      say "$version is active but still in its $phase (an upgrade not made by deploy.sh): waiting for its verdict"
+      said=1
+    fi
+    [ "$now" -le "$deadline" ] ||
+      die "upgrade to $version: still in its probation or canary after the wait; see launcher status"
+    sleep 0.5
+  done
+  case "$(verdict_of "$gen" <<<"$json")" in
+    rolled_back | failed | breached)
+      die "upgrade to $version failed its probation, but nothing was left to roll back to: $version serves; roll back or upgrade to a good release"
+      ;;
+  esac
+  if [ -n "$said" ]; then
+    say "upgrade to $version passed"
+  else
+    say "$version is already active"
+  fi
 }
 
 # previous_release prints the release installed before VERSION, if any.
@@ -238,16 +316,36 @@ cmd_rollback() {
   cmd_activate "$target"
 }
 
+# cmd_prune deletes old releases. It prunes only when it knows what runs:
+# when `launcher status --json` answers, or when the state directory has no
+# state.json (no supervisor ever ran there, or it stopped cleanly, which
+# removes it: nothing runs but what a start would run, `current`). A
+# supervisor killed (kill -9) leaves state.json, and its workers may serve
+# on from any release, the standby's too, until a start adopts them; one
+# stopped (kill -STOP) does not answer: then it deletes nothing and exits 1
+# with one line saying why, or, after an install (AFTER set: the version
+# installed), prints that line as a warning and returns 0: the install
+# itself succeeded.
 cmd_prune() {
+  local after="${1:-}"
   [[ "$KEEP" =~ ^[1-9][0-9]*$ ]] || die "KEEP=$KEEP: want a number >= 1"
   local -A keep=()
-  local v n total
+  local v n total json=""
   local -a all
+  if ! json="$("$LAUNCHER" status --json 2>&1)"; then
+    if [ -e "$LAUNCHER_STATE_DIR/state.json" ]; then
+      v="not pruning: cannot tell which releases run (${json##*$'\n'})"
+      if [ -n "$after" ]; then
+        echo "deploy.sh: warning: $after installed, $v" >&2
+        return 0
+      fi
+      die "$v"
+    fi
+    json=""
+  fi
   v="$(current_version)"
   [ -z "$v" ] || keep[$v]=1
-  if running; then
-    while read -r v _; do keep[$v]=1; done < <(live_versions)
-  fi
+  while read -r v _; do keep[$v]=1; done < <(live_versions <<<"$json")
   mapfile -t all < <(releases_oldest_first)
   total="${#all[@]}"
   n=0
@@ -287,7 +385,7 @@ main() {
       lock
       cmd_stage "$1" "$2"
       cmd_activate "$1"
-      cmd_prune
+      cmd_prune "$1"
       ;;
     stage)
       [ "$#" -eq 2 ] || usage

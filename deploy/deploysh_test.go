@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,5 +304,137 @@ func TestDeployScriptProbation(t *testing.T) {
 	d.wantCurrent("v2")
 	if v := activeVersion(p.status()); v != "v2" {
 		t.Errorf("active generation %s after v4crash was rolled back, want v2", v)
+	}
+}
+
+// startOnCurrent starts a supervisor the way launcher@.service does, on the
+// `current` symlink deploy.sh maintains, on addr with a probation of
+// probation, and waits until version serves.
+func (d *deployScript) startOnCurrent(b binaries, addr, probation, version string) *launcherProc {
+	d.t.Helper()
+	p := startLauncher(d.t, b.launcher, addr, d.stateDir, nil, "start", "--listen", addr,
+		"--state-dir", d.stateDir, "--releases", filepath.Join(d.appRoot, "releases"),
+		"--current", filepath.Join(d.appRoot, "current"), "--drain-timeout", "5s",
+		"--probation", probation, "--", filepath.Join(d.appRoot, "current", "hello"))
+	wantHello(d.t, addr, version)
+	return p
+}
+
+// TestDeployScriptPruneKnowsWhatRuns: prune deletes nothing when it cannot
+// tell which releases run. The supervisor is killed (kill -9) while v1
+// stands by in v2's probation: its workers serve on, `launcher status`
+// fails, state.json stays. KEEP=1 prune refuses with one line, exit 1,
+// and an install's prune only warns (the install succeeded); every release
+// stays. Before, prune kept only `current` (v2) and deleted v1, the
+// standby's release, which the adopting supervisor restarts workers from
+// or rolls back to. After the adoption and a clean stop (state.json
+// removed) prune keeps `current` and the KEEP newest only.
+func TestDeployScriptPruneKnowsWhatRuns(t *testing.T) {
+	t.Parallel()
+	d, b, _ := newDeployScript(t)
+	bin := func(v string) string { return helloPath(b.releases, v) }
+	d.run(nil, "install", "v1", bin("v1"))
+	d.run(nil, "stage", "v2", bin("v2"))
+	p := d.startOnCurrent(b, freeAddr(t), "60s", "v1")
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", d.stateDir, "v2"); err != nil {
+		t.Fatalf("launcher upgrade v2: %v\n%s", err, out)
+	}
+	p.status() // remember both generations' workers, for the cleanup
+	p.Kill()
+
+	out, err := d.exec([]string{"KEEP=1"}, "prune")
+	if err == nil || !strings.HasPrefix(out, "deploy.sh: not pruning: cannot tell which releases run (launcher: status: no supervisor running on") ||
+		strings.Count(out, "\n") != 1 {
+		t.Errorf("KEEP=1 prune with a killed supervisor: %v, want a refusal in one line:\n%s", err, out)
+	}
+	d.wantReleases("v1", "v2")
+	out = d.run([]string{"KEEP=1"}, "install", "v3", bin("v3"))
+	if !strings.Contains(out, "deploy.sh: warning: v3 installed, not pruning: cannot tell which releases run") {
+		t.Errorf("install with KEEP=1 and a killed supervisor does not warn that it did not prune:\n%s", out)
+	}
+	d.wantReleases("v1", "v2", "v3")
+	d.run(nil, "activate", "v2") // back to what serves, for the adoption
+
+	// The adoption, then a clean stop: state.json goes, prune knows.
+	p = d.startOnCurrent(b, p.addr, "0", "v2")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		// Adopted once the workers rejoined: a stop before fails the start.
+		if strings.Contains(p.log.String(), "msg=serving") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("v2's workers not adopted within 10s")
+		}
+	}
+	if out, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", d.stateDir); err != nil {
+		t.Fatalf("launcher stop: %v\n%s", err, out)
+	}
+	if err := p.wait(15 * time.Second); err != nil {
+		t.Fatalf("launcher start after stop: %v", err)
+	}
+	d.run([]string{"KEEP=1"}, "prune") // current and the newest install
+	d.wantReleases("v2", "v3")
+}
+
+// TestDeployScriptPruneStoppedSupervisor: with the supervisor stopped
+// (kill -STOP) `launcher status` gives up after 10 s; prune then deletes
+// nothing and says why (before: it kept only `current` and deleted the
+// standby generation's release).
+func TestDeployScriptPruneStoppedSupervisor(t *testing.T) {
+	t.Parallel()
+	d, b, _ := newDeployScript(t)
+	d.run(nil, "install", "v1", helloPath(b.releases, "v1"))
+	d.run(nil, "stage", "v2", helloPath(b.releases, "v2"))
+	p := d.startOnCurrent(b, freeAddr(t), "60s", "v1")
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", d.stateDir, "v2"); err != nil {
+		t.Fatalf("launcher upgrade v2: %v\n%s", err, out)
+	}
+	p.Signal(syscall.SIGSTOP)
+	out, err := d.exec([]string{"KEEP=1"}, "prune")
+	p.Signal(syscall.SIGCONT)
+	if err == nil || !strings.HasPrefix(out, "deploy.sh: not pruning: cannot tell which releases run (launcher: status:") {
+		t.Errorf("KEEP=1 prune with a stopped supervisor: %v, want a refusal:\n%s", err, out)
+	}
+	d.wantReleases("v1", "v2")
+}
+
+// TestDeployScriptAwaitsAHandUpgradesVerdict: install or activate of the
+// version already active, but still in the probation of an upgrade made
+// by hand (launcher upgrade without --wait), waits for the verdict. A
+// release crashing 1.5 s into its 4 s probation: install fails saying it
+// was rolled back, v1 serving with current on it (before: "v4crash is
+// already active", "v4crash serves", exit 0, and the rollback came after).
+// A good release: activate waits for the pass, exit 0.
+func TestDeployScriptAwaitsAHandUpgradesVerdict(t *testing.T) {
+	t.Parallel()
+	d, b, dir := newDeployScript(t)
+	d.run(nil, "install", "v1", helloPath(b.releases, "v1"))
+	crash := filepath.Join(dir, "v4crash")
+	writeCrashingRelease(t, crash, helloPath(b.releases, "v3"), 1500*time.Millisecond)
+	d.run(nil, "stage", "v4crash", crash)
+	d.run(nil, "stage", "v2", helloPath(b.releases, "v2"))
+	p := d.startOnCurrent(b, freeAddr(t), "4s", "v1")
+
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", d.stateDir, "v4crash"); err != nil {
+		t.Fatalf("launcher upgrade v4crash: %v\n%s", err, out)
+	}
+	out := d.fail("install", "v4crash", crash)
+	if !strings.Contains(out, "waiting for its verdict") ||
+		!strings.Contains(out, "deploy.sh: upgrade to v4crash rolled back during its probation: v1 serves on") {
+		t.Errorf("install of v4crash, in the probation of a hand-made upgrade, does not wait and fail:\n%s", out)
+	}
+	wantHello(t, p.addr, "v1")
+	d.wantCurrent("v1")
+
+	if out, err := launcherCLI(t, b.launcher, nil, "upgrade", "--state-dir", d.stateDir, "v2"); err != nil {
+		t.Fatalf("launcher upgrade v2: %v\n%s", err, out)
+	}
+	start := time.Now()
+	out = d.run(nil, "activate", "v2")
+	if took := time.Since(start); took < 2*time.Second || !strings.Contains(out, "upgrade to v2 passed") {
+		t.Errorf("activate v2 in its probation returned after %s without its pass:\n%s", took, out)
+	}
+	if st := p.status(); activeVersion(st) != "v2" {
+		t.Errorf("active %s after activate v2, want v2", activeVersion(st))
 	}
 }
