@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -179,13 +180,20 @@ func (g WorkerGatherer) Gather() ([]*dto.MetricFamily, error) {
 // replaced, it lost the app's values, and its series that differed only
 // there collapsed into one (a new user's trial).
 func withLabels(ls, add []*dto.LabelPair) []*dto.LabelPair {
+	has := func(set []*dto.LabelPair, name string) bool {
+		return slices.ContainsFunc(set, func(l *dto.LabelPair) bool { return l.GetName() == name })
+	}
 	out := make([]*dto.LabelPair, 0, len(ls)+len(add))
 	for _, l := range ls {
-		for _, a := range add {
-			if l.GetName() == a.GetName() {
-				l = &dto.LabelPair{Name: proto.String("exported_" + l.GetName()), Value: l.Value}
-				break
+		if has(add, l.GetName()) {
+			// exported_ again while that is taken too (an app's own
+			// exported_version): a name twice made the family invalid,
+			// and the exposition dropped it whole (a new user's recheck).
+			name := "exported_" + l.GetName()
+			for has(ls, name) || has(add, name) {
+				name = "exported_" + name
 			}
+			l = &dto.LabelPair{Name: proto.String(name), Value: l.Value}
 		}
 		out = append(out, l)
 	}

@@ -479,6 +479,12 @@ func TestWorkerGathererMerges(t *testing.T) {
 	app.MustRegister(greetings)
 	greetings.WithLabelValues("app-says-dev", "en").Add(3)
 	greetings.WithLabelValues("app-says-rc", "en").Add(1)
+	// With its own exported_version too: that one stays, and its
+	// version goes one exported_ further (twice one name made the family
+	// invalid, and the exposition dropped it whole).
+	builds := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hello_builds_total", Help: "Builds."}, []string{"version", "exported_version"})
+	app.MustRegister(builds)
+	builds.WithLabelValues("x", "y").Add(1)
 
 	targets := []metrics.Target{
 		{Socket: fakeWorker(t, dir, "g1w0", workerHandler(t, []observation{{200, time.Millisecond}, {200, time.Millisecond}}, nil)), Generation: 1, Version: "v1", Worker: 0},
@@ -505,7 +511,7 @@ func TestWorkerGathererMerges(t *testing.T) {
 			}
 		}
 	}
-	wantNames := []string{"hello_greetings_total", "launcher_inflight_requests", "launcher_open_connections",
+	wantNames := []string{"hello_builds_total", "hello_greetings_total", "launcher_inflight_requests", "launcher_open_connections",
 		"launcher_request_duration_seconds", "launcher_requests_total"}
 	if !slices.Equal(names, wantNames) {
 		t.Fatalf("families = %v; want %v (sorted, merged)", names, wantNames)
@@ -526,6 +532,7 @@ func TestWorkerGathererMerges(t *testing.T) {
 			`code="200",` + g1w0: 2, `code="200",` + g1w1: 1, `code="200",` + g2w0: 1, `code="500",` + g2w0: 1,
 		}},
 		{"launcher_request_duration_seconds", map[string]float64{g1w0: 2, g1w1: 1, g2w0: 2}},
+		{"hello_builds_total", map[string]float64{`exported_exported_version="x",exported_version="y",generation="2",version="v2",worker="0"`: 1}},
 		{"hello_greetings_total", map[string]float64{
 			`exported_version="app-says-dev",generation="2",lang="en",version="v2",worker="0"`: 3,
 			`exported_version="app-says-rc",generation="2",lang="en",version="v2",worker="0"`:  1,

@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/launcherd/launcher/internal/control"
 )
 
 func TestWeightedSlots(t *testing.T) {
@@ -912,9 +914,19 @@ func TestUpgradeWaitHearsOfTheRollbackAtOnce(t *testing.T) {
 		return nil
 	})
 	asked := time.Now()
+	newPID := r.gen(2).PIDs[0]
 	if _, err := r.s.Rollback(context.Background(), false, nil); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
+	// The generation rolled back from hands its keep-alive clients over
+	// at once, as a standby does: they were answered by it, keep-alive,
+	// until its drain began (a new user's recheck).
+	eventually(t, "generation 2's worker told to stand by", func() error {
+		if got := fx.got(newPID); !slices.Contains(got, control.TypeStandby) {
+			return fmt.Errorf("it got %v", got)
+		}
+		return nil
+	})
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "rolled back on request") {
 		t.Fatalf("upgrade --wait: %v; want rolled back on request", err)
 	}

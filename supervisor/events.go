@@ -286,13 +286,15 @@ func (l *loop) scheduleRestart(g *generation, index int) bool {
 		g.restarts.restarts++
 	}
 	if !ok {
-		if serving := g.readyLive(); len(serving) > 0 {
-			// The others serve: a generation that answers is no failed
-			// one (it said so, and /healthz took it out of service while
-			// it answered). The one that loops stays down.
+		if others := g.goingOn(index); others > 0 {
+			// The others serve, or restart from a crash of their own: a
+			// generation that answers is no failed one (it said so, and
+			// /healthz took it out of service while it answered; and one
+			// whose other worker waited for its restart then was never
+			// restarted). The one that loops stays down.
 			g.notRestarted = append(g.notRestarted, index)
 			l.markDirty()
-			l.genLog(g).Error(fmt.Sprintf("crash loop: worker %d not restarted; the generation serves on with %d of its %d workers (upgrade or rollback to recover)", index, len(serving), len(g.workers)),
+			l.genLog(g).Error(fmt.Sprintf("crash loop: worker %d not restarted; the generation goes on with %d of its %d workers, %d serving (upgrade or rollback to recover)", index, others, len(g.workers), len(g.readyLive())),
 				"worker", index, "crashes", l.restarts.loop)
 			l.fx.notify("STATUS=" + l.statusLine())
 			return false
@@ -314,8 +316,12 @@ func (l *loop) scheduleRestart(g *generation, index int) bool {
 // again unless that is a crash loop: then the crash loop's line is the
 // one (it said "restarting" and "not restarting" in the same millisecond).
 func (l *loop) restartCrashed(w *worker) {
+	what := "worker exited"
+	if w.killed { // the supervisor killed it, and said why then
+		what = "worker the supervisor killed exited"
+	}
 	if l.scheduleRestart(w.gen, w.index) {
-		l.workerLog(w).Warn("worker exited; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
+		l.workerLog(w).Warn(what+"; restarting", "err", w.exitErr, "stderr", w.tail.last(3))
 	} else {
 		l.workerLog(w).Error("worker exited: a crash loop, not restarted", "err", w.exitErr, "stderr", w.tail.last(3))
 	}
@@ -342,4 +348,13 @@ func (l *loop) restart(g *generation, index int) {
 		g.workers = append(g.workers, w)
 	}
 	l.workerLog(w).Info("worker restarted")
+	// Not ready by --ready-timeout (hung in its start, or in its health
+	// check): killed, and restarted with the back-off. It was kept for
+	// good, steered to by nothing, and the next upgrade's old generation
+	// could not stand by for its probation (a new user's recheck).
+	l.after(l.cfg.ReadyTimeout, evFunc(func(l *loop) {
+		if !w.ready && !w.exited && !w.killed && !w.stopping && w.gen == l.active && w.gen.state == StateActive {
+			l.workerFailed(w, fmt.Errorf("not ready within --ready-timeout %s%s", l.cfg.ReadyTimeout, w.hangNote()))
+		}
+	}))
 }

@@ -150,7 +150,7 @@ func verdict(nw, ow, ofall WindowFigures, lim judgeLimits) (breach, reason, figu
 	if lim.maxLatencyRatio > 0 && baseOK {
 		np, op := max(nw.P99, latencyFloor), max(base.P99, latencyFloor)
 		if float64(np) > lim.maxLatencyRatio*float64(op) {
-			return breachLatency, fmt.Sprintf("p99 latency %s against %s on generation %d (×%.1f, both counted as at least %s; limit ×%.1f)",
+			return breachLatency, fmt.Sprintf("p99 latency %s against %s on generation %d (×%.2f, both counted as at least %s; limit ×%.1f)",
 				nw.P99.Round(100*time.Microsecond), base.P99.Round(100*time.Microsecond), base.Generation,
 				float64(np)/float64(op), latencyFloor, lim.maxLatencyRatio), figures, true
 		}

@@ -492,6 +492,13 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		why = fmt.Sprintf("generation %d (%s) breached its judged %s: %s", g.num, g.release.Version, phase, p.crash)
 	}
 	announce := func(l *loop) {
+		// Its keep-alive clients are handed over now, as a standby's
+		// are: their next answer carries Connection: close, and they
+		// reconnect to old. They were answered by g, keep-alive, until
+		// its drain began (a new user's recheck).
+		for _, w := range g.live() {
+			l.send(w, control.Message{Type: control.TypeStandby})
+		}
 		// `upgrade --wait` hears of it now, not only once g has drained
 		// (it printed nothing for the seconds between: a new user's
 		// trial took it for hung).

@@ -315,7 +315,7 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	if err != nil || !healthy {
 		t.Errorf("active generation healthy: %v (%v); want true", healthy, err)
 	}
-	if want := "crash loop: worker 1 not restarted; the generation serves on with 1 of its 2 workers"; !strings.Contains(r.log.String(), want) {
+	if want := "crash loop: worker 1 not restarted; the generation goes on with 1 of its 2 workers, 1 serving"; !strings.Contains(r.log.String(), want) {
 		t.Errorf("no log line %q", want)
 	}
 	line, _ := ask(context.Background(), r.s.loop, (*loop).statusLine)
@@ -439,4 +439,62 @@ func startFastRestarts(t *testing.T, fx *fakeEffects, workers, loop int) (*rig, 
 	})
 	r.waitStarted()
 	return r, r.gen(1).PIDs
+}
+
+// A worker's crash loop while the generation's other worker waits for its
+// own restart (here: started again, not ready yet) leaves the generation
+// going on. The generation failed, and the other was never restarted:
+// the service down for good (a new user's recheck, 3 of 3, 2 workers).
+func TestCrashLoopWhileAnotherWorkerRestarts(t *testing.T) {
+	fx := newFakeEffects(t)
+	r, pids := startFastRestarts(t, fx, 2, 3)
+	fx.mu.Lock()
+	fx.startErr = func(spec procSpec) error {
+		if spec.index == 0 {
+			return errors.New("fork/exec: permission denied")
+		}
+		return nil
+	}
+	fx.mu.Unlock()
+	r.behave("v1", behaviour{neverReady: true}) // worker 1's restart: not ready yet
+	fx.proc(pids[1]).die()
+	eventually(t, "worker 1 restarted", func() error {
+		if n := fx.started(); n < 3 {
+			return fmt.Errorf("%d processes started", n)
+		}
+		return nil
+	})
+	fx.proc(pids[0]).die()
+	eventually(t, "worker 0 left down", func() error {
+		if g := r.gen(1); !slices.Equal(g.NotRestarted, []int{0}) {
+			return fmt.Errorf("generation 1 = %+v", g)
+		}
+		return nil
+	})
+	if g := r.gen(1); g.State != StateActive {
+		t.Errorf("generation 1 = %+v; want active, worker 1 on its way", g)
+	}
+}
+
+// A restarted worker not ready by --ready-timeout (hung in its start or
+// its health check) is killed and restarted with the back-off: it was
+// kept for good, steered to by nothing (a new user's recheck).
+func TestRestartedWorkerNotReadyInTimeIsRestarted(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 2, Probation: NoProbation, ReadyTimeout: 200 * time.Millisecond}, fx, func(r *rig) {
+		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: 100}
+	})
+	r.waitStarted()
+	pids := r.gen(1).PIDs
+	r.behave("v1", behaviour{neverReady: true}) // the workers started from now on
+	fx.proc(pids[1]).die()
+	eventually(t, "the hung restart killed and restarted", func() error {
+		if n := fx.started(); n < 4 {
+			return fmt.Errorf("%d processes started", n)
+		}
+		return nil
+	})
+	if want := "not ready within --ready-timeout 200ms (it listened"; !strings.Contains(r.log.String(), want) {
+		t.Errorf("no log line with %q", want)
+	}
 }

@@ -154,19 +154,7 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 		if l.op == op && op.err == nil {
 			for _, w := range g.workers {
 				if !w.ready {
-					// A stopped one is no slow one: say so, as the
-					// standby's and the drain's kills do.
-					stopped := ""
-					switch {
-					case w.proc.stopped():
-						stopped = " (it " + whyStopped + ")"
-					case w.listening:
-						// Where it hangs, as far as the supervisor can
-						// tell (a new user's trial: a health check with
-						// no timeout gave only "not ready").
-						stopped = " (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)"
-					}
-					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s%s", w, l.cfg.ReadyTimeout, stopped, stderrTail(w.tail.last(3))))
+					l.failOp(fmt.Errorf("%s not ready within --ready-timeout %s%s%s", w, l.cfg.ReadyTimeout, w.hangNote(), stderrTail(w.tail.last(3))))
 					return
 				}
 			}

@@ -81,6 +81,35 @@ func (g *generation) live() []*worker {
 
 func (g *generation) hasLive() bool { return len(g.live()) > 0 }
 
+// hangNote says where w, not ready, hangs, as far as the supervisor can
+// tell, for the ready timeout's error: a stopped one is no slow one (as
+// the standby's and the drain's kills say), and new users' trials got
+// only "not ready" for a health check with no timeout, or a release that
+// never runs the launcher's library.
+func (w *worker) hangNote() string {
+	switch {
+	case w.proc.stopped():
+		return " (it " + whyStopped + ")"
+	case w.listening:
+		return " (it listened: its app had not called Ready, or its health check, Options.Health, had not returned)"
+	case w.conn == nil:
+		return " (it never said hello: its process runs, but not the launcher's library, or not yet)"
+	}
+	return ""
+}
+
+// goingOn counts g's workers other than index that serve or are to be
+// started again: neither left down after a crash loop nor being stopped.
+func (g *generation) goingOn(index int) int {
+	n := 0
+	for _, w := range g.workers {
+		if w.index != index && !w.stopping && !slices.Contains(g.notRestarted, w.index) {
+			n++
+		}
+	}
+	return n
+}
+
 // readyLive returns g's workers that run and are ready: those that serve.
 func (g *generation) readyLive() []*worker {
 	var out []*worker
