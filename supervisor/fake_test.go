@@ -102,6 +102,23 @@ func (p *fakeProc) hang() {
 	p.mu.Unlock()
 }
 
+// failStarts makes the starts of the workers of indexes fail as a
+// fork/exec of a missing binary does; all workers' with all set; none
+// fail again without either.
+func (fx *fakeEffects) failStarts(all bool, indexes ...int) {
+	fx.mu.Lock()
+	defer fx.mu.Unlock()
+	fx.startErr = nil
+	if all || len(indexes) > 0 {
+		fx.startErr = func(spec procSpec) error {
+			if all || slices.Contains(indexes, spec.index) {
+				return fmt.Errorf("fork/exec %s: no such file or directory", spec.path)
+			}
+			return nil
+		}
+	}
+}
+
 // unhang makes p answer again.
 func (p *fakeProc) unhang() {
 	p.mu.Lock()

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -291,15 +290,8 @@ launcher_generation_memory_bytes{generation="3",version="v3"} 3e+06
 // a running generation, then a worker killed).
 func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	fx := newFakeEffects(t)
-	r, pids := startFastRestarts(t, fx, 2, 3)
-	fx.mu.Lock()
-	fx.startErr = func(spec procSpec) error {
-		if spec.index == 1 {
-			return fmt.Errorf("fork/exec %s: no such file or directory", spec.path)
-		}
-		return nil
-	}
-	fx.mu.Unlock()
+	r, pids := startFastRestarts(t, fx, Config{Workers: 2}, 3)
+	fx.failStarts(false, 1)
 	// Worker 1 is the one started second.
 	fx.proc(pids[1]).die()
 	eventually(t, "worker 1 left down", func() error {
@@ -333,9 +325,7 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 	})
 	pids = r.gen(1).PIDs
 	// The last one crash-looping too: nothing serves, and it says so.
-	fx.mu.Lock()
-	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
-	fx.mu.Unlock()
+	fx.failStarts(true)
 	fx.proc(pids[0]).die()
 	eventually(t, "generation 1 failed", func() error {
 		if g := r.gen(1); g.State != StateFailed {
@@ -355,11 +345,9 @@ func TestCrashLoopOfOneWorkerLeavesTheGenerationServing(t *testing.T) {
 // launcher_drain_duration_seconds (a new user's trial).
 func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 	fx := newFakeEffects(t)
-	r, pids := startFastRestarts(t, fx, 1, 3)
+	r, pids := startFastRestarts(t, fx, Config{Workers: 1}, 3)
 	pid := pids[0]
-	fx.mu.Lock()
-	fx.startErr = func(procSpec) error { return errors.New("fork/exec: no such file or directory") }
-	fx.mu.Unlock()
+	fx.failStarts(true)
 	fx.proc(pid).die()
 	eventually(t, "generation 1 failed", func() error {
 		if g := r.gen(1); g.State != StateFailed {
@@ -367,9 +355,7 @@ func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 		}
 		return nil
 	})
-	fx.mu.Lock()
-	fx.startErr = nil
-	fx.mu.Unlock()
+	fx.failStarts(false)
 	st, err := r.upgrade("v2", true)
 	if err != nil {
 		t.Fatal(err)
@@ -390,51 +376,62 @@ func TestUpgradeFromACrashLoopedGenerationDrainsNothing(t *testing.T) {
 	}
 }
 
-// A restarted worker that fails its health check at its ready is killed
-// and restarted with the back-off, saying why: it was left running, never
-// steered to and never retried, and nothing said so (a new user's trial).
-func TestRestartedWorkerFailingItsHealthCheckIsRestarted(t *testing.T) {
-	fx := newFakeEffects(t)
-	r, pids := startFastRestarts(t, fx, 2, 100)
-	r.behave("v1", behaviour{unhealthy: true}) // the workers started from now on
-	fx.proc(pids[1]).die()
-	eventually(t, "the unhealthy restarts killed and restarted", func() error {
-		if n := fx.started(); n < 5 {
-			return fmt.Errorf("%d processes started", n)
-		}
-		return nil
-	})
-	if want := `msg="restarted worker failed before it served: killed, and restarted with the back-off" supervisor`; !strings.Contains(r.log.String(), want) || !strings.Contains(r.log.String(), "database down") {
-		t.Errorf("no log line %q with the health check's error", want)
+// A restarted worker that fails before it serves (its health check fails
+// at its ready, or it is not ready by --ready-timeout: hung in its start
+// or its health check) is killed and restarted with the back-off, saying
+// why, and serves once it can: it was left running, never steered to and
+// never retried, and nothing said so (new users' trial and recheck).
+func TestRestartedWorkerThatFailsBeforeServingIsRestarted(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		b    behaviour
+		want string
+	}{
+		{"health check", behaviour{unhealthy: true}, "health check: database down"},
+		{"not ready in time", behaviour{neverReady: true}, "not ready within --ready-timeout 200ms (it listened"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			r, pids := startFastRestarts(t, fx, Config{Workers: 2, ReadyTimeout: 200 * time.Millisecond}, 100)
+			r.behave("v1", tt.b) // the workers started from now on
+			fx.proc(pids[1]).die()
+			eventually(t, "the failing restarts killed and restarted", func() error {
+				if n := fx.started(); n < 4 {
+					return fmt.Errorf("%d processes started", n)
+				}
+				return nil
+			})
+			if want := `msg="restarted worker failed before it served: killed, and restarted with the back-off"`; !strings.Contains(r.log.String(), want) || !strings.Contains(r.log.String(), tt.want) {
+				t.Errorf("no log line %q with %q", want, tt.want)
+			}
+			for _, p := range fx.gensOf(1)[2:] {
+				if p.alive() && !p.wasKilled() {
+					continue // the latest, maybe not ready yet
+				}
+				if !p.wasKilled() {
+					t.Errorf("restarted process %d exited unkilled", p.id)
+				}
+			}
+			// Able again: the next restart serves.
+			r.behave("v1", behaviour{})
+			eventually(t, "two workers ready again", func() error {
+				ready, _ := ask(context.Background(), r.s.loop, func(l *loop) int { return len(l.active.readyLive()) })
+				if ready != 2 {
+					return fmt.Errorf("%d ready", ready)
+				}
+				return nil
+			})
+		})
 	}
-	for _, p := range fx.gensOf(1)[2:] {
-		if p.alive() && !p.wasKilled() {
-			continue // the latest, maybe not ready yet
-		}
-		if !p.wasKilled() {
-			t.Errorf("restarted process %d exited unkilled", p.id)
-		}
-	}
-	// Healthy again: the next restart serves.
-	r.behave("v1", behaviour{})
-	eventually(t, "two workers ready again", func() error {
-		if g := r.gen(1); len(g.PIDs) != 2 {
-			return fmt.Errorf("generation 1 = %+v", g)
-		}
-		ready, _ := ask(context.Background(), r.s.loop, func(l *loop) int { return len(l.active.readyLive()) })
-		if ready != 2 {
-			return fmt.Errorf("%d ready", ready)
-		}
-		return nil
-	})
 }
 
-// startFastRestarts starts a rig of workers, no probation, whose crashed
+// startFastRestarts starts a rig of cfg, no probation, whose crashed
 // workers restart 10–50 ms apart and crash-loop at loop crashes in a row,
 // and returns generation 1's pids.
-func startFastRestarts(t *testing.T, fx *fakeEffects, workers, loop int) (*rig, []int) {
+func startFastRestarts(t *testing.T, fx *fakeEffects, cfg Config, loop int) (*rig, []int) {
 	t.Helper()
-	r := startRig(t, Config{Workers: workers, Probation: NoProbation}, fx, func(r *rig) {
+	cfg.Probation = NoProbation
+	r := startRig(t, cfg, fx, func(r *rig) {
 		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: loop}
 	})
 	r.waitStarted()
@@ -447,15 +444,8 @@ func startFastRestarts(t *testing.T, fx *fakeEffects, workers, loop int) (*rig, 
 // the service down for good (a new user's recheck, 3 of 3, 2 workers).
 func TestCrashLoopWhileAnotherWorkerRestarts(t *testing.T) {
 	fx := newFakeEffects(t)
-	r, pids := startFastRestarts(t, fx, 2, 3)
-	fx.mu.Lock()
-	fx.startErr = func(spec procSpec) error {
-		if spec.index == 0 {
-			return errors.New("fork/exec: permission denied")
-		}
-		return nil
-	}
-	fx.mu.Unlock()
+	r, pids := startFastRestarts(t, fx, Config{Workers: 2}, 3)
+	fx.failStarts(false, 0)
 	r.behave("v1", behaviour{neverReady: true}) // worker 1's restart: not ready yet
 	fx.proc(pids[1]).die()
 	eventually(t, "worker 1 restarted", func() error {
@@ -473,28 +463,5 @@ func TestCrashLoopWhileAnotherWorkerRestarts(t *testing.T) {
 	})
 	if g := r.gen(1); g.State != StateActive {
 		t.Errorf("generation 1 = %+v; want active, worker 1 on its way", g)
-	}
-}
-
-// A restarted worker not ready by --ready-timeout (hung in its start or
-// its health check) is killed and restarted with the back-off: it was
-// kept for good, steered to by nothing (a new user's recheck).
-func TestRestartedWorkerNotReadyInTimeIsRestarted(t *testing.T) {
-	fx := newFakeEffects(t)
-	r := startRig(t, Config{Workers: 2, Probation: NoProbation, ReadyTimeout: 200 * time.Millisecond}, fx, func(r *rig) {
-		r.s.loop.restarts = restartPolicy{first: 10 * time.Millisecond, max: 50 * time.Millisecond, reset: time.Minute, loop: 100}
-	})
-	r.waitStarted()
-	pids := r.gen(1).PIDs
-	r.behave("v1", behaviour{neverReady: true}) // the workers started from now on
-	fx.proc(pids[1]).die()
-	eventually(t, "the hung restart killed and restarted", func() error {
-		if n := fx.started(); n < 4 {
-			return fmt.Errorf("%d processes started", n)
-		}
-		return nil
-	})
-	if want := "not ready within --ready-timeout 200ms (it listened"; !strings.Contains(r.log.String(), want) {
-		t.Errorf("no log line with %q", want)
 	}
 }
