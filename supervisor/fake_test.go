@@ -30,6 +30,7 @@ import (
 // behaviour is what a fake release's workers do.
 type behaviour struct {
 	exitBeforeReady bool          // exit right after hello
+	noHello         bool          // run, and never dial the supervisor (a release without the library)
 	neverReady      bool          // listen, never report ready
 	stderr          string        // a line it writes to stderr at its start
 	unhealthy       bool          // fail the health check
@@ -562,6 +563,10 @@ func (fx *fakeEffects) got(pid int) []string {
 
 // runWorker is a fake worker's life: the worker side of the protocol.
 func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin bool) {
+	if b.noHello {
+		<-p.exit
+		return
+	}
 	defer p.die()
 	c, err := net.Dial("unix", envOf(env, control.EnvControl))
 	if err != nil {

@@ -729,12 +729,13 @@ func TestReadyTimeoutSaysWhereTheWorkerHangs(t *testing.T) {
 	}{
 		{"stopped", func(p *fakeProc) { p.stop() }, "(it " + whyStopped + ")"},
 		{"listened", nil, "(it listened: its app had not called Ready, or its health check, Options.Health, had not returned)"},
+		{"no hello", nil, "(it never said hello: its process runs, but not the launcher's library, or not yet)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fx := newFakeEffects(t)
 			r := startRig(t, Config{Workers: 1, ReadyTimeout: 300 * time.Millisecond}, fx, nil)
 			r.waitStarted()
-			r.behave("v2", behaviour{neverReady: true})
+			r.behave("v2", behaviour{neverReady: true, noHello: tt.name == "no hello"})
 			fx.onStart = tt.onStart
 			_, err := r.upgrade("v2", true)
 			if err == nil || !strings.Contains(err.Error(), "not ready within --ready-timeout 300ms "+tt.want) {
