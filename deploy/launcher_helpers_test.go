@@ -190,6 +190,9 @@ func startLauncher(t testing.TB, bin, addr, stateDir string, env []string, args 
 // within 15 s, kills every worker it has seen, and checks their output for
 // data races.
 func (p *launcherProc) cleanup() {
+	// A supervisor a test killed leaves its cgroups for the next one on
+	// its state dir to sweep: removed here, once its workers are gone.
+	defer rig.RemoveCgroups(p.stateDir)
 	if err := p.Shutdown(15 * time.Second); errors.Is(err, rig.ErrKilled) {
 		p.t.Errorf("launcher: %v", err)
 	}

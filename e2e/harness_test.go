@@ -3,10 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -191,7 +188,7 @@ func (s *sup) cleanup() {
 	// A supervisor that stopped cleanly removes its cgroups; one killed
 	// leaves them for the next on its state dir to sweep, and the test
 	// removes them instead.
-	if left := removeCgroups(s.stateDir); len(left) > 0 && s.Err() == nil {
+	if left := rig.RemoveCgroups(s.stateDir); len(left) > 0 && s.Err() == nil {
 		s.t.Errorf("the supervisor exited cleanly but left cgroups: %v", left)
 	}
 	if r := s.RaceReport(); r != "" {
@@ -354,37 +351,6 @@ type result struct {
 	body string
 	err  error
 	took time.Duration
-}
-
-// removeCgroups removes the cgroups of the supervisor of stateDir (see
-// supervisor's cgroupName: launcher-NAME-HASH, HASH from the path), its
-// generations' and their workers', deepest first, and returns those it
-// found. A worker killed a moment ago may still hold its own: it tries
-// for 2 s.
-func removeCgroups(stateDir string) []string {
-	sum := sha256.Sum256([]byte(stateDir))
-	var left []string
-	for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
-		bases, _ := filepath.Glob(filepath.Join(root, "launcher-*-"+hex.EncodeToString(sum[:4])))
-		for _, b := range bases {
-			gens, _ := filepath.Glob(filepath.Join(b, "gen-*"))
-			left = append(append(left, b), gens...)
-		}
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for i := len(left) - 1; i >= 0; i-- {
-		workers, _ := filepath.Glob(filepath.Join(left[i], "worker-*"))
-		for _, d := range append(workers, left[i]) {
-			for {
-				err := os.Remove(d)
-				if err == nil || errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	}
-	return left
 }
 
 // stopProc stops pid (SIGSTOP) and waits until its state reads stopped
