@@ -177,6 +177,13 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			time.Since(g.Started).Round(time.Second))
 	}
 	tw.Flush()
+	// An upgrade on trial has no report yet: the history's last is the
+	// one before, which read as this one's verdict (a new user's trial).
+	for _, g := range st.Generations {
+		if g.ProbationUntil != nil || g.State == supervisor.StateActive && g.Weight > 0 && g.Weight < 100 {
+			fmt.Fprintf(w, "\nupgrade under way: generation %d (%s) on trial, no verdict yet", g.Generation, g.Version)
+		}
+	}
 	if n := len(st.History); n > 0 {
 		r := st.History[n-1]
 		fmt.Fprintf(w, "\nlast upgrade: generation %d (%s) from generation %d (%s): %s", r.Generation, r.Version, r.From, r.FromVersion, r.Verdict)

@@ -302,6 +302,23 @@ func TestStatusShowsTheLastUpgrade(t *testing.T) {
 	if want := "last upgrade: generation 2 (v2) from generation 1 (v1): rolled_back (errors: 5xx ratio 30%)"; !strings.Contains(b.String(), want) {
 		t.Errorf("status:\n%s\nwant %q", b.String(), want)
 	}
+	if strings.Contains(b.String(), "under way") {
+		t.Errorf("status:\n%s\nwant no upgrade under way", b.String())
+	}
+	// During a probation the last report is the upgrade before: status
+	// says this one has no verdict yet (a new user's trial took the one
+	// before for it).
+	b.Reset()
+	until := time.Now().Add(5 * time.Second)
+	printStatus(&b, supervisor.Status{Generations: []supervisor.GenerationStatus{
+		{Generation: 3, Version: "v3", State: supervisor.StateActive, ProbationUntil: &until, Weight: 100, Started: time.Now()},
+		{Generation: 2, Version: "v2", State: supervisor.StateStandby, Started: time.Now()},
+	}, History: []supervisor.UpgradeReport{
+		{Generation: 2, Version: "v2", From: 1, FromVersion: "v1", Verdict: supervisor.VerdictPassed},
+	}})
+	if want := "upgrade under way: generation 3 (v3) on trial, no verdict yet\nlast upgrade: generation 2 (v2)"; !strings.Contains(b.String(), want) {
+		t.Errorf("status:\n%s\nwant %q", b.String(), want)
+	}
 }
 
 // TestStatusWatchToAPipe: status --watch clears the screen only on a
