@@ -279,9 +279,7 @@ func TestScrapeErrorCountedInItsScrape(t *testing.T) {
 		t.Fatalf("launcher_scrape_errors_total = %g before any failure; want 0", v)
 	}
 	pid := activeGen(s.status()).PIDs[0]
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, pid) // stopped before the scrape, not maybe during it
 	defer syscall.Kill(pid, syscall.SIGCONT)
 	if v := metricValue(t, maddr, "launcher_scrape_errors_total"); v != 1 {
 		t.Errorf("launcher_scrape_errors_total = %g in the scrape that missed the stopped worker; want 1", v)
