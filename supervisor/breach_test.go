@@ -639,84 +639,62 @@ func TestRollbackPassesOverAHungStandbyWorker(t *testing.T) {
 	}
 }
 
-// A worker of the active generation that is stopped (a debugger, SIGSTOP)
-// is steered away from within about a second, and steered to again once
-// it runs: it is not killed, and what it queued waits for it. Before, it
-// kept its share of new connections while stopped, each waiting in its
-// queue (a new user's trial).
-func TestStoppedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
-	fx := newFakeEffects(t)
-	fx.kernel = &kernelGroup{}
-	r := startRig(t, Config{Workers: 2, Probation: NoProbation}, fx, nil)
-	r.waitStarted()
-	pids := r.gen(1).PIDs
-	stopped, running := pids[0], pids[1]
-	last := func() []int {
-		programs := fx.kernelPrograms()
-		return slices.Sorted(slices.Values(programs[len(programs)-1]))
+// A worker of the active generation that is stopped (a debugger,
+// SIGSTOP) is steered away from within about a second, and steered to
+// again once it runs; one hung (it answers nothing, but its process does
+// not read stopped: a deadlock) likewise once its admin socket has
+// answered no count two seconds in a row, and again once it answers.
+// Neither is killed, and what a stopped one queued waits for it. Before,
+// a stopped one kept its share of new connections, each waiting in its
+// queue (a new user's trial), and a hung one did too.
+func TestPausedActiveWorkerSteeredAwayFromUntilItRuns(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		pause, resume func(*fakeProc)
+		logged        string // a log line of the pause, if any
+	}{
+		{"stopped", (*fakeProc).stop, (*fakeProc).cont, ""},
+		{"hung", (*fakeProc).hang, (*fakeProc).unhang, "worker " + whyHung + ": steered away from until it runs again"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := newFakeEffects(t)
+			fx.kernel = &kernelGroup{}
+			r := startRig(t, Config{Workers: 2, Probation: NoProbation, DrainTimeout: 200 * time.Millisecond}, fx, nil)
+			r.waitStarted()
+			pids := r.gen(1).PIDs
+			paused, running := pids[0], pids[1]
+			last := func() []int {
+				programs := fx.kernelPrograms()
+				return slices.Sorted(slices.Values(programs[len(programs)-1]))
+			}
+			tt.pause(fx.proc(paused))
+			eventually(t, "the program without the paused worker", func() error {
+				if got := last(); !slices.Equal(got, []int{running}) {
+					return fmt.Errorf("last program names pids %v; want only %d", got, running)
+				}
+				return nil
+			})
+			if fx.proc(paused).wasKilled() {
+				t.Error("the paused worker was killed; want it left alone")
+			}
+			if g := r.gen(1); !slices.Equal(g.Paused, []int{paused}) {
+				t.Errorf("generation 1 = %+v; want pid %d paused in status", g, paused)
+			}
+			if tt.logged != "" && !strings.Contains(r.log.String(), tt.logged) {
+				t.Errorf("no log line %q", tt.logged)
+			}
+			tt.resume(fx.proc(paused))
+			eventually(t, "the program back on both workers", func() error {
+				if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
+					return fmt.Errorf("last program names pids %v; want %v", got, pids)
+				}
+				return nil
+			})
+			if g := r.gen(1); len(g.Paused) != 0 {
+				t.Errorf("generation 1 = %+v; want none paused once it runs", g)
+			}
+		})
 	}
-	fx.proc(stopped).stop()
-	eventually(t, "the program without the stopped worker", func() error {
-		if got := last(); !slices.Equal(got, []int{running}) {
-			return fmt.Errorf("last program names pids %v; want only %d", got, running)
-		}
-		return nil
-	})
-	if fx.proc(stopped).wasKilled() {
-		t.Error("the stopped worker was killed; want it left alone")
-	}
-	if g := r.gen(1); !slices.Equal(g.Paused, []int{stopped}) {
-		t.Errorf("generation 1 = %+v; want pid %d paused in status", g, stopped)
-	}
-	fx.proc(stopped).cont()
-	eventually(t, "the program back on both workers", func() error {
-		if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
-			return fmt.Errorf("last program names pids %v; want %v", got, pids)
-		}
-		return nil
-	})
-	if g := r.gen(1); len(g.Paused) != 0 {
-		t.Errorf("generation 1 = %+v; want none paused once it runs", g)
-	}
-}
-
-// A worker of the active generation that is hung (it answers nothing, but
-// its process does not read stopped: a deadlock) is steered away from
-// once its admin socket has answered no count two seconds in a row, and
-// steered to again once it answers; it is not killed. Before, only a
-// stopped one was: a hung one kept its share of new connections, each
-// waiting in a queue that nobody accepts from.
-func TestHungActiveWorkerSteeredAwayFromUntilItAnswers(t *testing.T) {
-	fx := newFakeEffects(t)
-	fx.kernel = &kernelGroup{}
-	r := startRig(t, Config{Workers: 2, Probation: NoProbation, DrainTimeout: 200 * time.Millisecond}, fx, nil)
-	r.waitStarted()
-	pids := r.gen(1).PIDs
-	hung, running := pids[0], pids[1]
-	last := func() []int {
-		programs := fx.kernelPrograms()
-		return slices.Sorted(slices.Values(programs[len(programs)-1]))
-	}
-	fx.proc(hung).hang()
-	eventually(t, "the program without the hung worker", func() error {
-		if got := last(); !slices.Equal(got, []int{running}) {
-			return fmt.Errorf("last program names pids %v; want only %d", got, running)
-		}
-		return nil
-	})
-	if g := r.gen(1); !slices.Equal(g.Paused, []int{hung}) || fx.proc(hung).wasKilled() {
-		t.Errorf("generation 1 = %+v; want pid %d paused in status, not killed", g, hung)
-	}
-	if !strings.Contains(r.log.String(), "worker "+whyHung+": steered away from until it runs again") {
-		t.Error("no log line of the hung worker")
-	}
-	fx.proc(hung).unhang()
-	eventually(t, "the program back on both workers", func() error {
-		if got := last(); !slices.Equal(got, slices.Sorted(slices.Values(pids))) {
-			return fmt.Errorf("last program names pids %v; want %v", got, pids)
-		}
-		return nil
-	})
 }
 
 // A stop during a canary steers every new connection to the active

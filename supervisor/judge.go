@@ -242,35 +242,36 @@ func (l *loop) readJudge(g *generation, p *probation) {
 // scrapeJudged reads the request metrics of g's and j.old's connected
 // workers off the loop (within a second), then calls then on the loop.
 func (l *loop) scrapeJudged(g *generation, j *judge, then func(*loop, map[*worker]metrics.RequestSample)) {
-	type target struct {
-		w     *worker
-		admin string
-	}
-	var targets []target
+	var ws []*worker
 	for _, w := range append(g.live(), j.old.live()...) {
 		// A worker found stopped or hung would only take the reading's
 		// whole second: it serves nothing meanwhile.
 		if w.conn != nil && !w.paused {
-			targets = append(targets, target{w, w.admin})
+			ws = append(ws, w)
 		}
 	}
-	fx := l.fx
-	async(l, func() map[*worker]metrics.RequestSample {
-		// Read in turn, a worker that answers nothing (stopped, hung)
-		// took the whole second and left the reading empty.
-		admins := make([]string, len(targets))
-		for i, t := range targets {
-			admins[i] = t.admin
-		}
+	async(l, readSamples(l.fx, ws), then)
+}
+
+// readSamples returns what reads ws's request metrics off the loop, at
+// once, each within the second (see readEach: read in turn, a worker that
+// answers nothing took the whole second and left the reading empty); a
+// worker that did not answer is left out.
+func readSamples(fx effects, ws []*worker) func() map[*worker]metrics.RequestSample {
+	admins := make([]string, len(ws))
+	for i, w := range ws {
+		admins[i] = w.admin
+	}
+	return func() map[*worker]metrics.RequestSample {
 		mfs, ok := readEach(admins, fx.scrape)
 		out := map[*worker]metrics.RequestSample{}
-		for i, t := range targets {
+		for i, w := range ws {
 			if ok[i] {
-				out[t.w] = metrics.SampleRequests(mfs[i])
+				out[w] = metrics.SampleRequests(mfs[i])
 			}
 		}
 		return out
-	}, then)
+	}
 }
 
 // lastLook reads g's and the standby's workers once more after p ended
@@ -437,23 +438,12 @@ func (l *loop) watchRecent() {
 		return
 	}
 	var ws []*worker
-	var admins []string
 	for _, w := range g.workers {
 		if w.ready && !w.exited && !w.killed && !w.paused && w.conn != nil {
-			ws, admins = append(ws, w), append(admins, w.admin)
+			ws = append(ws, w)
 		}
 	}
-	fx := l.fx
-	async(l, func() map[*worker]metrics.RequestSample {
-		mfs, ok := readEach(admins, fx.scrape)
-		out := map[*worker]metrics.RequestSample{}
-		for i, w := range ws {
-			if ok[i] {
-				out[w] = metrics.SampleRequests(mfs[i])
-			}
-		}
-		return out
-	}, func(l *loop, read map[*worker]metrics.RequestSample) {
+	async(l, readSamples(l.fx, ws), func(l *loop, read map[*worker]metrics.RequestSample) {
 		now := time.Now()
 		keep := l.recent[:0]
 		for _, r := range l.recent {

@@ -205,6 +205,28 @@ type runningCounts struct {
 	counts           []metrics.Counts
 }
 
+// look takes w's part (the i-th) of a watch's reading lk in: its count
+// of requests in flight, and its silence (reads in a row it left
+// unanswered; a stopped one is not asked, and its stop is no silence). It
+// returns why w cannot take traffic, whyStopped or whyHung (silent
+// hungReads times, or a steer it left unanswered: see silentAgent), or
+// "" (see watchPaused and watchStandby).
+func (w *worker) look(lk runningCounts, i int) string {
+	switch {
+	case lk.counted[i]:
+		w.silentReads, w.inflight = 0, lk.counts[i].InflightRequests
+	case !lk.stopped[i]:
+		w.silentReads++
+	}
+	switch {
+	case lk.stopped[i]:
+		return whyStopped
+	case w.silentReads >= hungReads:
+		return whyHung
+	}
+	return ""
+}
+
 // countRunning reads, off the loop, the counts of the processes of procs
 // that run, at once, each within the second (see readEach). One found
 // stopped or frozen (process.stopped), or, when asleep is set, asleep in

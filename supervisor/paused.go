@@ -50,20 +50,7 @@ func (l *loop) watchPaused() {
 	async(l, func() runningCounts { return countRunning(fx, procs, admins, false) }, func(l *loop, lk runningCounts) {
 		why := make([]string, len(ws))
 		for i, w := range ws {
-			switch {
-			case lk.counted[i]:
-				w.silentReads, w.inflight = 0, lk.counts[i].InflightRequests
-			case !lk.stopped[i]:
-				w.silentReads++
-			}
-			switch {
-			case lk.stopped[i]:
-				why[i] = whyStopped
-			case w.silentReads >= hungReads:
-				// As watchStandby finds it, or a steer it left
-				// unanswered (see silentAgent).
-				why[i] = whyHung
-			}
+			why[i] = w.look(lk, i)
 		}
 		var changed []*worker
 		var whyChanged []string

@@ -191,19 +191,9 @@ func (l *loop) watchStandby(g *generation, p *probation) {
 		}
 		changed := false
 		for i, w := range ws {
-			if lk.counted[i] {
-				w.silentReads, w.inflight = 0, lk.counts[i].InflightRequests
-			} else {
-				w.silentReads++
-			}
-			why := ""
-			switch {
-			case w.exited || w.killed:
+			why := w.look(lk, i)
+			if w.exited || w.killed {
 				continue
-			case lk.stopped[i]:
-				why = whyStopped
-			case w.silentReads >= hungReads:
-				why = whyHung
 			}
 			if paused := why != ""; paused != w.paused {
 				w.paused, changed = paused, true
