@@ -254,10 +254,13 @@ type fakeEffects struct {
 	t         *testing.T
 	behave    map[string]behaviour // by release path
 	adoptable map[int]string       // pid → token of processes a killed supervisor left
-	saved     *savedState          // loadState's answer
-	control   string               // the control socket, for adopted workers
-	taken     string               // listened's answer: a --listen address already served
-	wg        sync.WaitGroup
+	// adoptSilent: adoptable pids that never dial the new supervisor
+	// (stopped, stuck): an adoption waits for them.
+	adoptSilent map[int]bool
+	saved       *savedState // loadState's answer
+	control     string      // the control socket, for adopted workers
+	taken       string      // listened's answer: a --listen address already served
+	wg          sync.WaitGroup
 
 	mu         sync.Mutex
 	nextPID    int
@@ -475,7 +478,7 @@ func (fx *fakeEffects) adopt(pid int, token string, gen int) (process, bool) {
 	// and listening.
 	env := []string{control.EnvControl + "=" + fx.control, control.EnvToken + "=" + token}
 	fx.wg.Add(1)
-	b := behaviour{ticketKeys: fx.adoptKeys[pid] != nil}
+	b := behaviour{ticketKeys: fx.adoptKeys[pid] != nil, noHello: fx.adoptSilent[pid]}
 	go func() { defer fx.wg.Done(); fx.runWorker(p, b, env, true) }()
 	return p, true
 }

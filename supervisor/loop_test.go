@@ -760,3 +760,54 @@ func TestFailedRollbackSaysRollback(t *testing.T) {
 		t.Errorf("rollback: %v; want \"rollback to v1: …; generation 2 (v2) serves on\"", err)
 	}
 }
+
+// A stop asked while the first generation starts, or while a new
+// supervisor adopts a killed one's workers, is a stop: Run returns nil
+// (the start exits 0), not the start's failure. Before, `launcher stop`
+// then made `launcher start` exit 1, and systemd's Restart=on-failure
+// started the service again that the operator had just stopped.
+func TestStopDuringStartIsAStop(t *testing.T) {
+	t.Run("first start", func(t *testing.T) {
+		fx := newFakeEffects(t)
+		fx.behave["v1"] = behaviour{neverReady: true}
+		r := startRig(t, Config{Workers: 1}, fx, nil)
+		eventually(t, "generation 1 starting", func() error {
+			st, err := r.s.Status(context.Background())
+			if err != nil || len(st.Generations) == 0 || len(st.Generations[0].PIDs) == 0 {
+				return fmt.Errorf("status %+v, %v", st, err)
+			}
+			return nil
+		})
+		r.stop()
+		if err := <-r.run; err != nil {
+			t.Errorf("Run after a stop during the first start: %v; want nil", err)
+		}
+		if alive := fx.alive(); len(alive) > 0 {
+			t.Errorf("processes %v outlived the supervisor", alive)
+		}
+	})
+	t.Run("adoption", func(t *testing.T) {
+		fx := newFakeEffects(t)
+		// Worker 777 is alive but never dials again (stopped): the
+		// adoption waits for it.
+		fx.adoptable = map[int]string{501: "a", 777: "b"}
+		fx.adoptSilent = map[int]bool{777: true}
+		r := startRig(t, Config{Workers: 2, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+			fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 1, LastGen: 1,
+				Gens: []savedGen{{Num: 1, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}, {Index: 1, PID: 777, Token: "b", Ready: true}}}},
+				Group: []string{"a", "b"},
+			}
+		})
+		eventually(t, "adopting", func() error {
+			if !strings.Contains(r.log.String(), "worker rejoined") {
+				return errors.New("worker 501 not rejoined yet")
+			}
+			return nil
+		})
+		r.stop()
+		if err := <-r.run; err != nil {
+			t.Errorf("Run after a stop during an adoption: %v; want nil", err)
+		}
+	})
+}

@@ -27,6 +27,10 @@ func (s *stopOp) quiesced(l *loop) {
 	}
 }
 
+// errAbortedByStop ends an upgrade, or the first start, that a stop cut
+// short: for the start, not a failure (see Supervisor.Run).
+var errAbortedByStop = errors.New("aborted: the supervisor is stopping")
+
 // cmdStop asks to drain every generation and stop.
 type cmdStop struct{ req *opRequest }
 
@@ -41,7 +45,7 @@ func (c cmdStop) apply(l *loop) {
 	l.log.Info("stopping: draining all generations")
 	// A starting generation is killed: its upgrade is aborted.
 	if l.op != nil && !l.op.activated {
-		l.failOp(errors.New("aborted: the supervisor is stopping"))
+		l.failOp(errAbortedByStop)
 	}
 	canary := false
 	var p *probation

@@ -199,6 +199,14 @@ func (s *Supervisor) Run(ctx context.Context) (err error) {
 	}
 	if _, err := req.await(context.Background(), loopDone, nil); err != nil {
 		s.stopLoop()
+		if errors.Is(err, errAbortedByStop) || errors.Is(err, errStopped) {
+			// Stopped while it started or adopted (launcher stop,
+			// SIGTERM): a stop, which exits 0, or systemd's
+			// Restart=on-failure would start again what the operator
+			// just stopped.
+			s.log.Info("stopped before serving")
+			return nil
+		}
 		return fmt.Errorf("start: %w", err)
 	}
 	close(s.started)

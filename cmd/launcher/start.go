@@ -32,7 +32,8 @@ func (c *cli) startCommand() *cobra.Command {
 launcher stop, SIGTERM or SIGINT. It writes STATE_DIR/launcher.pid; its PID
 never changes across upgrades. On a state directory whose supervisor was
 killed, it adopts the workers still serving instead of starting new ones.
-It exits when stopped, or 1 if the first generation cannot start.
+It exits 0 when stopped (also while its first generation starts or workers
+are adopted), or 1 if the first generation cannot start.
 
 Flags come before COMMAND: everything from COMMAND on is the service's.`,
 		Example: "  launcher start --listen 127.0.0.1:8080 --releases /srv/hello/releases -- /srv/hello/releases/v1/hello -addr x",
