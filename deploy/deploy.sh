@@ -41,7 +41,9 @@
 # already active but still in its probation or canary (an upgrade made by
 # hand) is waited for and judged alike.
 # When no supervisor runs on the state directory, activate and rollback only
-# repoint `current`: the next `launcher start` (systemctl start) runs it.
+# repoint `current`: the next `launcher start` (systemctl start) runs it;
+# unless a killed supervisor's workers still serve another release, which
+# that start adopts: then they refuse (exit 1) and change nothing.
 # Every command is idempotent: installing the active version again changes
 # nothing. A version is immutable: staging a different binary under an
 # existing version is refused.
@@ -88,6 +90,15 @@ lock() {
 # running reports whether a supervisor serves the state directory.
 running() {
   [ -S "$LAUNCHER_STATE_DIR/control.sock" ] && "$LAUNCHER" status >/dev/null 2>&1
+}
+
+# orphans_version prints the release that the workers of a killed
+# supervisor still serve (the active generation's, the first `launcher
+# status` names: "... but the workers of its generation 2 (v2) still
+# serve (pids ...)"), or nothing when none does.
+orphans_version() {
+  "$LAUNCHER" status 2>&1 >/dev/null |
+    sed -n 's/.*but the workers of its generation [0-9]* (\([^,)]*\)[,)].*/\1/p' || true
 }
 
 # live_versions prints the version of every generation the supervisor
@@ -191,8 +202,20 @@ cmd_activate() {
   check_version "$version"
   [ -x "$RELEASES/$version/$APP" ] || die "release $version is not installed in $RELEASES"
   if ! running; then
+    # A killed supervisor's workers may serve on: the next start adopts
+    # them and serves their release, not current's, so repointing current
+    # to another would say what does not run.
+    local serving
+    serving="$(orphans_version)"
+    if [ -n "$serving" ] && [ "$serving" != "$version" ]; then
+      die "not activating $version: the supervisor on $LAUNCHER_STATE_DIR was killed and its workers still serve $serving, which the next launcher start adopts; start the service again, then activate $version"
+    fi
     point_current "$version"
-    say "no supervisor on $LAUNCHER_STATE_DIR: current -> releases/$version (start the service to run it)"
+    if [ -n "$serving" ]; then
+      say "no supervisor on $LAUNCHER_STATE_DIR, but its workers still serve $version: current -> releases/$version (start the service to adopt them)"
+    else
+      say "no supervisor on $LAUNCHER_STATE_DIR: current -> releases/$version (start the service to run it)"
+    fi
     return
   fi
   if [ "$(active_version)" = "$version" ]; then

@@ -327,8 +327,10 @@ func (d *deployScript) startOnCurrent(b binaries, addr, probation, version strin
 // and an install's prune only warns (the install succeeded); every release
 // stays. Before, prune kept only `current` (v2) and deleted v1, the
 // standby's release, which the adopting supervisor restarts workers from
-// or rolls back to. After the adoption and a clean stop (state.json
-// removed) prune keeps `current` and the KEEP newest only.
+// or rolls back to. An install of v3 stages it but refuses to activate it
+// (the next start adopts v2's workers), and current stays. After the
+// adoption and a clean stop (state.json removed) prune keeps `current` and
+// the KEEP newest only.
 func TestDeployScriptPruneKnowsWhatRuns(t *testing.T) {
 	t.Parallel()
 	d, b, _ := newDeployScript(t)
@@ -348,12 +350,23 @@ func TestDeployScriptPruneKnowsWhatRuns(t *testing.T) {
 		t.Errorf("KEEP=1 prune with a killed supervisor: %v, want a refusal in one line:\n%s", err, out)
 	}
 	d.wantReleases("v1", "v2")
-	out = d.run([]string{"KEEP=1"}, "install", "v3", bin("v3"))
-	if !strings.Contains(out, "deploy.sh: warning: v3 installed, not pruning: cannot tell which releases run") {
-		t.Errorf("install with KEEP=1 and a killed supervisor does not warn that it did not prune:\n%s", out)
+	// Nor does an install activate another release than the one the
+	// killed supervisor's workers serve: the next start adopts them and
+	// serves v2, whatever current says (before, current was repointed to
+	// v3 and the install said so).
+	out, err = d.exec([]string{"KEEP=1"}, "install", "v3", bin("v3"))
+	if err == nil || !strings.Contains(out, "deploy.sh: not activating v3: the supervisor on "+d.stateDir+" was killed and its workers still serve v2") ||
+		strings.Contains(out, "current ->") {
+		t.Errorf("install v3 with a killed supervisor whose workers serve v2: %v, want a refusal to activate:\n%s", err, out)
 	}
-	d.wantReleases("v1", "v2", "v3")
-	d.run(nil, "activate", "v2") // back to what serves, for the adoption
+	if v := d.current(); v != "v2" {
+		t.Errorf("current -> %s after the refused activation; want v2 still", v)
+	}
+	d.wantReleases("v1", "v2", "v3") // staged, not activated
+	out = d.run(nil, "activate", "v2") // what serves: current may say so
+	if !strings.Contains(out, "its workers still serve v2: current -> releases/v2 (start the service to adopt them)") {
+		t.Errorf("activate v2, which the killed supervisor's workers serve:\n%s", out)
+	}
 
 	// The adoption, then a clean stop: state.json goes, prune knows.
 	p = d.startOnCurrent(b, p.addr, "0", "v2")
