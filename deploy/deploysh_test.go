@@ -362,7 +362,7 @@ func TestDeployScriptPruneKnowsWhatRuns(t *testing.T) {
 	if v := d.current(); v != "v2" {
 		t.Errorf("current -> %s after the refused activation; want v2 still", v)
 	}
-	d.wantReleases("v1", "v2", "v3") // staged, not activated
+	d.wantReleases("v1", "v2", "v3")   // staged, not activated
 	out = d.run(nil, "activate", "v2") // what serves: current may say so
 	if !strings.Contains(out, "its workers still serve v2: current -> releases/v2 (start the service to adopt them)") {
 		t.Errorf("activate v2, which the killed supervisor's workers serve:\n%s", out)
