@@ -134,11 +134,12 @@ func repoint(current, dir string) error {
 }
 
 // upgrade points the symlink at version, sends SIGHUP to the serving
-// process and returns the time SIGHUP -> first answer from version. It
-// returns once the old process has exited, so that the next upgrade
-// starts from one process (tableflip refuses an upgrade while the
-// parent of the serving process lives).
-func (s *sighupService) upgrade(ctx context.Context, version string) (time.Duration, error) {
+// process (by trigger, given its pid, when not nil) and returns the time
+// from the trigger to the first answer from version. It returns once the
+// old process has exited, so that the next upgrade starts from one
+// process (tableflip refuses an upgrade while the parent of the serving
+// process lives).
+func (s *sighupService) upgrade(ctx context.Context, version string, trigger func(pid int) error) (time.Duration, error) {
 	pid, err := readPID(s.pidFile)
 	if err != nil {
 		return 0, err
@@ -147,8 +148,11 @@ func (s *sighupService) upgrade(ctx context.Context, version string) (time.Durat
 	if err := s.point(version); err != nil {
 		return 0, err
 	}
+	if trigger == nil {
+		trigger = func(pid int) error { return syscall.Kill(pid, syscall.SIGHUP) }
+	}
 	start := time.Now()
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+	if err := trigger(pid); err != nil {
 		return 0, err
 	}
 	at := pollFor(s.addr, version, 10*time.Second, ctx.Done())
@@ -204,7 +208,7 @@ func standaloneSIGHUP(ctx context.Context, r *rig.Rig, n int) ([]time.Duration, 
 	version := "v1"
 	for k := 0; k < n; k++ {
 		version = otherVersion(version)
-		d, err := s.upgrade(ctx, version)
+		d, err := s.upgrade(ctx, version, nil)
 		if err != nil {
 			return nil, fmt.Errorf("SIGHUP %d: %w", k+1, err)
 		}

@@ -31,14 +31,32 @@ import (
 // upgrades time "command"), so that the two rows show what that costs.
 // The third sends SIGHUP to the supervisor, whose COMMAND is a path
 // through a "current" symlink repointed first: the article's habit, and
-// a trigger like the peer's.
-var peerTriggers = []string{"launcher upgrade, the command", "launcher upgrade, client library", "launcher supervisor SIGHUP", "launcher standalone SIGHUP", "tableflip SIGHUP", "tableflip SIGHUP, with Prometheus metrics"}
+// a trigger like the peer's. The rows "by sh" send the same SIGHUP as an
+// operator types it, `kill -HUP $(cat PIDFILE)` run by sh, whose start
+// and cat's count as the command's own start counts in the first row:
+// the command against the command, each trigger as its users pull it.
+var peerTriggers = []string{
+	"launcher upgrade, the command", "launcher upgrade, client library",
+	"launcher supervisor SIGHUP", "launcher supervisor SIGHUP, by sh",
+	"launcher standalone SIGHUP",
+	"tableflip SIGHUP", "tableflip SIGHUP, with Prometheus metrics", "tableflip SIGHUP, with Prometheus metrics, by sh",
+}
 
 // The rows of the peer that the others are divided by.
 const (
-	peerTableflip        = 4
-	peerTableflipMetrics = 5
+	peerTableflip        = 5
+	peerTableflipMetrics = 6
 )
+
+// shKillHUP is how an operator sends SIGHUP to the process of a pid
+// file ($1): the article's `kill -HUP $(cat pidfile)`.
+func shKillHUP(ctx context.Context, pidFile string) error {
+	out, err := exec.CommandContext(ctx, "sh", "-c", `kill -HUP "$(cat "$1")"`, "sh", pidFile).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sh -c 'kill -HUP $(cat %s)': %w: %s", pidFile, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
 
 // buildTableflip builds the tableflip peer of hello for each version into
 // dir/peers/NAME/VERSION/hello, with the build tags tags (a
@@ -105,6 +123,17 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		return res, err
 	}
 	defer supHUP.Stop()
+	// Its own supervisor and symlink too, for the SIGHUP sent by sh.
+	currentSh := filepath.Join(dir, "peers", "current-sh")
+	pointSh := func(version string) error { return repoint(currentSh, filepath.Dir(r.Release(version))) }
+	if err := pointSh("v1"); err != nil {
+		return res, err
+	}
+	supHUPSh, err := r.Start(ctx, rig.Options{Command: filepath.Join(currentSh, filepath.Base(r.Release("v1"))), Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+	if err != nil {
+		return res, err
+	}
+	defer supHUPSh.Stop()
 	alone, err := startSIGHUP(ctx, r.Release)
 	if err != nil {
 		return res, err
@@ -120,6 +149,11 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		return res, err
 	}
 	defer tfm.stop()
+	tfmSh, err := startSIGHUP(ctx, tableflipMetrics)
+	if err != nil {
+		return res, err
+	}
+	defer tfmSh.stop()
 
 	// upgradeBy times one upgrade of a supervisor to version by run: trigger ->
 	// first answer from version.
@@ -172,9 +206,23 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 			// until the old generation is gone, as the others do.
 			return d, waitOneGeneration(ctx, supHUP)
 		},
-		func(version string) (time.Duration, error) { return alone.upgrade(ctx, version) },
-		func(version string) (time.Duration, error) { return tf.upgrade(ctx, version) },
-		func(version string) (time.Duration, error) { return tfm.upgrade(ctx, version) },
+		func(version string) (time.Duration, error) {
+			if err := pointSh(version); err != nil {
+				return 0, err
+			}
+			pidFile := filepath.Join(supHUPSh.StateDir, "launcher.pid")
+			d, err := upgradeBy(supHUPSh, version, func() error { return shKillHUP(ctx, pidFile) })
+			if err != nil {
+				return 0, err
+			}
+			return d, waitOneGeneration(ctx, supHUPSh)
+		},
+		func(version string) (time.Duration, error) { return alone.upgrade(ctx, version, nil) },
+		func(version string) (time.Duration, error) { return tf.upgrade(ctx, version, nil) },
+		func(version string) (time.Duration, error) { return tfm.upgrade(ctx, version, nil) },
+		func(version string) (time.Duration, error) {
+			return tfmSh.upgrade(ctx, version, func(int) error { return shKillHUP(ctx, tfmSh.pidFile) })
+		},
 	}
 	version := "v1"
 	for k := 0; k < n; k++ {
