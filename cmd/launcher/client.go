@@ -179,14 +179,18 @@ func printStatus(w io.Writer, st supervisor.Status) {
 	tw.Flush()
 	// An upgrade on trial has no report yet: the history's last is the
 	// one before, which read as this one's verdict (a new user's trial).
+	// One blank line under the table, then each line ends with its own
+	// newline: a line alone was left without one (a new user's trial).
+	blank := "\n"
 	for _, g := range st.Generations {
 		if g.ProbationUntil != nil || g.State == supervisor.StateActive && g.Weight > 0 && g.Weight < 100 {
-			fmt.Fprintf(w, "\nupgrade under way: generation %d (%s) on trial, no verdict yet", g.Generation, g.Version)
+			fmt.Fprintf(w, "%supgrade under way: generation %d (%s) on trial, no verdict yet\n", blank, g.Generation, g.Version)
+			blank = ""
 		}
 	}
 	if n := len(st.History); n > 0 {
 		r := st.History[n-1]
-		fmt.Fprintf(w, "\nlast upgrade: generation %d (%s) from generation %d (%s): %s", r.Generation, r.Version, r.From, r.FromVersion, r.Verdict)
+		fmt.Fprintf(w, "%slast upgrade: generation %d (%s) from generation %d (%s): %s", blank, r.Generation, r.Version, r.From, r.FromVersion, r.Verdict)
 		if r.Reason != "" {
 			fmt.Fprintf(w, " (%s)", r.Reason)
 		}

@@ -319,6 +319,17 @@ func TestStatusShowsTheLastUpgrade(t *testing.T) {
 	if want := "upgrade under way: generation 3 (v3) on trial, no verdict yet\nlast upgrade: generation 2 (v2)"; !strings.Contains(b.String(), want) {
 		t.Errorf("status:\n%s\nwant %q", b.String(), want)
 	}
+	// The first upgrade on trial: no report before it, and its line
+	// still ends the output with a newline (a new user's trial: the next
+	// output joined it).
+	b.Reset()
+	printStatus(&b, supervisor.Status{Generations: []supervisor.GenerationStatus{
+		{Generation: 2, Version: "v2", State: supervisor.StateActive, ProbationUntil: &until, Weight: 100, Started: time.Now()},
+		{Generation: 1, Version: "v1", State: supervisor.StateStandby, Started: time.Now()},
+	}})
+	if want := "\n\nupgrade under way: generation 2 (v2) on trial, no verdict yet\n"; !strings.HasSuffix(b.String(), want) {
+		t.Errorf("status:\n%q\nwant it to end with %q", b.String(), want)
+	}
 }
 
 // TestStatusWatchToAPipe: status --watch clears the screen only on a
