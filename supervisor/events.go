@@ -348,6 +348,12 @@ func (l *loop) restart(g *generation, index int) {
 		g.workers = append(g.workers, w)
 	}
 	l.workerLog(w).Info("worker restarted")
+	if now, changed := g.release.replaced(); changed {
+		// Started from the path, as every worker is: the file there now.
+		// Said, so that the label is not taken for what runs (a new
+		// user's trial: a file replaced in place, a worker killed).
+		l.workerLog(w).Warn("worker restarted from a file replaced since its generation started: it runs another build than its generation's label says", "path", g.release.Path, "now", now)
+	}
 	// Not ready by --ready-timeout (hung in its start, or in its health
 	// check): killed, and restarted with the back-off. It was kept for
 	// good, steered to by nothing, and the next upgrade's old generation

@@ -640,6 +640,20 @@ func (c cmdRollback) apply(l *loop) {
 		c.req.finish(Progress{}, fmt.Errorf("rollback: no previous release to go back to"))
 		return
 	}
+	// It starts again from its file: one gone (pruned) or replaced since
+	// would start something else, or fail as a generation (a new user's
+	// trial: a pruned release made a failed generation and a report). A
+	// refusal changes nothing, as an upgrade's does.
+	if err := checkExecutable(prev.Path); err != nil {
+		l.m.Upgrades.WithLabelValues("refused").Inc()
+		c.req.finish(Progress{}, fmt.Errorf("rollback refused: %w: the release before, %s, cannot start again: %s: %w", ErrBadRelease, prev.Version, prev.Path, err))
+		return
+	}
+	if now, changed := prev.replaced(); changed {
+		l.m.Upgrades.WithLabelValues("refused").Inc()
+		c.req.finish(Progress{}, fmt.Errorf("rollback refused: %w: the release before, %s, was replaced since: %s holds %s now; upgrade to it by path if that is what should run", ErrBadRelease, prev.Version, prev.Path, now))
+		return
+	}
 	why := ""
 	if p := l.active.runningProbation(); p != nil && len(p.woken) > 0 {
 		// Its generation serves no more: a new one of its release does.

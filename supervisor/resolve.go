@@ -109,6 +109,22 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 	return release{Version: version, Path: real}, nil
 }
 
+// replaced reports whether the file of a release labelled by its content
+// (NAME@ID, outside --releases: see releaseID) holds another build now,
+// or is gone, and what it is now ("" when gone or unreadable). A release
+// named by its --releases directory has no such label: false.
+func (r release) replaced() (now string, changed bool) {
+	name, id, ok := strings.Cut(r.Version, "@")
+	if !ok || name != filepath.Base(r.Path) {
+		return "", false
+	}
+	cur, err := releaseID(r.Path)
+	if err != nil {
+		return "", true
+	}
+	return name + "@" + cur, cur != id
+}
+
 // inReleases reports whether path lies inside --releases (always true when
 // none is set) and returns it relative to the releases directory.
 func (s *Supervisor) inReleases(path string) (string, bool) {

@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"encoding/binary"
 	"encoding/hex"
 	"os"
@@ -121,4 +123,77 @@ func TestReleaseLabelledByItsBuildID(t *testing.T) {
 	if d := noteDesc([]byte{4, 0, 0, 0, 200, 0, 0, 0, 4, 0, 0, 0, 'G', 'o', 0, 0, 1}, binary.LittleEndian, "Go\x00\x00", 4); d != nil {
 		t.Errorf("noteDesc of a cut note = %v; want nil", d)
 	}
+}
+
+// A rollback that starts the release before again refuses, changing
+// nothing, when that release's file is gone (pruned) or, for a release
+// labelled by its content, holds another build now; before, a pruned one
+// started a generation that failed (fork/exec: no such file), with a
+// failed upgrade's report (a new user's trial).
+func TestRollbackRefusesAReleaseGoneOrReplaced(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	if _, err := r.upgrade("v2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(r.path("v1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.s.Rollback(context.Background(), false, nil)
+	if err == nil || !strings.Contains(err.Error(), "rollback refused: bad release: the release before, v1, cannot start again") || !errors.Is(err, ErrBadRelease) {
+		t.Errorf("rollback to a deleted release: %v; want it refused", err)
+	}
+	st := r.status()
+	if n := len(st.Generations); n != 2 || st.Generations[1].Generation != 2 || st.Generations[1].State != StateActive || len(st.History) != 1 {
+		t.Errorf("after the refused rollback: generations %+v, %d report(s); want generation 2 active and no generation 3, one report", st.Generations, len(st.History))
+	}
+
+	// Content labels: the file replaced in place.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app")
+	os.WriteFile(p, []byte("#!/bin/sh\nexec true\n"), 0o755)
+	id, _ := releaseID(p)
+	rel := release{Version: "app@" + id, Path: p}
+	if now, changed := rel.replaced(); changed {
+		t.Errorf("replaced() of an unchanged file = %q, true", now)
+	}
+	os.WriteFile(p, []byte("#!/bin/sh\nexec false\n"), 0o755)
+	id2, _ := releaseID(p)
+	if now, changed := rel.replaced(); !changed || now != "app@"+id2 {
+		t.Errorf("replaced() of a rewritten file = %q, %v; want app@%s, true", now, changed, id2)
+	}
+	if _, changed := (release{Version: "v1", Path: p}).replaced(); changed {
+		t.Error("replaced() of a --releases version: true; want false (no content label)")
+	}
+}
+
+// Outside --releases, a worker restarted after its generation's file was
+// replaced in place runs the new file: a WARN line says so, naming the
+// build it runs, since its label names the old one (a new user's trial).
+func TestRestartFromAReplacedFileIsSaid(t *testing.T) {
+	fx := newFakeEffects(t)
+	r := startRig(t, Config{Workers: 1}, fx, func(r *rig) {
+		r.s.releasesReal, r.s.releasesAbs = "", "" // labels by content
+		first, err := r.s.resolve("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.s.first = first
+	})
+	r.waitStarted()
+	g := r.gen(1)
+	if !strings.HasPrefix(g.Version, "app@") {
+		t.Fatalf("generation 1 labelled %q; want app@ID", g.Version)
+	}
+	if err := os.WriteFile(r.path("v1"), []byte("#!/bin/sh\nexit 2\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fx.proc(g.PIDs[0]).die()
+	eventually(t, "the restart's warning", func() error {
+		if !strings.Contains(r.log.String(), "worker restarted from a file replaced since its generation started") {
+			return errors.New("not said yet")
+		}
+		return nil
+	})
 }

@@ -135,7 +135,9 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now(), first: !l.started, opts: opts}
 	l.op = op
 	l.newReport(g, op.old, op.start, opts)
-	same := l.active != nil && l.active.release.Path == rel.Path
+	// The same file holding the same build: one replaced in place since
+	// (a new label) is another release.
+	same := l.active != nil && l.active.release == rel
 	l.genLog(g).Info("starting generation", "path", rel.Path, "workers", l.cfg.Workers, "same_release", same)
 	req.emit(Progress{Step: StepStarting, Generation: g.num, Version: rel.Version, Path: rel.Path, Workers: l.cfg.Workers, Same: same})
 	first := l.cfg.Workers
