@@ -3,9 +3,9 @@ package supervisor
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
