@@ -32,6 +32,7 @@ type behaviour struct {
 	exitBeforeReady bool          // exit right after hello
 	noHello         bool          // run, and never dial the supervisor (a release without the library)
 	neverReady      bool          // listen, never report ready
+	readyAfter      time.Duration // listen, then report ready this much later (a warm-up)
 	stderr          string        // a line it writes to stderr at its start
 	unhealthy       bool          // fail the health check
 	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
@@ -254,6 +255,9 @@ type fakeEffects struct {
 	t         *testing.T
 	behave    map[string]behaviour // by release path
 	adoptable map[int]string       // pid → token of processes a killed supervisor left
+	// currentLink, when set, is a real --current symlink that repoint
+	// swaps as the real one does.
+	currentLink string
 	// adoptSilent: adoptable pids that never dial the new supervisor
 	// (stopped, stuck): an adoption waits for them.
 	adoptSilent map[int]bool
@@ -639,6 +643,13 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		}
 		fx.mu.Unlock()
 		conn.Write(control.Message{Type: control.TypeListening})
+		if b.readyAfter > 0 {
+			select {
+			case <-time.After(b.readyAfter):
+			case <-p.exit:
+				return
+			}
+		}
 		if !b.neverReady {
 			ready := control.Message{Type: control.TypeReady}
 			if b.unhealthy && control.HasCap(welcome.Caps, control.CapReadyHealth) && !b.adminHealth {
@@ -811,6 +822,14 @@ func (fx *fakeEffects) repoint(rel release) error {
 	fx.mu.Lock()
 	defer fx.mu.Unlock()
 	fx.repointed = append(fx.repointed, rel.Version)
+	if fx.currentLink != "" && fx.repointErr == nil {
+		tmp := fx.currentLink + ".fake"
+		os.Remove(tmp)
+		if err := os.Symlink(filepath.Dir(rel.Path), tmp); err != nil {
+			return err
+		}
+		return os.Rename(tmp, fx.currentLink)
+	}
 	return fx.repointErr
 }
 

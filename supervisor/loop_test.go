@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -809,5 +811,59 @@ func TestStopDuringStartIsAStop(t *testing.T) {
 		if err := <-r.run; err != nil {
 			t.Errorf("Run after a stop during an adoption: %v; want nil", err)
 		}
+	})
+}
+
+// An upgrade asked for while the first generation starts (a SIGHUP
+// after `current` was repointed, or launcher upgrade without an
+// argument) resolves COMMAND when it is asked, not once the start is
+// over: by then --current had been repointed to the first generation's
+// release, and the queued upgrade restarted that release instead of the
+// one the operator had pointed at (a new user's trial, 3 of 3).
+func TestUpgradeDuringTheFirstStartResolvesWhenAsked(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{readyAfter: 500 * time.Millisecond}
+	var current string
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		current = filepath.Join(filepath.Dir(r.rels), "current")
+		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
+			t.Fatal(err)
+		}
+		fx.currentLink = current
+		r.s.cfg.Command[0] = filepath.Join(current, "app")
+		first, err := r.s.resolve("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.s.first = first
+	})
+	eventually(t, "generation 1 starting", func() error {
+		st, err := r.s.Status(context.Background())
+		if err != nil || len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
+			return fmt.Errorf("status %+v, %v", st, err)
+		}
+		return nil
+	})
+	tmp := current + ".op"
+	if err := os.Symlink(filepath.Join(r.rels, "v2"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, current); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sum, err := r.s.Upgrade(ctx, "", false, nil)
+	if err != nil {
+		t.Fatalf("upgrade asked during the first start: %v", err)
+	}
+	if sum.Version != "v2" {
+		t.Errorf("the upgrade asked during the first start went to %s; want v2, where current pointed when it was asked", sum.Version)
+	}
+	eventually(t, "current -> v2", func() error {
+		if got, _ := os.Readlink(current); got != filepath.Join(r.rels, "v2") {
+			return fmt.Errorf("current -> %s", got)
+		}
+		return nil
 	})
 }

@@ -276,13 +276,17 @@ func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOp
 	if err := checkCanary(opts.Canary, opts.CanaryInterval); err != nil {
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
 	}
-	if err := s.waitStarted(ctx); err != nil {
-		return Progress{}, err
-	}
+	// Resolved when asked, not once the first start is over: by then
+	// --current points at the first generation's release again, and a
+	// SIGHUP sent after repointing it to another would start that one
+	// (a new user's trial).
 	rel, err := s.resolve(arg)
 	if err != nil {
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
+	}
+	if err := s.waitStarted(ctx); err != nil {
+		return Progress{}, err
 	}
 	cmd := cmdUpgrade{rel: rel, req: newRequest(opts.Wait), opts: opts}
 	if s.cfg.TicketKeyFile != "" {
