@@ -246,6 +246,16 @@ upgrade() {
   [ -z "$err" ] || echo "$err" >&2
   # The supervisor may be gone (a stop during the probation): no active.
   active="$(active_version 2>/dev/null)" || active=""
+  if [ -z "$active" ] && ! running; then
+    # Not "the previous release serves on": killed, its workers serve
+    # whatever the kill left; stopped, nothing serves.
+    local serving
+    serving="$(orphans_version)"
+    if [ -n "$serving" ]; then
+      die "upgrade to $version cut short: the supervisor on $LAUNCHER_STATE_DIR went away and its workers still serve $serving; start the service again (it adopts them), then look at launcher status"
+    fi
+    die "upgrade to $version cut short: the supervisor on $LAUNCHER_STATE_DIR stopped: nothing serves now, and the next start runs current ($(current_version))"
+  fi
   if [ "$active" = "$version" ]; then
     die "upgrade to $version failed its probation, but nothing was left to roll back to: $version serves; roll back or upgrade to a good release"
   fi
@@ -393,6 +403,9 @@ cmd_status() {
   done < <(releases_oldest_first)
   if running; then
     "$LAUNCHER" status
+  elif [ -n "$(orphans_version)" ]; then
+    # Killed: launcher's own line names the workers that serve on.
+    "$LAUNCHER" status 2>&1 | sed 's/^launcher: status: //' || true
   else
     echo "no supervisor on $LAUNCHER_STATE_DIR"
   fi

@@ -451,3 +451,70 @@ func TestDeployScriptAwaitsAHandUpgradesVerdict(t *testing.T) {
 		t.Errorf("active %s after activate v2, want v2", activeVersion(st))
 	}
 }
+
+// TestDeployScriptSaysWhenTheSupervisorGoesAway: an install whose
+// supervisor goes away during the new release's probation says what
+// serves then. Killed (kill -9): its workers serve on, the new release's
+// too, which the next start adopts; stopped: nothing serves, and the next
+// start runs current. Before, both said "the previous release serves on"
+// (a new user's trial).
+func TestDeployScriptSaysWhenTheSupervisorGoesAway(t *testing.T) {
+	t.Parallel()
+	d, b, _ := newDeployScript(t)
+	bin := func(v string) string { return helloPath(b.releases, v) }
+	d.run(nil, "install", "v1", bin("v1"))
+	p := d.startOnCurrent(b, freeAddr(t), "60s", "v1")
+
+	// inProbation waits until version is active and on trial, then does then.
+	inProbation := func(p *launcherProc, version string, then func()) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			st, err := p.statusErr()
+			if err == nil {
+				for _, g := range st.Generations {
+					if g.Version == version && g.State == supervisor.StateActive && g.ProbationUntil != nil {
+						then()
+						return
+					}
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not on trial within 20s", version)
+			}
+		}
+	}
+	type result struct {
+		out string
+		err error
+	}
+	install := func(version string) chan result {
+		done := make(chan result, 1)
+		go func() { out, err := d.exec(nil, "install", version, bin(version)); done <- result{out, err} }()
+		return done
+	}
+
+	done := install("v2")
+	inProbation(p, "v2", func() { p.Kill() })
+	r := <-done
+	if want := "deploy.sh: upgrade to v2 cut short: the supervisor on " + d.stateDir + " went away and its workers still serve v2"; r.err == nil || !strings.Contains(r.out, want) || strings.Contains(r.out, "serves on") {
+		t.Errorf("install v2, supervisor killed in its probation: %v\n%s\nwant %q", r.err, r.out, want)
+	}
+	// status names the workers that serve on (it said only "no
+	// supervisor").
+	if out := d.run(nil, "status"); !strings.Contains(out, "but the workers of its generation 2 (v2) still serve (pids") {
+		t.Errorf("deploy.sh status with a killed supervisor:\n%s\nwant the workers that serve on named", out)
+	}
+
+	// The next start adopts v2's workers; a stop in v3's probation.
+	p = d.startOnCurrent(b, p.addr, "60s", "v2")
+	done = install("v3")
+	inProbation(p, "v3", func() {
+		if out, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", d.stateDir); err != nil {
+			t.Errorf("launcher stop: %v\n%s", err, out)
+		}
+	})
+	r = <-done
+	if want := "deploy.sh: upgrade to v3 cut short: the supervisor on " + d.stateDir + " stopped: nothing serves now, and the next start runs current (v2)"; r.err == nil || !strings.Contains(r.out, want) {
+		t.Errorf("install v3, supervisor stopped in its probation: %v\n%s\nwant %q", r.err, r.out, want)
+	}
+}
