@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/launcherd/launcher/drain"
 	"github.com/launcherd/launcher/internal/rig"
 	"github.com/launcherd/launcher/supervisor"
 )
@@ -145,6 +146,19 @@ func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n i
 			if err != nil {
 				return nil, fmt.Errorf("idle upgrade %d: %w", k+1, err)
 			}
+			if len(conns) > 0 {
+				// Idle for longer than the drain's idle grace, as a
+				// client's pool of idle keep-alive connections is: the
+				// drain closes them at once (at its rate), where one
+				// just used would have its grace first, and the grace
+				// would be what the upgrade measured.
+				select {
+				case <-time.After(idleConnsRest):
+				case <-ctx.Done():
+					closeAll(conns)
+					return nil, ctx.Err()
+				}
+			}
 			var polled chan time.Time
 			stop := make(chan struct{})
 			start := time.Now()
@@ -190,6 +204,10 @@ func idleUpgrades(ctx context.Context, rigs []*rig.Rig, cfg config, workers, n i
 	}
 	return res, nil
 }
+
+// idleConnsRest is how long the connections of --idle-conns stay idle
+// before the upgrade: past the drain's idle grace.
+const idleConnsRest = drain.DefaultIdleGrace + 200*time.Millisecond
 
 // openIdle opens n keep-alive connections to addr, each with one request
 // answered, and leaves them idle.
