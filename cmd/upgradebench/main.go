@@ -402,8 +402,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	if len(results) > 0 {
 		printTables(stdout, cfg, floor, results)
 	}
+	var tp *throughputJSON
 	if cfg.throughput {
-		if err := compareThroughput(ctx, r, cfg, stdout); err != nil {
+		var err error
+		if tp, err = compareThroughput(ctx, r, cfg, stdout); err != nil {
 			if ctx.Err() != nil {
 				return 1, err
 			}
@@ -411,13 +413,17 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 		}
 	}
 	rep := newReport(cfg, floor, idle, results)
+	rep.Throughput = tp
 	if len(sighup) > 0 {
 		rep.SIGHUPFirstAnswerMS = ms64(median(sighup))
 	}
 	if cfg.peers > 0 {
-		rep.Peers = map[string]float64{}
+		rep.Peers, rep.PeersAll = map[string]float64{}, map[string][]float64{}
 		for i, name := range peerTriggers {
 			rep.Peers[name] = ms64(median(peers.firstAnswer[i]))
+			for _, d := range peers.firstAnswer[i] {
+				rep.PeersAll[name] = append(rep.PeersAll[name], ms64(d))
+			}
 		}
 	}
 	if cfg.jsonFile != "" {

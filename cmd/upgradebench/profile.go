@@ -27,15 +27,15 @@ const profileLoad = 5 * time.Second
 // share of samples within one process over one interval does not
 // depend on how fast the machine was meanwhile, unlike the throughput
 // ratio. Without perf it prints one line and returns nil.
-func profileWorker(ctx context.Context, w io.Writer, pid int, load func(time.Duration) error) error {
+func profileWorker(ctx context.Context, w io.Writer, pid int, load func(time.Duration) error) (*profileJSON, error) {
 	perf, err := exec.LookPath("perf")
 	if err != nil {
 		fmt.Fprintln(w, "--profile: skipped, perf is not installed (Debian package linux-perf)")
-		return nil
+		return nil, nil
 	}
 	dir, err := os.MkdirTemp("", "upgradebench-perf-")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer os.RemoveAll(dir)
 	data := filepath.Join(dir, "perf.data")
@@ -43,7 +43,7 @@ func profileWorker(ctx context.Context, w io.Writer, pid int, load func(time.Dur
 	rec := exec.CommandContext(ctx, perf, "record", "-g", "-p", strconv.Itoa(pid), "-o", data)
 	rec.Stderr = &stderr
 	if err := rec.Start(); err != nil {
-		return fmt.Errorf("perf record: %w", err)
+		return nil, fmt.Errorf("perf record: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- rec.Wait() }() // ends when perf does: SIGINT below, ctx, or its own error
@@ -54,37 +54,39 @@ func profileWorker(ctx context.Context, w io.Writer, pid int, load func(time.Dur
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("perf record: %v: %s", err, firstLine(stderr.String()))
+			return nil, fmt.Errorf("perf record: %v: %s", err, firstLine(stderr.String()))
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			rec.Process.Kill()
 			<-exited
-			return fmt.Errorf("perf record did not start: %s", firstLine(stderr.String()))
+			return nil, fmt.Errorf("perf record did not start: %s", firstLine(stderr.String()))
 		}
 	}
 	loadErr := load(profileLoad)
 	rec.Process.Signal(syscall.SIGINT)
 	if err := <-exited; err != nil && ctx.Err() == nil && !isSignal(err, syscall.SIGINT) {
-		return fmt.Errorf("perf record: %w: %s", err, firstLine(stderr.String()))
+		return nil, fmt.Errorf("perf record: %w: %s", err, firstLine(stderr.String()))
 	}
 	if loadErr != nil {
-		return fmt.Errorf("wrk: %w", loadErr)
+		return nil, fmt.Errorf("wrk: %w", loadErr)
 	}
 	out, err := exec.CommandContext(ctx, perf, "script", "-i", data, "-F", "ip,sym,dso").Output()
 	if err != nil {
-		return fmt.Errorf("perf script: %w", err)
+		return nil, fmt.Errorf("perf script: %w", err)
 	}
 	a := attribute(parsePerfScript(bytes.NewReader(out)))
 	if a.total == 0 {
-		return fmt.Errorf("perf recorded no sample of process %d", pid)
+		return nil, fmt.Errorf("perf recorded no sample of process %d", pid)
 	}
 	fmt.Fprintf(w, "the launcher's own code: %.2f%% of the worker's CPU (%d of %d perf samples over %s of wrk: a sample counts when the first frame from its leaf up that is not the runtime's, the kernel's, vdso's, sync's, sync/atomic's, time's or the Prometheus client's is in the launcher's drain, metrics or launcher package)\n",
 		100*float64(a.own)/float64(a.total), a.own, a.total, profileLoad)
+	res := &profileJSON{OwnShare: float64(a.own) / float64(a.total), Own: a.own, Total: a.total, Top: map[string]float64{}}
 	for _, f := range a.top(10) {
 		fmt.Fprintf(w, "  %6.2f%%  %s\n", 100*float64(f.samples)/float64(a.total), f.name)
+		res.Top[f.name] = float64(f.samples) / float64(a.total)
 	}
-	return nil
+	return res, nil
 }
 
 func isSignal(err error, sig syscall.Signal) bool {

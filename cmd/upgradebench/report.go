@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/launcherd/launcher/internal/loadgen"
 )
 
 // report is what --json writes: every figure of the run, for machines,
@@ -18,15 +20,21 @@ type report struct {
 	SIGHUPFirstAnswerMS float64 `json:"sighup_first_answer_ms_p50,omitempty"`
 	// Peers are the medians of --peers, trigger -> first answer from the
 	// new version, per trigger.
-	Peers    map[string]float64 `json:"peers_first_answer_ms_p50,omitempty"`
-	Runs     []runJSON          `json:"runs"`
-	Bucket   float64            `json:"bucket_ms"`
-	Flags    []string           `json:"start_flags,omitempty"`
-	Clients  int                `json:"clients"`
-	Duration float64            `json:"duration_s"`
-	Time     time.Time          `json:"time"`
-	Steps    []string           `json:"trace_steps"`
-	Phases   []string           `json:"trace_phases"`
+	Peers map[string]float64 `json:"peers_first_answer_ms_p50,omitempty"`
+	// PeersAll: every upgrade's time of each --peers trigger, in turn
+	// order (min, max and spread are there).
+	PeersAll map[string][]float64 `json:"peers_first_answer_ms,omitempty"`
+	// Throughput is the comparison with plain net/http; absent when it
+	// did not run.
+	Throughput *throughputJSON `json:"throughput,omitempty"`
+	Runs       []runJSON       `json:"runs"`
+	Bucket     float64         `json:"bucket_ms"`
+	Flags      []string        `json:"start_flags,omitempty"`
+	Clients    int             `json:"clients"`
+	Duration   float64         `json:"duration_s"`
+	Time       time.Time       `json:"time"`
+	Steps      []string        `json:"trace_steps"`
+	Phases     []string        `json:"trace_phases"`
 }
 
 // idleJSON is the upgrades of one --workers value with nothing in flight.
@@ -52,12 +60,21 @@ type idleJSON struct {
 
 // runJSON is one (mode, handover, workers) run under load.
 type runJSON struct {
-	Mode              string  `json:"mode"`
-	Handover          string  `json:"handover"`
-	ABFlags           string  `json:"ab_start_flags,omitempty"`
-	Workers           int     `json:"workers"`
-	Requests          int64   `json:"requests"`
-	Failed            int64   `json:"failed"`
+	Mode     string `json:"mode"`
+	Handover string `json:"handover"`
+	ABFlags  string `json:"ab_start_flags,omitempty"`
+	Workers  int    `json:"workers"`
+	Requests int64  `json:"requests"`
+	Failed   int64  `json:"failed"`
+	// FailedBy counts the failures by class (refused, reset, eof,
+	// timeout, non2xx, other), all of them, zeros too.
+	FailedBy map[string]int64 `json:"failed_by_class"`
+	// Latencies of the OK requests begun in steady state and in upgrade
+	// windows, ms (nearest rank).
+	P50Steady         float64 `json:"p50_steady_ms"`
+	P50Upgrade        float64 `json:"p50_upgrade_ms"`
+	MaxSteady         float64 `json:"max_steady_ms"`
+	MaxUpgrade        float64 `json:"max_upgrade_ms"`
 	FailedUpgrades    int     `json:"failed_upgrades"`
 	ServingP50        float64 `json:"serving_ms_p50"`
 	OldGoneP50        float64 `json:"old_gone_ms_p50"`
@@ -140,6 +157,14 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			P99ColdStart: ms64(r.p99Cold), P99Switch: ms64(r.p99Switch),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
+		j.FailedBy = map[string]int64{}
+		for c := loadgen.Class(0); c < loadgen.NumClasses; c++ {
+			if c != loadgen.OK {
+				j.FailedBy[c.String()] = r.summary.Count[c]
+			}
+		}
+		j.P50Steady, j.P50Upgrade = ms64(r.summary.Steady.P50), ms64(r.summary.Upgrade.P50)
+		j.MaxSteady, j.MaxUpgrade = ms64(r.summary.Steady.Max), ms64(r.summary.Upgrade.Max)
 		for i, t := range r.timings {
 			u := upgradeJSON{ServingMS: ms64(t.Serving), OldGoneMS: ms64(t.OldGone)}
 			u.StartMS = ms64(r.starts[i].Sub(r.start))
@@ -158,6 +183,40 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		rep.Runs = append(rep.Runs, j)
 	}
 	return rep
+}
+
+// throughputJSON is the comparison with plain net/http: each measure's
+// medians, the ratio's median with its confidence interval, the verdict
+// against the target, and every round's ratio; with --profile, the
+// launcher's own share of the worker's CPU.
+type throughputJSON struct {
+	Client  string        `json:"client"` // "wrk; servers on CPU 0, wrk on CPU 1", or the fallback
+	RoundS  float64       `json:"round_s"`
+	Rounds  int           `json:"rounds"`
+	Target  float64       `json:"target"` // 0.99
+	ReqS    throughputRow `json:"req_s"`
+	ReqCPUS throughputRow `json:"req_per_cpu_s"`
+	Profile *profileJSON  `json:"profile,omitempty"`
+}
+
+type throughputRow struct {
+	PlainMedian    float64   `json:"plain_median"`
+	LauncherMedian float64   `json:"launcher_median"`
+	RatioMedian    float64   `json:"ratio_median"`
+	CILow          float64   `json:"ci_low"`
+	CIHigh         float64   `json:"ci_high"`
+	CICoverage     float64   `json:"ci_coverage"`
+	Verdict        string    `json:"verdict"` // "met", "not met" or "undecided"
+	RoundRatios    []float64 `json:"round_ratios"`
+}
+
+// profileJSON is --profile's result: samples of the worker in the
+// launcher's own packages, of all its samples.
+type profileJSON struct {
+	OwnShare float64            `json:"own_share"`
+	Own      int                `json:"own_samples"`
+	Total    int                `json:"samples"`
+	Top      map[string]float64 `json:"top_shares"`
 }
 
 func (r report) write(file string) error {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -35,10 +36,10 @@ const target = 0.99
 // the median rates and the median ratio with its confidence interval.
 // The client is wrk pinned to CPU 1 if installed, else the benchmark's
 // own (unpinned) client.
-func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer) error {
+func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer) (*throughputJSON, error) {
 	plainAddr, err := rig.FreeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// On a small machine the client and the server fight for the same
 	// cores; pinning the servers to CPU 0 and wrk to CPU 1 removes most of
@@ -50,18 +51,18 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	argv := append(append([]string(nil), serverCPU...), r.Release("v1"), "-plain", "-addr", plainAddr)
 	plain := exec.Command(argv[0], argv[1:]...)
 	if err := plain.Start(); err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { plain.Process.Signal(syscall.SIGTERM); plain.Wait() }()
 	sup, err := r.Start(ctx, rig.Options{Version: "v1", Wrap: serverCPU})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sup.Stop()
 
 	st, err := sup.Status(ctx)
 	if err != nil || len(st.Generations) == 0 || len(st.Generations[0].PIDs) == 0 {
-		return fmt.Errorf("launcher's worker: %v", err)
+		return nil, fmt.Errorf("launcher's worker: %v", err)
 	}
 	worker := st.Generations[0].PIDs[0]
 
@@ -96,7 +97,7 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	addrs := map[bool]string{false: plainAddr, true: sup.Addr}
 	for _, launcher := range []bool{false, true} {
 		if _, err := run(addrs[launcher], warmupLoad); err != nil {
-			return fmt.Errorf("%s warm-up: %w", name, err)
+			return nil, fmt.Errorf("%s warm-up: %w", name, err)
 		}
 	}
 	order := abbaOrder(cfg.tpRounds)
@@ -104,22 +105,24 @@ func compareThroughput(ctx context.Context, r *rig.Rig, cfg config, w io.Writer)
 	for i, launcher := range order {
 		runs[i], err = measureRound(pids[launcher], func() (round, error) { return run(addrs[launcher], cfg.tpRound) })
 		if err != nil {
-			return fmt.Errorf("%s on %s: %w", name, serverName(launcher), err)
+			return nil, fmt.Errorf("%s on %s: %w", name, serverName(launcher), err)
 		}
 	}
-	printThroughput(w, fmt.Sprintf("%s; %s", name, pinned), cfg.tpRound, runs)
+	res := printThroughput(w, fmt.Sprintf("%s; %s", name, pinned), cfg.tpRound, runs)
 	if cfg.profile {
 		if name != "wrk" {
 			fmt.Fprintln(w, "--profile: skipped, wrk is not installed")
-		} else if err := profileWorker(ctx, w, worker, func(d time.Duration) error {
+		} else if p, err := profileWorker(ctx, w, worker, func(d time.Duration) error {
 			_, err := run(sup.Addr, d)
 			return err
 		}); err != nil {
 			fmt.Fprintf(w, "--profile: %v\n", err)
+		} else {
+			res.Profile = p
 		}
 	}
 	fmt.Fprintln(w)
-	return nil
+	return res, nil
 }
 
 func serverName(launcher bool) string {
@@ -133,7 +136,7 @@ func serverName(launcher bool) string {
 // [abbaOrder]: per server the median of its runs, and the launcher's
 // ratio as the median of the rounds' ratios with its 95 % confidence
 // interval, and where issue #14's target of 99 % lies against it.
-func printThroughput(w io.Writer, client string, each time.Duration, runs []round) {
+func printThroughput(w io.Writer, client string, each time.Duration, runs []round) *throughputJSON {
 	order := abbaOrder(len(runs) / 4)
 	var rate, perCPU [2][]float64 // [0] plain, [1] launcher
 	var rateAll, perCPUAll []float64
@@ -166,6 +169,13 @@ func printThroughput(w io.Writer, client string, each time.Duration, runs []roun
 	tw.Flush()
 	fmt.Fprintf(w, "per round, req/s: %s\n", pct(rateRatios))
 	fmt.Fprintf(w, "per round, req/CPU-s: %s\n", pct(cpuRatios))
+	row := func(server [2][]float64, ci medianCI, ratios []float64) throughputRow {
+		v, _, _ := strings.Cut(verdict(ci, target), " (")
+		return throughputRow{PlainMedian: median(server[0]), LauncherMedian: median(server[1]), RatioMedian: ci.Median,
+			CILow: ci.Lo, CIHigh: ci.Hi, CICoverage: ci.Coverage, Verdict: v, RoundRatios: ratios}
+	}
+	return &throughputJSON{Client: client, RoundS: each.Seconds(), Rounds: len(rateRatios), Target: target,
+		ReqS: row(rate, rateCI, rateRatios), ReqCPUS: row(perCPU, cpuCI, cpuRatios)}
 }
 
 // verdict says where target lies against ci's interval.
