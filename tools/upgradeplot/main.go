@@ -32,6 +32,7 @@ type report struct {
 	ExecFloorMS float64 `json:"exec_floor_ms"`
 	BucketMS    float64 `json:"bucket_ms"`
 	Clients     int     `json:"clients"`
+	DurationS   float64 `json:"duration_s"`
 	Runs        []struct {
 		Mode              string  `json:"mode"`
 		Handover          string  `json:"handover"`
@@ -95,7 +96,48 @@ var palette = []color.Color{
 
 var red = color.RGBA{R: 214, G: 39, B: 40, A: 255}
 
+// checkOut returns a usageError unless out names a file format drawn.
+func checkOut(out string) error {
+	if format := strings.TrimPrefix(filepath.Ext(out), "."); format != "svg" && format != "png" {
+		return usageError{fmt.Errorf("-o %s: want a .svg or .png file", out)}
+	}
+	return nil
+}
+
+// fullBuckets is how many of n buckets of width seconds lie wholly in a
+// run of duration seconds (0: unknown, all of them). A last bucket the
+// run's end cut short holds a fraction of a bucket's responses: drawn as
+// a whole one, it read as a fall of the rate to nothing (a new user's
+// trial).
+func fullBuckets(n int, width, duration float64) int {
+	if duration <= 0 || width <= 0 {
+		return n
+	}
+	full := int(duration/width + 1e-9)
+	return min(n, full)
+}
+
+// steps turns one value a bucket into the points of a step line:
+// each bucket's value from its start to its end (a line through the
+// buckets' middles drew a version's rate rising before its upgrade).
+func steps(vals []float64, width float64, inRange func(float64) bool) plotter.XYs {
+	var xy plotter.XYs
+	for k, v := range vals {
+		if t := float64(k) * width; inRange(t) || inRange(t+width) {
+			xy = append(xy, plotter.XY{X: t, Y: v})
+		}
+	}
+	if len(xy) > 0 {
+		last := xy[len(xy)-1]
+		xy = append(xy, plotter.XY{X: last.X + width, Y: last.Y}) // the last bucket's end
+	}
+	return xy
+}
+
 func draw1(in, out string, index int, from, to float64) error {
+	if err := checkOut(out); err != nil {
+		return err
+	}
 	b, err := os.ReadFile(in)
 	if err != nil {
 		return err
@@ -129,18 +171,18 @@ func draw1(in, out string, index int, from, to float64) error {
 	inflight.Y.Label.Text = "requests in flight"
 	inflight.Legend.Top = true
 
+	buckets := fullBuckets(len(r.Series.Failed), width, rep.DurationS)
 	var top float64
 	for i, v := range versions {
-		var xy, fl plotter.XYs
-		for k, n := range r.Series.OK[v] {
-			t := (float64(k) + 0.5) * width
-			if !inRange(t) {
-				continue
+		var rates, held []float64
+		for k, n := range r.Series.OK[v][:min(buckets, len(r.Series.OK[v]))] {
+			rates = append(rates, float64(n)/width)
+			held = append(held, r.Series.Inflight[v][k])
+			if inRange(float64(k)*width) || inRange(float64(k+1)*width) {
+				top = max(top, float64(n)/width)
 			}
-			xy = append(xy, plotter.XY{X: t, Y: float64(n) / width})
-			fl = append(fl, plotter.XY{X: t, Y: r.Series.Inflight[v][k]})
-			top = max(top, float64(n)/width)
 		}
+		xy, fl := steps(rates, width, inRange), steps(held, width, inRange)
 		c := palette[i%len(palette)]
 		for _, p := range []struct {
 			p  *plot.Plot
@@ -151,28 +193,29 @@ func draw1(in, out string, index int, from, to float64) error {
 				return err
 			}
 			l.LineStyle.Color, l.LineStyle.Width = c, vg.Points(1)
+			l.StepStyle = plotter.PostStep
 			p.p.Add(l)
 			p.p.Legend.Add(v, l)
 		}
 	}
 	// The total: what the service answered, whichever version.
-	var total plotter.XYs
-	for k := range r.Series.Failed {
-		t := (float64(k) + 0.5) * width
-		if !inRange(t) {
-			continue
-		}
+	var totals []float64
+	for k := range buckets {
 		var n int64
 		for _, v := range versions {
 			n += r.Series.OK[v][k]
 		}
-		total = append(total, plotter.XY{X: t, Y: float64(n) / width})
-		top = max(top, float64(n)/width)
+		totals = append(totals, float64(n)/width)
+		if inRange(float64(k)*width) || inRange(float64(k+1)*width) {
+			top = max(top, float64(n)/width)
+		}
 	}
-	if len(total) == 0 { // a range between two buckets' middles
+	total := steps(totals, width, inRange)
+	if len(total) == 0 {
 		return usageError{fmt.Errorf("-from %g -to %g: no %.0f ms bucket of the run's in that range", from, to, rep.BucketMS)}
 	}
 	if tl, err := plotter.NewLine(total); err == nil {
+		tl.StepStyle = plotter.PostStep
 		tl.LineStyle.Color, tl.LineStyle.Width = color.Black, vg.Points(0.5)
 		rate.Add(tl)
 		rate.Legend.Add("total", tl)
@@ -236,9 +279,6 @@ func draw1(in, out string, index int, from, to float64) error {
 	inflight.X.Min, inflight.X.Max = rate.X.Min, rate.X.Max
 
 	format := strings.TrimPrefix(filepath.Ext(out), ".")
-	if format != "svg" && format != "png" {
-		return fmt.Errorf("%s: want a .svg or .png file", out)
-	}
 	c, err := draw.NewFormattedCanvas(24*vg.Centimeter, 16*vg.Centimeter, format)
 	if err != nil {
 		return err
