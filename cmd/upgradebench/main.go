@@ -90,7 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.clients, "clients", 32, "concurrent client connections")
 	workers := fs.String("workers", "1,4", "comma-separated --workers values to run")
 	modes := fs.String("modes", "new-conn,keepalive,long", "comma-separated client modes: new-conn, keepalive, long")
-	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close")
+	handovers := fs.String("handover", "steer,close", "comma-separated handover strategies: steer, migrate (needs net.ipv4.tcp_migrate_req=1), close; and tableflip: the fork-based peer (tools/peers/tableflip, with the Prometheus client) upgraded by SIGHUP, one process, so --workers 1 only")
 	fs.BoolVar(&c.throughput, "throughput", true, "also compare throughput with a plain net/http server (wrk if installed)")
 	fs.IntVar(&c.tpRounds, "throughput-rounds", 30, "rounds of the throughput comparison (6 or more), each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
 	fs.DurationVar(&c.tpRound, "throughput-round", time.Second, "each run of the client in the throughput comparison's rounds, in whole seconds (wrk's -d)")
@@ -141,10 +141,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	for _, h := range strings.Split(*handovers, ",") {
 		h = strings.TrimSpace(h)
-		if h != "steer" && h != "close" && h != "migrate" {
-			return c, fmt.Errorf("--handover: unknown strategy %q (steer, migrate or close)", h)
+		if !slices.Contains([]string{"steer", "close", "migrate", peerHandover}, h) {
+			return c, fmt.Errorf("--handover: unknown strategy %q (steer, migrate, close or tableflip)", h)
 		}
 		c.handovers = append(c.handovers, h)
+	}
+	if slices.Contains(c.handovers, peerHandover) && !slices.Contains(c.workers, 1) {
+		return c, fmt.Errorf("--handover %s: the peer is one process: its runs need 1 among --workers (%s)", peerHandover, *workers)
 	}
 	if slices.Contains(c.handovers, "migrate") {
 		if err := supervisor.CheckMigrateReq(); err != nil {
@@ -361,7 +364,23 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	if len(cfg.abFlags) > 0 {
 		variants = append(variants, cfg.abFlags)
 	}
-	total := len(cfg.modes) * len(cfg.handovers) * len(cfg.workers) * len(variants)
+	// The peer runs one process, with no setting of the launcher's: once
+	// per mode, with 1 worker, and not twice for an A/B.
+	runsOf := func(h string, w int) [][]string {
+		switch {
+		case h != peerHandover:
+			return variants
+		case w == 1:
+			return [][]string{nil}
+		}
+		return nil
+	}
+	total := 0
+	for _, w := range cfg.workers {
+		for _, h := range cfg.handovers {
+			total += len(cfg.modes) * len(runsOf(h, w))
+		}
+	}
 	if !cfg.upgradeRuns {
 		cfg.modes = nil
 	}
@@ -369,7 +388,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	for _, mode := range cfg.modes {
 		for _, w := range cfg.workers {
 			for _, h := range cfg.handovers {
-				for _, extra := range variants {
+				for _, extra := range runsOf(h, w) {
 					i++
 					fmt.Fprintf(stdout, "[%d/%d] mode %s, handover %s, workers %d: %s of load, %s ...\n", i, total, mode, strings.Join(append([]string{h}, extra...), " "), w, cfg.duration, plural(cfg.upgrades, "upgrade"))
 					res, err := benchOne(ctx, r, cfg, mode, h, extra, w, stderr)
@@ -438,7 +457,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) (int, e
 	}
 	code := 0
 	for _, res := range results {
-		if res.handover != "close" && (res.summary.Failures > 0 || res.failed > 0) {
+		if res.handover != "close" && res.handover != peerHandover && (res.summary.Failures > 0 || res.failed > 0) {
 			code = 1
 			fmt.Fprintf(stderr, "upgradebench: %s, handover %s, workers %d: %d failed requests, %d failed upgrades; samples: %s\n",
 				res.mode, res.handover, res.workers, res.summary.Failures, res.failed, strings.Join(res.samples, "; "))
@@ -454,13 +473,31 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 	if cfg.verbose {
 		log = stderr
 	}
-	sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log, Extra: append(cfg.supervisorFlags(), extra...)})
-	if err != nil {
-		return res, err
+	var addr string
+	var upgrade func(version string, progress func(string)) (rig.Timing, error)
+	if handover == peerHandover {
+		peer, err := startPeer(ctx, r.Dir)
+		if err != nil {
+			return res, err
+		}
+		defer peer.stop()
+		addr, upgrade = peer.addr, func(version string, _ func(string)) (rig.Timing, error) {
+			start := time.Now()
+			first, err := peer.upgrade(ctx, version, nil)
+			return rig.Timing{Serving: first, OldGone: time.Since(start)}, err
+		}
+	} else {
+		sup, err := r.Start(ctx, rig.Options{Version: "v1", Workers: workers, Handover: handover, Log: log, Extra: append(cfg.supervisorFlags(), extra...)})
+		if err != nil {
+			return res, err
+		}
+		defer sup.Stop()
+		addr, upgrade = sup.Addr, func(version string, progress func(string)) (rig.Timing, error) {
+			return sup.Upgrade(ctx, version, progress)
+		}
 	}
-	defer sup.Stop()
 
-	lg := loadgen.Config{Addr: sup.Addr, Mode: mode, Method: "POST", Workers: cfg.clients, Duration: cfg.duration}
+	lg := loadgen.Config{Addr: addr, Mode: mode, Method: "POST", Workers: cfg.clients, Duration: cfg.duration}
 	if mode == loadgen.Long {
 		lg.Method = "GET"
 	}
@@ -484,7 +521,7 @@ func benchOne(ctx context.Context, r *rig.Rig, cfg config, mode loadgen.Mode, ha
 		}
 		version = map[string]string{"v1": "v2", "v2": "v1"}[version]
 		start := time.Now()
-		t, err := sup.Upgrade(ctx, version, func(line string) {
+		t, err := upgrade(version, func(line string) {
 			if cfg.verbose {
 				fmt.Fprintln(stderr, "  ", line)
 			}

@@ -52,6 +52,9 @@ func TestParseFlagsRefuses(t *testing.T) {
 		{[]string{"--ab-start-flags", "-- /bin/sh"}, "-- is the benchmark's own"},
 		{[]string{"--start-flags", "--start-in-turn", "--ab-start-flags", "--settle 5ms"}, ""},
 		{[]string{"--handover", "steer,migrate"}, migrate},
+		{[]string{"--handover", "steer,tableflip"}, ""},
+		{[]string{"--handover", "fork"}, `--handover: unknown strategy "fork" (steer, migrate, close or tableflip)`},
+		{[]string{"--handover", "tableflip", "--workers", "4"}, "--handover tableflip: the peer is one process: its runs need 1 among --workers (4)"},
 		{[]string{"--json", file, "--plot", filepath.Join(dir, "x.svg")}, ""},
 		{[]string{"--json", filepath.Join(dir, "new.json")}, ""},
 	} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -47,6 +48,25 @@ const (
 	peerTableflip        = 5
 	peerTableflipMetrics = 6
 )
+
+// peerHandover is the --handover value of load runs against the
+// fork-based peer: tableflip built with the Prometheus client, upgraded
+// by SIGHUP, under the same load and upgrades as the launcher's runs, so
+// that what each loses is measured side by side.
+const peerHandover = "tableflip"
+
+// startPeer builds the tableflip peer with the Prometheus client into
+// dir/peers (once: a build already there is used) and starts v1 of it
+// alone; upgrade it by SIGHUP, stop it with stop.
+func startPeer(ctx context.Context, dir string) (*sighupService, error) {
+	release := func(v string) string { return filepath.Join(dir, "peers", "tableflip-metrics", v, "hello") }
+	if _, err := os.Stat(release("v2")); err != nil {
+		if _, err := buildTableflip(ctx, dir, "tableflip-metrics", "metrics", "v1", "v2"); err != nil {
+			return nil, err
+		}
+	}
+	return startSIGHUP(ctx, release)
+}
 
 // shKillHUP is how an operator sends SIGHUP to the process of a pid
 // file ($1): the article's `kill -HUP $(cat pidfile)`.
