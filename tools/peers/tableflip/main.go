@@ -3,7 +3,8 @@
 // VERSION"), SIGHUP starts the executable at the same path again, hands it
 // the listening socket, and the old process stops accepting and shuts
 // down once the new one is ready. It is the peer upgradebench --peers
-// measures the launcher against; a module of its own so that the
+// measures the launcher against, and --handover tableflip's load runs
+// (with /sleep?d=DURATION, hello's long request); a module of its own so that the
 // launcher's module does not depend on tableflip. Built with -tags
 // metrics it also links the Prometheus client and serves /metrics, as
 // hello does, so that the two binaries start alike (the client's package
@@ -64,10 +65,26 @@ func run(addr, pidfile string) error {
 	}
 	body := "hello from " + version + "\n"
 	mux := http.NewServeMux()
-	mux.Handle("/", instrument(mux, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	reply := func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte(body))
-	})))
+	}
+	mux.Handle("/", instrument(mux, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reply(w) })))
+	// hello's long request, which upgradebench's long mode sends: the
+	// answer after the duration d.
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.FormValue("d"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		reply(w)
+	})
 	// The same server settings as hello's.
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	// Owned by run: ends when Shutdown closes the listener.
