@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -936,3 +937,60 @@ func TestUnansweredRequestsAreNotCountedAsOK(t *testing.T) {
 		})
 	}
 }
+
+// TestPanickingHandlerCountedAsAServerError: a handler that panics
+// (net/http recovers it and closes the connection, the client gets no
+// answer) is reported once, as a 500, and its in-flight count ends; the
+// panic still reaches net/http, which logs it and closes the
+// connection. Before, it was not reported at all, and a release whose
+// handlers panicked passed its probation unjudged: "no requests" (a new
+// user's trial).
+func TestPanickingHandlerCountedAsAServerError(t *testing.T) {
+	codes := make(codeObserver, 4)
+	var logged strings.Builder
+	var logMu sync.Mutex
+	tr := drain.NewTracker()
+	s := &drain.Server{HTTP: &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/panic" {
+				panic("handler panic")
+			}
+		}),
+		ErrorLog: log.New(writerFunc(func(p []byte) (int, error) {
+			logMu.Lock()
+			defer logMu.Unlock()
+			return logged.Write(p)
+		}), "", 0),
+	}, Tracker: tr, Observer: codes}
+	addr := startServer(t, s)
+	if _, err := http.Get("http://" + addr + "/panic"); err == nil {
+		t.Error("GET /panic answered; want the connection closed without an answer")
+	}
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, want := range []int{http.StatusInternalServerError, http.StatusOK} {
+		select {
+		case got := <-codes:
+			if got != want {
+				t.Errorf("observed %d; want %d", got, want)
+			}
+		case <-time.After(safety):
+			t.Fatalf("no request observed; want %d", want)
+		}
+	}
+	if n := tr.Stats().InflightRequests; n != 0 {
+		t.Errorf("%d request(s) in flight after the panic; want 0", n)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	if !strings.Contains(logged.String(), "panic serving") || !strings.Contains(logged.String(), "handler panic") {
+		t.Errorf("net/http's log: %q; want its panic line, with the panic's value", logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

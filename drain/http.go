@@ -243,7 +243,6 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 	t := s.Tracker
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.inflight.Add(1)
-		defer t.requestDone()
 		// The tracker's monotonic clock: one clock read at each end,
 		// where time.Now and time.Since took three (time.Now reads the
 		// wall clock too).
@@ -252,14 +251,32 @@ func (s *Server) wrap(next http.Handler) http.Handler {
 			start = t.clock()
 		}
 		rw := s.getRecorder(w, t, r.ProtoMajor == 1)
-		defer s.putRecorder(rw)
-		next.ServeHTTP(rw, r)
-		if s.Observer != nil {
-			if rw.code == 0 {
-				rw.code = unanswered(r, t)
+		returned := false
+		// One deferred call for every way out: a handler that panics
+		// (net/http recovers it and closes the connection: the client
+		// gets no answer) is counted too, as a 500, so that the judge
+		// sees a release whose handlers panic; before, it counted
+		// nothing and passed its probation unjudged (a new user's
+		// trial). The panic goes on as it was: no recover here, so
+		// net/http logs its own stack.
+		defer func() {
+			if s.Observer != nil {
+				code := rw.code
+				switch {
+				case !returned && r.Context().Err() != nil:
+					code = unanswered(r, t) // the client, or a drain's cut, ended it first
+				case !returned:
+					code = http.StatusInternalServerError
+				case code == 0:
+					code = unanswered(r, t)
+				}
+				s.Observer.ObserveRequest(code, time.Duration(t.clock()-start))
 			}
-			s.Observer.ObserveRequest(rw.code, time.Duration(t.clock()-start))
-		}
+			s.putRecorder(rw)
+			t.requestDone()
+		}()
+		next.ServeHTTP(rw, r)
+		returned = true
 	})
 }
 
