@@ -953,3 +953,32 @@ func lastLine(text, prefix string) string {
 	}
 	return out
 }
+
+// A generation that crashes in its probation is read once more for its
+// report, and the report names the worker whose figures died with it,
+// instead of the judge's last reading (up to a second old, before any
+// traffic): a new user's trial read "no requests" for a generation that
+// had served 556.
+func TestCrashedGenerationsReportSaysWhatWasLost(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{rps: 2000, latency: time.Millisecond}
+	r := startRig(t, Config{Workers: 2, Probation: 20 * time.Second, JudgeEvery: 5 * time.Second}, fx, nil)
+	r.waitStarted()
+	// One worker of two crashes 300 ms in, long before the judge's
+	// first reading (5 s): the other is read at the crash.
+	r.behave("v2", behaviour{rps: 2000, latency: time.Millisecond, crashAfter: 300 * time.Millisecond, crashOne: true})
+	_, rep, err := r.upgradeWith("v2", UpgradeOptions{Wait: true})
+	if err == nil || rep == nil || rep.Verdict != VerdictRolledBack {
+		t.Fatalf("upgrade: %v, report %+v; want rolled back for the crash", err, rep)
+	}
+	n := rep.New
+	if n == nil || n.Lost != 1 || n.Requests <= 0 || !strings.Contains(n.String(), "1 worker(s) exited without a drain (crashed or killed)") {
+		t.Errorf("new generation's figures %+v (%s); want the surviving worker's requests and 1 lost worker named", n, n)
+	}
+	if o := rep.Old; o == nil || o.Lost != 0 {
+		t.Errorf("old generation's figures %+v; want none lost", o)
+	}
+	if s := (WindowFigures{Generation: 3, Version: "v3", Lost: 1}).String(); !strings.HasPrefix(s, "generation 3 (v3): no requests read; 1 worker(s) exited") {
+		t.Errorf("figures of a generation read at none: %q; want no requests read", s)
+	}
+}

@@ -37,6 +37,7 @@ type behaviour struct {
 	unhealthy       bool          // fail the health check
 	adminHealth     bool          // an older library: no health check of its own before ready, only /healthz
 	crashAfter      time.Duration // exit this long after ready (0: never)
+	crashOne        bool          // with crashAfter: only the first of its generation's workers to be ready does
 	drainFor        time.Duration // after a release, exit this much later
 	exitLate        time.Duration // with finalMetrics: after its drain ended, exit this much later still (a long shutdown hook)
 	inflight        int64         // the requests in flight its admin socket counts
@@ -269,6 +270,7 @@ type fakeEffects struct {
 	mu         sync.Mutex
 	nextPID    int
 	stopped1   map[int]bool // generations one of whose workers stopped (stopOneReady)
+	crashed1   map[int]bool // generations one of whose workers crashed (crashOne)
 	procs      []*fakeProc
 	byAdmin    map[string]behaviour
 	state      *savedState // the last state written
@@ -421,7 +423,7 @@ func (fx *fakeEffects) kernelViolations() []string {
 
 func newFakeEffects(t *testing.T) *fakeEffects {
 	return &fakeEffects{t: t, behave: map[string]behaviour{}, adoptable: map[int]string{}, nextPID: 1000,
-		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{}, stopped1: map[int]bool{},
+		byAdmin: map[string]behaviour{}, msgs: map[int][]string{}, pidAt: map[string]int{}, traces: map[int][]string{}, stopped1: map[int]bool{}, crashed1: map[int]bool{},
 		handshakesDone: map[int][]string{}, tickets: map[int][][]control.TicketKey{}, adoptKeys: map[int][]control.TicketKey{}}
 }
 
@@ -666,7 +668,14 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 				p.stop()
 			}
 		}
-		if b.crashAfter > 0 {
+		crash := b.crashAfter > 0
+		if crash && b.crashOne {
+			fx.mu.Lock()
+			crash = !fx.crashed1[p.gen]
+			fx.crashed1[p.gen] = true
+			fx.mu.Unlock()
+		}
+		if crash {
 			time.AfterFunc(b.crashAfter, p.die)
 		}
 	}

@@ -72,6 +72,10 @@ type WindowFigures struct {
 	// (paused: stopped or hung; or not answering): what they served
 	// since their previous reading, if any, is not in the figures.
 	Unread int `json:"unread_workers,omitempty"`
+	// Lost counts its workers that exited without a drain (a crash, a
+	// kill) since the window began: what they served since their last
+	// reading died with them, and is not in the figures.
+	Lost int `json:"lost_workers,omitempty"`
 }
 
 func (f WindowFigures) ratio() float64 {
@@ -86,13 +90,23 @@ func (f WindowFigures) String() string {
 	if f.Unread > 0 {
 		s += fmt.Sprintf("; %d worker(s) not read (paused or not answering): what they served since their last reading is not counted", f.Unread)
 	}
+	if f.Lost > 0 {
+		s += fmt.Sprintf("; %d worker(s) exited without a drain (crashed or killed): what they served since their last reading is lost, not counted", f.Lost)
+	}
 	return s
 }
 
 // counts renders f's figures.
 func (f WindowFigures) counts() string {
 	if f.Requests <= 0 {
-		s := fmt.Sprintf("generation %d (%s): no requests", f.Generation, f.Version)
+		none := "no requests"
+		if f.Unread > 0 || f.Lost > 0 {
+			// Not "none": none were read (a new user's trial: a
+			// generation that served 556 requests and crashed read
+			// "no requests").
+			none = "no requests read"
+		}
+		s := fmt.Sprintf("generation %d (%s): %s", f.Generation, f.Version, none)
 		if f.Lifetime {
 			s += " in its whole life"
 		}
@@ -329,14 +343,19 @@ func (j *judge) take(read map[*worker]metrics.RequestSample, now time.Time) {
 			}
 			tot = tot.Add(s)
 		}
-		unread := 0
+		unread, lost := 0, 0
 		for _, w := range gen.live() {
 			if _, ok := read[w]; !ok {
 				unread++
 			}
 		}
+		for _, w := range gen.workers {
+			if w.exited && !w.drained {
+				lost++
+			}
+		}
 		return tot, WindowFigures{Generation: gen.num, Version: gen.release.Version, Requests: int64(tot.Requests),
-			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start), Unread: unread}
+			Errors: int64(tot.Errors), P99: tot.Quantile(0.99), Window: now.Sub(j.start), Unread: unread, Lost: lost}
 	}
 	ns, nw := sum(j.g, false)
 	_, ow := sum(j.old, false)

@@ -530,6 +530,11 @@ func (l *loop) rollBackTo(g *generation, p *probation) {
 		rep = l.decide(g, p, VerdictRolledBack, "crashed: "+p.crash)
 		err = fmt.Errorf("upgrade to %s: generation %d crashed during its %s (%s); rolled back: generation %d (%s) serves again%s",
 			g.release.Version, g.num, phase, p.crash, old.num, old.release.Version, p.wokenNote())
+		// The figures up to the crash, read now: the judge's last
+		// reading can be a second old, before any traffic (a new user's
+		// trial: "no requests" for a generation that had served 556),
+		// and they name the worker whose figures died with it.
+		l.lastLook(g, p, rep)
 	case probationJudged:
 		l.log.Error(fmt.Sprintf("ROLLED BACK: generation %d (%s) breached its judged %s: %s; generation %d (%s) serves again", g.num, g.release.Version, phase, p.crash, old.num, old.release.Version),
 			"generation", g.num, "version", g.release.Version, "breach", p.breach, "figures", p.figures,
