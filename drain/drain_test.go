@@ -994,3 +994,21 @@ func TestPanickingHandlerCountedAsAServerError(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestKeepAlivesEnabledSaysAHandOver: a server of its own protocol can
+// tell that its generation hands its clients over (the launcher's worker
+// disables keep-alives on standby), as it can tell a drain.
+func TestKeepAlivesEnabledSaysAHandOver(t *testing.T) {
+	tr := drain.NewTracker()
+	if !tr.KeepAlivesEnabled() {
+		t.Error("a new tracker: keep-alives disabled; want enabled")
+	}
+	tr.SetKeepAlivesEnabled(false)
+	if tr.KeepAlivesEnabled() {
+		t.Error("after SetKeepAlivesEnabled(false): enabled; want disabled")
+	}
+	tr.SetKeepAlivesEnabled(true)
+	if !tr.KeepAlivesEnabled() {
+		t.Error("after SetKeepAlivesEnabled(true): disabled; want enabled")
+	}
+}

@@ -130,6 +130,16 @@ func (t *Tracker) SetKeepAlivesEnabled(v bool) {
 	}
 }
 
+// KeepAlivesEnabled reports whether connections may stay open for more
+// requests: false once SetKeepAlivesEnabled(false) (the launcher's
+// worker does so while its generation stands by, or was rolled back
+// from: its clients are to reconnect, to the generation that serves). A
+// server of a keep-alive protocol of its own ends a connection at a
+// request's end while it is false, or IsDraining: the HTTP server's
+// "Connection: close", which the launcher cannot add to a protocol it
+// does not know; a busy connection is never idle for the drain to close.
+func (t *Tracker) KeepAlivesEnabled() bool { return !t.noKeepAlive.Load() }
+
 // handingOver reports whether keep-alives are disabled.
 func (t *Tracker) handingOver() bool { return t.noKeepAlive.Load() }
 

@@ -47,6 +47,8 @@ type App struct {
 	addrs      []string
 	adminPath  string
 	handoff    bool // started by a standalone parent's SIGHUP
+	// serving: Run or Serve was called (an App serves once); guarded by mu.
+	serving bool
 
 	tracker *drain.Tracker
 	metrics *metrics.Worker

@@ -96,7 +96,7 @@ func ExampleApp_Listen() {
 	for _, ln := range lns {
 		dl := drain.NewListener(ln, app.Tracker())
 		tracked = append(tracked, dl)
-		go serveEcho(dl)
+		go serveEcho(dl, app.Tracker())
 	}
 	if err := app.Ready(); err != nil {
 		log.Fatal(err)
@@ -109,17 +109,20 @@ func ExampleApp_Listen() {
 			dl.Close()
 		}
 	}
-	// One tracker counts the connections of every listener: drain once.
-	dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// One tracker counts the connections of every listener: drain once,
+	// by the supervisor's --drain-timeout, and report what it cut (the
+	// connections too) so that the supervisor counts it.
+	dctx, cancel := app.DrainContext(context.Background())
 	defer cancel()
-	if err := tracked[0].Drain(dctx, drain.DefaultIdleGrace); err != nil {
-		log.Print(err) // wraps drain.ErrCut: connections were cut at the deadline
-	}
+	app.ReportDrain(tracked[0].Drain(dctx, drain.DefaultIdleGrace))
 }
 
 // serveEcho echoes lines. Each connection is marked idle while it waits for
 // a line, so a drain closes it only once it has been quiet for the grace.
-func serveEcho(ln *drain.Listener) {
+// A busy one is never quiet that long: once its generation hands its
+// clients over (on standby, or draining) it ends after its answer, at a
+// request's end, as HTTP's "Connection: close" does.
+func serveEcho(ln *drain.Listener, t *drain.Tracker) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -138,6 +141,9 @@ func serveEcho(ln *drain.Listener) {
 				dc.SetIdle(false)
 				if _, err := c.Write([]byte(line)); err != nil {
 					return
+				}
+				if t.IsDraining() || !t.KeepAlivesEnabled() {
+					return // the client reconnects, to the generation that serves
 				}
 			}
 		}()

@@ -80,6 +80,15 @@ func (a *App) Run(ctx context.Context, h http.Handler) error {
 // server when the process must stop, reports the drain, and returns;
 // its errors are Run's.
 func (a *App) Serve(ctx context.Context, srv *http.Server) error {
+	a.mu.Lock()
+	twice := a.serving
+	a.serving = true
+	a.mu.Unlock()
+	if twice {
+		// Not Close's: the first call's listeners serve on (and
+		// "Listen called twice" named a call the app never made).
+		return errors.New("launcher: Run or Serve called twice: an App serves once")
+	}
 	defer a.Close()
 	if srv.ErrorLog == nil {
 		srv.ErrorLog = slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)
@@ -130,18 +139,42 @@ func (a *App) Serve(ctx context.Context, srv *http.Server) error {
 	if err != nil && !errors.Is(err, drain.ErrCut) {
 		return fmt.Errorf("launcher: drain: %w", err)
 	}
-	var cut *drain.CutError
-	if errors.As(err, &cut) {
-		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
-		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, CutConns: int64(cut.Connections), Error: "drain deadline"})
-		a.removePIDFile()
-		return nil
-	}
-	a.log.Info("drained", "after", time.Since(start).Round(time.Millisecond))
-	a.reportDrained(control.Message{Type: control.TypeDrained})
-	a.removePIDFile()
+	a.drainEnded(err, time.Since(start))
 	return nil
 }
+
+// drainEnded reports the end of a drain whose Drain returned err (nil, or
+// a *drain.CutError) after d (0: not timed): logged, told to the
+// supervisor, and the pid file removed.
+func (a *App) drainEnded(err error, d time.Duration) {
+	var cut *drain.CutError
+	switch {
+	case errors.As(err, &cut):
+		a.log.Warn("drain cut at its deadline", "requests_cut", cut.Requests, "connections_cut", cut.Connections)
+		a.reportDrained(control.Message{Type: control.TypeDrained, Cut: cut.Requests, CutConns: int64(cut.Connections), Error: "drain deadline"})
+	case err != nil:
+		// Not a cut: what it lost is not known here; said, not counted.
+		a.log.Warn("drain ended with an error", "err", err)
+		a.reportDrained(control.Message{Type: control.TypeDrained})
+	default:
+		if d > 0 {
+			a.log.Info("drained", "after", d.Round(time.Millisecond))
+		} else {
+			a.log.Info("drained")
+		}
+		a.reportDrained(control.Message{Type: control.TypeDrained})
+	}
+	a.removePIDFile()
+}
+
+// ReportDrain is [App.Drained] for the result of a [drain.Listener]'s or
+// [drain.Server]'s Drain: nil reports a drain that cut nothing; a
+// [*drain.CutError] (errors.Is(err, drain.ErrCut)) reports the requests
+// and the connections it cut at the deadline, as Run does, which
+// Drained(cut) cannot (a new user's trial: 4 connections cut, 0 requests,
+// reported as a clean drain). Another error is logged and reported as a
+// drain that cut nothing. Call it once, instead of Drained.
+func (a *App) ReportDrain(err error) { a.drainEnded(err, 0) }
 
 // readyAndCatch reports ready and catches the signals wait handles, in
 // the order that keeps the ready off the signals' path: catching them

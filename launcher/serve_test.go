@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/launcherd/launcher/drain"
 	"github.com/launcherd/launcher/internal/control"
 	"github.com/launcherd/launcher/internal/testcert"
 )
@@ -114,6 +116,40 @@ func TestServeKeepsTheServersSettings(t *testing.T) {
 // the release) and reports what it cut with Drained, which the supervisor
 // receives as Drained with Cut.
 func TestDrainedReportsCut(t *testing.T) {
+	drainedCase(t, func(app *App) { app.Drained(3) }, func(m control.Message) error {
+		if m.Cut != 3 || m.Error == "" {
+			return fmt.Errorf("drained message %+v; want Cut 3 and the reason", m)
+		}
+		return nil
+	})
+}
+
+// TestReportDrainReportsCutConnections: ReportDrain takes a Drain's
+// error as it is: the connections it cut reach the supervisor, as Run's
+// do, though no request was cut; Drained(0) reported such a drain as
+// clean (a new user's trial). A nil error is a clean drain.
+func TestReportDrainReportsCutConnections(t *testing.T) {
+	drainedCase(t, func(app *App) {
+		app.ReportDrain(fmt.Errorf("drain: %w", &drain.CutError{Connections: 4, Err: context.DeadlineExceeded}))
+	}, func(m control.Message) error {
+		if m.Cut != 0 || m.CutConns != 4 || m.Error == "" {
+			return fmt.Errorf("drained message %+v; want 4 connections cut and the reason", m)
+		}
+		return nil
+	})
+	drainedCase(t, func(app *App) { app.ReportDrain(nil) }, func(m control.Message) error {
+		if m.Cut != 0 || m.CutConns != 0 || m.Error != "" {
+			return fmt.Errorf("drained message %+v; want a clean drain", m)
+		}
+		return nil
+	})
+}
+
+// drainedCase runs an App under a fake supervisor to its release and
+// drain deadline, reports the drain's end with report, and checks what
+// the supervisor read.
+func drainedCase(t *testing.T, report func(*App), check func(control.Message) error) {
+	t.Helper()
 	f := startFakeSupervisor(t, 1, 2, "")
 	supervisedEnv(t, f.path, false)
 	app, err := New(quietOptions())
@@ -161,9 +197,9 @@ func TestDrainedReportsCut(t *testing.T) {
 	if want := released.Add(1500 * time.Millisecond); !ok || deadline.Before(want.Add(-100*time.Millisecond)) || deadline.After(want.Add(time.Second)) {
 		t.Errorf("drain deadline %s after the release; want about 1.5s", deadline.Sub(released))
 	}
-	app.Drained(3)
-	if m := read(t, c, control.TypeDrained); m.Cut != 3 || m.Error == "" {
-		t.Errorf("drained message %+v; want Cut 3 and the reason", m)
+	report(app)
+	if err := check(read(t, c, control.TypeDrained)); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -257,5 +293,43 @@ func TestVersion(t *testing.T) {
 				t.Errorf("log line %q lacks version=%s", logs.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestServeTwiceSaysSo: a second Run or Serve on one App is refused,
+// naming what was called twice, and leaves the first serving; it said
+// "Listen called twice", a call the app never made (a new user's trial).
+func TestServeTwiceSaysSo(t *testing.T) {
+	opts := quietOptions()
+	opts.Addr = "127.0.0.1:0"
+	app, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(ctx, &http.Server{Handler: http.NotFoundHandler()}) }() // ends with ctx
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		app.mu.Lock()
+		began := app.serving
+		app.mu.Unlock()
+		if began {
+			break
+		}
+	}
+	err = app.Serve(context.Background(), &http.Server{Handler: http.NotFoundHandler()})
+	if err == nil || !strings.Contains(err.Error(), "Run or Serve called twice") {
+		t.Errorf("second Serve: %v; want it refused as a second call", err)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("the first Serve returned at the second call: %v", err)
+	default:
+	}
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first Serve did not return after ctx ended")
 	}
 }
