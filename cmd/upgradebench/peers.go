@@ -133,23 +133,24 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		return res, err
 	}
 	defer supCLI.Stop()
-	current := filepath.Join(dir, "peers", "current")
-	point := func(version string) error { return repoint(current, filepath.Dir(r.Release(version))) }
-	if err := point("v1"); err != nil {
-		return res, err
+	// onLink starts a supervisor whose COMMAND goes through a "current"
+	// symlink of its own, name, and returns it with the repoint of that
+	// link; each SIGHUP row has one.
+	onLink := func(name string) (*rig.Supervisor, func(string) error, error) {
+		current := filepath.Join(dir, "peers", name)
+		point := func(version string) error { return repoint(current, filepath.Dir(r.Release(version))) }
+		if err := point("v1"); err != nil {
+			return nil, nil, err
+		}
+		sup, err := r.Start(ctx, rig.Options{Command: filepath.Join(current, filepath.Base(r.Release("v1"))), Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+		return sup, point, err
 	}
-	supHUP, err := r.Start(ctx, rig.Options{Command: filepath.Join(current, filepath.Base(r.Release("v1"))), Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+	supHUP, point, err := onLink("current")
 	if err != nil {
 		return res, err
 	}
 	defer supHUP.Stop()
-	// Its own supervisor and symlink too, for the SIGHUP sent by sh.
-	currentSh := filepath.Join(dir, "peers", "current-sh")
-	pointSh := func(version string) error { return repoint(currentSh, filepath.Dir(r.Release(version))) }
-	if err := pointSh("v1"); err != nil {
-		return res, err
-	}
-	supHUPSh, err := r.Start(ctx, rig.Options{Command: filepath.Join(currentSh, filepath.Base(r.Release("v1"))), Workers: 1, Log: log, Extra: cfg.supervisorFlags()})
+	supHUPSh, pointSh, err := onLink("current-sh") // for the SIGHUP sent by sh
 	if err != nil {
 		return res, err
 	}
@@ -197,6 +198,19 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 		}
 		return at.Sub(start), nil
 	}
+	// hupBy times an upgrade of sup by SIGHUP, sent by send once its
+	// link points at version. Unlike the command, the signal returns at
+	// once: it waits until the old generation is gone, as the others do.
+	hupBy := func(sup *rig.Supervisor, point func(string) error, version string, send func() error) (time.Duration, error) {
+		if err := point(version); err != nil {
+			return 0, err
+		}
+		d, err := upgradeBy(sup, version, send)
+		if err != nil {
+			return 0, err
+		}
+		return d, waitOneGeneration(ctx, sup)
+	}
 	upgrades := []func(version string) (time.Duration, error){
 		func(version string) (time.Duration, error) {
 			return upgradeBy(supCLI, version, func() error {
@@ -215,27 +229,11 @@ func comparePeers(ctx context.Context, r *rig.Rig, dir string, cfg config, n int
 			})
 		},
 		func(version string) (time.Duration, error) {
-			if err := point(version); err != nil {
-				return 0, err
-			}
-			d, err := upgradeBy(supHUP, version, func() error { return syscall.Kill(supHUP.Pid(), syscall.SIGHUP) })
-			if err != nil {
-				return 0, err
-			}
-			// Unlike the command, the signal returns at once: wait
-			// until the old generation is gone, as the others do.
-			return d, waitOneGeneration(ctx, supHUP)
+			return hupBy(supHUP, point, version, func() error { return syscall.Kill(supHUP.Pid(), syscall.SIGHUP) })
 		},
 		func(version string) (time.Duration, error) {
-			if err := pointSh(version); err != nil {
-				return 0, err
-			}
 			pidFile := filepath.Join(supHUPSh.StateDir, "launcher.pid")
-			d, err := upgradeBy(supHUPSh, version, func() error { return shKillHUP(ctx, pidFile) })
-			if err != nil {
-				return 0, err
-			}
-			return d, waitOneGeneration(ctx, supHUPSh)
+			return hupBy(supHUPSh, pointSh, version, func() error { return shKillHUP(ctx, pidFile) })
 		},
 		func(version string) (time.Duration, error) { return alone.upgrade(ctx, version, nil) },
 		func(version string) (time.Duration, error) { return tf.upgrade(ctx, version, nil) },
