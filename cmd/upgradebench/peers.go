@@ -272,7 +272,7 @@ func printPeers(w io.Writer, floor time.Duration, p peerRun) {
 	fmt.Fprintln(tw, "trigger\tp50\t× floor\t× tableflip\t× tableflip with metrics\tmin\tmax")
 	for i, name := range peerTriggers {
 		ds := p.firstAnswer[i]
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.2f\t%.2f\t%s\t%s\n", name, msf(median(ds)), ratio(median(ds), floor), ratio(median(ds), tf), ratio(median(ds), tfm), msf(minOf(ds)), msf(maxOf(ds)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%.2f\t%s\t%s\n", name, msf(median(ds)), xFloor(median(ds), floor), ratio(median(ds), tf), ratio(median(ds), tfm), msf(minOf(ds)), msf(maxOf(ds)))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

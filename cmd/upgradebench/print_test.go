@@ -47,3 +47,22 @@ func TestPluralAndCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintPeersWithoutAFloor: with --floor 0 the multiples of the floor
+// read "-", as the other tables' do (they read 0.0).
+func TestPrintPeersWithoutAFloor(t *testing.T) {
+	p := peerRun{firstAnswer: make([][]time.Duration, len(peerTriggers))}
+	for i := range p.firstAnswer {
+		p.firstAnswer[i] = []time.Duration{time.Duration(i+5) * time.Millisecond}
+	}
+	var b strings.Builder
+	printPeers(&b, 0, p)
+	if !regexp.MustCompile(`\nlauncher upgrade, the command +5\.0 ms +- +0\.50 `).MatchString(b.String()) {
+		t.Errorf("--peers table without a floor:\n%s\nwant its × floor column to read -", b.String())
+	}
+	b.Reset()
+	printPeers(&b, 5*time.Millisecond, p)
+	if !regexp.MustCompile(`\nlauncher upgrade, the command +5\.0 ms +1\.0 +0\.50 `).MatchString(b.String()) {
+		t.Errorf("--peers table with a 5 ms floor:\n%s\nwant 1.0 × the floor", b.String())
+	}
+}
