@@ -235,8 +235,9 @@ func TestAnsibleRollout(t *testing.T) {
 // TestAnsibleRolloutAwaitsAHandUpgrade: the release to roll out is already
 // the active generation, but in the probation of an upgrade made by hand
 // (launcher upgrade without --wait): the upgrade task is skipped, and the
-// rollout waits for the verdict. v4crash, crashing 5 s into its 10 s
-// probation (after the playbook, 3 s, reached its wait), is rolled back:
+// rollout waits for the verdict. v4crash, crashing 10 s into its 20 s
+// probation (after the playbook, 3 s, 5 s and more beside the whole test
+// suite, reached its wait), is rolled back:
 // the host fails with one line saying so, not the status JSON (before, the
 // wait task found v4crash active at once and the rollout passed, failed=0).
 func TestAnsibleRolloutAwaitsAHandUpgrade(t *testing.T) {
@@ -247,7 +248,10 @@ func TestAnsibleRolloutAwaitsAHandUpgrade(t *testing.T) {
 	appRoot := filepath.Join(root, "srv", "hello")
 	linkOrCopy(t, helloPath(b.releases, "v1"), helloPath(filepath.Join(appRoot, "releases"), "v1"))
 	crash := filepath.Join(root, "v4crash")
-	writeCrashingRelease(t, crash, helloPath(b.releases, "v3"), 5*time.Second)
+	// It crashes well after ansible-playbook has read the generations,
+	// which took over 5 s beside the whole test suite (then the rollout
+	// found v1 active and upgraded itself: another path).
+	writeCrashingRelease(t, crash, helloPath(b.releases, "v3"), 10*time.Second)
 	// The release staged as the rollout's copy task would: unchanged then.
 	if err := os.MkdirAll(filepath.Join(appRoot, "releases", "v4crash"), 0o755); err != nil {
 		t.Fatal(err)
@@ -264,7 +268,7 @@ func TestAnsibleRolloutAwaitsAHandUpgrade(t *testing.T) {
 	p := startLauncher(t, b.launcher, addr, state, nil, "start", "--listen", addr,
 		"--state-dir", state, "--releases", filepath.Join(appRoot, "releases"),
 		"--current", filepath.Join(appRoot, "current"), "--drain-timeout", "5s",
-		"--probation", "10s", "--", filepath.Join(appRoot, "current", "hello"))
+		"--probation", "20s", "--", filepath.Join(appRoot, "current", "hello"))
 	inv := filepath.Join(root, "inventory.ini")
 	if err := os.WriteFile(inv, fmt.Appendf(nil, "[launcher]\nhost1 ansible_connection=local app_root=%s state_dir=%s\n\n"+
 		"[launcher:vars]\napp=hello\nlauncher_bin=%s\nansible_python_interpreter={{ ansible_playbook_python }}\n",
