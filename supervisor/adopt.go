@@ -325,6 +325,7 @@ func (l *loop) finishAdoption() {
 		}
 	}
 	l.started = true
+	l.releaseEarly()
 	a.req.finish(Progress{Step: StepServes, Generation: active.num, Version: active.release.Version}, nil)
 }
 

@@ -56,7 +56,11 @@ type loop struct {
 	byToken    map[string]*worker
 	group      reuseport.Group[*worker]
 
-	started  bool       // the first generation serves, or was adopted
+	started bool // the first generation serves, or was adopted
+	// early holds the upgrades asked for before started, in the order
+	// asked: the first goes on once the first generation serves, the
+	// others are refused as in progress (see releaseEarly).
+	early    []cmdUpgrade
 	adopting *adoption  // while adopted workers dial again
 	op       *upgradeOp // the upgrade (or the first start) under way
 	stop     *stopOp    // once stopping

@@ -867,3 +867,37 @@ func TestUpgradeDuringTheFirstStartResolvesWhenAsked(t *testing.T) {
 		return nil
 	})
 }
+
+// Upgrades asked for while the first generation starts go in the order
+// asked: the first starts once the first generation serves, the later
+// ones are refused as in progress, naming what they asked for. Before,
+// every caller waited for the start and then raced to post, and the last
+// one asked won (a new user's recheck, 7 of 7).
+func TestUpgradesAskedDuringTheFirstStartKeepTheirOrder(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{readyAfter: 700 * time.Millisecond}
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
+	type result struct {
+		p   Progress
+		err error
+	}
+	upgrade := func(v string) chan result {
+		done := make(chan result, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			p, err := r.s.Upgrade(ctx, v, false, nil)
+			done <- result{p, err}
+		}()
+		return done
+	}
+	first := upgrade("v2")
+	time.Sleep(150 * time.Millisecond) // asked in this order, long before the start is over
+	second := upgrade("v3")
+	if res := <-first; res.err != nil || res.p.Version != "v2" {
+		t.Errorf("the upgrade asked first: %+v, %v; want v2 serving", res.p, res.err)
+	}
+	if res := <-second; res.err == nil || !errors.Is(res.err, ErrUpgradeInProgress) || !strings.Contains(res.err.Error(), "upgrade to v3") {
+		t.Errorf("the upgrade asked second: %v; want v3 refused as in progress", res.err)
+	}
+}

@@ -41,6 +41,7 @@ func (c cmdStop) apply(l *loop) {
 		return
 	}
 	l.stop = &stopOp{reqs: []*opRequest{c.req}}
+	l.releaseEarly() // refused: the supervisor is stopping
 	l.fx.notify("STOPPING=1", "STATUS=draining all generations")
 	l.log.Info("stopping: draining all generations")
 	// A starting generation is killed: its upgrade is aborted.

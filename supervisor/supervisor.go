@@ -285,9 +285,8 @@ func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOp
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
 	}
-	if err := s.waitStarted(ctx); err != nil {
-		return Progress{}, err
-	}
+	// Posted at once: the loop holds an upgrade asked for before the
+	// first generation serves, in the order asked (see releaseEarly).
 	cmd := cmdUpgrade{rel: rel, req: newRequest(opts.Wait), opts: opts}
 	if s.cfg.TicketKeyFile != "" {
 		// Read here, off the loop: an operator rotates the keys by editing

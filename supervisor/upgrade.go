@@ -57,8 +57,15 @@ func (c cmdUpgrade) apply(l *loop) {
 	case l.stop != nil:
 		c.req.finish(Progress{}, errors.New("upgrade: the supervisor is stopping"))
 		return
+	case !l.started:
+		// Asked while the first generation starts, or workers are
+		// adopted: held, in the order asked. Each caller waited for the
+		// start, then all raced to post, and the last one asked started
+		// (a new user's recheck, 7 of 7).
+		l.early = append(l.early, c)
+		return
 	case l.op != nil:
-		c.req.finish(Progress{}, fmt.Errorf("upgrade: %w", ErrUpgradeInProgress))
+		c.req.finish(Progress{}, fmt.Errorf("upgrade to %s: %w: generation %d (%s) is starting", c.rel.Version, ErrUpgradeInProgress, l.op.g.num, l.op.g.release.Version))
 		return
 	}
 	draining, standby := 0, 0
@@ -373,12 +380,29 @@ func (l *loop) activate(op *upgradeOp) {
 	})
 }
 
+// releaseEarly applies the upgrades held while the first generation
+// started, in the order they were asked for, once it serves (or the
+// supervisor stops): after the event that made it serve.
+func (l *loop) releaseEarly() {
+	if len(l.early) == 0 {
+		return
+	}
+	l.after(0, evFunc(func(l *loop) {
+		held := l.early
+		l.early = nil
+		for _, c := range held {
+			c.apply(l)
+		}
+	}))
+}
+
 // served reports the upgrade as served: new connections reach the new
 // generation. With wait, the request follows the probation and the drain.
 func (l *loop) served(op *upgradeOp, p *probation, readyAfter time.Duration) {
 	g, old, req := op.g, op.old, op.req
 	l.op = nil
 	l.started = true
+	l.releaseEarly()
 	l.repoint(g.release, req)
 	// launcher_upgrade_duration_seconds counts successful upgrades: with
 	// a probation, observed once it passes (see endProbation).
