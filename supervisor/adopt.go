@@ -95,6 +95,7 @@ func (c cmdStart) apply(l *loop) {
 		// Its history stays: the generation numbers go on, rollback
 		// knows the releases before, status the reports.
 		l.takeHistory(st)
+		l.reportStartsGone(st, gens)
 		l.startFirst(c)
 		return
 	}
@@ -134,6 +135,7 @@ func (c cmdStart) apply(l *loop) {
 	}
 	l.gens = gens
 	l.takeHistory(st)
+	l.reportStartsGone(st, gens)
 	for _, g := range gens {
 		l.lastGen = max(l.lastGen, g.num)
 		if g.num == st.Active && g.state == StateActive {
@@ -184,6 +186,35 @@ func (l *loop) takeHistory(st *savedState) {
 	}
 	for _, r := range st.Reports[max(len(st.Reports)-keepReports, 0):] {
 		l.reports = append(l.reports, &r.UpgradeReport)
+	}
+}
+
+// reportStartsGone files the report of each upgrade that a killed
+// supervisor was starting and whose workers were all gone before this
+// one adopted what was left (live: the generations with a live worker):
+// failed, as one whose workers still ran is (see finishAdoption). Before,
+// such an upgrade got no report at all: status named the one before as
+// the last (a new user's recheck, 2 of 2). A first generation's start
+// (no active one) is no upgrade.
+func (l *loop) reportStartsGone(st *savedState, live []*generation) {
+	var from *generation
+	for _, sg := range st.Gens {
+		if sg.Num == st.Active {
+			from = &generation{num: sg.Num, release: release(sg.Release)}
+		}
+	}
+	if from == nil {
+		return
+	}
+	for _, sg := range st.Gens {
+		if sg.State != StateStarting || slices.ContainsFunc(live, func(g *generation) bool { return g.num == sg.Num }) {
+			continue
+		}
+		g := &generation{num: sg.Num, release: release(sg.Release)}
+		if l.keepAdoptedReport(g, from, VerdictFailed, "the supervisor was killed while it started, and its workers had exited before one adopted what was left") {
+			l.m.Upgrades.WithLabelValues("aborted").Inc()
+			l.genLog(g).Warn("an upgrade the killed supervisor was starting: its workers are gone; reported as failed")
+		}
 	}
 }
 

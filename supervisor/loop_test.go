@@ -901,3 +901,34 @@ func TestUpgradesAskedDuringTheFirstStartKeepTheirOrder(t *testing.T) {
 		t.Errorf("the upgrade asked second: %v; want v3 refused as in progress", res.err)
 	}
 }
+
+// An upgrade the killed supervisor was starting whose workers had all
+// exited before a new supervisor adopted what was left is reported as
+// failed too; before, it got no report, and status named the upgrade
+// before it as the last (a new user's recheck, 2 of 2).
+func TestAdoptionReportsAStartWhoseWorkersAreGone(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a"} // 601, generation 4's, is gone
+	r := startRig(t, Config{Workers: 1, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
+			Gens: []savedGen{
+				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
+				{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
+					Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
+			},
+			Group: []string{"a"},
+		}
+	})
+	r.waitStarted()
+	h := r.status().History
+	if len(h) != 1 {
+		t.Fatalf("history %+v; want the cut upgrade's report", h)
+	}
+	if rep := h[0]; rep.Generation != 4 || rep.Version != "v3" || rep.Verdict != VerdictFailed || !rep.Adopted || rep.From != 3 || !strings.Contains(rep.Reason, "its workers had exited") {
+		t.Errorf("report %+v; want generation 4 (v3) failed from 3, adopted, its workers gone", rep)
+	}
+	if n := testutil.ToFloat64(r.s.metrics.Upgrades.WithLabelValues("aborted")); n != 1 {
+		t.Errorf("launcher_upgrades_total{result=\"aborted\"} = %v; want 1", n)
+	}
+}
