@@ -236,32 +236,46 @@ cmd_activate() {
 # failure it prints launcher's reason and dies with one line saying what
 # serves now.
 upgrade() {
-  local version="$1" err active
+  local version="$1" err active tmp passed="" status=0
   # stderr (launcher's one-line reason) is kept to tell the failures apart;
-  # stdout (the steps and the report) goes straight through.
-  if err="$("$LAUNCHER" upgrade --wait "$version" 2>&1 1>&3 3>&-)"; then
-    [ -z "$err" ] || echo "$err" >&2
-    return 0
-  fi 3>&1
+  # stdout (the steps and the report) goes through as it comes, and to a
+  # file, to tell an upgrade that passed before the supervisor went away.
+  tmp="$(mktemp -d)"
+  "$LAUNCHER" upgrade --wait "$version" 2>"$tmp/err" | tee "$tmp/out" || status=$?
+  err="$(cat "$tmp/err")"
+  if grep -q ' passed its ' "$tmp/out"; then passed=1; fi
+  rm -rf "$tmp"
   [ -z "$err" ] || echo "$err" >&2
-  # The supervisor may be gone (a stop during the probation): no active.
+  if [ "$status" -eq 0 ] && running; then
+    return 0
+  fi
+  case "$err" in
+    *"the supervisor is stopping"*)
+      die "upgrade to $version refused: the supervisor on $LAUNCHER_STATE_DIR is stopping: nothing serves once its drain is over, and the next start runs current ($(current_version))" ;;
+  esac
+  # The supervisor may be gone (a stop during the probation, or after the
+  # verdict during the old generation's drain): no active.
   active="$(active_version 2>/dev/null)" || active=""
   if [ -z "$active" ] && ! running; then
-    # Not "the previous release serves on": killed, its workers serve
-    # whatever the kill left; stopped, nothing serves.
-    local serving
+    # Not "the previous release serves on", nor "serves": killed, its
+    # workers serve whatever the kill left; stopped, nothing serves.
+    local serving head="upgrade to $version cut short: the supervisor on $LAUNCHER_STATE_DIR"
+    [ -z "$passed" ] || head="upgrade to $version passed its probation, but then the supervisor on $LAUNCHER_STATE_DIR"
     serving="$(orphans_version)"
     if [ -n "$serving" ]; then
-      die "upgrade to $version cut short: the supervisor on $LAUNCHER_STATE_DIR went away and its workers still serve $serving; start the service again (it adopts them), then look at launcher status"
+      die "$head went away and its workers still serve $serving; start the service again (it adopts them), then look at launcher status"
     fi
-    die "upgrade to $version cut short: the supervisor on $LAUNCHER_STATE_DIR stopped: nothing serves now, and the next start runs current ($(current_version))"
+    die "$head stopped: nothing serves now, and the next start runs current ($(current_version))"
+  fi
+  if [ "$status" -eq 0 ]; then
+    return 0
   fi
   if [ "$active" = "$version" ]; then
     die "upgrade to $version failed its probation, but nothing was left to roll back to: $version serves; roll back or upgrade to a good release"
   fi
   case "$err" in
     *"rolled back"*) die "upgrade to $version rolled back during its probation: ${active:-the previous release} serves on" ;;
-    *) die "upgrade to $version failed: ${active:-the previous release} serves on" ;;
+    *) die "upgrade to $version failed: ${active:-nothing} serves${active:+ on}" ;;
   esac
 }
 

@@ -2,6 +2,8 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -517,4 +519,66 @@ func TestDeployScriptSaysWhenTheSupervisorGoesAway(t *testing.T) {
 	if want := "deploy.sh: upgrade to v3 cut short: the supervisor on " + d.stateDir + " stopped: nothing serves now, and the next start runs current (v2)"; r.err == nil || !strings.Contains(r.out, want) {
 		t.Errorf("install v3, supervisor stopped in its probation: %v\n%s\nwant %q", r.err, r.out, want)
 	}
+}
+
+// TestDeployScriptAroundAStop: an install while the supervisor is
+// stopping is refused as such, and one whose supervisor stops after the
+// verdict, while the old generation still drains (a long request on it),
+// says that it passed and that nothing serves now. Before, the first said
+// "the previous release serves on" and the second "v3 serves", exit 0,
+// with nothing serving (a new user's recheck, 2 of 2 each).
+func TestDeployScriptAroundAStop(t *testing.T) {
+	t.Parallel()
+	d, b, _ := newDeployScript(t)
+	bin := func(v string) string { return helloPath(b.releases, v) }
+	d.run(nil, "install", "v1", bin("v1"))
+	d.run(nil, "stage", "v2", bin("v2"))
+	d.run(nil, "stage", "v3", bin("v3"))
+	p := d.startOnCurrent(b, freeAddr(t), "1s", "v1")
+	long := func(d time.Duration) {
+		go func() { // ends with the request: the drain waits for it
+			resp, err := http.Get(fmt.Sprintf("http://%s/sleep?d=%s", p.addr, d))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+		time.Sleep(200 * time.Millisecond) // begun on the generation that serves now
+	}
+
+	// After the verdict: v2 passes its 1 s probation, v1 drains its 6 s
+	// request, and a stop comes then.
+	long(6 * time.Second)
+	done := make(chan string, 1)
+	go func() { out, err := d.exec(nil, "install", "v2", bin("v2")); done <- fmt.Sprintf("%v\n%s", err, out) }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st, err := p.statusErr()
+		passed := false
+		for _, g := range st.Generations {
+			passed = passed || g.Version == "v2" && g.State == supervisor.StateActive && g.ProbationUntil == nil
+		}
+		if err == nil && passed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v2 not past its probation within 20s: %+v, %v", st, err)
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { _, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", d.stateDir); stopped <- err }()
+	out := <-done
+	if want := "deploy.sh: upgrade to v2 passed its probation, but then the supervisor on " + d.stateDir + " stopped: nothing serves now, and the next start runs current (v2)"; !strings.Contains(out, want) || strings.Contains(out, "v2 serves") {
+		t.Errorf("install v2, supervisor stopped after the verdict:\n%s\nwant %q", out, want)
+	}
+	<-stopped
+
+	// While stopping: a long request keeps the stop's drain going.
+	p = d.startOnCurrent(b, p.addr, "1s", "v2")
+	long(4 * time.Second)
+	go func() { _, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", d.stateDir); stopped <- err }()
+	time.Sleep(300 * time.Millisecond)
+	o, err := d.exec(nil, "install", "v3", bin("v3"))
+	if want := "deploy.sh: upgrade to v3 refused: the supervisor on " + d.stateDir + " is stopping: nothing serves once its drain is over, and the next start runs current (v2)"; err == nil || !strings.Contains(o, want) {
+		t.Errorf("install v3 during a stop: %v\n%s\nwant %q", err, o, want)
+	}
+	<-stopped
 }
