@@ -602,14 +602,34 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady\tp99 cold start / steady\tp99 switch / steady")
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f%%\t%d/%d\t%s\t%s\t%.0f%%\t%d/%d\t%.2f\t%.2f\t%.2f\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
+		// Without a steady median (a window of the steady state holds no
+		// response: fewer than 10 a second, the long mode's) capacity is
+		// undefined: "-", not 100 % with a steady minimum of 0 %.
+		minCap, below, steadyMin, steadyBelow := "-", "-", "-", "-"
+		if c := r.capacity; c.SteadyMedian > 0 {
+			minCap, below = fmt.Sprintf("%.0f%%", 100*c.MinRatio), fmt.Sprintf("%d/%d", c.Below, c.WindowBuckets)
+			steadyMin, steadyBelow = fmt.Sprintf("%.0f%%", 100*c.SteadyMin), fmt.Sprintf("%d/%d", c.SteadyBelow, c.SteadyBuckets)
+			if c.WindowBuckets == 0 {
+				minCap = "-"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
 			ms(median(serve)), xFloor(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), xFloor(median(gone), floor), ms(maxOf(gone)),
-			100*r.capacity.MinRatio, r.capacity.Below, r.capacity.WindowBuckets, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
-			100*r.capacity.SteadyMin, r.capacity.SteadyBelow, r.capacity.SteadyBuckets, ratio(r.summary.Upgrade.P99, r.summary.Steady.P99),
-			ratio(r.p99Cold, r.summary.Steady.P99), ratio(r.p99Switch, r.summary.Steady.P99))
+			minCap, below, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
+			steadyMin, steadyBelow, ratioOf(r.summary.Upgrade.P99, r.summary.Steady.P99),
+			ratioOf(r.p99Cold, r.summary.Steady.P99), ratioOf(r.p99Switch, r.summary.Steady.P99))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// ratioOf formats d/base to two decimals, "-" when either is 0 (no
+// request timed in that part of the run).
+func ratioOf(d, base time.Duration) string {
+	if d <= 0 || base <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(d)/float64(base))
 }
 
 // plural returns n and noun, in the plural unless n is 1: "1 upgrade",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
@@ -64,5 +65,33 @@ func TestPrintPeersWithoutAFloor(t *testing.T) {
 	printPeers(&b, 5*time.Millisecond, p)
 	if !regexp.MustCompile(`\nlauncher upgrade, the command +5\.0 ms +1\.0 +0\.50 `).MatchString(b.String()) {
 		t.Errorf("--peers table with a 5 ms floor:\n%s\nwant 1.0 × the floor", b.String())
+	}
+}
+
+// TestCapacityUndefinedWithoutASteadyMedian: a run whose steady state
+// answers less than once a window (the long mode, ~8 requests a second)
+// has no capacity to speak of: the table reads "-" and the JSON null,
+// not a minimum of 100 % beside a steady minimum of 0 % (a new user's
+// recheck); p99 ratios without requests read "-", not 0.00.
+func TestCapacityUndefinedWithoutASteadyMedian(t *testing.T) {
+	res := runResult{mode: loadgen.Long, handover: "steer", workers: 1,
+		capacity: loadgen.Capacity{MinRatio: 1, WindowBuckets: 35, SteadyBuckets: 23}}
+	var b strings.Builder
+	printTables(&b, config{clients: 32, duration: time.Second, upgrades: 3}, 0, []runResult{res})
+	line := ""
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "long ") && strings.Contains(l, "steer  ") && !strings.Contains(l, "requests") {
+			line = l
+		}
+	}
+	if line == "" || strings.ContainsAny(line, "%/") || strings.Contains(line, "0.00") {
+		t.Errorf("capacity row %q; want - for every capacity and p99 ratio column (no percentage, count or ratio)", line)
+	}
+	blob, err := json.Marshal(newReport(config{}, 0, nil, []runResult{res}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(blob), `"min_window_capacity":null`) || !strings.Contains(string(blob), `"steady_min_capacity":null`) {
+		t.Errorf("JSON %s; want null capacities", blob)
 	}
 }

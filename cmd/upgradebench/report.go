@@ -71,30 +71,33 @@ type runJSON struct {
 	FailedBy map[string]int64 `json:"failed_by_class"`
 	// Latencies of the OK requests begun in steady state and in upgrade
 	// windows, ms (nearest rank).
-	P50Steady         float64 `json:"p50_steady_ms"`
-	P50Upgrade        float64 `json:"p50_upgrade_ms"`
-	MaxSteady         float64 `json:"max_steady_ms"`
-	MaxUpgrade        float64 `json:"max_upgrade_ms"`
-	FailedUpgrades    int     `json:"failed_upgrades"`
-	ServingP50        float64 `json:"serving_ms_p50"`
-	OldGoneP50        float64 `json:"old_gone_ms_p50"`
-	ServingFloor      float64 `json:"serving_x_floor"`
-	OldGoneFloor      float64 `json:"old_gone_x_floor"`
-	MinWindowCapacity float64 `json:"min_window_capacity"`
-	WindowsBelow95    int     `json:"windows_below_95"`
-	WindowBuckets     int     `json:"window_buckets"`
-	SteadyPerBucket   float64 `json:"steady_ok_per_bucket_p50"`
+	P50Steady      float64 `json:"p50_steady_ms"`
+	P50Upgrade     float64 `json:"p50_upgrade_ms"`
+	MaxSteady      float64 `json:"max_steady_ms"`
+	MaxUpgrade     float64 `json:"max_upgrade_ms"`
+	FailedUpgrades int     `json:"failed_upgrades"`
+	ServingP50     float64 `json:"serving_ms_p50"`
+	OldGoneP50     float64 `json:"old_gone_ms_p50"`
+	ServingFloor   float64 `json:"serving_x_floor"`
+	OldGoneFloor   float64 `json:"old_gone_x_floor"`
+	// MinWindowCapacity and SteadyMinCapacity are null where undefined:
+	// no steady median (fewer than one response a window), or no window
+	// with an upgrade.
+	MinWindowCapacity *float64 `json:"min_window_capacity"`
+	WindowsBelow95    int      `json:"windows_below_95"`
+	WindowBuckets     int      `json:"window_buckets"`
+	SteadyPerBucket   float64  `json:"steady_ok_per_bucket_p50"`
 	// The capacity of the windows of the cold starts alone and of the
 	// switches alone (the table's "cold start" and "switch" columns): OK
 	// responses over the steady median window, one per window.
 	ColdStartCapacity []float64 `json:"cold_start_window_capacity"`
 	SwitchCapacity    []float64 `json:"switch_window_capacity"`
 	// The steady state's own spread: the machine's noise.
-	SteadyMinCapacity float64 `json:"steady_min_capacity"`
-	SteadyBelow95     int     `json:"steady_windows_below_95"`
-	SteadyBuckets     int     `json:"steady_buckets"`
-	P99Steady         float64 `json:"p99_steady_ms"`
-	P99Upgrade        float64 `json:"p99_upgrade_ms"`
+	SteadyMinCapacity *float64 `json:"steady_min_capacity"`
+	SteadyBelow95     int      `json:"steady_windows_below_95"`
+	SteadyBuckets     int      `json:"steady_buckets"`
+	P99Steady         float64  `json:"p99_steady_ms"`
+	P99Upgrade        float64  `json:"p99_upgrade_ms"`
 	// The upgrade windows' p99 split by phase: requests begun during the
 	// cold starts (command -> serving) and during the switches (serving ->
 	// old gone).
@@ -150,13 +153,21 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
 		j := runJSON{Mode: string(r.mode), Handover: r.handover, ABFlags: r.variant, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
-			FailedUpgrades: r.failed, MinWindowCapacity: r.capacity.MinRatio, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
+			FailedUpgrades: r.failed, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
 			SteadyPerBucket: r.capacity.SteadyMedian,
 			// Never null: a run without such windows has none.
 			ColdStartCapacity: append([]float64{}, r.coldRatios...), SwitchCapacity: append([]float64{}, r.switchRatios...),
-			SteadyMinCapacity: r.capacity.SteadyMin, SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
+			SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			P99ColdStart: ms64(r.p99Cold), P99Switch: ms64(r.p99Switch),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
+		if c := r.capacity; c.SteadyMedian > 0 {
+			steadyMin := c.SteadyMin
+			j.SteadyMinCapacity = &steadyMin
+			if c.WindowBuckets > 0 {
+				minRatio := c.MinRatio
+				j.MinWindowCapacity = &minRatio
+			}
+		}
 		j.FailedBy = map[string]int64{}
 		for c := loadgen.Class(0); c < loadgen.NumClasses; c++ {
 			if c != loadgen.OK {

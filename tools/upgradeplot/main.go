@@ -34,11 +34,11 @@ type report struct {
 	Clients     int     `json:"clients"`
 	DurationS   float64 `json:"duration_s"`
 	Runs        []struct {
-		Mode              string  `json:"mode"`
-		Handover          string  `json:"handover"`
-		Workers           int     `json:"workers"`
-		Failed            int64   `json:"failed"`
-		MinWindowCapacity float64 `json:"min_window_capacity"`
+		Mode              string   `json:"mode"`
+		Handover          string   `json:"handover"`
+		Workers           int      `json:"workers"`
+		Failed            int64    `json:"failed"`
+		MinWindowCapacity *float64 `json:"min_window_capacity"` // null: undefined
 		Upgrades          []struct {
 			StartMS   float64 `json:"start_ms"`
 			ServingMS float64 `json:"serving_ms"`
@@ -162,8 +162,12 @@ func draw1(in, out string, index int, from, to float64) error {
 	slices.Sort(versions)
 
 	rate := plot.New()
-	rate.Title.Text = fmt.Sprintf("%s, %d clients, --workers %d, handover %s: %d failed, min capacity per %.0f ms window %.0f%%",
-		r.Mode, rep.Clients, r.Workers, r.Handover, r.Failed, rep.BucketMS, 100*r.MinWindowCapacity)
+	capacity := "-"
+	if c := r.MinWindowCapacity; c != nil {
+		capacity = fmt.Sprintf("%.0f%%", 100**c)
+	}
+	rate.Title.Text = fmt.Sprintf("%s, %d clients, --workers %d, handover %s: %d failed, min capacity per %.0f ms window %s",
+		r.Mode, rep.Clients, r.Workers, r.Handover, r.Failed, rep.BucketMS, capacity)
 	rate.Y.Label.Text = "OK responses/s"
 	rate.Legend.Top = true
 	inflight := plot.New()
