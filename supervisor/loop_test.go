@@ -894,9 +894,28 @@ func TestUpgradesAskedDuringTheFirstStartKeepTheirOrder(t *testing.T) {
 	first := upgrade("v2")
 	time.Sleep(150 * time.Millisecond) // asked in this order, long before the start is over
 	second := upgrade("v3")
+	eventually(t, "both waiting, named in status", func() error {
+		if st := r.status(); !slices.Equal(st.Waiting, []string{"v2", "v3"}) {
+			return fmt.Errorf("waiting %v; want [v2 v3]", st.Waiting)
+		}
+		return nil
+	})
 	if res := <-first; res.err != nil || res.p.Version != "v2" {
 		t.Errorf("the upgrade asked first: %+v, %v; want v2 serving", res.p, res.err)
 	}
+	// Its report counts from the command, not from the end of its wait
+	// (a new user's recheck: "command → ready 2006 ms" of an upgrade
+	// whose ready came 3.7 s after the command).
+	eventually(t, "the report", func() error {
+		h := r.status().History
+		if len(h) != 1 || h[0].Generation != 2 {
+			return fmt.Errorf("history %+v", h)
+		}
+		if h[0].ReadyAfter < 400*time.Millisecond {
+			return fmt.Errorf("ready %s after the command; want the wait for the first generation in it (over 400 ms)", h[0].ReadyAfter)
+		}
+		return nil
+	})
 	if res := <-second; res.err == nil || !errors.Is(res.err, ErrUpgradeInProgress) || !strings.Contains(res.err.Error(), "upgrade to v3") {
 		t.Errorf("the upgrade asked second: %v; want v3 refused as in progress", res.err)
 	}

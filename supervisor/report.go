@@ -31,7 +31,7 @@ type UpgradeReport struct {
 	Version     string    `json:"version"`
 	From        int       `json:"from_generation"`
 	FromVersion string    `json:"from_version"`
-	Command     time.Time `json:"command"`
+	Command     time.Time `json:"command,omitzero"` // absent when not known (an adopted report's)
 	// Canary are the weights asked for (percent of new connections), and
 	// Weights the steps as they happened.
 	Canary         []int         `json:"canary,omitempty"`
@@ -41,7 +41,7 @@ type UpgradeReport struct {
 	Promoted             bool          `json:"promoted,omitempty"`
 	ReadyAfter           time.Duration `json:"ready_after_ns,omitempty"`
 	FirstConnectionAfter time.Duration `json:"first_connection_after_ns,omitempty"`
-	VerdictAfter         time.Duration `json:"verdict_after_ns"`
+	VerdictAfter         time.Duration `json:"verdict_after_ns,omitzero"`
 	// GoneAfter is when the generation that lost (the old one, or the new
 	// one when rolled back or failed) had no process left.
 	GoneAfter time.Duration `json:"gone_after_ns,omitempty"`

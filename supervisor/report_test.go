@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -27,5 +28,19 @@ func TestReportStringNamesWhatIsNotKnown(t *testing.T) {
 				t.Errorf("String() =\n%s\nwant a line %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// An adopted report's unknown times are left out of its JSON, not
+// written as year 1 and 0 ns (a new user's recheck).
+func TestAdoptedReportLeavesUnknownTimesOut(t *testing.T) {
+	b, err := json.Marshal(UpgradeReport{Generation: 2, Version: "v2", From: 1, FromVersion: "v1", Verdict: VerdictFailed, Adopted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{`"command"`, `"verdict_after_ns"`} {
+		if strings.Contains(string(b), field) {
+			t.Errorf("%s; want no %s", b, field)
+		}
 	}
 }

@@ -21,6 +21,10 @@ type Status struct {
 	Generations []GenerationStatus `json:"generations"`
 	// History are the reports of the last upgrades, oldest first.
 	History []UpgradeReport `json:"history"`
+	// Waiting are the releases of upgrades asked for while the first
+	// generation starts, in the order asked: the first goes on once it
+	// serves, the others are refused then (see releaseEarly).
+	Waiting []string `json:"waiting_upgrades,omitempty"`
 }
 
 // GenerationStatus describes one generation.
@@ -59,6 +63,7 @@ type GenerationStatus struct {
 type statusView struct {
 	gens    []GenerationStatus
 	history []UpgradeReport
+	waiting []string
 	sockets []statusSocket
 }
 
@@ -70,6 +75,9 @@ type statusSocket struct {
 
 func (l *loop) statusView() statusView {
 	v := statusView{history: l.upgradeHistory()}
+	for _, c := range l.early {
+		v.waiting = append(v.waiting, c.rel.Version)
+	}
 	weights := map[*generation]int{}
 	for _, gi := range l.generationInfo() {
 		for _, g := range l.gens {
@@ -111,6 +119,7 @@ func (s *Supervisor) Status(ctx context.Context) (Status, error) {
 	}
 	st.Generations = v.gens
 	st.History = v.history
+	st.Waiting = v.waiting
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var mu sync.Mutex

@@ -139,7 +139,15 @@ func (l *loop) beginUpgrade(rel release, req *opRequest, opts UpgradeOptions) {
 	l.lastGen++
 	g := &generation{num: l.lastGen, release: rel, state: StateStarting, started: time.Now()}
 	l.gens = append(l.pruned(), g)
-	op := &upgradeOp{req: req, g: g, old: l.active, start: time.Now(), first: !l.started, opts: opts}
+	// Its times count from the command: the request's making, which
+	// an upgrade asked for while the first generation started waited
+	// behind (a new user's recheck: its report and the duration metric
+	// counted from the end of that wait).
+	start := time.Now()
+	if l.started && req != nil && !req.start.IsZero() && req.start.Before(start) {
+		start = req.start
+	}
+	op := &upgradeOp{req: req, g: g, old: l.active, start: start, first: !l.started, opts: opts}
 	l.op = op
 	l.newReport(g, op.old, op.start, opts)
 	// The same file holding the same build: one replaced in place since

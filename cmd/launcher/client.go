@@ -188,6 +188,10 @@ func printStatus(w io.Writer, st supervisor.Status) {
 			blank = ""
 		}
 	}
+	if len(st.Waiting) > 0 {
+		fmt.Fprintf(w, "%supgrade asked while the first generation starts, waiting for it to serve: %s (the first goes on, the others are refused then)\n", blank, strings.Join(st.Waiting, ", "))
+		blank = ""
+	}
 	if n := len(st.History); n > 0 {
 		r := st.History[n-1]
 		fmt.Fprintf(w, "%slast upgrade: generation %d (%s) from generation %d (%s): %s", blank, r.Generation, r.Version, r.From, r.FromVersion, r.Verdict)
