@@ -12,7 +12,7 @@ import (
 // report is what --json writes: every figure of the run, for machines,
 // and what tools/upgradeplot draws. Times are in milliseconds.
 type report struct {
-	ExecFloorMS     float64    `json:"exec_floor_ms"`
+	ExecFloorMS     *float64   `json:"exec_floor_ms"` // null with --floor 0: the "-" of the tables
 	ExecFloorStarts int        `json:"exec_floor_starts"`
 	Idle            []idleJSON `json:"idle_upgrades"`
 	// SIGHUPFirstAnswerMS is the median of --sighup's standalone
@@ -49,8 +49,8 @@ type idleJSON struct {
 	FirstAnswerP50 float64            `json:"first_answer_ms_p50,omitempty"`
 	ServingP50     float64            `json:"serving_ms_p50"`
 	OldGoneP50     float64            `json:"old_gone_ms_p50"`
-	ServingFloor   float64            `json:"serving_x_floor"`
-	OldGoneFloor   float64            `json:"old_gone_x_floor"`
+	ServingFloor   *float64           `json:"serving_x_floor"` // null without a floor
+	OldGoneFloor   *float64           `json:"old_gone_x_floor"`
 	StepMedianMS   map[string]float64 `json:"step_ms_p50"`
 	ServingMS      []float64          `json:"serving_ms"`
 	OldGoneMS      []float64          `json:"old_gone_ms"`
@@ -76,15 +76,18 @@ type runJSON struct {
 	MaxSteady      float64 `json:"max_steady_ms"`
 	MaxUpgrade     float64 `json:"max_upgrade_ms"`
 	FailedUpgrades int     `json:"failed_upgrades"`
-	ServingP50     float64 `json:"serving_ms_p50"`
-	OldGoneP50     float64 `json:"old_gone_ms_p50"`
-	ServingFloor   float64 `json:"serving_x_floor"`
-	OldGoneFloor   float64 `json:"old_gone_x_floor"`
+	// SkippedUpgrades were not begun: the load had ended before their
+	// turn.
+	SkippedUpgrades int      `json:"skipped_upgrades,omitempty"`
+	ServingP50      float64  `json:"serving_ms_p50"`
+	OldGoneP50      float64  `json:"old_gone_ms_p50"`
+	ServingFloor    *float64 `json:"serving_x_floor"` // null without a floor
+	OldGoneFloor    *float64 `json:"old_gone_x_floor"`
 	// MinWindowCapacity and SteadyMinCapacity are null where undefined:
 	// no steady median (fewer than one response a window), or no window
 	// with an upgrade.
 	MinWindowCapacity *float64 `json:"min_window_capacity"`
-	WindowsBelow95    int      `json:"windows_below_95"`
+	WindowsBelow95    *int     `json:"windows_below_95"` // null where capacity is
 	WindowBuckets     int      `json:"window_buckets"`
 	SteadyPerBucket   float64  `json:"steady_ok_per_bucket_p50"`
 	// The capacity of the windows of the cold starts alone and of the
@@ -94,15 +97,15 @@ type runJSON struct {
 	SwitchCapacity    []float64 `json:"switch_window_capacity"`
 	// The steady state's own spread: the machine's noise.
 	SteadyMinCapacity *float64 `json:"steady_min_capacity"`
-	SteadyBelow95     int      `json:"steady_windows_below_95"`
+	SteadyBelow95     *int     `json:"steady_windows_below_95"`
 	SteadyBuckets     int      `json:"steady_buckets"`
 	P99Steady         float64  `json:"p99_steady_ms"`
 	P99Upgrade        float64  `json:"p99_upgrade_ms"`
 	// The upgrade windows' p99 split by phase: requests begun during the
 	// cold starts (command -> serving) and during the switches (serving ->
 	// old gone).
-	P99ColdStart float64 `json:"p99_cold_start_ms"`
-	P99Switch    float64 `json:"p99_switch_ms"`
+	P99ColdStart *float64 `json:"p99_cold_start_ms"` // null: no request begun in that phase
+	P99Switch    *float64 `json:"p99_switch_ms"`
 	// Upgrades are the windows, from the load's start.
 	Upgrades []upgradeJSON `json:"upgrades"`
 	Series   seriesJSON    `json:"series"`
@@ -123,7 +126,7 @@ type seriesJSON struct {
 }
 
 func newReport(cfg config, floor time.Duration, idle []idleRun, results []runResult) report {
-	rep := report{ExecFloorMS: ms64(floor), ExecFloorStarts: cfg.floorRuns, Bucket: ms64(bucket), Flags: cfg.supervisorFlags(),
+	rep := report{ExecFloorMS: optMS(floor), ExecFloorStarts: cfg.floorRuns, Bucket: ms64(bucket), Flags: cfg.supervisorFlags(),
 		Clients: cfg.clients, Duration: cfg.duration.Seconds(), Time: time.Now().UTC(), Idle: []idleJSON{}, Runs: []runJSON{}}
 	for _, s := range traceSteps {
 		rep.Steps = append(rep.Steps, string(s))
@@ -140,7 +143,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 			j.OldGoneMS = append(j.OldGoneMS, ms64(t.OldGone))
 		}
 		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
-		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		j.ServingFloor, j.OldGoneFloor = xFloorOf(median(serve), floor), xFloorOf(median(gone), floor)
 		j.FirstAnswerP50 = ms64(median(r.firstAnswer))
 		for _, ds := range r.trace {
 			j.TracePhaseMS = append(j.TracePhaseMS, ms64(median(ds)))
@@ -153,14 +156,16 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
 		j := runJSON{Mode: string(r.mode), Handover: r.handover, ABFlags: r.variant, Workers: r.workers, Requests: r.summary.Requests, Failed: r.summary.Failures,
-			FailedUpgrades: r.failed, WindowsBelow95: r.capacity.Below, WindowBuckets: r.capacity.WindowBuckets,
+			FailedUpgrades: r.failed, SkippedUpgrades: r.skipped, WindowBuckets: r.capacity.WindowBuckets,
 			SteadyPerBucket: r.capacity.SteadyMedian,
 			// Never null: a run without such windows has none.
 			ColdStartCapacity: append([]float64{}, r.coldRatios...), SwitchCapacity: append([]float64{}, r.switchRatios...),
-			SteadyBelow95: r.capacity.SteadyBelow, SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
-			P99ColdStart: ms64(r.p99Cold), P99Switch: ms64(r.p99Switch),
+			SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
+			P99ColdStart: optMS(r.p99Cold), P99Switch: optMS(r.p99Switch),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
 		if c := r.capacity; c.SteadyMedian > 0 {
+			below, steadyBelow := c.Below, c.SteadyBelow
+			j.WindowsBelow95, j.SteadyBelow95 = &below, &steadyBelow
 			steadyMin := c.SteadyMin
 			j.SteadyMinCapacity = &steadyMin
 			if c.WindowBuckets > 0 {
@@ -182,7 +187,7 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 			j.Upgrades = append(j.Upgrades, u)
 		}
 		j.ServingP50, j.OldGoneP50 = ms64(median(serve)), ms64(median(gone))
-		j.ServingFloor, j.OldGoneFloor = ratio(median(serve), floor), ratio(median(gone), floor)
+		j.ServingFloor, j.OldGoneFloor = xFloorOf(median(serve), floor), xFloorOf(median(gone), floor)
 		for i, v := range r.series.Versions {
 			name := v
 			if name == "" {
@@ -194,6 +199,24 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		rep.Runs = append(rep.Runs, j)
 	}
 	return rep
+}
+
+// optMS is d in ms, nil (null) when d is 0: not measured.
+func optMS(d time.Duration) *float64 {
+	if d <= 0 {
+		return nil
+	}
+	v := ms64(d)
+	return &v
+}
+
+// xFloorOf is d as a multiple of floor, nil (null) without a floor.
+func xFloorOf(d, floor time.Duration) *float64 {
+	if floor <= 0 {
+		return nil
+	}
+	v := ratio(d, floor)
+	return &v
 }
 
 // throughputJSON is the comparison with plain net/http: each measure's
