@@ -90,6 +90,9 @@ func (e evConnClosed) apply(l *loop) {
 	w.conn = nil
 	l.failPending(w, fmt.Errorf("%s: connection lost", w))
 	l.endGrant(w)
+	if w.exitSeen && !w.exited {
+		evExited{w}.apply(l) // its exit, held until now
+	}
 }
 
 // evWorkerMsg: a worker sent m.
@@ -179,6 +182,21 @@ type evExited struct{ w *worker }
 
 func (e evExited) apply(l *loop) {
 	w := e.w
+	// An adopted worker's exit says nothing of how it ended: its drain's
+	// end is its TypeDrained, which its connection may not have brought
+	// yet (the exit's pidfd and the connection race; a new user's
+	// recheck, 1 of 12: a clean drain read as a death). Judged once the
+	// connection has closed, after every message it sent, or a second
+	// on at most.
+	if w.conn != nil && w.stopping && !w.drained && !w.exitSeen && errors.Is(w.proc.exitErr(), errAdoptedExit) {
+		w.exitSeen = true
+		l.after(time.Second, evFunc(func(l *loop) {
+			if !w.exited {
+				evExited{w}.apply(l)
+			}
+		}))
+		return
+	}
 	w.exited = true
 	w.exitErr = w.proc.exitErr()
 	delete(l.byToken, w.token)

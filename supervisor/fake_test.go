@@ -77,16 +77,20 @@ type behaviour struct {
 
 // fakeProc is a fake worker process.
 type fakeProc struct {
-	id       int
-	gen      int
-	fx       *fakeEffects
-	exit     chan struct{}
-	once     sync.Once
-	mu       sync.Mutex
-	signals  []syscall.Signal
-	killed   bool // its tree was killed
-	released bool // its listeners were released
-	started  time.Time
+	id   int
+	gen  int
+	fx   *fakeEffects
+	exit chan struct{}
+	// adopted: its exit status is not known, as an adopted process's
+	// (errAdoptedExit); exitFirst: its exit comes before its drain's
+	// report, whose socket closes a moment after it.
+	adopted, exitFirst bool
+	once               sync.Once
+	mu                 sync.Mutex
+	signals            []syscall.Signal
+	killed             bool // its tree was killed
+	released           bool // its listeners were released
+	started            time.Time
 	// saidHello: it has said hello (guarded by fx.mu).
 	saidHello bool
 	// sigstopped: stopped as by SIGSTOP (see stop); hung: answers nothing,
@@ -199,6 +203,9 @@ func (p *fakeProc) done() <-chan struct{} { return p.exit }
 func (p *fakeProc) exitErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.adopted {
+		return errAdoptedExit
+	}
 	if p.released && !p.killed && len(p.signals) == 0 {
 		return errExitedZero
 	}
@@ -259,6 +266,10 @@ type fakeEffects struct {
 	// currentLink, when set, is a real --current symlink that repoint
 	// swaps as the real one does.
 	currentLink string
+	// adoptedExits: adopted processes exit as real adopted ones do, their
+	// status unknown (errAdoptedExit), and report their drain's end as
+	// this library's do (TypeDrained), which their exit overtakes.
+	adoptedExits bool
 	// adoptSilent: adoptable pids that never dial the new supervisor
 	// (stopped, stuck): an adoption waits for them.
 	adoptSilent map[int]bool
@@ -478,13 +489,13 @@ func (fx *fakeEffects) adopt(pid int, token string, gen int) (process, bool) {
 	if fx.adoptable[pid] != token || token == "" {
 		return nil, false
 	}
-	p := &fakeProc{id: pid, gen: gen, fx: fx, exit: make(chan struct{})}
+	p := &fakeProc{id: pid, gen: gen, fx: fx, exit: make(chan struct{}), adopted: fx.adoptedExits, exitFirst: fx.adoptedExits}
 	fx.procs = append(fx.procs, p)
 	// It dials the new supervisor as a worker that lost its own, ready
 	// and listening.
 	env := []string{control.EnvControl + "=" + fx.control, control.EnvToken + "=" + token}
 	fx.wg.Add(1)
-	b := behaviour{ticketKeys: fx.adoptKeys[pid] != nil, noHello: fx.adoptSilent[pid]}
+	b := behaviour{ticketKeys: fx.adoptKeys[pid] != nil, noHello: fx.adoptSilent[pid], finalMetrics: fx.adoptedExits}
 	go func() { defer fx.wg.Done(); fx.runWorker(p, b, env, true) }()
 	return p, true
 }
@@ -582,7 +593,13 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 		return
 	}
 	defer c.Close()
-	go func() { <-p.exit; c.Close() }() // a killed process's socket closes
+	go func() { // a killed process's socket closes
+		<-p.exit
+		if p.exitFirst {
+			time.Sleep(100 * time.Millisecond) // what it wrote just before is still read
+		}
+		c.Close()
+	}()
 	conn := control.NewConn(c)
 	v := b.protocol
 	if v == 0 {
@@ -730,6 +747,13 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			}
 			time.AfterFunc(b.drainFor, func() {
 				fx.trace(p.id, "drained")
+				if p.exitFirst && !waits {
+					// Its exit seen before its report is read.
+					p.die()
+					time.Sleep(20 * time.Millisecond)
+					conn.Write(control.Message{Type: control.TypeDrained})
+					return
+				}
 				conn.Write(control.Message{Type: control.TypeDrained})
 				if b.exitLate > 0 {
 					time.AfterFunc(b.exitLate, p.die)

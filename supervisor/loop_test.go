@@ -951,3 +951,32 @@ func TestAdoptionReportsAStartWhoseWorkersAreGone(t *testing.T) {
 		t.Errorf("launcher_upgrades_total{result=\"aborted\"} = %v; want 1", n)
 	}
 }
+
+// An adopted worker's exit, whose status is unknown, can reach the loop
+// before the drain's end it reported just before (the pidfd and the
+// connection race): its exit is judged once the connection has closed,
+// and a clean drain is not read as a death. Before, a stop said "died
+// during its drain: what it still served was cut" of a drain that cut
+// nothing (a new user's recheck, 1 of 12).
+func TestAdoptedWorkersDrainReadBeforeItsExit(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a"}
+	fx.adoptedExits = true
+	r := startRig(t, Config{Workers: 1, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 1, LastGen: 1,
+			Gens: []savedGen{{Num: 1, Release: savedRelease{Version: "v1", Path: r.path("v1")}, State: StateActive,
+				Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}}},
+			Group: []string{"a"},
+		}
+	})
+	r.waitStarted()
+	var steps []string
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.s.stopAndWait(ctx, func(p Progress) { steps = append(steps, p.String()) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.Join(steps, "\n"), "died during its drain") || strings.Contains(r.log.String(), "worker died during its drain") {
+		t.Errorf("the stop of an adopted worker that drained clean:\n%s\nwant no death during its drain", strings.Join(steps, "\n"))
+	}
+}

@@ -149,6 +149,9 @@ type worker struct {
 	rejoined  bool        // an adopted worker has dialed again
 	cut       bool        // it reported a drain cut at its deadline
 	drained   bool        // it reported its drain's end (TypeDrained)
+	// exitSeen: an adopted worker's exit came while its connection was
+	// still open; evExited applies once the connection closes.
+	exitSeen bool
 	// inflight: its requests in flight at its last count (sumInflight).
 	inflight int64
 	// silentReads: watchStandby's reads in a row it left unanswered.
