@@ -340,15 +340,11 @@ func (a *App) DrainContext(ctx context.Context) (context.Context, context.Cancel
 // and removes [Options.PIDFile] if it still holds this process's pid.
 // Call it once.
 func (a *App) Drained(cut int64) {
-	m := control.Message{Type: control.TypeDrained}
+	var err error
 	if cut > 0 {
-		m.Cut, m.Error = cut, "drain deadline"
-		a.log.Warn("drain cut at its deadline", "requests_cut", cut)
-	} else {
-		a.log.Info("drained")
+		err = &drain.CutError{Requests: cut}
 	}
-	a.reportDrained(m)
-	a.removePIDFile()
+	a.drainEnded(err, 0)
 }
 
 // reportDrained tells the supervisor, if any, that the drain is over:

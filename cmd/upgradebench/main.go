@@ -618,14 +618,9 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 		// Without a steady median (a window of the steady state holds no
 		// response: fewer than 10 a second, the long mode's) capacity is
 		// undefined: "-", not 100 % with a steady minimum of 0 %.
-		minCap, below, steadyMin, steadyBelow := "-", "-", "-", "-"
-		if c := r.capacity; c.SteadyMedian > 0 {
-			minCap, below = fmt.Sprintf("%.0f%%", 100*c.MinRatio), fmt.Sprintf("%d/%d", c.Below, c.WindowBuckets)
-			steadyMin, steadyBelow = fmt.Sprintf("%.0f%%", 100*c.SteadyMin), fmt.Sprintf("%d/%d", c.SteadyBelow, c.SteadyBuckets)
-			if c.WindowBuckets == 0 {
-				minCap = "-"
-			}
-		}
+		cf := capacityOf(r.capacity)
+		minCap, below := pctOrDash(cf.minRatio), countOrDash(cf.below, r.capacity.WindowBuckets)
+		steadyMin, steadyBelow := pctOrDash(cf.steadyMin), countOrDash(cf.steadyBelow, r.capacity.SteadyBuckets)
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.mode, r.label(), r.workers, len(r.timings), r.failed,
 			ms(median(serve)), xFloor(median(serve), floor), ms(maxOf(serve)), ms(median(gone)), xFloor(median(gone), floor), ms(maxOf(gone)),
 			minCap, below, pctSpread(r.coldRatios), pctSpread(r.switchRatios),
@@ -640,6 +635,22 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// pctOrDash formats a ratio as a percentage, "-" for nil (undefined).
+func pctOrDash(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", 100**v)
+}
+
+// countOrDash formats "n/of", "-" for nil (undefined).
+func countOrDash(n *int, of int) string {
+	if n == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", *n, of)
 }
 
 // ratioOf formats d/base to two decimals, "-" when either is 0 (no

@@ -163,16 +163,8 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 			SteadyBuckets: r.capacity.SteadyBuckets, P99Steady: ms64(r.summary.Steady.P99), P99Upgrade: ms64(r.summary.Upgrade.P99),
 			P99ColdStart: optMS(r.p99Cold), P99Switch: optMS(r.p99Switch),
 			Series: seriesJSON{OK: map[string][]int64{}, Inflight: map[string][]float64{}, Failed: r.series.Failed}}
-		if c := r.capacity; c.SteadyMedian > 0 {
-			below, steadyBelow := c.Below, c.SteadyBelow
-			j.WindowsBelow95, j.SteadyBelow95 = &below, &steadyBelow
-			steadyMin := c.SteadyMin
-			j.SteadyMinCapacity = &steadyMin
-			if c.WindowBuckets > 0 {
-				minRatio := c.MinRatio
-				j.MinWindowCapacity = &minRatio
-			}
-		}
+		cf := capacityOf(r.capacity)
+		j.MinWindowCapacity, j.WindowsBelow95, j.SteadyMinCapacity, j.SteadyBelow95 = cf.minRatio, cf.below, cf.steadyMin, cf.steadyBelow
 		j.FailedBy = map[string]int64{}
 		for c := loadgen.Class(0); c < loadgen.NumClasses; c++ {
 			if c != loadgen.OK {
@@ -199,6 +191,29 @@ func newReport(cfg config, floor time.Duration, idle []idleRun, results []runRes
 		rep.Runs = append(rep.Runs, j)
 	}
 	return rep
+}
+
+// capacityFigures are a run's capacity figures, nil where undefined: all
+// of them without a steady median (the steady state answers less than
+// once a window, as the long mode does), the minimum without a window
+// with an upgrade. The table prints nil as "-", the JSON as null.
+type capacityFigures struct {
+	minRatio, steadyMin *float64
+	below, steadyBelow  *int
+}
+
+func capacityOf(c loadgen.Capacity) capacityFigures {
+	var f capacityFigures
+	if c.SteadyMedian <= 0 {
+		return f
+	}
+	below, steadyBelow, steadyMin := c.Below, c.SteadyBelow, c.SteadyMin
+	f.below, f.steadyBelow, f.steadyMin = &below, &steadyBelow, &steadyMin
+	if c.WindowBuckets > 0 {
+		minRatio := c.MinRatio
+		f.minRatio = &minRatio
+	}
+	return f
 }
 
 // optMS is d in ms, nil (null) when d is 0: not measured.
