@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -125,5 +126,66 @@ func TestFailedRepointAtAStopIsSaid(t *testing.T) {
 	}
 	if !strings.HasPrefix(warned, "warning: not repointed to ") || !strings.Contains(warned, "a restart of the supervisor would not run v1") {
 		t.Errorf("stop's warning %q; want the failed repoint back to v1", warned)
+	}
+}
+
+// An upgrade that does not happen leaves --current naming what serves.
+// The article's habit is to repoint current and send SIGHUP: when that
+// release was refused (not executable) or failed before it served (it
+// exited at its start), current stayed on it, and the supervisor's next
+// start ran it and failed, leaving nothing serving (a new user's trial, 7
+// of 7).
+func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v2"] = behaviour{exitBeforeReady: true}
+	var current string
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		current = filepath.Join(filepath.Dir(r.rels), "current")
+		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
+			t.Fatal(err)
+		}
+		fx.currentLink = current
+		r.s.cfg.Current = current
+		r.s.cfg.Command[0] = filepath.Join(current, "app")
+		first, err := r.s.resolve("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.s.first = first
+	})
+	r.waitStarted()
+	nox := filepath.Join(r.rels, "nox", "app")
+	if err := os.MkdirAll(filepath.Dir(nox), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(nox, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ to, why string }{
+		{"v2", "exits before it is ready"},
+		{"nox", "not executable: refused"},
+	} {
+		tmp := current + ".op"
+		if err := os.Symlink(filepath.Join(r.rels, c.to), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, current); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := r.s.Upgrade(ctx, "", false, nil) // as SIGHUP does
+		cancel()
+		if err == nil {
+			t.Fatalf("upgrade to %s (%s): no error", c.to, c.why)
+		}
+		eventually(t, "current back on v1 after "+c.to, func() error {
+			if got, _ := os.Readlink(current); filepath.Base(got) != "v1" {
+				return fmt.Errorf("current -> %s, after an upgrade to %s that %s; want v1, which serves", got, c.to, c.why)
+			}
+			return nil
+		})
+	}
+	if g := r.gen(1); g.State != StateActive {
+		t.Errorf("generation 1 (v1) %s; want it serving on", g.State)
 	}
 }

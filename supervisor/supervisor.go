@@ -283,6 +283,7 @@ func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOp
 	rel, err := s.resolve(arg)
 	if err != nil {
 		s.metrics.Upgrades.WithLabelValues("refused").Inc()
+		s.realignCurrent()
 		return Progress{}, fmt.Errorf("upgrade: %w", err)
 	}
 	// Posted at once: the loop holds an upgrade asked for before the
@@ -294,6 +295,7 @@ func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOp
 		r, err := ticketkeys.ParseFile(s.cfg.TicketKeyFile, time.Now())
 		if err != nil {
 			s.metrics.Upgrades.WithLabelValues("refused").Inc()
+			s.realignCurrent()
 			return Progress{}, fmt.Errorf("upgrade: --tls-ticket-key-file: %w", err)
 		}
 		cmd.ticketFile = &r
@@ -302,6 +304,13 @@ func (s *Supervisor) UpgradeWith(ctx context.Context, arg string, opts UpgradeOp
 		return Progress{}, errStopped
 	}
 	return cmd.req.await(ctx, s.loop.done, progress)
+}
+
+// realignCurrent has the loop point --current at what serves again after
+// an upgrade refused before it reached the loop: the operator may have
+// repointed it to the refused release (see loop.realignCurrent).
+func (s *Supervisor) realignCurrent() {
+	s.loop.post(evFunc(func(l *loop) { l.realignCurrent() }))
 }
 
 // Rollback goes back to the release that was active before the current

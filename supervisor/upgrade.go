@@ -52,10 +52,17 @@ type cmdUpgrade struct {
 	opts       UpgradeOptions
 }
 
+// refuse ends c's request with err, changing nothing but --current,
+// which names what serves again (see realignCurrent).
+func (c cmdUpgrade) refuse(l *loop, err error) {
+	c.req.finish(Progress{}, err)
+	l.realignCurrent()
+}
+
 func (c cmdUpgrade) apply(l *loop) {
 	switch {
 	case l.stop != nil:
-		c.req.finish(Progress{}, errors.New("upgrade: the supervisor is stopping"))
+		c.refuse(l, errors.New("upgrade: the supervisor is stopping"))
 		return
 	case !l.started:
 		// Asked while the first generation starts, or workers are
@@ -65,7 +72,7 @@ func (c cmdUpgrade) apply(l *loop) {
 		l.early = append(l.early, c)
 		return
 	case l.op != nil:
-		c.req.finish(Progress{}, fmt.Errorf("upgrade to %s: %w: generation %d (%s) is starting", c.rel.Version, ErrUpgradeInProgress, l.op.g.num, l.op.g.release.Version))
+		c.refuse(l, fmt.Errorf("upgrade to %s: %w: generation %d (%s) is starting", c.rel.Version, ErrUpgradeInProgress, l.op.g.num, l.op.g.release.Version))
 		return
 	}
 	draining, standby := 0, 0
@@ -88,7 +95,7 @@ func (c cmdUpgrade) apply(l *loop) {
 		if standby > 0 {
 			what += fmt.Sprintf(", %d on standby", standby)
 		}
-		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: it would leave %d generation(s) draining at once (%s, and generation %d, active now), and --max-draining is %d (wait, or raise it)",
+		c.refuse(l, fmt.Errorf("upgrade refused: it would leave %d generation(s) draining at once (%s, and generation %d, active now), and --max-draining is %d (wait, or raise it)",
 			draining+standby+1, what, l.active.num, l.cfg.MaxDraining))
 		return
 	}
@@ -103,17 +110,17 @@ func (c cmdUpgrade) apply(l *loop) {
 			phase = fmt.Sprintf("canary (at %d%% of new connections)", p.weight)
 			how = "launcher promote, then wait for the probation's end; or launcher rollback first"
 		}
-		c.req.finish(Progress{}, fmt.Errorf("upgrade refused: generation %d already runs %s (%s), in its %s with generation %d (%s) standing by; restarting it now would drain generation %d and leave nothing to roll back to (%s)",
+		c.refuse(l, fmt.Errorf("upgrade refused: generation %d already runs %s (%s), in its %s with generation %d (%s) standing by; restarting it now would drain generation %d and leave nothing to roll back to (%s)",
 			l.active.num, c.rel.Path, c.rel.Version, phase, p.standby.num, p.standby.release.Version, p.standby.num, how))
 		return
 	}
 	if len(c.opts.Canary) > 0 {
 		switch {
 		case l.active == nil:
-			c.req.finish(Progress{}, errors.New("upgrade --canary: no active generation to share traffic with"))
+			c.refuse(l, errors.New("upgrade --canary: no active generation to share traffic with"))
 			return
 		case l.cfg.Handover != HandoverSteer:
-			c.req.finish(Progress{}, fmt.Errorf("upgrade --canary: needs --handover %s (the weights are a steering program)", HandoverSteer))
+			c.refuse(l, fmt.Errorf("upgrade --canary: needs --handover %s (the weights are a steering program)", HandoverSteer))
 			return
 		}
 	}
@@ -254,6 +261,7 @@ func (l *loop) endFailedOp() {
 	l.m.Upgrades.WithLabelValues(op.result).Inc()
 	g, rel := op.g, op.g.release
 	l.forgetIfOver(g)
+	l.realignCurrent()
 	// What serves on is the active generation now: the one the command
 	// found may have been rolled back from meanwhile (its canary's judge).
 	var err error
@@ -654,6 +662,21 @@ func (l *loop) statusLine() string {
 // monotonic time it wants.
 func reloading() []string {
 	return []string{"RELOADING=1", "MONOTONIC_USEC=" + strconv.FormatInt(monotonicUsec(), 10), "STATUS=upgrading"}
+}
+
+// realignCurrent points --current back at the active generation's
+// release after an upgrade that did not happen (refused, or failed before
+// it served): an operator who repointed current and sent SIGHUP, the
+// article's habit, left it naming a release that does not serve, and the
+// supervisor's next start ran that one (a new user's trial: a restart
+// after a refused upgrade failed, and nothing served). With an upgrade
+// under way, its own end repoints.
+func (l *loop) realignCurrent() {
+	if l.op != nil || l.active == nil {
+		return
+	}
+	l.repoint(l.active.release) // a no-op without --current
+	l.genLog(l.active).Debug("current points at the serving release after an upgrade that did not happen")
 }
 
 // repoint points --current at rel's directory, if set, and reports
