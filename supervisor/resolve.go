@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,8 +87,14 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 		return release{}, fmt.Errorf("%w: %w", ErrBadRelease, err)
 	}
 	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return release{}, fmt.Errorf("%w: %s: no such file", ErrBadRelease, p)
+	case err != nil:
+		// A symlink loop ("too many links"), a component that is not a
+		// directory, no permission: said as they are, not as a missing
+		// file (a new user's trial: a loop read "no such file").
+		return release{}, fmt.Errorf("%w: %s: %s", ErrBadRelease, p, strings.TrimPrefix(err.Error(), "EvalSymlinks: "))
 	}
 	rel, ok := s.inReleases(real)
 	if !ok {

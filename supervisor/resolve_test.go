@@ -76,6 +76,22 @@ func TestResolvePathThroughASymlink(t *testing.T) {
 	if _, err := r.s.resolve(filepath.Join(out, "app")); err == nil || !strings.Contains(err.Error(), "outside --releases") {
 		t.Errorf("resolve of a file outside --releases: %v; want it refused", err)
 	}
+
+	// A symlink loop is said as one, not as a missing file (a new user's
+	// trial); a missing file still reads "no such file".
+	loop := filepath.Join(r.s.cfg.Releases, "loop")
+	if err := os.MkdirAll(loop, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("app", filepath.Join(loop, "app")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.resolve("loop"); !errors.Is(err, ErrBadRelease) || !strings.HasSuffix(err.Error(), "/loop/app: too many links") {
+		t.Errorf("resolve of a release that is a symlink loop: %v; want it refused as a loop", err)
+	}
+	if _, err := r.s.resolve(filepath.Join(r.s.cfg.Releases, "v2", "missing")); err == nil || !strings.HasSuffix(err.Error(), "missing: no such file") {
+		t.Errorf("resolve of a missing file: %v; want no such file", err)
+	}
 }
 
 // A release outside --releases is labelled NAME@ and 8 hex digits of a

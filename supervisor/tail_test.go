@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -86,5 +87,28 @@ func TestTailKeepsTheCrashReportsFirstLine(t *testing.T) {
 	short.add("exit")
 	if got, want := short.last(3), "fatal error: all goroutines are asleep - deadlock! | exit"; got != want {
 		t.Errorf("last(3) = %q; want %q", got, want)
+	}
+}
+
+// A release that exits at a bad flag says why in the line before its
+// usage message, which the usage's flags pushed out of the last lines:
+// the error read only "the PEM private key of -tls-cert | -unhealthy | …"
+// (a new user's trial). Cobra's "Error: …" before "Usage:" too.
+func TestTailKeepsTheLineBeforeAUsage(t *testing.T) {
+	for _, c := range []struct{ reason, usage string }{
+		{"flag provided but not defined: -no-such-flag", "Usage of /srv/hello/releases/v2/hello:"},
+		{"Error: unknown flag: --nope", "Usage:"},
+	} {
+		tb := newTailBuffer(20)
+		tb.add(c.reason)
+		tb.add(c.usage)
+		for i := range 10 {
+			tb.add(fmt.Sprintf("  -flag%d string", i))
+			tb.add("    \tits help")
+		}
+		got := tb.last(3)
+		if !strings.HasPrefix(got, c.reason+" | … | ") {
+			t.Errorf("last(3) = %q; want it to begin with %q", got, c.reason)
+		}
 	}
 }

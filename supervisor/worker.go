@@ -242,11 +242,15 @@ type tailBuffer struct {
 	// after writing a line without one (a never-ready release's last
 	// words) is still heard.
 	partial tailLine
-	// crash is the first line of a Go runtime's crash report ("panic: …",
-	// "fatal error: …"): the stack after it pushes it out of the last
-	// lines, and it is the one that says why (a new user's trial: the
-	// reason of a crash read only "main.go:100 +0x2d4 | created by …").
-	crash tailLine
+	// reason is the line that says why, where what follows it would push
+	// it out of the last lines: the first line of a Go runtime's crash
+	// report ("panic: …", "fatal error: …"), before its stack (a new
+	// user's trial: the reason of a crash read only "main.go:100 +0x2d4 |
+	// created by …"), or the line before a usage message ("flag provided
+	// but not defined: -x" before the flag package's "Usage of …", or
+	// cobra's "Error: …" before "Usage:"; a later trial read only the
+	// usage's last flags).
+	reason tailLine
 }
 
 // tailLine is the start of a line, as much of it as an error shows, and
@@ -309,8 +313,13 @@ func (t *tailBuffer) add(line string) { t.addLine(newTailLine([]byte(line))) }
 func (t *tailBuffer) addLine(line tailLine) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.crash.size == 0 && (strings.HasPrefix(line.text, "panic: ") || strings.HasPrefix(line.text, "fatal error: ")) {
-		t.crash = line
+	if t.reason.size == 0 {
+		switch {
+		case strings.HasPrefix(line.text, "panic: ") || strings.HasPrefix(line.text, "fatal error: "):
+			t.reason = line
+		case (strings.HasPrefix(line.text, "Usage of ") || strings.HasPrefix(line.text, "Usage:")) && len(t.lines) > 0:
+			t.reason = t.lines[len(t.lines)-1]
+		}
 	}
 	t.partial = tailLine{}
 	t.lines = append(t.lines, line)
@@ -354,8 +363,9 @@ func stderrTail(tail string) string {
 }
 
 // last returns up to n last lines joined with " | ", the one still
-// without its newline last, after the first line of a Go crash report
-// when that is not among them.
+// without its newline last, after the reason (the first line of a Go
+// crash report, the line before a usage message) when that is not among
+// them.
 func (t *tailBuffer) last(n int) string {
 	if t == nil { // an adopted worker's stderr is not ours
 		return ""
@@ -370,8 +380,8 @@ func (t *tailBuffer) last(n int) string {
 		l = l[len(l)-n:]
 	}
 	var out []string
-	if t.crash.size > 0 && !slices.Contains(l, t.crash) {
-		out = append(out, t.crash.printable(), "…")
+	if t.reason.size > 0 && !slices.Contains(l, t.reason) {
+		out = append(out, t.reason.printable(), "…")
 	}
 	for _, line := range l {
 		out = append(out, line.printable())
