@@ -269,8 +269,10 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("TimeoutStartSec=%s <= --ready-timeout %s", ts, ready)
 	}
 	reload := commandLine(t, u.one(t, "Service", "ExecReload"), env, identity)
-	if strings.Join(reload[:2], " ") != "/usr/local/bin/launcher upgrade" || flagValue(reload, "state-dir") != stateDir {
-		t.Errorf("ExecReload %q: want launcher upgrade --state-dir %s", reload, stateDir)
+	// --verdict: a reload fails when the release is rolled back during its
+	// probation, not only when it never becomes ready (a new user's trial).
+	if strings.Join(reload[:2], " ") != "/usr/local/bin/launcher upgrade" || flagValue(reload, "state-dir") != stateDir || !slices.Contains(reload, "--verdict") {
+		t.Errorf("ExecReload %q: want launcher upgrade --verdict --state-dir %s", reload, stateDir)
 	}
 	cmd := start[slices.Index(start, "--")+1:]
 	if want := "/srv/" + unitInstance + "/current/" + unitInstance; len(cmd) == 0 || cmd[0] != want {

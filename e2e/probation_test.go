@@ -188,6 +188,47 @@ func TestProbationRollbackAndPass(t *testing.T) {
 	}
 }
 
+// TestUpgradeVerdict: `launcher upgrade --verdict`, the systemd unit's
+// reload, exits 0 once the new generation has passed its probation,
+// while a long request still drains on the old one, and 1 when it was
+// rolled back. The unit's reload was `launcher upgrade` without it, which
+// exits 0 once the new generation serves: a release that crashed during
+// its probation and was rolled back had `systemctl reload` succeed (a new
+// user's trial).
+func TestUpgradeVerdict(t *testing.T) {
+	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 1; kill -9 $child; wait $child; exit 1`)
+	s := startSup(t, "--probation", "3s")
+	long := longRequest(s.addr, 8*time.Second)
+	time.Sleep(200 * time.Millisecond)
+
+	start := time.Now()
+	out, errOut, code := s.cli("upgrade", "--verdict", "v2")
+	took := time.Since(start)
+	if code != 0 || !strings.Contains(out, "generation 2 passed its 3s probation") {
+		t.Fatalf("upgrade --verdict v2: exit %d\n%s%s", code, out, errOut)
+	}
+	if took < 3*time.Second || took > 6*time.Second {
+		t.Errorf("upgrade --verdict returned after %s; want the 3s probation's end, not the 8s request's drain", took)
+	}
+	if strings.Contains(out, "drained") {
+		t.Errorf("upgrade --verdict waited for the drain:\n%s", out)
+	}
+	if g := genByNum(s.status(), 1); g == nil || g.State != supervisor.StateDraining {
+		t.Errorf("generation 1 after the verdict = %+v; want draining its long request", g)
+	}
+
+	out, errOut, code = s.cli("upgrade", "--verdict", "vcrashlate")
+	if code != 1 || !strings.Contains(errOut, "crashed during its probation") {
+		t.Errorf("upgrade --verdict vcrashlate: exit %d, stderr %q; want 1 naming the crash\n%s", code, errOut, out)
+	}
+	if _, errOut, code := s.cli("upgrade", "--verdict", "--wait", "v3"); code != 2 || !strings.Contains(errOut, "--wait and --verdict") {
+		t.Errorf("upgrade --verdict --wait: exit %d, %q; want a usage error", code, errOut)
+	}
+	if r := <-long; r.err != nil || r.body != "hello from v1" {
+		t.Errorf("the long request on v1: %q, %v; want it finished", r.body, r.err)
+	}
+}
+
 // TestRollbackPassesOverAStoppedStandbyWorker: one of the standby
 // generation's two workers is stopped (kill -STOP) during a probation,
 // then `launcher rollback --wait`. The stopped worker is killed and left

@@ -199,6 +199,9 @@ upgrades (as upgrade --wait prints them; kept across an adoption).`,
 // upgradeOptions are upgrade's flags.
 type upgradeOptions struct {
 	wait, json bool
+	// verdict: wait for the probation's verdict only, not the drain
+	// (see runUpgrade).
+	verdict bool
 	canary     []int
 	interval   time.Duration
 }
@@ -206,7 +209,7 @@ type upgradeOptions struct {
 func (c *cli) upgradeCommand() *cobra.Command {
 	var o upgradeOptions
 	cmd := &cobra.Command{
-		Use:   "upgrade [--wait] [--json] [--canary W[,W...] [--canary-interval D]] [VERSION|PATH]",
+		Use:   "upgrade [--wait | --verdict] [--json] [--canary W[,W...] [--canary-interval D]] [VERSION|PATH]",
 		Short: "start a new generation and hand traffic to it",
 		Long: `Start a new generation of RELEASES/VERSION/NAME (NAME = file name of
 COMMAND's target), or of PATH, or with no argument of COMMAND re-resolved
@@ -217,7 +220,12 @@ once the new generation serves; --wait also waits for its probation (exit
 1 with the reason and the figures if it crashed or breached the judge's
 limits and was rolled back, or breached them with no old worker left to
 roll back to: then at once, and the new generation serves on) and for the
-old generation to exit, and prints the upgrade's report.
+old generation to exit, and prints the upgrade's report. --verdict waits
+for the verdict only: exit 0 once the new generation has passed its
+probation (with --probation 0, once it serves and the old one drains),
+1 if it was rolled back; the old generation's drain, which long requests
+can make last minutes, goes on after it (a service manager's reload:
+deploy/systemd).
 
 With --canary 10,50 the new generation first gets 10% of new connections,
 then 50%, each for --canary-interval, then all of them and the usual
@@ -243,6 +251,9 @@ launcher rollback gives everything back at once.`,
 			if err := checkCanaryFlags(cmd, o); err != nil {
 				return err
 			}
+			if o.wait && o.verdict {
+				return usagef("upgrade: --wait and --verdict: give one (--wait also waits for the drain after the verdict)")
+			}
 			arg, err := upgradeArg(args)
 			if err != nil {
 				return err
@@ -251,6 +262,7 @@ launcher rollback gives everything back at once.`,
 		}),
 	}
 	cmd.Flags().BoolVar(&o.wait, "wait", false, "also wait for the probation's verdict and until the old generation has drained and exited; print the upgrade's report")
+	cmd.Flags().BoolVar(&o.verdict, "verdict", false, "wait for the probation's verdict, not for the drain: exit 0 once the new generation has passed (or serves, without a probation), 1 if it was rolled back")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print each step as a line of JSON (the report is the step \"report\")")
 	cmd.Flags().Var((*canaryFlag)(&o.canary), "canary", "percentages of new connections the new generation gets in turn (increasing, 1..99, such as 10,50) before all of them")
 	cmd.Flags().DurationVar(&o.interval, "canary-interval", supervisor.DefaultCanaryInterval, "how long each --canary weight holds")

@@ -180,7 +180,7 @@ func TestExitStatus(t *testing.T) {
 	}{
 		{args: []string{"--help"}, code: 0, stdout: "launcher [command]", noAction: true},
 		{args: []string{"-h"}, code: 0, stdout: "Available Commands", noAction: true},
-		{args: []string{"help", "upgrade"}, code: 0, stdout: "launcher upgrade [--wait] [--json] [--canary W[,W...] [--canary-interval D]] [VERSION|PATH]", noAction: true},
+		{args: []string{"help", "upgrade"}, code: 0, stdout: "launcher upgrade [--wait | --verdict] [--json] [--canary W[,W...] [--canary-interval D]] [VERSION|PATH]", noAction: true},
 		{args: []string{"upgrade", "--help"}, code: 0, stdout: "--wait", noAction: true},
 		{args: []string{"start", "--help"}, code: 0, stdout: "--probation", noAction: true},
 		{args: []string{"start", "--listen", "a:1", "-h", "--", "x"}, code: 0, stdout: "--probation", noAction: true},

@@ -23,12 +23,45 @@ func (c *cli) runUpgrade(ctx context.Context, arg string, o upgradeOptions) erro
 	if len(o.canary) > 0 {
 		opts.CanaryInterval = o.interval
 	}
+	if o.verdict {
+		return c.upgradeUntilVerdict(ctx, arg, opts, pr)
+	}
 	sum, err := c.client().UpgradeWith(ctx, arg, opts, pr.print)
 	if err != nil {
 		return interrupted(ctx, "upgrade", err) // the supervisor's message already names the command
 	}
 	pr.summary(sum)
 	return nil
+}
+
+// upgradeUntilVerdict follows an upgrade as --wait does and stops once
+// the new generation has passed: the step that its probation passed, or,
+// without a probation, that the old generation drains. A rollback ends
+// the request with its error first. What is left to follow (the old
+// generation's drain) goes on in the supervisor.
+func (c *cli) upgradeUntilVerdict(ctx context.Context, arg string, opts supervisor.UpgradeOptions, pr *printer) error {
+	opts.Wait = true
+	follow, stop := context.WithCancel(ctx)
+	defer stop()
+	newGen, passed := 0, false
+	_, err := c.client().UpgradeWith(follow, arg, opts, func(p supervisor.Progress) {
+		pr.print(p)
+		switch {
+		case p.Step == supervisor.StepStarting && newGen == 0:
+			newGen = p.Generation
+		case p.Step == supervisor.StepProbationPassed && p.Generation == newGen,
+			p.Step == supervisor.StepDraining && newGen != 0 && p.Generation != newGen:
+			passed = true
+			stop()
+		}
+	})
+	if passed && ctx.Err() == nil {
+		return nil
+	}
+	if err == nil {
+		return nil
+	}
+	return interrupted(ctx, "upgrade", err)
 }
 
 func (c *cli) runPromote(ctx context.Context) error {
