@@ -26,7 +26,9 @@
 #   KEEP                releases prune keeps, newest first (default 5); the
 #                       current and the release of every generation the
 #                       supervisor still has (active, standby during a
-#                       probation, starting, draining, failed) are always kept;
+#                       probation, starting, draining, failed) are always kept,
+#                       and so are a release a live process runs a file of
+#                       and one a kept script release names (releases/V/);
 #                       when the supervisor cannot tell (killed, leaving its
 #                       state.json and workers, or not answering) prune
 #                       deletes nothing: exit 1, a warning after an install
@@ -200,7 +202,13 @@ cmd_stage() {
 cmd_activate() {
   local version="$1"
   check_version "$version"
-  [ -x "$RELEASES/$version/$APP" ] || die "release $version is not installed in $RELEASES"
+  local bin="$RELEASES/$version/$APP"
+  if [ ! -x "$bin" ]; then
+    # Say which: a release there but not runnable is not "not installed".
+    [ -e "$bin" ] || [ -L "$bin" ] || die "release $version is not installed in $RELEASES"
+    [ -e "$bin" ] || die "release $version: $bin is a symlink to nothing (or a loop)"
+    die "release $version: $bin is not executable"
+  fi
   if ! running; then
     # A killed supervisor's workers may serve on: the next start adopts
     # them and serves their release, not current's, so repointing current
@@ -393,17 +401,62 @@ cmd_prune() {
   v="$(current_version)"
   [ -z "$v" ] || keep[$v]=1
   while read -r v _; do keep[$v]=1; done < <(live_versions <<<"$json")
+  while read -r v; do keep[$v]=1; done < <(running_versions)
   mapfile -t all < <(releases_oldest_first)
   total="${#all[@]}"
   n=0
   for v in "${all[@]}"; do
     n=$((n + 1))
-    if [ "$n" -gt $((total - KEEP)) ] || [ -n "${keep[$v]:-}" ]; then
+    [ "$n" -le $((total - KEEP)) ] || keep[$v]=1
+  done
+  # A release that needs others is a script that runs them: keep what
+  # every kept script names, and what those name in turn.
+  local -a todo=("${!keep[@]}")
+  local -A why=()
+  while [ "${#todo[@]}" -gt 0 ]; do
+    local from="${todo[0]}"
+    todo=("${todo[@]:1}")
+    while read -r v; do
+      if [ ! -d "$RELEASES/$v" ] || [ -n "${keep[$v]:-}" ]; then
+        continue
+      fi
+      keep[$v]=1
+      why[$v]="$from"
+      todo+=("$v")
+    done < <(named_versions "$from")
+  done
+  for v in "${all[@]}"; do
+    if [ -n "${keep[$v]:-}" ]; then
+      [ -z "${why[$v]:-}" ] || say "kept release $v: release ${why[$v]} runs it"
       continue
     fi
     rm -rf "${RELEASES:?}/$v"
     say "pruned release $v"
   done
+}
+
+# running_versions prints the releases a live process runs a file of (its
+# /proc/PID/exe): a script release's worker runs another release's binary
+# (exec releases/3/hello), which its next restart needs again.
+running_versions() {
+  local dir
+  dir="$(cd "$RELEASES" && pwd -P)" || return 0
+  find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/exe' -printf '%l\n' 2>/dev/null |
+    awk -v d="$dir/" 'index($0, d) == 1 { v = substr($0, length(d) + 1); sub(/\/.*/, "", v); print v }' | sort -u
+}
+
+# named_versions prints the releases that release VERSION's scripts (its
+# files that begin with #!) name as RELEASES_DIR_NAME/OTHER/.
+named_versions() {
+  local f base
+  base="$(basename "$RELEASES")"
+  for f in "$RELEASES/$1"/*; do
+    if [ ! -f "$f" ] || [ "$(head -c 2 "$f" 2>/dev/null)" != '#!' ]; then
+      continue
+    fi
+    grep -oE "(^|[^A-Za-z0-9._+-])$base/[A-Za-z0-9][A-Za-z0-9._+-]*/" "$f" 2>/dev/null |
+      sed -E "s|^.*$base/||; s|/\$||"
+  done | sort -u
 }
 
 cmd_status() {

@@ -152,6 +152,26 @@ func TestDeployScript(t *testing.T) {
 	d.fail("install", "v2", bin("v3"))
 	d.fail("install", "../v9", bin("v3"))
 	d.wantReleases("v1", "v2")
+	// A release there but not runnable is said as such, not as "not
+	// installed" (a new user's trial); nothing changes.
+	for name, make := range map[string]func(string) error{
+		"nox":  func(p string) error { return os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644) },
+		"loop": func(p string) error { return os.Symlink("hello", p) },
+	} {
+		p := filepath.Join(appRoot, "releases", name, "hello")
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := make(p); err != nil {
+			t.Fatal(err)
+		}
+		out := d.fail("activate", name)
+		if want := map[string]string{"nox": "is not executable", "loop": "is a symlink to nothing (or a loop)"}[name]; !strings.Contains(out, want) {
+			t.Errorf("activate %s: %q; want it to say %q", name, out, want)
+		}
+		os.RemoveAll(filepath.Dir(p))
+	}
+	d.wantCurrent("v1")
 
 	// Start the supervisor the way launcher@.service does: on current.
 	addr := freeAddr(t)
@@ -389,6 +409,48 @@ func TestDeployScriptPruneKnowsWhatRuns(t *testing.T) {
 	}
 	d.run([]string{"KEEP=1"}, "prune") // current and the newest install
 	d.wantReleases("v2", "v3")
+}
+
+// TestDeployScriptPruneKeepsWhatAScriptRuns: a release that needs others
+// is a script that runs them (the README's releases that are scripts).
+// prune kept only `current`, the supervisor's generations and the KEEP
+// newest, and deleted the release whose binary the active script release
+// execs: the next restart of its worker failed (exit 127) and nothing
+// served (a new user's trial). It now keeps the releases a live process
+// runs a file of (/proc/PID/exe) and those a kept script names.
+func TestDeployScriptPruneKeepsWhatAScriptRuns(t *testing.T) {
+	t.Parallel()
+	d, b, dir := newDeployScript(t)
+	d.run(nil, "install", "v1", helloPath(b.releases, "v1"))
+	d.run(nil, "stage", "v2", helloPath(b.releases, "v2"))
+	p := d.startOnCurrent(b, freeAddr(t), "0", "v1")
+	script := func(name, body string) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	// A relative path: only the running worker says it needs v2.
+	d.run([]string{"KEEP=1"}, "install", "v2rel", script("v2rel", `cd "$(dirname "$0")/.." && exec ./v2/hello "$@"`))
+	wantHello(t, p.addr, "v2")
+	d.wantReleases("v2", "v2rel")
+
+	// An absolute one, then a clean stop: nothing runs, the script names v2.
+	d.run([]string{"KEEP=1"}, "install", "v2abs", script("v2abs", "exec "+filepath.Join(d.appRoot, "releases")+`/v2/hello "$@"`))
+	d.wantReleases("v2", "v2abs")
+	if out, err := launcherCLI(t, b.launcher, nil, "stop", "--state-dir", d.stateDir); err != nil {
+		t.Fatalf("launcher stop: %v\n%s", err, out)
+	}
+	if err := p.wait(15 * time.Second); err != nil {
+		t.Fatalf("launcher start after stop: %v", err)
+	}
+	out := d.run([]string{"KEEP=1"}, "prune")
+	if !strings.Contains(out, "deploy.sh: kept release v2: release v2abs runs it") {
+		t.Errorf("KEEP=1 prune does not say why it kept v2:\n%s", out)
+	}
+	d.wantReleases("v2", "v2abs")
+	d.startOnCurrent(b, p.addr, "0", "v2") // what current names still starts
 }
 
 // TestDeployScriptPruneStoppedSupervisor: with the supervisor stopped
