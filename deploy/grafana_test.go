@@ -189,6 +189,16 @@ func TestDashboardModel(t *testing.T) {
 		}
 	}
 
+	// changes() of a counter counts its reset as a change: every restart
+	// of the supervisor drew an "upgrade" of each result on the
+	// annotations (a new user's trial). increase() reads a reset as none.
+	counterRE := regexp.MustCompile(`changes\(\s*launcher_\w+_(total|count|sum|bucket)\b`)
+	for _, q := range queries(t, d) {
+		if m := counterRE.FindString(q.expr); m != "" {
+			t.Errorf("%s: %s…: changes() of a counter counts its resets (a supervisor's restart) as changes; use increase()", q.where, m)
+		}
+	}
+
 	titles := make(map[string]bool)
 	for _, p := range allPanels(d.Panels) {
 		titles[p.Title] = true
