@@ -95,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.tpRounds, "throughput-rounds", 30, "rounds of the throughput comparison (6 or more), each in ABBA order (plain, launcher, launcher, plain): one ratio each, reported as the median with its 95% confidence interval")
 	fs.DurationVar(&c.tpRound, "throughput-round", time.Second, "each run of the client in the throughput comparison's rounds, in whole seconds (wrk's -d)")
 	fs.BoolVar(&c.profile, "profile", false, "after the throughput comparison, record the launcher's worker with perf during one more wrk run, and print the share of its CPU in the launcher's own code (needs perf and wrk)")
-	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: throughput comparison only)")
+	fs.BoolVar(&c.upgradeRuns, "upgrade-runs", true, "run the upgrade-under-load runs (false: none; the floor, idle upgrades, peers and throughput comparison run as their own flags say)")
 	fs.BoolVar(&c.verbose, "v", false, "show supervisor logs and upgrade progress")
 	fs.IntVar(&c.floorRuns, "floor", 25, "starts of the release alone that measure the exec floor (0: skip)")
 	fs.IntVar(&c.idleRuns, "idle-upgrades", 20, "upgrades with nothing in flight per --workers value, timed against the floor (0: skip)")
@@ -173,6 +173,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if c.tpRound < time.Second || c.tpRound%time.Second != 0 {
 		return c, fmt.Errorf("--throughput-round %s: want whole seconds, 1s or more (wrk's -d)", c.tpRound)
+	}
+	// A run with every part off built two releases and printed nothing,
+	// exit 0 (a new user's trial).
+	if c.floorRuns == 0 && c.idleRuns == 0 && c.sighups == 0 && c.peers == 0 && !c.upgradeRuns && !c.throughput {
+		return c, errors.New("nothing to run: --floor 0, --idle-upgrades 0, --upgrade-runs=false and --throughput=false turn off every part (and --peers, --sighup are 0)")
 	}
 	if c.profile && !c.throughput {
 		return c, errors.New("--profile: profiles the throughput comparison's launcher (--throughput=false)")
@@ -583,12 +588,16 @@ func (r runResult) label() string {
 	return r.handover + " " + r.variant
 }
 
-// pctSpread formats ratios as "median% (min%)", or "-".
+// pctSpread formats ratios as "median% (min%) of n", or "-". The median
+// of an even count is the mean of the middle two, as every other median
+// here (it was the upper one: 116 % for the two windows 96 % and 116 %, a
+// new user's check against the JSON), and n says how few windows it
+// may rest on.
 func pctSpread(xs []float64) string {
 	if len(xs) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f%% (%.0f%%)", 100*med(xs), 100*slices.Min(xs))
+	return fmt.Sprintf("%.0f%% (%.0f%%) of %d", 100*median(xs), 100*slices.Min(xs), len(xs))
 }
 
 // bucket is the width of the capacity windows and of the plot's steps.
@@ -612,7 +621,7 @@ func printTables(w io.Writer, cfg config, floor time.Duration, results []runResu
 	}
 	fmt.Fprintf(w, "== upgrade times (command -> new generation serving; command -> old generation gone; %s) and capacity per %s window ==\n", of, bucket)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start p50 (min)\tswitch p50 (min)\tsteady min\tsteady < 95%\tp99 upgrade / steady\tp99 cold start / steady\tp99 switch / steady")
+	fmt.Fprintln(tw, "mode\thandover\tworkers\tupgrades\tfailed upgrades\tserving p50\t× floor\tserving max\told gone p50\t× floor\told gone max\tmin window capacity\twindows < 95%\tcold start windows: p50 (min) of n\tswitch windows: p50 (min) of n\tsteady min\tsteady < 95%\tp99 upgrade / steady\tp99 cold start / steady\tp99 switch / steady")
 	for _, r := range results {
 		serve, gone := servingAndGone(r.timings)
 		// Without a steady median (a window of the steady state holds no

@@ -251,12 +251,6 @@ func runWrk(ctx context.Context, wrap []string, wrk, addr string, conns int, d t
 	return r, nil
 }
 
-func med(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func pct(xs []float64) string {
 	out := ""
 	for i, x := range xs {
