@@ -355,6 +355,12 @@ func (l *loop) finishAdoption() {
 			l.restart(active, i)
 		}
 	}
+	// An upgrade that died with the previous supervisor (its generation
+	// stopped above, or filed as failed) may have left --current on its
+	// release, where an operator pointed it before the SIGHUP: it names
+	// what serves again, or the next start would run that release (a new
+	// user's recheck).
+	l.realignCurrent()
 	l.started = true
 	l.releaseEarly()
 	a.req.finish(Progress{Step: StepServes, Generation: active.num, Version: active.release.Version}, nil)

@@ -189,3 +189,42 @@ func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
 		t.Errorf("generation 1 (v1) %s; want it serving on", g.State)
 	}
 }
+
+// A supervisor killed while an upgrade started, `current` repointed by
+// the operator to that release before the SIGHUP: the adopter stops the
+// starting generation and files its upgrade as failed, and points
+// `current` at what serves. It left current on the release that never
+// served, and the next clean start ran it and failed (a new user's
+// recheck, 2 of 2).
+func TestAdoptionPointsCurrentAtWhatServes(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.adoptable = map[int]string{501: "a", 601: "d"}
+	var current string
+	r := startRig(t, Config{Workers: 1, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
+		current = filepath.Join(filepath.Dir(r.rels), "current")
+		if err := os.Symlink(filepath.Join(r.rels, "v3"), current); err != nil {
+			t.Fatal(err)
+		}
+		fx.currentLink = current
+		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
+			Gens: []savedGen{
+				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
+				{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
+					Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
+			},
+			Group:   []string{"a"},
+			History: []savedRelease{{Version: "v2", Path: r.path("v2")}},
+		}
+	})
+	r.waitStarted()
+	eventually(t, "current at v2, which serves", func() error {
+		if got, _ := os.Readlink(current); filepath.Base(got) != "v2" {
+			return fmt.Errorf("current -> %s after the adoption; want v2, the active generation's", got)
+		}
+		return nil
+	})
+	if g := r.gen(4); g.State != StateFailed {
+		t.Errorf("generation 4 %s; want failed", g.State)
+	}
+}
