@@ -227,6 +227,62 @@ func TestUpgradeVerdict(t *testing.T) {
 	if r := <-long; r.err != nil || r.body != "hello from v1" {
 		t.Errorf("the long request on v1: %q, %v; want it finished", r.body, r.err)
 	}
+
+	// A verdict that is not "passed" comes as soon as it is known too, not
+	// after the drain that follows it (a new user's recheck: a rollback on
+	// request, and a probation a newer upgrade superseded, each kept
+	// --verdict for the whole drain of a long request).
+	type answer struct {
+		out, errOut string
+		code        int
+		took        time.Duration
+	}
+	verdict := func(version string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			start := time.Now()
+			out, errOut, code := s.cli("upgrade", "--verdict", version)
+			ch <- answer{out, errOut, code, time.Since(start)}
+		}()
+		return ch
+	}
+	inProbation := func(version string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if g := activeGen(s.status()); g != nil && g.Version == version && g.ProbationUntil != nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not in its probation within 10s", version)
+			}
+		}
+	}
+	answered := verdict("v3")
+	inProbation("v3")
+	onV3 := longRequest(s.addr, 5*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	if out, errOut, code := s.cli("rollback"); code != 0 {
+		t.Fatalf("rollback: exit %d\n%s%s", code, out, errOut)
+	}
+	if a := <-answered; a.code != 1 || !strings.Contains(a.errOut, "upgrade to v3: rolled back: generation 2 (v2) serves again: rollback requested") || a.took > 3*time.Second {
+		t.Errorf("upgrade --verdict v3, rolled back on request: exit %d after %s, stderr %q; want 1 at the rollback, not after the 5s request's drain\n%s", a.code, a.took, a.errOut, a.out)
+	}
+
+	onV2 := longRequest(s.addr, 5*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	answered = verdict("v3")
+	inProbation("v3")
+	if out, errOut, code := s.cli("upgrade", "v1"); code != 0 {
+		t.Fatalf("upgrade v1: exit %d\n%s%s", code, out, errOut)
+	}
+	if a := <-answered; a.code != 0 || !strings.Contains(a.out, "superseded by a newer upgrade") || a.took > 3*time.Second {
+		t.Errorf("upgrade --verdict v3, its probation superseded: exit %d after %s; want 0 at once, not after the 5s request's drain\n%s%s", a.code, a.took, a.out, a.errOut)
+	}
+	for _, r := range []result{<-onV3, <-onV2} {
+		if r.err != nil {
+			t.Errorf("a long request: %v; want it finished", r.err)
+		}
+	}
 }
 
 // TestRollbackPassesOverAStoppedStandbyWorker: one of the standby

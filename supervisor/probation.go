@@ -18,7 +18,7 @@ const (
 	probationRolledBack = "rollback requested"
 	probationJudged     = "judged"
 	probationBreached   = "breached"
-	probationSuperseded = "superseded by a newer upgrade"
+	probationSuperseded = ReasonSuperseded
 	// probationRolledBackAnew: launcher rollback with no standby worker
 	// left to give traffic back to started the previous release again,
 	// which ended the probation once ready.

@@ -46,6 +46,11 @@ const (
 	StepReport Step = "report"
 )
 
+// ReasonSuperseded is the Reason of a StepProbationEnded whose probation
+// a newer upgrade ended (once its new generation was ready): the
+// generation judged was not rolled back; the newer one takes over.
+const ReasonSuperseded = "superseded by a newer upgrade"
+
 // Progress is one step of an upgrade, a rollback or a stop, as the
 // supervisor streams it to `launcher upgrade` and to [Client] callers.
 // Fields that do not apply to a step are zero.

@@ -201,9 +201,9 @@ type upgradeOptions struct {
 	wait, json bool
 	// verdict: wait for the probation's verdict only, not the drain
 	// (see runUpgrade).
-	verdict bool
-	canary     []int
-	interval   time.Duration
+	verdict  bool
+	canary   []int
+	interval time.Duration
 }
 
 func (c *cli) upgradeCommand() *cobra.Command {

@@ -34,34 +34,52 @@ func (c *cli) runUpgrade(ctx context.Context, arg string, o upgradeOptions) erro
 	return nil
 }
 
-// upgradeUntilVerdict follows an upgrade as --wait does and stops once
-// the new generation has passed: the step that its probation passed, or,
-// without a probation, that the old generation drains. A rollback ends
-// the request with its error first. What is left to follow (the old
-// generation's drain) goes on in the supervisor.
+// upgradeUntilVerdict follows an upgrade as --wait does and stops at its
+// verdict: passed (its probation passed or was superseded by a newer
+// upgrade, or, without a probation, the old generation drains), or
+// rolled back (an error naming why). What is left to follow, a drain
+// that long requests can make last minutes, goes on in the supervisor:
+// --wait's final answer comes only after it, for a rollback too (a new
+// user's recheck: a requested rollback kept --verdict for the whole
+// drain of the generation rolled back from).
 func (c *cli) upgradeUntilVerdict(ctx context.Context, arg string, opts supervisor.UpgradeOptions, pr *printer) error {
 	opts.Wait = true
 	follow, stop := context.WithCancel(ctx)
 	defer stop()
-	newGen, passed := 0, false
+	var (
+		newGen         int
+		version        string
+		served, passed bool
+		back           error
+	)
 	_, err := c.client().UpgradeWith(follow, arg, opts, func(p supervisor.Progress) {
 		pr.print(p)
 		switch {
 		case p.Step == supervisor.StepStarting && newGen == 0:
-			newGen = p.Generation
+			newGen, version = p.Generation, p.Version
+		case newGen == 0:
+		case p.Step == supervisor.StepServes && p.Generation == newGen:
+			served = true
 		case p.Step == supervisor.StepProbationPassed && p.Generation == newGen,
-			p.Step == supervisor.StepDraining && newGen != 0 && p.Generation != newGen:
+			p.Step == supervisor.StepProbationEnded && p.Generation == newGen && p.Reason == supervisor.ReasonSuperseded,
+			// Without a probation, the generation it replaced drains.
+			p.Step == supervisor.StepDraining && served && p.Generation != newGen:
 			passed = true
+			stop()
+		case p.Step == supervisor.StepRolledBack && p.Other == newGen && back == nil:
+			back = fmt.Errorf("upgrade to %s: rolled back: %s", version, p)
 			stop()
 		}
 	})
-	if passed && ctx.Err() == nil {
+	switch {
+	case ctx.Err() != nil:
+		return interrupted(ctx, "upgrade", err)
+	case back != nil:
+		return back
+	case passed:
 		return nil
 	}
-	if err == nil {
-		return nil
-	}
-	return interrupted(ctx, "upgrade", err)
+	return err
 }
 
 func (c *cli) runPromote(ctx context.Context) error {
