@@ -91,17 +91,27 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		return release{}, fmt.Errorf("%w: %s: no such file", ErrBadRelease, p)
 	case err != nil:
-		// A symlink loop ("too many links"), a component that is not a
-		// directory, no permission: said as they are, not as a missing
-		// file (a new user's trial: a loop read "no such file").
-		return release{}, fmt.Errorf("%w: %s: %s", ErrBadRelease, p, strings.TrimPrefix(err.Error(), "EvalSymlinks: "))
+		// A symlink loop, a component that is not a directory, no
+		// permission: said as they are, not as a missing file (a new
+		// user's trial: a loop read "no such file").
+		why := strings.TrimPrefix(err.Error(), "EvalSymlinks: ")
+		if why == "too many links" {
+			why = "a symbolic link loop (too many links to follow)"
+		}
+		return release{}, fmt.Errorf("%w: %s: %s", ErrBadRelease, p, why)
 	}
 	rel, ok := s.inReleases(real)
 	if !ok {
 		return release{}, fmt.Errorf("%w: %s resolves to %s, outside --releases %s", ErrBadRelease, p, real, s.cfg.Releases)
 	}
 	if err := checkExecutable(real); err != nil {
-		return release{}, fmt.Errorf("%w: %s: %w", ErrBadRelease, p, err)
+		// Through a link (current/hello), the file it leads to is what
+		// the operator must fix (a new user's recheck).
+		name := p
+		if real != abs {
+			name = fmt.Sprintf("%s (%s)", p, real)
+		}
+		return release{}, fmt.Errorf("%w: %s: %w", ErrBadRelease, name, err)
 	}
 	if version == "" && rel != "" {
 		version = strings.SplitN(rel, "/", 2)[0]

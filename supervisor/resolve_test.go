@@ -86,8 +86,21 @@ func TestResolvePathThroughASymlink(t *testing.T) {
 	if err := os.Symlink("app", filepath.Join(loop, "app")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.s.resolve("loop"); !errors.Is(err, ErrBadRelease) || !strings.HasSuffix(err.Error(), "/loop/app: too many links") {
+	if _, err := r.s.resolve("loop"); !errors.Is(err, ErrBadRelease) || !strings.HasSuffix(err.Error(), "/loop/app: a symbolic link loop (too many links to follow)") {
 		t.Errorf("resolve of a release that is a symlink loop: %v; want it refused as a loop", err)
+	}
+	// Through a link, a file that cannot run is named beside the link.
+	nox := filepath.Join(r.s.cfg.Releases, "nox")
+	if err := os.MkdirAll(nox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(nox, "app"), []byte("#!/bin/sh\n"), 0o644)
+	link := filepath.Join(dir, "cur")
+	if err := os.Symlink(nox, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.resolve(filepath.Join(link, "app")); err == nil || !strings.Contains(err.Error(), filepath.Join(link, "app")+" ("+filepath.Join(nox, "app")+"): ") {
+		t.Errorf("resolve of a file that cannot run, through a link: %v; want both named", err)
 	}
 	if _, err := r.s.resolve(filepath.Join(r.s.cfg.Releases, "v2", "missing")); err == nil || !strings.HasSuffix(err.Error(), "missing: no such file") {
 		t.Errorf("resolve of a missing file: %v; want no such file", err)
