@@ -28,7 +28,8 @@
 #                       supervisor still has (active, standby during a
 #                       probation, starting, draining, failed) are always kept,
 #                       and so are a release a live process runs a file of
-#                       and one a kept script release names (releases/V/);
+#                       and one a kept script release names (releases/V or
+#                       ../V);
 #                       when the supervisor cannot tell (killed, leaving its
 #                       state.json and workers, or not answering) prune
 #                       deletes nothing: exit 1, a warning after an install
@@ -445,8 +446,11 @@ running_versions() {
     awk -v d="$dir/" 'index($0, d) == 1 { v = substr($0, length(d) + 1); sub(/\/.*/, "", v); print v }' | sort -u
 }
 
-# named_versions prints the releases that release VERSION's scripts (its
-# files that begin with #!) name as RELEASES_DIR_NAME/OTHER/.
+# named_versions prints the names that release VERSION's scripts (its
+# files that begin with #!) give as RELEASES_DIR_NAME/OTHER or ../OTHER
+# (a path from the script's own directory); the caller keeps those that
+# are releases. A path built from a variable is not seen: a live worker
+# that runs it is (running_versions).
 named_versions() {
   local f base
   base="$(basename "$RELEASES")"
@@ -454,8 +458,8 @@ named_versions() {
     if [ ! -f "$f" ] || [ "$(head -c 2 "$f" 2>/dev/null)" != '#!' ]; then
       continue
     fi
-    grep -oE "(^|[^A-Za-z0-9._+-])$base/[A-Za-z0-9][A-Za-z0-9._+-]*/" "$f" 2>/dev/null |
-      sed -E "s|^.*$base/||; s|/\$||"
+    grep -oE "(^|[^A-Za-z0-9._+-])($base|\.\.)/[A-Za-z0-9][A-Za-z0-9._+-]*" "$f" 2>/dev/null |
+      sed -E "s|^.*/||"
   done | sort -u
 }
 

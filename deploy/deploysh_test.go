@@ -450,7 +450,19 @@ func TestDeployScriptPruneKeepsWhatAScriptRuns(t *testing.T) {
 		t.Errorf("KEEP=1 prune does not say why it kept v2:\n%s", out)
 	}
 	d.wantReleases("v2", "v2abs")
-	d.startOnCurrent(b, p.addr, "0", "v2") // what current names still starts
+	// A path from the script's own directory, or to the release's
+	// directory without a slash after it, names the release too (a new
+	// user's recheck: ../v3/hello was pruned).
+	d.run(nil, "stage", "v3", helloPath(b.releases, "v3"))
+	d.run(nil, "stage", "v3rel", script("v3rel", `exec "$(dirname "$0")/../v3/hello" "$@"`))
+	d.run(nil, "activate", "v3rel") // nothing runs: current moves
+	d.run([]string{"KEEP=1"}, "prune")
+	d.wantReleases("v3", "v3rel")
+	d.run(nil, "stage", "v3cd", script("v3cd", "cd "+filepath.Join(d.appRoot, "releases")+`/v3 && exec ./hello "$@"`))
+	d.run(nil, "activate", "v3cd")
+	d.run([]string{"KEEP=1"}, "prune")
+	d.wantReleases("v3", "v3cd")
+	d.startOnCurrent(b, p.addr, "0", "v3") // what current names still starts
 }
 
 // TestDeployScriptPruneStoppedSupervisor: with the supervisor stopped
