@@ -222,10 +222,10 @@ limits and was rolled back, or breached them with no old worker left to
 roll back to: then at once, and the new generation serves on) and for the
 old generation to exit, and prints the upgrade's report. --verdict waits
 for the verdict only: exit 0 once the new generation has passed its
-probation (with --probation 0, once it serves and the old one drains),
-1 if it was rolled back; the old generation's drain, which long requests
-can make last minutes, goes on after it (a service manager's reload:
-deploy/systemd).
+probation (with --probation 0, once it serves and the old one drains;
+or once a newer upgrade ended the probation), 1 as soon as it is rolled
+back; the drain that follows either, which long requests can make last
+minutes, goes on after it (a service manager's reload: deploy/systemd).
 
 With --canary 10,50 the new generation first gets 10% of new connections,
 then 50%, each for --canary-interval, then all of them and the usual
