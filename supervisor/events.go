@@ -199,6 +199,11 @@ func (e evExited) apply(l *loop) {
 	}
 	w.exited = true
 	w.exitErr = w.proc.exitErr()
+	// A retired worker's death is judged first: failing its pending
+	// requests below runs their callbacks, and a release's may end its
+	// generation's drain, which must know of the death by then (a CI run:
+	// "generation drained", then "worker died during its drain").
+	l.judgeRetiredExit(w)
 	delete(l.byToken, w.token)
 	l.fx.removeAdmin(w.admin)
 	if w.conn != nil {
@@ -239,21 +244,6 @@ func (e evExited) apply(l *loop) {
 		// generation starts it again (see rollBackTo).
 		l.m.WorkerCrashes.WithLabelValues(StateStandby).Inc()
 		l.workerLog(w).Warn("worker of the standby generation exited; not restarted while it stands by", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && w.ready && !w.killed && g.state == StateFailed && !w.released && diedDraining(w):
-		// A release rolled back from (it crashed, or the judge found it
-		// worse) whose worker dies before its release is answered: the
-		// same release failing again, as when it crashes in all its
-		// workers at once, not a drain's loss.
-		// It crashed as an active worker (the rollback came a moment
-		// before, at another worker's crash).
-		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
-		l.workerLog(w).Warn("worker of a failed generation exited before its release", "err", w.exitErr, "stderr", w.tail.last(3))
-	case w.stopping && w.ready && !w.killed && !w.cut && diedDraining(w):
-		// Only a worker that got ready served: one that exits before is
-		// its upgrade's failure, reported as such.
-		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
-		g.deaths = append(g.deaths, fmt.Sprintf("worker %d (pid %d) died during its drain (%v): what it still served was cut", w.index, w.pid, w.exitErr))
-		l.workerLog(w).Warn("worker died during its drain: what it still served was cut", "err", w.exitErr, "stderr", w.tail.last(3))
 	}
 	if !g.hasLive() && (g.state == StateDraining || (g.state == StateActive && l.stop != nil)) {
 		g.state = StateExited
@@ -264,6 +254,34 @@ func (e evExited) apply(l *loop) {
 		l.checkAdoption()
 	}
 	l.checkStop()
+}
+
+// judgeRetiredExit says what the exit of w, a worker being retired
+// (stopping), means: a failed generation's worker dying before its
+// release, or a death during its drain, which its generation's drain
+// then names. A clean exit, a kill of ours or a cut drain is neither.
+func (l *loop) judgeRetiredExit(w *worker) {
+	if !w.stopping || !w.ready || w.killed || !diedDraining(w) {
+		return
+	}
+	g := w.gen
+	switch {
+	case g.state == StateFailed && !w.released:
+		// A release rolled back from (it crashed, or the judge found it
+		// worse) whose worker dies before its release is answered: the
+		// same release failing again, as when it crashes in all its
+		// workers at once, not a drain's loss.
+		// It crashed as an active worker (the rollback came a moment
+		// before, at another worker's crash).
+		l.m.WorkerCrashes.WithLabelValues(StateActive).Inc()
+		l.workerLog(w).Warn("worker of a failed generation exited before its release", "err", w.exitErr, "stderr", w.tail.last(3))
+	case !w.cut:
+		// Only a worker that got ready served: one that exits before is
+		// its upgrade's failure, reported as such.
+		l.m.WorkerCrashes.WithLabelValues(StateDraining).Inc()
+		g.deaths = append(g.deaths, fmt.Sprintf("worker %d (pid %d) died during its drain (%v): what it still served was cut", w.index, w.pid, w.exitErr))
+		l.workerLog(w).Warn("worker died during its drain: what it still served was cut", "err", w.exitErr, "stderr", w.tail.last(3))
+	}
 }
 
 // diedDraining reports whether w, released, exited before its drain was

@@ -44,6 +44,7 @@ type behaviour struct {
 	protocol        int           // hello version; 0 means control.Version
 	reverse         bool          // answer a quiesce after the next request
 	mute            bool          // answer no quiesce or release: stopped (SIGSTOP) or stuck
+	dieAtRelease    bool          // crash when released, its answer never sent (killed during its drain)
 	// stopOneReady: the first of its generation's workers to report
 	// ready is stopped (see fakeProc.stop) right after it.
 	stopOneReady bool
@@ -737,6 +738,10 @@ func (fx *fakeEffects) runWorker(p *fakeProc, b behaviour, env []string, rejoin 
 			}
 		case control.TypeRelease:
 			fx.closeSockets(p.id)
+			if b.dieAtRelease {
+				p.die()
+				return
+			}
 			reply(m, control.TypeReleased)
 			p.mu.Lock()
 			p.released = true

@@ -980,3 +980,27 @@ func TestAdoptedWorkersDrainReadBeforeItsExit(t *testing.T) {
 		t.Errorf("the stop of an adopted worker that drained clean:\n%s\nwant no death during its drain", strings.Join(steps, "\n"))
 	}
 }
+
+// A worker that dies while its release is still unanswered (killed during
+// its drain) is named in its generation's drain: its exit failed the
+// pending release first, whose callback ended the drain, and the death
+// was recorded only after "generation drained" (a CI run of
+// e2e/TestWorkerDeathsOutsideActiveAreReported).
+func TestDeathWithAReleasePendingIsNamedInTheDrain(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{dieAtRelease: true}
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, nil)
+	r.waitStarted()
+	pid := r.gen(1).PIDs[0]
+	st, err := r.upgrade("v2", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("worker 0 (pid %d) died during its drain (exit status 1): what it still served was cut", pid)
+	if !strings.Contains(st.text(), want) {
+		t.Errorf("upgrade --wait's steps:\n%s\nwant the drain to name %q", st.text(), want)
+	}
+	if log := r.log.String(); !strings.Contains(log, `msg="generation gone: not every worker drained"`) || !strings.Contains(log, "deaths=1") {
+		t.Errorf("the log does not say generation 1's drain lost a worker:\n%s", log)
+	}
+}
