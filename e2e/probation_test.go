@@ -196,19 +196,20 @@ func TestProbationRollbackAndPass(t *testing.T) {
 // its probation and was rolled back had `systemctl reload` succeed (a new
 // user's trial).
 func TestUpgradeVerdict(t *testing.T) {
-	addRelease(t, "vcrashlate", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 1; kill -9 $child; wait $child; exit 1`)
-	s := startSup(t, "--probation", "3s")
-	long := longRequest(s.addr, 8*time.Second)
+	t.Parallel()
+	addRelease(t, "vcrashsoon", filepath.Join(bins.releases, "v2", "hello")+` "$@" & child=$!; sleep 1; kill -9 $child; wait $child; exit 1`)
+	s := startSup(t, "--probation", "2s")
+	long := longRequest(s.addr, 6*time.Second)
 	time.Sleep(200 * time.Millisecond)
 
 	start := time.Now()
 	out, errOut, code := s.cli("upgrade", "--verdict", "v2")
 	took := time.Since(start)
-	if code != 0 || !strings.Contains(out, "generation 2 passed its 3s probation") {
+	if code != 0 || !strings.Contains(out, "generation 2 passed its 2s probation") {
 		t.Fatalf("upgrade --verdict v2: exit %d\n%s%s", code, out, errOut)
 	}
-	if took < 3*time.Second || took > 6*time.Second {
-		t.Errorf("upgrade --verdict returned after %s; want the 3s probation's end, not the 8s request's drain", took)
+	if took < 2*time.Second || took > 5*time.Second {
+		t.Errorf("upgrade --verdict returned after %s; want the 2s probation's end, not the 6s request's drain", took)
 	}
 	if strings.Contains(out, "drained") {
 		t.Errorf("upgrade --verdict waited for the drain:\n%s", out)
@@ -217,9 +218,9 @@ func TestUpgradeVerdict(t *testing.T) {
 		t.Errorf("generation 1 after the verdict = %+v; want draining its long request", g)
 	}
 
-	out, errOut, code = s.cli("upgrade", "--verdict", "vcrashlate")
+	out, errOut, code = s.cli("upgrade", "--verdict", "vcrashsoon")
 	if code != 1 || !strings.Contains(errOut, "crashed during its probation") {
-		t.Errorf("upgrade --verdict vcrashlate: exit %d, stderr %q; want 1 naming the crash\n%s", code, errOut, out)
+		t.Errorf("upgrade --verdict vcrashsoon: exit %d, stderr %q; want 1 naming the crash\n%s", code, errOut, out)
 	}
 	if _, errOut, code := s.cli("upgrade", "--verdict", "--wait", "v3"); code != 2 || !strings.Contains(errOut, "--wait and --verdict") {
 		t.Errorf("upgrade --verdict --wait: exit %d, %q; want a usage error", code, errOut)
@@ -259,24 +260,24 @@ func TestUpgradeVerdict(t *testing.T) {
 	}
 	answered := verdict("v3")
 	inProbation("v3")
-	onV3 := longRequest(s.addr, 5*time.Second)
+	onV3 := longRequest(s.addr, 4*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	if out, errOut, code := s.cli("rollback"); code != 0 {
 		t.Fatalf("rollback: exit %d\n%s%s", code, out, errOut)
 	}
-	if a := <-answered; a.code != 1 || !strings.Contains(a.errOut, "upgrade to v3: rolled back: generation 2 (v2) serves again: rollback requested") || a.took > 3*time.Second {
-		t.Errorf("upgrade --verdict v3, rolled back on request: exit %d after %s, stderr %q; want 1 at the rollback, not after the 5s request's drain\n%s", a.code, a.took, a.errOut, a.out)
+	if a := <-answered; a.code != 1 || !strings.Contains(a.errOut, "upgrade to v3: rolled back: generation 2 (v2) serves again: rollback requested") || a.took > 3500*time.Millisecond {
+		t.Errorf("upgrade --verdict v3, rolled back on request: exit %d after %s, stderr %q; want 1 at the rollback, not after the 4s request's drain\n%s", a.code, a.took, a.errOut, a.out)
 	}
 
-	onV2 := longRequest(s.addr, 5*time.Second)
+	onV2 := longRequest(s.addr, 4*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	answered = verdict("v3")
 	inProbation("v3")
 	if out, errOut, code := s.cli("upgrade", "v1"); code != 0 {
 		t.Fatalf("upgrade v1: exit %d\n%s%s", code, out, errOut)
 	}
-	if a := <-answered; a.code != 0 || !strings.Contains(a.out, "superseded by a newer upgrade") || a.took > 3*time.Second {
-		t.Errorf("upgrade --verdict v3, its probation superseded: exit %d after %s; want 0 at once, not after the 5s request's drain\n%s%s", a.code, a.took, a.out, a.errOut)
+	if a := <-answered; a.code != 0 || !strings.Contains(a.out, "superseded by a newer upgrade") || a.took > 3500*time.Millisecond {
+		t.Errorf("upgrade --verdict v3, its probation superseded: exit %d after %s; want 0 at once, not after the 4s request's drain\n%s%s", a.code, a.took, a.out, a.errOut)
 	}
 	for _, r := range []result{<-onV3, <-onV2} {
 		if r.err != nil {
