@@ -200,3 +200,30 @@ func BenchmarkTrackerStats(b *testing.B) {
 		}
 	}
 }
+
+// A request still being received (a header arriving slowly) counts in
+// flight during a drain, which waits for it and cuts it at its deadline
+// as a request: status and the draining step said "0 request(s) in
+// flight" all through a drain that then reported "1 request(s) cut" (a
+// new user's trial). Outside a drain, in flight is what handlers run.
+func TestReceivingRequestCountsInFlightDuringADrain(t *testing.T) {
+	c, client := tcpPair(t)
+	c.SetIdle(true)
+	send(t, client, "GET / HT") // the rest of the header still to come
+	if _, err := c.Read(make([]byte, 64)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.receiving() {
+		t.Fatal("the connection is not receiving after a partial request")
+	}
+	if n := c.t.Stats().InflightRequests; n != 0 {
+		t.Errorf("in flight before the drain: %d; want 0 (no handler runs)", n)
+	}
+	c.t.StartDrain()
+	if n := c.t.Stats().InflightRequests; n != 1 {
+		t.Errorf("in flight during the drain: %d; want 1, the request being received", n)
+	}
+	if _, requests := c.t.closeAll(); requests != 1 {
+		t.Errorf("closeAll cut %d requests; want 1, as Stats counted", requests)
+	}
+}

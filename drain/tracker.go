@@ -68,9 +68,32 @@ func (t *Tracker) clock() int64 { return int64(time.Since(t.epoch)) }
 // Stats returns the current counters: three atomic loads, not a walk
 // of the connections, so that a scrape or the supervisor's count of a
 // worker with 10,000 connections neither costs more nor holds up their
-// accepts and closes.
+// accepts and closes. During a drain, InflightRequests also counts the
+// requests begun on a connection (a byte received) that no handler runs
+// yet, such as a header arriving slowly: the drain waits for them and
+// cuts them at its deadline as requests, and an operator watching it must
+// see them (a new user's trial: "0 request(s) in flight" all through a
+// drain that then reported "1 request(s) cut"). That walk costs a drain
+// no more than its own poll of the idle connections, every 10 ms.
 func (t *Tracker) Stats() Stats {
-	return Stats{InflightRequests: t.inflight.Load(), OpenConnections: t.open.Load(), Hijacked: t.hijacked.Load()}
+	s := Stats{InflightRequests: t.inflight.Load(), OpenConnections: t.open.Load(), Hijacked: t.hijacked.Load()}
+	if t.draining.Load() {
+		s.InflightRequests += t.receiving()
+	}
+	return s
+}
+
+// receiving counts the connections on which a request has begun that no
+// handler runs yet (see Conn.receiving).
+func (t *Tracker) receiving() (n int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.receiving() {
+			n++
+		}
+	}
+	return n
 }
 
 // FirstConnection returns when the tracker saw its first connection
