@@ -188,6 +188,49 @@ func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
 	if g := r.gen(1); g.State != StateActive {
 		t.Errorf("generation 1 (v1) %s; want it serving on", g.State)
 	}
+
+	// Refused as in progress: current names what serves meanwhile, not
+	// the refused release, nor the one starting (a recheck: it named the
+	// refused one for the 10 s of the other's warm-up).
+	fx.behave["v3"] = behaviour{readyAfter: 800 * time.Millisecond}
+	started := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := r.s.Upgrade(ctx, "v3", false, nil)
+		started <- err
+	}()
+	eventually(t, "v3 starting", func() error {
+		if st := r.status(); len(st.Generations) == 0 || st.Generations[len(st.Generations)-1].Version != "v3" {
+			return fmt.Errorf("generations %+v", st.Generations)
+		}
+		return nil
+	})
+	tmp := current + ".op"
+	if err := os.Symlink(filepath.Join(r.rels, "v2"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, current); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err := r.s.Upgrade(ctx, "", false, nil)
+	cancel()
+	if !errors.Is(err, ErrUpgradeInProgress) {
+		t.Fatalf("upgrade while v3 starts: %v; want it refused in progress", err)
+	}
+	if got, _ := os.Readlink(current); filepath.Base(got) != "v1" {
+		t.Errorf("current -> %s while v3 starts, after a refused upgrade to v2; want v1, which serves", got)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "current at v3 once it serves", func() error {
+		if got, _ := os.Readlink(current); filepath.Base(got) != "v3" {
+			return fmt.Errorf("current -> %s", got)
+		}
+		return nil
+	})
 }
 
 // A supervisor killed while an upgrade started, `current` repointed by

@@ -89,6 +89,11 @@ func (s *Supervisor) resolvePath(p, version string) (release, error) {
 	real, err := filepath.EvalSymlinks(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		// A link to nothing is there, and says where it leads (a recheck:
+		// "no such file" of a file that exists as a dangling link).
+		if to, lerr := os.Readlink(abs); lerr == nil {
+			return release{}, fmt.Errorf("%w: %s: a symbolic link to %s, which does not exist", ErrBadRelease, p, to)
+		}
 		return release{}, fmt.Errorf("%w: %s: no such file", ErrBadRelease, p)
 	case err != nil:
 		// A symlink loop, a component that is not a directory, no

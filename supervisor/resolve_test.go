@@ -102,6 +102,17 @@ func TestResolvePathThroughASymlink(t *testing.T) {
 	if _, err := r.s.resolve(filepath.Join(link, "app")); err == nil || !strings.Contains(err.Error(), filepath.Join(link, "app")+" ("+filepath.Join(nox, "app")+"): ") {
 		t.Errorf("resolve of a file that cannot run, through a link: %v; want both named", err)
 	}
+	// A dangling link says where it leads (a new user's recheck).
+	dangle := filepath.Join(r.s.cfg.Releases, "dangle")
+	if err := os.MkdirAll(dangle, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/nonexistent/app", filepath.Join(dangle, "app")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.resolve("dangle"); err == nil || !strings.HasSuffix(err.Error(), "/dangle/app: a symbolic link to /nonexistent/app, which does not exist") {
+		t.Errorf("resolve of a dangling link: %v; want it said as one", err)
+	}
 	if _, err := r.s.resolve(filepath.Join(r.s.cfg.Releases, "v2", "missing")); err == nil || !strings.HasSuffix(err.Error(), "missing: no such file") {
 		t.Errorf("resolve of a missing file: %v; want no such file", err)
 	}

@@ -55,8 +55,8 @@ type cmdUpgrade struct {
 // refuse ends c's request with err, changing nothing but --current,
 // which names what serves again (see realignCurrent).
 func (c cmdUpgrade) refuse(l *loop, err error) {
-	c.req.finish(Progress{}, err)
 	l.realignCurrent()
+	c.req.finish(Progress{}, err)
 }
 
 func (c cmdUpgrade) apply(l *loop) {
@@ -669,10 +669,13 @@ func reloading() []string {
 // it served): an operator who repointed current and sent SIGHUP, the
 // article's habit, left it naming a release that does not serve, and the
 // supervisor's next start ran that one (a new user's trial: a restart
-// after a refused upgrade failed, and nothing served). With an upgrade
-// under way, its own end repoints.
+// after a refused upgrade failed, and nothing served). An upgrade under
+// way repoints at its own end, to its release if it serves; until then
+// what serves is the active generation, refused "in progress" included
+// (a recheck: current named the refused release for the 10 s of another
+// upgrade's warm-up).
 func (l *loop) realignCurrent() {
-	if l.op != nil || l.active == nil {
+	if l.active == nil {
 		return
 	}
 	l.repoint(l.active.release) // a no-op without --current
