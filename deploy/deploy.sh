@@ -29,7 +29,8 @@
 #                       probation, starting, draining, failed) are always kept,
 #                       and so are a release a live process runs a file of
 #                       and one a kept script release names (releases/V or
-#                       ../V);
+#                       ../V) or a kept release links to (releases/stable ->
+#                       V, releases/S/$APP -> ../V/$APP);
 #                       when the supervisor cannot tell (killed, leaving its
 #                       state.json and workers, or not answering) prune
 #                       deletes nothing: exit 1, a warning after an install
@@ -424,7 +425,7 @@ cmd_prune() {
       keep[$v]=1
       why[$v]="$from"
       todo+=("$v")
-    done < <(named_versions "$from")
+    done < <(named_versions "$from" && linked_versions "$from")
   done
   for v in "${all[@]}"; do
     if [ -n "${keep[$v]:-}" ]; then
@@ -444,6 +445,24 @@ running_versions() {
   dir="$(cd "$RELEASES" && pwd -P)" || return 0
   find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/exe' -printf '%l\n' 2>/dev/null |
     awk -v d="$dir/" 'index($0, d) == 1 { v = substr($0, length(d) + 1); sub(/\/.*/, "", v); print v }' | sort -u
+}
+
+# linked_versions prints the releases that release VERSION leads to
+# through symbolic links: the directory itself (releases/stable -> v3)
+# or a file in it (releases/sL/hello -> ../v3/hello). current naming such
+# an alias had the release behind it pruned (a new user's recheck).
+linked_versions() {
+  local dir f real
+  dir="$(cd "$RELEASES" && pwd -P)" || return 0
+  for f in "$RELEASES/$1" "$RELEASES/$1"/*; do
+    real="$(readlink -f "$f" 2>/dev/null)" || continue
+    case "$real" in
+      "$dir"/*)
+        real="${real#"$dir"/}"
+        echo "${real%%/*}"
+        ;;
+    esac
+  done | sort -u
 }
 
 # named_versions prints the names that release VERSION's scripts (its

@@ -462,6 +462,21 @@ func TestDeployScriptPruneKeepsWhatAScriptRuns(t *testing.T) {
 	d.run(nil, "activate", "v3cd")
 	d.run([]string{"KEEP=1"}, "prune")
 	d.wantReleases("v3", "v3cd")
+	// An alias: current -> releases/stable -> v3 keeps v3 (a recheck: it
+	// was pruned, and current led nowhere).
+	d.run(nil, "stage", "v4", helloPath(b.releases, "v1"))
+	rels := filepath.Join(d.appRoot, "releases")
+	if err := os.Symlink("v3", filepath.Join(rels, "stable")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(d.appRoot, "current")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("releases/stable", filepath.Join(d.appRoot, "current")); err != nil {
+		t.Fatal(err)
+	}
+	d.run([]string{"KEEP=1"}, "prune")
+	d.wantReleases("stable", "v3", "v4")
 	d.startOnCurrent(b, p.addr, "0", "v3") // what current names still starts
 }
 
