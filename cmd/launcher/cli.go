@@ -222,7 +222,7 @@ limits and was rolled back, or breached them with no old worker left to
 roll back to: then at once, and the new generation serves on) and for the
 old generation to exit, and prints the upgrade's report. --verdict waits
 for the verdict only: exit 0 once the new generation has passed its
-probation (with --probation 0, once it serves and the old one drains;
+probation (with --probation 0, as soon as the old one begins its drain;
 or once a newer upgrade ended the probation), 1 as soon as it is rolled
 back; the drain that follows either, which long requests can make last
 minutes, goes on after it (a service manager's reload: deploy/systemd).
@@ -262,7 +262,7 @@ launcher rollback gives everything back at once.`,
 		}),
 	}
 	cmd.Flags().BoolVar(&o.wait, "wait", false, "also wait for the probation's verdict and until the old generation has drained and exited; print the upgrade's report")
-	cmd.Flags().BoolVar(&o.verdict, "verdict", false, "wait for the probation's verdict, not for the drain: exit 0 once the new generation has passed (or serves, without a probation), 1 if it was rolled back")
+	cmd.Flags().BoolVar(&o.verdict, "verdict", false, "wait for the probation's verdict, not for the drain: exit 0 once the new generation has passed (without a probation, once the old one begins its drain), 1 as soon as it is rolled back")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print each step as a line of JSON (the report is the step \"report\")")
 	cmd.Flags().Var((*canaryFlag)(&o.canary), "canary", "percentages of new connections the new generation gets in turn (increasing, 1..99, such as 10,50) before all of them")
 	cmd.Flags().DurationVar(&o.interval, "canary-interval", supervisor.DefaultCanaryInterval, "how long each --canary weight holds")
