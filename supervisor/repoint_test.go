@@ -271,3 +271,73 @@ func TestAdoptionPointsCurrentAtWhatServes(t *testing.T) {
 		t.Errorf("generation 4 %s; want failed", g.State)
 	}
 }
+
+// An upgrade refused while the first generation starts (a warm-up) leaves
+// current on the first generation's release, what a restart runs again:
+// it stayed on the refused release until the first generation served,
+// and a supervisor killed in that window could not start again (a new
+// user's recheck, 2 of 2).
+func TestCurrentNamesTheFirstGenerationDuringItsStart(t *testing.T) {
+	fx := newFakeEffects(t)
+	fx.behave["v1"] = behaviour{readyAfter: 2 * time.Second}
+	var current string
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		current = filepath.Join(filepath.Dir(r.rels), "current")
+		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
+			t.Fatal(err)
+		}
+		fx.currentLink = current
+		r.s.cfg.Current = current
+		r.s.cfg.Command[0] = filepath.Join(current, "app")
+		first, err := r.s.resolve("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.s.first = first
+	})
+	eventually(t, "generation 1 starting", func() error {
+		st, err := r.s.Status(context.Background())
+		if err != nil || len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
+			return fmt.Errorf("status %+v, %v", st, err)
+		}
+		return nil
+	})
+	nox := filepath.Join(r.rels, "nox", "app")
+	if err := os.MkdirAll(filepath.Dir(nox), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(nox, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tmp := current + ".op"
+	if err := os.Symlink(filepath.Join(r.rels, "nox"), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, current); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.s.Upgrade(ctx, "", false, nil); !errors.Is(err, ErrBadRelease) {
+		t.Fatalf("upgrade to a file that cannot run: %v; want it refused", err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for filepath.Base(mustReadlink(t, current)) != "v1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("current -> %s during the first start; want v1, the release starting", mustReadlink(t, current))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := r.status(); len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
+		t.Errorf("generation 1 %+v; the check must run during its start", st.Generations)
+	}
+}
+
+func mustReadlink(t *testing.T, p string) string {
+	t.Helper()
+	got, err := os.Readlink(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}

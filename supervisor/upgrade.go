@@ -675,11 +675,18 @@ func reloading() []string {
 // (a recheck: current named the refused release for the 10 s of another
 // upgrade's warm-up).
 func (l *loop) realignCurrent() {
-	if l.active == nil {
+	g := l.active
+	if g == nil && l.op != nil && l.op.first {
+		// The first start: its release is what a restart runs again (a
+		// recheck: a refusal then left current on the refused release,
+		// and a restart in that window failed to start at all).
+		g = l.op.g
+	}
+	if g == nil {
 		return
 	}
-	l.repoint(l.active.release) // a no-op without --current
-	l.genLog(l.active).Debug("current points at the serving release after an upgrade that did not happen")
+	l.repoint(g.release) // a no-op without --current
+	l.genLog(g).Debug("current points at the serving release after an upgrade that did not happen")
 }
 
 // repoint points --current at rel's directory, if set, and reports
