@@ -29,8 +29,8 @@
 #                       probation, starting, draining, failed) are always kept,
 #                       and so are a release a live process runs a file of
 #                       and one a kept script release names (releases/V or
-#                       ../V) or a kept release links to (releases/stable ->
-#                       V, releases/S/$APP -> ../V/$APP);
+#                       ../V) or a kept release or an alias links to
+#                       (releases/stable -> V, releases/S/$APP -> ../V/$APP);
 #                       when the supervisor cannot tell (killed, leaving its
 #                       state.json and workers, or not answering) prune
 #                       deletes nothing: exit 1, a warning after an install
@@ -404,6 +404,11 @@ cmd_prune() {
   [ -z "$v" ] || keep[$v]=1
   while read -r v _; do keep[$v]=1; done < <(live_versions <<<"$json")
   while read -r v; do keep[$v]=1; done < <(running_versions)
+  # An alias (releases/stable -> v3) is the operator's pointer: what it
+  # leads to stays, or it would dangle (a new user's recheck).
+  for v in "$RELEASES"/*; do
+    [ ! -L "$v" ] || keep[${v##*/}]=1
+  done
   mapfile -t all < <(releases_oldest_first)
   total="${#all[@]}"
   n=0

@@ -477,6 +477,14 @@ func TestDeployScriptPruneKeepsWhatAScriptRuns(t *testing.T) {
 	}
 	d.run([]string{"KEEP=1"}, "prune")
 	d.wantReleases("stable", "v3", "v4")
+	// An alias current does not lead to keeps its target too: it would
+	// dangle (a recheck).
+	d.run(nil, "stage", "v5", helloPath(b.releases, "v1"))
+	if err := os.Symlink("v4", filepath.Join(rels, "previous")); err != nil {
+		t.Fatal(err)
+	}
+	d.run([]string{"KEEP=1"}, "prune")
+	d.wantReleases("previous", "stable", "v3", "v4", "v5")
 	d.startOnCurrent(b, p.addr, "0", "v3") // what current names still starts
 }
 
