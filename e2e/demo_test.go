@@ -36,10 +36,22 @@ func TestDemos(t *testing.T) {
 			if err != nil {
 				t.Fatalf("launcher %v: %v\n%s", tt.args, err, out)
 			}
+			// The start line it prints is the one it ran: --releases
+			// included, which the upgrades to v2 by name need (a new
+			// user's trial copied --canary's, without it).
 			for _, w := range tt.want {
 				if !strings.Contains(string(out), w) {
 					t.Errorf("launcher %v output lacks %q:\n%s", tt.args, w, out)
 				}
+			}
+			var start string
+			for _, line := range strings.Split(string(out), "\n") {
+				if i := strings.Index(line, "2. launcher start "); i >= 0 {
+					start = line[i:]
+				}
+			}
+			if !strings.Contains(start, " --releases ") {
+				t.Errorf("launcher %v printed the start line %q; want the one it ran, --releases included", tt.args, start)
 			}
 		})
 	}

@@ -37,7 +37,7 @@ func demoCanary(ctx context.Context, r *rig.Rig, workers int, log io.Writer, say
 		return fmt.Errorf("demo: %w", err)
 	}
 	defer sup.Stop()
-	say("2. launcher start --listen %s --workers %d --probation %s -- releases/v1/hello", sup.Addr, workers, canaryProbation)
+	say("2. launcher start --listen %s --workers %d --probation %s --releases %s -- releases/v1/hello", sup.Addr, workers, canaryProbation, r.Releases)
 	say("3. load: 8 clients with a new connection per request and 8 keep-alive clients (no retries)")
 
 	lctx, stopLoad := context.WithCancel(ctx)

@@ -45,7 +45,7 @@ func demoFaults(ctx context.Context, r *rig.Rig, workers int, log io.Writer, say
 		return err
 	}
 	defer func() { sup.Stop() }() // the one running at the end
-	say("2. launcher start --listen %s --workers %d --probation %s -- releases/v1/hello", sup.Addr, workers, faultsProbation)
+	say("2. launcher start --listen %s --workers %d --probation %s --releases %s -- releases/v1/hello", sup.Addr, workers, faultsProbation, r.Releases)
 	say("3. load for %s: 16 keep-alive clients and 8 clients with a new connection per request (no retries)", faultsLoad)
 
 	results := make([]*loadgen.Result, 2)
