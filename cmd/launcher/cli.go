@@ -168,7 +168,7 @@ type statusOptions struct {
 func (c *cli) statusCommand() *cobra.Command {
 	var o statusOptions
 	cmd := &cobra.Command{
-		Use:   "status [--json] [--watch]",
+		Use:   "status [--json] [--watch [--interval D]]",
 		Short: "show generations, versions, pids, in-flight work",
 		Long: `Show the supervisor's generations with version, state (starting, active,
 standby, draining, exited, failed), during a canary each one's share of new
@@ -191,7 +191,7 @@ upgrades (as upgrade --wait prints them; kept across an adoption).`,
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&o.watch, "watch", false, "refresh every second until interrupted")
-	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "refresh interval for --watch")
+	cmd.Flags().DurationVar(&o.interval, "interval", time.Second, "refresh interval for --watch: 100ms or more (refused without --watch)")
 	noFiles(cmd, "interval")
 	return cmd
 }

@@ -36,7 +36,7 @@ It exits 0 when stopped (also while its first generation starts or workers
 are adopted), or 1 if the first generation cannot start.
 
 Flags come before COMMAND: everything from COMMAND on is the service's.`,
-		Example: "  launcher start --listen 127.0.0.1:8080 --releases /srv/hello/releases -- /srv/hello/releases/v1/hello -addr x",
+		Example: "  launcher start --listen 127.0.0.1:8080 --releases /srv/hello/releases -- /srv/hello/releases/v1/hello -delay 1ms   # args after -- are the app's",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("start: no COMMAND: launcher start [flags] -- COMMAND [ARGS...]")
