@@ -823,34 +823,9 @@ func TestStopDuringStartIsAStop(t *testing.T) {
 func TestUpgradeDuringTheFirstStartResolvesWhenAsked(t *testing.T) {
 	fx := newFakeEffects(t)
 	fx.behave["v1"] = behaviour{readyAfter: 500 * time.Millisecond}
-	var current string
-	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
-		current = filepath.Join(filepath.Dir(r.rels), "current")
-		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
-			t.Fatal(err)
-		}
-		fx.currentLink = current
-		r.s.cfg.Command[0] = filepath.Join(current, "app")
-		first, err := r.s.resolve("")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.s.first = first
-	})
-	eventually(t, "generation 1 starting", func() error {
-		st, err := r.s.Status(context.Background())
-		if err != nil || len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
-			return fmt.Errorf("status %+v, %v", st, err)
-		}
-		return nil
-	})
-	tmp := current + ".op"
-	if err := os.Symlink(filepath.Join(r.rels, "v2"), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, current); err != nil {
-		t.Fatal(err)
-	}
+	r, current := startRigOnCurrent(t, fx)
+	r.waitFirstStarting()
+	repointLink(t, current, filepath.Join(r.rels, "v2"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sum, err := r.s.Upgrade(ctx, "", false, nil)
@@ -929,15 +904,7 @@ func TestAdoptionReportsAStartWhoseWorkersAreGone(t *testing.T) {
 	fx := newFakeEffects(t)
 	fx.adoptable = map[int]string{501: "a"} // 601, generation 4's, is gone
 	r := startRig(t, Config{Workers: 1, Listen: []string{"127.0.0.1:7"}}, fx, func(r *rig) {
-		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
-			Gens: []savedGen{
-				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
-					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
-				{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
-					Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
-			},
-			Group: []string{"a"},
-		}
+		fx.saved = savedUpgradeStarting(r)
 	})
 	r.waitStarted()
 	h := r.status().History

@@ -138,21 +138,7 @@ func TestFailedRepointAtAStopIsSaid(t *testing.T) {
 func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
 	fx := newFakeEffects(t)
 	fx.behave["v2"] = behaviour{exitBeforeReady: true}
-	var current string
-	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
-		current = filepath.Join(filepath.Dir(r.rels), "current")
-		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
-			t.Fatal(err)
-		}
-		fx.currentLink = current
-		r.s.cfg.Current = current
-		r.s.cfg.Command[0] = filepath.Join(current, "app")
-		first, err := r.s.resolve("")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.s.first = first
-	})
+	r, current := startRigOnCurrent(t, fx)
 	r.waitStarted()
 	nox := filepath.Join(r.rels, "nox", "app")
 	if err := os.MkdirAll(filepath.Dir(nox), 0o755); err != nil {
@@ -165,13 +151,7 @@ func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
 		{"v2", "exits before it is ready"},
 		{"nox", "not executable: refused"},
 	} {
-		tmp := current + ".op"
-		if err := os.Symlink(filepath.Join(r.rels, c.to), tmp); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, current); err != nil {
-			t.Fatal(err)
-		}
+		repointLink(t, current, filepath.Join(r.rels, c.to))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, err := r.s.Upgrade(ctx, "", false, nil) // as SIGHUP does
 		cancel()
@@ -206,13 +186,7 @@ func TestCurrentNamesWhatServesAfterAnUpgradeThatDidNotHappen(t *testing.T) {
 		}
 		return nil
 	})
-	tmp := current + ".op"
-	if err := os.Symlink(filepath.Join(r.rels, "v2"), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, current); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, current, filepath.Join(r.rels, "v2"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	_, err := r.s.Upgrade(ctx, "", false, nil)
 	cancel()
@@ -249,16 +223,7 @@ func TestAdoptionPointsCurrentAtWhatServes(t *testing.T) {
 			t.Fatal(err)
 		}
 		fx.currentLink = current
-		fx.saved = &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
-			Gens: []savedGen{
-				{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
-					Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
-				{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
-					Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
-			},
-			Group:   []string{"a"},
-			History: []savedRelease{{Version: "v2", Path: r.path("v2")}},
-		}
+		fx.saved = savedUpgradeStarting(r)
 	})
 	r.waitStarted()
 	eventually(t, "current at v2, which serves", func() error {
@@ -280,28 +245,8 @@ func TestAdoptionPointsCurrentAtWhatServes(t *testing.T) {
 func TestCurrentNamesTheFirstGenerationDuringItsStart(t *testing.T) {
 	fx := newFakeEffects(t)
 	fx.behave["v1"] = behaviour{readyAfter: 2 * time.Second}
-	var current string
-	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
-		current = filepath.Join(filepath.Dir(r.rels), "current")
-		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
-			t.Fatal(err)
-		}
-		fx.currentLink = current
-		r.s.cfg.Current = current
-		r.s.cfg.Command[0] = filepath.Join(current, "app")
-		first, err := r.s.resolve("")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.s.first = first
-	})
-	eventually(t, "generation 1 starting", func() error {
-		st, err := r.s.Status(context.Background())
-		if err != nil || len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
-			return fmt.Errorf("status %+v, %v", st, err)
-		}
-		return nil
-	})
+	r, current := startRigOnCurrent(t, fx)
+	r.waitFirstStarting()
 	nox := filepath.Join(r.rels, "nox", "app")
 	if err := os.MkdirAll(filepath.Dir(nox), 0o755); err != nil {
 		t.Fatal(err)
@@ -309,13 +254,7 @@ func TestCurrentNamesTheFirstGenerationDuringItsStart(t *testing.T) {
 	if err := os.WriteFile(nox, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tmp := current + ".op"
-	if err := os.Symlink(filepath.Join(r.rels, "nox"), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, current); err != nil {
-		t.Fatal(err)
-	}
+	repointLink(t, current, filepath.Join(r.rels, "nox"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := r.s.Upgrade(ctx, "", false, nil); !errors.Is(err, ErrBadRelease) {
@@ -340,4 +279,68 @@ func mustReadlink(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// startRigOnCurrent starts a rig, 1 worker and no probation, whose
+// command runs through a --current symlink beside its releases, pointing
+// at v1 (the article's layout), and returns it with the link's path.
+func startRigOnCurrent(t *testing.T, fx *fakeEffects) (*rig, string) {
+	t.Helper()
+	var current string
+	r := startRig(t, Config{Workers: 1, Probation: NoProbation}, fx, func(r *rig) {
+		current = filepath.Join(filepath.Dir(r.rels), "current")
+		if err := os.Symlink(filepath.Join(r.rels, "v1"), current); err != nil {
+			t.Fatal(err)
+		}
+		fx.currentLink = current
+		r.s.cfg.Current = current
+		r.s.cfg.Command[0] = filepath.Join(current, "app")
+		first, err := r.s.resolve("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.s.first = first
+	})
+	return r, current
+}
+
+// repointLink points the symlink link at target, atomically, as an
+// operator's ln -sfn and mv -T do.
+func repointLink(t *testing.T, link, target string) {
+	t.Helper()
+	tmp := link + ".op"
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFirstStarting waits until the first generation shows starting.
+func (r *rig) waitFirstStarting() {
+	r.t.Helper()
+	eventually(r.t, "generation 1 starting", func() error {
+		st, err := r.s.Status(context.Background())
+		if err != nil || len(st.Generations) == 0 || st.Generations[0].State != StateStarting {
+			return fmt.Errorf("status %+v, %v", st, err)
+		}
+		return nil
+	})
+}
+
+// savedUpgradeStarting is the state file a supervisor killed during an
+// upgrade leaves: generation 3 (v2) active in pid 501 (token "a"),
+// generation 4 (v3) starting in pid 601 ("d").
+func savedUpgradeStarting(r *rig) *savedState {
+	return &savedState{Supervisor: 9, Listen: []string{"127.0.0.1:7"}, Active: 3, LastGen: 4,
+		Gens: []savedGen{
+			{Num: 3, Release: savedRelease{Version: "v2", Path: r.path("v2")}, State: StateActive,
+				Workers: []savedWorker{{Index: 0, PID: 501, Token: "a", Ready: true}}},
+			{Num: 4, Release: savedRelease{Version: "v3", Path: r.path("v3")}, State: StateStarting,
+				Workers: []savedWorker{{Index: 0, PID: 601, Token: "d"}}},
+		},
+		Group:   []string{"a"},
+		History: []savedRelease{{Version: "v2", Path: r.path("v2")}},
+	}
 }
