@@ -442,12 +442,18 @@ cmd_prune() {
   done
 }
 
+# releases_real prints $RELEASES with every symbolic link resolved, as
+# the kernel's paths (/proc/PID/exe, readlink -f) name it.
+releases_real() {
+  (cd "$RELEASES" && pwd -P)
+}
+
 # running_versions prints the releases a live process runs a file of (its
 # /proc/PID/exe): a script release's worker runs another release's binary
 # (exec releases/3/hello), which its next restart needs again.
 running_versions() {
   local dir
-  dir="$(cd "$RELEASES" && pwd -P)" || return 0
+  dir="$(releases_real)" || return 0
   find /proc -mindepth 2 -maxdepth 2 -path '/proc/[0-9]*/exe' -printf '%l\n' 2>/dev/null |
     awk -v d="$dir/" 'index($0, d) == 1 { v = substr($0, length(d) + 1); sub(/\/.*/, "", v); print v }' | sort -u
 }
@@ -458,7 +464,7 @@ running_versions() {
 # an alias had the release behind it pruned (a new user's recheck).
 linked_versions() {
   local dir f real
-  dir="$(cd "$RELEASES" && pwd -P)" || return 0
+  dir="$(releases_real)" || return 0
   for f in "$RELEASES/$1" "$RELEASES/$1"/*; do
     real="$(readlink -f "$f" 2>/dev/null)" || continue
     case "$real" in

@@ -249,14 +249,12 @@ func TestUpgradeVerdict(t *testing.T) {
 	}
 	inProbation := func(version string) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if g := activeGen(s.status()); g != nil && g.Version == version && g.ProbationUntil != nil {
-				return
+		eventually(t, 10*time.Second, version+" in its probation", func() error {
+			if g := activeGen(s.status()); g == nil || g.Version != version || g.ProbationUntil == nil {
+				return fmt.Errorf("active generation %+v", g)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not in its probation within 10s", version)
-			}
-		}
+			return nil
+		})
 	}
 	answered := verdict("v3")
 	inProbation("v3")
